@@ -1,0 +1,58 @@
+"""gpugrad: reverse-mode automatic differentiation on the array API (NumPy, CuPy, ...).
+
+Every registered op is also a top-level function, e.g. ``gpugrad.sigmoid``, ``gpugrad.sum``.
+
+>>> import gpugrad as gg
+>>> W = gg.Variable([2.0, -1.0], name="W")
+>>> loss = gg.sum(gg.sigmoid(W))
+>>> loss.backward()
+>>> W.grad.shape
+(2,)
+"""
+
+from . import ops
+from .backend import (
+    Backend,
+    BackendError,
+    backend_info,
+    set_backend,
+    to_numpy,
+    use_backend,
+)
+from .dot import to_dot
+from .graph import (
+    FeedError,
+    Placeholder,
+    Symbol,
+    gradients,
+    minimize,
+    value_and_gradients,
+)
+from .registry import registry
+from .tensor import (
+    GradientError,
+    OpError,
+    Tensor,
+    Variable,
+    asarray,
+    is_grad_enabled,
+    no_grad,
+)
+from . import testing  # noqa: E402
+
+__version__ = "0.1.0"
+
+# One top-level function per registered op: gpugrad.add, gpugrad.matmul, ...
+globals().update({name: op for name, op in registry.items()})
+abs = registry["abs"]  # noqa: A001  (shadowing the builtin is the array-API name)
+max = registry["max"]  # noqa: A001
+min = registry["min"]  # noqa: A001
+sum = registry["sum"]  # noqa: A001
+pow = registry["pow"]  # noqa: A001
+
+__all__ = [
+    "Backend", "BackendError", "FeedError", "GradientError", "OpError", "Placeholder",
+    "Symbol", "Tensor", "Variable", "asarray", "backend_info", "gradients",
+    "is_grad_enabled", "minimize", "no_grad", "ops", "registry", "set_backend", "testing",
+    "to_dot", "to_numpy", "use_backend", "value_and_gradients", *registry.keys(),
+]

@@ -1,0 +1,295 @@
+"""Backend selection: which array-API namespace (and device) new arrays live on.
+
+Precedence, strongest first: ``with use_backend(...)`` (a ContextVar, so per thread and
+per task), then ``set_backend(...)``, then the ``GPUGRAD_BACKEND`` environment variable,
+read on first use and never written. numpy is the default.
+
+>>> import gpugrad as gg
+>>> with gg.use_backend("array_api_strict"):
+...     gg.backend_info()["name"]
+'array_api_strict'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+BACKEND_NAMES = ("numpy", "cupy", "array_api_strict")
+ENV_VAR = "GPUGRAD_BACKEND"
+
+
+class BackendError(RuntimeError):
+    """A backend cannot be selected or two backends/devices were mixed."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A resolved backend: its name, its array-API namespace ``xp`` and its device."""
+
+    name: str
+    xp: Any
+    device: Any = None
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r}, device={self.device!r})"
+
+
+def _load_cupy() -> Any:
+    try:
+        import cupy  # noqa: F401
+    except ImportError as exc:
+        raise BackendError(
+            "backend 'cupy' needs CuPy, which is not installed; install it with "
+            "`pip install gpugrad[cuda12]` (CUDA 12) or `pip install gpugrad[cuda13]` (CUDA 13)"
+        ) from exc
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA driver missing or broken
+        raise BackendError(
+            f"backend 'cupy': CuPy is installed but no usable CUDA GPU was found ({exc}); "
+            "use GPUGRAD_BACKEND=numpy on this machine"
+        ) from exc
+    if n == 0:
+        raise BackendError(
+            "backend 'cupy': CuPy is installed but this machine has no CUDA GPU; "
+            "use GPUGRAD_BACKEND=numpy on this machine"
+        )
+    import array_api_compat.cupy as xp
+
+    return xp
+
+
+def _namespace_for(name: str) -> Any:
+    if name == "numpy":
+        return np
+    if name == "cupy":
+        return _load_cupy()
+    if name == "array_api_strict":
+        try:
+            import array_api_strict
+        except ImportError as exc:
+            raise BackendError(
+                "backend 'array_api_strict' needs array-api-strict; install it with "
+                "`pip install gpugrad[test]`"
+            ) from exc
+        return array_api_strict
+    raise BackendError(
+        f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)} "
+        f"(set {ENV_VAR} or call gpugrad.set_backend)"
+    )
+
+
+def name_of(xp: Any) -> str:
+    """The short name of an array-API namespace (``'numpy'``, ``'cupy'``, ...)."""
+    mod = getattr(xp, "__name__", type(xp).__name__)
+    if mod == "numpy" or mod.endswith("compat.numpy"):
+        return "numpy"
+    if "cupy" in mod:
+        return "cupy"
+    return mod.split(".")[0]
+
+
+def make_backend(spec: Any, device: Any = None) -> Backend:
+    """Resolve a name, a namespace or a Backend into a Backend."""
+    if isinstance(spec, Backend):
+        return spec if device is None else Backend(spec.name, spec.xp, device)
+    if isinstance(spec, str):
+        name = spec.strip().lower()
+        xp = _namespace_for(name)
+    else:
+        xp = spec
+        if not hasattr(xp, "asarray"):
+            raise BackendError(
+                f"set_backend: {spec!r} is neither a backend name ({', '.join(BACKEND_NAMES)}) "
+                "nor an array-API namespace"
+            )
+        name = name_of(xp)
+        if name == "numpy":
+            xp = np
+    return Backend(name, xp, device)
+
+
+_explicit: Backend | None = None
+_from_env: Backend | None = None
+_scoped: contextvars.ContextVar[Backend | None] = contextvars.ContextVar(
+    "gpugrad_backend", default=None
+)
+
+
+def current() -> Backend:
+    """The backend in force here: scoped, then set_backend, then GPUGRAD_BACKEND, then numpy."""
+    b = _scoped.get()
+    if b is not None:
+        return b
+    if _explicit is not None:
+        return _explicit
+    global _from_env
+    if _from_env is None:
+        _from_env = make_backend(os.environ.get(ENV_VAR, "numpy") or "numpy")
+    return _from_env
+
+
+def set_backend(spec: Any, device: Any = None) -> Backend:
+    """Select the backend for this process, overriding ``GPUGRAD_BACKEND``.
+
+    ``spec`` is a name (``"numpy"``, ``"cupy"``, ``"array_api_strict"``), an array-API
+    namespace or a Backend; ``device`` is where new arrays go (default: the library's).
+    ``set_backend(None)`` returns to the environment variable.
+
+    >>> import gpugrad as gg
+    >>> gg.set_backend("numpy").name
+    'numpy'
+    """
+    global _explicit
+    _explicit = None if spec is None else make_backend(spec, device)
+    return current()
+
+
+@contextlib.contextmanager
+def use_backend(spec: Any, device: Any = None) -> Iterator[Backend]:
+    """Use a backend inside a ``with`` block (per thread and per task).
+
+    >>> import gpugrad as gg
+    >>> with gg.use_backend("numpy") as b:
+    ...     b.name
+    'numpy'
+    """
+    token = _scoped.set(make_backend(spec, device))
+    try:
+        yield _scoped.get()
+    finally:
+        _scoped.reset(token)
+
+
+def device_of(x: Any) -> Any:
+    """The device of a backend array (``'cpu'`` for NumPy)."""
+    return getattr(x, "device", "cpu")
+
+
+def describe_device(xp: Any, device: Any) -> str:
+    return f"{name_of(xp)}:{device}"
+
+
+def namespace_of(x: Any) -> Any:
+    """The array-API namespace of one array (fast for NumPy)."""
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np
+    if type(x).__module__.startswith("cupy"):
+        import array_api_compat.cupy as cupy_xp
+
+        return cupy_xp
+    ns = getattr(x, "__array_namespace__", None)
+    if ns is not None:
+        return ns()
+    import array_api_compat
+
+    return array_api_compat.array_namespace(x)
+
+
+def is_backend_array(x: Any) -> bool:
+    if isinstance(x, np.ndarray):
+        return True
+    return hasattr(x, "__array_namespace__") and hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def resolve_dtype(xp: Any, dtype: Any) -> Any:
+    """A dtype given as a string (``'float32'``) or a dtype object, as ``xp``'s dtype."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        try:
+            return getattr(xp, dtype)
+        except AttributeError:
+            raise TypeError(f"unknown dtype {dtype!r} for backend {name_of(xp)}") from None
+    if xp is np:
+        return np.dtype(dtype)
+    return dtype
+
+
+def dtype_name(dtype: Any) -> str:
+    s = str(dtype)
+    return s.rsplit(".", 1)[-1].strip("'>")
+
+
+def is_floating(xp: Any, dtype: Any) -> bool:
+    if xp is np:
+        return np.dtype(dtype).kind == "f"
+    return xp.isdtype(dtype, "real floating")
+
+
+def to_backend(data: Any, dtype: Any = None, backend: Backend | None = None) -> Any:
+    """Move host data (lists, NumPy arrays, scalars) to ``backend``'s device once.
+
+    An array that already belongs to the backend's namespace keeps its device.
+    """
+    b = backend or current()
+    xp = b.xp
+    dt = resolve_dtype(xp, dtype)
+    if is_backend_array(data):
+        src = namespace_of(data)
+        if src is xp or name_of(src) == b.name:
+            return data if dt is None or data.dtype == dt else xp.astype(data, dt)
+        if src is not np:
+            raise BackendError(
+                f"asarray: cannot move a {name_of(src)} array on device {device_of(data)} to "
+                f"backend {b.name}; convert it to host data with gpugrad.to_numpy first"
+            )
+    if b.name == "numpy":
+        return np.asarray(data, dtype=dt)
+    kw = {} if b.device is None else {"device": b.device}
+    return xp.asarray(data, dtype=dt, **kw)
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Host NumPy copy of a backend array or Tensor (the only way results leave the device).
+
+    >>> import gpugrad as gg
+    >>> gg.to_numpy(gg.asarray([1.0, 2.0]))
+    array([1., 2.])
+    """
+    x = getattr(x, "data", x) if not isinstance(x, np.ndarray) else x
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np.asarray(x)
+    get = getattr(x, "get", None)
+    if get is not None and "cupy" in type(x).__module__:
+        return get()
+    try:
+        return np.from_dlpack(x)
+    except Exception:
+        return np.asarray(x)
+
+
+def backend_info() -> dict:
+    """Name, device and library versions of the current backend.
+
+    >>> import gpugrad as gg
+    >>> sorted(gg.backend_info())
+    ['array_api_compat', 'device', 'name', 'numpy', 'version']
+    """
+    import array_api_compat
+
+    b = current()
+    ver = getattr(b.xp, "__version__", None)
+    if ver is None and b.name == "cupy":
+        import cupy
+
+        ver = cupy.__version__
+    dev = b.device
+    if dev is None:
+        try:
+            dev = b.xp.__array_namespace_info__().default_device()
+        except Exception:
+            dev = "cpu"
+    return {
+        "name": b.name,
+        "device": str(dev),
+        "version": ver,
+        "numpy": np.__version__,
+        "array_api_compat": array_api_compat.__version__,
+    }

@@ -1,0 +1,139 @@
+"""Python operators and methods shared by eager Tensors and graph Symbols.
+
+Each one calls a registered op, so ``a + b`` and ``gpugrad.add(a, b)`` are the same thing
+in both front ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .ops import arithmetic, compare, elementwise, indexing, linalg, reductions, shape
+
+_take = indexing.take
+
+
+def _index_array(k: Any) -> Any:
+    data = getattr(k, "data", k)
+    if isinstance(k, (list, tuple)) or (hasattr(data, "dtype") and hasattr(data, "shape")):
+        return data
+    return None
+
+
+def index(x: Any, key: Any) -> Any:
+    """``x[key]``: basic keys go to getitem; one integer array (x[idx], x[:, idx]) to take."""
+    parts = key if isinstance(key, tuple) else (key,)
+    arrays = [i for i, k in enumerate(parts)
+              if not (k is None or k is Ellipsis or isinstance(k, (int, slice)))]
+    if not arrays:
+        return indexing.getitem(x, key=key)
+    pos = arrays[0]
+    if len(arrays) > 1 or any(not (isinstance(k, slice) and k == slice(None))
+                              for i, k in enumerate(parts) if i != pos):
+        raise TypeError(
+            f"getitem: index {key!r} mixes an integer array with other indices; gpugrad "
+            "differentiates basic indices and one integer array alone (x[idx], x[:, idx]); "
+            "use gpugrad.take(x, idx, axis=...) for other gathers"
+        )
+    idx = parts[pos]
+    idx = getattr(idx, "data", idx)
+    if isinstance(idx, (list, tuple)):
+        xp = getattr(x, "xp", None)
+        if xp is None:
+            from .backend import to_backend
+
+            idx = to_backend(idx)
+        else:
+            idx = xp.asarray(idx, device=x.device)
+    kind = str(getattr(idx, "dtype", ""))
+    if "bool" in kind:
+        raise TypeError(
+            "getitem: boolean masks give data-dependent shapes and are not differentiated; "
+            "use gpugrad.where(mask, x, 0.0) instead"
+        )
+    if "int" not in kind:
+        raise TypeError(f"getitem: index arrays must be integers, got {kind or type(idx)}")
+    return _take(x, idx, axis=pos)
+
+
+class ArrayOps:
+    """Operator overloads; subclasses provide ``shape`` where methods need it."""
+
+    __slots__ = ()
+    __array_ufunc__ = None  # numpy defers to our reflected operators
+    __array_priority__ = 1000
+
+    def __add__(self, other): return arithmetic.add(self, other)
+    def __radd__(self, other): return arithmetic.add(other, self)
+    def __sub__(self, other): return arithmetic.subtract(self, other)
+    def __rsub__(self, other): return arithmetic.subtract(other, self)
+    def __mul__(self, other): return arithmetic.multiply(self, other)
+    def __rmul__(self, other): return arithmetic.multiply(other, self)
+    def __truediv__(self, other): return arithmetic.divide(self, other)
+    def __rtruediv__(self, other): return arithmetic.divide(other, self)
+    def __pow__(self, other): return arithmetic.pow(self, other)
+    def __rpow__(self, other): return arithmetic.pow(other, self)
+    def __matmul__(self, other): return linalg.matmul(self, other)
+    def __rmatmul__(self, other): return linalg.matmul(other, self)
+    def __neg__(self): return arithmetic.negative(self)
+    def __pos__(self): return self
+    def __abs__(self): return elementwise.abs(self)
+    def __lt__(self, other): return compare.less(self, other)
+    def __le__(self, other): return compare.less_equal(self, other)
+    def __gt__(self, other): return compare.greater(self, other)
+    def __ge__(self, other): return compare.greater_equal(self, other)
+    def __eq__(self, other): return compare.equal(self, other)  # type: ignore[override]
+    def __ne__(self, other): return compare.not_equal(self, other)  # type: ignore[override]
+    __hash__ = object.__hash__
+
+    def __getitem__(self, key): return index(self, key)
+
+    def sum(self, axis=None, keepdims=False):
+        """Sum over ``axis`` (see gpugrad.sum)."""
+        return reductions.sum(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        """Mean over ``axis`` (see gpugrad.mean)."""
+        return reductions.mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        """Largest element over ``axis``; ties share the gradient (see gpugrad.max)."""
+        return reductions.max(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        """Smallest element over ``axis``; ties share the gradient (see gpugrad.min)."""
+        return reductions.min(self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape):
+        """Reshape: ``t.reshape(2, 3)`` or ``t.reshape((2, 3))``."""
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return _reshape(self, shape=tuple(shape))
+
+    def astype(self, dtype):
+        """Convert to ``dtype`` (a backend dtype or a name such as ``'float64'``)."""
+        from .backend import resolve_dtype
+
+        return elementwise.astype(self, dtype=resolve_dtype(self._xp_for_dtype(), dtype))
+
+    def _xp_for_dtype(self):
+        from .backend import current
+
+        return current().xp
+
+    @property
+    def mT(self):
+        """Transpose of the last two axes."""
+        return linalg.matrix_transpose(self)
+
+    @property
+    def T(self):
+        """Transpose of a 2-D array (use ``.mT`` for stacks of matrices)."""
+        nd = len(self.shape)
+        if nd != 2:
+            raise ValueError(f"T: defined for 2-D arrays only (shape {tuple(self.shape)}); "
+                             "use .mT for a stack of matrices or permute_dims")
+        return linalg.matrix_transpose(self)
+
+
+_reshape = shape.reshape

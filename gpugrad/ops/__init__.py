@@ -1,0 +1,11 @@
+"""Every op gpugrad differentiates, one family per module; importing this registers them.
+
+``defop``/``defvjp`` and the read-only ``registry`` are re-exported here so that
+``gpugrad.ops.defop`` is the one public way to add an op.
+"""
+
+from ..registry import Op, defop, registry, unregister
+from . import arithmetic, compare, elementwise, indexing, linalg, reductions, shape, softmax
+
+__all__ = ["Op", "defop", "registry", "unregister", "arithmetic", "compare", "elementwise",
+           "indexing", "linalg", "reductions", "shape", "softmax"]

@@ -1,0 +1,84 @@
+"""Arithmetic: add, subtract, multiply, divide, negative, pow.
+
+Rules use Python operators, so scalars pass straight through; the engine sums gradients back
+over broadcast dimensions.
+"""
+
+from ..registry import defop
+
+
+@defop("add", scalar_ok=(0, 1))
+def add(xp, a, b):
+    """a + b;  d/da = 1, d/db = 1"""
+    return a + b, None
+
+
+add.defvjp(lambda xp, g, res: g, lambda xp, g, res: g)
+
+
+@defop("subtract", scalar_ok=(0, 1))
+def subtract(xp, a, b):
+    """a - b;  d/da = 1, d/db = -1"""
+    return a - b, None
+
+
+subtract.defvjp(lambda xp, g, res: g, lambda xp, g, res: -g)
+
+
+@defop("multiply", scalar_ok=(0, 1))
+def multiply(xp, a, b):
+    """a * b;  d/da = b, d/db = a"""
+    return a * b, (a, b)
+
+
+multiply.defvjp(lambda xp, g, res: g * res[1], lambda xp, g, res: g * res[0])
+
+
+@defop("divide", scalar_ok=(0, 1))
+def divide(xp, a, b):
+    """a / b;  d/da = 1/b, d/db = -a/b**2"""
+    return a / b, (a, b)
+
+
+divide.defvjp(
+    lambda xp, g, res: g / res[1],
+    lambda xp, g, res: -(g * res[0]) / (res[1] * res[1]),
+)
+
+
+@defop("negative")
+def negative(xp, a):
+    """-a;  d/da = -1"""
+    return -a, None
+
+
+negative.defvjp(lambda xp, g, res: -g)
+
+
+@defop("pow", scalar_ok=(1,))
+def pow(xp, a, b):
+    """a ** b (b an array or a scalar);  d/da = b a**(b-1),  d/db = a**b log(a).
+
+    Conventions: d/da is 0 where b == 0 (also at a == 0); d/db is 0 where a <= 0, where the
+    real logarithm does not exist.
+    """
+    out = a**b
+    return out, (a, b, out)
+
+
+def _pow_da(xp, g, res):
+    a, b, out = res
+    if isinstance(b, (int, float)):
+        if b == 0:
+            return g * 0.0
+        return g * (float(b) * a ** (b - 1))
+    return xp.where(b == 0, 0.0, g * b * a ** (b - 1))
+
+
+def _pow_db(xp, g, res):
+    a, b, out = res
+    safe = xp.where(a > 0, a, 1.0)
+    return xp.where(a > 0, g * out * xp.log(safe), 0.0)
+
+
+pow.defvjp(_pow_da, _pow_db)

@@ -1,0 +1,167 @@
+"""Elementwise functions: exp, log, log1p, sqrt, square, abs, tanh, sigmoid, relu,
+maximum, minimum, where, clip, astype.
+
+Kinks follow PyTorch: relu'(0) = 0, abs'(0) = 0, maximum(a, a) gives half to each input,
+clip passes the gradient on its closed interval [min, max].
+"""
+
+from ..registry import defop
+
+
+@defop("exp")
+def exp(xp, x):
+    """exp(x);  d/dx = exp(x)"""
+    out = xp.exp(x)
+    return out, out
+
+
+exp.defvjp(lambda xp, g, out: (g * out,))
+
+
+@defop("log")
+def log(xp, x):
+    """log(x);  d/dx = 1/x"""
+    return xp.log(x), x
+
+
+log.defvjp(lambda xp, g, x: (g / x,))
+
+
+@defop("log1p")
+def log1p(xp, x):
+    """log(1 + x), accurate near 0;  d/dx = 1/(1 + x)"""
+    return xp.log1p(x), x
+
+
+log1p.defvjp(lambda xp, g, x: (g / (x + 1.0),))
+
+
+@defop("sqrt")
+def sqrt(xp, x):
+    """sqrt(x);  d/dx = 1/(2 sqrt(x))  (inf at 0)"""
+    out = xp.sqrt(x)
+    return out, out
+
+
+sqrt.defvjp(lambda xp, g, out: (g / (out * 2.0),))
+
+
+@defop("square")
+def square(xp, x):
+    """x**2;  d/dx = 2x"""
+    return x * x, x
+
+
+square.defvjp(lambda xp, g, x: (g * (x * 2.0),))
+
+
+@defop("abs")
+def abs(xp, x):
+    """|x|;  d/dx = sign(x), with abs'(0) = 0"""
+    return xp.abs(x), x
+
+
+abs.defvjp(lambda xp, g, x: (g * xp.sign(x),))
+
+
+@defop("tanh")
+def tanh(xp, x):
+    """tanh(x);  d/dx = 1 - tanh(x)**2"""
+    out = xp.tanh(x)
+    return out, out
+
+
+tanh.defvjp(lambda xp, g, out: (g * (1.0 - out * out),))
+
+
+@defop("sigmoid")
+def sigmoid(xp, x):
+    """1 / (1 + exp(-x)), computed without overflow;  d/dx = s (1 - s).
+
+    exp(-|x|) never overflows; for x < 0, s = e / (1 + e) keeps full relative precision
+    where 1 - 1/(1 + e) would cancel.
+    """
+    e = xp.exp(-xp.abs(x))
+    r = 1.0 / (1.0 + e)
+    out = xp.where(x >= 0, r, e * r)
+    return out, out
+
+
+sigmoid.defvjp(lambda xp, g, s: (g * (s * (1.0 - s)),))
+
+
+@defop("relu")
+def relu(xp, x):
+    """max(x, 0);  d/dx = 1 where x > 0, else 0 (relu'(0) = 0)"""
+    return xp.where(x > 0, x, 0.0), x
+
+
+relu.defvjp(lambda xp, g, x: (xp.where(x > 0, g, 0.0),))
+
+
+def _tie_split(xp, g, a, b, wins):
+    return xp.where(wins, g, xp.where(a == b, g * 0.5, 0.0))
+
+
+@defop("maximum")
+def maximum(xp, a, b):
+    """max(a, b) elementwise;  the larger input gets g, ties split g evenly"""
+    return xp.maximum(a, b), (a, b)
+
+
+maximum.defvjp(
+    lambda xp, g, res: _tie_split(xp, g, res[0], res[1], res[0] > res[1]),
+    lambda xp, g, res: _tie_split(xp, g, res[0], res[1], res[1] > res[0]),
+)
+
+
+@defop("minimum")
+def minimum(xp, a, b):
+    """min(a, b) elementwise;  the smaller input gets g, ties split g evenly"""
+    return xp.minimum(a, b), (a, b)
+
+
+minimum.defvjp(
+    lambda xp, g, res: _tie_split(xp, g, res[0], res[1], res[0] < res[1]),
+    lambda xp, g, res: _tie_split(xp, g, res[0], res[1], res[1] < res[0]),
+)
+
+
+@defop("where")
+def where(xp, condition, a, b):
+    """a where condition else b;  d/da = condition, d/db = not condition"""
+    return xp.where(condition, a, b), condition
+
+
+where.defvjp(
+    None,
+    lambda xp, g, cond: xp.where(cond, g, 0.0),
+    lambda xp, g, cond: xp.where(cond, 0.0, g),
+)
+
+
+@defop("clip")
+def clip(xp, x, *, min=None, max=None):
+    """x limited to [min, max];  d/dx = 1 on the closed interval, 0 outside"""
+    return xp.clip(x, min, max), x
+
+
+def _clip_vjp(xp, g, x, *, min=None, max=None):
+    inside = None
+    if min is not None:
+        inside = x >= min
+    if max is not None:
+        inside = x <= max if inside is None else xp.logical_and(inside, x <= max)
+    return (g if inside is None else xp.where(inside, g, 0.0),)
+
+
+clip.defvjp(_clip_vjp)
+
+
+@defop("astype")
+def astype(xp, x, *, dtype):
+    """x converted to dtype;  the gradient is converted back to x's dtype"""
+    return xp.astype(x, dtype), x.dtype
+
+
+astype.defvjp(lambda xp, g, src_dtype, *, dtype: (xp.astype(g, src_dtype),))

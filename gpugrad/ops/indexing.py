@@ -1,0 +1,180 @@
+"""Indexing: getitem (basic slicing; one integer array goes through take) and take.
+
+The backward of a gather is a scatter-add, which the standard lacks. The portable rule sorts
+the indices, takes a cumulative sum of the sorted gradient and reads each position's segment
+with searchsorted: only gathers, so it is correct for repeated indices and needs no in-place
+write. NumPy and CuPy get a fast path with ``add.at``.
+"""
+
+from ..registry import defop
+
+
+def _scatter_add(xp, g, idx, n, axis):
+    """out[j] = sum of g[i] over idx[i] == j along ``axis`` (length n), by gathers only."""
+    idx = xp.where(idx < 0, idx + n, idx)
+    order = xp.argsort(idx, stable=True)
+    sorted_idx = xp.take(idx, order)
+    cs = xp.cumulative_sum(xp.take(g, order, axis=axis), axis=axis, include_initial=True)
+    positions = xp.arange(n, dtype=idx.dtype, device=idx.device)
+    lo = xp.searchsorted(sorted_idx, positions, side="left")
+    hi = xp.searchsorted(sorted_idx, positions, side="right")
+    return xp.take(cs, hi, axis=axis) - xp.take(cs, lo, axis=axis)
+
+
+@defop("take")
+def take(xp, x, indices, *, axis=None):
+    """x[..., indices, ...] along axis (axis=None flattens x first); indices of any shape
+    replace that axis.  d/dx: scatter-add of g, summing repeated indices"""
+    in_shape = tuple(x.shape)
+    if axis is None:
+        x, ax = xp.reshape(x, (-1,)), 0
+    else:
+        ax = axis % x.ndim if x.ndim else 0
+    shape = tuple(x.shape)
+    if indices.ndim == 1:
+        return xp.take(x, indices, axis=ax), (shape, indices, in_shape)
+    flat = xp.reshape(indices, (-1,))
+    out = xp.take(x, flat, axis=ax)
+    out_shape = shape[:ax] + tuple(indices.shape) + shape[ax + 1:]
+    return xp.reshape(out, out_shape), (shape, flat, in_shape)
+
+
+def _flat_g(xp, g, shape, idx, axis):
+    ax = 0 if axis is None else axis % len(shape)
+    want = shape[:ax] + (idx.shape[0],) + shape[ax + 1:]
+    return (g if tuple(g.shape) == want else xp.reshape(g, want)), ax
+
+
+def _take_vjp(xp, g, res, *, axis=None):
+    shape, idx, in_shape = res  # shape is x's shape, flattened when axis is None
+    g, ax = _flat_g(xp, g, shape, idx, axis)
+    return (xp.reshape(_scatter_add(xp, g, idx, shape[ax], ax), in_shape), None)
+
+
+def _native(xp, array):
+    """The library module itself (numpy or cupy), whose ufuncs have ``.at``."""
+    if hasattr(getattr(xp, "add", None), "at"):
+        return xp
+    import importlib
+
+    return importlib.import_module(type(array).__module__.split(".")[0])
+
+
+def _take_vjp_add_at(xp, g, res, *, axis=None):
+    shape, idx, in_shape = res
+    g, ax = _flat_g(xp, g, shape, idx, axis)
+    lib = _native(xp, g)
+    out = lib.zeros(shape, dtype=g.dtype)
+    lib.add.at(lib.moveaxis(out, ax, 0), idx, lib.moveaxis(g, ax, 0))
+    return (lib.reshape(out, in_shape), None)
+
+
+take.defvjp(_take_vjp)
+take.def_fast_path("numpy", vjp=_take_vjp_add_at)
+take.def_fast_path("cupy", vjp=_take_vjp_add_at)
+
+
+def _is_basic(k):
+    return k is None or k is Ellipsis or isinstance(k, (int, slice))
+
+
+def normalize_key(key, ndim):
+    """A basic index key as a tuple with Ellipsis expanded; raises for anything else."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    if not all(_is_basic(k) for k in key):
+        raise TypeError(
+            f"getitem: index {key!r} mixes integer arrays with other indices; gpugrad "
+            "differentiates basic indices (ints, slices, None, ...) and a single integer array "
+            "(x[idx] or x[:, idx]); use gpugrad.take(x, idx, axis=...) for other gathers"
+        )
+    n_ellipsis = sum(1 for k in key if k is Ellipsis)
+    if n_ellipsis > 1:
+        raise IndexError("getitem: an index can only have a single ellipsis ('...')")
+    used = sum(1 for k in key if k is not None and k is not Ellipsis)
+    if used > ndim:
+        raise IndexError(f"getitem: too many indices ({used}) for an array with {ndim} dims")
+    if n_ellipsis:
+        i = key.index(Ellipsis)
+        key = key[:i] + (slice(None),) * (ndim - used) + key[i + 1:]
+    else:
+        key = key + (slice(None),) * (ndim - used)
+    return key
+
+
+@defop("getitem")
+def getitem(xp, x, *, key):
+    """x[key] for a basic key (ints, slices, None, Ellipsis);
+    d/dx: g placed back at the selected positions, zeros elsewhere"""
+    key = normalize_key(key, x.ndim)
+    return x[key], tuple(x.shape)
+
+
+def _getitem_vjp(xp, g, in_shape, *, key):
+    """Undo the index one axis at a time with gathers and concats (no in-place write)."""
+    key = normalize_key(key, len(in_shape))
+    # Bring g back to one axis per input axis: re-insert axes removed by integer indices
+    # and drop the axes that None added.
+    axis = 0
+    for k in key:
+        if k is None:
+            g = xp.squeeze(g, axis=axis)
+        elif isinstance(k, int):
+            g = xp.expand_dims(g, axis=axis)
+            axis += 1
+        else:
+            axis += 1
+    dims = [k for k in key if k is not None]
+    for ax, k in enumerate(dims):
+        n = in_shape[ax]
+        if isinstance(k, int):
+            k = k % n
+            g = _pad(xp, g, ax, k, n - k - 1)
+            continue
+        start, stop, step = k.indices(n)
+        if (start, stop, step) == (0, n, 1):
+            continue
+        picked = range(start, stop, step)
+        if len(picked) == 0:
+            shape = list(g.shape)
+            shape[ax] = n
+            g = xp.zeros(tuple(shape), dtype=g.dtype, device=g.device)
+        elif step == 1:
+            g = _pad(xp, g, ax, start, n - stop)
+        else:
+            g = _spread(xp, g, ax, picked, n)
+    return (g,)
+
+
+def _pad(xp, g, axis, before, after):
+    parts = []
+    for width in (before, None, after):
+        if width is None:
+            parts.append(g)
+        elif width > 0:
+            shape = list(g.shape)
+            shape[axis] = width
+            parts.append(xp.zeros(tuple(shape), dtype=g.dtype, device=g.device))
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=axis)
+
+
+def _spread(xp, g, axis, picked, n):
+    """Place g's entries along ``axis`` at the distinct positions ``picked``, zeros elsewhere."""
+    position_of = {p: i for i, p in enumerate(picked)}
+    source = [position_of.get(j, len(picked)) for j in range(n)]
+    shape = list(g.shape)
+    shape[axis] = 1
+    padded = xp.concat([g, xp.zeros(tuple(shape), dtype=g.dtype, device=g.device)], axis=axis)
+    idx = xp.asarray(source, device=g.device)
+    return xp.take(padded, idx, axis=axis)
+
+
+def _getitem_vjp_setitem(xp, g, in_shape, *, key):
+    out = _native(xp, g).zeros(in_shape, dtype=g.dtype)
+    out[key] = g
+    return (out,)
+
+
+getitem.defvjp(_getitem_vjp)
+getitem.def_fast_path("numpy", vjp=_getitem_vjp_setitem)
+getitem.def_fast_path("cupy", vjp=_getitem_vjp_setitem)

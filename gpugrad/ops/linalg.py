@@ -1,0 +1,70 @@
+"""Linear algebra: matmul (batched, broadcast batch dims, 1-D operands), matrix_transpose,
+permute_dims."""
+
+from ..registry import defop
+
+
+@defop("matmul")
+def matmul(xp, a, b):
+    """a @ b, batched over leading dims;  d/da = g @ b^T,  d/db = a^T @ g.
+
+    A 1-D ``a`` is a row vector and a 1-D ``b`` a column vector, and the added dimension is
+    removed again, as the array-API standard defines. Broadcast batch dimensions are summed
+    back by the engine.
+    """
+    return xp.matmul(a, b), (a, b)
+
+
+def _matmul_da(xp, g, res):
+    a, b = res
+    if b.ndim == 1:
+        if a.ndim == 1:
+            return g * b
+        # out[..., i] = sum_k a[..., i, k] b[k]
+        return xp.expand_dims(g, axis=-1) * b
+    if a.ndim == 1:
+        # out[..., j] = sum_k a[k] b[..., k, j]
+        return xp.squeeze(xp.matmul(xp.expand_dims(g, axis=-2), xp.matrix_transpose(b)), axis=-2)
+    return xp.matmul(g, xp.matrix_transpose(b))
+
+
+def _matmul_db(xp, g, res):
+    a, b = res
+    if a.ndim == 1:
+        if b.ndim == 1:
+            return g * a
+        # db[..., k, j] = a[k] g[..., j]
+        return xp.expand_dims(a, axis=-1) * xp.expand_dims(g, axis=-2)
+    if b.ndim == 1:
+        # db[..., k] = sum_i a[..., i, k] g[..., i]
+        return xp.squeeze(xp.matmul(xp.matrix_transpose(a), xp.expand_dims(g, axis=-1)), axis=-1)
+    return xp.matmul(xp.matrix_transpose(a), g)
+
+
+matmul.defvjp(_matmul_da, _matmul_db)
+
+
+@defop("matrix_transpose")
+def matrix_transpose(xp, x):
+    """x with its last two axes swapped;  the gradient is swapped back"""
+    return xp.matrix_transpose(x), None
+
+
+matrix_transpose.defvjp(lambda xp, g, res: (xp.matrix_transpose(g),))
+
+
+@defop("permute_dims")
+def permute_dims(xp, x, *, axes):
+    """x with its axes reordered;  the gradient takes the inverse permutation"""
+    return xp.permute_dims(x, tuple(axes)), None
+
+
+def _permute_vjp(xp, g, res, *, axes):
+    n = len(axes)
+    inverse = [0] * n
+    for i, a in enumerate(axes):
+        inverse[a % n] = i
+    return (xp.permute_dims(g, tuple(inverse)),)
+
+
+permute_dims.defvjp(_permute_vjp)

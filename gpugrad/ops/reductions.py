@@ -1,0 +1,81 @@
+"""Reductions: sum, mean, max, min over an int or tuple axis, with keepdims.
+
+max/min split the gradient evenly between tied maxima, so a full reduction's gradient
+always sums to g.
+"""
+
+from ..registry import defop
+
+
+def _axes(ndim, axis):
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        return (axis % ndim if ndim else 0,)
+    return tuple(a % ndim for a in axis)
+
+
+def _keep_shape(in_shape, axis):
+    axes = _axes(len(in_shape), axis)
+    return tuple(1 if i in axes else d for i, d in enumerate(in_shape))
+
+
+def _expand(xp, g, in_shape, axis):
+    """g (reduced, keepdims or not) reshaped and broadcast back to in_shape."""
+    return xp.broadcast_to(xp.reshape(g, _keep_shape(in_shape, axis)), in_shape)
+
+
+@defop("sum")
+def sum(xp, x, *, axis=None, keepdims=False):
+    """sum of x over axis;  d/dx = 1 (g broadcast back)"""
+    return xp.sum(x, axis=axis, keepdims=keepdims), tuple(x.shape)
+
+
+sum.defvjp(
+    lambda xp, g, in_shape, *, axis=None, keepdims=False: (_expand(xp, g, in_shape, axis),)
+)
+
+
+@defop("mean")
+def mean(xp, x, *, axis=None, keepdims=False):
+    """mean of x over axis;  d/dx = 1/n (g broadcast back)"""
+    return xp.mean(x, axis=axis, keepdims=keepdims), tuple(x.shape)
+
+
+def _mean_vjp(xp, g, in_shape, *, axis=None, keepdims=False):
+    n = 1
+    for a in _axes(len(in_shape), axis):
+        n *= in_shape[a]
+    return (_expand(xp, g / float(n if n > 0 else 1), in_shape, axis),)
+
+
+mean.defvjp(_mean_vjp)
+
+
+def _extremum_vjp(xp, g, res, *, axis=None, keepdims=False):
+    x, out = res
+    shape = tuple(x.shape)
+    hit = x == xp.reshape(out, _keep_shape(shape, axis))
+    count = xp.sum(xp.astype(hit, x.dtype), axis=axis, keepdims=True)
+    share = xp.reshape(g, _keep_shape(shape, axis)) / count
+    return (xp.where(hit, share, 0.0),)
+
+
+@defop("max")
+def max(xp, x, *, axis=None, keepdims=False):
+    """largest element over axis;  g goes to the maxima, split evenly between ties"""
+    out = xp.max(x, axis=axis, keepdims=keepdims)
+    return out, (x, out)
+
+
+max.defvjp(_extremum_vjp)
+
+
+@defop("min")
+def min(xp, x, *, axis=None, keepdims=False):
+    """smallest element over axis;  g goes to the minima, split evenly between ties"""
+    out = xp.min(x, axis=axis, keepdims=keepdims)
+    return out, (x, out)
+
+
+min.defvjp(_extremum_vjp)

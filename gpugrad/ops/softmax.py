@@ -1,0 +1,63 @@
+"""Composites the standard lacks: logsumexp, softmax, log_softmax.
+
+Each shifts by a finite max, so large inputs never overflow and -inf entries stay harmless.
+"""
+
+from ..registry import defop
+
+
+def _finite_max(xp, x, axis):
+    m = xp.max(x, axis=axis, keepdims=True)
+    return xp.where(xp.isfinite(m), m, 0.0)
+
+
+@defop("logsumexp")
+def logsumexp(xp, x, *, axis=None, keepdims=False):
+    """log(sum(exp(x))) over axis;  d/dx = softmax(x)"""
+    m = _finite_max(xp, x, axis)
+    out_k = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    out = out_k if keepdims else xp.reshape(out_k, _reduced_shape(x.shape, axis))
+    return out, (x, out_k)
+
+
+def _reduced_shape(shape, axis):
+    if axis is None:
+        return ()
+    axes = (axis,) if isinstance(axis, int) else axis
+    axes = {a % len(shape) for a in axes}
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def _logsumexp_vjp(xp, g, res, *, axis=None, keepdims=False):
+    x, out_k = res
+    g_k = xp.reshape(g, tuple(out_k.shape))
+    return (g_k * xp.exp(x - out_k),)
+
+
+logsumexp.defvjp(_logsumexp_vjp)
+
+
+@defop("softmax")
+def softmax(xp, x, *, axis=-1):
+    """exp(x) / sum(exp(x)) over axis;  d/dx: s * (g - sum(g * s))"""
+    e = xp.exp(x - _finite_max(xp, x, axis))
+    out = e / xp.sum(e, axis=axis, keepdims=True)
+    return out, out
+
+
+softmax.defvjp(
+    lambda xp, g, s, *, axis=-1: (s * (g - xp.sum(g * s, axis=axis, keepdims=True)),)
+)
+
+
+@defop("log_softmax")
+def log_softmax(xp, x, *, axis=-1):
+    """x - logsumexp(x) over axis;  d/dx: g - exp(out) * sum(g)"""
+    shifted = x - _finite_max(xp, x, axis)
+    out = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+    return out, out
+
+
+log_softmax.defvjp(
+    lambda xp, g, out, *, axis=-1: (g - xp.exp(out) * xp.sum(g, axis=axis, keepdims=True),)
+)

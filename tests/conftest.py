@@ -1,0 +1,88 @@
+"""The backend fixture: every test that takes ``xp`` runs on each CPU backend (and on CuPy,
+marked ``gpu``, where a GPU exists).
+
+- numpy;
+- array_api_strict on Device("device1"): catches device mixing, a missing ``device=`` and
+  NumPy fallbacks;
+- array_api_strict on Device("no_float64"): float32 paths, catches silent float64 upcasts;
+- cupy: marked gpu, skipped without CuPy or a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+
+
+def _has_gpu() -> bool:
+    if importlib.util.find_spec("cupy") is None:
+        return False
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+HAS_GPU = _has_gpu()
+
+
+class BackendCase:
+    """One backend under test: its gpugrad Backend, plus helpers to make arrays on it."""
+
+    def __init__(self, name: str, device_name: str | None, float64: bool):
+        self.name = name
+        self.device_name = device_name
+        self.float64 = float64
+        self.id = name if device_name is None else f"{name}-{device_name}"
+
+    def backend(self) -> gg.Backend:
+        if self.name == "array_api_strict":
+            import array_api_strict
+
+            return gg.backend.make_backend("array_api_strict",
+                                           array_api_strict.Device(self.device_name))
+        return gg.backend.make_backend(self.name)
+
+    @property
+    def float_dtype(self) -> str:
+        return "float64" if self.float64 else "float32"
+
+    def __repr__(self) -> str:
+        return self.id
+
+
+BACKENDS = [
+    pytest.param(BackendCase("numpy", None, True), id="numpy"),
+    pytest.param(BackendCase("array_api_strict", "device1", True), id="strict-device1"),
+    pytest.param(BackendCase("array_api_strict", "no_float64", False), id="strict-no_float64"),
+    pytest.param(BackendCase("cupy", None, True), id="cupy",
+                 marks=[pytest.mark.gpu,
+                        pytest.mark.skipif(not HAS_GPU, reason="needs CuPy and a CUDA GPU")]),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def bk(request):
+    """Runs the test inside ``gg.use_backend`` for each backend; yields the BackendCase."""
+    case = request.param
+    with gg.use_backend(case.backend()):
+        yield case
+
+
+@pytest.fixture(params=[p for p in BACKENDS if p.id != "strict-no_float64"])
+def bk64(request):
+    """Backends with float64, for gradient checks (float32 differences give false failures)."""
+    case = request.param
+    with gg.use_backend(case.backend()):
+        yield case
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
