@@ -253,7 +253,8 @@ def to_numpy(x: Any) -> np.ndarray:
     >>> gg.to_numpy(gg.asarray([1.0, 2.0]))
     array([1., 2.])
     """
-    x = getattr(x, "data", x) if not isinstance(x, np.ndarray) else x
+    if hasattr(x, "requires_grad") and hasattr(x, "xp"):  # a Tensor
+        x = x.data
     if isinstance(x, (np.ndarray, np.generic)):
         return np.asarray(x)
     get = getattr(x, "get", None)

@@ -13,13 +13,6 @@ from .ops import arithmetic, compare, elementwise, indexing, linalg, reductions,
 _take = indexing.take
 
 
-def _index_array(k: Any) -> Any:
-    data = getattr(k, "data", k)
-    if isinstance(k, (list, tuple)) or (hasattr(data, "dtype") and hasattr(data, "shape")):
-        return data
-    return None
-
-
 def index(x: Any, key: Any) -> Any:
     """``x[key]``: basic keys go to getitem; one integer array (x[idx], x[:, idx]) to take."""
     parts = key if isinstance(key, tuple) else (key,)
@@ -36,8 +29,11 @@ def index(x: Any, key: Any) -> Any:
             "use gpugrad.take(x, idx, axis=...) for other gathers"
         )
     idx = parts[pos]
-    idx = getattr(idx, "data", idx)
-    if isinstance(idx, (list, tuple)):
+    if hasattr(idx, "requires_grad") and hasattr(idx, "xp"):  # a Tensor of indices
+        idx = idx.data
+    if isinstance(idx, (list, tuple)) or (type(idx).__module__ == "numpy"
+                                          and getattr(x, "xp", None) is not None):
+        # host index data is small: it crosses to x's device here
         xp = getattr(x, "xp", None)
         if xp is None:
             from .backend import to_backend

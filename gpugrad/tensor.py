@@ -215,7 +215,7 @@ class Variable(Tensor):
     __slots__ = ()
 
     def __init__(self, value: Any, name: str | None = None, *, dtype: Any = None) -> None:
-        value = getattr(value, "data", value)
+        value = value.data if isinstance(value, Tensor) else value
         data = B.to_backend(value, dtype)
         xp = B.namespace_of(data)
         if data is value:

@@ -47,8 +47,7 @@ def check_grad(fn: Callable[..., Any], *inputs: Any, eps: float = 1e-6, rtol: fl
     """
     rng = np.random.default_rng(seed)
     b = B.current()
-    arrays = [B.to_backend(getattr(a, "data", a), None, b) if not B.is_backend_array(
-        getattr(a, "data", a)) else getattr(a, "data", a) for a in inputs]
+    arrays = [B.to_backend(a.data if isinstance(a, Tensor) else a, None, b) for a in inputs]
     xp = B.namespace_of(arrays[0])
     positions = [i for i, a in enumerate(arrays) if B.is_floating(xp, a.dtype)]
     if wrt is not None:
