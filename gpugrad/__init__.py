@@ -38,7 +38,7 @@ from .tensor import (
     is_grad_enabled,
     no_grad,
 )
-from . import testing  # noqa: E402
+from . import data, datasets, nn, optim, testing  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -53,6 +53,6 @@ pow = registry["pow"]  # noqa: A001
 __all__ = [
     "Backend", "BackendError", "FeedError", "GradientError", "OpError", "Placeholder",
     "Symbol", "Tensor", "Variable", "asarray", "backend_info", "gradients",
-    "is_grad_enabled", "minimize", "no_grad", "ops", "registry", "set_backend", "testing",
+    "is_grad_enabled", "minimize", "nn", "no_grad", "ops", "optim", "data", "datasets", "registry", "set_backend", "testing",
     "to_dot", "to_numpy", "use_backend", "value_and_gradients", *registry.keys(),
 ]

@@ -110,7 +110,13 @@ class Op:
             ]
         if self.vjp is None:
             raise TypeError(f"op {self.name!r} has no gradient (it is not differentiable)")
-        return self.vjp(xp, g, res, **params)
+        out = self.vjp(xp, g, res, **params)
+        if not isinstance(out, (tuple, list)):
+            raise TypeError(
+                f"op {self.name!r}: its VJP rule returned a {type(out).__name__}; a single rule "
+                "must return a tuple with one gradient per input, e.g. (g * x,)"
+            )
+        return out
 
     def __call__(self, *args: Any, **params: Any) -> Any:
         if self.variadic:

@@ -218,7 +218,8 @@ class Variable(Tensor):
         value = value.data if isinstance(value, Tensor) else value
         data = B.to_backend(value, dtype)
         xp = B.namespace_of(data)
-        if data is value:
+        if data is value or (isinstance(value, np.ndarray) and xp is not np):
+            # a host array may be wrapped without a copy (array_api_strict does): copy it
             data = xp.asarray(data, copy=True)
         super().__init__(data, requires_grad=True, name=name, xp=xp)
 

@@ -52,7 +52,7 @@ def negative(xp, a):
     return -a, None
 
 
-negative.defvjp(lambda xp, g, res: -g)
+negative.defvjp(lambda xp, g, res: (-g,))
 
 
 @defop("pow", scalar_ok=(1,))

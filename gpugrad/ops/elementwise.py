@@ -165,3 +165,22 @@ def astype(xp, x, *, dtype):
 
 
 astype.defvjp(lambda xp, g, src_dtype, *, dtype: (xp.astype(g, src_dtype),))
+
+
+@defop("logaddexp")
+def logaddexp(xp, a, b):
+    """log(exp(a) + exp(b)), without overflow;  d/da = exp(a - out), d/db = exp(b - out)"""
+    out = xp.logaddexp(a, b)
+    return out, (a, b, out)
+
+
+def _logaddexp_share(xp, g, mine, out):
+    # where out is -inf both inputs are -inf: no mass to share, gradient 0 instead of nan
+    return xp.where(xp.isfinite(out), g * xp.exp(mine - xp.where(xp.isfinite(out), out, 0.0)),
+                    0.0)
+
+
+logaddexp.defvjp(
+    lambda xp, g, res: _logaddexp_share(xp, g, res[0], res[2]),
+    lambda xp, g, res: _logaddexp_share(xp, g, res[1], res[2]),
+)

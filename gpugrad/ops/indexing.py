@@ -178,3 +178,32 @@ def _getitem_vjp_setitem(xp, g, in_shape, *, key):
 getitem.defvjp(_getitem_vjp)
 getitem.def_fast_path("numpy", vjp=_getitem_vjp_setitem)
 getitem.def_fast_path("cupy", vjp=_getitem_vjp_setitem)
+
+
+@defop("take_along_axis")
+def take_along_axis(xp, x, indices, *, axis=-1):
+    """out[..., j, ...] = x[..., indices[..., j, ...], ...] along axis;
+    d/dx: g added back at the picked positions (repeats accumulate)"""
+    return xp.take_along_axis(x, indices, axis=axis), (tuple(x.shape), indices)
+
+
+def _take_along_axis_vjp(xp, g, res, *, axis=-1):
+    shape, idx = res
+    ax = axis % len(shape)
+    n = shape[ax]
+    ones = [1] * len(shape)
+    ones[ax] = n
+    positions = xp.reshape(xp.arange(n, dtype=idx.dtype, device=idx.device), tuple(ones))
+    idx = xp.where(idx < 0, idx + n, idx)
+    lead = (slice(None),) * ax
+    total = None
+    for k in range(idx.shape[ax]):  # usually 1 (a class label per row)
+        pick = lead + (slice(k, k + 1),)
+        term = xp.where(positions == idx[pick], g[pick], 0.0)
+        total = term if total is None else total + term
+    if total is None:
+        total = xp.zeros(shape, dtype=g.dtype, device=g.device)
+    return (total, None)
+
+
+take_along_axis.defvjp(_take_along_axis_vjp)

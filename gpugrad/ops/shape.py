@@ -44,7 +44,7 @@ def _split(g, sizes, axis):
     out, start = [], 0
     lead = (slice(None),) * axis
     for n in sizes:
-        out.append(g[lead + (slice(start, start + n),)])
+        out.append(g[lead + (slice(start, start + n), ...)])
         start += n
     return out
 
@@ -87,7 +87,7 @@ def stack(xp, *arrays, axis=0):
 def _stack_vjp(xp, g, n, *, axis=0):
     ax = axis % g.ndim
     lead = (slice(None),) * ax
-    return [g[lead + (i,)] for i in range(n)]
+    return [g[lead + (i, ...)] for i in range(n)]
 
 
 stack.defvjp(_stack_vjp)

@@ -1,0 +1,136 @@
+"""Layers: Linear, the activations, Sequential and the tutorial's MLP.
+
+>>> import numpy as np, gpugrad as gg
+>>> from gpugrad import nn
+>>> layer = nn.Linear(3, 2, seed=0)
+>>> layer(gg.asarray(np.ones((5, 3), "float32"))).shape
+(5, 2)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import ops
+from ..graph import Placeholder
+from ..tensor import Tensor, Variable
+from . import init as initialisers
+from .module import Module
+
+
+class Linear(Module):
+    """``y = x @ W + b`` with W of shape (in_features, out_features).
+
+    ``init`` is "glorot" (default; for sigmoid/tanh) or "he" (for ReLU); ``seed`` is an int or
+    a ``numpy.random.Generator``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 init: str = "glorot", seed: int | np.random.Generator | None = None,
+                 dtype: Any = "float32") -> None:
+        super().__init__()
+        try:
+            draw = initialisers.INITIALISERS[init]
+        except KeyError:
+            raise ValueError(f"Linear: unknown init {init!r}; choose one of "
+                             f"{', '.join(sorted(initialisers.INITIALISERS))}") from None
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = Variable(draw((in_features, out_features), seed=seed, dtype=dtype),
+                               name="weight")
+        self.bias = Variable(initialisers.zeros((out_features,), dtype=dtype),
+                             name="bias") if bias else None
+
+    def forward(self, x: Any) -> Any:
+        shape = _known_shape(x)
+        if shape is not None and (not shape or shape[-1] != self.in_features):
+            raise ValueError(
+                f"{self!r}: input has shape {shape}, but the layer expects "
+                f"{self.in_features} features in its last dimension, i.e. (..., "
+                f"{self.in_features})"
+            )
+        y = x @ self.weight
+        return y if self.bias is None else y + self.bias
+
+    def __repr__(self) -> str:
+        return f"Linear({self.in_features}, {self.out_features}, bias={self.bias is not None})"
+
+
+def _known_shape(x: Any) -> tuple | None:
+    if isinstance(x, (Tensor, Placeholder)):
+        return tuple(x.shape)
+    if hasattr(x, "shape") and not hasattr(x, "_gpugrad_symbolic"):
+        return tuple(x.shape)
+    return None
+
+
+class Sigmoid(Module):
+    """The tutorial's A: 1 / (1 + exp(-x))."""
+
+    def forward(self, x: Any) -> Any:
+        return ops.elementwise.sigmoid(x)
+
+
+class Tanh(Module):
+    def forward(self, x: Any) -> Any:
+        return ops.elementwise.tanh(x)
+
+
+class ReLU(Module):
+    def forward(self, x: Any) -> Any:
+        return ops.elementwise.relu(x)
+
+
+ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU}
+
+
+class Sequential(Module):
+    """Modules applied in order."""
+
+    def __init__(self, *layers: Module) -> None:
+        super().__init__()
+        self.layers = list(layers)
+
+    def forward(self, x: Any) -> Any:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def __getitem__(self, i: int) -> Module:
+        return self.layers[i]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(repr(m) for m in self.layers)})"
+
+
+class MLP(Sequential):
+    """Linear layers with an activation between them: ``MLP([784, 512, 512, 10])`` is the
+    tutorial's stack of sigmoid layers (the last layer gives logits, no activation)."""
+
+    def __init__(self, sizes: Sequence[int], activation: str = "sigmoid", *,
+                 seed: int | np.random.Generator | None = 0, dtype: Any = "float32") -> None:
+        if len(sizes) < 2:
+            raise ValueError(f"MLP: need at least an input and an output size, got {sizes}")
+        try:
+            act = ACTIVATIONS[activation]
+        except KeyError:
+            raise ValueError(f"MLP: unknown activation {activation!r}; choose one of "
+                             f"{', '.join(ACTIVATIONS)}") from None
+        rng = np.random.default_rng(seed) if not isinstance(seed, np.random.Generator) else seed
+        init = "he" if activation == "relu" else "glorot"
+        layers: list[Module] = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(Linear(n_in, n_out, init=init, seed=rng, dtype=dtype))
+            if i < len(sizes) - 2:
+                layers.append(act())
+        super().__init__(*layers)
+        self.sizes = list(sizes)
+        self.activation = activation
+
+    def __repr__(self) -> str:
+        return f"MLP({self.sizes}, activation={self.activation!r})"

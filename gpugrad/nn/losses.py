@@ -1,0 +1,113 @@
+"""Losses, each with ``reduction="mean" | "sum" | "none"``.
+
+>>> import numpy as np, gpugrad as gg
+>>> from gpugrad import nn
+>>> logits = gg.asarray(np.zeros((2, 4), "float32"))
+>>> round(float(nn.cross_entropy(logits, gg.asarray(np.array([0, 3])))), 4)
+1.3863
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import backend as B
+from ..ops import arithmetic, elementwise, indexing, reductions, shape, softmax
+from ..tensor import Tensor
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduce(loss: Any, reduction: str, who: str) -> Any:
+    if reduction == "mean":
+        return reductions.mean(loss)
+    if reduction == "sum":
+        return reductions.sum(loss)
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{who}: unknown reduction {reduction!r}; choose one of "
+                     f"{', '.join(REDUCTIONS)}")
+
+
+def _shape(x: Any) -> tuple | None:
+    if getattr(x, "_gpugrad_symbolic", False):
+        declared = getattr(x, "declared_shape", None)
+        return declared
+    return tuple(x.shape) if hasattr(x, "shape") else None
+
+
+def _same_shape(a: Any, b: Any, who: str) -> None:
+    sa, sb = _shape(a), _shape(b)
+    if sa is None or sb is None or len(sa) != len(sb):
+        if sa is not None and sb is not None:
+            raise ValueError(f"{who}: prediction has shape {sa} but target has shape {sb}; "
+                             "they must match")
+        return
+    if any(x is not None and y is not None and x != y for x, y in zip(sa, sb)):
+        raise ValueError(f"{who}: prediction has shape {sa} but target has shape {sb}; "
+                         "they must match")
+
+
+def mse_loss(pred: Any, target: Any, reduction: str = "mean") -> Any:
+    """Mean squared error: reduce((pred - target) ** 2)."""
+    _same_shape(pred, target, "mse_loss")
+    d = arithmetic.subtract(pred, target)
+    return _reduce(arithmetic.multiply(d, d), reduction, "mse_loss")
+
+
+def binary_cross_entropy_with_logits(logits: Any, targets: Any, reduction: str = "mean") -> Any:
+    """-[y log s(z) + (1 - y) log(1 - s(z))] = logaddexp(0, z) - y z, stable for any z."""
+    _same_shape(logits, targets, "binary_cross_entropy_with_logits")
+    loss = arithmetic.subtract(elementwise.logaddexp(logits, 0.0),
+                               arithmetic.multiply(targets, logits))
+    return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
+
+
+def cross_entropy(logits: Any, targets: Any, reduction: str = "mean") -> Any:
+    """-log softmax(logits)[target] per row, for integer class targets (shape logits[:-1]).
+
+    Targets outside [0, n_classes) raise an error naming the range (checked where the
+    targets are on the host-visible backends; on CuPy the data loader checks them instead,
+    so the training loop never waits for the GPU).
+    """
+    ls, ts = _shape(logits), _shape(targets)
+    if ls is not None and ts is not None and (len(ts) != len(ls) - 1 or any(
+            a is not None and b is not None and a != b for a, b in zip(ls[:-1], ts))):
+        raise ValueError(f"cross_entropy: logits have shape {ls}, so targets need shape "
+                         f"{ls[:-1]} (one class index per row), got {ts}")
+    if ls is not None and ls[-1] is not None:
+        check_targets(targets, ls[-1], "cross_entropy")
+    logp = softmax.log_softmax(logits, axis=-1)
+    picked = indexing.take_along_axis(logp, shape.expand_dims(targets, axis=-1), axis=-1)
+    loss = arithmetic.negative(shape.squeeze(picked, axis=-1))
+    return _reduce(loss, reduction, "cross_entropy")
+
+
+def check_targets(targets: Any, n_classes: int, who: str) -> None:
+    """Raise if integer class targets are not ints or fall outside [0, n_classes)."""
+    if getattr(targets, "_gpugrad_symbolic", False):
+        return
+    data = targets.data if isinstance(targets, Tensor) else targets
+    if not hasattr(data, "dtype"):
+        return
+    if "int" not in B.dtype_name(data.dtype):
+        raise TypeError(f"{who}: targets must be integer class indices, got dtype "
+                        f"{B.dtype_name(data.dtype)}")
+    if "cupy" in type(data).__module__:
+        return  # reading them would synchronise the GPU in every step
+    host = B.to_numpy(data)
+    if host.size and (host.min() < 0 or host.max() >= n_classes):
+        raise ValueError(f"{who}: targets range over [{int(host.min())}, {int(host.max())}] but "
+                         f"must lie in [0, {n_classes - 1}] for {n_classes} classes")
+
+
+def accuracy(logits: Any, targets: Any) -> Any:
+    """Fraction of rows whose largest logit is the target, as a 0-d backend array."""
+    lg = logits.data if isinstance(logits, Tensor) else logits
+    tg = targets.data if isinstance(targets, Tensor) else targets
+    xp = B.namespace_of(lg)
+    hits = xp.astype(xp.argmax(lg, axis=-1) == tg, lg.dtype)
+    out = xp.mean(hits)
+    return np.asarray(out) if xp is np else out

@@ -1,0 +1,211 @@
+"""Optimizers and learning-rate schedules. Updates run in place on the device, under no_grad.
+
+State is keyed by the parameter object itself (never by ``id()``), so it follows the
+parameter and cannot be confused with a new object at a recycled address.
+
+>>> import numpy as np, gpugrad as gg
+>>> w = gg.Variable(np.array([1.0]))
+>>> opt = gg.optim.SGD([w], lr=0.5)
+>>> (w * w).sum().backward()
+>>> opt.step()
+>>> gg.to_numpy(w.data)
+array([0.])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from . import backend as B
+from .graph import value_and_gradients
+from .nn.module import StateDictError, _onto
+from .tensor import Tensor, Variable, no_grad
+
+
+class Optimizer:
+    """Base class: holds the parameters, per-parameter state and hyperparameters."""
+
+    hyper: tuple[str, ...] = ("lr",)
+
+    def __init__(self, params: Iterable[Variable], lr: float) -> None:
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        for p in self.params:
+            if not isinstance(p, Tensor) or not p.requires_grad:
+                raise TypeError(f"{type(self).__name__}: {p!r} is not a trainable Variable")
+        if lr <= 0:
+            raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
+        self.lr = float(lr)
+        self.steps = 0
+        self.state: dict[Variable, dict[str, Any]] = {p: {} for p in self.params}
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        """Apply one update from each parameter's ``.grad`` (parameters without one are
+        skipped)."""
+        self._apply([(p, p.grad) for p in self.params if p.grad is not None])
+
+    def minimize(self, loss: Any, feed: Mapping | None = None) -> Any:
+        """Graph front end: forward, backward and update in one call; returns the loss as a
+        0-d device array (read it with ``float()`` only when you need it)."""
+        value, grads = value_and_gradients(loss, self.params, feed)
+        self._apply(list(zip(self.params, grads)))
+        return value
+
+    def _apply(self, pairs: list) -> None:
+        self.steps += 1
+        with no_grad():
+            for p, g in pairs:
+                self.update(p, g, self.state[p])
+
+    def update(self, p: Variable, g: Any, state: dict) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """Hyperparameters, the step count, and each parameter's state in parameter order."""
+        return {
+            "type": type(self).__name__,
+            "hyper": {k: getattr(self, k) for k in self.hyper},
+            "steps": self.steps,
+            "state": [dict(self.state[p]) for p in self.params],
+        }
+
+    def load_state_dict(self, sd: Mapping) -> None:
+        who = f"{type(self).__name__}.load_state_dict"
+        if sd.get("type") != type(self).__name__:
+            raise StateDictError(f"{who}: the state dict is from {sd.get('type')!r}")
+        states = sd["state"]
+        if len(states) != len(self.params):
+            raise StateDictError(f"{who}: the state dict has {len(states)} parameters, this "
+                                 f"optimizer has {len(self.params)}")
+        for i, (p, st) in enumerate(zip(self.params, states)):
+            for k, v in st.items():
+                if tuple(v.shape) != p.shape:
+                    raise StateDictError(f"{who}: state {k!r} of parameter {i} has shape "
+                                         f"{tuple(v.shape)}, the parameter has {p.shape}")
+        for k, v in sd["hyper"].items():
+            setattr(self, k, v)
+        self.steps = int(sd["steps"])
+        self.state = {p: {k: _onto(v, p) for k, v in st.items()}
+                      for p, st in zip(self.params, states)}
+
+
+class SGD(Optimizer):
+    """p -= lr * d, with d = g + weight_decay * p, then momentum (PyTorch's form):
+    buf = momentum * buf + d;  d = buf, or d + momentum * buf with nesterov."""
+
+    hyper = ("lr", "momentum", "nesterov", "weight_decay")
+
+    def __init__(self, params: Iterable[Variable], lr: float = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
+        super().__init__(params, lr)
+        if nesterov and momentum <= 0:
+            raise ValueError("SGD: nesterov needs momentum > 0")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = float(weight_decay)
+
+    def update(self, p: Variable, g: Any, state: dict) -> None:
+        if self.weight_decay:
+            g = g + self.weight_decay * p.data
+        if self.momentum:
+            buf = state.get("momentum")
+            if buf is None:
+                buf = state["momentum"] = p.xp.asarray(g, copy=True)
+            else:
+                buf *= self.momentum
+                buf += g
+            g = g + self.momentum * buf if self.nesterov else buf
+        p.data -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam with bias correction: m, v running moments of g and g**2;
+    p -= lr * m_hat / (sqrt(v_hat) + eps). ``weight_decay`` adds an L2 term to g."""
+
+    hyper = ("lr", "betas", "eps", "weight_decay")
+    decoupled = False
+
+    def __init__(self, params: Iterable[Variable], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
+        super().__init__(params, lr)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+
+    def update(self, p: Variable, g: Any, state: dict) -> None:
+        b1, b2 = self.betas
+        if self.weight_decay:
+            if self.decoupled:
+                p.data *= 1.0 - self.lr * self.weight_decay
+            else:
+                g = g + self.weight_decay * p.data
+        m = state.get("m")
+        if m is None:
+            m = state["m"] = p.xp.zeros_like(p.data)
+            state["v"] = p.xp.zeros_like(p.data)
+        v = state["v"]
+        m *= b1
+        m += (1.0 - b1) * g
+        v *= b2
+        v += (1.0 - b2) * (g * g)
+        t = self.steps
+        step_size = self.lr / (1.0 - b1**t)
+        denom = p.xp.sqrt(v) / math.sqrt(1.0 - b2**t) + self.eps
+        p.data -= step_size * (m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: p *= 1 - lr * weight_decay before the Adam step."""
+
+    decoupled = True
+
+    def __init__(self, params: Iterable[Variable], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+class StepLR:
+    """lr = base_lr * gamma ** (epoch // step_size); call ``step()`` once per epoch."""
+
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
+        self.optimizer, self.step_size, self.gamma = optimizer, int(step_size), float(gamma)
+        self.base_lr = optimizer.lr
+        self.epoch = 0
+
+    def step(self) -> float:
+        self.epoch += 1
+        self.optimizer.lr = self.base_lr * self.gamma ** (self.epoch // self.step_size)
+        return self.optimizer.lr
+
+
+class CosineLR:
+    """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2."""
+
+    def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
+        self.optimizer, self.T_max, self.eta_min = optimizer, int(T_max), float(eta_min)
+        self.base_lr = optimizer.lr
+        self.epoch = 0
+
+    def step(self) -> float:
+        self.epoch += 1
+        e = min(self.epoch, self.T_max)
+        self.optimizer.lr = self.eta_min + (self.base_lr - self.eta_min) * (
+            1.0 + math.cos(math.pi * e / self.T_max)) / 2.0
+        return self.optimizer.lr
+
+
+__all__ = ["Adam", "AdamW", "CosineLR", "OPTIMIZERS", "Optimizer", "SGD", "StepLR"]
+_ = (B, np)
