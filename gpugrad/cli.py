@@ -152,22 +152,9 @@ def train(args: argparse.Namespace) -> dict:
     steps = 0
     start = time.perf_counter()
     for epoch in range(args.epochs):
-        loss_sum = None
-        hit_sum = None
         bar = _progress(batches, f"epoch {epoch + 1}/{args.epochs}", args.quiet)
-        for xb, yb in bar:
-            logits = model(asarray(xb))
-            loss = nn.cross_entropy(logits, yb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps += 1
-            with no_grad():  # device-side running totals: nothing is read per step
-                n = float(xb.shape[0])
-                batch_loss = loss.data * n
-                batch_hits = nn.accuracy(logits, yb) * n
-                loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
-                hit_sum = batch_hits if hit_sum is None else hit_sum + batch_hits
+        loss_sum, hit_sum, n_steps = run_epoch(model, opt, bar)
+        steps += n_steps
         epoch_loss = float(loss_sum) / len(ytr)  # the one device read of the epoch
         train_acc = float(hit_sum) / len(ytr)
         test_acc = evaluate(model, Xte, yte)
@@ -200,6 +187,28 @@ def train(args: argparse.Namespace) -> dict:
         _plot(plot, history, args.plot)
         print(f"wrote {args.plot}")
     return result
+
+
+def run_epoch(model: nn.Module, opt: optim.Optimizer, batches: Any) -> tuple[Any, Any, int]:
+    """One pass of eager training over ``(xb, yb)`` backend batches. Returns the summed loss
+    and the number of correct predictions as 0-d device arrays (nothing is read per step),
+    and the number of steps."""
+    loss_sum = hit_sum = None
+    steps = 0
+    for xb, yb in batches:
+        logits = model(asarray(xb))
+        loss = nn.cross_entropy(logits, yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps += 1
+        with no_grad():
+            n = float(xb.shape[0])
+            batch_loss = loss.data * n
+            batch_hits = nn.accuracy(logits, yb) * n
+            loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+            hit_sum = batch_hits if hit_sum is None else hit_sum + batch_hits
+    return loss_sum, hit_sum, steps
 
 
 def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray, batch: int = 1024) -> float:

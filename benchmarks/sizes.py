@@ -1,0 +1,19 @@
+"""Workload sizes, in one place: the floor, gpugrad and every peer read them from here."""
+
+FULL = {
+    "mlp": {"sizes": (784, 512, 512, 10), "batch": 256, "lr": 0.1},
+    "chain": {"steps": 100, "n": 16},
+    "bmm": {"shape": (32, 256, 256)},
+    "digits": {"hidden": (64, 64), "batch": 32, "lr": 0.01},
+}
+
+QUICK = {
+    "mlp": {"sizes": (32, 16, 16, 10), "batch": 8, "lr": 0.1},
+    "chain": {"steps": 10, "n": 4},
+    "bmm": {"shape": (2, 8, 8)},
+    "digits": {"hidden": (8,), "batch": 256, "lr": 0.01},
+}
+
+REPEATS = {"full": 30, "quick": 3}
+DTYPE = "float32"
+SEED = 0
