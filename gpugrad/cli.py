@@ -58,7 +58,13 @@ def load_data(path: str | None) -> tuple[np.ndarray, np.ndarray, str]:
     if not f.is_file():
         raise CLIError(f"--data: no such file: {path}")
     if f.suffix == ".npz":
-        with np.load(f) as z:
+        try:
+            z = np.load(f)
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"--data {path}: not a readable .npz file ({exc})") from None
+        if not hasattr(z, "files"):  # a single .npy array under an .npz name
+            raise CLIError(f"--data {path}: not an .npz archive with arrays X and y")
+        with z:
             if "X" not in z or "y" not in z:
                 raise CLIError(f"--data {path}: the .npz needs arrays named X and y, found "
                                f"{sorted(z.files)}")
@@ -181,8 +187,9 @@ def train(args: argparse.Namespace) -> dict:
           f"steps/s), backend {result['backend']} on {result['device']}")
     if args.save:
         arrays = {name: B.to_numpy(v) for name, v in model.state_dict().items()}
-        np.savez(args.save, **arrays, _sizes=np.asarray(model.sizes), _mean=mean, _std=std)
-        print(f"saved parameters to {args.save}")
+        save = args.save if args.save.endswith(".npz") else args.save + ".npz"  # as savez
+        np.savez(save, **arrays, _sizes=np.asarray(model.sizes), _mean=mean, _std=std)
+        print(f"saved parameters to {save}")
     if plot is not None and args.plot:
         _plot(plot, history, args.plot)
         print(f"wrote {args.plot}")

@@ -68,6 +68,7 @@ def to_dot(output: Any, name: str = "gpugrad") -> str:
         if isinstance(obj, (Tensor, Symbol)):
             ids[obj] = key
         label, attrs = _describe(obj)
+        label = label.replace('"', '\\"')  # a name may hold quotes
         lines.append(f'  {key} [label="{label}", {attrs}];')
         for a in _inputs(obj):
             if a is None:

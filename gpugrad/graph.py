@@ -23,6 +23,7 @@ from .operators import ArrayOps
 from .registry import Op
 from .tensor import (
     Tensor,
+    _as_array,
     _describe,
     _fit,
     _scalars_to_arrays,
@@ -327,7 +328,7 @@ class Schedule:
                     if gi is None:
                         continue
                     prev = gv[i]
-                    gv[i] = gi if prev is None else prev + gi
+                    gv[i] = gi if prev is None else _as_array(xp, prev + gi)
         out_grads = [gv[s] if gv[s] is not None else xp.zeros_like(vals[s]) for s in self.wrt]
         return value, out_grads
 
@@ -390,5 +391,5 @@ def minimize(loss: Any, variables: Sequence[Tensor], lr: float,
     lr = float(lr)
     with no_grad():
         for v, g in zip(variables, grads):
-            v.data = v.data - lr * g
+            v.data = _as_array(v.xp, v.data - lr * g)
     return value

@@ -42,6 +42,7 @@ class Optimizer:
         self.lr = float(lr)
         self.steps = 0
         self.state: dict[Variable, dict[str, Any]] = {p: {} for p in self.params}
+        self.param_steps: dict[Variable, int] = {}  # updates each parameter has had
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -69,12 +70,16 @@ class Optimizer:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
-        """Hyperparameters, the step count, and each parameter's state in parameter order."""
+        """Hyperparameters, the step count, and each parameter's state in parameter order.
+
+        The state arrays are the live ones, which later steps update in place: copy them
+        (or save them to disk) to keep a snapshot."""
         return {
             "type": type(self).__name__,
             "hyper": {k: getattr(self, k) for k in self.hyper},
             "steps": self.steps,
             "state": [dict(self.state[p]) for p in self.params],
+            "param_steps": [self.param_steps.get(p, 0) for p in self.params],
         }
 
     def load_state_dict(self, sd: Mapping) -> None:
@@ -95,6 +100,8 @@ class Optimizer:
         self.steps = int(sd["steps"])
         self.state = {p: {k: _onto(v, p) for k, v in st.items()}
                       for p, st in zip(self.params, states)}
+        counts = sd.get("param_steps", [self.steps] * len(self.params))
+        self.param_steps = {p: int(c) for p, c in zip(self.params, counts) if int(c)}
 
 
 class SGD(Optimizer):
@@ -153,11 +160,11 @@ class Adam(Optimizer):
             m = state["m"] = p.xp.zeros_like(p.data)
             state["v"] = p.xp.zeros_like(p.data)
         v = state["v"]
+        t = self.param_steps[p] = self.param_steps.get(p, 0) + 1  # per parameter
         m *= b1
         m += (1.0 - b1) * g
         v *= b2
         v += (1.0 - b2) * (g * g)
-        t = self.steps
         step_size = self.lr / (1.0 - b1**t)
         denom = p.xp.sqrt(v) / math.sqrt(1.0 - b2**t) + self.eps
         p.data -= step_size * (m / denom)
@@ -208,4 +215,3 @@ class CosineLR:
 
 
 __all__ = ["Adam", "AdamW", "CosineLR", "OPTIMIZERS", "Optimizer", "SGD", "StepLR"]
-_ = (B, np)

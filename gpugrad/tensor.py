@@ -334,6 +334,10 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
 def _scalars_to_arrays(op: Op, arrays: list, ref: Any, xp: Any) -> None:
     """Python scalars become 0-d arrays of ``ref``'s dtype and device, where the op's rule
     needs arrays (a float scalar never upcasts a float32 input)."""
+    for a in arrays:  # prefer a floating input's dtype: where(mask, 0.5, x32) stays float32
+        if hasattr(a, "dtype") and B.is_floating(xp, a.dtype):
+            ref = a
+            break
     for i, a in enumerate(arrays):
         if isinstance(a, (int, float)) and i not in op.scalar_ok:
             if ref is None:
@@ -442,7 +446,7 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False) -> None
                 continue
             node = t._node
             if node is None:
-                t.grad = g if t.grad is None else t.grad + g
+                t.grad = g if t.grad is None else _as_array(xp, t.grad + g)
                 continue
             res = node.res
             if res is FREED:
@@ -459,9 +463,14 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False) -> None
                 if gi is None:
                     continue
                 prev = grads.get(p)
-                grads[p] = gi if prev is None else prev + gi
+                grads[p] = gi if prev is None else _as_array(p.xp, prev + gi)
             if not retain_graph:
                 node.res = FREED
+
+
+def _as_array(xp: Any, x: Any) -> Any:
+    """NumPy turns a 0-d result into a NumPy scalar; wrap it back into an array."""
+    return np.asarray(x) if xp is np and type(x) is not np.ndarray else x
 
 
 def _vjp(op: Op, xp: Any, g: Any, res: Any, needs: tuple, params: dict, name: str) -> Any:

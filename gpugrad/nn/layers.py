@@ -45,7 +45,7 @@ class Linear(Module):
 
     def forward(self, x: Any) -> Any:
         shape = _known_shape(x)
-        if shape is not None and (not shape or shape[-1] != self.in_features):
+        if shape is not None and (not shape or shape[-1] not in (None, self.in_features)):
             raise ValueError(
                 f"{self!r}: input has shape {shape}, but the layer expects "
                 f"{self.in_features} features in its last dimension, i.e. (..., "

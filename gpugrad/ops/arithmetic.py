@@ -72,7 +72,9 @@ def _pow_da(xp, g, res):
         if b == 0:
             return g * 0.0
         return g * (float(b) * a ** (b - 1))
-    return xp.where(b == 0, 0.0, g * b * a ** (b - 1))
+    # exponent 1 where b == 0, so a == 0 there gives no spurious 0**-1 (divide-by-zero warning)
+    safe_b = xp.where(b == 0, 1.0, b)
+    return xp.where(b == 0, 0.0, g * b * a ** (safe_b - 1.0))
 
 
 def _pow_db(xp, g, res):

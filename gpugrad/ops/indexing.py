@@ -198,7 +198,7 @@ def _take_along_axis_vjp(xp, g, res, *, axis=-1):
     lead = (slice(None),) * ax
     total = None
     for k in range(idx.shape[ax]):  # usually 1 (a class label per row)
-        pick = lead + (slice(k, k + 1),)
+        pick = lead + (slice(k, k + 1), ...)  # the standard needs every axis indexed
         term = xp.where(positions == idx[pick], g[pick], 0.0)
         total = term if total is None else total + term
     if total is None:
