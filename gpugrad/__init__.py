@@ -11,6 +11,7 @@ Every registered op is also a top-level function, e.g. ``gpugrad.sigmoid``, ``gp
 """
 
 from . import ops
+from . import eager  # noqa: F401  (installs the eager dispatcher)
 from .backend import (
     Backend,
     BackendError,

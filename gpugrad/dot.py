@@ -15,6 +15,7 @@ from typing import Any
 
 from .backend import dtype_name
 from .graph import Placeholder, Symbol
+from .eager import Node
 from .tensor import Tensor, Variable
 
 
@@ -35,9 +36,9 @@ def _describe(obj: Any) -> tuple[str, str]:
                 'shape=box, style="rounded,filled", fillcolor="#cfe8ff"')
     if isinstance(obj, Symbol):
         return f"{obj.op.name}", "shape=ellipse"
+    if isinstance(obj, Node):
+        return f"{obj.op.name}\\n{_shape_text(obj.shape)}", "shape=ellipse"
     if isinstance(obj, Tensor):
-        if obj._node is not None:
-            return f"{obj._node.op.name}\\n{_shape_text(obj.shape)}", "shape=ellipse"
         return f"constant\\n{_shape_text(obj.shape)}", "shape=box"
     return f"constant {obj!r}", "shape=plaintext"
 
@@ -45,8 +46,8 @@ def _describe(obj: Any) -> tuple[str, str]:
 def _inputs(obj: Any) -> tuple:
     if isinstance(obj, Symbol):
         return obj.args
-    if isinstance(obj, Tensor) and obj._node is not None:
-        return obj._node.args
+    if isinstance(obj, Node):
+        return obj.inputs
     return ()
 
 
@@ -59,13 +60,13 @@ def to_dot(output: Any, name: str = "gpugrad") -> str:
     ids: dict = {}
     lines = [f"digraph {name} {{", "  rankdir=LR;"]
     edges = []
-    stack = [output]
+    stack = [output._node if isinstance(output, Tensor) and output._node is not None else output]
     while stack:
         obj = stack.pop()
-        if isinstance(obj, (Tensor, Symbol)) and obj in ids:
+        if isinstance(obj, (Tensor, Symbol, Node)) and obj in ids:
             continue
         key = f"n{len(ids)}"
-        if isinstance(obj, (Tensor, Symbol)):
+        if isinstance(obj, (Tensor, Symbol, Node)):
             ids[obj] = key
         label, attrs = _describe(obj)
         label = label.replace('"', '\\"')  # a name may hold quotes
@@ -73,11 +74,11 @@ def to_dot(output: Any, name: str = "gpugrad") -> str:
         for a in _inputs(obj):
             if a is None:
                 continue
-            if isinstance(a, (Tensor, Symbol)):
+            if isinstance(a, (Tensor, Symbol, Node)):
                 stack.append(a)
             edges.append((a, key))
     for n, (a, dst) in enumerate(edges):
-        if isinstance(a, (Tensor, Symbol)):
+        if isinstance(a, (Tensor, Symbol, Node)):
             lines.append(f"  {ids[a]} -> {dst};")
         else:  # a Python scalar: its own small node per use
             lines.append(f'  c{n} [label="{a!r}", shape=plaintext];')

@@ -21,18 +21,18 @@ import numpy as np
 from . import backend as B
 from .operators import ArrayOps
 from .registry import Op
-from .tensor import (
-    Tensor,
-    _as_array,
+from .eager import (
+    Node,
     _describe,
-    _fit,
     _scalars_to_arrays,
-    _vjp,
+    as_array,
     backend_name,
-    no_grad,
+    fit,
     seed_gradient,
     set_symbolic_builder,
+    vjp,
 )
+from .tensor import OpError, Tensor, no_grad
 
 
 class FeedError(ValueError):
@@ -148,31 +148,29 @@ def _show_shape(shape: tuple) -> str:
         ("," if len(shape) == 1 else "") + ")"
 
 
-def _lift(t: Tensor, memo: dict) -> Any:
-    """An eager Tensor with history becomes Symbols, so the graph recomputes it each run
-    from the current Variable values (``loss = mse + 0.01 * gg.sum(W ** 2)`` just works)."""
-    stack = [t]
+def _lift(node: Node, memo: dict) -> Symbol:
+    """An eager Tensor's recorded history becomes Symbols, so the graph recomputes it each
+    run from the current Variable values (``loss = mse + 0.01 * gg.sum(W ** 2)`` just works)."""
+    stack = [node]
     while stack:
         cur = stack[-1]
         if cur in memo:
             stack.pop()
             continue
-        node = cur._node
-        pending = [a for a in node.args
-                   if isinstance(a, Tensor) and a._node is not None and a not in memo]
+        pending = [a for a in cur.inputs if type(a) is Node and a not in memo]
         if pending:
             stack.extend(pending)
             continue
         stack.pop()
-        args = tuple(memo.get(a, a) if isinstance(a, Tensor) else a for a in node.args)
-        memo[cur] = Symbol(node.op, args, node.params)
-    return memo[t]
+        args = tuple(memo[a] if type(a) is Node else a for a in cur.inputs)
+        memo[cur] = Symbol(cur.op, args, cur.params)
+    return memo[node]
 
 
 def build(op: Op, args: tuple, params: dict) -> Symbol:
     """The symbolic dispatcher: an op applied to at least one Symbol."""
     memo: dict = {}
-    lifted = tuple(_lift(a, memo) if isinstance(a, Tensor) and a._node is not None else a
+    lifted = tuple(_lift(a._node, memo) if isinstance(a, Tensor) and a._node is not None else a
                    for a in args)
     return Symbol(op, lifted, params)
 
@@ -319,21 +317,21 @@ class Schedule:
                     continue
                 if drop:
                     gv[out] = None
-                gs = _vjp(op, xp, g, res[k], needs, params, self.backend)
+                gs = vjp(op, xp, g, res[k], needs, params, self.backend)
                 res[k] = None
                 for i, need, gi in zip(ins, needs, gs):
                     if not need or gi is None:
                         continue
-                    gi = _fit(xp, gi, vals[i])
+                    like = vals[i]
+                    gi = fit(xp, gi, like.shape, like.dtype)
                     if gi is None:
                         continue
                     prev = gv[i]
-                    gv[i] = gi if prev is None else _as_array(xp, prev + gi)
+                    gv[i] = gi if prev is None else as_array(xp, prev + gi)
         out_grads = [gv[s] if gv[s] is not None else xp.zeros_like(vals[s]) for s in self.wrt]
         return value, out_grads
 
 
-from .tensor import OpError  # noqa: E402
 
 
 def _as_tuple(wrt: Any) -> tuple:
@@ -391,5 +389,5 @@ def minimize(loss: Any, variables: Sequence[Tensor], lr: float,
     lr = float(lr)
     with no_grad():
         for v, g in zip(variables, grads):
-            v.data = _as_array(v.xp, v.data - lr * g)
+            v.data = as_array(v.xp, v.data - lr * g)
     return value

@@ -1,0 +1,341 @@
+"""The eager engine: run an op now and record it on the tape; sweep the tape backward.
+
+The tape is made of Nodes. A Node keeps what its VJP needs (residuals, params), the output's
+shape and dtype, and its inputs: the Node that made a non-leaf input, the leaf Tensor itself,
+or a constant. It never keeps an intermediate Tensor, so an activation nobody names is freed
+as soon as backward has used its residuals.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import backend as B
+from .registry import Op, set_dispatcher
+from .tensor import GradientError, OpError, Tensor, _grad_enabled, no_grad
+
+
+class _Freed:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<freed>"
+
+
+FREED = _Freed()
+
+
+class Node:
+    """One recorded op application: what backward and graph lifting need, and no more."""
+
+    __slots__ = ("op", "params", "inputs", "needs", "res", "backend", "shape", "dtype")
+
+    def __init__(self, op: Op, params: dict, inputs: tuple, needs: tuple, res: Any,
+                 backend: str, shape: tuple, dtype: Any) -> None:
+        self.op = op
+        self.params = params
+        self.inputs = inputs  # per argument: a Node, a leaf Tensor, or a constant
+        self.needs = needs    # per argument: does a gradient flow into it
+        self.res = res
+        self.backend = backend
+        self.shape = shape
+        self.dtype = dtype
+
+    def __repr__(self) -> str:
+        return f"<Node {self.op.name} {self.shape}>"
+
+
+_XP_NAMES: dict[Any, str] = {np: "numpy"}
+
+
+def backend_name(xp: Any) -> str:
+    name = _XP_NAMES.get(xp)
+    if name is None:
+        name = _XP_NAMES[xp] = B.name_of(xp)
+    return name
+
+
+_symbolic_builder: Callable[..., Any] | None = None
+
+
+def set_symbolic_builder(fn: Callable[..., Any]) -> None:
+    """Installed by the graph module: how an op applied to a Symbol builds a graph node."""
+    global _symbolic_builder
+    _symbolic_builder = fn
+
+
+def _describe(a: Any) -> str:
+    if hasattr(a, "shape") and hasattr(a, "dtype"):
+        return f"{tuple(a.shape)} {B.dtype_name(a.dtype)}"
+    return repr(a)
+
+
+def _mix_error(op: Op, a: Tensor, b: Any) -> Exception:
+    da = B.describe_device(a.xp, a.device)
+    db = B.describe_device(B.namespace_of(getattr(b, "data", b)), B.device_of(
+        getattr(b, "data", b))) if not isinstance(b, Tensor) else B.describe_device(b.xp, b.device)
+    return B.BackendError(
+        f"{op.name}: inputs live on different backends or devices ({da} and {db}); "
+        "move them to one with gpugrad.asarray under the backend you want"
+    )
+
+
+_SCALARS = (float, int, bool)
+
+
+def _new_tensor(data: Any, xp: Any, node: Node | None) -> Tensor:
+    t = Tensor.__new__(Tensor)
+    t.data = data
+    t.xp = xp
+    t.grad = None
+    t.name = None
+    t._node = node
+    t.requires_grad = node is not None
+    return t
+
+
+def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
+    """Run ``op`` now on Tensors, backend arrays and scalars, recording it if needed."""
+    arrays = []
+    ref: Tensor | None = None
+    xp: Any = None
+    record = False
+    has_scalar = False
+    for i, a in enumerate(args):
+        if isinstance(a, Tensor):
+            if xp is None:
+                xp, ref = a.xp, a
+            elif a.xp is not xp or (xp is not np and a.data.device != ref.data.device):
+                raise _mix_error(op, ref, a)
+            arrays.append(a.data)
+            if a.requires_grad:
+                record = True
+        elif type(a) in _SCALARS:
+            has_scalar = True
+            arrays.append(a)
+        elif a is None:
+            arrays.append(a)
+        elif getattr(a, "_gpugrad_symbolic", False):
+            return _symbolic_builder(op, args, params)
+        elif B.is_backend_array(a):
+            t = Tensor(a)
+            if xp is None:
+                xp, ref = t.xp, t
+            elif t.xp is not xp or (xp is not np and a.device != ref.data.device):
+                raise _mix_error(op, ref, a)
+            arrays.append(a)
+        else:
+            raise TypeError(
+                f"{op.name}: argument {i} is a {type(a).__name__}; pass Tensors, backend "
+                "arrays or Python scalars (wrap host data with gpugrad.asarray)"
+            )
+    if xp is None:
+        b = B.current()
+        xp = b.xp
+        arrays = [B.to_backend(a, None, b) if type(a) in _SCALARS else a for a in arrays]
+        has_scalar = False
+    if has_scalar:
+        _scalars_to_arrays(op, arrays, None if ref is None else ref.data, xp)
+    name = _XP_NAMES.get(xp) or backend_name(xp)
+    forward = op.fast_forward.get(name, op.forward) if op.fast_forward else op.forward
+    try:
+        out, res = forward(xp, *arrays, **params)
+    except (ValueError, TypeError, IndexError) as exc:
+        if isinstance(exc, (OpError, B.BackendError)):
+            raise
+        shapes = ", ".join(_describe(a) for a in arrays)
+        raise OpError(f"{op.name}: {exc} (inputs: {shapes})") from exc
+    if xp is np:
+        if type(out) is not np.ndarray:
+            out = np.asarray(out)
+        floating = out.dtype.kind == "f"
+    else:
+        floating = B.is_floating(xp, out.dtype)
+    if record and floating and op.differentiable and _grad_enabled.get():
+        inputs = []
+        needs = []
+        for a in args:
+            if isinstance(a, Tensor) and a.requires_grad:
+                node = a._node
+                inputs.append(a if node is None else node)
+                needs.append(True)
+            else:
+                inputs.append(a)
+                needs.append(False)
+        node = Node(op, params, tuple(inputs), tuple(needs), res, name, out.shape, out.dtype)
+        return _new_tensor(out, xp, node)
+    return _new_tensor(out, xp, None)
+
+
+def _scalars_to_arrays(op: Op, arrays: list, ref: Any, xp: Any) -> None:
+    """Python scalars become 0-d arrays of ``ref``'s dtype and device, where the op's rule
+    needs arrays (a float scalar never upcasts a float32 input)."""
+    for a in arrays:  # prefer a floating input's dtype: where(mask, 0.5, x32) stays float32
+        if hasattr(a, "dtype") and B.is_floating(xp, a.dtype):
+            ref = a
+            break
+    for i, a in enumerate(arrays):
+        if type(a) in _SCALARS and i not in op.scalar_ok:
+            if ref is None:
+                arrays[i] = B.to_backend(a)
+            elif xp is np:
+                arrays[i] = np.asarray(a, dtype=ref.dtype if (
+                    not isinstance(a, bool) and ref.dtype.kind == "f") else None)
+            elif not isinstance(a, bool) and B.is_floating(xp, ref.dtype):
+                arrays[i] = xp.asarray(a, dtype=ref.dtype, device=ref.device)
+            else:
+                arrays[i] = xp.asarray(a, device=ref.device)
+
+
+set_dispatcher(apply)
+
+
+# --- backward ------------------------------------------------------------------------------
+
+def unbroadcast(xp: Any, g: Any, shape: tuple) -> Any:
+    """Sum ``g`` down to ``shape``, undoing broadcasting (the one place this happens)."""
+    gshape = tuple(g.shape)
+    if gshape == shape:
+        return g
+    lead = len(gshape) - len(shape)
+    if lead < 0:
+        return xp.broadcast_to(g, shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, d in enumerate(shape) if d == 1 and gshape[lead + i] != 1
+    )
+    if axes:
+        g = xp.sum(g, axis=axes, keepdims=True)
+        if xp is np and type(g) is not np.ndarray:
+            g = np.asarray(g)
+    if tuple(g.shape) != shape:
+        g = xp.reshape(g, shape) if _numel(g.shape) == _numel(shape) else xp.broadcast_to(
+            g, shape)
+    return g
+
+
+def _numel(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def fit(xp: Any, g: Any, shape: tuple, dtype: Any) -> Any:
+    """Gradient with the input's shape and dtype (broadcasting undone, dtype kept); None for
+    an integer or boolean input, which never has a gradient."""
+    if xp is np and type(g) is not np.ndarray:
+        g = np.asarray(g)
+    if g.shape != shape:
+        g = unbroadcast(xp, g, tuple(shape))
+    if g.dtype != dtype:
+        if not B.is_floating(xp, dtype):
+            return None
+        g = xp.astype(g, dtype)
+    return g
+
+
+def as_array(xp: Any, x: Any) -> Any:
+    """NumPy turns a 0-d result into a NumPy scalar; wrap it back into an array."""
+    return np.asarray(x) if xp is np and type(x) is not np.ndarray else x
+
+
+def vjp(op: Op, xp: Any, g: Any, res: Any, needs: tuple, params: dict, name: str) -> Any:
+    """The op's gradients for the inputs in ``needs``: its fast path for this backend if it
+    has one, else the portable rule."""
+    fast = op.fast_vjp.get(name) if op.fast_vjp else None
+    if fast is not None:
+        return fast(xp, g, res, **params)
+    return op.grads(xp, g, res, needs, params)
+
+
+def seed_gradient(out: Any, xp: Any, grad: Any, what: str) -> Any:
+    """The starting gradient for ``out``: ones for a scalar, else the checked ``grad``."""
+    if grad is None:
+        if _numel(out.shape) != 1:
+            raise GradientError(
+                f"{what}: the output has shape {tuple(out.shape)}, not a scalar; pass a seed "
+                "gradient of that shape, e.g. backward(grad=ones), or reduce it first with "
+                ".sum() or .mean()"
+            )
+        return xp.ones_like(out)
+    g = grad.data if isinstance(grad, Tensor) else grad
+    if not B.is_backend_array(g) or (xp is not np and B.namespace_of(g) is not xp):
+        g = xp.asarray(g, dtype=out.dtype, device=B.device_of(out))
+    if tuple(g.shape) != tuple(out.shape):
+        raise GradientError(
+            f"{what}: seed gradient has shape {tuple(g.shape)} but the output has shape "
+            f"{tuple(out.shape)}; they must match"
+        )
+    if g.dtype != out.dtype:
+        g = xp.astype(g, out.dtype)
+    return g
+
+
+def _topological(start: Any) -> list:
+    """Nodes and leaf Tensors reachable from ``start``, inputs first (no recursion)."""
+    order: list = []
+    seen = {start}
+    stack: list = [(start, 0)]
+    while stack:
+        v, i = stack[-1]
+        if type(v) is Node:
+            inputs, needs = v.inputs, v.needs
+            n = len(inputs)
+            while i < n:
+                p = inputs[i]
+                i += 1
+                if needs[i - 1] and p not in seen:
+                    seen.add(p)
+                    stack[-1] = (v, i)
+                    stack.append((p, 0))
+                    break
+            else:
+                stack.pop()
+                order.append(v)
+        else:
+            stack.pop()
+            order.append(v)
+    return order
+
+
+def backward(root: Tensor, grad: Any = None, retain_graph: bool = False) -> None:
+    """Reverse-mode sweep from ``root``; see Tensor.backward."""
+    if not root.requires_grad:
+        raise GradientError(
+            "backward: this Tensor does not require gradients (no Variable led to it, or it "
+            "was computed under no_grad)"
+        )
+    xp = root.xp
+    start = root._node if root._node is not None else root
+    grads = {start: seed_gradient(root.data, xp, grad, "backward")}
+    with no_grad():
+        for v in reversed(_topological(start)):
+            g = grads.pop(v, None)
+            if g is None:
+                continue
+            if type(v) is not Node:  # a leaf: gradients accumulate, out of place
+                v.grad = g if v.grad is None else as_array(xp, v.grad + g)
+                continue
+            res = v.res
+            if res is FREED:
+                raise GradientError(
+                    f"backward: the saved arrays of {v.op.name} were already freed by an "
+                    "earlier backward; call backward(retain_graph=True) the first time if you "
+                    "need to go backward through the graph twice"
+                )
+            gs = vjp(v.op, xp, g, res, v.needs, v.params, v.backend)
+            if not retain_graph:
+                v.res = FREED
+            for p, need, gi in zip(v.inputs, v.needs, gs):
+                if not need or gi is None:
+                    continue
+                if type(p) is Node:
+                    gi = fit(xp, gi, p.shape, p.dtype)
+                else:
+                    gi = fit(xp, gi, p.data.shape, p.data.dtype)
+                if gi is None:
+                    continue
+                prev = grads.get(p)
+                grads[p] = gi if prev is None else as_array(xp, prev + gi)
