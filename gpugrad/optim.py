@@ -17,9 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
-import numpy as np
 
-from . import backend as B
 from .graph import value_and_gradients
 from .nn.module import StateDictError, _onto
 from .tensor import Tensor, Variable, no_grad

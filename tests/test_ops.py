@@ -789,3 +789,60 @@ def test_logsumexp_all_minus_inf_is_minus_inf(bk):
     with np.errstate(divide="ignore"):  # log(0) is exact here
         out = gg.logsumexp(x)
     assert gg.to_numpy(out) == -np.inf
+
+
+# --- elementwise NumPy fast paths against their portable rules ---------------------------
+
+_EXTREMES = np.array([-1000.0, -100.0, -88.8, -20.0, -1e-8, 0.0, 1e-8, 3.0, 20.0, 100.0,
+                      1000.0, np.inf, -np.inf])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(), (13,), (4, 13)])
+def test_sigmoid_fast_path_matches_portable_rule(dtype, shape, rng):
+    op = gg.registry["sigmoid"]
+    x = np.broadcast_to(_EXTREMES, (4, 13)).astype(dtype) if shape == (4, 13) else (
+        _EXTREMES.astype(dtype) if shape == (13,) else np.asarray(-30.0, dtype))
+    before = x.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast, fres = op.fast_forward["numpy"](np, x)
+        slow, sres = op.forward(np, x)
+    np.testing.assert_array_equal(x, before)
+    np.testing.assert_allclose(fast, slow, rtol=2e-7 if dtype == "float32" else 1e-15, atol=0)
+    assert fast.dtype == slow.dtype == x.dtype
+    for g in (rng.standard_normal(x.shape).astype(dtype),
+              np.broadcast_to(np.asarray(1.0, dtype), x.shape),
+              np.broadcast_to(np.asarray(-2.5, dtype), x.shape)):
+        g_before = np.array(g)
+        (gf,) = op.fast_vjp["numpy"](np, g, fres)
+        (gs,) = op.vjp(np, g, sres)
+        np.testing.assert_allclose(gf, gs, rtol=1e-6 if dtype == "float32" else 1e-14,
+                                   atol=0)
+        np.testing.assert_array_equal(g, g_before)
+        assert np.asarray(gf).dtype == x.dtype
+
+
+def test_relu_fast_path_matches_portable_rule(rng):
+    op = gg.registry["relu"]
+    x = np.concatenate([rng.standard_normal(20), [0.0, -0.0, 1e-300, -1e-300]])
+    g = rng.standard_normal(x.shape)
+    (gf,) = op.fast_vjp["numpy"](np, g, x)
+    (gs,) = op.vjp(np, g, x)
+    np.testing.assert_array_equal(gf, gs)
+    assert gf[20] == 0.0 and gf[21] == 0.0  # relu'(0) = 0 on both paths
+
+
+def test_sigmoid_fast_path_float32_accuracy_where_it_runs():
+    """The fast path itself (not its exact fallback) keeps float32 relative error <= 1e-6."""
+    op = gg.registry["sigmoid"]
+    x = np.linspace(-88.0, 100.0, 40001, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, _ = op.fast_forward["numpy"](np, x)
+    ref = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    normal = ref >= np.finfo(np.float32).tiny
+    rel = np.abs(out[normal].astype(np.float64) - ref[normal]) / ref[normal]
+    assert rel.max() <= 1e-6
+    assert not normal.all()  # the range reaches subnormal results too
+    assert np.all(np.abs(out[~normal] - ref[~normal]) <= 4 * np.finfo(np.float32).smallest_subnormal)

@@ -90,13 +90,56 @@ def sigmoid(xp, x):
 sigmoid.defvjp(lambda xp, g, s: (g * (s * (1.0 - s)),))
 
 
+def _sigmoid_numpy(xp, x):
+    """NumPy fast path: 1 / (1 + exp(-x)) in one buffer, four passes. It is accurate to a few
+    ulps wherever exp(-x) is finite; where it would overflow (x below about -88.7 in float32)
+    NumPy raises inside ``errstate`` and the exact portable rule runs instead, so no warning
+    escapes and tiny results keep their subnormal values."""
+    if x.ndim == 0:  # NumPy hands back scalars for 0-d work; the portable rule is as fast
+        return sigmoid.forward(xp, x)
+    try:
+        with xp.errstate(over="raise"):
+            t = xp.negative(x)
+            xp.exp(t, out=t)
+    except FloatingPointError:
+        return sigmoid.forward(xp, x)
+    t += 1.0
+    xp.reciprocal(t, out=t)
+    return t, t
+
+
+def _sigmoid_vjp_numpy(xp, g, s):
+    """NumPy fast path: g * s * (1 - s) in one buffer; a gradient that is a broadcast
+    scalar (the backward of a sum) multiplies once as a scalar, or not at all if it is 1."""
+    t = 1.0 - s
+    t *= s
+    if g.size and g.ndim and not any(g.strides):
+        scale = g.flat[0]
+        if scale != 1.0:
+            t *= scale
+    else:
+        t *= g
+    return (t,)
+
+
+sigmoid.def_fast_path("numpy", forward=_sigmoid_numpy, vjp=_sigmoid_vjp_numpy)
+
+
 @defop("relu")
 def relu(xp, x):
-    """max(x, 0);  d/dx = 1 where x > 0, else 0 (relu'(0) = 0)"""
-    return xp.where(x > 0, x, 0.0), x
+    """max(x, 0);  d/dx = 1 where x > 0, else 0 (relu'(0) = 0).  NaN stays NaN."""
+    return xp.maximum(x, 0.0), x
 
 
 relu.defvjp(lambda xp, g, x: (xp.where(x > 0, g, 0.0),))
+
+
+def _relu_vjp_numpy(xp, g, x):
+    """NumPy fast path: g times the 0/1 mask, no masked select."""
+    return (g * (x > 0),)
+
+
+relu.def_fast_path("numpy", vjp=_relu_vjp_numpy)
 
 
 def _tie_split(xp, g, a, b, wins):
