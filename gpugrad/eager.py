@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import itertools
+
 import numpy as np
 
 from . import backend as B
@@ -30,10 +32,11 @@ FREED = _Freed()
 class Node:
     """One recorded op application: what backward and graph lifting need, and no more."""
 
-    __slots__ = ("op", "params", "inputs", "needs", "res", "backend", "shape", "dtype")
+    __slots__ = ("op", "params", "inputs", "needs", "res", "backend", "shape", "dtype", "seq")
 
     def __init__(self, op: Op, params: dict, inputs: tuple, needs: tuple, res: Any,
                  backend: str, shape: tuple, dtype: Any) -> None:
+        self.seq = next(_sequence)  # creation order: every input was made before its user
         self.op = op
         self.params = params
         self.inputs = inputs  # per argument: a Node, a leaf Tensor, or a constant
@@ -47,6 +50,7 @@ class Node:
         return f"<Node {self.op.name} {self.shape}>"
 
 
+_sequence = itertools.count()
 _XP_NAMES: dict[Any, str] = {np: "numpy"}
 
 
@@ -99,10 +103,12 @@ def _new_tensor(data: Any, xp: Any, node: Node | None) -> Tensor:
 def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
     """Run ``op`` now on Tensors, backend arrays and scalars, recording it if needed."""
     arrays = []
+    inputs = []
+    needs = []
     ref: Tensor | None = None
     xp: Any = None
     record = False
-    has_scalar = False
+    convert = False
     for i, a in enumerate(args):
         if isinstance(a, Tensor):
             if xp is None:
@@ -112,8 +118,13 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
             arrays.append(a.data)
             if a.requires_grad:
                 record = True
+                node = a._node
+                inputs.append(a if node is None else node)
+                needs.append(True)
+                continue
         elif type(a) in _SCALARS:
-            has_scalar = True
+            if i not in op.scalar_ok:
+                convert = True
             arrays.append(a)
         elif a is None:
             arrays.append(a)
@@ -131,12 +142,14 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
                 f"{op.name}: argument {i} is a {type(a).__name__}; pass Tensors, backend "
                 "arrays or Python scalars (wrap host data with gpugrad.asarray)"
             )
+        inputs.append(a)
+        needs.append(False)
     if xp is None:
         b = B.current()
         xp = b.xp
         arrays = [B.to_backend(a, None, b) if type(a) in _SCALARS else a for a in arrays]
-        has_scalar = False
-    if has_scalar:
+        convert = False
+    if convert:
         _scalars_to_arrays(op, arrays, None if ref is None else ref.data, xp)
     name = _XP_NAMES.get(xp) or backend_name(xp)
     forward = op.fast_forward.get(name, op.forward) if op.fast_forward else op.forward
@@ -153,20 +166,17 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
         floating = out.dtype.kind == "f"
     else:
         floating = B.is_floating(xp, out.dtype)
+    t = Tensor.__new__(Tensor)
+    t.data = out
+    t.xp = xp
+    t.grad = t.name = None
     if record and floating and op.differentiable and _grad_enabled.get():
-        inputs = []
-        needs = []
-        for a in args:
-            if isinstance(a, Tensor) and a.requires_grad:
-                node = a._node
-                inputs.append(a if node is None else node)
-                needs.append(True)
-            else:
-                inputs.append(a)
-                needs.append(False)
-        node = Node(op, params, tuple(inputs), tuple(needs), res, name, out.shape, out.dtype)
-        return _new_tensor(out, xp, node)
-    return _new_tensor(out, xp, None)
+        t._node = Node(op, params, tuple(inputs), tuple(needs), res, name, out.shape, out.dtype)
+        t.requires_grad = True
+    else:
+        t._node = None
+        t.requires_grad = False
+    return t
 
 
 def _scalars_to_arrays(op: Op, arrays: list, ref: Any, xp: Any) -> None:
@@ -273,31 +283,28 @@ def seed_gradient(out: Any, xp: Any, grad: Any, what: str) -> Any:
     return g
 
 
-def _topological(start: Any) -> list:
-    """Nodes and leaf Tensors reachable from ``start``, inputs first (no recursion)."""
-    order: list = []
+def _reachable(start: Any) -> tuple[list, list]:
+    """(Nodes, leaf Tensors) that gradients from ``start`` reach, found without recursion.
+    Nodes come back latest first: a Node's inputs were all created before it."""
+    nodes, leaves = [], []
     seen = {start}
-    stack: list = [(start, 0)]
+    stack = [start]
     while stack:
-        v, i = stack[-1]
+        v = stack.pop()
         if type(v) is Node:
-            inputs, needs = v.inputs, v.needs
-            n = len(inputs)
-            while i < n:
-                p = inputs[i]
-                i += 1
-                if needs[i - 1] and p not in seen:
+            nodes.append(v)
+            for p, need in zip(v.inputs, v.needs):
+                if need and p not in seen:
                     seen.add(p)
-                    stack[-1] = (v, i)
-                    stack.append((p, 0))
-                    break
-            else:
-                stack.pop()
-                order.append(v)
+                    stack.append(p)
         else:
-            stack.pop()
-            order.append(v)
-    return order
+            leaves.append(v)
+    nodes.sort(key=_by_seq, reverse=True)
+    return nodes, leaves
+
+
+def _by_seq(node: Node) -> int:
+    return node.seq
 
 
 def backward(root: Tensor, grad: Any = None, retain_graph: bool = False) -> None:
@@ -310,13 +317,13 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False) -> None
     xp = root.xp
     start = root._node if root._node is not None else root
     grads = {start: seed_gradient(root.data, xp, grad, "backward")}
+    nodes, leaves = _reachable(start)
+    is_np = xp is np
+    ndarray = np.ndarray
     with no_grad():
-        for v in reversed(_topological(start)):
+        for v in nodes:
             g = grads.pop(v, None)
             if g is None:
-                continue
-            if type(v) is not Node:  # a leaf: gradients accumulate, out of place
-                v.grad = g if v.grad is None else as_array(xp, v.grad + g)
                 continue
             res = v.res
             if res is FREED:
@@ -325,17 +332,31 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False) -> None
                     "earlier backward; call backward(retain_graph=True) the first time if you "
                     "need to go backward through the graph twice"
                 )
-            gs = vjp(v.op, xp, g, res, v.needs, v.params, v.backend)
+            op = v.op
+            fast = op.fast_vjp.get(v.backend) if op.fast_vjp else None
+            if fast is None and op.vjps is not None:
+                params = v.params
+                gs = [rule(xp, g, res, **params) if need else None
+                      for rule, need in zip(op.vjps, v.needs)]
+            else:
+                gs = vjp(op, xp, g, res, v.needs, v.params, v.backend)
             if not retain_graph:
                 v.res = FREED
             for p, need, gi in zip(v.inputs, v.needs, gs):
                 if not need or gi is None:
                     continue
                 if type(p) is Node:
-                    gi = fit(xp, gi, p.shape, p.dtype)
+                    shape, dtype = p.shape, p.dtype
                 else:
-                    gi = fit(xp, gi, p.data.shape, p.data.dtype)
-                if gi is None:
-                    continue
+                    shape, dtype = p.data.shape, p.data.dtype
+                if not (is_np and type(gi) is ndarray and gi.shape == shape
+                        and gi.dtype == dtype):
+                    gi = fit(xp, gi, shape, dtype)
+                    if gi is None:
+                        continue
                 prev = grads.get(p)
                 grads[p] = gi if prev is None else as_array(xp, prev + gi)
+        for leaf in leaves:  # gradients accumulate into .grad, out of place
+            g = grads.pop(leaf, None)
+            if g is not None:
+                leaf.grad = g if leaf.grad is None else as_array(xp, leaf.grad + g)
