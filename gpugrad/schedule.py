@@ -8,39 +8,18 @@ rules already picked for the backend and for the inputs that need a gradient.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from . import backend as B
-from .eager import _describe, _scalars_to_arrays, as_array, backend_name, fit, seed_gradient
+from . import codegen
+from .eager import _describe, _scalars_to_arrays, backend_name, seed_gradient
 from .tensor import OpError, Tensor, no_grad
 
 
 class FeedError(ValueError):
     """A feed is missing, or does not match its Placeholder's shape or dtype."""
-
-
-def _grad_fn(op: Any, params: dict, ins: tuple, needs: tuple, backend: str) -> Callable:
-    """``fn(xp, g, res) -> [(slot, gradient), ...]`` for the inputs that need one."""
-    targets = [(pos, ins[pos]) for pos, need in enumerate(needs) if need]
-    fast = op.fast_vjp.get(backend) if op.fast_vjp else None
-    if fast is None and op.vjps is not None:
-        rules = [(op.vjps[pos], slot) for pos, slot in targets]
-        if params:
-            return lambda xp, g, r: [(slot, rule(xp, g, r, **params)) for rule, slot in rules]
-        return lambda xp, g, r: [(slot, rule(xp, g, r)) for rule, slot in rules]
-    rule = fast or op.vjp
-    name = op.name
-
-    def all_then_pick(xp: Any, g: Any, r: Any) -> list:
-        gs = rule(xp, g, r, **params)
-        if not isinstance(gs, (tuple, list)):
-            raise TypeError(f"op {name!r}: its VJP rule returned a {type(gs).__name__}; it "
-                            "must return a tuple with one gradient per input")
-        return [(slot, gs[pos]) for pos, slot in targets]
-
-    return all_then_pick
 
 
 class Schedule:
@@ -119,8 +98,7 @@ class Schedule:
             needs = tuple(needs_grad[i] for i in ins)
             if op.differentiable and any(needs):
                 needs_grad[out] = True
-                back.append((k, out, out not in self.wrt,
-                             _grad_fn(op, params, ins, needs, self.backend)))
+                back.append((k, out, out not in self.wrt, op, params, ins, needs))
         back.reverse()
         self.back = back
         self.keep_res = [False] * len(steps)
@@ -142,6 +120,14 @@ class Schedule:
             (op.fast_forward.get(self.backend, op.forward), ins, params, out, tuple(frees[k]))
             for k, (op, ins, params, out) in enumerate(steps)
         ]
+        numpy = self.xp is np
+        fsrc, fenv = codegen.forward_source([f[:4] for f in self.forward], self.keep_res,
+                                            frees, numpy)
+        bsrc, benv = codegen.backward_source(back, self.backend, numpy,
+                                             {i for f in frees for i in f})
+        self.source = fsrc + "\n\n" + bsrc
+        self._forward = codegen.build(fsrc, fenv, "forward")
+        self._backward = codegen.build(bsrc, benv, "backward")
         self.scalars_pending = [k for k, (_, ins, _, _) in enumerate(steps)
                                 if any(type(template[i]) in (int, float, bool) for i in ins)]
 
@@ -157,6 +143,20 @@ class Schedule:
                 if type(self.template[i]) in (int, float, bool) and a is not vals[i]:
                     self.template[i] = vals[i] = a
         self.scalars_pending = []
+
+    def _explain(self, feed: Mapping, exc: Exception) -> None:
+        """A forward step failed: step through again to name the op and its inputs."""
+        vals = self.template[:]
+        self._feeds(feed, vals)
+        for fwd, ins, params, out, _ in self.forward:
+            args = [vals[i] for i in ins]
+            try:
+                o, _ = fwd(self.xp, *args, **params)
+            except (ValueError, TypeError, IndexError) as err:
+                op = self.ops[[f[3] for f in self.forward].index(out)]
+                shapes = ", ".join(_describe(a) for a in args)
+                raise OpError(f"{op.name}: {err} (inputs: {shapes})") from exc
+            vals[out] = o
 
     def _feeds(self, feed: Mapping, vals: list) -> None:
         for s, ph in self.placeholders:
@@ -177,53 +177,18 @@ class Schedule:
         self._feeds(feed, vals)
         if self.scalars_pending:
             self._convert_scalars(vals)
-        keep_res = self.keep_res if grads else None
         res: list = [None] * len(self.forward) if grads else []
         meta: dict = {}
-        is_np = xp is np
-        ndarray = np.ndarray
-        k = -1
         try:
-            for k, (fwd, ins, params, out, frees) in enumerate(self.forward):
-                o, r = fwd(xp, *[vals[i] for i in ins], **params)
-                if is_np and type(o) is not ndarray:
-                    o = np.asarray(o)
-                vals[out] = o
-                if keep_res is not None and keep_res[k]:
-                    res[k] = r
-                for i in frees:
-                    v = vals[i]
-                    meta[i] = (v.shape, v.dtype)
-                    vals[i] = None
+            self._forward(xp, vals, res, meta, grads)
         except (ValueError, TypeError, IndexError) as exc:
-            _, ins, *_ = self.forward[k]
-            shapes = ", ".join(_describe(vals[i]) if vals[i] is not None else "(freed)"
-                               for i in ins)
-            raise OpError(f"{self.ops[k].name}: {exc} (inputs: {shapes})") from exc
+            self._explain(feed, exc)
+            raise
         value = vals[self.out]
         if not grads:
             return value, []
         gv: list = [None] * len(vals)
         gv[self.out] = seed_gradient(value, xp, seed, "gradients")
         with no_grad():
-            for k, out, drop, grad_fn in self.back:
-                g = gv[out]
-                if g is None:
-                    continue
-                if drop:
-                    gv[out] = None
-                r = res[k]
-                res[k] = None
-                for slot, gi in grad_fn(xp, g, r):
-                    if gi is None:
-                        continue
-                    v = vals[slot]
-                    shape, dtype = (v.shape, v.dtype) if v is not None else meta[slot]
-                    if not (is_np and type(gi) is ndarray and gi.shape == shape
-                            and gi.dtype == dtype):
-                        gi = fit(xp, gi, shape, dtype)
-                        if gi is None:
-                            continue
-                    prev = gv[slot]
-                    gv[slot] = gi if prev is None else as_array(xp, prev + gi)
+            self._backward(xp, vals, res, meta, gv)
         return value, [gv[s] if gv[s] is not None else xp.zeros_like(vals[s]) for s in self.wrt]

@@ -113,7 +113,7 @@ def _sigmoid_vjp_numpy(xp, g, s):
     scalar (the backward of a sum) multiplies once as a scalar, or not at all if it is 1."""
     t = 1.0 - s
     t *= s
-    if g.size and g.ndim and not any(g.strides):
+    if g.ndim and not g.strides[-1] and not any(g.strides) and g.size:
         scale = g.flat[0]
         if scale != 1.0:
             t *= scale

@@ -1,0 +1,103 @@
+"""Straight-line Python for a compiled schedule: one line per forward step, a few per
+backward step, no interpreter loop and no per-step lookups. ``Schedule.source`` shows it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from .eager import as_array, fit
+
+
+def _args(ins: tuple, k: int, params: dict) -> str:
+    parts = [f"v[{i}]" for i in ins]
+    if params:
+        parts.append(f"**P{k}")
+    return ", ".join(["xp", *parts])
+
+
+def forward_source(steps: list, keep_res: list, frees: list, numpy: bool) -> tuple[str, dict]:
+    """``forward(xp, v, res, meta, grads)`` running every step in order."""
+    env: dict[str, Any] = {"ndarray": np.ndarray, "asarray": np.asarray}
+    lines = ["def forward(xp, v, res, meta, grads):"]
+    for k, (fwd, ins, params, out) in enumerate(steps):
+        env[f"F{k}"] = fwd
+        if params:
+            env[f"P{k}"] = params
+        lines.append(f"    o, r = F{k}({_args(ins, k, params)})")
+        if numpy:
+            lines.append("    v[%d] = o if type(o) is ndarray else asarray(o)" % out)
+        else:
+            lines.append(f"    v[{out}] = o")
+        if keep_res[k]:
+            lines.append(f"    if grads: res[{k}] = r")
+        for i in frees[k]:
+            lines.append(f"    o = v[{i}]; meta[{i}] = (o.shape, o.dtype); v[{i}] = None")
+    lines.append("    return None")
+    return "\n".join(lines), env
+
+
+def backward_source(back: list, backend: str, numpy: bool, freed: set) -> tuple[str, dict]:
+    """``backward(xp, v, res, meta, gv)`` running the VJP steps in reverse order."""
+    env: dict[str, Any] = {"ndarray": np.ndarray, "fit": fit, "as_array": as_array,
+                           "check": _check_tuple}
+    lines = ["def backward(xp, v, res, meta, gv):"]
+    for k, out, drop, op, params, ins, needs in back:
+        if params:
+            env[f"P{k}"] = params
+        kw = f", **P{k}" if params else ""
+        lines += [f"    g = gv[{out}]", "    if g is not None:"]
+        if drop:
+            lines.append(f"        gv[{out}] = None")
+        lines.append(f"        r = res[{k}]; res[{k}] = None")
+        fast = op.fast_vjp.get(backend) if op.fast_vjp else None
+        wanted = [(pos, ins[pos]) for pos, need in enumerate(needs) if need]
+        if fast is None and op.vjps is not None:
+            for pos, slot in wanted:
+                env[f"R{k}_{pos}"] = op.vjps[pos]
+                lines.append(f"        gi = R{k}_{pos}(xp, g, r{kw})")
+                lines += _accumulate(slot, numpy, slot in freed)
+        else:
+            env[f"R{k}"] = fast or op.vjp
+            env[f"N{k}"] = op.name
+            lines.append(f"        gs = check(R{k}(xp, g, r{kw}), N{k})")
+            for pos, slot in wanted:
+                lines.append(f"        gi = gs[{pos}]")
+                lines += _accumulate(slot, numpy, slot in freed)
+    lines.append("    return None")
+    return "\n".join(lines), env
+
+
+def _accumulate(slot: int, numpy: bool, freed: bool) -> list[str]:
+    """Fit ``gi`` to the input's shape and dtype, then add it into ``gv[slot]``. Whether the
+    input's value was dropped after the forward sweep is known when compiling."""
+    where = (f"shape, dtype = meta[{slot}]" if freed
+             else f"o = v[{slot}]; shape = o.shape; dtype = o.dtype")
+    # builtin NumPy dtypes are singletons, so `is` is the cheap exact test; anything else
+    # goes through fit, which compares properly
+    same = ("type(gi) is ndarray and gi.shape == shape and gi.dtype is dtype" if numpy
+            else "False")
+    return [
+        "        if gi is not None:",
+        f"            {where}",
+        f"            if not ({same}):",
+        "                gi = fit(xp, gi, shape, dtype)",
+        "            if gi is not None:",
+        f"                o = gv[{slot}]",
+        f"                gv[{slot}] = gi if o is None else as_array(xp, o + gi)",
+    ]
+
+
+def _check_tuple(gs: Any, name: str) -> Any:
+    if not isinstance(gs, (tuple, list)):
+        raise TypeError(f"op {name!r}: its VJP rule returned a {type(gs).__name__}; it must "
+                        "return a tuple with one gradient per input, e.g. (g * x,)")
+    return gs
+
+
+def build(source: str, env: dict, name: str) -> Callable:
+    namespace = dict(env)
+    exec(compile(source, f"<gpugrad schedule {name}>", "exec"), namespace)  # noqa: S102
+    return namespace[name]
