@@ -18,6 +18,10 @@ from .eager import _describe, _scalars_to_arrays, backend_name, seed_gradient
 from .tensor import OpError, Tensor, no_grad
 
 
+GUARDED = "numpy-overflow-raises"
+"""Fast-path key for NumPy rules that rely on running inside errstate(over="raise")."""
+
+
 class FeedError(ValueError):
     """A feed is missing, or does not match its Placeholder's shape or dtype."""
 
@@ -127,6 +131,14 @@ class Schedule:
                                              {i for f in frees for i in f})
         self.source = fsrc + "\n\n" + bsrc
         self._forward = codegen.build(fsrc, fenv, "forward")
+        # NumPy: a variant run entirely inside errstate(over="raise"), whose rules may skip
+        # their own overflow guards (one errstate per run instead of one per sigmoid)
+        self._forward_guarded = None
+        guarded = [op.fast_forward.get(GUARDED) for op in self.ops] if numpy else []
+        if any(guarded):
+            steps = [(g or f[0], *f[1:4]) for g, f in zip(guarded, self.forward)]
+            gsrc, genv = codegen.forward_source(steps, self.keep_res, frees, numpy)
+            self._forward_guarded = codegen.build(gsrc, genv, "forward")
         self._backward = codegen.build(bsrc, benv, "backward")
         self.scalars_pending = [k for k, (_, ins, _, _) in enumerate(steps)
                                 if any(type(template[i]) in (int, float, bool) for i in ins)]
@@ -180,7 +192,16 @@ class Schedule:
         res: list = [None] * len(self.forward) if grads else []
         meta: dict = {}
         try:
-            self._forward(xp, vals, res, meta, grads)
+            if self._forward_guarded is not None:
+                start = vals[:]
+                try:
+                    with np.errstate(over="raise"):
+                        self._forward_guarded(xp, vals, res, meta, grads)
+                except FloatingPointError:  # rare: rerun with every op's own handling
+                    vals = start
+                    self._forward(xp, vals, res, meta, grads)
+            else:
+                self._forward(xp, vals, res, meta, grads)
         except (ValueError, TypeError, IndexError) as exc:
             self._explain(feed, exc)
             raise

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -371,3 +373,39 @@ def test_gradients_wrt_a_placeholder(bk):
     gx, gW = gg.gradients(loss, [x, W], {x: np.array([[1.0, 1.0]], dt)})
     np.testing.assert_array_equal(host(gx), [[6.0, 12.0]])
     np.testing.assert_array_equal(host(gW), [[6.0], [6.0]])
+
+
+def test_numpy_schedule_overflow_guard_falls_back_exactly():
+    """Compiled NumPy schedules run sigmoid without a per-call overflow guard inside one
+    errstate(over="raise"); an overflow anywhere reruns the step-by-step rules, so results,
+    gradients and warnings are those of the eager front end."""
+    with gg.use_backend("numpy"):
+        x = gg.Placeholder((None,), "float32", name="x")
+        w = gg.Variable(np.ones(3, np.float32), name="w")
+        y = gg.sum(gg.sigmoid(x * w))
+        sched, _ = y._schedule((w,))
+        assert sched._forward_guarded is not None
+        ordinary = np.array([-3.0, 0.5, 80.0], np.float32)
+        extreme = np.array([-100.0, 0.5, 80.0], np.float32)  # exp(100) overflows float32
+        for feed_x in (ordinary, extreme):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                value, (dw,) = sched.run({x: feed_x}, True)
+            ref = 1.0 / (1.0 + np.exp(-feed_x.astype(np.float64)))
+            np.testing.assert_allclose(value, ref.sum(), rtol=1e-6)
+            np.testing.assert_allclose(dw, ref * (1 - ref) * feed_x, rtol=1e-5, atol=1e-30)
+            assert value.dtype == np.float32 and dw.dtype == np.float32
+        # another op's overflow keeps NumPy's own behaviour: inf plus the usual warning
+        z = gg.sum(gg.exp(x))
+        with pytest.warns(RuntimeWarning, match="overflow"):
+            assert np.isinf(z.eval(feed={x: np.array([100.0], np.float32)}))
+
+
+def test_guarded_sigmoid_fast_path_matches_portable_rule(rng):
+    op = gg.registry["sigmoid"]
+    x = (rng.standard_normal(1000) * 20).astype(np.float32)
+    x = np.clip(x, -88.0, None)
+    with np.errstate(over="raise"):
+        fast, _ = op.fast_forward["numpy-overflow-raises"](np, x)
+    slow, _ = op.forward(np, x)
+    np.testing.assert_allclose(fast, slow, rtol=4e-7, atol=0)

@@ -122,7 +122,20 @@ def _sigmoid_vjp_numpy(xp, g, s):
     return (t,)
 
 
+def _sigmoid_numpy_in_raising_errstate(xp, x):
+    """Compiled schedules run NumPy steps inside errstate(over="raise") and rerun without
+    this path if anything overflows, so the per-call errstate can go."""
+    if x.ndim == 0:
+        return sigmoid.forward(xp, x)
+    t = xp.negative(x)
+    xp.exp(t, out=t)
+    t += 1.0
+    xp.reciprocal(t, out=t)
+    return t, t
+
+
 sigmoid.def_fast_path("numpy", forward=_sigmoid_numpy, vjp=_sigmoid_vjp_numpy)
+sigmoid.def_fast_path("numpy-overflow-raises", forward=_sigmoid_numpy_in_raising_errstate)
 
 
 @defop("relu")
