@@ -31,6 +31,7 @@ from . import peers, sizes  # noqa: E402
 from .workloads import Skip, make  # noqa: E402
 
 IMPLS = ("floor", "eager", "graph", *peers.PEERS)
+UNTRACED = ("torch", "jax")
 WORKLOADS = ("mlp", "chain", "bmm", "digits")
 
 
@@ -119,7 +120,10 @@ def run(args) -> dict:
                 rows[impl] = {"median_s": statistics.median(times[impl]),
                               "min_s": min(times[impl])}
                 if args.backend == "numpy" and not args.no_memory:
-                    rows[impl]["peak_bytes"] = peak_bytes(step, sync)
+                    if impl in UNTRACED:  # their allocator bypasses tracemalloc
+                        rows[impl]["memory"] = "not traced"
+                    else:
+                        rows[impl]["peak_bytes"] = peak_bytes(step, sync)
             base = rows.get("floor", {})
             for impl, row in rows.items():
                 if "median_s" in row and "median_s" in base:
@@ -161,7 +165,8 @@ def table(report: dict) -> str:
             t = row["median_s"]
             shown = f"{t * 1e3:.3f} ms" if t < 1 else f"{t:.3f} s"
             ratio = f"{row['ratio']:.2f}x" if "ratio" in row else "-"
-            mem = f"{row['peak_bytes'] / 2**20:.2f} MiB" if "peak_bytes" in row else "-"
+            mem = f"{row['peak_bytes'] / 2**20:.2f} MiB" if "peak_bytes" in row else (
+                "untraced" if "memory" in row else "-")
             mratio = f"{row['mem_ratio']:.2f}x" if "mem_ratio" in row else "-"
             lines.append(f"{wl:<8} {impl:<9} {shown:>10} {ratio:>9} {mem:>10} {mratio:>12}")
     return "\n".join(lines)
