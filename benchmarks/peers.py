@@ -31,22 +31,41 @@ def version(name: str) -> str | None:
         return None
 
 
-def make(workload: str, impl: str, cfg: dict):
+def make(workload: str, impl: str, cfg: dict, device: str = "cpu"):
     from . import workloads as W
 
     fn = globals().get(f"_{impl}_{workload}")
     if fn is None:
         raise Skip(f"{impl} is not run on {workload}")
+    if device != "cpu" and impl != "torch":
+        raise Skip(f"{impl} runs on the CPU only here")
     loader = {"mlp": W.mlp_data, "chain": W.chain_data, "bmm": W.bmm_data}[workload]
+    if impl == "torch":
+        return _torch_on(device, fn(cfg, *loader(cfg), device=device))
     return fn(cfg, *loader(cfg))
+
+
+def _torch_on(device: str, step):
+    """On CUDA, a torch row waits for its own stream before the clock is read."""
+    if device == "cpu":
+        return step
+    torch = _need("torch")
+    if not torch.cuda.is_available():
+        raise Skip("torch has no CUDA here")
+
+    def synced():
+        out = step()
+        torch.cuda.synchronize()
+        return out
+    return synced
 
 
 # --- PyTorch (eager autograd) ---------------------------------------------------------------
 
-def _torch_mlp(cfg, params, x, labels, onehot):
+def _torch_mlp(cfg, params, x, labels, onehot, device="cpu"):
     torch = _need("torch")
-    ps = [torch.tensor(p, requires_grad=True) for p in params]
-    xt, yt = torch.tensor(x), torch.tensor(labels)
+    ps = [torch.tensor(p, requires_grad=True, device=device) for p in params]
+    xt, yt = torch.tensor(x, device=device), torch.tensor(labels, device=device)
     lr = cfg["lr"]
 
     def step():
@@ -62,10 +81,10 @@ def _torch_mlp(cfg, params, x, labels, onehot):
     return step
 
 
-def _torch_chain(cfg, y0, ws):
+def _torch_chain(cfg, y0, ws, device="cpu"):
     torch = _need("torch")
-    y0t = torch.tensor(y0)
-    wt = [torch.tensor(w, requires_grad=True) for w in ws]
+    y0t = torch.tensor(y0, device=device)
+    wt = [torch.tensor(w, requires_grad=True, device=device) for w in ws]
 
     def step():
         y = y0t
@@ -75,9 +94,10 @@ def _torch_chain(cfg, y0, ws):
     return step
 
 
-def _torch_bmm(cfg, A, B):
+def _torch_bmm(cfg, A, B, device="cpu"):
     torch = _need("torch")
-    At, Bt = torch.tensor(A, requires_grad=True), torch.tensor(B, requires_grad=True)
+    At = torch.tensor(A, requires_grad=True, device=device)
+    Bt = torch.tensor(B, requires_grad=True, device=device)
     return lambda: torch.autograd.grad(torch.sigmoid(At @ Bt).sum(), [At, Bt])
 
 

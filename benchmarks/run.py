@@ -33,6 +33,7 @@ from .workloads import Skip, make  # noqa: E402
 IMPLS = ("floor", "eager", "graph", *peers.PEERS)
 UNTRACED = ("torch", "jax")
 WORKLOADS = ("mlp", "chain", "bmm", "digits")
+GPU_WORKLOADS = ("mlp-small", "mlp-large", "bmm")
 
 
 def cpu_model() -> str:
@@ -84,10 +85,37 @@ def peak_bytes(step, sync) -> int:
         tracemalloc.stop()
 
 
+def device_checks(step, n: int = 5) -> dict:
+    """CuPy rows: do n steps run without a host synchronisation, and without growing the
+    memory pool after warm-up?"""
+    import warnings
+
+    import cupy
+    import cupyx
+
+    pool = cupy.get_default_memory_pool()
+    cupy.cuda.Device().synchronize()
+    before = pool.total_bytes()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            with cupyx.allow_synchronize(False):
+                for _ in range(n):
+                    step()
+        syncs = "none"
+    except Exception as exc:  # DeviceSynchronized names where it happened
+        syncs = f"yes: {type(exc).__name__}"
+    cupy.cuda.Device().synchronize()
+    return {"syncs": syncs, "pool_growth_bytes": pool.total_bytes() - before}
+
+
 def run(args) -> dict:
     import gpugrad as gg
 
-    cfgs = sizes.QUICK if args.quick else sizes.FULL
+    if args.backend == "cupy":
+        cfgs = sizes.GPU_QUICK if args.quick else sizes.GPU
+    else:
+        cfgs = sizes.QUICK if args.quick else sizes.FULL
     repeats = args.repeats or sizes.REPEATS["quick" if args.quick else "full"]
     gg.set_backend(args.backend)
     sync = synchronize(args.backend)
@@ -100,8 +128,6 @@ def run(args) -> dict:
             steps, rows = {}, {}
             for impl in impls:
                 try:
-                    if args.backend != "numpy" and impl in peers.PEERS:
-                        raise Skip("peers run on the CPU only")
                     steps[impl] = make(wl, impl, args.backend, cfg)
                     for _ in range(2):  # warm-up: compile schedules, jit, allocator
                         steps[impl]()
@@ -119,6 +145,8 @@ def run(args) -> dict:
             for impl, step in steps.items():
                 rows[impl] = {"median_s": statistics.median(times[impl]),
                               "min_s": min(times[impl])}
+                if args.backend == "cupy" and impl in ("floor", "eager", "graph"):
+                    rows[impl].update(device_checks(step))
                 if args.backend == "numpy" and not args.no_memory:
                     if impl in UNTRACED:  # their allocator bypasses tracemalloc
                         rows[impl]["memory"] = "not traced"
@@ -154,13 +182,13 @@ def table(report: dict) -> str:
         f"{report['date']}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v),
         "",
-        f"{'workload':<8} {'row':<9} {'median':>10} {'vs floor':>9} {'peak mem':>10} "
+        f"{'workload':<9} {'row':<9} {'median':>10} {'vs floor':>9} {'peak mem':>10} "
         f"{'mem vs floor':>12}",
     ]
     for wl, res in report["results"].items():
         for impl, row in res["rows"].items():
             if "skipped" in row:
-                lines.append(f"{wl:<8} {impl:<9} {'skipped: ' + row['skipped']}")
+                lines.append(f"{wl:<9} {impl:<9} {'skipped: ' + row['skipped']}")
                 continue
             t = row["median_s"]
             shown = f"{t * 1e3:.3f} ms" if t < 1 else f"{t:.3f} s"
@@ -168,7 +196,12 @@ def table(report: dict) -> str:
             mem = f"{row['peak_bytes'] / 2**20:.2f} MiB" if "peak_bytes" in row else (
                 "untraced" if "memory" in row else "-")
             mratio = f"{row['mem_ratio']:.2f}x" if "mem_ratio" in row else "-"
-            lines.append(f"{wl:<8} {impl:<9} {shown:>10} {ratio:>9} {mem:>10} {mratio:>12}")
+            extra = ""
+            if "syncs" in row:
+                extra = (f"  syncs {row['syncs']}, pool growth "
+                         f"{row['pool_growth_bytes'] / 2**20:.1f} MiB")
+            lines.append(f"{wl:<9} {impl:<9} {shown:>10} {ratio:>9} {mem:>10} {mratio:>12}"
+                         + extra)
     return "\n".join(lines)
 
 
@@ -177,19 +210,30 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes, few repetitions")
     p.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
     p.add_argument("--json", help="write the full report to this path")
-    p.add_argument("--workloads", default=",".join(WORKLOADS),
-                   help=f"comma-separated subset of {', '.join(WORKLOADS)}")
+    p.add_argument("--workloads", default=None,
+                   help=f"comma-separated subset of {', '.join(WORKLOADS)} (CPU) or "
+                   f"{', '.join(GPU_WORKLOADS)} (--backend cupy)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="BLAS threads for every row (default: all cores)")
     p.add_argument("--repeats", type=int, default=0, help="override the repetition count")
     p.add_argument("--no-peers", dest="peers", action="store_false", help="skip the peers")
     p.add_argument("--no-memory", action="store_true", help="skip the traced-memory pass")
     args = p.parse_args(argv)
-    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
-    unknown = [w for w in args.workloads if w not in WORKLOADS]
+    known = GPU_WORKLOADS if args.backend == "cupy" else WORKLOADS
+    args.workloads = [w.strip() for w in (args.workloads or ",".join(known)).split(",")
+                      if w.strip()]
+    unknown = [w for w in args.workloads if w not in known]
     if unknown:
-        p.error(f"unknown workloads {unknown}; choose from {', '.join(WORKLOADS)}")
-    report = run(args)
+        p.error(f"unknown workloads {unknown}; choose from {', '.join(known)}")
+    try:
+        report = run(args)
+    except Exception as exc:
+        from gpugrad import BackendError
+
+        if not isinstance(exc, BackendError):
+            raise
+        print(f"benchmarks: {exc}", file=sys.stderr)
+        return 2
     print(table(report))
     if args.json:
         with open(args.json, "w") as f:

@@ -14,6 +14,18 @@ QUICK = {
     "digits": {"hidden": (8,), "batch": 256, "lr": 0.01},
 }
 
+GPU = {
+    "mlp-small": {"sizes": (784, 512, 512, 10), "batch": 256, "lr": 0.1},
+    "mlp-large": {"sizes": (1024, 4096, 4096, 10), "batch": 8192, "lr": 0.1},
+    "bmm": {"shape": (64, 512, 512)},
+}
+
+GPU_QUICK = {
+    "mlp-small": QUICK["mlp"],
+    "mlp-large": {"sizes": (64, 128, 128, 10), "batch": 64, "lr": 0.1},
+    "bmm": {"shape": (2, 16, 16)},
+}
+
 REPEATS = {"full": 30, "quick": 3}
 DTYPE = "float32"
 SEED = 0

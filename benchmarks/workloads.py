@@ -62,13 +62,14 @@ def digits_data(cfg):
 
 
 def make(workload: str, impl: str, xp_name: str, cfg: dict):
+    workload = workload.split("-")[0]  # mlp-small and mlp-large are the mlp workload
     if impl == "floor":
         return _floor(workload, xp_name, cfg)
     if impl in ("eager", "graph"):
         from . import gpugrad_runs
 
         return gpugrad_runs.make(workload, impl, cfg)
-    return peers.make(workload, impl, cfg)
+    return peers.make(workload, impl, cfg, "cuda" if xp_name == "cupy" else "cpu")
 
 
 def _xp(xp_name):

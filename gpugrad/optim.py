@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from .graph import value_and_gradients
 from .nn.module import StateDictError, _onto
+from .ops import cuda
 from .tensor import Tensor, Variable, no_grad
 
 
@@ -27,6 +28,9 @@ class Optimizer:
     """Base class: holds the parameters, per-parameter state and hyperparameters."""
 
     hyper: tuple[str, ...] = ("lr",)
+    fused = True
+    """On CuPy, update each parameter with one fused kernel (gpugrad.ops.cuda); False runs
+    the portable array-API update instead (the definition the kernels are tested against)."""
 
     def __init__(self, params: Iterable[Variable], lr: float) -> None:
         self.params = list(params)
@@ -118,6 +122,14 @@ class SGD(Optimizer):
         self.weight_decay = float(weight_decay)
 
     def update(self, p: Variable, g: Any, state: dict) -> None:
+        if self.fused and cuda.is_cupy_array(p.data):
+            buf = state.get("momentum")
+            first = buf is None
+            if self.momentum and first:
+                buf = state["momentum"] = p.xp.zeros_like(p.data)
+            cuda.sgd_update(p.data, g, buf if self.momentum else None, self.lr, self.momentum,
+                            self.weight_decay, self.nesterov, first)
+            return
         if self.weight_decay:
             g = g + self.weight_decay * p.data
         if self.momentum:
@@ -148,7 +160,7 @@ class Adam(Optimizer):
 
     def update(self, p: Variable, g: Any, state: dict) -> None:
         b1, b2 = self.betas
-        if self.weight_decay:
+        if self.weight_decay and not (self.fused and cuda.is_cupy_array(p.data)):
             if self.decoupled:
                 p.data *= 1.0 - self.lr * self.weight_decay
             else:
@@ -159,6 +171,10 @@ class Adam(Optimizer):
             state["v"] = p.xp.zeros_like(p.data)
         v = state["v"]
         t = self.param_steps[p] = self.param_steps.get(p, 0) + 1  # per parameter
+        if self.fused and cuda.is_cupy_array(p.data):
+            cuda.adam_update(p.data, g, m, v, self.lr, b1, b2, self.eps, self.weight_decay,
+                             1.0 - b1**t, math.sqrt(1.0 - b2**t), self.decoupled)
+            return
         m *= b1
         m += (1.0 - b1) * g
         v *= b2
