@@ -40,6 +40,8 @@ from .tensor import (
     no_grad,
 )
 from . import data, datasets, nn, optim, testing  # noqa: E402
+from . import array_api, functional, higher  # noqa: E402
+from .functional import grad, hessian, hvp, jacobian, value_and_grad, vjp  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -56,4 +58,6 @@ __all__ = [
     "Symbol", "Tensor", "Variable", "asarray", "backend_info", "gradients",
     "is_grad_enabled", "minimize", "nn", "no_grad", "ops", "optim", "data", "datasets", "registry", "set_backend", "testing",
     "to_dot", "to_numpy", "use_backend", "value_and_gradients", *registry.keys(),
+    "array_api", "functional", "higher", "grad", "value_and_grad", "vjp", "jacobian", "hvp",
+    "hessian",
 ]

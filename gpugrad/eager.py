@@ -307,8 +307,13 @@ def _by_seq(node: Node) -> int:
     return node.seq
 
 
-def backward(root: Tensor, grad: Any = None, retain_graph: bool = False) -> None:
+def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
+             create_graph: bool = False) -> None:
     """Reverse-mode sweep from ``root``; see Tensor.backward."""
+    if create_graph:
+        from .higher import backward as backward_with_graph
+
+        return backward_with_graph(root, grad)
     if not root.requires_grad:
         raise GradientError(
             "backward: this Tensor does not require gradients (no Variable led to it, or it "

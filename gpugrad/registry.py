@@ -55,6 +55,7 @@ class Op:
         "differentiable",
         "variadic",
         "scalar_ok",
+        "twice_differentiable",
         "__dict__",
     )
 
@@ -66,6 +67,7 @@ class Op:
         differentiable: bool = True,
         variadic: bool = False,
         scalar_ok: tuple[int, ...] = (),
+        twice_differentiable: bool = True,
     ) -> None:
         self.name = name
         self.forward = forward
@@ -76,6 +78,7 @@ class Op:
         self.differentiable = differentiable
         self.variadic = variadic
         self.scalar_ok = frozenset(scalar_ok)
+        self.twice_differentiable = twice_differentiable
         self.__doc__ = forward.__doc__
         self.__wrapped__ = forward
 
@@ -136,12 +139,16 @@ def defop(
     differentiable: bool = True,
     variadic: bool = False,
     scalar_ok: tuple[int, ...] = (),
+    twice_differentiable: bool = True,
 ) -> Callable:
     """Decorator: register ``forward(xp, *arrays, **params) -> (out, residuals)`` as op ``name``.
 
     ``scalar_ok`` lists the argument positions whose rules accept Python scalars as they are;
     elsewhere the engine turns a scalar into a 0-d array of the other inputs' dtype and device.
-    ``variadic`` ops take one sequence of arrays (``concat``, ``stack``). Raises ValueError if
+    ``variadic`` ops take one sequence of arrays (``concat``, ``stack``).
+    ``twice_differentiable=False`` says the op's portable VJP rule cannot itself be
+    differentiated (it writes in place, or calls something that is not an array-API function);
+    ``backward(create_graph=True)`` then raises an error naming the op. Raises ValueError if
     the name is taken. The returned Op is callable like the op itself.
     """
 
@@ -150,7 +157,7 @@ def defop(
             raise ValueError(f"defop: an op named {name!r} is already registered")
         op = Op(
             name, forward, differentiable=differentiable, variadic=variadic,
-            scalar_ok=scalar_ok,
+            scalar_ok=scalar_ok, twice_differentiable=twice_differentiable,
         )
         _ops[name] = op
         return op

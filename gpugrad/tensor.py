@@ -156,15 +156,28 @@ class Tensor(ArrayOps):
         """Host copy of the data (see gpugrad.to_numpy)."""
         return B.to_numpy(self.data)
 
-    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+    def backward(self, grad: Any = None, retain_graph: bool = False,
+                 create_graph: bool = False) -> None:
         """Propagate gradients from this Tensor back to every leaf that requires them.
 
         Leaf gradients accumulate into ``.grad``. Saved arrays are freed afterwards unless
-        ``retain_graph=True``.
+        ``retain_graph=True``. With ``create_graph=True`` the VJP rules run on Tensors
+        (gpugrad.higher), so each ``.grad`` is a Tensor with a graph of its own and can be
+        differentiated again; nothing is freed then.
         """
         from .eager import backward
 
-        backward(self, grad, retain_graph)
+        backward(self, grad, retain_graph, create_graph)
+
+    def __array_namespace__(self, *, api_version: str | None = None) -> Any:
+        """The array-API namespace of Tensors: ``gpugrad.array_api``, whose functions
+        differentiate."""
+        from . import array_api
+
+        if api_version is not None and api_version not in ("2023.12", "2024.12"):
+            raise ValueError(f"gpugrad.array_api implements array-API version "
+                             f"{array_api.__array_api_version__}, not {api_version!r}")
+        return array_api
 
 
 class Variable(Tensor):

@@ -3,6 +3,7 @@
 >>> import numpy as np, gpugrad as gg
 >>> x = np.array([0.5, -1.0, 2.0])
 >>> gg.testing.check_grad(lambda t: gg.sum(gg.tanh(t) * t), x)
+>>> gg.testing.check_gradgrad(lambda t: gg.sum(gg.tanh(t) * t), x)
 """
 
 from __future__ import annotations
@@ -108,6 +109,48 @@ def check_grad(fn: Callable[..., Any], *inputs: Any, eps: float = 1e-6, rtol: fl
                 ana_dir = np.array([np.sum(analytic[i][0] * v)])
             _compare(ana_dir[None, :], num_dir[None, :], rtol, atol, i,
                      "directional derivative", x0.shape)
+
+
+def check_gradgrad(fn: Callable[..., Any], *inputs: Any, eps: float = 1e-6,
+                   rtol: float | None = None, atol: float | None = None, seed: int = 0) -> None:
+    """Check ``fn``'s second derivatives: its VJP ``(x, g) -> g @ J(x)``, computed with
+    ``backward(create_graph=True)``'s machinery, must pass ``check_grad`` in both ``x`` and
+    ``g``.
+
+    ``g`` is a random cotangent of the output's shape; floating inputs are differentiated,
+    integer ones (indices) are held fixed. An empty output has nothing to check. Run it in
+    float64.
+
+    >>> import numpy as np, gpugrad as gg
+    >>> gg.testing.check_gradgrad(lambda t: gg.tanh(t) * t, np.array([0.5, -1.0]))
+    """
+    from .functional import vjp
+    from .ops.shape import concat, reshape
+
+    rng = np.random.default_rng(seed)
+    b = B.current()
+    arrays = [B.to_backend(a.data if isinstance(a, Tensor) else a, None, b) for a in inputs]
+    xp = B.namespace_of(arrays[0])
+    positions = [i for i, a in enumerate(arrays) if B.is_floating(xp, a.dtype)]
+    out0 = fn(*[Tensor(a) for a in arrays])
+    if 0 in tuple(out0.shape):
+        return  # no cotangent entries: the VJP is identically zero
+    host = rng.standard_normal(tuple(out0.shape)).astype(B.dtype_name(out0.dtype))
+    g0 = xp.asarray(host, device=B.device_of(out0.data)) if xp is not np else host
+
+    def vjp_of_fn(*args: Tensor) -> Tensor:
+        xs, g = list(args[:-1]), args[-1]
+
+        def at(*diff: Tensor) -> Any:
+            full = list(xs)
+            for i, d in zip(positions, diff):
+                full[i] = d
+            return fn(*full)
+
+        grads = vjp(at, *[xs[i] for i in positions])[1](g)
+        return concat([reshape(gi, shape=(-1,)) for gi in grads], axis=0)
+
+    check_grad(vjp_of_fn, *arrays, g0, eps=eps, rtol=rtol, atol=atol, seed=seed)
 
 
 def _central(evaluate: Callable, arrays: list, i: int, x0: np.ndarray, d: np.ndarray,

@@ -232,6 +232,14 @@ CASES: list[OpCase] = [
     reduction("softmax", _softmax_ref, "axis0", axis=0),
     reduction("log_softmax", _log_softmax_ref, "axis-1", axis=-1),
     reduction("log_softmax", _log_softmax_ref, "axis0", axis=0),
+    # scans
+    OpCase("cumulative_sum", lambda x: gg.cumulative_sum(x, axis=1),
+           lambda x: np.cumulative_sum(x, axis=1), (normal,)),
+    OpCase("cumulative_sum", lambda x: gg.cumulative_sum(x, axis=0, include_initial=True),
+           lambda x: np.cumulative_sum(x, axis=0, include_initial=True), (normal,),
+           variant="initial_axis0"),
+    OpCase("cumulative_sum", gg.cumulative_sum, np.cumulative_sum, (normal,), ((5,),),
+           variant="1d", special=((0,),)),
     # linear algebra
     OpCase("matmul", gg.matmul, np.matmul, (normal, normal), ((3, 4), (4, 2)), variant="2d"),
     OpCase("matmul", gg.matmul, np.matmul, (normal, normal), ((2, 1, 2, 3), (3, 3, 2)),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pathlib
 import re
 
+import numpy as np
+
 import gpugrad as gg
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -33,6 +35,10 @@ def test_readme_examples_run_and_train(capsys):
             for block in blocks[1:]:
                 exec(compile(block, str(README), "exec"), ns)
             assert ns["W"].grad.shape == (3, 2) and ns["b"].grad.shape == (2,)
+            # the array-API section: its transforms agree with one another
+            np.testing.assert_allclose(ns["Hg"], ns["H0"] @ ns["g0"], rtol=1e-10)
+            np.testing.assert_allclose(gg.to_numpy(ns["grad_t"]), ns["g0"], rtol=1e-12)
+            assert ns["grad_t"].requires_grad
     finally:
         if "softplus" in gg.registry:
             gg.ops.unregister("softplus")

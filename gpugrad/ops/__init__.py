@@ -5,8 +5,9 @@
 """
 
 from ..registry import Op, defop, registry, unregister
-from . import arithmetic, compare, elementwise, indexing, linalg, reductions, shape, softmax
+from . import (arithmetic, compare, elementwise, indexing, linalg, reductions, scan, shape,
+               softmax)
 from . import cuda  # noqa: E402  (CuPy fast paths; imports CuPy only when used)
 
 __all__ = ["Op", "defop", "registry", "unregister", "arithmetic", "compare", "elementwise",
-           "indexing", "linalg", "reductions", "shape", "softmax"]
+           "indexing", "linalg", "reductions", "scan", "shape", "softmax"]

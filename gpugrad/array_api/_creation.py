@@ -1,0 +1,129 @@
+"""Creation and data-type functions of gpugrad.array_api.
+
+New arrays are constants (no gradient). ``asarray`` of a Tensor returns it with its graph
+(converted by the differentiable ``astype`` if a dtype is asked for), so array-API code that
+starts with ``x = xp.asarray(x)`` keeps differentiating.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import backend as B
+from ..ops import elementwise
+from ..ops import shape as shape_ops
+from ..tensor import Tensor
+from . import _wrap as W
+from ._wrap import mark, passthrough
+
+arange = passthrough("arange", "none")
+empty = passthrough("empty", "none")
+empty_like = passthrough("empty_like", "none")
+eye = passthrough("eye", "none")
+from_dlpack = passthrough("from_dlpack", "none")
+full = passthrough("full", "none")
+full_like = passthrough("full_like", "none")
+linspace = passthrough("linspace", "none")
+ones = passthrough("ones", "none")
+ones_like = passthrough("ones_like", "none")
+zeros = passthrough("zeros", "none")
+zeros_like = passthrough("zeros_like", "none")
+_asarray = passthrough("asarray", "none")
+
+
+def _holds_tensor(obj: Any) -> bool:
+    return any(isinstance(o, Tensor) or (isinstance(o, (list, tuple)) and _holds_tensor(o))
+               for o in obj)
+
+
+@mark("none")
+def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | None = None
+            ) -> Tensor:
+    """``obj`` as a Tensor. A Tensor comes back with its graph (``copy=True`` or another
+    dtype go through the differentiable ``astype``); a sequence holding Tensors is stacked,
+    so it stays differentiable; anything else becomes a constant on the backend.
+
+    >>> import gpugrad as gg
+    >>> x = gg.Variable([1.0, 2.0])
+    >>> gg.array_api.asarray(x) is x
+    True
+    """
+    if isinstance(obj, Tensor):
+        want = W.dtype_for(obj.xp, dtype)
+        if want is not None and want != obj.dtype:
+            return elementwise.astype(obj, dtype=want)
+        return elementwise.astype(obj, dtype=obj.dtype) if copy else obj
+    if isinstance(obj, (list, tuple)) and _holds_tensor(obj):
+        return shape_ops.stack([asarray(o, dtype=dtype) for o in obj], axis=0)
+    return _asarray(obj, dtype=dtype, device=device, copy=copy)
+
+
+@mark("op")
+def astype(x: Any, dtype: Any, /, *, copy: bool = True, device: Any = None) -> Tensor:
+    """x converted to ``dtype`` (op ``astype``: the gradient is converted back).
+
+    ``dtype`` may be a name or any backend's dtype; it is read as x's backend's dtype.
+    """
+    x = W.as_tensor(x)
+    if device is not None and device != x.device:
+        raise NotImplementedError(
+            f"gpugrad.array_api.astype: moving a Tensor to device {device!r} (it is on "
+            f"{x.device!r}) is not implemented; gpugrad keeps a graph on one device"
+        )
+    want = W.dtype_for(x.xp, dtype)
+    if want == x.dtype and not copy:
+        return x
+    return elementwise.astype(x, dtype=want)
+
+
+def _dtype_or_array(xp: Any, v: Any) -> Any:
+    if isinstance(v, Tensor):
+        return v.data
+    if (B.is_backend_array(v) and not isinstance(v, type)) or isinstance(
+            v, (bool, int, float, complex)):
+        return v
+    return W.dtype_for(xp, v)
+
+
+@mark("none")
+def can_cast(from_: Any, to: Any, /) -> bool:
+    """Whether ``from_`` (a dtype or an array) can be cast to ``to`` by the promotion rules."""
+    xp = W.namespace_for(from_)
+    return W.native(xp).can_cast(_dtype_or_array(xp, from_), W.dtype_for(xp, to))
+
+
+@mark("none")
+def finfo(type: Any, /) -> Any:
+    """Machine limits of a floating dtype (or of an array's dtype)."""
+    xp = W.namespace_for(type)
+    return W.native(xp).finfo(_dtype_or_array(xp, type))
+
+
+@mark("none")
+def iinfo(type: Any, /) -> Any:
+    """Machine limits of an integer dtype (or of an array's dtype)."""
+    xp = W.namespace_for(type)
+    return W.native(xp).iinfo(_dtype_or_array(xp, type))
+
+
+@mark("none")
+def isdtype(dtype: Any, kind: Any) -> bool:
+    """Whether ``dtype`` is of ``kind`` (a dtype, a kind name such as ``"real floating"``,
+    or a tuple of them)."""
+    xp = B.current().xp
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    kinds = tuple(k if isinstance(k, str) else W.dtype_for(xp, k) for k in kinds)
+    return W.native(xp).isdtype(W.dtype_for(xp, dtype), kinds)
+
+
+@mark("none")
+def result_type(*arrays_and_dtypes: Any) -> Any:
+    """The dtype the standard's promotion rules give for these arrays, dtypes and scalars."""
+    xp = W.namespace_for(*arrays_and_dtypes)
+    return W.native(xp).result_type(*(_dtype_or_array(xp, a) for a in arrays_and_dtypes))
+
+
+@mark("none")
+def __array_namespace_info__() -> Any:
+    """The current backend's inspection object (devices, default dtypes, capabilities)."""
+    return W.native(B.current().xp).__array_namespace_info__()

@@ -1,0 +1,221 @@
+"""Element-wise functions of gpugrad.array_api.
+
+Registered ops are used as they are (``exp = elementwise.exp``); the rest are written from
+them here, or are passthroughs with no gradient (see ``_wrap``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..ops import arithmetic, compare, elementwise
+from ..tensor import Tensor
+from . import _wrap as W
+from ._creation import zeros_like
+from ._wrap import mark, passthrough
+
+# --- registered ops ----------------------------------------------------------------------
+abs = elementwise.abs
+exp = elementwise.exp
+log = elementwise.log
+log1p = elementwise.log1p
+negative = arithmetic.negative
+sqrt = elementwise.sqrt
+square = elementwise.square
+tanh = elementwise.tanh
+
+
+def _promoting(op: Any) -> Any:
+    """The binary op ``op``, after the standard's promotion of mixed float precisions."""
+
+    def fn(x1: Any, x2: Any, /) -> Tensor:
+        return op(*W.promote(x1, x2))
+
+    fn.__name__ = fn.__qualname__ = op.name
+    fn.__doc__ = (f"{(op.__doc__ or '').strip().splitlines()[0]}  (op ``{op.name}``; float32 "
+                  "meeting float64 is promoted to float64, as the standard says)")
+    fn.gradient = "op"
+    return fn
+
+
+add = _promoting(arithmetic.add)
+divide = _promoting(arithmetic.divide)
+logaddexp = _promoting(elementwise.logaddexp)
+maximum = _promoting(elementwise.maximum)
+minimum = _promoting(elementwise.minimum)
+multiply = _promoting(arithmetic.multiply)
+pow = _promoting(arithmetic.pow)
+subtract = _promoting(arithmetic.subtract)
+
+
+@mark("op")
+def where(condition: Any, x1: Any, x2: Any, /) -> Tensor:
+    """x1 where condition else x2 (op ``where``, after promoting mixed float precisions)."""
+    return elementwise.where(condition, *W.promote(x1, x2))
+
+
+equal = compare.equal
+not_equal = compare.not_equal
+less = compare.less
+less_equal = compare.less_equal
+greater = compare.greater
+greater_equal = compare.greater_equal
+
+
+@mark("op")
+def clip(x: Any, /, min: Any = None, max: Any = None) -> Tensor:
+    """x limited to [min, max]; the gradient passes on the closed interval.
+
+    Scalar bounds use the ``clip`` op. Array bounds are differentiable too: a bound gets the
+    gradient where it is the result.
+
+    >>> import gpugrad as gg
+    >>> xp = gg.array_api
+    >>> gg.to_numpy(xp.clip(gg.asarray([-2.0, 0.5, 3.0]), min=-1.0, max=1.0))
+    array([-1. ,  0.5,  1. ])
+    """
+    if all(b is None or isinstance(b, (int, float)) for b in (min, max)):
+        return elementwise.clip(x, min=min, max=max)
+    out = W.as_tensor(x)
+    if min is not None:
+        out = where(less(out, min), min, out)
+    if max is not None:
+        out = where(greater(out, max), max, out)
+    return out
+
+
+# --- composites ---------------------------------------------------------------------------
+
+@mark("composite")
+def positive(x: Any, /) -> Tensor:
+    """+x (the identity)."""
+    return W.as_tensor(x)
+
+
+@mark("composite")
+def reciprocal(x: Any, /) -> Tensor:
+    """1 / x;  d/dx = -1/x**2."""
+    return divide(1.0, x)
+
+
+@mark("composite")
+def log2(x: Any, /) -> Tensor:
+    """log(x) / log(2);  d/dx = 1/(x log 2)."""
+    return divide(log(x), math.log(2.0))
+
+
+@mark("composite")
+def log10(x: Any, /) -> Tensor:
+    """log(x) / log(10);  d/dx = 1/(x log 10)."""
+    return divide(log(x), math.log(10.0))
+
+
+@mark("composite")
+def hypot(x1: Any, x2: Any, /) -> Tensor:
+    """sqrt(x1**2 + x2**2) without overflow: the larger magnitude m is factored out,
+    m sqrt((x1/m)**2 + (x2/m)**2). The result does not depend on m, so neither does its
+    gradient (x1/h, x2/h); an infinite input gives inf."""
+    a, b = (abs(v) for v in W.promote(x1, x2))
+    m = maximum(a, b)
+    safe = where(equal(m, 0.0), 1.0, m)
+    out = safe * sqrt(square(a / safe) + square(b / safe))
+    infinite = logical_or(isinf(a), isinf(b))
+    return where(infinite, math.inf, out)
+
+
+@mark("composite")
+def copysign(x1: Any, x2: Any, /) -> Tensor:
+    """|x1| with the sign bit of x2;  d/dx1 = ±sign(x1), no gradient to x2."""
+    x1, x2 = W.promote(x1, x2)
+    magnitude = abs(W.as_tensor(x1))
+    return where(signbit(W.as_tensor(x2)), negative(magnitude), magnitude)
+
+
+@mark("composite")
+def remainder(x1: Any, x2: Any, /) -> Tensor:
+    """x1 - x2 floor(x1 / x2), with the sign of x2;  d/dx1 = 1, d/dx2 = -floor(x1/x2).
+
+    The value is the backend's (exact); the gradient terms are added as exact zeros."""
+    x1, x2 = W.promote(x1, x2)
+    out = _remainder(x1, x2)
+    if not W.requires_grad(x1, x2):
+        return out
+    q = _floor_divide(x1, x2)
+    q = where(isfinite(q), q, 0.0)
+    for x, scale in ((x1, 1.0), (x2, -q)):
+        if isinstance(x, Tensor) and x.requires_grad:
+            out = out + (x - x.detach()) * scale
+    return out
+
+
+@mark("composite")
+def real(x: Any, /) -> Tensor:
+    """The real part: x itself for real input (gpugrad differentiates real dtypes only)."""
+    x = W.as_tensor(x)
+    return x if _real_floating(x) else _real(x)
+
+
+@mark("composite")
+def conj(x: Any, /) -> Tensor:
+    """The complex conjugate: x itself for real input."""
+    x = W.as_tensor(x)
+    return x if _real_floating(x) else _conj(x)
+
+
+@mark("zero")
+def imag(x: Any, /) -> Tensor:
+    """The imaginary part: zeros for real input (a constant)."""
+    x = W.as_tensor(x)
+    return zeros_like(x) if _real_floating(x) else _imag(x)
+
+
+def _real_floating(x: Tensor) -> bool:
+    return W.native(x.xp).isdtype(x.dtype, ("real floating", "integral", "bool"))
+
+
+_remainder = passthrough("remainder", "none")
+_floor_divide = passthrough("floor_divide", "zero")
+_real = passthrough("real", "constants")
+_conj = passthrough("conj", "constants")
+_imag = passthrough("imag", "constants")
+
+# --- piecewise constant: gradient 0 ------------------------------------------------------
+ceil = passthrough("ceil", "zero")
+floor = passthrough("floor", "zero")
+floor_divide = passthrough("floor_divide", "zero")
+round = passthrough("round", "zero")
+sign = passthrough("sign", "zero")
+trunc = passthrough("trunc", "zero")
+
+# --- boolean and integer results: no gradient -----------------------------------------------
+bitwise_and = passthrough("bitwise_and", "none")
+bitwise_invert = passthrough("bitwise_invert", "none")
+bitwise_left_shift = passthrough("bitwise_left_shift", "none")
+bitwise_or = passthrough("bitwise_or", "none")
+bitwise_right_shift = passthrough("bitwise_right_shift", "none")
+bitwise_xor = passthrough("bitwise_xor", "none")
+isfinite = passthrough("isfinite", "none")
+isinf = passthrough("isinf", "none")
+isnan = passthrough("isnan", "none")
+logical_and = passthrough("logical_and", "none")
+logical_not = passthrough("logical_not", "none")
+logical_or = passthrough("logical_or", "none")
+logical_xor = passthrough("logical_xor", "none")
+signbit = passthrough("signbit", "none")
+
+# --- no gradient rule yet: constants only -------------------------------------------------
+acos = passthrough("acos", "constants")
+acosh = passthrough("acosh", "constants")
+asin = passthrough("asin", "constants")
+asinh = passthrough("asinh", "constants")
+atan = passthrough("atan", "constants")
+atan2 = passthrough("atan2", "constants")
+atanh = passthrough("atanh", "constants")
+cos = passthrough("cos", "constants")
+cosh = passthrough("cosh", "constants")
+expm1 = passthrough("expm1", "constants")
+nextafter = passthrough("nextafter", "constants")
+sin = passthrough("sin", "constants")
+sinh = passthrough("sinh", "constants")
+tan = passthrough("tan", "constants")
