@@ -178,11 +178,11 @@ def test_every_function_says_how_it_differentiates():
 def test_constants_only_functions_refuse_to_differentiate(bk):
     xp = gg.array_api
     x = gg.Variable(np.array([0.5, 1.0], dtype=bk.float_dtype))
-    with pytest.raises(NotImplementedError, match=r"gpugrad\.array_api\.sin: no gradient rule"):
-        xp.sin(x)
+    with pytest.raises(NotImplementedError, match=r"gpugrad\.array_api\.prod: no gradient rule"):
+        xp.prod(x)
     with pytest.raises(NotImplementedError, match="unique_values"):
         xp.unique_values(x)
-    np.testing.assert_allclose(gg.to_numpy(xp.sin(x.detach())), np.sin([0.5, 1.0]), rtol=1e-6)
+    np.testing.assert_allclose(gg.to_numpy(xp.prod(x.detach())), 0.5, rtol=1e-6)
     with gg.no_grad():
         assert not xp.prod(x).requires_grad
 

@@ -376,6 +376,12 @@ def _as_function(c: Case, hs: list) -> tuple[Callable, list]:
     return fn, inputs
 
 
+def test_every_differentiable_function_gets_derivative_checks():
+    support = xp.gradient_support()
+    differentiable = {n for n, kind in support.items() if kind in ("op", "composite")}
+    assert not differentiable - {c.name for c in GRAD_ROWS}
+
+
 @pytest.mark.parametrize("c", params(GRAD_ROWS))
 def test_first_and_second_derivatives(c, rng):
     with gg.use_backend("numpy"):

@@ -52,6 +52,14 @@ def above_minus_one(r, s):  # log1p
     return np.asarray(r.uniform(-0.5, 2.0, s), dtype=np.float64)
 
 
+def inside_unit(r, s):  # asin, acos, atanh, and tan away from its poles
+    return np.asarray(r.uniform(-0.8, 0.8, s), dtype=np.float64)
+
+
+def above_one(r, s):  # acosh
+    return np.asarray(r.uniform(1.2, 3.0, s), dtype=np.float64)
+
+
 def small_ints(r, s):  # comparisons: many ties
     return np.asarray(r.integers(-1, 2, s), dtype=np.float64)
 
@@ -205,6 +213,20 @@ CASES: list[OpCase] = [
     OpCase("astype", lambda x: gg.astype(x, dtype=dtype("int64")),
            lambda x: x.astype(np.int64), (lambda r, s: 3.0 * normal(r, s),), variant="int64",
            grad=False),
+    # trigonometric and hyperbolic
+    unary("sin", np.sin),
+    unary("cos", np.cos),
+    unary("tan", np.tan, gen=inside_unit),
+    unary("asin", np.arcsin, gen=inside_unit),
+    unary("acos", np.arccos, gen=inside_unit),
+    unary("atan", np.arctan),
+    binary("atan2", np.arctan2),
+    unary("sinh", np.sinh),
+    unary("cosh", np.cosh),
+    unary("asinh", np.arcsinh),
+    unary("acosh", np.arccosh, gen=above_one),
+    unary("atanh", np.arctanh, gen=inside_unit),
+    unary("expm1", np.expm1),
     # comparisons: boolean results, no gradient
     *(binary(name, ref, small_ints, small_ints) for name, ref in [
         ("equal", np.equal), ("not_equal", np.not_equal), ("less", np.less),

@@ -10,7 +10,7 @@ Tensors unchanged and records a tape that ``backward`` (or ``gpugrad.grad``) dif
   is 0.
 - Functions with boolean, integer or new-array results (comparisons, ``argsort``,
   ``zeros``, ``finfo``, ...) have nothing to differentiate.
-- Functions with no gradient rule yet (``sin``, ``prod``, ``unique_values``, ...) run on
+- Functions with no gradient rule yet (``prod``, ``unique_values``, ...) run on
   constants and raise NotImplementedError, naming themselves, when an input requires a
   gradient. A result is never silently non-differentiable.
 
@@ -246,7 +246,7 @@ def gradient_support() -> dict[str, str]:
 
     >>> import gpugrad as gg
     >>> support = gg.array_api.gradient_support()
-    >>> support["exp"], support["var"], support["floor"], support["argsort"], support["sin"]
+    >>> support["exp"], support["var"], support["floor"], support["argsort"], support["prod"]
     ('op', 'composite', 'zero', 'none', 'constants')
     """
     return {name: kind for name, fn in sorted(globals().items())

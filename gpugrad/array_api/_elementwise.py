@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..ops import arithmetic, compare, elementwise
+from ..ops import arithmetic, compare, elementwise, trig
 from ..tensor import Tensor
 from . import _wrap as W
 from ._creation import zeros_like
@@ -17,12 +17,24 @@ from ._wrap import mark, passthrough
 
 # --- registered ops ----------------------------------------------------------------------
 abs = elementwise.abs
+acos = trig.acos
+acosh = trig.acosh
+asin = trig.asin
+asinh = trig.asinh
+atan = trig.atan
+atanh = trig.atanh
+cos = trig.cos
+cosh = trig.cosh
 exp = elementwise.exp
+expm1 = trig.expm1
 log = elementwise.log
 log1p = elementwise.log1p
 negative = arithmetic.negative
+sin = trig.sin
+sinh = trig.sinh
 sqrt = elementwise.sqrt
 square = elementwise.square
+tan = trig.tan
 tanh = elementwise.tanh
 
 
@@ -40,6 +52,7 @@ def _promoting(op: Any) -> Any:
 
 
 add = _promoting(arithmetic.add)
+atan2 = _promoting(trig.atan2)
 divide = _promoting(arithmetic.divide)
 logaddexp = _promoting(elementwise.logaddexp)
 maximum = _promoting(elementwise.maximum)
@@ -205,17 +218,4 @@ logical_xor = passthrough("logical_xor", "none")
 signbit = passthrough("signbit", "none")
 
 # --- no gradient rule yet: constants only -------------------------------------------------
-acos = passthrough("acos", "constants")
-acosh = passthrough("acosh", "constants")
-asin = passthrough("asin", "constants")
-asinh = passthrough("asinh", "constants")
-atan = passthrough("atan", "constants")
-atan2 = passthrough("atan2", "constants")
-atanh = passthrough("atanh", "constants")
-cos = passthrough("cos", "constants")
-cosh = passthrough("cosh", "constants")
-expm1 = passthrough("expm1", "constants")
 nextafter = passthrough("nextafter", "constants")
-sin = passthrough("sin", "constants")
-sinh = passthrough("sinh", "constants")
-tan = passthrough("tan", "constants")
