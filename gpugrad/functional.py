@@ -37,48 +37,12 @@ from . import array_api as ns
 from . import backend as B
 from .higher import Tape, recording
 from .ops import shape as shape_ops
+from .pytree import tree_flatten, tree_map, tree_unflatten
 from .tensor import Tensor, is_grad_enabled
 
 _depth: contextvars.ContextVar[int] = contextvars.ContextVar("gpugrad_transforms", default=0)
 """How many transforms are evaluating their function here: inside one, results stay Tensors
 so the outer transform can differentiate them."""
-
-
-# --- pytrees: nested tuples, lists and dicts ----------------------------------------------
-
-def tree_flatten(tree: Any) -> tuple[list, Any]:
-    """(leaves, structure): leaves in order, and what ``tree_unflatten`` needs to rebuild."""
-    if isinstance(tree, dict):
-        keys = list(tree)
-        parts = [tree_flatten(tree[k]) for k in keys]
-        return [v for p in parts for v in p[0]], (dict, keys, [p[1] for p in parts])
-    if isinstance(tree, (tuple, list)):
-        parts = [tree_flatten(v) for v in tree]
-        return [v for p in parts for v in p[0]], (type(tree), None, [p[1] for p in parts])
-    return [tree], None
-
-
-def tree_unflatten(structure: Any, leaves: Sequence[Any]) -> Any:
-    """The tree ``tree_flatten`` took apart, with ``leaves`` in place of its leaves."""
-    it = iter(leaves)
-
-    def build(s: Any) -> Any:
-        if s is None:
-            return next(it)
-        kind, keys, children = s
-        values = [build(c) for c in children]
-        if kind is dict:
-            return dict(zip(keys, values))
-        if hasattr(kind, "_fields"):  # a namedtuple
-            return kind(*values)
-        return kind(values)
-
-    return build(structure)
-
-
-def _tree_map(fn: Callable, tree: Any) -> Any:
-    leaves, structure = tree_flatten(tree)
-    return tree_unflatten(structure, [fn(v) for v in leaves])
 
 
 # --- one call of a transformed function ---------------------------------------------------
@@ -94,7 +58,7 @@ class _Call:
         self.create = self.keep and is_grad_enabled()
         # arrays that are not differentiated become constant Tensors too, so array-API code
         # sees one namespace (gpugrad.array_api) for all of its arguments
-        self.args = [a if i in self.argnums else _tree_map(_constant, a)
+        self.args = [a if i in self.argnums else tree_map(_constant, a)
                      for i, a in enumerate(args)]
         self.targets: list[Tensor] = []
         self.structures = []
@@ -117,7 +81,7 @@ class _Call:
         """Tensors in ``tree`` as backend arrays, unless results stay Tensors here."""
         if self.keep:
             return tree
-        return _tree_map(lambda v: v.data if isinstance(v, Tensor) else v, tree)
+        return tree_map(lambda v: v.data if isinstance(v, Tensor) else v, tree)
 
     def gradients(self, grads: list, keep: bool | None = None) -> Any:
         """Per-target gradients (None: zeros) in the arguments' structure, as Tensors if
