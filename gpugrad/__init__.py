@@ -20,7 +20,9 @@ from .backend import (
     to_numpy,
     use_backend,
 )
+from .anomaly import detect_anomaly, is_anomaly_enabled
 from .dot import to_dot
+from .errors import AnomalyError, DtypeError
 from .graph import (
     FeedError,
     Placeholder,
@@ -54,7 +56,8 @@ sum = registry["sum"]  # noqa: A001
 pow = registry["pow"]  # noqa: A001
 
 __all__ = [
-    "Backend", "BackendError", "FeedError", "GradientError", "OpError", "Placeholder",
+    "AnomalyError", "Backend", "BackendError", "DtypeError", "FeedError", "GradientError",
+    "OpError", "Placeholder", "detect_anomaly", "is_anomaly_enabled",
     "Symbol", "Tensor", "Variable", "asarray", "backend_info", "gradients",
     "is_grad_enabled", "minimize", "nn", "no_grad", "ops", "optim", "data", "datasets", "registry", "set_backend", "testing",
     "to_dot", "to_numpy", "use_backend", "value_and_gradients", *registry.keys(),

@@ -8,15 +8,17 @@ as soon as backward has used its residuals.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Sequence
-
-import itertools
 
 import numpy as np
 
 from . import backend as B
+from . import errors as E
+from . import versions
 from .registry import Op, set_dispatcher
-from .tensor import GradientError, OpError, Tensor, _grad_enabled, no_grad
+from .tensor import GradientError, Tensor, _grad_enabled, no_grad
+from .versions import sequence as _sequence
 
 
 class _Freed:
@@ -32,7 +34,10 @@ FREED = _Freed()
 class Node:
     """One recorded op application: what backward and graph lifting need, and no more."""
 
-    __slots__ = ("op", "params", "inputs", "needs", "res", "backend", "shape", "dtype", "seq")
+    # "site" (where the op ran, kept in anomaly mode) and "sums" (checksums of saved host
+    # arrays) are set only when needed; unset slots cost nothing
+    __slots__ = ("op", "params", "inputs", "needs", "res", "backend", "shape", "dtype", "seq",
+                 "site", "sums")
 
     def __init__(self, op: Op, params: dict, inputs: tuple, needs: tuple, res: Any,
                  backend: str, shape: tuple, dtype: Any) -> None:
@@ -50,7 +55,6 @@ class Node:
         return f"<Node {self.op.name} {self.shape}>"
 
 
-_sequence = itertools.count()
 _XP_NAMES: dict[Any, str] = {np: "numpy"}
 
 
@@ -70,20 +74,25 @@ def set_symbolic_builder(fn: Callable[..., Any]) -> None:
     _symbolic_builder = fn
 
 
-def _describe(a: Any) -> str:
-    if hasattr(a, "shape") and hasattr(a, "dtype"):
-        return f"{tuple(a.shape)} {B.dtype_name(a.dtype)}"
-    return repr(a)
+_describe = E.describe
+
+_anomaly: Any = None
+"""Set by gpugrad.anomaly while a ``detect_anomaly`` block is open anywhere; None otherwise,
+so anomaly mode costs one check per op when it is off."""
 
 
-def _mix_error(op: Op, a: Tensor, b: Any) -> Exception:
+def set_anomaly_hook(hook: Any) -> None:
+    global _anomaly
+    _anomaly = hook
+
+
+def _mix_error(op: Any, a: Tensor, b: Any) -> Exception:
     da = B.describe_device(a.xp, a.device)
     db = B.describe_device(B.namespace_of(getattr(b, "data", b)), B.device_of(
         getattr(b, "data", b))) if not isinstance(b, Tensor) else B.describe_device(b.xp, b.device)
-    return B.BackendError(
-        f"{op.name}: inputs live on different backends or devices ({da} and {db}); "
-        "move them to one with gpugrad.asarray under the backend you want"
-    )
+    return B.BackendError(E.at(
+        f"{getattr(op, 'name', op)}: inputs live on different backends or devices ({da} and "
+        f"{db}); move them to one with gpugrad.asarray under the backend you want"))
 
 
 _SCALARS = (float, int, bool)
@@ -109,12 +118,16 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
     xp: Any = None
     record = False
     convert = False
+    raw = None
+    mixed = False  # two array inputs of different dtypes: check the result's dtype
     for i, a in enumerate(args):
         if isinstance(a, Tensor):
             if xp is None:
                 xp, ref = a.xp, a
             elif a.xp is not xp or (xp is not np and a.data.device != ref.data.device):
                 raise _mix_error(op, ref, a)
+            elif a.data.dtype is not ref.data.dtype:
+                mixed = True
             arrays.append(a.data)
             if a.requires_grad:
                 record = True
@@ -136,12 +149,14 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
                 xp, ref = t.xp, t
             elif t.xp is not xp or (xp is not np and a.device != ref.data.device):
                 raise _mix_error(op, ref, a)
+            elif a.dtype is not ref.data.dtype:
+                mixed = True
             arrays.append(a)
+            raw = [a] if raw is None else raw + [a]
         else:
-            raise TypeError(
+            raise TypeError(E.at(
                 f"{op.name}: argument {i} is a {type(a).__name__}; pass Tensors, backend "
-                "arrays or Python scalars (wrap host data with gpugrad.asarray)"
-            )
+                "arrays or Python scalars (wrap host data with gpugrad.asarray)"))
         inputs.append(a)
         needs.append(False)
     if xp is None:
@@ -156,27 +171,44 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
     try:
         out, res = forward(xp, *arrays, **params)
     except (ValueError, TypeError, IndexError) as exc:
-        if isinstance(exc, (OpError, B.BackendError)):
+        if isinstance(exc, (E.OpError, E.DtypeError, B.BackendError)):
             raise
-        shapes = ", ".join(_describe(a) for a in arrays)
-        raise OpError(f"{op.name}: {exc} (inputs: {shapes})") from exc
+        raise E.op_error(op.name, arrays, params, exc) from exc
+    dtype = out.dtype
     if xp is np:
         if type(out) is not np.ndarray:
             out = np.asarray(out)
-        floating = out.dtype.kind == "f"
+            dtype = out.dtype
+        floating = dtype.kind == "f"
     else:
-        floating = B.is_floating(xp, out.dtype)
+        floating = B.is_floating(xp, dtype)
+    if mixed and floating:
+        _check_promotion(op, arrays, dtype, xp)
     t = Tensor.__new__(Tensor)
     t.data = out
     t.xp = xp
     t.grad = t.name = None
     if record and floating and op.differentiable and _grad_enabled.get():
-        t._node = Node(op, params, tuple(inputs), tuple(needs), res, name, out.shape, out.dtype)
+        t._node = node = Node(op, params, tuple(inputs), tuple(needs), res, name, out.shape,
+                              dtype)
         t.requires_grad = True
+        if raw is not None:
+            versions.fingerprint(node, raw)
     else:
         t._node = None
         t.requires_grad = False
+    if _anomaly is not None:
+        _anomaly.forward(op, arrays, out, t._node)
     return t
+
+
+def _check_promotion(op: Op, arrays: list, dtype: Any, xp: Any) -> None:
+    """Float32 meeting float64 (or an integer array that NumPy would promote a float32 to
+    float64): raise rather than silently change precision. Python scalars are weak and were
+    never arrays here, so ``x32 * 0.5`` stays float32 without reaching this."""
+    why = E.promotion_problem(op.name, arrays, dtype, xp)
+    if why is not None:
+        raise E.DtypeError(E.at(why))
 
 
 def _scalars_to_arrays(op: Op, arrays: list, ref: Any, xp: Any) -> None:
@@ -323,6 +355,9 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
     start = root._node if root._node is not None else root
     grads = {start: seed_gradient(root.data, xp, grad, "backward")}
     nodes, leaves = _reachable(start)
+    if nodes and versions.last_event >= nodes[-1].seq:  # something was written since
+        versions.check(nodes, FREED)
+    anomaly = _anomaly if _anomaly is not None and _anomaly.enabled() else None
     is_np = xp is np
     ndarray = np.ndarray
     with no_grad():
@@ -345,6 +380,8 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
                       for rule, need in zip(op.vjps, v.needs)]
             else:
                 gs = vjp(op, xp, g, res, v.needs, v.params, v.backend)
+            if anomaly is not None:
+                anomaly.backward(op, v.needs, res, g, gs, getattr(v, "site", None))
             if not retain_graph:
                 v.res = FREED
             for p, need, gi in zip(v.inputs, v.needs, gs):
@@ -361,7 +398,11 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
                         continue
                 prev = grads.get(p)
                 grads[p] = gi if prev is None else as_array(xp, prev + gi)
-        for leaf in leaves:  # gradients accumulate into .grad, out of place
-            g = grads.pop(leaf, None)
-            if g is not None:
-                leaf.grad = g if leaf.grad is None else as_array(xp, leaf.grad + g)
+        with _accumulating:  # two threads adding into one shared leaf both land
+            for leaf in leaves:  # gradients accumulate into .grad, out of place
+                g = grads.pop(leaf, None)
+                if g is not None:
+                    leaf.grad = g if leaf.grad is None else as_array(xp, leaf.grad + g)
+
+
+_accumulating = threading.Lock()

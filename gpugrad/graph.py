@@ -19,9 +19,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from . import backend as B
+from . import errors as E
+from . import versions
+from .eager import Node, as_array, backend_name, set_symbolic_builder
 from .operators import ArrayOps
 from .registry import Op
-from .eager import Node, as_array, backend_name, set_symbolic_builder
 from .schedule import FeedError, Schedule
 from .tensor import Tensor, no_grad
 
@@ -29,7 +31,7 @@ from .tensor import Tensor, no_grad
 class Symbol(ArrayOps):
     """A node of a graph: an op applied to Symbols, Tensors and scalars. Computes on run."""
 
-    __slots__ = ("op", "args", "params", "name", "_schedules", "__weakref__")
+    __slots__ = ("op", "args", "params", "name", "site", "_schedules", "__weakref__")
     _gpugrad_symbolic = True
 
     def __init__(self, op: Op | None, args: tuple, params: dict, name: str | None = None):
@@ -37,6 +39,7 @@ class Symbol(ArrayOps):
         self.args = args
         self.params = params
         self.name = name
+        self.site = E.call_site()  # where the user built it, for error messages
         self._schedules: dict = {}
 
     def eval(self, feed: Mapping | None = None) -> Any:
@@ -98,36 +101,33 @@ class Placeholder(Symbol):
         if isinstance(value, (list, tuple, int, float)):
             value = np.asarray(value, dtype=B.dtype_name(want))
         if not B.is_backend_array(value):
-            raise FeedError(f"Placeholder {self._label()}: feed is a {type(value).__name__}, "
-                            "not an array")
+            raise FeedError(E.at(f"Placeholder {self._label()}: feed is a "
+                                 f"{type(value).__name__}, not an array"))
         shape = tuple(value.shape)
         ok = len(shape) == len(self.declared_shape) and all(
             d is None or d == s for d, s in zip(self.declared_shape, shape))
         if not ok:
-            raise FeedError(
+            raise FeedError(E.at(
                 f"Placeholder {self._label()}: fed shape {shape} does not match its declared "
-                f"shape {_show_shape(self.declared_shape)}"
-            )
-        if B.dtype_name(value.dtype) != B.dtype_name(want):
-            raise FeedError(
-                f"Placeholder {self._label()}: fed dtype {B.dtype_name(value.dtype)} but it "
-                f"was declared {B.dtype_name(want)}; convert the data first, e.g. "
-                f"x.astype({B.dtype_name(want)!r})"
-            )
+                f"shape {_show_shape(self.declared_shape)}"))
+        same = value.dtype is want or (xp is np and value.dtype == want)  # no str per feed
+        if not same and B.dtype_name(value.dtype) != B.dtype_name(want):
+            raise FeedError(E.at(
+                f"Placeholder {self._label()}: fed dtype {B.dtype_name(value.dtype)} {shape} but "
+                f"it was declared {B.dtype_name(want)}; convert the data first, e.g. "
+                f"x.astype({B.dtype_name(want)!r})"))
         src = B.namespace_of(value)
         if src is xp or B.name_of(src) == backend_name(xp):
             if device is not None and xp is not np and B.device_of(value) != device:
-                raise B.BackendError(
+                raise B.BackendError(E.at(
                     f"Placeholder {self._label()}: fed on device {B.device_of(value)} but the "
-                    f"graph's Variables live on {device}"
-                )
+                    f"graph's Variables live on {device}"))
             return value
         if src is np:  # host data crosses to the device here, once per feed
             return xp.asarray(value, device=device) if device is not None else xp.asarray(value)
-        raise B.BackendError(
+        raise B.BackendError(E.at(
             f"Placeholder {self._label()}: fed a {B.name_of(src)} array but the graph runs on "
-            f"{backend_name(xp)}"
-        )
+            f"{backend_name(xp)}"))
 
 
 def _show_shape(shape: tuple) -> str:
@@ -156,10 +156,29 @@ def _lift(node: Node, memo: dict) -> Symbol:
 
 def build(op: Op, args: tuple, params: dict) -> Symbol:
     """The symbolic dispatcher: an op applied to at least one Symbol."""
+    _check_static_shapes(op, args, params)
     memo: dict = {}
     lifted = tuple(_lift(a._node, memo) if isinstance(a, Tensor) and a._node is not None else a
                    for a in args)
     return Symbol(op, lifted, params)
+
+
+def _check_static_shapes(op: Op, args: tuple, params: dict) -> None:
+    """Shapes known while building (Placeholders' declared shapes, where None matches any
+    size; Tensors; scalars) are checked now, so a mismatch fails at the line that built it."""
+    shapes = []
+    for a in args:
+        if isinstance(a, Placeholder):
+            shapes.append(a.declared_shape)
+        elif isinstance(a, Symbol):
+            return  # an intermediate: its shape depends on the feeds
+        elif isinstance(a, (int, float, bool)):
+            shapes.append(())
+        elif hasattr(a, "shape") and a is not None:
+            shapes.append(tuple(a.shape))
+    why = E.shape_problem(op.name, shapes, params)
+    if why is not None:
+        raise E.OpError(E.at(why))
 
 
 set_symbolic_builder(build)
@@ -221,4 +240,5 @@ def minimize(loss: Any, variables: Sequence[Tensor], lr: float,
     with no_grad():
         for v, g in zip(variables, grads):
             v.data = as_array(v.xp, v.data - lr * g)
+            versions.rebound(v)  # a new array: arrays saved earlier stay as they were
     return value

@@ -1,4 +1,5 @@
-"""Optimizers and learning-rate schedules. Updates run in place on the device, under no_grad.
+"""Optimizers and learning-rate schedules. Updates run in place on the device, under no_grad,
+and bump each parameter's version (see ``Tensor.version``).
 
 State is keyed by the parameter object itself (never by ``id()``), so it follows the
 parameter and cannot be confused with a new object at a recycled address.
@@ -17,7 +18,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
-
+from . import versions
+from .errors import call_site
 from .graph import value_and_gradients
 from .nn.module import StateDictError, _onto
 from .ops import cuda
@@ -64,9 +66,17 @@ class Optimizer:
 
     def _apply(self, pairs: list) -> None:
         self.steps += 1
+        site = f"{type(self).__name__} step called at {call_site()}"
         with no_grad():
             for p, g in pairs:
+                before = p.data
                 self.update(p, g, self.state[p])
+                # an in-place update is a write that backward must see (a graph recorded
+                # before the step and differentiated after it would use the new values)
+                if p.data is before:
+                    versions.wrote(p, before, site)
+                else:
+                    versions.rebound(p)
 
     def update(self, p: Variable, g: Any, state: dict) -> None:  # pragma: no cover
         raise NotImplementedError

@@ -13,10 +13,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import backend as B
-from . import codegen
-from .eager import _describe, _scalars_to_arrays, backend_name, seed_gradient
-from .tensor import OpError, Tensor, no_grad
-
+from . import codegen, eager
+from . import errors as E
+from .eager import _scalars_to_arrays, backend_name, seed_gradient
+from .interpret import run_checked
+from .tensor import Tensor, no_grad
 
 GUARDED = "numpy-overflow-raises"
 """Fast-path key for NumPy rules that rely on running inside errstate(over="raise")."""
@@ -39,6 +40,7 @@ class Schedule:
         self.placeholders: list = []
         self.tensors: list = []
         steps: list = []
+        self.sites: list = []  # where each step's op was built, for error messages
 
         def leaf_slot(a: Any) -> int:
             if isinstance(a, (Symbol, Tensor)):
@@ -69,6 +71,7 @@ class Schedule:
             out = slot_of[sym] = len(template)
             template.append(None)
             steps.append((sym.op, ins, sym.params, out))
+            self.sites.append(sym.site)
         self.template = template
         self.out = slot_of[root]
         self.ops = [op for op, *_ in steps]
@@ -88,10 +91,11 @@ class Schedule:
         self.backend = backend_name(self.xp)
         for _, t in self.tensors:
             if t.xp is not self.xp or (self.xp is not np and t.device != self.device):
-                raise B.BackendError(
+                raise B.BackendError(E.at(
                     f"graph: Variables live on different backends or devices "
                     f"({B.describe_device(self.xp, self.device)} and "
-                    f"{B.describe_device(t.xp, t.device)})")
+                    f"{B.describe_device(t.xp, t.device)}); move them to one with "
+                    "gpugrad.asarray under the backend you want"))
 
         # backward: the steps on a path from a target, with their rules chosen now
         needs_grad = [False] * len(template)
@@ -142,6 +146,7 @@ class Schedule:
         self._backward = codegen.build(bsrc, benv, "backward")
         self.scalars_pending = [k for k, (_, ins, _, _) in enumerate(steps)
                                 if any(type(template[i]) in (int, float, bool) for i in ins)]
+        self.checked = False  # the first run goes step by step (gpugrad.interpret)
 
     def _convert_scalars(self, vals: list) -> None:
         """First run: scalars that rules need as arrays become 0-d arrays of the inputs'
@@ -157,17 +162,16 @@ class Schedule:
         self.scalars_pending = []
 
     def _explain(self, feed: Mapping, exc: Exception) -> None:
-        """A forward step failed: step through again to name the op and its inputs."""
+        """A forward step failed: step through again to name the op, its inputs and where
+        it was built."""
         vals = self.template[:]
         self._feeds(feed, vals)
-        for fwd, ins, params, out, _ in self.forward:
+        for k, (fwd, ins, params, out, _) in enumerate(self.forward):
             args = [vals[i] for i in ins]
             try:
                 o, _ = fwd(self.xp, *args, **params)
             except (ValueError, TypeError, IndexError) as err:
-                op = self.ops[[f[3] for f in self.forward].index(out)]
-                shapes = ", ".join(_describe(a) for a in args)
-                raise OpError(f"{op.name}: {err} (inputs: {shapes})") from exc
+                raise E.op_error(self.ops[k].name, args, params, err, self.sites[k]) from exc
             vals[out] = o
 
     def _feeds(self, feed: Mapping, vals: list) -> None:
@@ -175,15 +179,22 @@ class Schedule:
             try:
                 value = feed[ph]
             except KeyError:
-                raise FeedError(
+                raise FeedError(E.at(
                     f"Placeholder {ph._label()} was not fed; pass feed={{placeholder: array}} "
-                    "for every Placeholder the graph uses") from None
+                    "for every Placeholder the graph uses")) from None
             vals[s] = ph.check(value, self.xp, self.device)
         for s, t in self.tensors:
             vals[s] = t.data
 
     def run(self, feed: Mapping, grads: bool, seed: Any = None) -> tuple[Any, list]:
         """One forward sweep, and a backward sweep if ``grads``: (value, [gradients])."""
+        hook = eager._anomaly
+        if hook is not None and not hook.enabled():
+            hook = None
+        if hook is not None or not self.checked:
+            out = run_checked(self, feed, grads, seed, hook)
+            self.checked = True
+            return out
         xp = self.xp
         vals = self.template[:]
         self._feeds(feed, vals)

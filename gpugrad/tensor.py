@@ -18,19 +18,12 @@ from typing import Any, Callable
 import numpy as np
 
 from . import backend as B
+from .errors import DtypeError, GradientError, OpError, at  # noqa: F401  (re-exported)
 from .operators import ArrayOps
 
 _grad_enabled: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "gpugrad_grad_enabled", default=True
 )
-
-
-class GradientError(RuntimeError):
-    """backward() was asked for something it cannot do."""
-
-
-class OpError(ValueError):
-    """An op's forward rule rejected its inputs; the message names the op and the inputs."""
 
 
 class no_grad:
@@ -69,9 +62,26 @@ class Tensor(ArrayOps):
 
     ``.xp`` is the array-API namespace of ``data`` (cached, so ops never look it up).
     Use ``gpugrad.asarray`` for constants and ``gpugrad.Variable`` for trainable values.
+    ``Tensor(array)`` wraps ``array`` without copying it.
+
+    In-place updates (``t[key] = v``, ``t += u``, ``-=``, ``*=``, ``/=``) bump ``t.version``.
+    On a Variable they are refused under grad mode (do them under ``no_grad``, as optimizers
+    do). On a Tensor that an op computed under grad mode they run out of place and are
+    recorded, so arrays saved for backward are never overwritten. Elsewhere (a constant, or a
+    Variable under ``no_grad``) they write into ``data``; if an op saved that array for
+    backward, backward then raises and names the op and both versions. Writes made directly
+    into ``.data`` or into an array wrapped with ``Tensor(array)`` are not tracked.
+
+    >>> import gpugrad as gg
+    >>> c = gg.asarray([1.0, 2.0])
+    >>> c += 1.0
+    >>> c[0] = 5.0
+    >>> c.version, gg.to_numpy(c)
+    (2, array([5., 3.]))
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "xp", "_node", "name", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "xp", "_node", "name", "_vlog",
+                 "__weakref__")
 
     def __init__(self, data: Any, requires_grad: bool = False, *, name: str | None = None,
                  xp: Any = None, _node: Any = None) -> None:
@@ -86,11 +96,10 @@ class Tensor(ArrayOps):
         self._node = _node
         if requires_grad and not B.is_floating(xp, data.dtype):
             who = f"{type(self).__name__} {name!r}" if name else type(self).__name__
-            raise TypeError(
+            raise DtypeError(at(
                 f"{who}: only floating dtypes can require gradients, got "
-                f"{B.dtype_name(data.dtype)}; convert the value first, e.g. "
-                "value.astype('float32')"
-            )
+                f"{B.dtype_name(data.dtype)} {tuple(data.shape)}; convert the value first, "
+                "e.g. value.astype('float32')"))
         self.requires_grad = requires_grad
 
     # --- array facts -------------------------------------------------------------------
@@ -148,9 +157,45 @@ class Tensor(ArrayOps):
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"{kind}({self.data!r}{grad}{label})"
 
+    @property
+    def version(self) -> int:
+        """How many in-place updates this Tensor's array has had (shared with ``detach()``)."""
+        v = getattr(self, "_vlog", None)
+        return 0 if v is None else v.count
+
     def detach(self) -> "Tensor":
-        """The same data with no graph and no gradient."""
-        return Tensor(self.data, xp=self.xp)
+        """The same data with no graph and no gradient (and the same version counter, so an
+        in-place write through either one is seen by backward)."""
+        from .versions import version_of
+
+        out = Tensor(self.data, xp=self.xp)
+        out._vlog = version_of(self)
+        return out
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        from .inplace import setitem
+
+        setitem(self, key, value)
+
+    def __iadd__(self, other: Any) -> "Tensor":
+        from .inplace import update
+
+        return update(self, other, "add")
+
+    def __isub__(self, other: Any) -> "Tensor":
+        from .inplace import update
+
+        return update(self, other, "subtract")
+
+    def __imul__(self, other: Any) -> "Tensor":
+        from .inplace import update
+
+        return update(self, other, "multiply")
+
+    def __itruediv__(self, other: Any) -> "Tensor":
+        from .inplace import update
+
+        return update(self, other, "divide")
 
     def numpy(self) -> np.ndarray:
         """Host copy of the data (see gpugrad.to_numpy)."""
@@ -202,18 +247,37 @@ class Variable(Tensor):
         super().__init__(data, requires_grad=True, name=name, xp=xp)
 
 
-def asarray(data: Any, dtype: Any = None) -> Tensor:
+def asarray(data: Any, dtype: Any = None, *, copy: bool | None = None) -> Tensor:
     """A constant Tensor on the backend's device (host data crosses once).
 
-    An array already on the backend keeps its device; a Tensor is returned as it is.
+    A NumPy array is copied (on every backend, the NumPy one included), so later edits to
+    it cannot reach arrays that ops saved for backward. ``copy=False`` shares its memory
+    instead (then edits are not tracked); ``copy=True`` copies a device array too. An array
+    already on a device backend keeps its device; a Tensor is returned as it is.
 
-    >>> import gpugrad as gg
-    >>> gg.asarray([1, 2, 3]).shape
-    (3,)
+    >>> import numpy as np, gpugrad as gg
+    >>> host = np.array([1.0, 2.0])
+    >>> t = gg.asarray(host)
+    >>> host[0] = 9.0
+    >>> gg.to_numpy(t)
+    array([1., 2.])
     """
     if isinstance(data, Tensor):
         return data if dtype is None else data.astype(dtype)
     arr = B.to_backend(data, dtype)
+    if copy is None:
+        copy = isinstance(data, np.ndarray)
+    if copy and _may_alias(arr, data):
+        arr = np.array(arr) if isinstance(arr, np.ndarray) else B.namespace_of(arr).asarray(
+            arr, copy=True)
     return Tensor(arr)
+
+
+def _may_alias(arr: Any, data: Any) -> bool:
+    if arr is data:
+        return True
+    if isinstance(arr, np.ndarray):
+        return isinstance(data, np.ndarray) and np.may_share_memory(arr, data)
+    return isinstance(data, np.ndarray) and "cupy" not in type(arr).__module__
 
 

@@ -349,11 +349,13 @@ def test_float32_gradients_stay_float32(bk):
     check_on_backend(bk, x.grad)
 
 
-def test_float32_input_gets_float32_gradient_even_after_promotion():
+def test_float32_meeting_float64_raises_and_astype_keeps_the_gradient_float32():
     with gg.use_backend("numpy"):
         x = gg.Variable(np.array([1.0, 2.0], dtype=np.float32))
         c = gg.asarray(np.array([3.0, 4.0], dtype=np.float64))
-        y = x * c
+        with pytest.raises(gg.DtypeError, match="float32 input .* upcast to float64"):
+            _ = x * c
+        y = x.astype("float64") * c  # the explicit conversion is fine
         assert y.dtype == np.float64
         y.sum().backward()
         assert x.grad.dtype == np.float32

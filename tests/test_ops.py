@@ -331,6 +331,31 @@ CASES += [
            (shape,), variant=variant)
     for variant, shape, key in GETITEM_KEYS
 ]
+# setitem: the out-of-place x[key] = value that item assignment on a recorded Tensor uses;
+# value broadcasts into x[key], so its gradient is summed back
+SETITEM_ARGS = [
+    ("block", (3, 4), (slice(0, 2), slice(1, 3)), (2, 2)),
+    ("row_broadcast", (3, 4), 1, (1,)),
+    ("step", (7,), slice(None, None, 3), (3,)),
+    ("ellipsis", (2, 3, 2), (Ellipsis, 0), (3,)),
+    ("int_slice", (2, 3, 2), (1, slice(None, None, -1)), (2,)),
+]
+
+
+def _setitem_ref(x, v, key):
+    out = x.copy()
+    out[key] = v
+    return out
+
+
+CASES += [
+    OpCase("setitem", partial(gg.setitem, key=key), partial(_setitem_ref, key=key),
+           (normal, normal), (shape, vshape), variant=variant)
+    for variant, shape, key, vshape in SETITEM_ARGS
+]
+CASES.append(OpCase("setitem", lambda x: gg.setitem(x, 0.5, key=(slice(None), 0)),
+                    lambda x: _setitem_ref(x, 0.5, (slice(None), 0)), (normal,),
+                    variant="scalar"))
 # take: repeated and negative indices everywhere, so the backward must scatter-add
 TAKE_ARGS = [
     ("axis0", (4, 3), [2, 0, 2, -1], 0),

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import ops
+from ..errors import OpError, at, show
 from ..graph import Placeholder
 from ..tensor import Tensor, Variable
 from . import init as initialisers
@@ -46,11 +47,10 @@ class Linear(Module):
     def forward(self, x: Any) -> Any:
         shape = _known_shape(x)
         if shape is not None and (not shape or shape[-1] not in (None, self.in_features)):
-            raise ValueError(
-                f"{self!r}: input has shape {shape}, but the layer expects "
+            raise OpError(at(
+                f"{self!r}: input has shape {show(shape)}, but the layer expects "
                 f"{self.in_features} features in its last dimension, i.e. (..., "
-                f"{self.in_features})"
-            )
+                f"{self.in_features})"))
         y = x @ self.weight
         return y if self.bias is None else y + self.bias
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend as B
+from ..errors import DtypeError, OpError, at, show
 from ..ops import arithmetic, elementwise, indexing, reductions, shape, softmax
 from ..tensor import Tensor
 
@@ -40,14 +41,12 @@ def _shape(x: Any) -> tuple | None:
 
 def _same_shape(a: Any, b: Any, who: str) -> None:
     sa, sb = _shape(a), _shape(b)
-    if sa is None or sb is None or len(sa) != len(sb):
-        if sa is not None and sb is not None:
-            raise ValueError(f"{who}: prediction has shape {sa} but target has shape {sb}; "
-                             "they must match")
+    if sa is None or sb is None:
         return
-    if any(x is not None and y is not None and x != y for x, y in zip(sa, sb)):
-        raise ValueError(f"{who}: prediction has shape {sa} but target has shape {sb}; "
-                         "they must match")
+    if len(sa) != len(sb) or any(
+            x is not None and y is not None and x != y for x, y in zip(sa, sb)):
+        raise OpError(at(f"{who}: prediction has shape {show(sa)} but target has shape "
+                         f"{show(sb)}; they must match"))
 
 
 def mse_loss(pred: Any, target: Any, reduction: str = "mean") -> Any:
@@ -75,8 +74,8 @@ def cross_entropy(logits: Any, targets: Any, reduction: str = "mean") -> Any:
     ls, ts = _shape(logits), _shape(targets)
     if ls is not None and ts is not None and (len(ts) != len(ls) - 1 or any(
             a is not None and b is not None and a != b for a, b in zip(ls[:-1], ts))):
-        raise ValueError(f"cross_entropy: logits have shape {ls}, so targets need shape "
-                         f"{ls[:-1]} (one class index per row), got {ts}")
+        raise OpError(at(f"cross_entropy: logits have shape {show(ls)}, so targets need shape "
+                         f"{show(ls[:-1])} (one class index per row), got {show(ts)}"))
     if ls is not None and ls[-1] is not None:
         check_targets(targets, ls[-1], "cross_entropy")
     logp = softmax.log_softmax(logits, axis=-1)
@@ -92,15 +91,16 @@ def check_targets(targets: Any, n_classes: int, who: str) -> None:
     data = targets.data if isinstance(targets, Tensor) else targets
     if not hasattr(data, "dtype"):
         return
-    if "int" not in B.dtype_name(data.dtype):
-        raise TypeError(f"{who}: targets must be integer class indices, got dtype "
-                        f"{B.dtype_name(data.dtype)}")
+    kind = getattr(data.dtype, "kind", None)  # NumPy and CuPy dtypes: no string per call
+    if not (kind in ("i", "u") if kind is not None else "int" in B.dtype_name(data.dtype)):
+        raise DtypeError(at(f"{who}: targets must be integer class indices, got dtype "
+                            f"{B.dtype_name(data.dtype)} {show(data.shape)}"))
     if "cupy" in type(data).__module__:
         return  # reading them would synchronise the GPU in every step
     host = B.to_numpy(data)
     if host.size and (host.min() < 0 or host.max() >= n_classes):
-        raise ValueError(f"{who}: targets range over [{int(host.min())}, {int(host.max())}] but "
-                         f"must lie in [0, {n_classes - 1}] for {n_classes} classes")
+        raise OpError(at(f"{who}: targets range over [{int(host.min())}, {int(host.max())}] "
+                         f"but must lie in [0, {n_classes - 1}] for {n_classes} classes"))
 
 
 def accuracy(logits: Any, targets: Any) -> Any:

@@ -14,6 +14,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from .. import backend as B
+from .. import versions
 from ..tensor import Tensor, Variable
 
 
@@ -114,6 +115,7 @@ class Module:
             new[name] = _onto(value, p)
         for name, p in params.items():
             p.data = new[name]
+            versions.rebound(p)
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{n}={c!r}" for n, c in self.named_children())

@@ -1,4 +1,5 @@
-"""Indexing: getitem (basic slicing; one integer array goes through take) and take.
+"""Indexing: getitem (basic slicing; one integer array goes through take), take, and setitem
+(the out-of-place form of ``x[key] = value`` that Tensor item assignment records).
 
 The backward of a gather is a scatter-add, which the standard lacks. The portable rule sorts
 the indices, takes a cumulative sum of the sorted gradient and reads each position's segment
@@ -178,6 +179,29 @@ def _getitem_vjp_setitem(xp, g, in_shape, *, key):
 getitem.defvjp(_getitem_vjp)
 getitem.def_fast_path("numpy", vjp=_getitem_vjp_setitem)
 getitem.def_fast_path("cupy", vjp=_getitem_vjp_setitem)
+
+
+@defop("setitem", scalar_ok=(1,))
+def setitem(xp, x, value, *, key):
+    """x with x[key] replaced by value, for a basic key (a new array: x is not written);
+    d/dx = g with zeros at key, d/dvalue = g[key] (summed back to value's shape)"""
+    key = normalize_key(key, x.ndim)
+    out = xp.asarray(x, copy=True)
+    out[key] = value
+    return out, tuple(x.shape)
+
+
+def _setitem_dx(xp, g, in_shape, *, key):
+    key = normalize_key(key, len(in_shape))
+    (covered,) = _getitem_vjp(xp, xp.ones_like(g[key]), in_shape, key=key)
+    return xp.where(covered == 0.0, g, 0.0)
+
+
+def _setitem_dvalue(xp, g, in_shape, *, key):
+    return g[normalize_key(key, len(in_shape))]
+
+
+setitem.defvjp(_setitem_dx, _setitem_dvalue)
 
 
 @defop("take_along_axis")

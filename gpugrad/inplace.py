@@ -1,0 +1,166 @@
+"""In-place updates of Tensors: ``t[key] = v`` and ``t += u`` (also ``-=``, ``*=``, ``/=``).
+
+Three cases, decided per call:
+
+- a Variable (a leaf that requires gradients) under grad mode: refused, since the gradient
+  of everything computed from it so far would silently change meaning;
+- a Tensor with recorded history (an op computed it from Variables under grad mode), or any
+  Tensor receiving a value that requires gradients under grad mode: the update runs out of
+  place as a recorded op (``add``, ``setitem``, ``where``, ...) and the Tensor takes the
+  result's array and history, so arrays that earlier ops saved are never overwritten;
+- otherwise (a constant, or a Variable under ``no_grad``): the backend writes into
+  ``t.data``, and the write is noted (see ``gpugrad.versions``) so that backward refuses an
+  array that an op saved before the write.
+
+Every case bumps ``t.version``.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+from . import backend as B
+from . import errors as E
+from . import versions
+from .eager import _mix_error
+from .registry import registry
+from .tensor import Tensor, _grad_enabled
+
+_SYMBOL = {"add": "+=", "subtract": "-=", "multiply": "*=", "divide": "/="}
+_WRITE = {"add": operator.iadd, "subtract": operator.isub, "multiply": operator.imul,
+          "divide": operator.itruediv}
+
+
+def update(t: Tensor, other: Any, op: str) -> Tensor:
+    """``t += other`` (or ``-=``, ``*=``, ``/=``, by ``op``); returns ``t``."""
+    what = f"{op} (in place, {_SYMBOL[op]})"
+    _refuse_leaf(t, what)
+    if t._node is not None or _tracked(other):
+        return _take_result(t, registry[op](t, other), what)
+    value = _value(t, other, what)
+    shape = tuple(getattr(value, "shape", ()))
+    why = E.broadcast_problem([t.shape, shape])
+    if why is None and E.broadcast_shape([t.shape, shape]) != t.shape:
+        why = (f"the result would have shape {E.show(E.broadcast_shape([t.shape, shape]))}, "
+               f"but an in-place update keeps the Tensor's shape")
+    if why is not None:
+        raise E.OpError(E.at(f"{what}: shapes {E.show(t.shape)} and {E.show(shape)}: {why}"))
+    data = t.data
+    try:
+        out = _WRITE[op](data, value)
+    except (ValueError, TypeError) as exc:
+        raise E.OpError(E.at(f"{what}: {exc} (Tensor {E.describe(data)}, other "
+                             f"{E.describe(value)})")) from exc
+    if out is data:
+        versions.wrote(t, data, E.call_site())
+    else:  # a backend without in-place operators gave a new array
+        t.data = out
+        versions.rebound(t)
+    return t
+
+
+def setitem(t: Tensor, key: Any, value: Any) -> None:
+    """``t[key] = value``."""
+    what = "setitem (t[key] = value)"
+    _refuse_leaf(t, what)
+    key = _unwrap_key(key)
+    if t._node is not None or _tracked(value):
+        _take_result(t, _recorded_setitem(t, key, value), what)
+        return
+    value = _value(t, value, what)
+    data = t.data
+    try:
+        data[key] = value
+    except (ValueError, TypeError, IndexError) as exc:
+        raise E.OpError(E.at(f"{what}: {exc} (Tensor {E.describe(data)}, key {key!r}, value "
+                             f"{E.describe(value)})")) from exc
+    versions.wrote(t, data, E.call_site())
+
+
+def _refuse_leaf(t: Tensor, what: str) -> None:
+    if t.requires_grad and t._node is None and _grad_enabled.get():
+        name = f" {t.name!r}" if t.name else ""
+        raise E.GradientError(E.at(
+            f"{what}: {type(t).__name__}{name} {E.show(t.shape)} requires gradients, so it "
+            "cannot be changed in place while gradients are recorded; update it inside "
+            "`with gpugrad.no_grad():` (as optimizers do), or compute a new Tensor instead"))
+
+
+def _tracked(value: Any) -> bool:
+    return isinstance(value, Tensor) and value.requires_grad and _grad_enabled.get()
+
+
+def _take_result(t: Tensor, new: Tensor, what: str) -> Tensor:
+    """``t`` becomes ``new`` (out of place): new array and, under grad mode, new history."""
+    if new.shape != t.shape:
+        raise E.OpError(E.at(
+            f"{what}: the result has shape {E.show(new.shape)}, but an in-place update keeps "
+            f"the Tensor's shape {E.show(t.shape)}"))
+    if new.dtype != t.dtype:
+        raise E.DtypeError(E.at(
+            f"{what}: the result has dtype {B.dtype_name(new.dtype)}, but an in-place update "
+            f"keeps the Tensor's dtype {B.dtype_name(t.dtype)}"))
+    t.data = new.data
+    if new._node is not None:
+        t._node = new._node
+        t.requires_grad = True
+    versions.rebound(t)
+    return t
+
+
+def _value(t: Tensor, v: Any, what: str) -> Any:
+    """``v`` as something the backend can write into ``t.data``: a scalar, or an array on
+    ``t``'s backend and device whose dtype does not silently change precision."""
+    if type(v) in (int, float, bool):
+        if isinstance(v, float) and not B.is_floating(t.xp, t.dtype):
+            raise E.DtypeError(E.at(
+                f"{what}: a float value would be truncated into the "
+                f"{B.dtype_name(t.dtype)} Tensor {E.show(t.shape)}; convert the Tensor first"))
+        return v
+    if isinstance(v, Tensor):
+        arr = v.data
+        if v.xp is not t.xp or (t.xp is not np and B.device_of(arr) != B.device_of(t.data)):
+            raise _mix_error(what, t, v)
+    elif B.is_backend_array(v):
+        arr = v
+        same = t.xp is np if isinstance(v, np.ndarray) else (
+            B.name_of(B.namespace_of(v)) == B.name_of(t.xp) and B.device_of(v) == t.device)
+        if not same:
+            raise _mix_error(what, t, v)
+    else:  # host data such as a list
+        arr = B.namespace_of(t.data).asarray(v, dtype=t.dtype, device=B.device_of(t.data)) \
+            if t.xp is not np else np.asarray(v, dtype=t.dtype)
+    fa, ft = B.is_floating(t.xp, arr.dtype), B.is_floating(t.xp, t.dtype)
+    if (fa and ft and arr.dtype != t.dtype) or (fa and not ft):
+        how = "truncated" if not ft else (
+            "downcast" if E._bits(arr.dtype) > E._bits(t.dtype) else "upcast")
+        raise E.DtypeError(E.at(
+            f"{what}: a {B.dtype_name(arr.dtype)} value would be silently {how} into the "
+            f"{B.dtype_name(t.dtype)} Tensor {E.show(t.shape)}; convert it first, e.g. "
+            f"value.astype({B.dtype_name(t.dtype)!r})"))
+    return arr
+
+
+def _unwrap_key(key: Any) -> Any:
+    if isinstance(key, tuple):
+        return tuple(k.data if isinstance(k, Tensor) else k for k in key)
+    return key.data if isinstance(key, Tensor) else key
+
+
+def _recorded_setitem(t: Tensor, key: Any, value: Any) -> Tensor:
+    if B.is_backend_array(key) and "bool" in str(key.dtype):
+        if tuple(key.shape) != t.shape:
+            raise E.OpError(E.at(
+                f"setitem: a boolean mask {E.show(key.shape)} on a recorded Tensor must have "
+                f"the Tensor's shape {E.show(t.shape)}"))
+        return registry["where"](key, value, t)
+    parts = key if isinstance(key, tuple) else (key,)
+    if not all(k is None or k is Ellipsis or isinstance(k, (int, slice)) for k in parts):
+        raise TypeError(E.at(
+            f"setitem: index {key!r} on a Tensor with recorded history must be basic (ints, "
+            "slices, None, ...) or a boolean mask of its shape; use gpugrad.where for other "
+            "selections"))
+    return registry["setitem"](t, value, key=key)

@@ -1,0 +1,81 @@
+"""A compiled schedule run one step at a time, with checks between the steps.
+
+A schedule's first run goes through here, and so does every run inside ``detect_anomaly``.
+It uses the same rules as the generated code, in the same order, so it gets the same
+numbers; between steps it checks what the straight-line code cannot afford to:
+
+- float32 meeting float64 in a step (the Placeholders' dtypes are fixed, so one run settles
+  it for every later run);
+- in anomaly mode, NaN or Inf made by a step's forward or backward.
+
+Each error names the op and the place where the graph's op was built.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from . import backend as B
+from . import errors as E
+from .eager import as_array, fit, seed_gradient, vjp
+from .tensor import no_grad
+
+
+def check_dtypes(op: Any, args: list, out: Any, xp: Any, site: str) -> None:
+    """Raise DtypeError where two array inputs of different dtypes changed a float input's
+    precision (Python scalars are weak and never count)."""
+    dtypes = [a.dtype for a in args if hasattr(a, "dtype")]
+    if len(dtypes) > 1 and any(d != dtypes[0] for d in dtypes) and B.is_floating(xp, out.dtype):
+        why = E.promotion_problem(op.name, args, out.dtype, xp)
+        if why is not None:
+            raise E.DtypeError(E.at(why, site))
+
+
+def run_checked(sched: Any, feed: Mapping, grads: bool, seed: Any, hook: Any) -> tuple:
+    """One forward (and, if ``grads``, backward) sweep of ``sched``, step by step; ``hook``
+    is the anomaly checker, or None."""
+    xp = sched.xp
+    vals = sched.template[:]
+    sched._feeds(feed, vals)
+    if sched.scalars_pending:
+        sched._convert_scalars(vals)
+    res: list = [None] * len(sched.forward)
+    for k, (fwd, ins, params, out, _) in enumerate(sched.forward):
+        op, site = sched.ops[k], sched.sites[k]
+        args = [vals[i] for i in ins]
+        try:
+            o, r = fwd(xp, *args, **params)
+        except (ValueError, TypeError, IndexError) as exc:
+            if isinstance(exc, (E.OpError, E.DtypeError, B.BackendError)):
+                raise
+            raise E.op_error(op.name, args, params, exc, site) from exc
+        o = as_array(xp, o)
+        check_dtypes(op, args, o, xp, site)
+        if hook is not None:
+            hook.forward(op, args, o, None, site)
+        vals[out] = o
+        res[k] = r
+    value = vals[sched.out]
+    if not grads:
+        return value, []
+    gv: list = [None] * len(vals)
+    gv[sched.out] = seed_gradient(value, xp, seed, "gradients")
+    with no_grad():
+        for k, out, _, op, params, ins, needs in sched.back:
+            g = gv[out]
+            if g is None:
+                continue
+            gs = vjp(op, xp, g, res[k], needs, params, sched.backend)
+            if hook is not None:
+                hook.backward(op, needs, res[k], g, gs, sched.sites[k])
+            res[k] = None
+            for pos, need in enumerate(needs):
+                gi = gs[pos] if need else None
+                if gi is None:
+                    continue
+                src = vals[ins[pos]]
+                gi = fit(xp, gi, tuple(src.shape), src.dtype)
+                if gi is not None:
+                    prev = gv[ins[pos]]
+                    gv[ins[pos]] = gi if prev is None else as_array(xp, prev + gi)
+    return value, [gv[s] if gv[s] is not None else xp.zeros_like(vals[s]) for s in sched.wrt]
