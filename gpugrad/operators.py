@@ -52,6 +52,12 @@ def index(x: Any, key: Any) -> Any:
     return _take(x, idx, axis=pos)
 
 
+def _api(name: str) -> Any:
+    from . import array_api  # imported on use: the namespace is built on top of Tensor
+
+    return getattr(array_api, name)
+
+
 class ArrayOps:
     """Operator overloads; subclasses provide ``shape`` where methods need it."""
 
@@ -83,6 +89,21 @@ class ArrayOps:
     __hash__ = object.__hash__
 
     def __getitem__(self, key): return index(self, key)
+
+    # the rest of the standard's operators, through the array-API namespace
+    def __invert__(self): return _api("bitwise_invert")(self)
+    def __and__(self, other): return _api("bitwise_and")(self, other)
+    def __rand__(self, other): return _api("bitwise_and")(other, self)
+    def __or__(self, other): return _api("bitwise_or")(self, other)
+    def __ror__(self, other): return _api("bitwise_or")(other, self)
+    def __xor__(self, other): return _api("bitwise_xor")(self, other)
+    def __rxor__(self, other): return _api("bitwise_xor")(other, self)
+    def __lshift__(self, other): return _api("bitwise_left_shift")(self, other)
+    def __rshift__(self, other): return _api("bitwise_right_shift")(self, other)
+    def __mod__(self, other): return _api("remainder")(self, other)
+    def __rmod__(self, other): return _api("remainder")(other, self)
+    def __floordiv__(self, other): return _api("floor_divide")(self, other)
+    def __rfloordiv__(self, other): return _api("floor_divide")(other, self)
 
     def sum(self, axis=None, keepdims=False):
         """Sum over ``axis`` (see gpugrad.sum)."""
