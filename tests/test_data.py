@@ -6,15 +6,9 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from helpers import assert_on_backend as on_backend
 from gpugrad import backend as B
 from gpugrad.data import Batches, train_test_split
-
-
-def on_backend(bk, arr):
-    want = bk.backend()
-    assert B.name_of(B.namespace_of(arr)) == want.name
-    if want.device is not None:
-        assert arr.device == want.device
 
 
 def dataset(n=10, d=3):

@@ -15,14 +15,11 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from helpers import assert_on_backend as check_on_backend
+from helpers import host
 from gpugrad import backend as B
 
 # --- helpers --------------------------------------------------------------------------------
-
-def host(t):
-    """Host float64 copy of a Tensor or backend array."""
-    return np.asarray(gg.to_numpy(t), dtype=np.float64)
-
 
 def var(bk, values, name=None):
     return gg.Variable(np.asarray(values, dtype=bk.float_dtype), name=name)
@@ -30,14 +27,6 @@ def var(bk, values, name=None):
 
 def const(bk, values):
     return gg.asarray(np.asarray(values, dtype=bk.float_dtype))
-
-
-def check_on_backend(bk, arr):
-    """``arr`` is an array of the backend under test, on its device."""
-    want = bk.backend()
-    assert B.name_of(B.namespace_of(arr)) == want.name
-    if want.device is not None:
-        assert arr.device == want.device
 
 
 # --- Tensor facts ---------------------------------------------------------------------------

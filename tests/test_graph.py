@@ -10,18 +10,9 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from helpers import host
+from helpers import is_on_backend as on_backend
 from gpugrad import backend as B
-
-
-def host(a):
-    return np.asarray(gg.to_numpy(a), dtype=np.float64)
-
-
-def on_backend(bk, arr):
-    want = bk.backend()
-    if B.name_of(B.namespace_of(arr)) != want.name:
-        return False
-    return want.device is None or arr.device == want.device
 
 
 @pytest.fixture

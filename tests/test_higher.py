@@ -16,11 +16,8 @@ import pytest
 from test_ops import BINARY_CASES, BROADCAST_PAIRS, GRAD_CASES, params
 
 import gpugrad as gg
+from helpers import host
 from gpugrad.testing import GradCheckError, check_gradgrad
-
-
-def host(t):
-    return np.asarray(gg.to_numpy(t), dtype=np.float64)
 
 
 # --- gradgrad over the op table --------------------------------------------------------------
@@ -135,7 +132,8 @@ def test_hessian_of_quadratic_form(bk64, rng):
 
 
 def test_third_derivative():
-    f = lambda x: x ** 4
+    def f(x):
+        return x ** 4
     d3 = gg.grad(gg.grad(gg.grad(f)))(np.array(1.5))
     assert float(d3) == pytest.approx(24 * 1.5)
 

@@ -12,26 +12,16 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from helpers import assert_on_backend as on_backend
+from helpers import host
 from gpugrad import backend as B
 from gpugrad import nn
 from gpugrad.nn import init
 
 # --- helpers --------------------------------------------------------------------------------
 
-def host(t):
-    return np.array(gg.to_numpy(t), dtype=np.float64)  # a copy
-
-
 def tol(bk):
     return {"rtol": 1e-12, "atol": 1e-12} if bk.float64 else {"rtol": 2e-6, "atol": 2e-6}
-
-
-def on_backend(bk, arr):
-    """``arr`` is an array of the backend under test, on its device."""
-    want = bk.backend()
-    assert B.name_of(B.namespace_of(arr)) == want.name
-    if want.device is not None:
-        assert arr.device == want.device
 
 
 def np_sigmoid(z):

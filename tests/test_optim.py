@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from helpers import assert_on_backend as on_backend
+from helpers import host
 from gpugrad import backend as B
 from gpugrad import nn, optim
 from gpugrad.data import Batches
@@ -31,19 +33,8 @@ def grad_np(w):
     return C * (w - T)
 
 
-def host(t):
-    return np.array(gg.to_numpy(t), dtype=np.float64)  # a copy
-
-
 def tol(bk):
     return {"rtol": 1e-12, "atol": 1e-14} if bk.float64 else {"rtol": 2e-5, "atol": 2e-6}
-
-
-def on_backend(bk, arr):
-    want = bk.backend()
-    assert B.name_of(B.namespace_of(arr)) == want.name
-    if want.device is not None:
-        assert arr.device == want.device
 
 
 def make_param(bk):
