@@ -174,13 +174,13 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
         if isinstance(exc, (E.OpError, E.DtypeError, B.BackendError)):
             raise
         raise E.op_error(op.name, arrays, params, exc) from exc
-    dtype = out.dtype
     if xp is np:
         if type(out) is not np.ndarray:
             out = np.asarray(out)
-            dtype = out.dtype
+        dtype = out.dtype
         floating = dtype.kind == "f"
     else:
+        dtype = out.dtype
         floating = B.is_floating(xp, dtype)
     if mixed and floating:
         _check_promotion(op, arrays, dtype, xp)
@@ -296,20 +296,18 @@ def seed_gradient(out: Any, xp: Any, grad: Any, what: str) -> Any:
     """The starting gradient for ``out``: ones for a scalar, else the checked ``grad``."""
     if grad is None:
         if _numel(out.shape) != 1:
-            raise GradientError(
+            raise GradientError(E.at(
                 f"{what}: the output has shape {tuple(out.shape)}, not a scalar; pass a seed "
                 "gradient of that shape, e.g. backward(grad=ones), or reduce it first with "
-                ".sum() or .mean()"
-            )
+                ".sum() or .mean()"))
         return xp.ones_like(out)
     g = grad.data if isinstance(grad, Tensor) else grad
     if not B.is_backend_array(g) or (xp is not np and B.namespace_of(g) is not xp):
         g = xp.asarray(g, dtype=out.dtype, device=B.device_of(out))
     if tuple(g.shape) != tuple(out.shape):
-        raise GradientError(
+        raise GradientError(E.at(
             f"{what}: seed gradient has shape {tuple(g.shape)} but the output has shape "
-            f"{tuple(out.shape)}; they must match"
-        )
+            f"{tuple(out.shape)}; they must match"))
     if g.dtype != out.dtype:
         g = xp.astype(g, out.dtype)
     return g
@@ -345,12 +343,15 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
     if create_graph:
         from .higher import backward as backward_with_graph
 
+        if root._node is not None:  # the replay reads its inputs' current values
+            nodes, _ = _reachable(root._node)
+            if versions.last_event >= nodes[-1].seq:
+                versions.check(nodes, FREED, replayed=True)
         return backward_with_graph(root, grad)
     if not root.requires_grad:
-        raise GradientError(
+        raise GradientError(E.at(
             "backward: this Tensor does not require gradients (no Variable led to it, or it "
-            "was computed under no_grad)"
-        )
+            "was computed under no_grad)"))
     xp = root.xp
     start = root._node if root._node is not None else root
     grads = {start: seed_gradient(root.data, xp, grad, "backward")}
@@ -367,11 +368,10 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
                 continue
             res = v.res
             if res is FREED:
-                raise GradientError(
+                raise GradientError(E.at(
                     f"backward: the saved arrays of {v.op.name} were already freed by an "
                     "earlier backward; call backward(retain_graph=True) the first time if you "
-                    "need to go backward through the graph twice"
-                )
+                    "need to go backward through the graph twice"))
             op = v.op
             fast = op.fast_vjp.get(v.backend) if op.fast_vjp else None
             if fast is None and op.vjps is not None:

@@ -207,6 +207,15 @@ def shape_problem(op: str, shapes: list, params: dict) -> str | None:
         if why is not None:
             listed = ", ".join(show(s) for s in shapes)
             return f"{op}: shapes {listed}: {why}"
+    elif op in ("max", "min") and len(shapes) == 1:
+        shape = shapes[0]
+        axis = params.get("axis")
+        axes = range(len(shape)) if axis is None else (
+            (axis,) if isinstance(axis, int) else axis)
+        empty = [a for a in axes if -len(shape) <= a < len(shape) and shape[a] == 0]
+        if empty or (axis is None and 0 in shape):
+            return (f"{op}: shape {show(shape)} has no elements to take the {op} of along "
+                    f"axis {axis}; the {op} of an empty array is undefined")
     elif op == "reshape" and len(shapes) == 1 and "shape" in params:
         why = _reshape(shapes[0], params["shape"])
         if why is not None:

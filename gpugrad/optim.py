@@ -19,7 +19,7 @@ import math
 from typing import Any, Iterable, Mapping
 
 from . import versions
-from .errors import call_site
+from .errors import at, call_site
 from .graph import value_and_gradients
 from .nn.module import StateDictError, _onto
 from .ops import cuda
@@ -42,7 +42,7 @@ class Optimizer:
             if not isinstance(p, Tensor) or not p.requires_grad:
                 raise TypeError(f"{type(self).__name__}: {p!r} is not a trainable Variable")
         if lr <= 0:
-            raise ValueError(f"{type(self).__name__}: lr must be positive, got {lr}")
+            raise ValueError(at(f"{type(self).__name__}: lr must be positive, got {lr}"))
         self.lr = float(lr)
         self.steps = 0
         self.state: dict[Variable, dict[str, Any]] = {p: {} for p in self.params}
@@ -97,16 +97,16 @@ class Optimizer:
     def load_state_dict(self, sd: Mapping) -> None:
         who = f"{type(self).__name__}.load_state_dict"
         if sd.get("type") != type(self).__name__:
-            raise StateDictError(f"{who}: the state dict is from {sd.get('type')!r}")
+            raise StateDictError(at(f"{who}: the state dict is from {sd.get('type')!r}"))
         states = sd["state"]
         if len(states) != len(self.params):
-            raise StateDictError(f"{who}: the state dict has {len(states)} parameters, this "
-                                 f"optimizer has {len(self.params)}")
+            raise StateDictError(at(f"{who}: the state dict has {len(states)} parameters, "
+                                    f"this optimizer has {len(self.params)}"))
         for i, (p, st) in enumerate(zip(self.params, states)):
             for k, v in st.items():
                 if tuple(v.shape) != p.shape:
-                    raise StateDictError(f"{who}: state {k!r} of parameter {i} has shape "
-                                         f"{tuple(v.shape)}, the parameter has {p.shape}")
+                    raise StateDictError(at(f"{who}: state {k!r} of parameter {i} has shape "
+                                            f"{tuple(v.shape)}, the parameter has {p.shape}"))
         for k, v in sd["hyper"].items():
             setattr(self, k, v)
         self.steps = int(sd["steps"])

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GradientError, show
+from .errors import GradientError, at, show
 
 sequence = itertools.count()
 """Orders Node creation and in-place writes."""
@@ -148,9 +148,10 @@ def fingerprint(node: Any, raw: list) -> None:
             last_event = max(last_event, node.seq)
 
 
-def check(nodes: list, freed: Any) -> None:
+def check(nodes: list, freed: Any, replayed: bool = False) -> None:
     """Raise GradientError if an array a Node in ``nodes`` saved was written in place after
-    the Node was made (``nodes`` are latest first)."""
+    the Node was made (``nodes`` are latest first). ``replayed``: backward will recompute the
+    forward from the Nodes' inputs (``create_graph``), so any input written since counts."""
     oldest = nodes[-1].seq
     writes = [w for w in list(_writes) if w[0] > oldest]  # list(): one atomic copy
     for v in nodes:
@@ -159,20 +160,26 @@ def check(nodes: list, freed: Any) -> None:
         for a, crc in getattr(v, "sums", ()):
             if _checksum(a) != crc:
                 i = _position(v, a)
-                raise GradientError(
+                raise GradientError(at(
                     f"backward: {v.op.name} saved a NumPy array you passed in ({i}shape "
                     f"{show(a.shape)}) for its gradient, and its contents changed before "
-                    "backward ran. Pass gpugrad.asarray(array) instead (it copies), or change "
-                    "the array only after backward")
+                    "backward ran; pass gpugrad.asarray(array) instead (it copies), or change "
+                    "the array only after backward"))
         saved = None
         for i, p in enumerate(v.inputs):  # the Tensors it was given: exact
             version = getattr(p, "_vlog", None)
             if version is not None and version.last > v.seq and hasattr(p, "requires_grad"):
+                if replayed:
+                    raise GradientError(at(
+                        f"backward(create_graph=True): {v.op.name} recorded input {i} (shape "
+                        f"{show(p.shape)}), which was modified in place afterwards, at "
+                        f"{version.site}: expected version {version.at(v.seq)}, found version "
+                        f"{version.count}; the replayed forward would use the new values"))
                 saved = saved_arrays(v.res) if saved is None else saved
                 hit = [r for r in saved if overlap(p.data, r)]
                 if hit:
-                    raise GradientError(_stale(v, f"input {i}, ", hit[0], version.site,
-                                               version.at(v.seq), version.count))
+                    raise GradientError(at(_stale(v, f"input {i}, ", hit[0], version.site,
+                                                  version.at(v.seq), version.count)))
         later = [w for w in writes if w[0] > v.seq]
         if not later:
             continue
@@ -181,14 +188,14 @@ def check(nodes: list, freed: Any) -> None:
             arr = ref() if isinstance(ref, weakref.ref) else None
             hit = [r for r in saved if (overlap(arr, r) if arr is not None else id(r) == ref)]
             if hit:
-                raise GradientError(_stale(v, _position(v, hit[0]), hit[0], site, count - 1,
-                                           version.count))
+                raise GradientError(at(_stale(v, _position(v, hit[0]), hit[0], site,
+                                              count - 1, version.count)))
 
 
 def _stale(v: Any, where: str, array: Any, site: str, expected: Any, found: int) -> str:
     return (f"backward: {v.op.name} saved an array ({where}shape {show(array.shape)}) for its "
             f"gradient, and it was modified in place afterwards, at {site}: expected version "
-            f"{expected}, found version {found}. Make the change after backward, or change a "
+            f"{expected}, found version {found}; make the change after backward, or change a "
             "copy (t = t + 1 makes a new Tensor)")
 
 

@@ -11,10 +11,7 @@ import pytest
 
 import gpugrad as gg
 from gpugrad import nn, optim
-
-
-def host(t):
-    return np.asarray(gg.to_numpy(t), dtype=np.float64)
+from helpers import host
 
 
 def var(bk, values):
@@ -284,3 +281,20 @@ def test_model_training_loop_is_unaffected(bk):
         loss.backward()
         opt.step()
     assert all(p.version == 3 for p in model.parameters())
+
+
+def test_create_graph_refuses_inputs_written_after_recording(bk64):
+    """backward(create_graph=True) replays the forward from the recorded inputs, so a write
+    to any of them (saved or not) would change the answer: it is refused."""
+    W = var(bk64, [1.0, 2.0])
+    c = const(bk64, [3.0, 4.0])
+    y = gg.sum(gg.exp(W + c))  # add saves nothing, but the replay would read c again
+    c += 1.0
+    with pytest.raises(gg.GradientError, match=r"backward\(create_graph=True\): add recorded "
+                                               r"input 1 \(shape \(2,\)\), which was modified "
+                                               r"in place afterwards.*expected version 0, "
+                                               r"found version 1"):
+        y.backward(create_graph=True)
+    y = gg.sum(gg.exp(W + c))  # recorded after the write: fine
+    y.backward(create_graph=True)
+    np.testing.assert_allclose(host(W.grad), np.exp([5.0, 7.0]), rtol=1e-12)

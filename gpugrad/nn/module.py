@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import backend as B
 from .. import versions
+from ..errors import at
 from ..tensor import Tensor, Variable
 
 
@@ -98,20 +99,18 @@ class Module:
         missing = [n for n in params if n not in state]
         unexpected = [n for n in state if n not in params]
         if missing or unexpected:
-            raise StateDictError(
+            raise StateDictError(at(
                 f"{type(self).__name__}.load_state_dict: names do not match; missing "
-                f"{missing or 'none'}, unexpected {unexpected or 'none'}"
-            )
+                f"{missing or 'none'}, unexpected {unexpected or 'none'}"))
         new = {}
         for name, p in params.items():
             value = state[name]
             value = value.data if isinstance(value, Tensor) else value
             shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
             if tuple(shape) != p.shape:
-                raise StateDictError(
+                raise StateDictError(at(
                     f"{type(self).__name__}.load_state_dict: parameter {name!r} has shape "
-                    f"{p.shape} but the state dict gives {tuple(shape)}"
-                )
+                    f"{p.shape} but the state dict gives {tuple(shape)}"))
             new[name] = _onto(value, p)
         for name, p in params.items():
             p.data = new[name]
