@@ -18,6 +18,7 @@ from . import errors as E
 from . import versions
 from .registry import Op, set_dispatcher
 from .tensor import GradientError, Tensor, _grad_enabled, no_grad
+from .shaping import as_array, fit, seed_gradient, unbroadcast  # noqa: F401  (re-exported)
 from .versions import sequence as _sequence
 
 
@@ -236,53 +237,6 @@ set_dispatcher(apply)
 
 # --- backward ------------------------------------------------------------------------------
 
-def unbroadcast(xp: Any, g: Any, shape: tuple) -> Any:
-    """Sum ``g`` down to ``shape``, undoing broadcasting (the one place this happens)."""
-    gshape = tuple(g.shape)
-    if gshape == shape:
-        return g
-    lead = len(gshape) - len(shape)
-    if lead < 0:
-        return xp.broadcast_to(g, shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, d in enumerate(shape) if d == 1 and gshape[lead + i] != 1
-    )
-    if axes:
-        g = xp.sum(g, axis=axes, keepdims=True)
-        if xp is np and type(g) is not np.ndarray:
-            g = np.asarray(g)
-    if tuple(g.shape) != shape:
-        g = xp.reshape(g, shape) if _numel(g.shape) == _numel(shape) else xp.broadcast_to(
-            g, shape)
-    return g
-
-
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
-def fit(xp: Any, g: Any, shape: tuple, dtype: Any) -> Any:
-    """Gradient with the input's shape and dtype (broadcasting undone, dtype kept); None for
-    an integer or boolean input, which never has a gradient."""
-    if xp is np and type(g) is not np.ndarray:
-        g = np.asarray(g)
-    if g.shape != shape:
-        g = unbroadcast(xp, g, tuple(shape))
-    if g.dtype != dtype:
-        if not B.is_floating(xp, dtype):
-            return None
-        g = xp.astype(g, dtype)
-    return g
-
-
-def as_array(xp: Any, x: Any) -> Any:
-    """NumPy turns a 0-d result into a NumPy scalar; wrap it back into an array."""
-    return np.asarray(x) if xp is np and type(x) is not np.ndarray else x
-
-
 def vjp(op: Op, xp: Any, g: Any, res: Any, needs: tuple, params: dict, name: str) -> Any:
     """The op's gradients for the inputs in ``needs``: its fast path for this backend if it
     has one, else the portable rule."""
@@ -290,27 +244,6 @@ def vjp(op: Op, xp: Any, g: Any, res: Any, needs: tuple, params: dict, name: str
     if fast is not None:
         return fast(xp, g, res, **params)
     return op.grads(xp, g, res, needs, params)
-
-
-def seed_gradient(out: Any, xp: Any, grad: Any, what: str) -> Any:
-    """The starting gradient for ``out``: ones for a scalar, else the checked ``grad``."""
-    if grad is None:
-        if _numel(out.shape) != 1:
-            raise GradientError(E.at(
-                f"{what}: the output has shape {tuple(out.shape)}, not a scalar; pass a seed "
-                "gradient of that shape, e.g. backward(grad=ones), or reduce it first with "
-                ".sum() or .mean()"))
-        return xp.ones_like(out)
-    g = grad.data if isinstance(grad, Tensor) else grad
-    if not B.is_backend_array(g) or (xp is not np and B.namespace_of(g) is not xp):
-        g = xp.asarray(g, dtype=out.dtype, device=B.device_of(out))
-    if tuple(g.shape) != tuple(out.shape):
-        raise GradientError(E.at(
-            f"{what}: seed gradient has shape {tuple(g.shape)} but the output has shape "
-            f"{tuple(out.shape)}; they must match"))
-    if g.dtype != out.dtype:
-        g = xp.astype(g, out.dtype)
-    return g
 
 
 def _reachable(start: Any) -> tuple[list, list]:

@@ -17,7 +17,8 @@ from typing import Any, Mapping
 
 from . import backend as B
 from . import errors as E
-from .eager import as_array, fit, seed_gradient, vjp
+from .eager import vjp
+from .shaping import as_array, fit, seed_gradient
 from .tensor import no_grad
 
 
