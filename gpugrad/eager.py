@@ -246,14 +246,17 @@ def vjp(op: Op, xp: Any, g: Any, res: Any, needs: tuple, params: dict, name: str
     return op.grads(xp, g, res, needs, params)
 
 
-def _reachable(start: Any) -> tuple[list, list]:
-    """(Nodes, leaf Tensors) that gradients from ``start`` reach, found without recursion.
-    Nodes come back latest first: a Node's inputs were all created before it."""
+def _reachable(start: Any, stop: Any = (), more: Any = ()) -> tuple[list, list]:
+    """(Nodes, leaf Tensors) that gradients from ``start`` (and ``more`` starts) reach,
+    found without recursion, not walking past anything in ``stop``. Nodes come back latest
+    first: a Node's inputs were all created before it."""
     nodes, leaves = [], []
-    seen = {start}
-    stack = [start]
+    stack = [start, *more]
+    seen = set(stack)
     while stack:
         v = stack.pop()
+        if v in stop:
+            continue
         if type(v) is Node:
             nodes.append(v)
             for p, need in zip(v.inputs, v.needs):

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import array_api as ns
 from . import backend as B
-from .eager import FREED, Node, seed_gradient
+from .eager import FREED, Node, _reachable, seed_gradient
 from .tensor import GradientError, Tensor, _grad_enabled
 
 
@@ -85,22 +85,10 @@ class Tape:
             self._replay()
 
     def _collect(self, starts: list) -> tuple[list, list]:
-        nodes, leaves = [], []
-        seen = set(starts)
-        stack = list(starts)
-        while stack:
-            v = stack.pop()
-            if v in self.stop:
-                continue
-            if type(v) is Node:
-                nodes.append(v)
-                for p, need in zip(v.inputs, v.needs):
-                    if need and p not in seen:
-                        seen.add(p)
-                        stack.append(p)
-            else:
-                leaves.append(v)
-        nodes.sort(key=lambda n: n.seq)  # creation order: inputs before their users
+        if not starts:
+            return [], []
+        nodes, leaves = _reachable(starts[0], self.stop, starts[1:])
+        nodes.reverse()  # creation order: inputs before their users
         return nodes, leaves
 
     def _useful(self) -> set:

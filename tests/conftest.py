@@ -86,3 +86,20 @@ def bk64(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def saving_op():
+    """A user op whose residual is a fresh array ``2x``, so a weakref to it shows when the
+    saved arrays (or the whole Node) are freed."""
+
+    @gg.ops.defop("test_saving_op")
+    def op(xp, x):
+        "x**2; d/dx = 2x (saves 2x)"
+        return x * x, x * 2.0
+
+    op.defvjp(lambda xp, g, two_x: (g * two_x,))
+    try:
+        yield op
+    finally:
+        gg.ops.unregister("test_saving_op")

@@ -446,22 +446,6 @@ def test_saved_arrays_are_freed_after_backward(bk):
         y.backward()
 
 
-@pytest.fixture
-def saving_op():
-    """A user op whose residual is a fresh array, so we can watch it being freed."""
-
-    @gg.ops.defop("test_engine_saving_op")
-    def op(xp, x):
-        "x**2; d/dx = 2x (saves 2x)"
-        return x * x, x * 2.0
-
-    op.defvjp(lambda xp, g, two_x: (g * two_x,))
-    try:
-        yield op
-    finally:
-        gg.ops.unregister("test_engine_saving_op")
-
-
 def test_residual_memory_is_released(saving_op):
     with gg.use_backend("numpy"):
         x = gg.Variable(np.array([1.0, 3.0]))

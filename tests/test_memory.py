@@ -31,22 +31,6 @@ def no_gc():
             gc.enable()
 
 
-@pytest.fixture
-def saving_op():
-    """A user op whose residual is a fresh array, so its weakref says when the Node died."""
-
-    @gg.ops.defop("test_memory_saving_op")
-    def op(xp, x):
-        "x**2; d/dx = 2x (saves 2x)"
-        return x * x, x * 2.0
-
-    op.defvjp(lambda xp, g, two_x: (g * two_x,))
-    try:
-        yield op
-    finally:
-        gg.ops.unregister("test_memory_saving_op")
-
-
 def _eager_graph(op, x):
     h1 = op(x)
     h2 = gg.sigmoid(h1) * x
