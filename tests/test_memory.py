@@ -141,8 +141,10 @@ def test_no_growth_over_5000_eager_and_5000_graph_steps():
 
         eager = _grown(eager_step, 400, 5_000)
         graph = _grown(graph_step, 400, 5_000)
-    assert eager < 2_048, f"eager training grew by {eager} bytes over 5,000 steps"
-    assert graph < 2_048, f"graph training grew by {graph} bytes over 5,000 steps"
+    # one leaked object per step would be >= 5,000 x 48 bytes = 240 kB; 32 kB leaves room for
+    # one-off interpreter growth (a dict or cache resizing once) without hiding a leak
+    assert eager < 32_768, f"eager training grew by {eager} bytes over 5,000 steps"
+    assert graph < 32_768, f"graph training grew by {graph} bytes over 5,000 steps"
 
 
 def _fan_out_seconds(n):
