@@ -264,6 +264,12 @@ CASES: list[OpCase] = [
            variant="1d", special=((0,),)),
     # linear algebra
     OpCase("matmul", gg.matmul, np.matmul, (normal, normal), ((3, 4), (4, 2)), variant="2d"),
+    OpCase("linear", gg.linear, lambda x, w, b: x @ w + b, (normal, normal, normal),
+           ((3, 4), (4, 2), (2,)), variant="2d"),
+    OpCase("linear", gg.linear, lambda x, w, b: x @ w + b, (normal, normal, normal),
+           ((2, 3, 4), (4, 2), (1, 2)), variant="batched"),
+    OpCase("linear", gg.linear, lambda x, w, b: x @ w + b, (normal, normal, normal),
+           ((3, 4), (4, 2), (3, 1)), variant="column_bias"),
     OpCase("matmul", gg.matmul, np.matmul, (normal, normal), ((2, 1, 2, 3), (3, 3, 2)),
            variant="batch_broadcast"),
     OpCase("matmul", gg.matmul, np.matmul, (normal, normal), ((4,), (4, 3)), variant="1d_2d"),
@@ -901,3 +907,18 @@ def test_sigmoid_fast_path_float32_accuracy_where_it_runs():
     assert rel.max() <= 1e-6
     assert not normal.all()  # the range reaches subnormal results too
     assert np.all(np.abs(out[~normal] - ref[~normal]) <= 4 * np.finfo(np.float32).smallest_subnormal)
+
+
+@pytest.mark.parametrize("shapes", [((3, 4), (4, 2), (2,)), ((2, 3, 4), (4, 2), (1, 2)),
+                                    ((3, 4), (4, 2), (3, 1)), ((4,), (4, 2), (2,))], ids=str)
+def test_linear_fast_path_matches_portable_rule(shapes, rng):
+    op = gg.registry["linear"]
+    x, w, b = (rng.standard_normal(s) for s in shapes)
+    before = [a.copy() for a in (x, w, b)]
+    fast, _ = op.fast_forward["numpy"](np, x, w, b)
+    slow, _ = op.forward(np, x, w, b)
+    np.testing.assert_allclose(fast, slow, rtol=1e-14)
+    for a, a0 in zip((x, w, b), before):
+        np.testing.assert_array_equal(a, a0)
+    b32 = b.astype(np.float32)  # mixed dtypes never take the in-place path
+    np.testing.assert_allclose(op.fast_forward["numpy"](np, x, w, b32)[0], x @ w + b32)

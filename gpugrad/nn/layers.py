@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import ops
+from ..ops import linalg
 from ..errors import OpError, at, show
 from ..graph import Placeholder
 from ..tensor import Tensor, Variable
@@ -51,8 +52,9 @@ class Linear(Module):
                 f"{self!r}: input has shape {show(shape)}, but the layer expects "
                 f"{self.in_features} features in its last dimension, i.e. (..., "
                 f"{self.in_features})"))
-        y = x @ self.weight
-        return y if self.bias is None else y + self.bias
+        if self.bias is None:
+            return x @ self.weight
+        return linalg.linear(x, self.weight, self.bias)
 
     def __repr__(self) -> str:
         return f"Linear({self.in_features}, {self.out_features}, bias={self.bias is not None})"

@@ -68,3 +68,25 @@ def _permute_vjp(xp, g, res, *, axes):
 
 
 permute_dims.defvjp(_permute_vjp)
+
+
+@defop("linear")
+def linear(xp, x, weight, bias):
+    """x @ weight + bias, a Linear layer in one op;  d/dx = g @ weight^T,
+    d/dweight = x^T @ g, d/dbias = g (summed back to bias's shape by the engine)"""
+    return xp.matmul(x, weight) + bias, (x, weight)
+
+
+def _linear_forward_numpy(xp, x, weight, bias):
+    """NumPy fast path: the bias is added in place into the fresh matmul output (one pass and
+    one allocation fewer than ``x @ W + b``), where that cannot change shape or dtype."""
+    out = xp.matmul(x, weight)
+    if (out.ndim and out.dtype == bias.dtype and bias.ndim <= out.ndim
+            and bias.shape == out.shape[out.ndim - bias.ndim:]):
+        out += bias
+        return out, (x, weight)
+    return linear.forward(xp, x, weight, bias)
+
+
+linear.defvjp(_matmul_da, _matmul_db, lambda xp, g, res: g)
+linear.def_fast_path("numpy", forward=_linear_forward_numpy)
