@@ -151,7 +151,7 @@ def test_mixing_tensors_and_other_arrays_is_refused_by_array_api_compat():
         array_api_compat.array_namespace(gg.asarray([1.0]), np.ones(1))
 
 
-def test_dtypes_follow_the_current_backend():
+def test_dtypes_follow_the_current_backend(numpy_backend):
     xp = gg.array_api
     assert xp.float32 is np.float32
     with gg.use_backend("array_api_strict"):

@@ -39,7 +39,7 @@ def test_grad_of_a_python_float():
     assert float(gg.grad(lambda t: t * t * t)(2.0)) == pytest.approx(12.0)
 
 
-def test_value_and_grad_argnums_and_aux(rng):
+def test_value_and_grad_argnums_and_aux(rng, numpy_backend):
     w, x = rng.standard_normal(3), rng.standard_normal((5, 3))
 
     def f(w, x, scale=1.0):
@@ -257,7 +257,7 @@ def conjugate_gradient(matvec, b, tol, maxiter):
     return x
 
 
-def test_newton_cg_beats_gradient_descent():
+def test_newton_cg_beats_gradient_descent(numpy_backend):
     loss, d, L = logistic_problem()
     tol = 1e-8
     w = np.zeros(d)
