@@ -34,7 +34,7 @@ def mlp_step(xp, params, x, labels, onehot, lr):
 
 def chain(xp, y0, ws):
     """Forward and backward of y = sigmoid(y * w_i + 0.1), 100 times; returns dL/dw_i."""
-    ys, ss = [y0], []
+    ys = [y0]
     y = y0
     for w in ws:
         y = sigmoid(xp, y * w + 0.1)

@@ -112,7 +112,6 @@ def _progress(iterable: Any, desc: str, quiet: bool) -> Any:
 def train(args: argparse.Namespace) -> dict:
     if args.backend:
         B.set_backend(args.backend)
-    backend = B.current()
     if args.optimizer not in optim.OPTIMIZERS:
         raise CLIError(f"--optimizer: unknown {args.optimizer!r}; choose one of "
                        f"{', '.join(optim.OPTIMIZERS)}")
