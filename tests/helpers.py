@@ -26,3 +26,13 @@ def assert_on_backend(bk, arr) -> None:
     assert B.name_of(B.namespace_of(arr)) == want.name
     if want.device is not None:
         assert arr.device == want.device
+
+
+def var(bk, values, name=None) -> gg.Variable:
+    """A Variable of the backend's float dtype."""
+    return gg.Variable(np.asarray(values, dtype=bk.float_dtype), name=name)
+
+
+def const(bk, values) -> gg.Tensor:
+    """A constant Tensor of the backend's float dtype."""
+    return gg.asarray(np.asarray(values, dtype=bk.float_dtype))

@@ -10,19 +10,12 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from helpers import const, var
 
 
 def this_line():
     """The caller's line number, from its running frame (not from the file on disk)."""
     return sys._getframe(1).f_lineno
-
-
-def var(bk, values):
-    return gg.Variable(np.asarray(values, dtype=bk.float_dtype))
-
-
-def const(bk, values):
-    return gg.asarray(np.asarray(values, dtype=bk.float_dtype))
 
 
 def test_sqrt_at_zero_fails_in_backward_naming_the_forward_call_site(bk):

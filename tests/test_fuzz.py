@@ -8,7 +8,7 @@ basic and integer-array indexing, concat/stack and matmul. Operands are domain-a
 is only applied where its inputs are in its domain (positive for log and sqrt, |x| < 1 for
 atanh, ...), and a sample that falls within 1e-3 of a declared kink (relu and abs at 0,
 maximum/minimum and max/min ties, clip's bounds, atan2's origin and its branch cut along
-x < 0) is rejected: the kinks have their own tests in test_ops.py. ``astype`` is left out:
+x < 0) is rejected: the kinks have their own tests in test_op_rules.py. ``astype`` is left out:
 a float32 round trip would defeat float64 differences. The gradient of a weighted sum of the last value and up to two earlier ones is
 checked at the drawn point, on NumPy or on array_api_strict (whose portable rules differ from
 NumPy's fast paths).

@@ -1,6 +1,6 @@
 """Higher-order gradients: ``backward(create_graph=True)`` and gpugrad.higher.
 
-- Every op of the case table in tests/test_ops.py gets a float64 second-derivative check
+- Every op of the case table in tests/op_cases.py gets a float64 second-derivative check
   (gradgrad: its VJP ``(x, g) -> g @ J(x)`` against finite differences, in x and in g).
 - Known values: tanh''(0.5), sigmoid'', the Hessian of logsumexp and of a quadratic form,
   all hand-derived.
@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 import pytest
-from test_ops import BINARY_CASES, BROADCAST_PAIRS, GRAD_CASES, params
+from op_cases import BINARY_CASES, BROADCAST_PAIRS, GRAD_CASES, params
 
 import gpugrad as gg
 from helpers import host

@@ -10,16 +10,9 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
+from helpers import const, var
 from gpugrad import nn, optim
 from helpers import host
-
-
-def var(bk, values):
-    return gg.Variable(np.asarray(values, dtype=bk.float_dtype))
-
-
-def const(bk, values):
-    return gg.asarray(np.asarray(values, dtype=bk.float_dtype))
 
 
 STALE = r"backward: multiply saved an array \(input 1, shape \(2,\)\) for its gradient, and " \
