@@ -9,6 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .eager import as_array, fit
+from .registry import gradient_tuple
 
 
 def _args(ins: tuple, k: int, params: dict) -> str:
@@ -42,7 +43,7 @@ def forward_source(steps: list, keep_res: list, frees: list, numpy: bool) -> tup
 def backward_source(back: list, backend: str, numpy: bool, freed: set) -> tuple[str, dict]:
     """``backward(xp, v, res, meta, gv)`` running the VJP steps in reverse order."""
     env: dict[str, Any] = {"ndarray": np.ndarray, "fit": fit, "as_array": as_array,
-                           "check": _check_tuple}
+                           "check": gradient_tuple}
     lines = ["def backward(xp, v, res, meta, gv):"]
     for k, out, drop, op, params, ins, needs in back:
         if params:
@@ -88,13 +89,6 @@ def _accumulate(slot: int, numpy: bool, freed: bool) -> list[str]:
         f"                o = gv[{slot}]",
         f"                gv[{slot}] = gi if o is None else as_array(xp, o + gi)",
     ]
-
-
-def _check_tuple(gs: Any, name: str) -> Any:
-    if not isinstance(gs, (tuple, list)):
-        raise TypeError(f"op {name!r}: its VJP rule returned a {type(gs).__name__}; it must "
-                        "return a tuple with one gradient per input, e.g. (g * x,)")
-    return gs
 
 
 def build(source: str, env: dict, name: str) -> Callable:

@@ -34,6 +34,7 @@ import numpy as np
 from . import array_api as ns
 from . import backend as B
 from .eager import FREED, Node, _reachable, seed_gradient
+from .shaping import as_array, unbroadcast
 from .tensor import GradientError, Tensor, _grad_enabled
 
 
@@ -201,30 +202,16 @@ class Tape:
                 if gi is None:
                     continue
                 prev = grads.get(p)
-                grads[p] = gi if prev is None else _as_array(xp, prev + gi)
-
-
-def _as_array(xp: Any, x: Any) -> Any:
-    return np.asarray(x) if xp is np and type(x) is not np.ndarray else x
+                grads[p] = gi if prev is None else as_array(xp, prev + gi)
 
 
 def _fit(xp: Any, backend: Any, g: Any, shape: tuple, dtype: Any) -> Any:
     """``g`` summed back over broadcast axes to ``shape``, in ``dtype``; None for an integer
-    or boolean input, which has no gradient."""
-    g = _as_array(xp, g)
-    gshape = tuple(g.shape)
-    if gshape != shape:
-        lead = len(gshape) - len(shape)
-        if lead < 0:
-            g = xp.broadcast_to(g, shape)
-        else:
-            axes = tuple(range(lead)) + tuple(
-                lead + i for i, d in enumerate(shape) if d == 1 and gshape[lead + i] != 1)
-            if axes:
-                g = _as_array(xp, xp.sum(g, axis=axes, keepdims=True))
-            if tuple(g.shape) != shape:
-                same = int(np.prod(g.shape)) == int(np.prod(shape))
-                g = xp.reshape(g, shape) if same else xp.broadcast_to(g, shape)
+    or boolean input, which has no gradient. ``xp`` may be the differentiable namespace;
+    ``backend`` is the namespace the dtypes belong to."""
+    g = as_array(xp, g)
+    if tuple(g.shape) != shape:
+        g = unbroadcast(xp, g, shape)
     if g.dtype != dtype:
         if not B.is_floating(backend, dtype):
             return None

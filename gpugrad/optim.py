@@ -208,34 +208,45 @@ class AdamW(Adam):
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
-class StepLR:
-    """lr = base_lr * gamma ** (epoch // step_size); call ``step()`` once per epoch."""
+class LRSchedule:
+    """Base class: sets ``optimizer.lr = lr_at(epoch)``; call ``step()`` once per epoch."""
 
-    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
-        self.optimizer, self.step_size, self.gamma = optimizer, int(step_size), float(gamma)
+    def __init__(self, optimizer: Optimizer) -> None:
+        self.optimizer = optimizer
         self.base_lr = optimizer.lr
         self.epoch = 0
 
+    def lr_at(self, epoch: int) -> float:  # pragma: no cover
+        raise NotImplementedError
+
     def step(self) -> float:
         self.epoch += 1
-        self.optimizer.lr = self.base_lr * self.gamma ** (self.epoch // self.step_size)
+        self.optimizer.lr = self.lr_at(self.epoch)
         return self.optimizer.lr
 
 
-class CosineLR:
+class StepLR(LRSchedule):
+    """lr = base_lr * gamma ** (epoch // step_size)."""
+
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
+        super().__init__(optimizer)
+        self.step_size, self.gamma = int(step_size), float(gamma)
+
+    def lr_at(self, epoch: int) -> float:
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class CosineLR(LRSchedule):
     """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2."""
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
-        self.optimizer, self.T_max, self.eta_min = optimizer, int(T_max), float(eta_min)
-        self.base_lr = optimizer.lr
-        self.epoch = 0
+        super().__init__(optimizer)
+        self.T_max, self.eta_min = int(T_max), float(eta_min)
 
-    def step(self) -> float:
-        self.epoch += 1
-        e = min(self.epoch, self.T_max)
-        self.optimizer.lr = self.eta_min + (self.base_lr - self.eta_min) * (
+    def lr_at(self, epoch: int) -> float:
+        e = min(epoch, self.T_max)
+        return self.eta_min + (self.base_lr - self.eta_min) * (
             1.0 + math.cos(math.pi * e / self.T_max)) / 2.0
-        return self.optimizer.lr
 
 
-__all__ = ["Adam", "AdamW", "CosineLR", "OPTIMIZERS", "Optimizer", "SGD", "StepLR"]
+__all__ = ["Adam", "AdamW", "CosineLR", "LRSchedule", "OPTIMIZERS", "Optimizer", "SGD", "StepLR"]

@@ -113,13 +113,7 @@ class Op:
             ]
         if self.vjp is None:
             raise TypeError(f"op {self.name!r} has no gradient (it is not differentiable)")
-        out = self.vjp(xp, g, res, **params)
-        if not isinstance(out, (tuple, list)):
-            raise TypeError(
-                f"op {self.name!r}: its VJP rule returned a {type(out).__name__}; a single rule "
-                "must return a tuple with one gradient per input, e.g. (g * x,)"
-            )
-        return out
+        return gradient_tuple(self.vjp(xp, g, res, **params), self.name)
 
     def __call__(self, *args: Any, **params: Any) -> Any:
         if self.variadic:
@@ -131,6 +125,17 @@ class Op:
     def __repr__(self) -> str:
         doc = (self.__doc__ or "").strip().splitlines()
         return f"<gpugrad op {self.name}: {doc[0] if doc else ''}>"
+
+
+def gradient_tuple(out: Any, name: str) -> Any:
+    """``out`` if a single VJP rule returned one gradient per input; a TypeError naming the
+    op otherwise (a bare array would be spread over the inputs: a silently wrong gradient)."""
+    if not isinstance(out, (tuple, list)):
+        raise TypeError(
+            f"op {name!r}: its VJP rule returned a {type(out).__name__}; a single rule "
+            "must return a tuple with one gradient per input, e.g. (g * x,)"
+        )
+    return out
 
 
 def defop(

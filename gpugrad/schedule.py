@@ -161,19 +161,6 @@ class Schedule:
                     self.template[i] = vals[i] = a
         self.scalars_pending = []
 
-    def _explain(self, feed: Mapping, exc: Exception) -> None:
-        """A forward step failed: step through again to name the op, its inputs and where
-        it was built."""
-        vals = self.template[:]
-        self._feeds(feed, vals)
-        for k, (fwd, ins, params, out, _) in enumerate(self.forward):
-            args = [vals[i] for i in ins]
-            try:
-                o, _ = fwd(self.xp, *args, **params)
-            except (ValueError, TypeError, IndexError) as err:
-                raise E.op_error(self.ops[k].name, args, params, err, self.sites[k]) from exc
-            vals[out] = o
-
     def _feeds(self, feed: Mapping, vals: list) -> None:
         for s, ph in self.placeholders:
             try:
@@ -213,8 +200,10 @@ class Schedule:
                     self._forward(xp, vals, res, meta, grads)
             else:
                 self._forward(xp, vals, res, meta, grads)
-        except (ValueError, TypeError, IndexError) as exc:
-            self._explain(feed, exc)
+        except (ValueError, TypeError, IndexError):
+            # step through again: the checked run names the op, its inputs and where the
+            # graph's op was built (the error is deterministic, so it raises there)
+            run_checked(self, feed, False, None, None)
             raise
         value = vals[self.out]
         if not grads:

@@ -9,9 +9,9 @@ is only applied where its inputs are in its domain (positive for log and sqrt, |
 atanh, ...), and a sample that falls within 1e-3 of a declared kink (relu and abs at 0,
 maximum/minimum and max/min ties, clip's bounds, atan2's origin and its branch cut along
 x < 0) is rejected: the kinks have their own tests in test_op_rules.py. ``astype`` is left out:
-a float32 round trip would defeat float64 differences. The gradient of a weighted sum of the last value and up to two earlier ones is
-checked at the drawn point, on NumPy or on array_api_strict (whose portable rules differ from
-NumPy's fast paths).
+a float32 round trip would defeat float64 differences. The gradient of a weighted sum of the
+last value and up to two earlier ones is checked at the drawn point, on NumPy or on
+array_api_strict (whose portable rules differ from NumPy's fast paths).
 
 CI runs a fixed-seed budget (``derandomize=True``, no example database) of 500 programs;
 ``GPUGRAD_FUZZ_EXAMPLES=N`` runs N instead. A failure is shrunk by Hypothesis and kept below

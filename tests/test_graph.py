@@ -424,3 +424,15 @@ def test_guarded_sigmoid_fast_path_matches_portable_rule(rng):
         fast, _ = op.fast_forward["numpy-overflow-raises"](np, x)
     slow, _ = op.forward(np, x)
     np.testing.assert_allclose(fast, slow, rtol=4e-7, atol=0)
+
+
+def test_a_later_compiled_run_that_fails_names_the_op_and_where_it_was_built():
+    with gg.use_backend("numpy"):
+        x = gg.Placeholder((None, None), "float64", name="x")
+        W = gg.Variable(np.ones((3, 2)))
+        y = gg.sum(x @ W)  # built on this line
+        line = sys._getframe().f_lineno - 1
+        assert float(y.eval(feed={x: np.ones((2, 3))})) == 12.0  # the checked first run
+        with pytest.raises(gg.OpError, match=rf"matmul: shapes \(2, 4\) and \(3, 2\).*"
+                                             rf"test_graph.py:{line}"):
+            y.eval(feed={x: np.ones((2, 4))})  # the compiled code fails; it names the op
