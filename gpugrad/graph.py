@@ -21,10 +21,10 @@ import numpy as np
 from . import backend as B
 from . import errors as E
 from . import versions
+from .compiler.schedule import FeedError, Schedule
 from .eager import Node, as_array, backend_name, set_symbolic_builder
 from .operators import ArrayOps
 from .registry import Op
-from .schedule import FeedError, Schedule
 from .tensor import Tensor, no_grad
 
 

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from . import backend as B
-from . import errors as E
-from .eager import vjp
-from .shaping import as_array, fit, seed_gradient
-from .tensor import no_grad
+from .. import backend as B
+from .. import errors as E
+from ..eager import vjp
+from ..shaping import as_array, fit
 
 
 def check_dtypes(op: Any, args: list, out: Any, xp: Any, site: str) -> None:
@@ -32,16 +31,16 @@ def check_dtypes(op: Any, args: list, out: Any, xp: Any, site: str) -> None:
             raise E.DtypeError(E.at(why, site))
 
 
-def run_checked(sched: Any, feed: Mapping, grads: bool, seed: Any, hook: Any) -> tuple:
-    """One forward (and, if ``grads``, backward) sweep of ``sched``, step by step; ``hook``
-    is the anomaly checker, or None."""
+def checked_forward(sched: Any, feed: Mapping, grads: bool, hook: Any) -> tuple[list, list]:
+    """One forward sweep of ``sched``, step by step: ``(values, residuals)``. ``hook`` is
+    the anomaly checker, or None."""
     xp = sched.xp
     vals = sched.template[:]
     sched._feeds(feed, vals)
     if sched.scalars_pending:
         sched._convert_scalars(vals)
-    res: list = [None] * len(sched.forward)
-    for k, (fwd, ins, params, out, _) in enumerate(sched.forward):
+    res: list = [None] * len(sched.fsteps)
+    for k, (fwd, ins, params, out, _) in enumerate(sched.fsteps):
         op, site = sched.ops[k], sched.sites[k]
         args = [vals[i] for i in ins]
         try:
@@ -55,28 +54,28 @@ def run_checked(sched: Any, feed: Mapping, grads: bool, seed: Any, hook: Any) ->
         if hook is not None:
             hook.forward(op, args, o, None, site)
         vals[out] = o
-        res[k] = r
-    value = vals[sched.out]
-    if not grads:
-        return value, []
-    gv: list = [None] * len(vals)
-    gv[sched.out] = seed_gradient(value, xp, seed, "gradients")
-    with no_grad():
-        for k, out, _, op, params, ins, needs in sched.back:
-            g = gv[out]
-            if g is None:
+        if grads:
+            res[k] = r
+    return vals, res
+
+
+def checked_backward(sched: Any, vals: list, res: list, gv: list, hook: Any) -> None:
+    """The VJP sweep of ``sched``, step by step, adding into ``gv`` (seeded at the output)."""
+    xp = sched.xp
+    for k, out, _, op, params, ins, needs in sched.back:
+        g = gv[out]
+        if g is None:
+            continue
+        gs = vjp(op, xp, g, res[k], needs, params, sched.backend)
+        if hook is not None:
+            hook.backward(op, needs, res[k], g, gs, sched.sites[k])
+        res[k] = None
+        for pos, need in enumerate(needs):
+            gi = gs[pos] if need else None
+            if gi is None:
                 continue
-            gs = vjp(op, xp, g, res[k], needs, params, sched.backend)
-            if hook is not None:
-                hook.backward(op, needs, res[k], g, gs, sched.sites[k])
-            res[k] = None
-            for pos, need in enumerate(needs):
-                gi = gs[pos] if need else None
-                if gi is None:
-                    continue
-                src = vals[ins[pos]]
-                gi = fit(xp, gi, tuple(src.shape), src.dtype)
-                if gi is not None:
-                    prev = gv[ins[pos]]
-                    gv[ins[pos]] = gi if prev is None else as_array(xp, prev + gi)
-    return value, [gv[s] if gv[s] is not None else xp.zeros_like(vals[s]) for s in sched.wrt]
+            src = vals[ins[pos]]
+            gi = fit(xp, gi, tuple(src.shape), src.dtype)
+            if gi is not None:
+                prev = gv[ins[pos]]
+                gv[ins[pos]] = gi if prev is None else as_array(xp, prev + gi)

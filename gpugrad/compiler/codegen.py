@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .eager import as_array, fit
-from .registry import gradient_tuple
+from ..eager import as_array, fit
+from ..registry import gradient_tuple
 
 
 def _args(ins: tuple, k: int, params: dict) -> str:

@@ -12,12 +12,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import backend as B
-from . import codegen, eager
-from . import errors as E
-from .eager import _scalars_to_arrays, backend_name, seed_gradient
-from .interpret import run_checked
-from .tensor import Tensor, no_grad
+from .. import backend as B
+from .. import eager
+from .. import errors as E
+from ..eager import _scalars_to_arrays, backend_name, seed_gradient
+from ..tensor import no_grad
+from . import codegen
+from .interpret import checked_backward, checked_forward
+from .trace import trace
 
 GUARDED = "numpy-overflow-raises"
 """Fast-path key for NumPy rules that rely on running inside errstate(over="raise")."""
@@ -31,58 +33,12 @@ class Schedule:
     """The compiled form of one output and one list of gradient targets (``wrt``)."""
 
     def __init__(self, root: Any, wrt: tuple) -> None:
-        from .graph import Placeholder, Symbol
-
-        if isinstance(root, Placeholder):
-            raise ValueError("a Placeholder on its own is not a graph to run")
-        slot_of: dict = {}
-        template: list = []
-        self.placeholders: list = []
-        self.tensors: list = []
-        steps: list = []
-        self.sites: list = []  # where each step's op was built, for error messages
-
-        def leaf_slot(a: Any) -> int:
-            if isinstance(a, (Symbol, Tensor)):
-                s = slot_of.get(a)
-                if s is None:
-                    s = slot_of[a] = len(template)
-                    template.append(None)
-                    (self.tensors if isinstance(a, Tensor) else self.placeholders).append((s, a))
-                return s
-            template.append(a)  # a Python scalar or None: a constant slot of its own
-            return len(template) - 1
-
-        stack: list = [(root, False)]
-        while stack:
-            sym, expanded = stack.pop()
-            if sym in slot_of:
-                continue
-            if sym.op is None:
-                leaf_slot(sym)
-                continue
-            if not expanded:
-                stack.append((sym, True))
-                stack.extend((a, False) for a in sym.args
-                             if isinstance(a, Symbol) and a not in slot_of)
-                continue
-            ins = tuple(slot_of[a] if isinstance(a, Symbol) and a.op is not None
-                        else leaf_slot(a) for a in sym.args)
-            out = slot_of[sym] = len(template)
-            template.append(None)
-            steps.append((sym.op, ins, sym.params, out))
-            self.sites.append(sym.site)
+        tr = trace(root, wrt)
+        template, steps = tr.template, tr.steps
+        self.placeholders, self.tensors, self.sites = tr.placeholders, tr.tensors, tr.sites
+        self.out, self.wrt = tr.out, tr.wrt
         self.template = template
-        self.out = slot_of[root]
         self.ops = [op for op, *_ in steps]
-        self.wrt = []
-        for w in wrt:
-            s = slot_of.get(w)
-            if s is None:
-                raise ValueError(f"gradients: {w!r} is not used by the graph of {root!r}")
-            if isinstance(w, Tensor) and not w.requires_grad:
-                raise ValueError(f"gradients: {w!r} does not require gradients")
-            self.wrt.append(s)
 
         leaf = self.tensors[0][1] if self.tensors else None
         b = B.current()
@@ -124,12 +80,12 @@ class Schedule:
         for i, k in last_use.items():
             if i in intermediates and i not in keep:
                 frees[k].append(i)
-        self.forward = [
+        self.fsteps = [
             (op.fast_forward.get(self.backend, op.forward), ins, params, out, tuple(frees[k]))
             for k, (op, ins, params, out) in enumerate(steps)
         ]
         numpy = self.xp is np
-        fsrc, fenv = codegen.forward_source([f[:4] for f in self.forward], self.keep_res,
+        fsrc, fenv = codegen.forward_source([f[:4] for f in self.fsteps], self.keep_res,
                                             frees, numpy)
         bsrc, benv = codegen.backward_source(back, self.backend, numpy,
                                              {i for f in frees for i in f})
@@ -140,7 +96,7 @@ class Schedule:
         self._forward_guarded = None
         guarded = [op.fast_forward.get(GUARDED) for op in self.ops] if numpy else []
         if any(guarded):
-            steps = [(g or f[0], *f[1:4]) for g, f in zip(guarded, self.forward)]
+            steps = [(g or f[0], *f[1:4]) for g, f in zip(guarded, self.fsteps)]
             gsrc, genv = codegen.forward_source(steps, self.keep_res, frees, numpy)
             self._forward_guarded = codegen.build(gsrc, genv, "forward")
         self._backward = codegen.build(bsrc, benv, "backward")
@@ -152,7 +108,7 @@ class Schedule:
         """First run: scalars that rules need as arrays become 0-d arrays of the inputs'
         dtype, once (Placeholders fix their dtypes, so this holds for later runs)."""
         for k in self.scalars_pending:
-            _, ins, _, _, _ = self.forward[k]
+            _, ins, _, _, _ = self.fsteps[k]
             args = [vals[i] for i in ins]
             ref = next((a for a in args if hasattr(a, "dtype")), None)
             _scalars_to_arrays(self.ops[k], args, ref, self.xp)
@@ -173,21 +129,23 @@ class Schedule:
         for s, t in self.tensors:
             vals[s] = t.data
 
-    def run(self, feed: Mapping, grads: bool, seed: Any = None) -> tuple[Any, list]:
-        """One forward sweep, and a backward sweep if ``grads``: (value, [gradients])."""
+    def forward(self, feed: Mapping, grads: bool) -> tuple[Any, "Saved"]:
+        """One forward sweep: ``(value, saved)``. ``saved`` holds what :meth:`backward`
+        needs (the values, the residuals, and shapes of freed intermediates); it is empty
+        when ``grads`` is False."""
         hook = eager._anomaly
         if hook is not None and not hook.enabled():
             hook = None
         if hook is not None or not self.checked:
-            out = run_checked(self, feed, grads, seed, hook)
+            vals, res = checked_forward(self, feed, grads, hook)
             self.checked = True
-            return out
+            return vals[self.out], Saved(vals, res, {}, True, hook, grads)
         xp = self.xp
         vals = self.template[:]
         self._feeds(feed, vals)
         if self.scalars_pending:
             self._convert_scalars(vals)
-        res: list = [None] * len(self.forward) if grads else []
+        res: list = [None] * len(self.fsteps) if grads else []
         meta: dict = {}
         try:
             if self._forward_guarded is not None:
@@ -203,13 +161,44 @@ class Schedule:
         except (ValueError, TypeError, IndexError):
             # step through again: the checked run names the op, its inputs and where the
             # graph's op was built (the error is deterministic, so it raises there)
-            run_checked(self, feed, False, None, None)
+            checked_forward(self, feed, False, None)
             raise
-        value = vals[self.out]
+        return vals[self.out], Saved(vals, res, meta, False, None, grads)
+
+    def backward(self, saved: "Saved", seed: Any = None) -> list:
+        """The VJP sweep, once, from what :meth:`forward` saved: one gradient per ``wrt``."""
+        if not saved.grads:
+            raise RuntimeError("backward: the forward sweep ran with grads=False, so it saved "
+                               "nothing to differentiate; run forward(feed, grads=True)")
+        if saved.vals is None:
+            raise RuntimeError("backward: this forward sweep's saved values were already "
+                               "used by one backward; run forward again")
+        xp = self.xp
+        vals = saved.vals
+        saved.vals = None
+        gv: list = [None] * len(vals)
+        gv[self.out] = seed_gradient(vals[self.out], xp, seed, "gradients")
+        with no_grad():
+            if saved.checked:
+                checked_backward(self, vals, saved.res, gv, saved.hook)
+            else:
+                self._backward(xp, vals, saved.res, saved.meta, gv)
+        return [gv[s] if gv[s] is not None else xp.zeros_like(vals[s]) for s in self.wrt]
+
+    def run(self, feed: Mapping, grads: bool, seed: Any = None) -> tuple[Any, list]:
+        """One forward sweep, and a backward sweep if ``grads``: (value, [gradients])."""
+        value, saved = self.forward(feed, grads)
         if not grads:
             return value, []
-        gv: list = [None] * len(vals)
-        gv[self.out] = seed_gradient(value, xp, seed, "gradients")
-        with no_grad():
-            self._backward(xp, vals, res, meta, gv)
-        return value, [gv[s] if gv[s] is not None else xp.zeros_like(vals[s]) for s in self.wrt]
+        return value, self.backward(saved, seed)
+
+
+class Saved:
+    """What a forward sweep keeps for its backward sweep (opaque to callers)."""
+
+    __slots__ = ("vals", "res", "meta", "checked", "hook", "grads")
+
+    def __init__(self, vals: list, res: list, meta: dict, checked: bool, hook: Any,
+                 grads: bool) -> None:
+        self.vals, self.res, self.meta = vals, res, meta
+        self.checked, self.hook, self.grads = checked, hook, grads

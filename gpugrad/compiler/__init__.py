@@ -1,0 +1,26 @@
+"""The graph compiler: one pass a module.
+
+A graph goes through the passes in this order:
+
+- ``trace``: the Symbols under a root become numbered slots and a topologically ordered
+  list of steps ``(op, input slots, params, output slot)``;
+- ``schedule``: forward steps with their rules chosen for the backend, the VJP steps on a
+  path to a gradient target in reverse, and (for a whole training step) the optimizer update;
+- ``interpret``: a schedule's first run, step by step, with checks between the steps; it is
+  the definition the generated code must match;
+- ``codegen``: straight-line Python for the forward and backward sweeps.
+
+>>> import numpy as np, gpugrad as gg
+>>> from gpugrad.compiler.trace import trace
+>>> x = gg.Placeholder((None, 2), "float64", name="x")
+>>> W = gg.Variable(np.ones((2, 1)), name="W")
+>>> loss = gg.sum(gg.sigmoid(x @ W))
+>>> [op.name for op, *_ in trace(loss, (W,)).steps]
+['matmul', 'sigmoid', 'sum']
+>>> sched, _ = loss._schedule((W,))
+>>> value, saved = sched.forward({x: np.zeros((3, 2))}, grads=True)
+>>> float(value)
+1.5
+>>> [g.shape for g in sched.backward(saved)]
+[(2, 1)]
+"""
