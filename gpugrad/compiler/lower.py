@@ -14,6 +14,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
+SMALL = 1 << 16
+"""Weights up to this many elements are copied transposed for ``g @ W.T`` (an NN product)."""
+
+
 def _same(info: list, dtype: Any) -> bool:
     return all(i is not None and i[1] == dtype for i in info)
 
@@ -36,11 +40,11 @@ def forward(name: str, ins: list, info: list, out: tuple, params: dict) -> Calla
                              f"np.add({o}, 1.0, out={o})", f"np.reciprocal({o}, out={o})"]
     if name == "matmul" and len(info[0][0]) == 2 and len(info[1][0]) == 2:
         b = ins[1]
-        return lambda o, dst: [f"{o} = np.matmul({a}, {b}, out={dst})"]
+        return lambda o, dst: [f"{o} = np.dot({a}, {b}, out={dst})"]
     if name == "linear" and len(info[0][0]) == 2 and len(info[1][0]) == 2 \
             and len(info[2][0]) == 1:
         w, b = ins[1], ins[2]  # bias added in place: no broadcast temporary
-        return lambda o, dst: [f"{o} = np.matmul({a}, {w}, out={dst})",
+        return lambda o, dst: [f"{o} = np.dot({a}, {w}, out={dst})",
                                f"np.add({o}, {b}, out={o})"]
     return None
 
@@ -99,10 +103,16 @@ def backward(name: str, pos: int, g: str, ins: list, info: list, o: str,
                                          f"np.multiply({c}, {g}, out={c})"], False, [])
     if name in ("matmul", "linear"):
         a, b = ins[0], ins[1]
+        bshape = info[1][0]
+        if pos == 0 and bshape[0] * bshape[1] <= SMALL:
+            # orientation: an NT product costs more than copying b^T and an NN product here
+            return ([g, b], lambda c, C, T: [f"np.copyto({T[0]}, {b}.T)",
+                                             f"{c} = np.dot({g}, {T[0]}, out={C})"],
+                    False, [(bshape[::-1], dtype)])
         if pos == 0:
-            return [g, b], lambda c, C, T: [f"{c} = np.matmul({g}, {b}.T, out={C})"], False, []
+            return [g, b], lambda c, C, T: [f"{c} = np.dot({g}, {b}.T, out={C})"], False, []
         if pos == 1:
-            return [g, a], lambda c, C, T: [f"{c} = np.matmul({a}.T, {g}, out={C})"], False, []
+            return [g, a], lambda c, C, T: [f"{c} = np.dot({a}.T, {g}, out={C})"], False, []
         if shape != gshape[-1:]:
             return None
         return [g], lambda c, C, T: [f"{c} = np.add.reduce({g}, axis=0, out={C})"], False, []

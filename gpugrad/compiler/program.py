@@ -81,6 +81,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             n = shapes[z][0][0]
             ar = f"AR{k}"
             env[ar] = np.arange(n)
+            env[f"INTP_v{o}"] = np.intp(n)
             low_f[k] = ("ce", z, t, ar, n, red)
 
             def emit(outs, temps, z=z, t=t, o=o, ar=ar, red=red, k=k):
