@@ -146,8 +146,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 names = [c for c, _ in cs]
 
                 def emit(outs, temps, names=names, name=name):
-                    lines = [f"{name} = np.add({names[0]}, {names[1]}, out={outs[0]})"]
-                    lines += [f"np.add({name}, {c}, out={name})" for c in names[2:]]
+                    lines = [f"{name} = np.add({names[0]}, {names[1]}, {outs[0]})"]
+                    lines += [f"np.add({name}, {c}, {name})" for c in names[2:]]
                     return lines
                 prog.append(plan.Instr(names, [(name, *shapes[slot])], emit, True))
                 gname[slot] = (name, False)
@@ -273,6 +273,20 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
     lines += [f"    {name} = V[{name[1:]}]" for name in used]
     lines += [f"    B{b} = B[{b}]" for b in range(len(buffers))]
 
+    # values left to ordinary allocation are dropped after their last reader, as the
+    # generic code frees intermediates, so peak memory stays where it was
+    last: dict = {}
+    for k, ins in enumerate(prog):
+        for n in ins.reads:
+            last[n] = k
+        for n, *_ in ins.defines:
+            last.setdefault(n, k)
+    kept = set(results) | {"seed_", "_"} | set(used)
+    drops: dict = {}
+    for n, k in last.items():
+        if n not in where and n not in kept:
+            drops.setdefault(k, []).append(n)
+
     def block(instrs, start, ind):
         out = []
         for j, ins in enumerate(instrs):
@@ -281,6 +295,8 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
             temps = [f"B{where[f'~{k}.{t}']}" for t in range(len(ins.temps))]
             env.update(getattr(ins, "env", {}))
             out += [ind + line for line in ins.emit(outs, temps)]
+            if k in drops:
+                out.append(ind + " = ".join(sorted(drops[k])) + " = None")
         return out
     if numpy:
         lines.append("    with np.errstate(over='raise'):")

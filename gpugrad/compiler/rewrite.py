@@ -77,9 +77,9 @@ def ce_forward(z: str, t: str, o: str, logp: str, LOGP: str, T: str, ar: str,
     return [
         f"m_ = np.maximum.reduce({z}, axis=-1, keepdims=True)",
         "if not np.isfinite(m_).all(): m_ = np.where(np.isfinite(m_), m_, 0.0)",
-        f"{logp} = np.subtract({z}, m_, out={LOGP})",
+        f"{logp} = np.subtract({z}, m_, {LOGP})",
         f"s_ = np.add.reduce(np.exp({logp}, out={T}), axis=-1, keepdims=True)",
-        f"np.subtract({logp}, np.log(s_, out=s_), out={logp})",
+        f"np.subtract({logp}, np.log(s_, out=s_), {logp})",
         f"s_ = np.add.reduce(np.negative({logp}[{ar}, {t}]), axis=None)",
         last,
     ]
@@ -89,8 +89,8 @@ def ce_backward(g: str, t: str, logp: str, c: str, C: str, ar: str, n: int,
                 reduction: str) -> list:
     """``(p - onehot) * scale``: the chain's VJPs in one buffer."""
     scale = f"({g} / {float(n)!r})" if reduction == "mean" else g
-    return [f"{c} = np.exp({logp}, out={C})", f"{c}[{ar}, {t}] -= 1.0",
-            f"np.multiply({c}, {scale}, out={c})"]
+    return [f"{c} = np.exp({logp}, {C})", f"{c}[{ar}, {t}] -= 1.0",
+            f"np.multiply({c}, {scale}, {c})"]
 
 
 def fold_lr(opt: Any) -> bool:
