@@ -18,14 +18,21 @@ SMALL = 1 << 16
 """Weights up to this many elements are copied transposed for ``g @ W.T`` (an NN product)."""
 
 
-def _same(info: list, dtype: Any) -> bool:
-    return all(i is not None and i[1] == dtype for i in info)
+SCALAR = ((), "scalar")
+"""The info of a Python scalar operand (weak: it takes the array operand's dtype)."""
+
+BINARY = ("add", "subtract", "multiply")
+
+
+def _same(info: list, dtype: Any, scalars: bool) -> bool:
+    return all(i is not None and (i[1] == dtype or (scalars and i is SCALAR)) for i in info) \
+        and any(i is not SCALAR for i in info)
 
 
 def forward(name: str, ins: list, info: list, out: tuple, params: dict) -> Callable | None:
     """``emit(o, dst) -> lines`` computing op ``name`` into ``dst``, or None."""
     shape, dtype = out
-    if not _same(info, dtype) or not shape:
+    if not _same(info, dtype, name in BINARY) or not shape:
         return None
     a = ins[0]
     if name in ("add", "subtract", "multiply") and len(ins) == 2:
