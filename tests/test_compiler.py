@@ -327,3 +327,56 @@ def test_lowered_elementwise_broadcasts_and_fan_out(numpy_backend):
             np.testing.assert_allclose(a, e, **TOL)
     src = next(iter(loss._schedules[(tuple(wrt), np)].programs.values())).source
     assert "np.add.reduce" in src and "np.copyto" in src and "np.reciprocal" in src
+
+
+def test_overflow_in_a_planned_forward_falls_back_to_the_exact_rule(numpy_backend):
+    """The planned sigmoid runs under errstate(over="raise"); an input that overflows
+    exp(-x) reruns generically, which gives the exact tiny values (and no warning)."""
+    x = gg.Placeholder((3,), "float32", name="x")
+    w = gg.Variable(np.ones(3, "float32"))
+    loss = gg.sum(gg.sigmoid(x * w))
+    ok = np.array([0.5, -1.0, 2.0], "float32")
+    far = np.array([-100.0, -1.0, 2.0], "float32")
+    gg.gradients(loss, [w], feed={x: ok})
+    gg.gradients(loss, [w], feed={x: ok})  # planned from here on
+    sched = loss._schedules[((w,), np)]
+    (prog,) = sched.programs.values()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (g,) = gg.gradients(loss, [w], feed={x: far})
+    value, saved = sched.forward({x: far}, True)  # the generic code, on its own
+    np.testing.assert_array_equal(g, sched.backward(saved)[0])
+    s = 1.0 / (1.0 + np.exp(-far.astype(np.float64)))
+    np.testing.assert_allclose(g[1:], (far * s * (1 - s))[1:], rtol=1e-5)
+    assert 0.0 < -g[0] < 1e-40
+    assert list(sched.programs.values()) == [prog]  # not rebuilt
+
+
+def test_a_busy_program_lets_another_thread_run_generically(numpy_backend):
+    import threading
+
+    x = gg.Placeholder((None, 4), "float64", name="x")
+    W = gg.Variable(np.random.default_rng(0).standard_normal((4, 4)))
+    loss = gg.sum(gg.sigmoid(x @ W) * (x @ W))
+    X = np.random.default_rng(1).standard_normal((5, 4))
+    want = gg.gradients(loss, [W], feed={x: X})[0]
+    sched = loss._schedules[((W,), np)]
+    gg.gradients(loss, [W], feed={x: X})
+    (prog,) = sched.programs.values()
+    with prog.busy:  # as if another thread were inside it
+        got = gg.gradients(loss, [W], feed={x: X})[0]
+    np.testing.assert_allclose(got, want, **TOL)
+    results = []
+
+    def worker():
+        for _ in range(50):
+            results.append(gg.gradients(loss, [W], feed={x: X})[0])
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        np.testing.assert_allclose(r, want, **TOL)
