@@ -308,6 +308,21 @@ def test_writing_a_saved_input_before_backward_is_caught(bk64):
         loss.backward()
 
 
+def test_host_array_argument_edited_before_backward(numpy_backend):
+    """A NumPy argument is the caller's memory: a recorded call copies it, so an edit after
+    the call cannot reach the gradient (the eager engine checksums it instead)."""
+    W = gg.Variable(np.array([1.0, 2.0]))
+    f = gg.compile(lambda x: gg.sum(x * W))
+    x = np.array([3.0, 4.0])
+    for _ in range(2):
+        W.grad = None
+        loss = f(x)
+        x[:] = [100.0, 100.0]
+        loss.backward()
+        np.testing.assert_array_equal(gg.to_numpy(W.grad), [3.0, 4.0])
+        x[:] = [3.0, 4.0]
+
+
 def test_a_returned_value_keeps_its_value_across_later_calls(bk64):
     W = gg.Variable(np.array([[1.0, 2.0], [3.0, 4.0]]))
     f = gg.compile(lambda x: gg.sigmoid(x @ W) * 2.0)

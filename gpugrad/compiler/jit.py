@@ -30,7 +30,6 @@ import numpy as np
 
 from .. import backend as B
 from .. import errors as E
-from .. import versions
 from ..eager import Node, backend_name
 from ..graph import Placeholder, Symbol, _lift, compile_trace
 from ..pytree import tree_flatten, tree_unflatten
@@ -258,7 +257,12 @@ class _Entry:
         record = bool(inputs)
         key = tuple(args)
         sched = self.schedules.get((key, 0)) or self.schedule(key)
-        feed = {ph: leaves[i] for ph, i in zip(self.placeholders, self.arrays)}
+        if record:  # host arrays are the caller's memory: backward must not see later edits
+            feed = {ph: np.array(a) if type(a) is np.ndarray else a
+                    for ph, a in ((ph, leaves[i]) for ph, i in zip(self.placeholders,
+                                                                  self.arrays))}
+        else:
+            feed = {ph: leaves[i] for ph, i in zip(self.placeholders, self.arrays)}
         value, saved = sched.forward(feed, record)
         values = [value]
         if len(self.syms) > 1:
@@ -269,7 +273,6 @@ class _Entry:
         xp = sched.xp
         name = backend_name(xp)
         needs = (True,) * len(inputs)
-        raw = [leaves[i] for i in self.arrays if isinstance(leaves[i], np.ndarray)]
         nodes = []
         for k, v in enumerate(values):
             if not B.is_floating(xp, v.dtype):
@@ -278,8 +281,6 @@ class _Entry:
             state = _State(self, sched, saved, feed, key, k, len(inputs))
             node = Node(self.op, {}, tuple(inputs), needs, (state, saved.res), name,
                         tuple(v.shape), v.dtype)
-            if raw:
-                versions.fingerprint(node, raw)
             nodes.append(node)
         return self._outputs(leaves, values, nodes)
 
