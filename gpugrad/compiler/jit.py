@@ -43,6 +43,7 @@ CacheInfo = namedtuple("CacheInfo", "hits misses traces maxsize")
 traces the cache holds now; ``maxsize``: the bound."""
 
 _SCALARS = (int, float, bool, complex, str, bytes, type(None))
+_NESTED = (tuple, list, dict)
 
 
 def compile(fn: Callable | None = None, *, cache_size: int = 32) -> Any:  # noqa: A001
@@ -114,8 +115,12 @@ class Compiled:
         return f"<gg.compile of {getattr(self.fn, '__qualname__', self.fn)!r}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        leaves, structure = tree_flatten((args, kwargs) if kwargs else args)
-        key = [_hashable(structure), _grad_enabled.get()]
+        if kwargs or any(isinstance(a, _NESTED) for a in args):
+            leaves, structure = tree_flatten((args, kwargs) if kwargs else args)
+            key = [_hashable(structure), _grad_enabled.get()]
+        else:  # flat positional arguments: the common case, without the pytree walk
+            leaves, structure = list(args), (tuple, None, [None] * len(args))
+            key = [len(args), _grad_enabled.get()]
         arrays = []
         for i, a in enumerate(leaves):
             if isinstance(a, Tensor):
