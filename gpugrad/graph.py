@@ -284,10 +284,27 @@ def minimize(loss: Any, variables: Sequence[Tensor], lr: float,
     array([1.])
     """
     variables = _as_tuple(variables)
-    value, grads = value_and_gradients(loss, variables, feed)
     lr = float(lr)
+    if lr > 0:  # one compiled step, updating in place (see train_step)
+        from .optim import SGD
+
+        sched, _ = _need_symbol(loss, "minimize")._schedule(variables)
+        opt = sched.minimizer
+        if opt is None:
+            opt = sched.minimizer = SGD(variables, lr=lr)
+        opt.lr = lr
+        return sched.train_step(opt, feed or {})
+    value, grads = value_and_gradients(loss, variables, feed)
     with no_grad():
         for v, g in zip(variables, grads):
             v.data = as_array(v.xp, v.data - lr * g)
             versions.rebound(v)  # a new array: arrays saved earlier stay as they were
     return value
+
+
+def train_step(loss: Any, opt: Any, feed: Mapping | None = None) -> Any:
+    """Forward, backward and ``opt``'s update of ``opt.params`` as one compiled program per
+    input signature (``Optimizer.minimize`` calls this); returns the loss value."""
+    sym = _need_symbol(loss, "minimize")
+    sched, _ = sym._schedule(tuple(opt.params))
+    return sched.train_step(opt, feed or {})

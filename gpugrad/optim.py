@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from . import versions
 from .errors import at, call_site
-from .graph import value_and_gradients
+from .graph import train_step, value_and_gradients
 from .nn.module import StateDictError, _onto
 from .ops import cuda
 from .tensor import Tensor, Variable, no_grad
@@ -57,12 +57,18 @@ class Optimizer:
         skipped)."""
         self._apply([(p, p.grad) for p in self.params if p.grad is not None])
 
-    def minimize(self, loss: Any, feed: Mapping | None = None) -> Any:
+    def minimize(self, loss: Any, feed: Mapping | None = None, compiled: bool = True) -> Any:
         """Graph front end: forward, backward and update in one call; returns the loss as a
-        0-d device array (read it with ``float()`` only when you need it)."""
-        value, grads = value_and_gradients(loss, self.params, feed)
-        self._apply(list(zip(self.params, grads)))
-        return value
+        0-d device array (read it with ``float()`` only when you need it).
+
+        The three run as one compiled program per input signature, updating the parameters
+        and the optimizer state in place (``compiled=False``: the gradients first, then
+        :meth:`step`'s update; the same numbers)."""
+        if not compiled:
+            value, grads = value_and_gradients(loss, self.params, feed)
+            self._apply(list(zip(self.params, grads)))
+            return value
+        return train_step(loss, self, feed)
 
     def _apply(self, pairs: list) -> None:
         self.steps += 1

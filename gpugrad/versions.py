@@ -210,3 +210,23 @@ def _position(node: Any, array: Any) -> str:
         if hasattr(data, "shape") and hasattr(data, "dtype") and overlap(data, array):
             return f"input {i}, "
     return ""
+
+
+def wrote_many(tensors: list, site: str) -> None:
+    """Record one in-place write into each Tensor's current array (an optimizer step), under
+    one lock."""
+    global last_event
+    with _lock:
+        for t in tensors:
+            array = t.data
+            try:
+                ref: Any = weakref.ref(array)
+            except TypeError:
+                ref = id(array)
+            v = version_of(t)
+            v.count += 1
+            seq = v.last = next(sequence)
+            v.recent.append(seq)
+            v.site = site
+            _writes.append((seq, ref, v, v.count, site))
+            last_event = seq

@@ -17,7 +17,7 @@ from .. import eager
 from .. import errors as E
 from ..eager import _scalars_to_arrays, backend_name, seed_gradient
 from ..tensor import no_grad
-from . import codegen
+from . import codegen, program
 from .interpret import checked_backward, checked_forward
 from .trace import trace
 
@@ -39,6 +39,9 @@ class Schedule:
         self.out, self.wrt = tr.out, tr.wrt
         self.template = template
         self.ops = [op for op, *_ in steps]
+        self.steps = steps
+        self.programs: dict = {}  # planned programs, per signature (gpugrad.compiler.program)
+        self.minimizer: Any = None  # the SGD that gpugrad.minimize steps with
 
         leaf = self.tensors[0][1] if self.tensors else None
         b = B.current()
@@ -186,19 +189,104 @@ class Schedule:
         return [gv[s] if gv[s] is not None else xp.zeros_like(vals[s]) for s in self.wrt]
 
     def run(self, feed: Mapping, grads: bool, seed: Any = None) -> tuple[Any, list]:
-        """One forward sweep, and a backward sweep if ``grads``: (value, [gradients])."""
+        """One forward sweep, and a backward sweep if ``grads``: (value, [gradients]).
+
+        After a first run at an input signature, later runs at that signature go through
+        one planned program (``gpugrad.compiler.program``)."""
+        if seed is None:
+            got = self._run_program(feed, grads, None)
+            if got is not None:
+                return got
         value, saved = self.forward(feed, grads)
-        if not grads:
-            return value, []
-        return value, self.backward(saved, seed)
+        if seed is not None:
+            return value, self.backward(saved, seed) if grads else []
+        shapes, key = _shapes(saved), self._signature(saved.vals)
+        out = (value, self.backward(saved, seed) if grads else [])
+        self._add_program((key, grads, None), shapes, grads, None)
+        return out
+
+    def train_step(self, opt: Any, feed: Mapping) -> Any:
+        """Forward, backward and ``opt``'s update of ``wrt`` (``opt.params``) as one compiled
+        program per input signature; returns the loss value."""
+        got = self._run_program(feed, True, opt)
+        if got is not None:
+            return got[0]
+        value, saved = self.forward(feed, True)
+        shapes, key = _shapes(saved), self._signature(saved.vals)
+        grads = self.backward(saved)
+        opt._apply(list(zip(opt.params, grads)))
+        self._add_program((key, True, opt), shapes, True, opt)
+        return value
+
+    def _signature(self, vals: list) -> tuple:
+        return tuple((tuple(vals[s].shape), vals[s].dtype) for s, _ in self.placeholders) + \
+            tuple((tuple(vals[s].shape), vals[s].dtype) for s, _ in self.tensors)
+
+    def _add_program(self, key: tuple, shapes: list, grads: bool, opt: Any) -> None:
+        if len(self.programs) >= MAX_PROGRAMS:
+            self.programs.pop(next(iter(self.programs)))
+        self.programs[key] = program.build(self, shapes, grads, opt)
+
+    def _run_program(self, feed: Mapping, grads: bool, opt: Any) -> tuple | None:
+        """The planned program's result, or None where there is none yet (or it must not
+        run: anomaly mode, a run that overflowed in the forward sweep)."""
+        if not self.programs or not self.checked:
+            return None
+        hook = eager._anomaly
+        if hook is not None and hook.enabled():
+            return None
+        vals = self.template[:]
+        if self.xp is np:  # a feed of a shape and dtype seen before passed its checks then
+            key = []
+            for s, ph in self.placeholders:
+                v = feed.get(ph) if isinstance(feed, dict) else None
+                if type(v) is not np.ndarray:
+                    self._feeds(feed, vals)
+                    v = vals[s]
+                vals[s] = v
+                key.append((v.shape, v.dtype))
+            for s, t in self.tensors:
+                v = vals[s] = t.data
+                key.append((v.shape, v.dtype))
+        else:
+            self._feeds(feed, vals)
+            key = [(tuple(vals[s].shape), vals[s].dtype) for s, _ in self.placeholders] + \
+                [(tuple(vals[s].shape), vals[s].dtype) for s, _ in self.tensors]
+        prog = self.programs.get((tuple(key), grads, opt))
+        if prog is None:
+            return None
+        try:
+            return prog(vals, None, opt)
+        except FloatingPointError:  # overflow under the forward's errstate: run generically
+            return None
+        except (ValueError, TypeError, IndexError):
+            checked_forward(self, feed, False, None)  # names the op, as the generic run does
+            raise
+
+
+MAX_PROGRAMS = 8
+"""Planned programs kept per schedule (signatures and modes); the oldest goes first."""
 
 
 class Saved:
     """What a forward sweep keeps for its backward sweep (opaque to callers)."""
 
-    __slots__ = ("vals", "res", "meta", "checked", "hook", "grads")
+    __slots__ = ("checked", "grads", "hook", "meta", "res", "vals")
 
     def __init__(self, vals: list, res: list, meta: dict, checked: bool, hook: Any,
                  grads: bool) -> None:
         self.vals, self.res, self.meta = vals, res, meta
         self.checked, self.hook, self.grads = checked, hook, grads
+
+
+def _shapes(saved: Saved) -> list:
+    """(shape, dtype) of every slot a forward sweep saw (None for non-arrays)."""
+    out: list = []
+    for i, v in enumerate(saved.vals):
+        if i in saved.meta:
+            out.append(saved.meta[i])
+        elif hasattr(v, "shape") and hasattr(v, "dtype"):
+            out.append((tuple(v.shape), v.dtype))
+        else:
+            out.append(None)
+    return out

@@ -1,0 +1,109 @@
+"""Pass 3b, lower: NumPy code for common ops that writes into planned buffers (``out=``).
+
+Each entry writes the same arithmetic as the op's NumPy rule, in the same order, so it gives
+the same numbers (tests/test_compiler.py checks every lowering against the portable rules).
+An op, or a case of it, without an entry here runs its registered rules as before.
+
+``forward(op, ins, info, params)`` returns ``emit(o, dst)`` (``o``: the output's name, ``dst``:
+its ``out=`` expression) or None. ``backward(...)`` returns ``(reads, emit, alias)`` for the
+gradient of one input, or None.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+def _same(info: list, dtype: Any) -> bool:
+    return all(i is not None and i[1] == dtype for i in info)
+
+
+def forward(name: str, ins: list, info: list, out: tuple, params: dict) -> Callable | None:
+    """``emit(o, dst) -> lines`` computing op ``name`` into ``dst``, or None."""
+    shape, dtype = out
+    if not _same(info, dtype) or not shape:
+        return None
+    a = ins[0]
+    if name in ("add", "subtract", "multiply") and len(ins) == 2:
+        b = ins[1]
+        return lambda o, dst: [f"{o} = np.{name}({a}, {b}, out={dst})"]
+    if name == "negative":
+        return lambda o, dst: [f"{o} = np.negative({a}, out={dst})"]
+    if name == "tanh":
+        return lambda o, dst: [f"{o} = np.tanh({a}, out={dst})"]
+    if name == "sigmoid":  # as the NumPy fast path; the forward block raises on overflow
+        return lambda o, dst: [f"{o} = np.negative({a}, out={dst})", f"np.exp({o}, out={o})",
+                             f"np.add({o}, 1.0, out={o})", f"np.reciprocal({o}, out={o})"]
+    if name == "matmul" and len(info[0][0]) == 2 and len(info[1][0]) == 2:
+        b = ins[1]
+        return lambda o, dst: [f"{o} = np.matmul({a}, {b}, out={dst})"]
+    if name == "linear" and len(info[0][0]) == 2 and len(info[1][0]) == 2 \
+            and len(info[2][0]) == 1:
+        w, b = ins[1], ins[2]  # bias added in place: no broadcast temporary
+        return lambda o, dst: [f"{o} = np.matmul({a}, {w}, out={dst})",
+                               f"np.add({o}, {b}, out={o})"]
+    return None
+
+
+def _reduce_axes(gshape: tuple, shape: tuple) -> tuple | None:
+    """Axes to sum ``g`` over to get ``shape`` in one reduce (leading axes only), () when
+    the shapes match, None when one reduce cannot do it."""
+    if gshape == shape:
+        return ()
+    lead = len(gshape) - len(shape)
+    if lead > 0 and shape and gshape[lead:] == shape:
+        return tuple(range(lead))
+    if lead == 0 and shape:
+        axes = tuple(i for i, (d, e) in enumerate(zip(shape, gshape)) if d == 1 and e != 1)
+        if all(d == e for i, (d, e) in enumerate(zip(shape, gshape)) if i not in axes):
+            return axes
+    return None
+
+
+def backward(name: str, pos: int, g: str, ins: list, info: list, o: str,
+             out: tuple, params: dict) -> tuple | None:
+    """``(reads, emit(c, C, T), alias, temps)`` for d/d(input ``pos``) given ``g``, or None.
+    ``T`` is a list of temp expressions."""
+    gshape, dtype = out
+    shape = info[pos][0]
+    if name in ("add", "subtract", "negative") or (name == "multiply"):
+        axes = _reduce_axes(gshape, shape)
+        if axes is None:
+            return None
+        keep = bool(axes) and len(shape) == len(gshape)
+        red = f"axis={axes}, keepdims={keep}"
+        neg = (name == "subtract" and pos == 1) or name == "negative"
+        if name == "multiply":
+            other = ins[1 - pos]
+            if not axes:
+                return ([g, other], lambda c, C, T: [f"{c} = np.multiply({g}, {other}, out={C})"],
+                        False, [])
+            return ([g, other], lambda c, C, T: [f"np.multiply({g}, {other}, out={T[0]})",
+                                                 f"{c} = np.add.reduce({T[0]}, {red}, out={C})"],
+                    False, [(gshape, dtype)])
+        if not axes:
+            if neg:
+                return [g], lambda c, C, T: [f"{c} = np.negative({g}, out={C})"], False, []
+            return [g], lambda c, C, T: [f"{c} = {g}"], True, []
+        if neg:
+            return ([g], lambda c, C, T: [f"{c} = np.add.reduce({g}, {red}, out={C})",
+                                          f"np.negative({c}, out={c})"], False, [])
+        return [g], lambda c, C, T: [f"{c} = np.add.reduce({g}, {red}, out={C})"], False, []
+    if name == "tanh":
+        return ([g, o], lambda c, C, T: [f"{c} = np.multiply({o}, {o}, out={C})",
+                                         f"np.subtract(1.0, {c}, out={c})",
+                                         f"np.multiply({g}, {c}, out={c})"], False, [])
+    if name == "sigmoid":
+        return ([g, o], lambda c, C, T: [f"{c} = np.subtract(1.0, {o}, out={C})",
+                                         f"np.multiply({c}, {o}, out={c})",
+                                         f"np.multiply({c}, {g}, out={c})"], False, [])
+    if name in ("matmul", "linear"):
+        a, b = ins[0], ins[1]
+        if pos == 0:
+            return [g, b], lambda c, C, T: [f"{c} = np.matmul({g}, {b}.T, out={C})"], False, []
+        if pos == 1:
+            return [g, a], lambda c, C, T: [f"{c} = np.matmul({a}.T, {g}, out={C})"], False, []
+        if shape != gshape[-1:]:
+            return None
+        return [g], lambda c, C, T: [f"{c} = np.add.reduce({g}, axis=0, out={C})"], False, []
+    return None

@@ -1,0 +1,105 @@
+"""Pass 4, plan: a liveness pass assigns every planned value a persistent buffer.
+
+The program (``gpugrad.compiler.program``) is a straight list of instructions, each naming
+the values it reads and the values it defines. A value is *planned* (written with ``out=``
+into a buffer kept across runs) only when every instruction that touches it is a lowered one
+and it is not handed back to the user; anything a generic rule reads or makes may be kept
+by that rule or be a view, so it is left to ordinary allocation. A buffer whose last reader
+has run goes back to a pool and the next value of the same shape and dtype takes it.
+
+>>> from gpugrad.compiler.plan import Instr, assign
+>>> prog = [Instr(["x"], [("a", (2,), "f8")], None, True),
+...         Instr(["a"], [("b", (2,), "f8")], None, True),
+...         Instr(["b"], [("c", (2,), "f8")], None, True)]
+>>> where, shapes = assign(prog, escapes={"c"})
+>>> where["a"], where["b"], where.get("c")
+(0, 1, None)
+>>> prog.append(Instr(["a"], [("d", (2,), "f8")], None, True))
+>>> where, _ = assign(prog, escapes={"c", "d"})
+>>> where["a"] != where["b"]
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass
+class Instr:
+    """One instruction: ``reads`` (value names), ``defines`` ((name, shape, dtype) each),
+    ``emit(out_exprs, temp_exprs) -> lines`` and whether it is lowered (emits ``out=``).
+
+    ``alias`` maps a defined value to a read value whose memory it shares (a gradient passed
+    on unchanged); ``temps`` are scratch buffers (shape, dtype) used only inside it."""
+
+    reads: list
+    defines: list
+    emit: Callable | None
+    lowered: bool
+    alias: dict = field(default_factory=dict)
+    temps: list = field(default_factory=list)
+
+
+def assign(prog: list, escapes: set) -> tuple[dict, list]:
+    """Buffers for the planned values: ``({value: buffer index}, [(shape, dtype), ...])``.
+    Temps are named ``"~k.j"`` (instruction k, temp j)."""
+    parent: dict = {}
+
+    def find(a: str) -> str:
+        while parent.get(a, a) != a:
+            a = parent[a]
+        return a
+
+    unplanned = set(escapes)
+    info: dict = {}
+    for ins in prog:
+        for name, shape, dtype in ins.defines:
+            info[name] = (shape, dtype)
+            if not ins.lowered or shape is None:
+                unplanned.add(name)
+        if not ins.lowered:
+            unplanned.update(ins.reads)
+        for out, src in ins.alias.items():
+            parent[find(out)] = find(src)
+    # a group of aliases is planned only if all its members are
+    bad = {find(a) for a in unplanned}
+    last: dict = {}
+    for k, ins in enumerate(prog):
+        for name in ins.reads:
+            last[find(name)] = k
+        for name, *_ in ins.defines:
+            last.setdefault(find(name), k)
+    where: dict = {}
+    shapes: list = []
+    pool: dict = {}
+    for k, ins in enumerate(prog):
+        took = []
+        for name, shape, dtype in ins.defines:
+            root = find(name)
+            if root in bad or name in ins.alias or root in where:
+                if root in where and name not in where:
+                    where[name] = where[root]
+                continue
+            where[name] = where[root] = _take(pool, shapes, shape, dtype)
+        for j, (shape, dtype) in enumerate(ins.temps):
+            b = _take(pool, shapes, shape, dtype)
+            where[f"~{k}.{j}"] = b
+            took.append(b)
+        for b in took:
+            pool.setdefault(shapes[b], []).append(b)
+        released = {find(n) for n in ins.reads} | {find(n) for n, *_ in ins.defines}
+        for root in released:
+            if last.get(root) == k and root in where and root not in bad:
+                pool.setdefault(shapes[where[root]], []).append(where[root])
+                last[root] = -1
+    return where, shapes
+
+
+def _take(pool: dict, shapes: list, shape: Any, dtype: Any) -> int:
+    free = pool.get((shape, dtype))
+    if free:
+        return free.pop()
+    shapes.append((shape, dtype))
+    return len(shapes) - 1

@@ -1,0 +1,301 @@
+"""A whole run as one planned program: forward, backward and (for a training step) the
+optimizer update, for one input signature.
+
+``build(sched, shapes, grads, opt)`` turns a schedule and the shapes and dtypes its first
+run saw into a list of instructions (``gpugrad.compiler.plan.Instr``): lowered steps write
+into planned buffers, every other step calls its registered rules as the generic code does.
+``plan.assign`` gives the buffers and ``emit`` writes one Python function.
+
+A value handed back (the output, the gradients of ``gg.gradients``) is never planned, so no
+later run overwrites it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..eager import as_array, fit
+from ..registry import gradient_tuple
+from . import lower, plan, rewrite, update
+from .codegen import build as build_function
+
+GUARDED = "numpy-overflow-raises"
+
+
+def _acc(xp: Any, *cs: Any) -> Any:
+    """Sum of the contributions that are not None (None if all are)."""
+    total = None
+    for c in cs:
+        if c is not None:
+            total = c if total is None else as_array(xp, total + c)
+    return total
+
+
+class Program:
+    """One compiled, planned run; call it with the vals list (feeds filled in)."""
+
+    def __init__(self, fn: Any, buffers: list, source: str, xp: Any) -> None:
+        self.fn = fn
+        self.buffers = buffers
+        self.source = source
+        self.xp = xp
+
+    def __call__(self, vals: list, seed: Any, opt: Any) -> tuple:
+        return self.fn(self.xp, vals, self.buffers, seed, opt)
+
+
+def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool = False) -> Program:
+    """The program for ``sched`` at the signature whose slot shapes are ``shapes``.
+    ``seeded``: the caller passes the seed gradient (else the program starts from ones, or
+    from ``opt.lr`` for plain SGD)."""
+    xp = sched.xp
+    numpy = xp is np
+    steps = sched.steps
+    env: dict[str, Any] = {"np": np, "asarray": np.asarray, "ndarray": np.ndarray, "fit": fit,
+                           "as_array": as_array, "check": gradient_tuple, "acc": _acc}
+    prog: list = []
+    out = sched.out
+    keep = {out, *sched.wrt}
+    readers: dict = {}
+    for _, ins, _, _ in steps:
+        for i in ins:
+            readers[i] = readers.get(i, 0) + 1
+    in_back = {k for k, *_ in sched.back}
+    ce = rewrite.cross_entropy_groups(steps, readers, keep, shapes) if numpy and grads \
+        else {}
+    skip = set()
+    for k, (_, _, members, _) in ce.items():
+        skip |= members - {k}
+    needs_of = {k: needs for k, _, _, _, _, _, needs in sched.back}
+
+    # forward
+    low_f: dict = {}
+    fwd_lines: list = []  # instructions of the forward block
+    for k, (op, ins, params, o) in enumerate(steps):
+        if k in skip:
+            continue
+        if k in ce:
+            z, t, _, red = ce[k]
+            n = shapes[z][0][0]
+            ar = f"AR{k}"
+            env[ar] = np.arange(n)
+            low_f[k] = ("ce", z, t, ar, n, red)
+
+            def emit(outs, temps, z=z, t=t, o=o, ar=ar, red=red, k=k):
+                return rewrite.ce_forward(f"v{z}", f"v{t}", f"v{o}", f"lp{k}", outs[1],
+                                          temps[0], ar, red)
+            fwd_lines.append(plan.Instr([f"v{z}", f"v{t}"],
+                                        [(f"v{o}", None, None),
+                                         (f"lp{k}", *shapes[z])], emit, True,
+                                        temps=[shapes[z]]))
+            continue
+        info = [shapes[i] for i in ins]
+        em = lower.forward(op.name, [f"v{i}" for i in ins], info, shapes[o], params) \
+            if numpy and shapes[o] is not None else None
+        if em is not None and k in in_back:
+            for pos, need in enumerate(needs_of[k]):
+                if need and lower.backward(op.name, pos, "g", [f"v{i}" for i in ins], info,
+                                           "o", shapes[o], params) is None:
+                    em = None
+        if em is not None:
+            low_f[k] = em
+            fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [(f"v{o}", *shapes[o])],
+                                        lambda outs, temps, em=em, o=o: em(f"v{o}", outs[0]),
+                                        True))
+            continue
+        fwd = sched.fsteps[k][0]
+        if numpy:
+            fwd = op.fast_forward.get(GUARDED) or fwd
+        env[f"F{k}"] = fwd
+        kw = ""
+        if params:
+            env[f"P{k}"] = params
+            kw = f", **P{k}"
+        r = f"r{k}" if (grads and k in in_back) else "_"
+        args = ", ".join(f"v{i}" for i in ins)
+
+        def emit(outs, temps, k=k, o=o, r=r, args=args, kw=kw):
+            fix = f"v{o} = o_ if type(o_) is ndarray else asarray(o_)" if numpy \
+                else f"v{o} = o_"
+            return [f"o_, {r} = F{k}(xp, {args}{kw})", fix]
+        defines = [(f"v{o}", None, None)] + ([(r, None, None)] if r != "_" else [])
+        fwd_lines.append(plan.Instr([f"v{i}" for i in ins], defines, emit, False))
+    prog += fwd_lines
+    n_forward = len(prog)
+
+    # backward
+    contrib: dict = {}  # slot -> [(value name, maybe None)]
+    gname: dict = {}
+
+    def grad_of(slot: int) -> tuple[str, bool]:
+        """The finished gradient of ``slot``: its contributions summed (an instruction when
+        there are several). Returns (name, may be None)."""
+        if slot in gname:
+            return gname[slot]
+        cs = contrib.get(slot, [])
+        if not cs:
+            gname[slot] = (None, True)
+        elif len(cs) == 1:
+            gname[slot] = cs[0]
+        else:
+            name = f"g{slot}"
+            if all(not maybe for _, maybe in cs) and numpy and shapes[slot] is not None:
+                names = [c for c, _ in cs]
+
+                def emit(outs, temps, names=names, name=name):
+                    lines = [f"{name} = np.add({names[0]}, {names[1]}, out={outs[0]})"]
+                    lines += [f"np.add({name}, {c}, out={name})" for c in names[2:]]
+                    return lines
+                prog.append(plan.Instr(names, [(name, *shapes[slot])], emit, True))
+                gname[slot] = (name, False)
+            else:
+                names = ", ".join(c for c, _ in cs)
+                prog.append(plan.Instr([c for c, _ in cs], [(name, None, None)],
+                                       lambda outs, temps, name=name, names=names:
+                                       [f"{name} = acc(xp, {names})"], False))
+                gname[slot] = (name, any(m for _, m in cs))
+        return gname[slot]
+
+    if grads:
+        contrib[out] = [("seed_", False)]
+        for k, o, _, op, params, ins, needs in sched.back:
+            if k in skip:
+                continue
+            g, maybe = grad_of(o)
+            if g is None:
+                continue
+            if k in ce:
+                _, z, t, ar, n, red = low_f[k]
+                if maybe:
+                    g = _guard(prog, g, shapes[o])
+                c = f"c{k}_0"
+
+                def emit(outs, temps, g=g, t=t, k=k, c=c, ar=ar, n=n, red=red):
+                    return rewrite.ce_backward(g, f"v{t}", f"lp{k}", c, outs[0], ar, n, red)
+                prog.append(plan.Instr([g, f"v{t}", f"lp{k}"], [(c, *shapes[z])], emit, True))
+                contrib.setdefault(z, []).append((c, False))
+                continue
+            if k in low_f:
+                if maybe:
+                    g = _guard(prog, g, shapes[o])
+                info = [shapes[i] for i in ins]
+                for pos, need in enumerate(needs):
+                    if not need:
+                        continue
+                    reads, em, alias, temps = lower.backward(
+                        op.name, pos, g, [f"v{i}" for i in ins], info, f"v{o}", shapes[o],
+                        params)
+                    c = f"c{k}_{pos}"
+                    prog.append(plan.Instr(
+                        reads, [(c, *shapes[ins[pos]])],
+                        lambda outs, tmps, em=em, c=c: em(c, outs[0], tmps), True,
+                        alias={c: g} if alias else {}, temps=temps))
+                    contrib.setdefault(ins[pos], []).append((c, False))
+                continue
+            prog.append(_generic_backward(env, k, o, g, maybe, op, params, ins, needs, shapes,
+                                          sched.backend, numpy, contrib))
+    results = [f"v{out}"]
+    if grads:
+        for s in sched.wrt:
+            g, maybe = grad_of(s)
+            if g is None or maybe:
+                g = _guard(prog, g, shapes[s], zeros=True)
+            results.append(g)
+    escapes = {f"v{out}", "seed_"}
+    if opt is None:
+        escapes |= set(results)
+    else:
+        prog += update.instructions(opt, sched, results[1:], shapes, env, numpy)
+    where, buffers = plan.assign(prog, escapes)
+    return _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads,
+                 opt, seeded)
+
+
+def _guard(prog: list, g: str | None, info: Any, zeros: bool = False) -> str:
+    """A gradient that may be None becomes zeros of its input's shape."""
+    name = f"z{len(prog)}"
+    shape, dtype = info
+    src = g or "None"
+    prog.append(plan.Instr([g] if g else [], [(name, None, None)],
+                           lambda outs, temps: [
+                               f"{name} = {src} if {src} is not None else "
+                               f"xp.zeros({shape!r}, dtype=DT_{name}, device=DEV)"], False))
+    prog[-1].env = {f"DT_{name}": dtype}
+    return name
+
+
+def _generic_backward(env, k, o, g, maybe, op, params, ins, needs, shapes, backend, numpy,
+                      contrib) -> plan.Instr:
+    """A backward step through the registered VJP rules, as the generic code does."""
+    kw = f", **P{k}" if params else ""
+    if params:
+        env[f"P{k}"] = params
+    fast = op.fast_vjp.get(backend) if op.fast_vjp else None
+    wanted = [(pos, ins[pos]) for pos, need in enumerate(needs) if need]
+    lines: list = []
+    ind = "    " if maybe else ""
+    if maybe:
+        lines.append(f"if {g} is not None:")
+    if fast is None and op.vjps is not None:
+        for pos, _ in wanted:
+            env[f"R{k}_{pos}"] = op.vjps[pos]
+            lines.append(f"{ind}c{k}_{pos} = R{k}_{pos}(xp, {g}, r{k}{kw})")
+    else:
+        env[f"R{k}"] = fast or op.vjp
+        env[f"N{k}"] = op.name
+        lines.append(f"{ind}gs_ = check(R{k}(xp, {g}, r{k}{kw}), N{k})")
+        lines += [f"{ind}c{k}_{pos} = gs_[{pos}]" for pos, _ in wanted]
+    defines = []
+    for pos, slot in wanted:
+        c = f"c{k}_{pos}"
+        shape, dtype = shapes[slot]
+        env[f"S{k}_{pos}"], env[f"D{k}_{pos}"] = shape, dtype
+        same = (f"type({c}) is ndarray and {c}.shape == S{k}_{pos} and {c}.dtype is "
+                f"D{k}_{pos}") if numpy else "False"
+        lines += [f"{ind}if {c} is not None and not ({same}):",
+                  f"{ind}    {c} = fit(xp, {c}, S{k}_{pos}, D{k}_{pos})"]
+        defines.append((c, None, None))
+        contrib.setdefault(slot, []).append((c, True))
+    if maybe:
+        lines = [f"c{k}_{pos} = None" for pos, _ in wanted] + lines
+    return plan.Instr([g, f"r{k}"], defines, lambda outs, temps, lines=lines: lines, False)
+
+
+def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads, opt,
+          seeded) -> Program:
+    env["DEV"] = sched.device
+    lines = ["def program(xp, V, B, seed_, opt):"]
+    used = sorted({i for ins in prog for i in ins.reads if i.startswith("v")
+                   and int(i[1:]) < len(sched.template) and _is_leaf(i, prog)})
+    lines += [f"    {name} = V[{name[1:]}]" for name in used]
+    lines += [f"    B{b} = B[{b}]" for b in range(len(buffers))]
+
+    def block(instrs, start, ind):
+        out = []
+        for j, ins in enumerate(instrs):
+            k = start + j
+            outs = [f"B{where[n]}" if n in where else "None" for n, *_ in ins.defines]
+            temps = [f"B{where[f'~{k}.{t}']}" for t in range(len(ins.temps))]
+            env.update(getattr(ins, "env", {}))
+            out += [ind + line for line in ins.emit(outs, temps)]
+        return out
+    if numpy:
+        lines.append("    with np.errstate(over='raise'):")
+        lines += block(prog[:n_forward], 0, "        ") or ["        pass"]
+    else:
+        lines += block(prog[:n_forward], 0, "    ")
+    if grads and not seeded:
+        seed = "opt.lr" if opt is not None and rewrite.fold_lr(opt) and numpy else "1.0"
+        lines.append(f"    seed_ = xp.full_like({results[0]}, {seed})")
+    lines += block(prog[n_forward:], n_forward, "    ")
+    lines.append(f"    return {results[0]}, [{', '.join(results[1:])}]")
+    source = "\n".join(lines)
+    fn = build_function(source, env, "program")
+    bufs = [xp.empty(shape, dtype=dtype) if numpy else None for shape, dtype in buffers]
+    return Program(fn, bufs, source, xp)
+
+
+def _is_leaf(name: str, prog: list) -> bool:
+    return not any(name == n for ins in prog for n, *_ in ins.defines)
