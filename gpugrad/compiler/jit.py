@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import backend as B
 from .. import errors as E
+from .. import versions
 from ..eager import Node, backend_name
 from ..graph import Placeholder, Symbol, _lift, compile_trace
 from ..pytree import tree_flatten, tree_unflatten
@@ -220,6 +221,9 @@ class _Entry:
                     "return Tensors (or tuples, lists and dicts of them)"))
         self.syms = syms
         self.schedules: dict = {}  # (arguments needing gradients, output) -> Schedule
+        # per schedule: None until its first recorded call, then False (several outputs or
+        # not a scalar: forward now, backward later) or what _run_whole keeps
+        self.whole: dict = {}
         if not syms:
             return
         # several outputs: the first is the root, the others ride along as gradient targets
@@ -262,20 +266,34 @@ class _Entry:
         record = bool(inputs)
         key = tuple(args)
         sched = self.schedules.get((key, 0)) or self.schedule(key)
-        if record:  # host arrays are the caller's memory: backward must not see later edits
-            feed = {ph: np.array(a) if type(a) is np.ndarray else a
-                    for ph, a in ((ph, leaves[i]) for ph, i in zip(self.placeholders,
-                                                                  self.arrays))}
-        else:
-            feed = {ph: leaves[i] for ph, i in zip(self.placeholders, self.arrays)}
+        # the arrays themselves (the signature already matched their shapes and dtypes); a
+        # recorded call copies host arrays, the caller's memory, so that later edits to them
+        # cannot reach backward
+        feed = {}
+        for ph, i in zip(self.placeholders, self.arrays):
+            a = leaves[i]
+            if type(a) is Tensor or isinstance(a, Tensor):
+                a = a.data
+            elif record and type(a) is np.ndarray:
+                a = np.array(a)
+            feed[ph] = a
+        single = len(self.syms) == 1
+        if single and not record:
+            return self._outputs(leaves, [sched.run(feed, False)[0]], None)
+        whole = self.whole.get(sched) if single else False
+        if whole:
+            return self._run_whole(sched, feed, inputs, whole, leaves)
         value, saved = sched.forward(feed, record)
         values = [value]
-        if len(self.syms) > 1:
+        if not single:
             vals = saved.vals
             values += [vals[s] for s in sched.wrt[len(sched.wrt) - len(self.syms) + 1:]]
         if not record:
             return self._outputs(leaves, values, None)
         xp = sched.xp
+        if whole is None:  # the first recorded call of this schedule: can later ones go whole?
+            self.whole[sched] = self._saved_inputs(sched, saved, feed, args) if (
+                _size(value.shape) == 1 and B.is_floating(xp, value.dtype)) else False
         name = backend_name(xp)
         needs = (True,) * len(inputs)
         nodes = []
@@ -288,6 +306,31 @@ class _Entry:
                         tuple(v.shape), v.dtype)
             nodes.append(node)
         return self._outputs(leaves, values, nodes)
+
+    def _saved_inputs(self, sched: Schedule, saved: Any, feed: dict, args: list) -> tuple:
+        """Which Variables and arguments the backward sweep reads (their arrays are among
+        the residuals): the arrays a whole-run call must keep for the version check."""
+        res = versions.saved_arrays(saved.res)
+        variables = tuple(t for t in self.variables
+                          if any(versions.overlap(t.data, r) for r in res))
+        phs = tuple(ph for ph in self.placeholders
+                    if any(versions.overlap(_data(feed[ph]), r) for r in res))
+        return (variables, phs)
+
+    def _run_whole(self, sched: Schedule, feed: dict, inputs: list, whole: tuple,
+                   leaves: list) -> Any:
+        """A scalar output: forward and backward now, as the schedule's one planned program
+        (seeded with ones); backward later only scales the gradients by its seed (exact for
+        the usual seed 1). The node keeps the inputs backward would have read, so a write
+        into one of them before backward is still refused."""
+        value, grads = sched.run(feed, True)
+        variables, phs = whole
+        kept = [t.data for t in variables] + [_data(feed[ph]) for ph in phs]
+        xp = sched.xp
+        node = Node(self.op, {}, tuple(inputs), (True,) * len(inputs),
+                    (_Done(grads[:len(inputs)]), kept), backend_name(xp), tuple(value.shape),
+                    value.dtype)
+        return self._outputs(leaves, [value], [node])
 
     def _outputs(self, leaves: list, values: list, nodes: list | None) -> Any:
         outs = []
@@ -325,6 +368,26 @@ class _State:
         self.args, self.k, self.n = args, k, n
 
 
+class _Done:
+    """Gradients computed with the forward sweep, for a seed of one."""
+
+    __slots__ = ("grads",)
+
+    def __init__(self, grads: list) -> None:
+        self.grads = grads
+
+
+def _data(a: Any) -> Any:
+    return a.data if isinstance(a, Tensor) else a
+
+
+def _size(shape: tuple) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
 def _never(xp: Any, *args: Any, **params: Any) -> Any:
     raise RuntimeError("a compiled call runs through its schedule, not through apply")
 
@@ -334,6 +397,11 @@ def _vjp(xp: Any, g: Any, res: tuple) -> tuple:
     Output 0 uses what its forward saved (once); the other outputs, and a second backward
     (``retain_graph=True``), sweep a schedule of their own again from the same inputs."""
     state = res[0]
+    if type(state) is _Done:
+        if type(g) is np.ndarray and g.size == 1 and g.reshape(()) == 1.0:
+            return tuple(state.grads)
+        g = xp.reshape(g, ())
+        return tuple(gr * g for gr in state.grads)
     saved = state.saved
     if state.k == 0 and saved.vals is not None:
         grads = state.sched.backward(saved, g)
