@@ -80,7 +80,10 @@ def cross_entropy(logits: Any, targets: Any, reduction: str = "mean") -> Any:
         check_targets(targets, ls[-1], "cross_entropy")
     if not getattr(logits, "_gpugrad_symbolic", False):
         # eager: one op on the tape instead of five (the graph keeps the composite, which
-        # its compiler sees through)
+        # its compiler sees through). Host labels are copied (they are small), so the tape
+        # holds its own, instead of checksumming the caller's array on every step
+        if type(targets) is np.ndarray:
+            targets = Tensor(np.array(targets))
         return _reduce(softmax.softmax_cross_entropy(logits, targets, axis=-1), reduction,
                        "cross_entropy")
     logp = softmax.log_softmax(logits, axis=-1)
