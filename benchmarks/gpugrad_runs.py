@@ -11,6 +11,8 @@ from . import workloads as W
 
 
 def make(workload: str, impl: str, cfg: dict):
+    if impl == "compile":
+        return _compiled(workload, cfg)
     eager = impl == "eager"
     if workload == "mlp":
         params, x, labels, onehot = W.mlp_data(cfg)
@@ -93,6 +95,47 @@ def make(workload: str, impl: str, cfg: dict):
                 opt.minimize(loss, feed={xs: xb, ys: yb})
         return epoch
     raise W.Skip(f"no gpugrad run for {workload}")
+
+
+def _compiled(workload: str, cfg: dict):
+    """``step = gg.compile(fn)``, then ``loss = step(...); loss.backward(); opt.step()``."""
+    if not hasattr(gg, "compile"):
+        raise W.Skip("gg.compile is not in this build")
+    if workload == "mlp":
+        params, x, labels, onehot = W.mlp_data(cfg)
+        model = nn.MLP(cfg["sizes"], activation="sigmoid", seed=0)
+        model.load_state_dict({name: p for (name, _), p in zip(model.named_parameters(),
+                                                                  params)})
+        opt = optim.SGD(model.parameters(), lr=cfg["lr"])
+        xt = gg.asarray(gg.backend.to_backend(x))
+        yt = gg.asarray(gg.backend.to_backend(labels))
+        step = gg.compile(lambda xb, yb: nn.cross_entropy(model(xb), yb))
+
+        def run():
+            opt.zero_grad()
+            loss = step(xt, yt)
+            loss.backward()
+            opt.step()
+            return loss
+        return run
+    if workload == "chain":
+        y0, ws = W.chain_data(cfg)
+        wv = [gg.Variable(w) for w in ws]
+        y0t = gg.asarray(gg.backend.to_backend(y0))
+
+        def fn(y):
+            for w in wv:
+                y = gg.sigmoid(y * w + 0.1)
+            return gg.sum(y)
+        step = gg.compile(fn)
+
+        def run():
+            for w in wv:
+                w.grad = None
+            step(y0t).backward()
+            return [w.grad for w in wv]
+        return run
+    raise W.Skip(f"no compile row for {workload}")
 
 
 _ = np

@@ -30,9 +30,9 @@ import numpy as np  # noqa: E402
 from . import peers, sizes  # noqa: E402
 from .workloads import Skip, make  # noqa: E402
 
-IMPLS = ("floor", "eager", "graph", *peers.PEERS)
+IMPLS = ("floor", "eager", "graph", "compile", *peers.PEERS)
 UNTRACED = ("torch", "jax")
-WORKLOADS = ("mlp", "chain", "bmm", "digits")
+WORKLOADS = ("small", "mlp", "chain", "bmm", "digits")
 GPU_WORKLOADS = ("mlp-small", "mlp-large", "bmm")
 
 
@@ -120,7 +120,7 @@ def run(args) -> dict:
     gg.set_backend(args.backend)
     sync = synchronize(args.backend)
     pin, threads = pin_threads(args.threads)
-    impls = [i for i in IMPLS if args.peers or i in ("floor", "eager", "graph")]
+    impls = [i for i in IMPLS if args.peers or i in ("floor", "eager", "graph", "compile")]
     results = {}
     with pin:
         for wl in args.workloads:

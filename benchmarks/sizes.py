@@ -1,6 +1,7 @@
 """Workload sizes, in one place: the floor, gpugrad and every peer read them from here."""
 
 FULL = {
+    "small": {"sizes": (64, 64, 64, 10), "batch": 32, "lr": 0.1},  # gpugrad train's shape
     "mlp": {"sizes": (784, 512, 512, 10), "batch": 256, "lr": 0.1},
     "chain": {"steps": 100, "n": 16},
     "bmm": {"shape": (32, 256, 256)},
@@ -8,6 +9,7 @@ FULL = {
 }
 
 QUICK = {
+    "small": {"sizes": (16, 8, 8, 4), "batch": 4, "lr": 0.1},
     "mlp": {"sizes": (32, 16, 16, 10), "batch": 8, "lr": 0.1},
     "chain": {"steps": 10, "n": 4},
     "bmm": {"shape": (2, 8, 8)},
@@ -21,6 +23,7 @@ GPU = {
 }
 
 GPU_QUICK = {
+    "small": {"sizes": (16, 8, 8, 4), "batch": 4, "lr": 0.1},
     "mlp-small": QUICK["mlp"],
     "mlp-large": {"sizes": (64, 128, 128, 10), "batch": 64, "lr": 0.1},
     "bmm": {"shape": (2, 16, 16)},

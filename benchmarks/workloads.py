@@ -63,9 +63,11 @@ def digits_data(cfg):
 
 def make(workload: str, impl: str, xp_name: str, cfg: dict):
     workload = workload.split("-")[0]  # mlp-small and mlp-large are the mlp workload
+    if workload == "small":  # the mlp step at gpugrad train's shape
+        workload = "mlp"
     if impl == "floor":
         return _floor(workload, xp_name, cfg)
-    if impl in ("eager", "graph"):
+    if impl in ("eager", "graph", "compile"):
         from . import gpugrad_runs
 
         return gpugrad_runs.make(workload, impl, cfg)

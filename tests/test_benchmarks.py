@@ -20,7 +20,7 @@ def test_benchmarks_quick_smoke(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
-    assert set(report["results"]) == {"mlp", "chain", "bmm", "digits"}
+    assert set(report["results"]) == {"small", "mlp", "chain", "bmm", "digits"}
     for workload, res in report["results"].items():
         rows = res["rows"]
         for impl in ("floor", "eager", "graph"):

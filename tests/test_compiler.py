@@ -264,3 +264,66 @@ def test_plan_never_plans_what_a_generic_step_reads_or_what_is_returned():
     where, _ = plan.assign(prog, escapes={"d"})
     assert "a" not in where and "b" not in where
     assert "c" not in where and "d" not in where  # d aliases c and is returned
+
+
+def _fuzz_test():
+    pytest.importorskip("hypothesis")
+    from hypothesis import HealthCheck, assume, given, note, settings
+    from hypothesis import strategies as st
+    from test_fuzz import _loss, programs
+
+    @settings(max_examples=120, derandomize=True, database=None, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                     HealthCheck.data_too_large])
+    @given(case=programs(), backend=st.sampled_from(["numpy", "numpy", "array_api_strict"]))
+    def test(case, backend):
+        prog, outputs, weights = case
+        note(repr(prog))
+        hosts = prog.values[:prog.n_inputs]
+        with gg.use_backend(backend):
+            phs = [gg.Placeholder(h.shape, "float64") for h in hosts]
+            try:
+                loss = _loss(prog, outputs, weights)(*phs)
+            except (TypeError, AttributeError, ValueError, IndexError):
+                assume(False)  # an op the graph front end cannot build from Placeholders
+            feed = dict(zip(phs, hosts))
+            try:
+                v0, g0 = gg.value_and_gradients(loss, phs, feed=feed)
+            except (TypeError, AttributeError, ValueError, IndexError):
+                assert not any(s.programs for s in loss._schedules.values())
+                assume(False)
+            for _ in range(2):  # the planned program, twice (its buffers are reused)
+                v1, g1 = gg.value_and_gradients(loss, phs, feed=feed)
+                np.testing.assert_allclose(_np(v1), _np(v0), **TOL)
+                for a, b in zip(g1, g0):
+                    np.testing.assert_allclose(_np(a), _np(b), **TOL)
+            assert any(s.programs for s in loss._schedules.values())
+    return test
+
+
+test_random_graphs_planned_equal_portable = _fuzz_test()
+
+
+def test_lowered_elementwise_broadcasts_and_fan_out(numpy_backend):
+    """Lowered add/subtract/multiply/negative/tanh/sigmoid/matmul/linear with leading and
+    size-1 broadcasting, fan-out and a 1-D bias, against the first (portable) run."""
+    rng = np.random.default_rng(3)
+    x = gg.Placeholder((None, 3), "float64", name="x")
+    b = gg.Variable(rng.standard_normal(3))
+    c = gg.Variable(rng.standard_normal((1, 3)))
+    d = gg.Variable(rng.standard_normal((4, 1)))
+    W = gg.Variable(rng.standard_normal((3, 3)))
+    h = gg.sigmoid(x * b + c) - d
+    h = gg.tanh(h @ W) * h + (-h)
+    h = gg.ops.linalg.linear(h, W, b)
+    loss = gg.sum(h * h)
+    X = rng.standard_normal((4, 3))
+    wrt = [x, b, c, d, W]
+    v0, g0 = gg.value_and_gradients(loss, wrt, feed={x: X})
+    for _ in range(2):
+        v1, g1 = gg.value_and_gradients(loss, wrt, feed={x: X})
+        np.testing.assert_allclose(v1, v0, **TOL)
+        for a, e in zip(g1, g0):
+            np.testing.assert_allclose(a, e, **TOL)
+    src = next(iter(loss._schedules[(tuple(wrt), np)].programs.values())).source
+    assert "np.add.reduce" in src and "np.copyto" in src and "np.reciprocal" in src

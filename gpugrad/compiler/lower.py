@@ -14,34 +14,45 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
-def _same(info: list, dtype: Any) -> bool:
-    return all(i is not None and i[1] == dtype for i in info)
+SMALL = 1 << 16
+"""Weights up to this many elements are copied transposed for ``g @ W.T`` (an NN product)."""
+
+
+SCALAR = ((), "scalar")
+"""The info of a Python scalar operand (weak: it takes the array operand's dtype)."""
+
+BINARY = ("add", "subtract", "multiply")
+
+
+def _same(info: list, dtype: Any, scalars: bool) -> bool:
+    return all(i is not None and (i[1] == dtype or (scalars and i is SCALAR)) for i in info) \
+        and any(i is not SCALAR for i in info)
 
 
 def forward(name: str, ins: list, info: list, out: tuple, params: dict) -> Callable | None:
     """``emit(o, dst) -> lines`` computing op ``name`` into ``dst``, or None."""
     shape, dtype = out
-    if not _same(info, dtype) or not shape:
+    if not _same(info, dtype, name in BINARY) or not shape:
         return None
     a = ins[0]
     if name in ("add", "subtract", "multiply") and len(ins) == 2:
         b = ins[1]
-        return lambda o, dst: [f"{o} = np.{name}({a}, {b}, out={dst})"]
+        return lambda o, dst: [f"{o} = np.{name}({a}, {b}, {dst})"]
     if name == "negative":
-        return lambda o, dst: [f"{o} = np.negative({a}, out={dst})"]
+        return lambda o, dst: [f"{o} = np.negative({a}, {dst})"]
     if name == "tanh":
-        return lambda o, dst: [f"{o} = np.tanh({a}, out={dst})"]
+        return lambda o, dst: [f"{o} = np.tanh({a}, {dst})"]
     if name == "sigmoid":  # as the NumPy fast path; the forward block raises on overflow
-        return lambda o, dst: [f"{o} = np.negative({a}, out={dst})", f"np.exp({o}, out={o})",
-                             f"np.add({o}, 1.0, out={o})", f"np.reciprocal({o}, out={o})"]
+        return lambda o, dst: [f"{o} = np.negative({a}, {dst})", f"np.exp({o}, {o})",
+                             f"np.add({o}, 1.0, {o})", f"np.reciprocal({o}, {o})"]
     if name == "matmul" and len(info[0][0]) == 2 and len(info[1][0]) == 2:
         b = ins[1]
-        return lambda o, dst: [f"{o} = np.matmul({a}, {b}, out={dst})"]
+        return lambda o, dst: [f"{o} = np.dot({a}, {b}, {dst})"]
     if name == "linear" and len(info[0][0]) == 2 and len(info[1][0]) == 2 \
             and len(info[2][0]) == 1:
         w, b = ins[1], ins[2]  # bias added in place: no broadcast temporary
-        return lambda o, dst: [f"{o} = np.matmul({a}, {w}, out={dst})",
-                               f"np.add({o}, {b}, out={o})"]
+        return lambda o, dst: [f"{o} = np.dot({a}, {w}, {dst})",
+                               f"np.add({o}, {b}, {o})"]
     return None
 
 
@@ -76,33 +87,39 @@ def backward(name: str, pos: int, g: str, ins: list, info: list, o: str,
         if name == "multiply":
             other = ins[1 - pos]
             if not axes:
-                return ([g, other], lambda c, C, T: [f"{c} = np.multiply({g}, {other}, out={C})"],
+                return ([g, other], lambda c, C, T: [f"{c} = np.multiply({g}, {other}, {C})"],
                         False, [])
-            return ([g, other], lambda c, C, T: [f"np.multiply({g}, {other}, out={T[0]})",
+            return ([g, other], lambda c, C, T: [f"np.multiply({g}, {other}, {T[0]})",
                                                  f"{c} = np.add.reduce({T[0]}, {red}, out={C})"],
                     False, [(gshape, dtype)])
         if not axes:
             if neg:
-                return [g], lambda c, C, T: [f"{c} = np.negative({g}, out={C})"], False, []
+                return [g], lambda c, C, T: [f"{c} = np.negative({g}, {C})"], False, []
             return [g], lambda c, C, T: [f"{c} = {g}"], True, []
         if neg:
             return ([g], lambda c, C, T: [f"{c} = np.add.reduce({g}, {red}, out={C})",
-                                          f"np.negative({c}, out={c})"], False, [])
+                                          f"np.negative({c}, {c})"], False, [])
         return [g], lambda c, C, T: [f"{c} = np.add.reduce({g}, {red}, out={C})"], False, []
     if name == "tanh":
-        return ([g, o], lambda c, C, T: [f"{c} = np.multiply({o}, {o}, out={C})",
-                                         f"np.subtract(1.0, {c}, out={c})",
-                                         f"np.multiply({g}, {c}, out={c})"], False, [])
+        return ([g, o], lambda c, C, T: [f"{c} = np.multiply({o}, {o}, {C})",
+                                         f"np.subtract(1.0, {c}, {c})",
+                                         f"np.multiply({g}, {c}, {c})"], False, [])
     if name == "sigmoid":
-        return ([g, o], lambda c, C, T: [f"{c} = np.subtract(1.0, {o}, out={C})",
-                                         f"np.multiply({c}, {o}, out={c})",
-                                         f"np.multiply({c}, {g}, out={c})"], False, [])
+        return ([g, o], lambda c, C, T: [f"{c} = np.subtract(1.0, {o}, {C})",
+                                         f"np.multiply({c}, {o}, {c})",
+                                         f"np.multiply({c}, {g}, {c})"], False, [])
     if name in ("matmul", "linear"):
         a, b = ins[0], ins[1]
+        bshape = info[1][0]
+        if pos == 0 and bshape[0] * bshape[1] <= SMALL:
+            # orientation: an NT product costs more than copying b^T and an NN product here
+            return ([g, b], lambda c, C, T: [f"np.copyto({T[0]}, {b}.T)",
+                                             f"{c} = np.dot({g}, {T[0]}, {C})"],
+                    False, [(bshape[::-1], dtype)])
         if pos == 0:
-            return [g, b], lambda c, C, T: [f"{c} = np.matmul({g}, {b}.T, out={C})"], False, []
+            return [g, b], lambda c, C, T: [f"{c} = np.dot({g}, {b}.T, {C})"], False, []
         if pos == 1:
-            return [g, a], lambda c, C, T: [f"{c} = np.matmul({a}.T, {g}, out={C})"], False, []
+            return [g, a], lambda c, C, T: [f"{c} = np.dot({a}.T, {g}, {C})"], False, []
         if shape != gshape[-1:]:
             return None
         return [g], lambda c, C, T: [f"{c} = np.add.reduce({g}, axis=0, out={C})"], False, []

@@ -42,8 +42,10 @@ class Program:
         self.source = source
         self.xp = xp
 
-    def __call__(self, vals: list, seed: Any, opt: Any) -> tuple:
-        return self.fn(self.xp, vals, self.buffers, seed, opt)
+    def __call__(self, feeds: list, datas: list, opt: Any) -> tuple:
+        """``feeds``: the Placeholders' values, ``datas``: the Tensors' arrays, in the
+        schedule's order."""
+        return self.fn(self.xp, feeds, datas, self.buffers, None, opt)
 
 
 def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool = False) -> Program:
@@ -81,6 +83,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             n = shapes[z][0][0]
             ar = f"AR{k}"
             env[ar] = np.arange(n)
+            env[f"INTP_v{o}"] = np.intp(n)
             low_f[k] = ("ce", z, t, ar, n, red)
 
             def emit(outs, temps, z=z, t=t, o=o, ar=ar, red=red, k=k):
@@ -91,7 +94,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                                          (f"lp{k}", *shapes[z])], emit, True,
                                         temps=[shapes[z]]))
             continue
-        info = [shapes[i] for i in ins]
+        info = [shapes[i] if shapes[i] is not None or type(sched.template[i]) not in
+                (int, float) else lower.SCALAR for i in ins]
         em = lower.forward(op.name, [f"v{i}" for i in ins], info, shapes[o], params) \
             if numpy and shapes[o] is not None else None
         if em is not None and k in in_back:
@@ -145,8 +149,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 names = [c for c, _ in cs]
 
                 def emit(outs, temps, names=names, name=name):
-                    lines = [f"{name} = np.add({names[0]}, {names[1]}, out={outs[0]})"]
-                    lines += [f"np.add({name}, {c}, out={name})" for c in names[2:]]
+                    lines = [f"{name} = np.add({names[0]}, {names[1]}, {outs[0]})"]
+                    lines += [f"np.add({name}, {c}, {name})" for c in names[2:]]
                     return lines
                 prog.append(plan.Instr(names, [(name, *shapes[slot])], emit, True))
                 gname[slot] = (name, False)
@@ -180,7 +184,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             if k in low_f:
                 if maybe:
                     g = _guard(prog, g, shapes[o])
-                info = [shapes[i] for i in ins]
+                info = [shapes[i] if shapes[i] is not None else lower.SCALAR for i in ins]
                 for pos, need in enumerate(needs):
                     if not need:
                         continue
@@ -266,11 +270,30 @@ def _generic_backward(env, k, o, g, maybe, op, params, ins, needs, shapes, backe
 def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads, opt,
           seeded) -> Program:
     env["DEV"] = sched.device
-    lines = ["def program(xp, V, B, seed_, opt):"]
+    lines = ["def program(xp, P, D, B, seed_, opt):"]
+    where_leaf = {f"v{s}": f"P[{j}]" for j, (s, _) in enumerate(sched.placeholders)}
+    where_leaf.update({f"v{s}": f"D[{j}]" for j, (s, _) in enumerate(sched.tensors)})
     used = sorted({i for ins in prog for i in ins.reads if i.startswith("v")
                    and int(i[1:]) < len(sched.template) and _is_leaf(i, prog)})
-    lines += [f"    {name} = V[{name[1:]}]" for name in used]
+    for name in used:
+        if name not in where_leaf:
+            env[f"K{name[1:]}"] = sched.template[int(name[1:])]
+        lines.append(f"    {name} = {where_leaf.get(name, 'K' + name[1:])}")
     lines += [f"    B{b} = B[{b}]" for b in range(len(buffers))]
+
+    # values left to ordinary allocation are dropped after their last reader, as the
+    # generic code frees intermediates, so peak memory stays where it was
+    last: dict = {}
+    for k, ins in enumerate(prog):
+        for n in ins.reads:
+            last[n] = k
+        for n, *_ in ins.defines:
+            last.setdefault(n, k)
+    kept = set(results) | {"seed_", "_"} | set(used)
+    drops: dict = {}
+    for n, k in last.items():
+        if n not in where and n not in kept:
+            drops.setdefault(k, []).append(n)
 
     def block(instrs, start, ind):
         out = []
@@ -280,6 +303,8 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
             temps = [f"B{where[f'~{k}.{t}']}" for t in range(len(ins.temps))]
             env.update(getattr(ins, "env", {}))
             out += [ind + line for line in ins.emit(outs, temps)]
+            if k in drops:
+                out.append(ind + " = ".join(sorted(drops[k])) + " = None")
         return out
     if numpy:
         lines.append("    with np.errstate(over='raise'):")

@@ -58,7 +58,8 @@ def cross_entropy_groups(steps: list, readers: dict, keep: set, shapes: list) ->
         t = steps[j][1][0]
         zi, ti = shapes[z], shapes[t]
         if zi is None or ti is None or len(zi[0]) != 2 or len(ti[0]) != 1 \
-                or getattr(ti[1], "kind", "") not in "iu" or zi[0][0] != ti[0][0]:
+                or getattr(ti[1], "kind", "") not in "iu" or zi[0][0] != ti[0][0] \
+                or getattr(zi[1], "char", "") not in ("f", "d"):
             continue
         members.append(j)
         found[k] = (z, t, set(members), op.name)
@@ -69,14 +70,18 @@ def ce_forward(z: str, t: str, o: str, logp: str, LOGP: str, T: str, ar: str,
                reduction: str) -> list:
     """Lines computing the loss ``o`` and ``logp`` (kept for the backward) as the chain's
     rules do: ``shifted = z - finite max; logp = shifted - log(sum(exp(shifted)))``."""
-    red = "np.mean" if reduction == "mean" else "np.sum"
+    # np.mean's own arithmetic, without its Python wrappers: add.reduce, then the scalar
+    # divided by the count as an intp and cast back to the dtype
+    last = f"{o} = asarray(s_.dtype.type(s_ / INTP_{o}))" if reduction == "mean" \
+        else f"{o} = asarray(s_)"
     return [
-        f"m_ = np.max({z}, axis=-1, keepdims=True)",
+        f"m_ = np.maximum.reduce({z}, axis=-1, keepdims=True)",
         "if not np.isfinite(m_).all(): m_ = np.where(np.isfinite(m_), m_, 0.0)",
-        f"{logp} = np.subtract({z}, m_, out={LOGP})",
+        f"{logp} = np.subtract({z}, m_, {LOGP})",
         f"s_ = np.add.reduce(np.exp({logp}, out={T}), axis=-1, keepdims=True)",
-        f"np.subtract({logp}, np.log(s_, out=s_), out={logp})",
-        f"{o} = asarray({red}(np.negative({logp}[{ar}, {t}])))",
+        f"np.subtract({logp}, np.log(s_, out=s_), {logp})",
+        f"s_ = np.add.reduce(np.negative({logp}[{ar}, {t}]), axis=None)",
+        last,
     ]
 
 
@@ -84,8 +89,8 @@ def ce_backward(g: str, t: str, logp: str, c: str, C: str, ar: str, n: int,
                 reduction: str) -> list:
     """``(p - onehot) * scale``: the chain's VJPs in one buffer."""
     scale = f"({g} / {float(n)!r})" if reduction == "mean" else g
-    return [f"{c} = np.exp({logp}, out={C})", f"{c}[{ar}, {t}] -= 1.0",
-            f"np.multiply({c}, {scale}, out={c})"]
+    return [f"{c} = np.exp({logp}, {C})", f"{c}[{ar}, {t}] -= 1.0",
+            f"np.multiply({c}, {scale}, {c})"]
 
 
 def fold_lr(opt: Any) -> bool:

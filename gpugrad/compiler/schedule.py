@@ -219,8 +219,8 @@ class Schedule:
         return value
 
     def _signature(self, vals: list) -> tuple:
-        return tuple((tuple(vals[s].shape), vals[s].dtype) for s, _ in self.placeholders) + \
-            tuple((tuple(vals[s].shape), vals[s].dtype) for s, _ in self.tensors)
+        return (tuple([(tuple(vals[s].shape), vals[s].dtype) for s, _ in self.placeholders]),
+                tuple([(tuple(vals[s].shape), vals[s].dtype) for s, _ in self.tensors]))
 
     def _add_program(self, key: tuple, shapes: list, grads: bool, opt: Any) -> None:
         if len(self.programs) >= MAX_PROGRAMS:
@@ -235,28 +235,30 @@ class Schedule:
         hook = eager._anomaly
         if hook is not None and hook.enabled():
             return None
-        vals = self.template[:]
+        feeds: list = []
         if self.xp is np:  # a feed of a shape and dtype seen before passed its checks then
-            key = []
-            for s, ph in self.placeholders:
-                v = feed.get(ph) if isinstance(feed, dict) else None
+            plain = type(feed) is dict
+            for _, ph in self.placeholders:
+                v = feed.get(ph) if plain else None
                 if type(v) is not np.ndarray:
-                    self._feeds(feed, vals)
-                    v = vals[s]
-                vals[s] = v
-                key.append((v.shape, v.dtype))
-            for s, t in self.tensors:
-                v = vals[s] = t.data
-                key.append((v.shape, v.dtype))
-        else:
+                    feeds = []
+                    break
+                feeds.append(v)
+            else:
+                datas = [t.data for _, t in self.tensors]
+                key = (tuple([(v.shape, v.dtype) for v in feeds]),
+                       tuple([(d.shape, d.dtype) for d in datas]))
+        if len(feeds) != len(self.placeholders) or self.xp is not np:
+            vals = self.template[:]
             self._feeds(feed, vals)
-            key = [(tuple(vals[s].shape), vals[s].dtype) for s, _ in self.placeholders] + \
-                [(tuple(vals[s].shape), vals[s].dtype) for s, _ in self.tensors]
-        prog = self.programs.get((tuple(key), grads, opt))
+            feeds = [vals[s] for s, _ in self.placeholders]
+            datas = [vals[s] for s, _ in self.tensors]
+            key = self._signature(vals)
+        prog = self.programs.get((key, grads, opt))
         if prog is None:
             return None
         try:
-            return prog(vals, None, opt)
+            return prog(feeds, datas, opt)
         except FloatingPointError:  # overflow under the forward's errstate: run generically
             return None
         except (ValueError, TypeError, IndexError):
