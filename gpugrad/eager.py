@@ -8,6 +8,7 @@ as soon as backward has used its residuals.
 
 from __future__ import annotations
 
+import operator
 import threading
 from typing import Any, Callable, Sequence
 
@@ -253,24 +254,24 @@ def _reachable(start: Any, stop: Any = (), more: Any = ()) -> tuple[list, list]:
     nodes, leaves = [], []
     stack = [start, *more]
     seen = set(stack)
+    push, add = stack.append, seen.add
     while stack:
         v = stack.pop()
-        if v in stop:
+        if stop and v in stop:
             continue
         if type(v) is Node:
             nodes.append(v)
             for p, need in zip(v.inputs, v.needs):
                 if need and p not in seen:
-                    seen.add(p)
-                    stack.append(p)
+                    add(p)
+                    push(p)
         else:
             leaves.append(v)
     nodes.sort(key=_by_seq, reverse=True)
     return nodes, leaves
 
 
-def _by_seq(node: Node) -> int:
-    return node.seq
+_by_seq = operator.attrgetter("seq")
 
 
 def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
@@ -309,18 +310,22 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
                     "earlier backward; call backward(retain_graph=True) the first time if you "
                     "need to go backward through the graph twice"))
             op = v.op
+            needs = v.needs
             fast = op.fast_vjp.get(v.backend) if op.fast_vjp else None
-            if fast is None and op.vjps is not None:
+            if fast is not None:
+                gs = fast(xp, g, res, **v.params)
+            elif op.vjps is not None:  # one rule per input: only the ones needed run
                 params = v.params
-                gs = [rule(xp, g, res, **params) if need else None
-                      for rule, need in zip(op.vjps, v.needs)]
+                gs = []
+                for rule, need in zip(op.vjps, needs):
+                    gs.append(rule(xp, g, res, **params) if need else None)
             else:
-                gs = vjp(op, xp, g, res, v.needs, v.params, v.backend)
+                gs = op.grads(xp, g, res, needs, v.params)
             if anomaly is not None:
                 anomaly.backward(op, v.needs, res, g, gs, getattr(v, "site", None))
             if not retain_graph:
                 v.res = FREED
-            for p, need, gi in zip(v.inputs, v.needs, gs):
+            for p, need, gi in zip(v.inputs, needs, gs):
                 if not need or gi is None:
                     continue
                 if type(p) is Node:
@@ -328,7 +333,7 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
                 else:
                     shape, dtype = p.data.shape, p.data.dtype
                 if not (is_np and type(gi) is ndarray and gi.shape == shape
-                        and gi.dtype == dtype):
+                        and (gi.dtype is dtype or gi.dtype == dtype)):
                     gi = fit(xp, gi, shape, dtype)
                     if gi is None:
                         continue

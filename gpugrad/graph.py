@@ -14,6 +14,7 @@ in reverse); later runs reuse it.
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -65,7 +66,55 @@ class Symbol(ArrayOps):
         return f"<Symbol{label} {self.op.name if self.op else '?'}>"
 
     def __bool__(self) -> bool:
-        raise TypeError("a graph Symbol has no truth value until it runs; use .eval(feed)")
+        raise no_value("bool() (an if, while, and/or or assert on it)",
+                       "a graph Symbol has no truth value until it runs; use .eval(feed)")
+
+    def __float__(self) -> float:
+        raise no_value("float()", "a graph Symbol has no value until it runs; use .eval(feed)")
+
+    def __int__(self) -> int:
+        raise no_value("int()", "a graph Symbol has no value until it runs; use .eval(feed)")
+
+    def __index__(self) -> int:
+        raise no_value("use as an index or size",
+                       "a graph Symbol has no value until it runs; use .eval(feed)")
+
+    def __complex__(self) -> complex:
+        raise no_value("complex()", "a graph Symbol has no value until it runs; use .eval(feed)")
+
+    def __iter__(self):
+        raise no_value("iteration (a for loop or unpacking)",
+                       "a graph Symbol cannot be iterated; index it (x[i]) instead")
+
+    def __len__(self) -> int:
+        shape = getattr(self, "declared_shape", None)
+        if shape and shape[0] is not None:
+            return shape[0]
+        raise no_value("len() of a dimension not known until it runs",
+                       "a graph Symbol's length depends on the feeds; use a Placeholder "
+                       "with a fixed first dimension")
+
+
+compile_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "gpugrad_compile_trace", default=None)
+"""The name of the function that ``gg.compile`` is tracing here, or None."""
+
+
+class TracedValueError(TypeError):
+    """Python needed the value of a graph value (a Symbol) that is not computed yet."""
+
+
+def no_value(what: str, otherwise: str) -> TracedValueError:
+    """The error for ``what`` needing a Symbol's value: under ``gg.compile`` it names the
+    user's line and says what to do; elsewhere ``otherwise``."""
+    name = compile_trace.get()
+    if name is None:
+        return TracedValueError(E.at(otherwise))
+    return TracedValueError(E.at(
+        f"gg.compile({name}): {what} needs the value of a traced array, which is not known "
+        "while the function is traced, so Python control flow cannot depend on it; use "
+        "gg.where(condition, a, b) to choose elementwise, or compute this value outside the "
+        "compiled function and pass it in as an argument"))
 
 
 class Placeholder(Symbol):

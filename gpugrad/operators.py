@@ -41,6 +41,13 @@ def index(x: Any, key: Any) -> Any:
             idx = to_backend(idx)
         else:
             idx = xp.asarray(idx, device=x.device)
+    if getattr(idx, "_gpugrad_symbolic", False) and not hasattr(idx, "dtype"):
+        from .errors import at
+
+        raise TypeError(at(
+            "getitem: the index is a graph value whose dtype is not known until it runs; a "
+            "boolean mask gives a data-dependent shape, so use gpugrad.where(mask, x, 0.0) "
+            "instead; for integer indices use gpugrad.take(x, idx, axis=...)"))
     kind = str(getattr(idx, "dtype", ""))
     if "bool" in kind:
         raise TypeError(

@@ -73,6 +73,7 @@ class Optimizer:
     def _apply(self, pairs: list) -> None:
         self.steps += 1
         site = f"{type(self).__name__} step called at {call_site()}"
+        written = []
         with no_grad():
             for p, g in pairs:
                 before = p.data
@@ -80,9 +81,11 @@ class Optimizer:
                 # an in-place update is a write that backward must see (a graph recorded
                 # before the step and differentiated after it would use the new values)
                 if p.data is before:
-                    versions.wrote(p, before, site)
+                    written.append(p)
                 else:
                     versions.rebound(p)
+        if written:
+            versions.wrote_many(written, site)
 
     def update(self, p: Variable, g: Any, state: dict) -> None:  # pragma: no cover
         raise NotImplementedError

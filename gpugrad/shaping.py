@@ -28,10 +28,16 @@ def unbroadcast(xp: Any, g: Any, shape: tuple) -> Any:
     axes = tuple(range(lead)) + tuple(
         lead + i for i, d in enumerate(shape) if d == 1 and gshape[lead + i] != 1
     )
+    if xp is np:  # the ufunc method itself: np.sum's Python layers cost more than the sum
+        if axes and len(axes) == lead:  # only leading axes (a bias): no reshape afterwards
+            g = np.asarray(np.add.reduce(g, axis=axes))
+        elif axes:
+            g = np.asarray(np.add.reduce(g, axis=axes, keepdims=True))
+        if g.shape != shape:
+            g = g.reshape(shape) if g.size == _numel(shape) else np.broadcast_to(g, shape)
+        return g
     if axes:
         g = xp.sum(g, axis=axes, keepdims=True)
-        if xp is np and type(g) is not np.ndarray:
-            g = np.asarray(g)
     if tuple(g.shape) != shape:
         g = xp.reshape(g, shape) if _numel(g.shape) == _numel(shape) else xp.broadcast_to(
             g, shape)

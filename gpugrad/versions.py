@@ -153,7 +153,11 @@ def check(nodes: list, freed: Any, replayed: bool = False) -> None:
     the Node was made (``nodes`` are latest first). ``replayed``: backward will recompute the
     forward from the Nodes' inputs (``create_graph``), so any input written since counts."""
     oldest = nodes[-1].seq
-    writes = [w for w in list(_writes) if w[0] > oldest]  # list(): one atomic copy
+    log = list(_writes)  # one atomic copy, in sequence order: keep the tail newer than oldest
+    k = len(log)
+    while k and log[k - 1][0] > oldest:
+        k -= 1
+    writes = log[k:]
     for v in nodes:
         if v.res is freed:
             continue

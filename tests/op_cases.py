@@ -380,6 +380,23 @@ CASES += [
     for variant, shape, idx, axis in ALONG_ARGS
 ]
 
+# softmax_cross_entropy: one class label per row (negative labels count from the end)
+
+
+def _softmax_cross_entropy_ref(x, t, axis=-1):
+    logp = _log_softmax_ref(x, axis)
+    return -np.squeeze(np.take_along_axis(logp, np.expand_dims(t, axis), axis), axis)
+
+
+CASES += [
+    OpCase("softmax_cross_entropy", partial(gg.softmax_cross_entropy, axis=axis),
+           partial(_softmax_cross_entropy_ref, axis=axis), (normal, index(t)), (shape, None),
+           variant=variant)
+    for variant, shape, t, axis in [("labels", (3, 4), [1, 3, -1], -1),
+                                    ("axis0", (3, 2), [2, 0], 0),
+                                    ("batched", (2, 3, 4), [[0, 3, 1], [2, 2, 0]], -1)]
+]
+
 BY_ID = {c.id: c for c in CASES}
 GRAD_CASES = [c for c in CASES if c.differentiable]
 BINARY_CASES = [c for c in CASES if c.kind == "binary"]

@@ -231,3 +231,33 @@ def _take_along_axis_vjp(xp, g, res, *, axis=-1):
 
 
 take_along_axis.defvjp(_take_along_axis_vjp)
+
+
+def _one_per_row(x_ndim, idx, axis):
+    """One index per row of a matrix along its last axis (class labels): the case the NumPy
+    fast paths below take."""
+    return x_ndim == 2 and idx.ndim == 2 and axis in (1, -1) and idx.shape[1] == 1
+
+
+def _take_along_axis_numpy(xp, x, indices, *, axis=-1):
+    """NumPy fast path: out[i, 0] = x[i, indices[i, 0]] by direct indexing (NumPy's
+    take_along_axis builds its index arrays in Python)."""
+    if _one_per_row(x.ndim, indices, axis) and indices.shape[0] == x.shape[0]:
+        rows = xp.arange(x.shape[0]).reshape(-1, 1)
+        return x[rows, indices], (tuple(x.shape), indices)
+    return take_along_axis.forward(xp, x, indices, axis=axis)
+
+
+def _take_along_axis_vjp_numpy(xp, g, res, *, axis=-1):
+    """NumPy fast path: zeros with g written at the picked positions (one per row, so no
+    position repeats and assignment equals accumulation)."""
+    shape, idx = res
+    if _one_per_row(len(shape), idx, axis) and idx.shape[0] == shape[0]:
+        out = xp.zeros(shape, dtype=g.dtype)
+        out[xp.arange(shape[0]).reshape(-1, 1), idx] = g
+        return (out, None)
+    return _take_along_axis_vjp(xp, g, res, axis=axis)
+
+
+take_along_axis.def_fast_path("numpy", forward=_take_along_axis_numpy,
+                              vjp=_take_along_axis_vjp_numpy)

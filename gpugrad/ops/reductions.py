@@ -52,6 +52,32 @@ def _mean_vjp(xp, g, in_shape, *, axis=None, keepdims=False):
 mean.defvjp(_mean_vjp)
 
 
+def _expand_numpy(xp, g, in_shape, axis):
+    """NumPy fast path for a full reduction: g as the read-only stride-0 view that
+    broadcast_to makes, built directly (broadcast_to's Python layers cost more than the
+    rest of a small backward step)."""
+    if in_shape and g.ndim == 0 and type(g) is xp.ndarray:
+        out = xp.ndarray(in_shape, g.dtype, g, 0, (0,) * len(in_shape))
+        out.flags.writeable = False
+        return out
+    return _expand(xp, g, in_shape, axis)
+
+
+def _sum_vjp_numpy(xp, g, in_shape, *, axis=None, keepdims=False):
+    return (_expand_numpy(xp, g, in_shape, axis),)
+
+
+def _mean_vjp_numpy(xp, g, in_shape, *, axis=None, keepdims=False):
+    n = 1
+    for a in _axes(len(in_shape), axis):
+        n *= in_shape[a]
+    return (_expand_numpy(xp, xp.asarray(g / float(n if n > 0 else 1)), in_shape, axis),)
+
+
+sum.def_fast_path("numpy", vjp=_sum_vjp_numpy)
+mean.def_fast_path("numpy", vjp=_mean_vjp_numpy)
+
+
 def _extremum_vjp(xp, g, res, *, axis=None, keepdims=False):
     x, out = res
     shape = tuple(x.shape)

@@ -65,3 +65,76 @@ def log_softmax(xp, x, *, axis=-1):
 log_softmax.defvjp(
     lambda xp, g, out, *, axis=-1: (g - xp.exp(out) * xp.sum(g, axis=axis, keepdims=True),)
 )
+
+
+@defop("softmax_cross_entropy")
+def softmax_cross_entropy(xp, logits, targets, *, axis=-1):
+    """-log softmax(logits)[target] along axis, one integer class target per row (targets
+    has logits' shape without that axis);  d/dlogits = g (softmax(logits) - onehot(target)),
+    no gradient for the targets"""
+    shifted = logits - _finite_max(xp, logits, axis)
+    logp = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+    picked = xp.take_along_axis(logp, xp.expand_dims(targets, axis=axis), axis=axis)
+    return -xp.squeeze(picked, axis=axis), (logp, targets)
+
+
+def _softmax_cross_entropy_vjp(xp, g, res, *, axis=-1):
+    logp, targets = res
+    ax = axis % logp.ndim
+    n = logp.shape[ax]
+    ones = [1] * logp.ndim
+    ones[ax] = n
+    positions = xp.reshape(xp.arange(n, dtype=targets.dtype, device=targets.device),
+                           tuple(ones))
+    wrapped = xp.where(targets < 0, targets + n, targets)
+    onehot = xp.astype(positions == xp.expand_dims(wrapped, axis=ax), logp.dtype)
+    return xp.expand_dims(g, axis=ax) * (xp.exp(logp) - onehot), None
+
+
+softmax_cross_entropy.defvjp(_softmax_cross_entropy_vjp)
+
+
+def _labels_on_last_axis(logits, targets, axis):
+    return (logits.ndim == 2 and axis in (1, -1) and targets.ndim == 1
+            and targets.shape[0] == logits.shape[0])
+
+
+def _softmax_cross_entropy_numpy(xp, logits, targets, *, axis=-1):
+    """NumPy fast path for a matrix of logits with one label per row: in-place passes, the
+    pick by direct indexing, and the softmax kept for backward (the portable rule's where
+    and take_along_axis cost more than the arithmetic at small sizes)."""
+    if not _labels_on_last_axis(logits, targets, axis):
+        return softmax_cross_entropy.forward(xp, logits, targets, axis=axis)
+    m = logits.max(axis=1, keepdims=True)
+    if not xp.isfinite(m).all():
+        return softmax_cross_entropy.forward(xp, logits, targets, axis=axis)
+    p = logits - m
+    xp.exp(p, out=p)
+    total = p.sum(axis=1, keepdims=True)
+    rows = xp.arange(logits.shape[0])
+    # -logp[target] = log(total) + m - logits[target], with logp = logits - m - log(total)
+    out = xp.log(total[:, 0])
+    out += m[:, 0]
+    out -= logits[rows, targets]
+    p /= total
+    return out, (p, targets, rows)
+
+
+def _softmax_cross_entropy_vjp_numpy(xp, g, res, *, axis=-1):
+    """NumPy fast path: (softmax - onehot) scaled per row by g, in one buffer."""
+    if len(res) == 2:  # the forward took the portable rule
+        return _softmax_cross_entropy_vjp(xp, g, res, axis=axis)
+    p, targets, rows = res
+    d = p.copy()
+    d[rows, targets] -= 1.0
+    if g.ndim and not any(g.strides) and g.size:  # a broadcast scalar (from a mean or sum)
+        scale = g.flat[0]
+        if scale != 1.0:
+            d *= scale
+    else:
+        d *= g[:, None]
+    return d, None
+
+
+softmax_cross_entropy.def_fast_path("numpy", forward=_softmax_cross_entropy_numpy,
+                                    vjp=_softmax_cross_entropy_vjp_numpy)
