@@ -20,7 +20,7 @@ import numpy as np
 
 from . import backend as B
 from . import errors as E
-from . import versions
+from . import shapes, versions
 from .eager import Node, as_array, backend_name, set_symbolic_builder
 from .operators import ArrayOps
 from .registry import Op
@@ -29,18 +29,26 @@ from .tensor import Tensor, no_grad
 
 
 class Symbol(ArrayOps):
-    """A node of a graph: an op applied to Symbols, Tensors and scalars. Computes on run."""
+    """A node of a graph: an op applied to Symbols, Tensors and scalars. Computes on run.
 
-    __slots__ = ("op", "args", "params", "name", "site", "_schedules", "__weakref__")
+    Its ``shape`` is inferred when it is built (gpugrad.shapes): None for a dim known only
+    once the graph runs. ``dtype`` is the dtype's name where the inputs determine it, else None.
+    """
+
+    __slots__ = ("op", "args", "params", "name", "site", "_schedules", "_shape", "_dtype",
+                 "__weakref__")
     _gpugrad_symbolic = True
 
-    def __init__(self, op: Op | None, args: tuple, params: dict, name: str | None = None):
+    def __init__(self, op: Op | None, args: tuple, params: dict, name: str | None = None,
+                 shape: tuple | None = None, dtype: str | None = None):
         self.op = op
         self.args = args
         self.params = params
         self.name = name
         self.site = E.call_site()  # where the user built it, for error messages
         self._schedules: dict = {}
+        self._shape = shape
+        self._dtype = dtype
 
     def eval(self, feed: Mapping | None = None) -> Any:
         """Run the graph forward and return this node's value as a backend array."""
@@ -56,9 +64,35 @@ class Symbol(ArrayOps):
 
     @property
     def shape(self) -> tuple:
-        raise AttributeError(
-            f"{self!r} has no shape until it runs; its shape depends on the feeds"
-        )
+        if self._shape is None:
+            op = self.op.name if self.op is not None else "?"
+            raise AttributeError(
+                f"{self!r} has no shape until it runs: op {op!r} (or an input of it) has no "
+                "shape rule, so its shape depends on the feeds; declare one with "
+                "gpugrad.shapes.defshape")
+        return self._shape
+
+    @property
+    def dtype(self) -> Any:
+        return self._dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        shape = self.shape
+        if not shape:
+            raise TypeError(f"len() of a 0-d graph Symbol {self!r}")
+        if shape[0] is None:
+            raise TypeError(
+                f"len() of {self!r}: its shape {E.show(shape)} has a leading None, a size "
+                "known only when the graph runs; use .shape, or evaluate it first")
+        return shape[0]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
 
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
@@ -82,6 +116,8 @@ class Placeholder(Symbol):
         super().__init__(None, (), {}, name)
         self.declared_shape = tuple(shape)
         self.dtype = dtype
+        self._shape = self.declared_shape
+        self._dtype = B.dtype_name(dtype)
 
     @property
     def shape(self) -> tuple:
@@ -150,35 +186,32 @@ def _lift(node: Node, memo: dict) -> Symbol:
             continue
         stack.pop()
         args = tuple(memo[a] if type(a) is Node else a for a in cur.inputs)
-        memo[cur] = Symbol(cur.op, args, cur.params)
+        memo[cur] = Symbol(cur.op, args, cur.params, shape=tuple(cur.shape),
+                           dtype=B.dtype_name(cur.dtype))
     return memo[node]
 
 
 def build(op: Op, args: tuple, params: dict) -> Symbol:
     """The symbolic dispatcher: an op applied to at least one Symbol."""
-    _check_static_shapes(op, args, params)
+    shape, dtype = _check_static_shapes(op, args, params)
     memo: dict = {}
     lifted = tuple(_lift(a._node, memo) if isinstance(a, Tensor) and a._node is not None else a
                    for a in args)
-    return Symbol(op, lifted, params)
+    return Symbol(op, lifted, params, shape=shape, dtype=dtype)
 
 
-def _check_static_shapes(op: Op, args: tuple, params: dict) -> None:
-    """Shapes known while building (Placeholders' declared shapes, where None matches any
-    size; Tensors; scalars) are checked now, so a mismatch fails at the line that built it."""
-    shapes = []
+def _check_static_shapes(op: Op, args: tuple, params: dict) -> tuple:
+    """The new node's ``(shape, dtype name)`` from its inputs' (gpugrad.shapes), where None
+    dims match any size; a mismatch raises here, so it fails at the line that built it."""
+    facts = []
     for a in args:
-        if isinstance(a, Placeholder):
-            shapes.append(a.declared_shape)
-        elif isinstance(a, Symbol):
-            return  # an intermediate: its shape depends on the feeds
+        if isinstance(a, Symbol):
+            facts.append((a._shape, a._dtype, False))
         elif isinstance(a, (int, float, bool)):
-            shapes.append(())
-        elif hasattr(a, "shape") and a is not None:
-            shapes.append(tuple(a.shape))
-    why = E.shape_problem(op.name, shapes, params)
-    if why is not None:
-        raise E.OpError(E.at(why))
+            facts.append(((), a, True))
+        elif a is not None and hasattr(a, "shape"):
+            facts.append((tuple(a.shape), B.dtype_name(a.dtype), False))
+    return shapes.infer(op, facts, params)
 
 
 set_symbolic_builder(build)
