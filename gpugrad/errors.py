@@ -134,6 +134,8 @@ def _join(op: str, shapes: list, axis: Any) -> str | None:
     if not shapes:
         return f"{op} needs at least one array"
     first = shapes[0]
+    if op == "concat" and axis is None:  # flattened first: any shapes join
+        return None
     for i, s in enumerate(shapes[1:], 1):
         if len(s) != len(first):
             return (f"arrays must have the same number of dimensions, but input 0 has "
