@@ -71,14 +71,16 @@ def infer(op: Any, facts: Sequence[tuple], params: dict) -> tuple:
     rule = rule_of(op)
     if rule is None or any(s is None for s in shapes):
         return None, dtype
-    why = E.shape_problem(op.name, shapes, params)
-    if why is None:
-        try:
+    try:
+        why = E.shape_problem(op.name, shapes, params)
+        if why is None:
             return tuple(rule(shapes, params)), dtype
-        except Unknown:
-            return None, dtype
-        except ShapeError as exc:
-            why = str(exc)
+    except Unknown:
+        return None, dtype
+    except ShapeError as exc:
+        why = str(exc)
+    except (TypeError, ValueError, KeyError, IndexError):  # arguments the op will refuse
+        return None, dtype  # when it runs, with the backend's own words
     raise E.OpError(E.at(why))
 
 
