@@ -1,4 +1,4 @@
-"""The shape rule (and dtype rule) of every built-in op, for graphs built from declared shapes.
+"""The shape rule of every built-in op, for graphs built from declared shapes.
 
 A rule maps the input shapes (None for a size known only when the graph runs) and the op's
 static parameters to the output shape, or raises ShapeError naming the op and the shapes.
@@ -11,9 +11,6 @@ from __future__ import annotations
 import operator
 from typing import Any, Callable
 
-import numpy as np
-
-from . import backend as B
 from .errors import broadcast_problem, show
 from .ops.indexing import normalize_key
 
@@ -27,7 +24,6 @@ class Unknown(ShapeError):
 
 
 RULES: dict[str, Callable[[list, dict], tuple]] = {}
-DTYPES: dict[str, Callable[[list, dict], Any]] = {}
 
 
 def _rule(*names: str) -> Callable:
@@ -366,46 +362,3 @@ def _setitem_mask(op: str, shapes: list, params: dict) -> tuple:
         raise ShapeError(f"{op}: mask of shape {show(mask)} does not match the leading dims of "
                          f"x {show(shape)}")
     return shape
-
-
-# --- dtypes: a dtype name, or None where it is not known before the graph runs ---------------
-
-def _names(facts: list, skip: int = 0) -> list:
-    out = []
-    for shape, dtype, weak in facts[skip:]:
-        out.append(dtype if weak else np.dtype(dtype))
-    return out
-
-
-def _promote(facts: list, params: dict, skip: int = 0) -> str | None:
-    if any(f[1] is None for f in facts[skip:]):
-        return None
-    return str(np.result_type(*_names(facts, skip)))
-
-
-def _floating(facts: list, params: dict) -> str | None:
-    out = _promote(facts, params)
-    return out if out is not None and out.startswith(("float", "complex")) else None
-
-
-def _first(facts: list, params: dict) -> str | None:
-    return facts[0][1]
-
-
-for _name in ("negative", "abs", "square", "relu", "clip", "max", "min", "take",
-              "take_along_axis", "getitem", "setitem", "getitem_mask", "setitem_mask",
-              "reshape", "expand_dims", "squeeze", "broadcast_to", "permute_dims",
-              "matrix_transpose"):
-    DTYPES[_name] = _first
-for _name in ("add", "subtract", "multiply", "maximum", "minimum", "matmul", "linear", "concat",
-              "stack", "pow"):
-    DTYPES[_name] = _promote
-for _name in ("divide", "exp", "log", "log1p", "sqrt", "tanh", "sigmoid", "sin", "cos", "tan",
-              "asin", "acos", "atan", "atan2", "sinh", "cosh", "asinh", "acosh", "atanh",
-              "expm1", "logaddexp", "sum", "mean", "cumulative_sum", "logsumexp", "softmax",
-              "log_softmax"):
-    DTYPES[_name] = _floating
-for _name in ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal"):
-    DTYPES[_name] = lambda facts, params: "bool"
-DTYPES["where"] = lambda facts, params: _promote(facts, params, skip=1)
-DTYPES["astype"] = lambda facts, params: B.dtype_name(params["dtype"])

@@ -20,13 +20,16 @@ the op's forward on zero-strided inputs.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Sequence
 
-from . import errors as E
-from .shape_rules import DTYPES, RULES, ShapeError, Unknown, data_dependent  # noqa: F401
+import numpy as np
 
-Shape = tuple  # of int | None
+from . import errors as E
+from . import backend as B
+from .shape_rules import RULES, ShapeError, Unknown, data_dependent  # noqa: F401
+
+DTYPES: dict[str, Callable[[list, dict], Any]] = {}
+"""Each built-in op's dtype rule: ``(facts, params) -> dtype name or None``."""
 
 
 def defshape(op: Any, rule: Callable[..., tuple] | None = None) -> Any:
@@ -99,10 +102,12 @@ def evaluated(forward: Callable[..., Any], *, sizes: tuple[int, int] = (2, 3)) -
     (zero-strided: no memory per element), once with every None dim set to ``sizes[0]`` and
     once to ``sizes[1]``; an output dim that differs between the two runs is None.
 
-    Exact for ops whose output dims are each a fixed size or follow the None dims (every
-    op gpugrad ships is one), and cheap for ops whose forward is: it really runs it, on
-    inputs of the declared static sizes. Inputs whose None dims must equal a known size
-    (a None broadcast against 5) fail to run; the shape is then unknown (None).
+    Exact for ops whose every output dim is either fixed or changes with the None sizes
+    (elementwise ops, matmul, reductions, reshapes). Not for a slice of a None dim, whose
+    length can agree at two sizes and differ at others: gpugrad's own ops have rules of
+    their own. It really runs the forward, at the declared static sizes, so it is as cheap
+    as one run of the op. Inputs whose None dims must equal a known size (a None broadcast
+    against 5) fail to run; the shape is then unknown.
 
     >>> import gpugrad as gg
     >>> @gg.ops.defop("outer_example")
@@ -114,8 +119,6 @@ def evaluated(forward: Callable[..., Any], *, sizes: tuple[int, int] = (2, 3)) -
     (None, 4)
     >>> gg.ops.unregister("outer_example")
     """
-    import numpy as np
-
     def run(shapes: list, params: dict, n: int) -> tuple | None:
         arrays = [np.broadcast_to(np.zeros((), np.float64), tuple(n if d is None else d
                                                                   for d in s)) for s in shapes]
@@ -135,8 +138,44 @@ def evaluated(forward: Callable[..., Any], *, sizes: tuple[int, int] = (2, 3)) -
     return rule
 
 
-def numel(shape: Shape) -> int | None:
-    """How many elements a shape holds; None if a dim is None."""
-    if any(d is None for d in shape):
+# --- dtypes: a dtype name, or None where it is not known before the graph runs ------------
+
+def _names(facts: list, skip: int = 0) -> list:
+    out = []
+    for shape, dtype, weak in facts[skip:]:
+        out.append(dtype if weak else np.dtype(dtype))
+    return out
+
+
+def _promote(facts: list, params: dict, skip: int = 0) -> str | None:
+    if any(f[1] is None for f in facts[skip:]):
         return None
-    return math.prod(shape)
+    return str(np.result_type(*_names(facts, skip)))
+
+
+def _floating(facts: list, params: dict) -> str | None:
+    out = _promote(facts, params)
+    return out if out is not None and out.startswith(("float", "complex")) else None
+
+
+def _first(facts: list, params: dict) -> str | None:
+    return facts[0][1]
+
+
+for _name in ("negative", "abs", "square", "relu", "clip", "max", "min", "take",
+              "take_along_axis", "getitem", "setitem", "getitem_mask", "setitem_mask",
+              "reshape", "expand_dims", "squeeze", "broadcast_to", "permute_dims",
+              "matrix_transpose"):
+    DTYPES[_name] = _first
+for _name in ("add", "subtract", "multiply", "maximum", "minimum", "matmul", "linear", "concat",
+              "stack", "pow"):
+    DTYPES[_name] = _promote
+for _name in ("divide", "exp", "log", "log1p", "sqrt", "tanh", "sigmoid", "sin", "cos", "tan",
+              "asin", "acos", "atan", "atan2", "sinh", "cosh", "asinh", "acosh", "atanh",
+              "expm1", "logaddexp", "sum", "mean", "cumulative_sum", "logsumexp", "softmax",
+              "log_softmax"):
+    DTYPES[_name] = _floating
+for _name in ("equal", "not_equal", "less", "less_equal", "greater", "greater_equal"):
+    DTYPES[_name] = lambda facts, params: "bool"
+DTYPES["where"] = lambda facts, params: _promote(facts, params, skip=1)
+DTYPES["astype"] = lambda facts, params: B.dtype_name(params["dtype"])
