@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ops import (arithmetic, compare, elementwise, indexing, linalg, masking, reductions,
-                  shape)
+from .ops import arithmetic, compare, elementwise, indexing, linalg, reductions, shape
+from .ops import masking
 
 _take = indexing.take
 
