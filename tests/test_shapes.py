@@ -284,6 +284,22 @@ def test_a_shape_error_deep_in_a_model_points_at_the_users_line():
     assert msg.endswith(_site(line)), msg
 
 
+def test_layers_and_losses_check_intermediate_nodes_at_build():
+    x = gg.Placeholder((None, 4), "float32", name="x")
+    h = gg.nn.Linear(4, 5)(x)  # (None, 5)
+    line = _line() + 2
+    with pytest.raises(gg.OpError) as info:
+        gg.nn.Linear(4, 8)(h)
+    assert str(info.value).startswith("Linear(4, 8, bias=True): input has shape (None, 5)")
+    assert str(info.value).endswith(_site(line))
+    pred = gg.nn.Linear(5, 1)(h)  # (None, 1) against (None,) would broadcast to (None, None)
+    target = gg.Placeholder((None,), "float32", name="target")
+    with pytest.raises(gg.OpError, match=r"^mse_loss: prediction has shape \(None, 1\) but "
+                                         r"target has shape \(None,\)"):
+        gg.nn.mse_loss(pred, target)
+    assert gg.nn.mse_loss(gg.squeeze(pred, axis=1), target).shape == ()
+
+
 def test_an_eager_history_lifted_into_a_graph_keeps_its_shapes():
     W = gg.Variable(np.ones((3, 2)), name="W")
     penalty = 0.01 * gg.sum(W ** 2, axis=0)  # eager, shape (2,)
