@@ -14,6 +14,7 @@ in reverse); later runs reuse it.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -210,8 +211,18 @@ def _check_static_shapes(op: Op, args: tuple, params: dict) -> tuple:
         elif isinstance(a, (int, float, bool)):
             facts.append(((), a, True))
         elif a is not None and hasattr(a, "shape"):
-            facts.append((tuple(a.shape), B.dtype_name(a.dtype), False))
+            facts.append((tuple(a.shape), _dtype_name(a.dtype), False))
     return shapes.infer(op, facts, params)
+
+
+def _dtype_name(dtype: Any) -> str:
+    try:
+        return _cached_dtype_name(dtype)
+    except TypeError:  # an unhashable dtype object
+        return B.dtype_name(dtype)
+
+
+_cached_dtype_name = functools.lru_cache(maxsize=64)(B.dtype_name)
 
 
 set_symbolic_builder(build)

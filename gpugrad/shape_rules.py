@@ -56,6 +56,9 @@ def _merge(dims: list) -> int | None:
 
 
 def broadcast(op: str, shapes: list) -> tuple:
+    first = shapes[0]
+    if all(s == first for s in shapes) and None not in first:  # the common case: no work
+        return first
     why = broadcast_problem(shapes)
     if why is not None:
         raise ShapeError(f"{op}: shapes {_listed(shapes)} cannot be broadcast together: {why}")

@@ -20,6 +20,7 @@ the op's forward on zero-strided inputs.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -65,6 +66,9 @@ def rule_of(op: Any) -> Callable[..., tuple] | None:
     return None
 
 
+_CHECKED_BY_RULE = frozenset(E.BROADCASTING)  # their rule explains a mismatch itself
+
+
 def infer(op: Any, facts: Sequence[tuple], params: dict) -> tuple:
     """``(shape, dtype name)`` of ``op`` applied to inputs with these ``(shape, dtype, weak)``
     facts (shape None: unknown; weak: a Python scalar). Either may come back None (unknown).
@@ -75,7 +79,7 @@ def infer(op: Any, facts: Sequence[tuple], params: dict) -> tuple:
     if rule is None or any(s is None for s in shapes):
         return None, dtype
     try:
-        why = E.shape_problem(op.name, shapes, params)
+        why = None if op.name in _CHECKED_BY_RULE else E.shape_problem(op.name, shapes, params)
         if why is None:
             return tuple(rule(shapes, params)), dtype
     except Unknown:
@@ -140,17 +144,22 @@ def evaluated(forward: Callable[..., Any], *, sizes: tuple[int, int] = (2, 3)) -
 
 # --- dtypes: a dtype name, or None where it is not known before the graph runs ------------
 
-def _names(facts: list, skip: int = 0) -> list:
-    out = []
-    for shape, dtype, weak in facts[skip:]:
-        out.append(dtype if weak else np.dtype(dtype))
-    return out
+_WEAK = {bool: False, int: 0, float: 0.0, complex: 0j}  # NumPy 2 promotes these weakly
+
+
+@functools.lru_cache(maxsize=512)
+def _result_type(key: tuple) -> str:
+    return str(np.result_type(*(_WEAK[k] if isinstance(k, type) else np.dtype(k)
+                                for k in key)))
 
 
 def _promote(facts: list, params: dict, skip: int = 0) -> str | None:
-    if any(f[1] is None for f in facts[skip:]):
-        return None
-    return str(np.result_type(*_names(facts, skip)))
+    key = []
+    for _, dtype, weak in facts[skip:]:
+        if dtype is None:
+            return None
+        key.append(type(dtype) if weak else dtype)
+    return _result_type(tuple(key))
 
 
 def _floating(facts: list, params: dict) -> str | None:
