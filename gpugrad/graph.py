@@ -216,13 +216,15 @@ def _check_static_shapes(op: Op, args: tuple, params: dict) -> tuple:
 
 
 def _dtype_name(dtype: Any) -> str:
-    try:
-        return _cached_dtype_name(dtype)
+    try:  # keyed by type first: dtypes of two libraries are never compared with each other
+        return _cached_dtype_name(type(dtype), dtype)
     except TypeError:  # an unhashable dtype object
         return B.dtype_name(dtype)
 
 
-_cached_dtype_name = functools.lru_cache(maxsize=64)(B.dtype_name)
+@functools.lru_cache(maxsize=64)
+def _cached_dtype_name(kind: type, dtype: Any) -> str:
+    return B.dtype_name(dtype)
 
 
 set_symbolic_builder(build)
