@@ -102,6 +102,10 @@ class Symbol(ArrayOps):
     def __bool__(self) -> bool:
         raise TypeError("a graph Symbol has no truth value until it runs; use .eval(feed)")
 
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        # without this NumPy would walk a Symbol as a nested sequence, one node per element
+        raise TypeError(f"{self!r} has no array value until its graph runs; use .eval(feed)")
+
 
 class Placeholder(Symbol):
     """A value fed in on each run and never moved (``x`` in the tutorial).
