@@ -1,11 +1,11 @@
 """Static shapes of graph nodes: each op's output shape (and dtype) from its inputs', at build.
 
 A Placeholder declares its shape, with None for a size fed later (``(None, 3)``: any batch of 3
-features). Each op has a shape rule here, so every Symbol built from declared shapes knows its
-own; a dim that depends on a None stays None. A shape that cannot work raises
-:class:`gpugrad.OpError` at the line that builds the graph, naming the op and the shapes. A
-None dim that must equal a known size (``None`` broadcast against 5) takes that size; the fed
-value is checked when the graph runs, as before.
+features). Each built-in op has a shape rule (gpugrad.shape_rules), applied here, so every
+Symbol built from declared shapes knows its own; a dim that depends on a None stays None. A
+shape that cannot work raises :class:`gpugrad.OpError` at the line that builds the graph,
+naming the op and the shapes. A None dim that must equal a known size (``None`` broadcast
+against 5) takes that size; the fed value is checked when the graph runs, as before.
 
 >>> import numpy as np, gpugrad as gg
 >>> x = gg.Placeholder((None, 3), "float64", name="x")
