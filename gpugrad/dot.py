@@ -34,8 +34,8 @@ def _describe(obj: Any) -> tuple[str, str]:
     if isinstance(obj, Variable):
         return (f"Variable {obj.name or ''}\\n{_shape_text(obj.shape)}",
                 'shape=box, style="rounded,filled", fillcolor="#cfe8ff"')
-    if isinstance(obj, Symbol):
-        return f"{obj.op.name}", "shape=ellipse"
+    if isinstance(obj, Symbol):  # its shape as inferred at build ("?" where unknown)
+        return f"{obj.op.name}\\n{_shape_text(obj._shape)}", "shape=ellipse"
     if isinstance(obj, Node):
         return f"{obj.op.name}\\n{_shape_text(obj.shape)}", "shape=ellipse"
     if isinstance(obj, Tensor):

@@ -15,13 +15,14 @@ in reverse); later runs reuse it.
 from __future__ import annotations
 
 import contextvars
+import functools
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from . import backend as B
 from . import errors as E
-from . import versions
+from . import shapes, versions
 from .compiler.schedule import FeedError, Schedule
 from .eager import Node, as_array, backend_name, set_symbolic_builder
 from .operators import ArrayOps
@@ -30,18 +31,26 @@ from .tensor import Tensor, no_grad
 
 
 class Symbol(ArrayOps):
-    """A node of a graph: an op applied to Symbols, Tensors and scalars. Computes on run."""
+    """A node of a graph: an op applied to Symbols, Tensors and scalars. Computes on run.
 
-    __slots__ = ("op", "args", "params", "name", "site", "_schedules", "__weakref__")
+    Its ``shape`` is inferred when it is built (gpugrad.shapes): None for a dim known only
+    once the graph runs. ``dtype`` is the dtype's name where the inputs determine it, else None.
+    """
+
+    __slots__ = ("op", "args", "params", "name", "site", "_schedules", "_shape", "_dtype",
+                 "__weakref__")
     _gpugrad_symbolic = True
 
-    def __init__(self, op: Op | None, args: tuple, params: dict, name: str | None = None):
+    def __init__(self, op: Op | None, args: tuple, params: dict, name: str | None = None,
+                 shape: tuple | None = None, dtype: str | None = None):
         self.op = op
         self.args = args
         self.params = params
         self.name = name
         self.site = E.call_site()  # where the user built it, for error messages
         self._schedules: dict = {}
+        self._shape = shape
+        self._dtype = dtype
 
     def eval(self, feed: Mapping | None = None) -> Any:
         """Run the graph forward and return this node's value as a backend array."""
@@ -57,9 +66,21 @@ class Symbol(ArrayOps):
 
     @property
     def shape(self) -> tuple:
-        raise AttributeError(
-            f"{self!r} has no shape until it runs; its shape depends on the feeds"
-        )
+        if self._shape is None:
+            op = self.op.name if self.op is not None else "?"
+            raise AttributeError(
+                f"{self!r} has no shape until it runs: op {op!r} (or an input of it) has no "
+                "shape rule, so its shape depends on the feeds; declare one with "
+                "gpugrad.shapes.defshape")
+        return self._shape
+
+    @property
+    def dtype(self) -> Any:
+        return self._dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
 
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
@@ -82,17 +103,25 @@ class Symbol(ArrayOps):
     def __complex__(self) -> complex:
         raise no_value("complex()", "a graph Symbol has no value until it runs; use .eval(feed)")
 
-    def __iter__(self):
-        raise no_value("iteration (a for loop or unpacking)",
-                       "a graph Symbol cannot be iterated; index it (x[i]) instead")
-
     def __len__(self) -> int:
-        shape = getattr(self, "declared_shape", None)
-        if shape and shape[0] is not None:
-            return shape[0]
-        raise no_value("len() of a dimension not known until it runs",
-                       "a graph Symbol's length depends on the feeds; use a Placeholder "
-                       "with a fixed first dimension")
+        shape = self._shape
+        if shape == ():
+            raise TypeError(f"len() of a 0-d graph Symbol {self!r}")
+        if shape is None or shape[0] is None:
+            raise no_value(
+                "len() of a dimension not known until it runs",
+                f"len() of {self!r}: its shape {E.show(shape) if shape else '(unknown)'} has "
+                "a leading dimension known only when the graph runs; use .shape, or "
+                "evaluate it first")
+        return shape[0]
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        # without this NumPy would walk a Symbol as a nested sequence, one node per element
+        raise TypeError(f"{self!r} has no array value until its graph runs; use .eval(feed)")
 
 
 compile_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -131,6 +160,8 @@ class Placeholder(Symbol):
         super().__init__(None, (), {}, name)
         self.declared_shape = tuple(shape)
         self.dtype = dtype
+        self._shape = self.declared_shape
+        self._dtype = B.dtype_name(dtype)
 
     @property
     def shape(self) -> tuple:
@@ -199,35 +230,44 @@ def _lift(node: Node, memo: dict) -> Symbol:
             continue
         stack.pop()
         args = tuple(memo[a] if type(a) is Node else a for a in cur.inputs)
-        memo[cur] = Symbol(cur.op, args, cur.params)
+        memo[cur] = Symbol(cur.op, args, cur.params, shape=tuple(cur.shape),
+                           dtype=B.dtype_name(cur.dtype))
     return memo[node]
 
 
 def build(op: Op, args: tuple, params: dict) -> Symbol:
     """The symbolic dispatcher: an op applied to at least one Symbol."""
-    _check_static_shapes(op, args, params)
+    shape, dtype = _check_static_shapes(op, args, params)
     memo: dict = {}
     lifted = tuple(_lift(a._node, memo) if isinstance(a, Tensor) and a._node is not None else a
                    for a in args)
-    return Symbol(op, lifted, params)
+    return Symbol(op, lifted, params, shape=shape, dtype=dtype)
 
 
-def _check_static_shapes(op: Op, args: tuple, params: dict) -> None:
-    """Shapes known while building (Placeholders' declared shapes, where None matches any
-    size; Tensors; scalars) are checked now, so a mismatch fails at the line that built it."""
-    shapes = []
+def _check_static_shapes(op: Op, args: tuple, params: dict) -> tuple:
+    """The new node's ``(shape, dtype name)`` from its inputs' (gpugrad.shapes), where None
+    dims match any size; a mismatch raises here, so it fails at the line that built it."""
+    facts = []
     for a in args:
-        if isinstance(a, Placeholder):
-            shapes.append(a.declared_shape)
-        elif isinstance(a, Symbol):
-            return  # an intermediate: its shape depends on the feeds
+        if isinstance(a, Symbol):
+            facts.append((a._shape, a._dtype, False))
         elif isinstance(a, (int, float, bool)):
-            shapes.append(())
-        elif hasattr(a, "shape") and a is not None:
-            shapes.append(tuple(a.shape))
-    why = E.shape_problem(op.name, shapes, params)
-    if why is not None:
-        raise E.OpError(E.at(why))
+            facts.append(((), a, True))
+        elif a is not None and hasattr(a, "shape"):
+            facts.append((tuple(a.shape), _dtype_name(a.dtype), False))
+    return shapes.infer(op, facts, params)
+
+
+def _dtype_name(dtype: Any) -> str:
+    try:  # keyed by type first: dtypes of two libraries are never compared with each other
+        return _cached_dtype_name(type(dtype), dtype)
+    except TypeError:  # an unhashable dtype object
+        return B.dtype_name(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_dtype_name(kind: type, dtype: Any) -> str:
+    return B.dtype_name(dtype)
 
 
 set_symbolic_builder(build)

@@ -67,7 +67,23 @@ def setitem(t: Tensor, key: Any, value: Any) -> None:
     what = "setitem (t[key] = value)"
     _refuse_leaf(t, what)
     key = _unwrap_key(key)
-    if t._node is not None or _tracked(value):
+    if getattr(key, "_gpugrad_symbolic", False) or getattr(value, "_gpugrad_symbolic", False):
+        raise TypeError(E.at(
+            f"{what}: a graph Symbol cannot be written into a Tensor (the Symbol has a value "
+            "only when its graph runs); build the result instead, e.g. "
+            "gpugrad.where(mask, value, x)"))
+    mask = _mask(t, key)
+    if mask is not None:
+        if t._node is not None or _tracked(value):
+            _take_result(t, registry["setitem_mask"](t, value, mask), what)
+            return
+        if mask.ndim > len(t.shape) or tuple(mask.shape) != t.shape[:mask.ndim]:
+            raise E.OpError(E.at(
+                f"{what}: mask of shape {E.show(mask.shape)} does not cover the leading dims "
+                f"of the Tensor {E.show(t.shape)}; a mask needs mask.shape == "
+                "t.shape[:mask.ndim]"))
+        key = mask
+    elif t._node is not None or _tracked(value):
         _take_result(t, _recorded_setitem(t, key, value), what)
         return
     value = _value(t, value, what)
@@ -150,17 +166,22 @@ def _unwrap_key(key: Any) -> Any:
     return key.data if isinstance(key, Tensor) else key
 
 
+def _mask(t: Tensor, key: Any) -> Any:
+    """A boolean mask key as an array on ``t``'s backend and device; None for other keys."""
+    if isinstance(key, list) and key and all(type(k) is bool for k in key):
+        key = np.asarray(key)
+    if not B.is_backend_array(key) or "bool" not in str(key.dtype):
+        return None
+    if isinstance(key, np.ndarray) and t.xp is not np:  # a host mask crosses once
+        return t.xp.asarray(key, device=t.device)
+    return key
+
+
 def _recorded_setitem(t: Tensor, key: Any, value: Any) -> Tensor:
-    if B.is_backend_array(key) and "bool" in str(key.dtype):
-        if tuple(key.shape) != t.shape:
-            raise E.OpError(E.at(
-                f"setitem: a boolean mask {E.show(key.shape)} on a recorded Tensor must have "
-                f"the Tensor's shape {E.show(t.shape)}"))
-        return registry["where"](key, value, t)
     parts = key if isinstance(key, tuple) else (key,)
     if not all(k is None or k is Ellipsis or isinstance(k, (int, slice)) for k in parts):
         raise TypeError(E.at(
             f"setitem: index {key!r} on a Tensor with recorded history must be basic (ints, "
-            "slices, None, ...) or a boolean mask of its shape; use gpugrad.where for other "
-            "selections"))
+            "slices, None, ...) or a boolean mask of its leading dims; use gpugrad.where for "
+            "other selections"))
     return registry["setitem"](t, value, key=key)

@@ -9,12 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from .ops import arithmetic, compare, elementwise, indexing, linalg, reductions, shape
+from .ops import masking
 
 _take = indexing.take
 
 
 def index(x: Any, key: Any) -> Any:
-    """``x[key]``: basic keys go to getitem; one integer array (x[idx], x[:, idx]) to take."""
+    """``x[key]``: basic keys go to getitem; one integer array (x[idx], x[:, idx]) to take;
+    a boolean mask of x's leading dims (x[mask]) to getitem_mask."""
     parts = key if isinstance(key, tuple) else (key,)
     arrays = [i for i, k in enumerate(parts)
               if not (k is None or k is Ellipsis or isinstance(k, (int, slice)))]
@@ -50,13 +52,25 @@ def index(x: Any, key: Any) -> Any:
             "instead; for integer indices use gpugrad.take(x, idx, axis=...)"))
     kind = str(getattr(idx, "dtype", ""))
     if "bool" in kind:
-        raise TypeError(
-            "getitem: boolean masks give data-dependent shapes and are not differentiated; "
-            "use gpugrad.where(mask, x, 0.0) instead"
-        )
-    if "int" not in kind:
+        return _masked(x, idx, key, pos, len(parts))
+    if "int" not in kind and not (getattr(idx, "_gpugrad_symbolic", False)
+                                  and idx.dtype is None):  # a graph node of unknown dtype
         raise TypeError(f"getitem: index arrays must be integers, got {kind or type(idx)}")
     return _take(x, idx, axis=pos)
+
+
+def _masked(x: Any, mask: Any, key: Any, pos: int, n: int) -> Any:
+    """``x[mask]``: eager only, since the result's length depends on the data."""
+    from .errors import at
+    from .shape_rules import data_dependent
+
+    if getattr(x, "_gpugrad_symbolic", False) or getattr(mask, "_gpugrad_symbolic", False):
+        raise TypeError(at(data_dependent("getitem")))
+    if pos or n != 1:
+        raise TypeError(at(
+            f"getitem: index {key!r} mixes a boolean mask with other indices; a mask must be "
+            "the only index (x[mask], covering x's leading dims), or use gpugrad.where"))
+    return masking.getitem_mask(x, mask)
 
 
 def _api(name: str) -> Any:

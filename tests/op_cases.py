@@ -397,6 +397,46 @@ CASES += [
                                     ("batched", (2, 3, 4), [[0, 3, 1], [2, 2, 0]], -1)]
 ]
 
+# boolean masks: x[mask] over all or the leading dims of x, and x[mask] = value out of place
+# (value broadcasts to x[mask]'s shape, (count,) + the dims the mask leaves)
+MASK_2x3 = [[True, False, True], [False, False, True]]  # count 3
+MASK_ARGS = [
+    ("full", (2, 3), MASK_2x3),
+    ("leading", (3, 4), [True, False, True]),
+    ("none", (2, 3), [False, False]),
+    ("all_3d", (2, 3, 2), [[True, True, True], [True, True, True]]),
+]
+
+
+def mask(values) -> Gen:
+    return lambda r, s: np.asarray(values, dtype=bool)
+
+
+CASES += [
+    OpCase("getitem_mask", lambda x, m: x[m], lambda x, m: x[m], (normal, mask(m)),
+           (shape, None), variant=variant)
+    for variant, shape, m in MASK_ARGS
+]
+SETITEM_MASK_ARGS = [
+    ("full", (2, 3), MASK_2x3, (3,)),
+    ("leading_row", (3, 4), [True, False, True], (4,)),
+    ("leading_rows", (3, 4), [True, False, True], (2, 4)),
+    ("scalar", (2, 3), MASK_2x3, ()),
+]
+
+
+def _setitem_mask_ref(x, v, m):
+    out = x.copy()
+    out[m] = v
+    return out
+
+
+CASES += [
+    OpCase("setitem_mask", gg.setitem_mask, _setitem_mask_ref, (normal, normal, mask(m)),
+           (shape, vshape, None), variant=variant)
+    for variant, shape, m, vshape in SETITEM_MASK_ARGS
+]
+
 BY_ID = {c.id: c for c in CASES}
 GRAD_CASES = [c for c in CASES if c.differentiable]
 BINARY_CASES = [c for c in CASES if c.kind == "binary"]

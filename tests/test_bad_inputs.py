@@ -407,8 +407,13 @@ CATALOGUE = [
         r"^Adam: lr must be positive, got 0.0" + HERE),
     Bad("unknown-reduction", lambda: nn.mse_loss(v(2), c(2), reduction="avg"), ValueError,
         r"^mse_loss: unknown reduction 'avg'; choose one of mean, sum, none"),
-    Bad("boolean-mask-index", lambda: v(3)[np.array([True, False, True])], TypeError,
-        r"^getitem: boolean masks .* use gpugrad.where"),
+    Bad("boolean-mask-in-graph", lambda: gg.Placeholder((None, 3), name="x")[
+        np.array([True, False])], TypeError,
+        r"^getitem: a boolean mask selects a number of elements that depends on the data.*"
+        r"gg.where\(mask, x, 0.0\)" + HERE),
+    Bad("boolean-mask-wrong-shape", lambda: v((2, 3))[np.array([True, False, True])],
+        gg.OpError, r"^getitem_mask: mask of shape \(3,\) does not cover the leading dims of x "
+        r"\(2, 3\)" + HERE),
     Bad("not-an-array-argument", lambda: gg.exp("1.0"), TypeError,
         r"^exp: argument 0 is a str; pass Tensors, backend arrays or Python scalars" + HERE),
 ]

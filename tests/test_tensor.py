@@ -251,12 +251,6 @@ def test_integer_array_indexing_accumulates_repeats(bk):
     np.testing.assert_array_equal(host(m.grad), [[0.0, 0.0, 2.0], [0.0, 0.0, 2.0]])
 
 
-def test_boolean_mask_indexing_is_refused(bk):
-    x = var(bk, [1.0, 2.0])
-    with pytest.raises(TypeError, match="where"):
-        _ = x[x > 1.0]
-
-
 # --- methods --------------------------------------------------------------------------------
 
 def test_reductions_methods(bk):

@@ -276,6 +276,7 @@ def test_to_dot_of_a_graph_symbol():
     nodes, edges = _parse_dot(text)
     for piece in ("sigmoid", "add", "matmul", "Placeholder x", "Variable W", "Variable b"):
         assert piece in text
+    assert "sigmoid\\n(None, 2)" in text  # the shape inferred at build
     assert len(nodes) == 6 and len(edges) == 5
     by_label = {label.split("\\n")[0]: key for key, label in nodes.items()}
     want = {("Placeholder x", "matmul"), ("Variable W", "matmul"), ("matmul", "add"),

@@ -63,7 +63,9 @@ class Linear(Module):
 def _known_shape(x: Any) -> tuple | None:
     if isinstance(x, (Tensor, Placeholder)):
         return tuple(x.shape)
-    if hasattr(x, "shape") and not hasattr(x, "_gpugrad_symbolic"):
+    if hasattr(x, "_gpugrad_symbolic"):  # a graph node: its shape inferred at build, if known
+        return getattr(x, "_shape", None)
+    if hasattr(x, "shape"):
         return tuple(x.shape)
     return None
 

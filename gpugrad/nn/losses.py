@@ -33,9 +33,8 @@ def _reduce(loss: Any, reduction: str, who: str) -> Any:
 
 
 def _shape(x: Any) -> tuple | None:
-    if getattr(x, "_gpugrad_symbolic", False):
-        declared = getattr(x, "declared_shape", None)
-        return declared
+    if getattr(x, "_gpugrad_symbolic", False):  # a graph node: its shape inferred at build
+        return getattr(x, "_shape", None)
     return tuple(x.shape) if hasattr(x, "shape") else None
 
 

@@ -5,9 +5,9 @@
 """
 
 from ..registry import Op, defop, registry, unregister
-from . import (arithmetic, compare, elementwise, indexing, linalg, reductions, scan, shape,
-               softmax, trig)
+from . import (arithmetic, compare, elementwise, indexing, linalg, masking, reductions, scan,
+               shape, softmax, trig)
 from . import cuda  # noqa: E402, F401  (CuPy fast paths; imports CuPy only when used)
 
 __all__ = ["Op", "defop", "registry", "unregister", "arithmetic", "compare", "elementwise",
-           "indexing", "linalg", "reductions", "scan", "shape", "softmax", "trig"]
+           "indexing", "linalg", "masking", "reductions", "scan", "shape", "softmax", "trig"]
