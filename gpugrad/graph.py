@@ -111,7 +111,7 @@ class Symbol(ArrayOps):
             raise no_value(
                 "len() of a dimension not known until it runs",
                 f"len() of {self!r}: its shape {E.show(shape) if shape else '(unknown)'} has "
-                "a leading dimension known only when the graph runs; use .shape, or "
+                "a leading None, a size known only when the graph runs; use .shape, or "
                 "evaluate it first")
         return shape[0]
 

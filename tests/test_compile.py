@@ -48,6 +48,10 @@ def test_every_op_case_compiled_equals_eager(case, bk64, rng):
     args = _args(case, bk64, rng)
     step = gg.compile(case.fn)
     eager = case.fn(*args)
+    if case.name == "getitem_mask":  # a data-dependent shape: refused with what to do
+        with pytest.raises(TypeError, match=r"gg\.where\("):
+            step(*args)
+        return
     seed = gg.asarray(rng.standard_normal(tuple(eager.shape))) if eager.requires_grad else None
     if seed is not None:
         seed = seed.astype(eager.dtype)
@@ -264,8 +268,6 @@ def _branchy(x):
     lambda x: _branchy(x),
     lambda x: x * float(gg.sum(x)),
     lambda x: x * int(gg.max(x)),
-    lambda x: [r for r in x * 2.0][0],
-    lambda x: x[: len(x * 2.0)],
 ])
 def test_control_flow_on_a_traced_value_names_the_line(use, numpy_backend):
     f = gg.compile(use)
@@ -280,10 +282,10 @@ def test_control_flow_on_a_traced_value_names_the_line(use, numpy_backend):
 
 def test_boolean_mask_suggests_where(numpy_backend):
     f = gg.compile(lambda x: gg.sum(x[x > 0.0]))
-    with pytest.raises(TypeError, match="gpugrad.where"):
+    with pytest.raises(TypeError, match=r"g(g|pugrad)\.where\("):
         f(gg.asarray(np.array([1.0, -2.0])))
     g = gg.compile(lambda x, m: gg.sum(x[m]))
-    with pytest.raises(TypeError, match="gpugrad.where"):
+    with pytest.raises(TypeError, match=r"g(g|pugrad)\.where\("):
         g(gg.asarray(np.array([1.0, -2.0])), gg.asarray(np.array([True, False])))
     h = gg.compile(lambda x: gg.sum(gg.where(x > 0.0, x, 0.0)))  # what to do instead
     assert float(h(gg.asarray(np.array([1.0, -2.0, 3.0])))) == 4.0
@@ -292,6 +294,13 @@ def test_boolean_mask_suggests_where(numpy_backend):
 def test_len_of_a_known_dimension_works(numpy_backend):
     f = gg.compile(lambda x: gg.sum(x) / float(len(x)))
     assert float(f(gg.asarray(np.array([1.0, 2.0, 6.0])))) == 3.0
+
+
+def test_static_shapes_allow_len_and_iteration_of_intermediates(numpy_backend):
+    """A trace has exact shapes (gpugrad.shapes), so len() and iteration unroll."""
+    f = gg.compile(lambda x: [r for r in x * 2.0][1] + x[: len(x * 2.0)])
+    out = f(gg.asarray(np.array([1.0, 2.0])))
+    np.testing.assert_array_equal(gg.to_numpy(out), [5.0, 6.0])
 
 
 # --- staleness, aliasing, memory, threads, backends ------------------------------------------
