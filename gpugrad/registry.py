@@ -26,8 +26,12 @@ engine.
 
 from __future__ import annotations
 
+import inspect
 import types
 from typing import Any, Callable
+
+from . import binding
+from . import errors as E
 
 _ops: dict[str, "Op"] = {}
 registry = types.MappingProxyType(_ops)
@@ -56,6 +60,10 @@ class Op:
         "variadic",
         "scalar_ok",
         "twice_differentiable",
+        "nin",
+        "nreq",
+        "direct",
+        "front",
         "__dict__",
     )
 
@@ -81,6 +89,15 @@ class Op:
         self.twice_differentiable = twice_differentiable
         self.__doc__ = forward.__doc__
         self.__wrapped__ = forward
+        # the user-facing call: the rule's form until a signature is declared (defsignature)
+        self.__signature__ = binding.rule_signature(forward, variadic)
+        sig = self.__signature__
+        self.nin = -1 if sig is None else len(binding.positional_names(sig))
+        self.direct = frozenset(() if sig is None else (
+            p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY))
+        self.nreq = 0 if sig is None else sum(  # static parameters without a default
+            p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in sig.parameters.values())
+        self.front: Callable[..., Any] | None = None
 
     def defvjp(self, *rules: Callable[..., Any] | None) -> Any:
         """Register the VJP: one rule returning all gradients, or one rule per input.
@@ -115,12 +132,65 @@ class Op:
             raise TypeError(f"op {self.name!r} has no gradient (it is not differentiable)")
         return gradient_tuple(self.vjp(xp, g, res, **params), self.name)
 
+    def defsignature(self, fn: Callable[..., Any] | None = None, *,
+                     direct: bool = True) -> Any:
+        """Declare the op's user-facing call: ``fn`` has the signature users call (the
+        array-API standard's, plus the positional forms NumPy users type) and maps it to the
+        rule's form with ``self.run(*arrays, **params)``. A call already in the rule's form
+        (the arrays by position, the rule's static parameters by keyword) skips ``fn``
+        unless ``direct=False``. Usable as a decorator, with or without arguments; returns
+        ``fn``.
+        """
+
+        def declare(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.front = fn
+            self.__signature__ = binding.plain(inspect.signature(fn))
+            if not direct:
+                self.direct = frozenset()
+            return fn
+
+        return declare if fn is None else declare(fn)
+
     def __call__(self, *args: Any, **params: Any) -> Any:
+        # the rule's own form goes straight to the engine; any other form is mapped by the
+        # op's signature (two length checks and one set check on the hot path)
+        if len(args) != self.nin or len(params) < self.nreq or (
+                params and not self.direct.issuperset(params)):
+            return self._call_front(args, params)
         if self.variadic:
-            if len(args) != 1:
-                raise TypeError(f"{self.name}() takes one sequence of arrays, got {len(args)} args")
-            args = tuple(args[0])
+            seq = args[0]
+            if type(seq) is not list and type(seq) is not tuple:
+                return self._call_front(args, params)
+            args = tuple(seq)
         return _dispatch(self, args, params)
+
+    def run(self, *args: Any, **params: Any) -> Any:
+        """Run the op on arrays in the rule's form, its static parameters checked by name
+        (``[2, 3]`` becomes ``(2, 3)``; a Tensor given as ``axis`` is refused by name)."""
+        if params:
+            params = binding.check_params(self.name, params)
+        if self.variadic:
+            args = binding.check_sequence(self.name, args[0] if len(args) == 1 else args)
+        return _dispatch(self, args, params)
+
+    def _call_front(self, args: tuple, params: dict) -> Any:
+        front = self.front
+        if front is None:
+            sig = self.__signature__
+            if sig is not None:
+                try:
+                    sig.bind(*args, **params)
+                except TypeError:
+                    raise TypeError(E.at(binding.misfit(
+                        self.name, sig, args, params, self.variadic))) from None
+            return self.run(*args, **params)
+        try:
+            return front(*args, **params)
+        except TypeError as exc:
+            if exc.__traceback__ is None or exc.__traceback__.tb_next is not None:
+                raise  # raised inside the call, not by binding its arguments
+            raise TypeError(E.at(binding.misfit(
+                self.name, self.__signature__, args, params, self.variadic))) from None
 
     def __repr__(self) -> str:
         doc = (self.__doc__ or "").strip().splitlines()

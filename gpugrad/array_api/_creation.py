@@ -58,22 +58,9 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
     return _asarray(obj, dtype=dtype, device=device, copy=copy)
 
 
-@mark("op")
-def astype(x: Any, dtype: Any, /, *, copy: bool = True, device: Any = None) -> Tensor:
-    """x converted to ``dtype`` (op ``astype``: the gradient is converted back).
-
-    ``dtype`` may be a name or any backend's dtype; it is read as x's backend's dtype.
-    """
-    x = W.as_tensor(x)
-    if device is not None and device != x.device:
-        raise NotImplementedError(
-            f"gpugrad.array_api.astype: moving a Tensor to device {device!r} (it is on "
-            f"{x.device!r}) is not implemented; gpugrad keeps a graph on one device"
-        )
-    want = W.dtype_for(x.xp, dtype)
-    if want == x.dtype and not copy:
-        return x
-    return elementwise.astype(x, dtype=want)
+# the registered op: a dtype by name or any backend's, ``copy=``, ``device=`` (see
+# gpugrad.ops.signatures)
+astype = elementwise.astype
 
 
 def _dtype_or_array(xp: Any, v: Any) -> Any:
