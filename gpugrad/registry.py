@@ -61,8 +61,10 @@ class Op:
         "scalar_ok",
         "twice_differentiable",
         "nin",
-        "nreq",
-        "direct",
+        "nbare",
+        "nkw",
+        "statics",
+        "front_only",
         "front",
         "__dict__",
     )
@@ -93,10 +95,16 @@ class Op:
         self.__signature__ = binding.rule_signature(forward, variadic)
         sig = self.__signature__
         self.nin = -1 if sig is None else len(binding.positional_names(sig))
-        self.direct = frozenset(() if sig is None else (
+        self.statics = frozenset(() if sig is None else (
             p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY))
-        self.nreq = 0 if sig is None else sum(  # static parameters without a default
-            p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in sig.parameters.values())
+        # keywords only the declared signature knows (sum's dtype): such a call is mapped
+        self.front_only: frozenset[str] = frozenset()
+        self.nkw = self.nin  # arguments of a call with keywords in the rule's form
+        # how many arguments a call without keywords has in the rule's form: none if the rule
+        # has a static parameter without a default (reshape's shape)
+        self.nbare = -1 if sig is None or any(
+            p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in sig.parameters.values()
+        ) else self.nin
         self.front: Callable[..., Any] | None = None
 
     def defvjp(self, *rules: Callable[..., Any] | None) -> Any:
@@ -145,17 +153,20 @@ class Op:
         def declare(fn: Callable[..., Any]) -> Callable[..., Any]:
             self.front = fn
             self.__signature__ = binding.plain(inspect.signature(fn))
+            self.front_only = frozenset(self.__signature__.parameters) - self.statics
             if not direct:
-                self.direct = frozenset()
+                self.nkw = -1
             return fn
 
         return declare if fn is None else declare(fn)
 
     def __call__(self, *args: Any, **params: Any) -> Any:
         # the rule's own form goes straight to the engine; any other form is mapped by the
-        # op's signature (two length checks and one set check on the hot path)
-        if len(args) != self.nin or len(params) < self.nreq or (
-                params and not self.direct.issuperset(params)):
+        # op's signature (a length check, and a key check when there are keywords)
+        if params:
+            if len(args) != self.nkw or not self.front_only.isdisjoint(params):
+                return self._call_front(args, params)
+        elif len(args) != self.nbare:
             return self._call_front(args, params)
         if self.variadic:
             seq = args[0]
