@@ -21,6 +21,7 @@ import numpy as np
 from . import backend as B
 from . import errors as E
 from . import versions
+from .binding import static_problem
 from .eager import Node, as_array, backend_name, set_symbolic_builder
 from .operators import ArrayOps
 from .registry import Op
@@ -156,6 +157,9 @@ def _lift(node: Node, memo: dict) -> Symbol:
 
 def build(op: Op, args: tuple, params: dict) -> Symbol:
     """The symbolic dispatcher: an op applied to at least one Symbol."""
+    why = params and static_problem(op.name, params)  # named where the graph is built
+    if why:
+        raise TypeError(E.at(why))
     _check_static_shapes(op, args, params)
     memo: dict = {}
     lifted = tuple(_lift(a._node, memo) if isinstance(a, Tensor) and a._node is not None else a

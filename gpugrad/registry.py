@@ -178,10 +178,10 @@ class Op:
     def run(self, *args: Any, **params: Any) -> Any:
         """Run the op on arrays in the rule's form, its static parameters checked by name
         (``[2, 3]`` becomes ``(2, 3)``; a Tensor given as ``axis`` is refused by name)."""
-        if params:
-            params = binding.check_params(self.name, params)
         if self.variadic:
             args = binding.check_sequence(self.name, args[0] if len(args) == 1 else args)
+        if params:
+            params = binding.check_params(self.name, params)
         return _dispatch(self, args, params)
 
     def _call_front(self, args: tuple, params: dict) -> Any:
