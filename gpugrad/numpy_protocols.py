@@ -75,6 +75,7 @@ def suggestion(name: str) -> str:
     """The gpugrad function for NumPy's ``name``: ``gg.exp``, ``gg.array_api.floor``, or a
     pointer to ``gg.to_numpy`` where gpugrad has none."""
     import gpugrad
+
     from . import array_api
 
     ours = RENAMED.get(name, name)
