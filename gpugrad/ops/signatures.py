@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backend as B
+from .. import errors as E
 from ..binding import check_params
 from . import arithmetic, compare, elementwise, indexing, linalg, reductions, scan, softmax, trig
 from . import shape as shape_ops
@@ -143,7 +144,11 @@ def _astype(x: Any, /, dtype: Any, *, copy: bool = True, device: Any = None) -> 
         raise NotImplementedError(
             f"astype: moving a Tensor to device {device!r} (it is on {here!r}) is not "
             "implemented; gpugrad keeps a graph on one device")
-    want = B.resolve_dtype(xp, dtype if isinstance(dtype, str) else B.dtype_name(dtype))
+    name = dtype if isinstance(dtype, str) else B.dtype_name(dtype)
+    try:
+        want = B.resolve_dtype(xp, name if hasattr(xp, name) else dtype)  # NumPy takes float
+    except TypeError as exc:
+        raise TypeError(E.at(f"`astype`: {exc}")) from None
     if not copy and getattr(x, "dtype", None) == want:
         return x
     return elementwise.astype.run(x, dtype=want)
