@@ -22,11 +22,6 @@ PROMOTING = {"add", "atan2", "concat", "divide", "logaddexp", "matmul", "maximum
 """Names whose array_api function promotes float32 meeting float64, as the standard says,
 while gg.<name> refuses (README: Errors and safety). Everything else is one object."""
 
-NOT_YET = {"asarray"}
-"""gg.asarray (copies host NumPy arrays, positional dtype) and gg.array_api.asarray (the
-standard's keyword-only dtype and device) are still two functions."""
-
-
 def _plain(sig: inspect.Signature) -> list[tuple]:
     return [(p.name, p.kind, p.default) for p in sig.parameters.values()]
 
@@ -35,8 +30,8 @@ def test_every_standard_name_at_the_top_level_has_the_array_api_signature():
     top = [n for n in STANDARD if hasattr(gg, n)]
     assert len(top) >= 55
     two_objects = {n for n in top if getattr(gg, n) is not getattr(xa, n)}
-    assert two_objects == PROMOTING | NOT_YET
-    for name in sorted(set(top) - NOT_YET):
+    assert two_objects == PROMOTING
+    for name in top:
         ours, theirs = inspect.signature(getattr(gg, name)), inspect.signature(getattr(xa, name))
         assert _plain(ours) == _plain(theirs), name
         assert "xp" not in ours.parameters, name
@@ -245,3 +240,21 @@ def test_tensor_methods_take_the_same_positional_axis(bk):
     x = const(bk, X)
     np.testing.assert_array_equal(host(x.sum(0)), host(gg.sum(x, 0)))
     np.testing.assert_array_equal(host(x.mean(1)), host(gg.mean(x, 1)))
+
+
+def test_asarray_is_one_function_with_gpugrads_host_copy(bk):
+    assert gg.asarray is xa.asarray
+    assert [(p.name, p.kind.name) for p in inspect.signature(gg.asarray).parameters.values()] == [
+        ("obj", "POSITIONAL_ONLY"), ("dtype", "POSITIONAL_OR_KEYWORD"), ("device", "KEYWORD_ONLY"),
+        ("copy", "KEYWORD_ONLY")]
+    host_array = X.copy()
+    t = gg.asarray(host_array, bk.float_dtype)
+    host_array[0, 0, 0] = 99.0
+    np.testing.assert_allclose(host(t), X, rtol=1e-6)
+    assert t.dtype == const(bk, X).dtype
+    assert gg.asarray(t) is t
+    assert gg.asarray(t, device=t.device).device == t.device
+
+
+def test_asarray_stacks_tensors_differentiably(bk64):
+    gg.testing.check_grad(lambda a, b: gg.sum(gg.asarray([a, b, a]) ** 2), X[0, 0], X[1, 2])
