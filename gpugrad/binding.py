@@ -35,6 +35,10 @@ def what(value: Any) -> str:
         return f"a {kind} of shape {E.show(value.shape)}" if value.shape else f"a 0-d {kind}"
     if hasattr(value, "_gpugrad_symbolic") or hasattr(value, "requires_grad"):
         return f"a {kind}"
+    if isinstance(value, (list, tuple)):
+        odd = [v for v in value if _int(v) is _BAD]
+        if odd:
+            return f"a {kind} holding {what(odd[0])}"
     text = repr(value)
     return f"a {kind} ({text if len(text) <= 40 else text[:37] + '...'})"
 
@@ -111,13 +115,17 @@ def check_params(op: str, params: dict) -> dict:
 
 
 def check_sequence(op: str, arrays: Any) -> tuple:
-    """The arrays of a variadic op (``concat``, ``stack``) as a tuple; a TypeError naming
-    ``op`` when they are not a list or tuple."""
-    if not isinstance(arrays, (list, tuple)):
-        raise TypeError(E.at(
-            f"`{op}`: `arrays` must be a list or tuple of arrays, got {what(arrays)}; call "
-            f"{op}([a, b], axis=0)"))
-    return tuple(arrays)
+    """The arrays of a variadic op (``concat``, ``stack``) as a tuple: a list, a tuple or a
+    generator of arrays; a TypeError naming ``op`` for anything else (a single array)."""
+    if isinstance(arrays, (list, tuple)):
+        return tuple(arrays)
+    if hasattr(arrays, "__iter__") and not (
+            isinstance(arrays, (str, bytes)) or hasattr(arrays, "shape")
+            or hasattr(arrays, "_gpugrad_symbolic")):
+        return tuple(arrays)
+    raise TypeError(E.at(
+        f"`{op}`: `arrays` must be a list or tuple of arrays, got {what(arrays)}; call "
+        f"{op}([a, b], axis=0)"))
 
 
 def rule_signature(forward: Callable, variadic: bool) -> inspect.Signature | None:

@@ -129,6 +129,13 @@ def test_positional_forms_build_graphs(bk):
                                       host(positional(gg, x)), err_msg=label)
 
 
+def test_concat_and_stack_take_any_sequence_of_arrays(bk):
+    x = const(bk, X)
+    assert gg.concat((t for t in (x, x)), 1).shape == (2, 6, 4)
+    assert gg.stack(iter([x, x, x]), 0).shape == (3, 2, 3, 4)
+    assert xa.concat((x, x)).shape == (4, 3, 4)
+
+
 def test_sum_and_cumulative_sum_take_a_dtype(bk):
     x = const(bk, X)
     assert gg.sum(x, 0, dtype="float32").dtype == gg.asarray(np.float32(1)).dtype
@@ -185,8 +192,9 @@ BAD_CALLS = [
     ("x-by-keyword", lambda x: gg.exp(x=x), r"^`exp`: no keyword parameter `x` \(pass it by"),
     ("clip-four", lambda x: gg.clip(x, 0, 1, 2), r"^`clip`: takes at most 3 positional"),
     ("axes-holds-tensor", lambda x: gg.permute_dims(x, (0, x, 1)),
-     r"^`permute_dims`: `axes` must be a tuple of ints"),
-    ("shape-float", lambda x: gg.reshape(x, (4.0, 6)), r"^`reshape`: `shape` must be a tuple"),
+     r"^`permute_dims`: `axes` must be a tuple of ints \(one per axis\), got a tuple holding a"),
+    ("shape-float", lambda x: gg.reshape(x, (4.0, 6)),
+     r"^`reshape`: `shape` must be a tuple of ints, got a tuple holding a float \(4.0\)"),
     ("keepdims-int", lambda x: gg.max(x, 0, keepdims=2), r"^`max`: `keepdims` must be True"),
     ("concat-two-arrays", lambda x: gg.concat(x, x),
      (r"^`concat`: `arrays` must be a list or tuple of arrays, got a \w+ of shape \(2, 3, 4\); "
