@@ -148,6 +148,22 @@ class Op:
         (the arrays by position, the rule's static parameters by keyword) skips ``fn``
         unless ``direct=False``. Usable as a decorator, with or without arguments; returns
         ``fn``.
+
+        >>> import gpugrad as gg
+        >>> @gg.ops.defop("scale_example")
+        ... def scale_example(xp, x, *, k=2.0):
+        ...     "k x;  d/dx = k"
+        ...     return x * k, None
+        >>> @scale_example.defvjp
+        ... def _(xp, g, res, *, k=2.0):
+        ...     return (g * k,)
+        >>> @scale_example.defsignature
+        ... def _(x, /, k=2.0):
+        ...     return scale_example.run(x, k=k)
+        >>> float(scale_example(gg.asarray(1.5), 3.0)), str(gg.ops.registry["scale_example"]
+        ...                                                .__signature__)
+        (4.5, '(x, /, k=2.0)')
+        >>> gg.ops.unregister("scale_example")
         """
 
         def declare(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -230,9 +230,9 @@ def test_a_user_op_gets_its_rules_signature_and_named_errors():
     @gg.ops.defop("test_scale_by")
     def scale_by(xp, x, *, k=2.0):
         "k x; d/dx = k"
-        return x * k, k
+        return x * k, None
 
-    scale_by.defvjp(lambda xp, g, k, *, k_=None, **_: (g * k,))
+    scale_by.defvjp(lambda xp, g, res, *, k=2.0: (g * k,))
     try:
         assert str(inspect.signature(scale_by)) == "(x, /, *, k=2.0)"
         x = gg.asarray([1.0, 2.0])
