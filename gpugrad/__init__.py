@@ -37,7 +37,6 @@ from .tensor import (
     OpError,
     Tensor,
     Variable,
-    asarray,
     is_grad_enabled,
     no_grad,
 )
