@@ -3,7 +3,8 @@
 
 - The ufuncs behind Python's operators (``np.add``, ``np.multiply``, ``np.less``, ...) run
   the gpugrad op, because ``host_array + t`` calls them: the result is a Tensor, recorded
-  like ``t + host_array``.
+  like ``t + host_array``. Writing such a result into a NumPy array (``host += t``,
+  ``out=``) raises: it would lose the gradient.
 - Every other ufunc (``np.exp(t)``), ufunc method (``np.add.reduce(t)``) and NumPy function
   (``np.sum(t)``, ``np.concatenate([t, t])``) raises a TypeError that names the gpugrad
   function to call instead: NumPy would turn the Tensor into a plain array and drop its
@@ -104,6 +105,11 @@ def ufunc(fn: Any, method: str, inputs: tuple, kwargs: dict) -> Any:
 
             return getattr(array_api, API_OPERATORS[name])(*inputs)
     if method == "__call__":
+        if "out" in kwargs and (name in OPERATORS or name in API_OPERATORS):
+            return _raise(TypeError(E.at(
+                f"np.{name} into a NumPy array (host += t, or out=) cannot take a gpugrad "
+                "Tensor or Symbol: the result would lose its gradient; write host = host + t "
+                "for a Tensor, or use gg.to_numpy(t) for values")))
         if kwargs:
             keys = ", ".join(sorted(kwargs))
             return _raise(TypeError(E.at(

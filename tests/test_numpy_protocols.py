@@ -80,6 +80,14 @@ def test_operator_ufuncs_run_gpugrad_ops_and_differentiate(numpy_backend):
     gg.testing.check_grad(f, X[0] + 2.0)
 
 
+def test_an_in_place_numpy_update_with_a_tensor_says_what_to_write(numpy_backend):
+    host_array = np.ones(3)
+    with pytest.raises(TypeError, match=r"np.add into a NumPy array \(host \+= t, or out=\) "
+                                        r"cannot take a gpugrad Tensor"):
+        host_array += gg.Variable([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(host_array, np.ones(3))
+
+
 def test_operator_ufuncs_build_graph_nodes():
     P = gg.Placeholder((3,), "float64", name="x")
     out = np.array([1.0, 2.0, 3.0]) * P
