@@ -130,7 +130,8 @@ def check_sequence(op: str, arrays: Any) -> tuple:
 
 def rule_signature(forward: Callable, variadic: bool) -> inspect.Signature | None:
     """The user-facing signature a rule implies: its arrays positional-only (one sequence
-    ``arrays`` for a variadic op), its static parameters keyword-only, ``xp`` left out."""
+    ``arrays`` for a variadic op), its static parameters keyword-only, ``xp`` left out; None
+    when the rule takes ``*args`` or ``**params`` (no check then)."""
     try:
         params = list(inspect.signature(forward).parameters.values())[1:]
     except (TypeError, ValueError):
@@ -139,6 +140,8 @@ def rule_signature(forward: Callable, variadic: bool) -> inspect.Signature | Non
     arrays = [P(p.name, P.POSITIONAL_ONLY) for p in params if p.kind in _POSITIONAL]
     if variadic:
         arrays = [P("arrays", P.POSITIONAL_ONLY)]
+    elif any(p.kind in (P.VAR_POSITIONAL, P.VAR_KEYWORD) for p in params):
+        return None  # a rule taking *args or **params: calls go to it as they are
     statics = [P(p.name, P.KEYWORD_ONLY, default=p.default) for p in params
                if p.kind is P.KEYWORD_ONLY]
     return inspect.Signature(arrays + statics)

@@ -266,3 +266,23 @@ def test_asarray_is_one_function_with_gpugrads_host_copy(bk):
 
 def test_asarray_stacks_tensors_differentiably(bk64):
     gg.testing.check_grad(lambda a, b: gg.sum(gg.asarray([a, b, a]) ** 2), X[0, 0], X[1, 2])
+
+
+def test_a_user_op_with_star_args_takes_calls_as_they_are():
+    @gg.ops.defop("test_sum_all")
+    def sum_all(xp, *arrays, **params):
+        "a + b + ...; d/d each = 1"
+        out = arrays[0]
+        for a in arrays[1:]:
+            out = out + a
+        return out, len(arrays)
+
+    sum_all.defvjp(lambda xp, g, n, **params: (g,) * n)
+    try:
+        x = gg.Variable([1.0, 2.0])
+        out = sum_all(x, x, x, scale=1.0)
+        np.testing.assert_array_equal(host(out), [3.0, 6.0])
+        gg.sum(out).backward()
+        np.testing.assert_array_equal(host(x.grad), [3.0, 3.0])
+    finally:
+        gg.ops.unregister("test_sum_all")
