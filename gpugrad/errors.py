@@ -233,7 +233,9 @@ def shapes_of(arrays: Sequence[Any]) -> list:
 def op_error(op: str, arrays: Sequence[Any], params: dict, exc: Exception,
              site: str | None = None) -> OpError:
     """The OpError for a backend exception raised by ``op``'s forward rule."""
-    msg = shape_problem(op, shapes_of(arrays), params)
+    from .binding import static_problem  # binding builds on this module
+
+    msg = static_problem(op, params) or shape_problem(op, shapes_of(arrays), params)
     if msg is None:
         msg = f"{op}: {exc} (inputs: {', '.join(describe(a) for a in arrays)})"
     return OpError(at(msg, site or call_site(2)))

@@ -24,6 +24,7 @@ from . import backend as B
 from . import errors as E
 from . import shapes, versions
 from .compiler.schedule import FeedError, Schedule
+from .binding import static_problem
 from .eager import Node, as_array, backend_name, set_symbolic_builder
 from .operators import ArrayOps
 from .registry import Op
@@ -237,6 +238,9 @@ def _lift(node: Node, memo: dict) -> Symbol:
 
 def build(op: Op, args: tuple, params: dict) -> Symbol:
     """The symbolic dispatcher: an op applied to at least one Symbol."""
+    why = params and static_problem(op.name, params)  # named where the graph is built
+    if why:
+        raise TypeError(E.at(why))
     shape, dtype = _check_static_shapes(op, args, params)
     memo: dict = {}
     lifted = tuple(_lift(a._node, memo) if isinstance(a, Tensor) and a._node is not None else a

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import numpy_protocols as _numpy
 from .ops import arithmetic, compare, elementwise, indexing, linalg, reductions, shape
 from .ops import masking
 
@@ -83,8 +84,18 @@ class ArrayOps:
     """Operator overloads; subclasses provide ``shape`` where methods need it."""
 
     __slots__ = ()
-    __array_ufunc__ = None  # numpy defers to our reflected operators
     __array_priority__ = 1000
+
+    # NumPy: operators' ufuncs run our ops (host_array + t); other ufuncs and functions raise
+    # naming the gg function; np.asarray gives a constant's values (see numpy_protocols)
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        return _numpy.ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        return _numpy.function(func, args, kwargs)
+
+    def __array__(self, dtype=None, copy=None):
+        return _numpy.to_array(self, dtype, copy)
 
     def __add__(self, other): return arithmetic.add(self, other)
     def __radd__(self, other): return arithmetic.add(other, self)

@@ -26,8 +26,12 @@ engine.
 
 from __future__ import annotations
 
+import inspect
 import types
 from typing import Any, Callable
+
+from . import binding
+from . import errors as E
 
 _ops: dict[str, "Op"] = {}
 registry = types.MappingProxyType(_ops)
@@ -56,6 +60,12 @@ class Op:
         "variadic",
         "scalar_ok",
         "twice_differentiable",
+        "nin",
+        "nbare",
+        "nkw",
+        "statics",
+        "front_only",
+        "front",
         "__dict__",
     )
 
@@ -81,6 +91,21 @@ class Op:
         self.twice_differentiable = twice_differentiable
         self.__doc__ = forward.__doc__
         self.__wrapped__ = forward
+        # the user-facing call: the rule's form until a signature is declared (defsignature)
+        self.__signature__ = binding.rule_signature(forward, variadic)
+        sig = self.__signature__
+        self.nin = -1 if sig is None else len(binding.positional_names(sig))
+        self.statics = frozenset(() if sig is None else (
+            p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY))
+        # keywords only the declared signature knows (sum's dtype): such a call is mapped
+        self.front_only: frozenset[str] = frozenset()
+        self.nkw = self.nin  # arguments of a call with keywords in the rule's form
+        # how many arguments a call without keywords has in the rule's form: none if the rule
+        # has a static parameter without a default (reshape's shape)
+        self.nbare = -1 if sig is None or any(
+            p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in sig.parameters.values()
+        ) else self.nin
+        self.front: Callable[..., Any] | None = None
 
     def defvjp(self, *rules: Callable[..., Any] | None) -> Any:
         """Register the VJP: one rule returning all gradients, or one rule per input.
@@ -115,12 +140,84 @@ class Op:
             raise TypeError(f"op {self.name!r} has no gradient (it is not differentiable)")
         return gradient_tuple(self.vjp(xp, g, res, **params), self.name)
 
+    def defsignature(self, fn: Callable[..., Any] | None = None, *,
+                     direct: bool = True) -> Any:
+        """Declare the op's user-facing call: ``fn`` has the signature users call (the
+        array-API standard's, plus the positional forms NumPy users type) and maps it to the
+        rule's form with ``self.run(*arrays, **params)``. A call already in the rule's form
+        (the arrays by position, the rule's static parameters by keyword) skips ``fn``
+        unless ``direct=False``. Usable as a decorator, with or without arguments; returns
+        ``fn``.
+
+        >>> import gpugrad as gg
+        >>> @gg.ops.defop("scale_example")
+        ... def scale_example(xp, x, *, k=2.0):
+        ...     "k x;  d/dx = k"
+        ...     return x * k, None
+        >>> @scale_example.defvjp
+        ... def _(xp, g, res, *, k=2.0):
+        ...     return (g * k,)
+        >>> @scale_example.defsignature
+        ... def _(x, /, k=2.0):
+        ...     return scale_example.run(x, k=k)
+        >>> float(scale_example(gg.asarray(1.5), 3.0)), str(gg.ops.registry["scale_example"]
+        ...                                                .__signature__)
+        (4.5, '(x, /, k=2.0)')
+        >>> gg.ops.unregister("scale_example")
+        """
+
+        def declare(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.front = fn
+            self.__signature__ = binding.plain(inspect.signature(fn))
+            self.front_only = frozenset(self.__signature__.parameters) - self.statics
+            if not direct:
+                self.nkw = -1
+            return fn
+
+        return declare if fn is None else declare(fn)
+
     def __call__(self, *args: Any, **params: Any) -> Any:
+        # the rule's own form goes straight to the engine; any other form is mapped by the
+        # op's signature (a length check, and a key check when there are keywords)
+        if params:
+            if len(args) != self.nkw or not self.front_only.isdisjoint(params):
+                return self._call_front(args, params)
+        elif len(args) != self.nbare:
+            return self._call_front(args, params)
         if self.variadic:
-            if len(args) != 1:
-                raise TypeError(f"{self.name}() takes one sequence of arrays, got {len(args)} args")
-            args = tuple(args[0])
+            seq = args[0]
+            if type(seq) is not list and type(seq) is not tuple:
+                return self._call_front(args, params)
+            args = tuple(seq)
         return _dispatch(self, args, params)
+
+    def run(self, *args: Any, **params: Any) -> Any:
+        """Run the op on arrays in the rule's form, its static parameters checked by name
+        (``[2, 3]`` becomes ``(2, 3)``; a Tensor given as ``axis`` is refused by name)."""
+        if self.variadic:
+            args = binding.check_sequence(self.name, args[0] if len(args) == 1 else args)
+        if params:
+            params = binding.check_params(self.name, params)
+        return _dispatch(self, args, params)
+
+    def _call_front(self, args: tuple, params: dict) -> Any:
+        front = self.front
+        if front is None:
+            sig = self.__signature__
+            if sig is not None:
+                try:
+                    sig.bind(*args, **params)
+                except TypeError:
+                    raise TypeError(E.at(binding.misfit(
+                        self.name, sig, args, params, self.variadic))) from None
+            return self.run(*args, **params)
+        try:
+            return front(*args, **params)
+        except TypeError as exc:
+            if exc.__traceback__ is None or exc.__traceback__.tb_next is not None:
+                raise  # raised inside the call, not by binding its arguments
+            raise TypeError(E.at(binding.misfit(
+                self.name, self.__signature__, args, params, self.variadic))) from None
 
     def __repr__(self) -> str:
         doc = (self.__doc__ or "").strip().splitlines()

@@ -13,6 +13,7 @@ from .. import backend as B
 from ..ops import elementwise
 from ..ops import shape as shape_ops
 from ..tensor import Tensor
+from ..tensor import asarray as _host_asarray
 from . import _wrap as W
 from ._wrap import mark, passthrough
 
@@ -28,7 +29,6 @@ ones = passthrough("ones", "none")
 ones_like = passthrough("ones_like", "none")
 zeros = passthrough("zeros", "none")
 zeros_like = passthrough("zeros_like", "none")
-_asarray = passthrough("asarray", "none")
 
 
 def _holds_tensor(obj: Any) -> bool:
@@ -37,16 +37,23 @@ def _holds_tensor(obj: Any) -> bool:
 
 
 @mark("none")
-def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | None = None
-            ) -> Tensor:
-    """``obj`` as a Tensor. A Tensor comes back with its graph (``copy=True`` or another
-    dtype go through the differentiable ``astype``); a sequence holding Tensors is stacked,
-    so it stays differentiable; anything else becomes a constant on the backend.
+def asarray(obj: Any, /, dtype: Any = None, *, device: Any = None,
+            copy: bool | None = None) -> Tensor:
+    """``obj`` as a Tensor (``gpugrad.asarray`` is this function).
+
+    - A Tensor comes back with its graph; another ``dtype``, or ``copy=True``, goes through
+      the differentiable ``astype``.
+    - A list or tuple holding Tensors is stacked, so it stays differentiable.
+    - Anything else is a constant: host data crosses to the current backend once, and a
+      NumPy array is copied unless ``copy=False`` (see ``gpugrad.tensor.asarray``).
+      ``device=`` puts it on that device of the backend.
 
     >>> import gpugrad as gg
     >>> x = gg.Variable([1.0, 2.0])
-    >>> gg.array_api.asarray(x) is x
-    True
+    >>> gg.array_api.asarray(x) is x, gg.asarray is gg.array_api.asarray
+    (True, True)
+    >>> gg.asarray([1, 2], "float32").dtype
+    dtype('float32')
     """
     if isinstance(obj, Tensor):
         want = W.dtype_for(obj.xp, dtype)
@@ -55,25 +62,15 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: bool | 
         return elementwise.astype(obj, dtype=obj.dtype) if copy else obj
     if isinstance(obj, (list, tuple)) and _holds_tensor(obj):
         return shape_ops.stack([asarray(o, dtype=dtype) for o in obj], axis=0)
-    return _asarray(obj, dtype=dtype, device=device, copy=copy)
+    out = _host_asarray(obj, dtype, copy=copy)
+    if device is not None and device != out.device:
+        out = Tensor(out.xp.asarray(out.data, device=device))
+    return out
 
 
-@mark("op")
-def astype(x: Any, dtype: Any, /, *, copy: bool = True, device: Any = None) -> Tensor:
-    """x converted to ``dtype`` (op ``astype``: the gradient is converted back).
-
-    ``dtype`` may be a name or any backend's dtype; it is read as x's backend's dtype.
-    """
-    x = W.as_tensor(x)
-    if device is not None and device != x.device:
-        raise NotImplementedError(
-            f"gpugrad.array_api.astype: moving a Tensor to device {device!r} (it is on "
-            f"{x.device!r}) is not implemented; gpugrad keeps a graph on one device"
-        )
-    want = W.dtype_for(x.xp, dtype)
-    if want == x.dtype and not copy:
-        return x
-    return elementwise.astype(x, dtype=want)
+# the registered op: a dtype by name or any backend's, ``copy=``, ``device=`` (see
+# gpugrad.ops.signatures)
+astype = elementwise.astype
 
 
 def _dtype_or_array(xp: Any, v: Any) -> Any:

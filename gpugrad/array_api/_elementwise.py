@@ -38,17 +38,7 @@ tan = trig.tan
 tanh = elementwise.tanh
 
 
-def _promoting(op: Any) -> Any:
-    """The binary op ``op``, after the standard's promotion of mixed float precisions."""
-
-    def fn(x1: Any, x2: Any, /) -> Tensor:
-        return op(*W.promote(x1, x2))
-
-    fn.__name__ = fn.__qualname__ = op.name
-    fn.__doc__ = (f"{(op.__doc__ or '').strip().splitlines()[0]}  (op ``{op.name}``; float32 "
-                  "meeting float64 is promoted to float64, as the standard says)")
-    fn.gradient = "op"
-    return fn
+_promoting = W.promoting
 
 
 add = _promoting(arithmetic.add)
@@ -62,10 +52,7 @@ pow = _promoting(arithmetic.pow)
 subtract = _promoting(arithmetic.subtract)
 
 
-@mark("op")
-def where(condition: Any, x1: Any, x2: Any, /) -> Tensor:
-    """x1 where condition else x2 (op ``where``, after promoting mixed float precisions)."""
-    return elementwise.where(condition, *W.promote(x1, x2))
+where = _promoting(elementwise.where)
 
 
 equal = compare.equal
@@ -76,26 +63,8 @@ greater = compare.greater
 greater_equal = compare.greater_equal
 
 
-@mark("op")
-def clip(x: Any, /, min: Any = None, max: Any = None) -> Tensor:
-    """x limited to [min, max]; the gradient passes on the closed interval.
-
-    Scalar bounds use the ``clip`` op. Array bounds are differentiable too: a bound gets the
-    gradient where it is the result.
-
-    >>> import gpugrad as gg
-    >>> xp = gg.array_api
-    >>> gg.to_numpy(xp.clip(gg.asarray([-2.0, 0.5, 3.0]), min=-1.0, max=1.0))
-    array([-1. ,  0.5,  1. ])
-    """
-    if all(b is None or isinstance(b, (int, float)) for b in (min, max)):
-        return elementwise.clip(x, min=min, max=max)
-    out = W.as_tensor(x)
-    if min is not None:
-        out = where(less(out, min), min, out)
-    if max is not None:
-        out = where(greater(out, max), max, out)
-    return out
+# array bounds are differentiable too (see gpugrad.ops.signatures)
+clip = elementwise.clip
 
 
 # --- composites ---------------------------------------------------------------------------

@@ -23,65 +23,21 @@ from ._wrap import mark
 matrix_transpose = linalg.matrix_transpose
 
 
-@mark("op")
-def matmul(x1: Any, x2: Any, /) -> Tensor:
-    """x1 @ x2, batched (op ``matmul``, after promoting mixed float precisions)."""
-    return linalg.matmul(*W.promote(x1, x2))
+matmul = W.promoting(linalg.matmul)
 
 
-@mark("op")
-def permute_dims(x: Any, /, axes: Sequence[int]) -> Tensor:
-    """x with its axes reordered (op ``permute_dims``)."""
-    return linalg.permute_dims(x, axes=tuple(axes))
+# registered ops, whose signatures take the standard's calls (and ``expand_dims(x, 0)``)
+permute_dims = linalg.permute_dims
+reshape = shape_ops.reshape
+expand_dims = shape_ops.expand_dims
+squeeze = shape_ops.squeeze
+broadcast_to = shape_ops.broadcast_to
+take = indexing.take
+take_along_axis = indexing.take_along_axis
 
 
-@mark("op")
-def reshape(x: Any, /, shape: Sequence[int], *, copy: bool | None = None) -> Tensor:
-    """x with a new shape (op ``reshape``); gpugrad never writes in place, so ``copy`` is
-    accepted and has no effect."""
-    return shape_ops.reshape(x, shape=tuple(shape))
-
-
-@mark("op")
-def expand_dims(x: Any, /, axis: int = 0) -> Tensor:
-    """x with a new axis of length 1 (op ``expand_dims``)."""
-    return shape_ops.expand_dims(x, axis=axis)
-
-
-@mark("op")
-def squeeze(x: Any, /, axis: int | tuple[int, ...]) -> Tensor:
-    """x without the given length-1 axes (op ``squeeze``)."""
-    return shape_ops.squeeze(x, axis=axis)
-
-
-@mark("op")
-def broadcast_to(x: Any, /, shape: Sequence[int]) -> Tensor:
-    """x broadcast to ``shape`` (op ``broadcast_to``)."""
-    return shape_ops.broadcast_to(x, shape=tuple(shape))
-
-
-@mark("op")
-def concat(arrays: Sequence[Any], /, *, axis: int | None = 0) -> Tensor:
-    """arrays joined along an existing axis (op ``concat``)."""
-    return shape_ops.concat(list(W.promote(*arrays)), axis=axis)
-
-
-@mark("op")
-def stack(arrays: Sequence[Any], /, *, axis: int = 0) -> Tensor:
-    """arrays joined along a new axis (op ``stack``)."""
-    return shape_ops.stack(list(W.promote(*arrays)), axis=axis)
-
-
-@mark("op")
-def take(x: Any, indices: Any, /, *, axis: int | None = None) -> Tensor:
-    """x gathered at integer ``indices`` along ``axis`` (op ``take``)."""
-    return indexing.take(x, indices, axis=axis)
-
-
-@mark("op")
-def take_along_axis(x: Any, indices: Any, /, *, axis: int = -1) -> Tensor:
-    """x gathered along ``axis`` at ``indices`` of x's rank (op ``take_along_axis``)."""
-    return indexing.take_along_axis(x, indices, axis=axis)
+concat = W.promoting(shape_ops.concat, sequence=True)
+stack = W.promoting(shape_ops.stack, sequence=True)
 
 
 def _axes(ndim: int, axis: Any) -> tuple[int, ...]:

@@ -12,47 +12,15 @@ from typing import Any
 from ..ops import reductions, scan
 from ..tensor import Tensor
 from . import _wrap as W
-from ._creation import astype
 from ._manipulation import concat, take_along_axis
 from ._wrap import mark, passthrough
 
-
-def _with_dtype(x: Any, dtype: Any) -> Tensor:
-    x = W.as_tensor(x)
-    return x if dtype is None else astype(x, dtype, copy=False)
-
-
-@mark("op")
-def sum(x: Any, /, *, axis: Any = None, dtype: Any = None,
-        keepdims: bool = False) -> Tensor:
-    """Sum over ``axis`` (op ``sum``), after converting to ``dtype`` if one is given."""
-    return reductions.sum(_with_dtype(x, dtype), axis=axis, keepdims=keepdims)
-
-
-@mark("op")
-def mean(x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Tensor:
-    """Mean over ``axis`` (op ``mean``)."""
-    return reductions.mean(x, axis=axis, keepdims=keepdims)
-
-
-@mark("op")
-def max(x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Tensor:
-    """Largest element over ``axis`` (op ``max``: ties share the gradient)."""
-    return reductions.max(x, axis=axis, keepdims=keepdims)
-
-
-@mark("op")
-def min(x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Tensor:
-    """Smallest element over ``axis`` (op ``min``: ties share the gradient)."""
-    return reductions.min(x, axis=axis, keepdims=keepdims)
-
-
-@mark("op")
-def cumulative_sum(x: Any, /, *, axis: int | None = None, dtype: Any = None,
-                   include_initial: bool = False) -> Tensor:
-    """Running sum along ``axis`` (op ``cumulative_sum``)."""
-    return scan.cumulative_sum(_with_dtype(x, dtype), axis=axis,
-                               include_initial=include_initial)
+# registered ops, whose signatures take the standard's calls (and ``sum(x, 0)``)
+sum = reductions.sum
+mean = reductions.mean
+max = reductions.max
+min = reductions.min
+cumulative_sum = scan.cumulative_sum
 
 
 @mark("composite")

@@ -175,3 +175,25 @@ def promote(*args: Any) -> tuple:
     wide = native(namespace_for(*floats)).result_type(*(a.dtype for a in floats))
     return tuple(astype(a, dtype=wide) if any(a is f for f in floats) and a.dtype != wide
                  else a for a in args)
+
+
+def promoting(op: Any, *, sequence: bool = False) -> Callable:
+    """``op`` after the standard's promotion of mixed float precisions (``promote``) among
+    its array arguments (the list, for ``concat`` and ``stack``), with the op's own
+    signature: any other call goes to the op as it is, which maps it or names the parameter
+    that does not fit."""
+
+    def fn(*args: Any, **kwargs: Any) -> Any:
+        if sequence:
+            if args and isinstance(args[0], (list, tuple)):
+                args = (list(promote(*args[0])), *args[1:])
+        elif len(args) == op.nin:
+            args = promote(*args)
+        return op(*args, **kwargs)
+
+    fn.__name__ = fn.__qualname__ = op.name
+    fn.__signature__ = op.__signature__
+    fn.__doc__ = (f"{(op.__doc__ or '').strip().splitlines()[0]}  (op ``{op.name}``; float32 "
+                  "meeting float64 is promoted to float64, as the standard says)")
+    fn.gradient = "op"
+    return fn
