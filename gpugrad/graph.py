@@ -120,10 +120,6 @@ class Symbol(ArrayOps):
         for i in range(len(self)):
             yield self[i]
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
-        # without this NumPy would walk a Symbol as a nested sequence, one node per element
-        raise TypeError(f"{self!r} has no array value until its graph runs; use .eval(feed)")
-
 
 compile_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "gpugrad_compile_trace", default=None)
