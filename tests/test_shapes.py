@@ -202,7 +202,8 @@ def test_shape_ndim_len_and_T_of_intermediates():
         list(batch)
     with pytest.raises(TypeError, match=r"len\(\) of a 0-d graph Symbol"):
         len(gg.sum(batch))
-    with pytest.raises(TypeError, match=r"has no value until the graph runs; call gg.to_numpy\(sym.eval"):
+    with pytest.raises(TypeError,
+                       match=r"has no value until the graph runs; call gg.to_numpy\(sym.eval"):
         np.asarray(h)  # not walked as a sequence of 4 x 2 nodes
 
 
