@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from . import versions
 from .errors import at, call_site
+from .fpstate import quiet
 from .graph import value_and_gradients
 from .nn.module import StateDictError, _onto
 from .ops import cuda
@@ -67,7 +68,7 @@ class Optimizer:
     def _apply(self, pairs: list) -> None:
         self.steps += 1
         site = f"{type(self).__name__} step called at {call_site()}"
-        with no_grad():
+        with no_grad(), quiet(self.params[0].xp):  # tiny moments and steps underflow quietly
             for p, g in pairs:
                 before = p.data
                 self.update(p, g, self.state[p])

@@ -42,7 +42,8 @@ def divide(xp, a, b):
 
 divide.defvjp(
     lambda xp, g, res: g / res[1],
-    lambda xp, g, res: -(g * res[0]) / (res[1] * res[1]),
+    # (g a / b) / b: b * b would overflow (or underflow) where the gradient itself does not
+    lambda xp, g, res: -(g * res[0] / res[1]) / res[1],
 )
 
 

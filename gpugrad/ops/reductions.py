@@ -38,7 +38,10 @@ sum.defvjp(
 
 @defop("mean")
 def mean(xp, x, *, axis=None, keepdims=False):
-    """mean of x over axis;  d/dx = 1/n (g broadcast back)"""
+    """mean of x over axis;  d/dx = 1/n (g broadcast back).  The mean of no elements is NaN,
+    as the standard says, without NumPy's "Mean of empty slice" warning."""
+    if x.size == 0 and 0 in [x.shape[a] for a in _axes(x.ndim, axis)]:
+        return xp.sum(x, axis=axis, keepdims=keepdims) * float("nan"), tuple(x.shape)
     return xp.mean(x, axis=axis, keepdims=keepdims), tuple(x.shape)
 
 

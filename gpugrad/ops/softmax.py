@@ -3,6 +3,7 @@
 Each shifts by a finite max, so large inputs never overflow and -inf entries stay harmless.
 """
 
+from ..fpstate import quiet
 from ..registry import defop
 
 
@@ -15,7 +16,8 @@ def _finite_max(xp, x, axis):
 def logsumexp(xp, x, *, axis=None, keepdims=False):
     """log(sum(exp(x))) over axis;  d/dx = softmax(x)"""
     m = _finite_max(xp, x, axis)
-    e = xp.exp(x - m)
+    with quiet(xp):  # entries far below the max underflow to 0 by design
+        e = xp.exp(x - m)
     total = xp.sum(e, axis=axis, keepdims=True)
     out_k = xp.log(total) + m
     out = out_k if keepdims else xp.reshape(out_k, _reduced_shape(x.shape, axis))
@@ -44,8 +46,9 @@ logsumexp.defvjp(_logsumexp_vjp)
 @defop("softmax")
 def softmax(xp, x, *, axis=-1):
     """exp(x) / sum(exp(x)) over axis;  d/dx: s * (g - sum(g * s))"""
-    e = xp.exp(x - _finite_max(xp, x, axis))
-    out = e / xp.sum(e, axis=axis, keepdims=True)
+    with quiet(xp):  # entries far below the max underflow to 0 by design
+        e = xp.exp(x - _finite_max(xp, x, axis))
+        out = e / xp.sum(e, axis=axis, keepdims=True)
     return out, out
 
 
@@ -58,7 +61,9 @@ softmax.defvjp(
 def log_softmax(xp, x, *, axis=-1):
     """x - logsumexp(x) over axis;  d/dx: g - exp(out) * sum(g)"""
     shifted = x - _finite_max(xp, x, axis)
-    out = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+    with quiet(xp):
+        e = xp.exp(shifted)
+    out = shifted - xp.log(xp.sum(e, axis=axis, keepdims=True))
     return out, out
 
 

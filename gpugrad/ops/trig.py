@@ -105,7 +105,7 @@ def asinh(xp, x):
     return xp.asinh(x), x
 
 
-asinh.defvjp(lambda xp, g, x: (g / xp.sqrt(x * x + 1.0),))
+asinh.defvjp(lambda xp, g, x: (g / xp.hypot(x, 1.0),))  # x * x + 1 overflows for |x| > 1e154
 
 
 @defop("acosh")
@@ -114,7 +114,7 @@ def acosh(xp, x):
     return xp.acosh(x), x
 
 
-acosh.defvjp(lambda xp, g, x: (g / xp.sqrt((x - 1.0) * (x + 1.0)),))
+acosh.defvjp(lambda xp, g, x: (g / (xp.sqrt(x - 1.0) * xp.sqrt(x + 1.0)),))  # no x**2 overflow
 
 
 @defop("atanh")
