@@ -35,7 +35,7 @@ from . import array_api as ns
 from . import backend as B
 from .eager import FREED, Node, _reachable, seed_gradient
 from .fpstate import quiet
-from .shaping import as_array, unbroadcast
+from .shaping import as_array, cast_gradient, unbroadcast
 from .tensor import GradientError, Tensor, _grad_enabled
 
 
@@ -214,9 +214,7 @@ def _fit(xp: Any, backend: Any, g: Any, shape: tuple, dtype: Any) -> Any:
     if tuple(g.shape) != shape:
         g = unbroadcast(xp, g, shape)
     if g.dtype != dtype:
-        if not B.is_floating(backend, dtype):
-            return None
-        g = xp.astype(g, dtype)
+        g = cast_gradient(xp, backend, g, dtype)
     return g
 
 

@@ -47,16 +47,26 @@ def _numel(shape: Sequence[int]) -> int:
 
 def fit(xp: Any, g: Any, shape: tuple, dtype: Any) -> Any:
     """Gradient with the input's shape and dtype (broadcasting undone, dtype kept); None for
-    an integer or boolean input, which never has a gradient."""
+    an integer or boolean input, which never has a gradient. A real input that gets a complex
+    gradient keeps its real part: dL/dx of z = x + iy (see gpugrad.ops.complexes)."""
     if xp is np and type(g) is not np.ndarray:
         g = np.asarray(g)
     if g.shape != shape:
         g = unbroadcast(xp, g, tuple(shape))
     if g.dtype != dtype:
-        if not B.is_floating(xp, dtype):
-            return None
-        g = xp.astype(g, dtype)
+        return cast_gradient(xp, xp, g, dtype)
     return g
+
+
+def cast_gradient(xp: Any, backend: Any, g: Any, dtype: Any) -> Any:
+    """``g`` in the input's ``dtype`` (its real part for a real input); None for an integer
+    or boolean input. ``xp`` may be the differentiable namespace, ``backend`` is the one the
+    dtypes belong to."""
+    if not B.is_inexact(backend, dtype):
+        return None
+    if B.is_complex(backend, g.dtype) and not B.is_complex(backend, dtype):
+        g = xp.real(g)
+    return xp.astype(g, dtype)
 
 
 def as_array(xp: Any, x: Any) -> Any:

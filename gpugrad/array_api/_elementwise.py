@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..ops import arithmetic, compare, elementwise, trig
+from ..ops import arithmetic, compare, complexes, elementwise, trig
 from ..tensor import Tensor
 from . import _wrap as W
 from ._creation import zeros_like
@@ -162,36 +162,31 @@ def remainder(x1: Any, x2: Any, /) -> Tensor:
     return out
 
 
-@mark("composite")
+@mark("op")
 def real(x: Any, /) -> Tensor:
-    """The real part: x itself for real input (gpugrad differentiates real dtypes only)."""
+    """The real part x of z = x + iy (op ``real``; x itself for real input);
+    z.grad = g + 0i."""
     x = W.as_tensor(x)
-    return x if _real_floating(x) else _real(x)
+    return complexes.real(x) if complexes.is_complex(x) else x
 
 
-@mark("composite")
+@mark("op")
 def conj(x: Any, /) -> Tensor:
-    """The complex conjugate: x itself for real input."""
+    """The complex conjugate x - iy (op ``conj``; x itself for real input); z.grad = conj(g)."""
     x = W.as_tensor(x)
-    return x if _real_floating(x) else _conj(x)
+    return complexes.conj(x) if complexes.is_complex(x) else x
 
 
-@mark("zero")
+@mark("op")
 def imag(x: Any, /) -> Tensor:
-    """The imaginary part: zeros for real input (a constant)."""
+    """The imaginary part y of z = x + iy (op ``imag``); z.grad = i g. Zeros (a constant)
+    for real input."""
     x = W.as_tensor(x)
-    return zeros_like(x) if _real_floating(x) else _imag(x)
-
-
-def _real_floating(x: Tensor) -> bool:
-    return W.native(x.xp).isdtype(x.dtype, ("real floating", "integral", "bool"))
+    return complexes.imag(x) if complexes.is_complex(x) else zeros_like(x)
 
 
 _remainder = passthrough("remainder", "none")
 _floor_divide = passthrough("floor_divide", "zero")
-_real = passthrough("real", "constants")
-_conj = passthrough("conj", "constants")
-_imag = passthrough("imag", "constants")
 
 # --- piecewise constant: gradient 0 ------------------------------------------------------
 ceil = passthrough("ceil", "zero")

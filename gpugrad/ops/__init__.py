@@ -5,9 +5,10 @@
 """
 
 from ..registry import Op, defop, registry, unregister
-from . import (arithmetic, compare, elementwise, indexing, linalg, reductions, scan, shape,
-               softmax, trig)
+from . import (arithmetic, compare, complexes, elementwise, indexing, linalg, reductions, scan,
+               shape, softmax, trig)
 from . import cuda  # noqa: E402, F401  (CuPy fast paths; imports CuPy only when used)
 
-__all__ = ["Op", "defop", "registry", "unregister", "arithmetic", "compare", "elementwise",
+__all__ = ["Op", "defop", "registry", "unregister", "arithmetic", "compare", "complexes",
+           "elementwise",
            "indexing", "linalg", "reductions", "scan", "shape", "softmax", "trig"]

@@ -7,6 +7,7 @@ clip passes the gradient on its closed interval [min, max].
 
 from ..fpstate import quiet
 from ..registry import defop
+from .complexes import cj, is_complex
 
 
 @defop("exp")
@@ -16,7 +17,7 @@ def exp(xp, x):
     return out, out
 
 
-exp.defvjp(lambda xp, g, out: (g * out,))
+exp.defvjp(lambda xp, g, out: (g * cj(xp, out),))
 
 
 @defop("log")
@@ -25,7 +26,7 @@ def log(xp, x):
     return xp.log(x), x
 
 
-log.defvjp(lambda xp, g, x: (g / x,))
+log.defvjp(lambda xp, g, x: (g / cj(xp, x),))
 
 
 @defop("log1p")
@@ -34,7 +35,7 @@ def log1p(xp, x):
     return xp.log1p(x), x
 
 
-log1p.defvjp(lambda xp, g, x: (g / (x + 1.0),))
+log1p.defvjp(lambda xp, g, x: (g / cj(xp, x + 1.0),))
 
 
 @defop("sqrt")
@@ -44,7 +45,7 @@ def sqrt(xp, x):
     return out, out
 
 
-sqrt.defvjp(lambda xp, g, out: (g / (out * 2.0),))
+sqrt.defvjp(lambda xp, g, out: (g / cj(xp, out * 2.0),))
 
 
 @defop("square")
@@ -53,12 +54,13 @@ def square(xp, x):
     return x * x, x
 
 
-square.defvjp(lambda xp, g, x: (g * (x * 2.0),))
+square.defvjp(lambda xp, g, x: (g * cj(xp, x * 2.0),))
 
 
 @defop("abs")
 def abs(xp, x):
-    """|x|;  d/dx = sign(x), with abs'(0) = 0"""
+    """|x|;  d/dx = sign(x), with abs'(0) = 0  (complex z: z.grad = g z/|z|, which is
+    sign(z) as the standard defines it)"""
     return xp.abs(x), x
 
 
@@ -72,7 +74,7 @@ def tanh(xp, x):
     return out, out
 
 
-tanh.defvjp(lambda xp, g, out: (g * (1.0 - out * out),))
+tanh.defvjp(lambda xp, g, out: (g * cj(xp, 1.0 - out * out),))
 
 
 @defop("sigmoid")
@@ -218,11 +220,22 @@ clip.defvjp(_clip_vjp)
 
 @defop("astype")
 def astype(xp, x, *, dtype):
-    """x converted to dtype;  the gradient is converted back to x's dtype"""
+    """x converted to dtype;  the gradient is converted back to x's dtype (its real part for
+    a real x). Complex to real is refused, as the standard says: use real, imag or abs."""
+    if is_complex(x) and not xp.isdtype(dtype, ("complex floating", "bool")):
+        raise TypeError(
+            f"astype: converting {x.dtype} to {dtype} would drop the imaginary part; take "
+            "gpugrad.array_api.real(z), imag(z) or abs(z) instead")
     return xp.astype(x, dtype), x.dtype
 
 
-astype.defvjp(lambda xp, g, src_dtype, *, dtype: (xp.astype(g, src_dtype),))
+def _astype_vjp(xp, g, src_dtype, *, dtype):
+    if is_complex(g) and "complex" not in str(src_dtype):
+        g = xp.real(g)
+    return (xp.astype(g, src_dtype),)
+
+
+astype.defvjp(_astype_vjp)
 
 
 @defop("logaddexp")
