@@ -205,3 +205,15 @@ def test_twice_differentiable_through_complex(bk64):
     # |exp(x c)|**2 = exp(2 x Re c): the gradient is 2 Re(c) exp(2 x Re c)
     want = 2.0 * np.array([0.3, -0.2]) * np.exp(2.0 * np.array([0.4, -0.9]) * [0.3, -0.2])
     np.testing.assert_allclose(host(x.grad), want, rtol=1e-12)
+
+
+def test_complex_sign_is_differentiated(bk64, rng):
+    """sign(z) = z/|z| is piecewise constant only for real z; for complex z it has a
+    gradient (and sign(0) = 0 without a 0/0 warning)."""
+    check_grad_complex(xa.sign, cplx(rng, 2, 2))
+    with np.errstate(all="raise"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = xa.sign(gg.Variable(np.array([0j, 3.0 + 4.0j])))
+        const = xa.sign(gg.asarray(np.array([0j, 3.0 + 4.0j])))
+    np.testing.assert_allclose(host_complex(out), [0.0, 0.6 + 0.8j])
+    np.testing.assert_allclose(host_complex(const), [0.0, 0.6 + 0.8j])

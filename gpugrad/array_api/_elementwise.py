@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..fpstate import quiet
 from ..ops import arithmetic, compare, complexes, elementwise, trig
 from ..tensor import Tensor
 from . import _wrap as W
@@ -193,7 +194,21 @@ ceil = passthrough("ceil", "zero")
 floor = passthrough("floor", "zero")
 floor_divide = passthrough("floor_divide", "zero")
 round = passthrough("round", "zero")
-sign = passthrough("sign", "zero")
+_sign = passthrough("sign", "zero")
+
+
+@mark("zero")
+def sign(x: Any, /) -> Tensor:
+    """x/|x| (0 at 0). Piecewise constant for real x: a constant result (gradient 0). For
+    complex z it is differentiable away from 0 and is written from ops: z / |z|."""
+    x = W.as_tensor(x)
+    if not complexes.is_complex(x):
+        return _sign(x)
+    if x.requires_grad:
+        zero = equal(x, 0.0)
+        return where(zero, 0.0, divide(x, where(zero, 1.0, abs(x))))
+    with quiet(x.xp, invalid="ignore"):  # array-api-compat's z/|z| divides 0 by 0 at z = 0
+        return _sign(x)
 trunc = passthrough("trunc", "zero")
 
 # --- boolean and integer results: no gradient -----------------------------------------------
