@@ -59,6 +59,14 @@ UNARY = {
     "scalar_ops": lambda t: (t * (2.0 - 1.0j) + 1j) / (0.5 + 0.5j) - 3.0,
     "pow_scalar": lambda t: t ** 2.5, "pow_complex_scalar": lambda t: t ** (1.0 + 1.0j),
     "astype_same": lambda t: gg.astype(t, dtype=t.dtype),
+    "sigmoid": gg.sigmoid, "sigmoid_0d": lambda t: gg.sigmoid(t[0, 1]),
+}
+
+# gpugrad's own composites take complex values where the backend's max does (NumPy)
+NUMPY_ONLY = {
+    "softmax": lambda t: gg.softmax(t, axis=-1),
+    "log_softmax": lambda t: gg.log_softmax(t, axis=0),
+    "logsumexp": lambda t: gg.logsumexp(t, axis=1), "logsumexp_all": gg.logsumexp,
 }
 
 BINARY = {
@@ -78,6 +86,21 @@ BINARY = {
 @pytest.mark.parametrize("name", sorted(UNARY))
 def test_unary_gradients_match_finite_differences(name, bk64, rng):
     check_grad_complex(UNARY[name], cplx(rng, 2, 3))
+
+
+@pytest.mark.parametrize("name", sorted(NUMPY_ONLY))
+def test_softmax_family_gradients_on_numpy(name, numpy_backend, rng):
+    check_grad_complex(NUMPY_ONLY[name], cplx(rng, 2, 3))
+
+
+@pytest.mark.parametrize("call", [
+    lambda t: gg.maximum(t, t), lambda t: gg.minimum(t, 0.0), lambda t: gg.clip(t, min=0.0),
+    gg.max, lambda t: gg.min(t, axis=0), lambda t: xa.atan2(t, t),
+    lambda t: gg.logaddexp(t, 0.0),
+], ids=["maximum", "minimum", "clip", "max", "min", "atan2", "logaddexp"])
+def test_real_only_functions_refuse_complex_input(call, bk64, rng):
+    with pytest.raises(gg.OpError, match="defined for real values only"):
+        call(gg.asarray(cplx(rng, 2, 3)))
 
 
 @pytest.mark.parametrize("name", sorted(BINARY))

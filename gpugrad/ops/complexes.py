@@ -21,6 +21,16 @@ def is_complex(a) -> bool:
     return "complex" in str(dt)
 
 
+def real_only(name, *arrays):
+    """Raise for complex input to a function the standard defines for real values only
+    (an ordering or a real logarithm is involved)."""
+    for a in arrays:
+        if is_complex(a):
+            raise TypeError(
+                f"{name} is defined for real values only (the array-API standard's rule), got "
+                f"{a.dtype}; take real(z), imag(z) or abs(z) first")
+
+
 def cj(xp, a):
     """conj(a) where a is complex; a itself otherwise."""
     if not is_complex(a):

@@ -7,7 +7,7 @@ clip passes the gradient on its closed interval [min, max].
 
 from ..fpstate import quiet
 from ..registry import defop
-from .complexes import cj, is_complex
+from .complexes import cj, is_complex, real_only
 
 
 @defop("exp")
@@ -84,6 +84,9 @@ def sigmoid(xp, x):
     exp(-|x|) never overflows; for x < 0, s = e / (1 + e) keeps full relative precision
     where 1 - 1/(1 + e) would cancel.
     """
+    if is_complex(x):  # holomorphic; the stable form below needs an ordering
+        out = 1.0 / (1.0 + xp.exp(-x))
+        return out, out
     with quiet(xp):  # exp(-|x|) and e * r underflow by design for large |x|
         e = xp.exp(-xp.abs(x))
         r = 1.0 / (1.0 + e)
@@ -91,7 +94,7 @@ def sigmoid(xp, x):
     return out, out
 
 
-sigmoid.defvjp(lambda xp, g, s: (g * (s * (1.0 - s)),))
+sigmoid.defvjp(lambda xp, g, s: (g * cj(xp, s * (1.0 - s)),))
 
 
 def _sigmoid_numpy(xp, x):
@@ -117,6 +120,8 @@ def _sigmoid_vjp_numpy(xp, g, s):
     scalar (the backward of a sum) multiplies once as a scalar, or not at all if it is 1."""
     t = 1.0 - s
     t *= s
+    if t.dtype.kind == "c":
+        t = xp.conj(t)
     if g.ndim and not g.strides[-1] and not any(g.strides) and g.size:
         scale = g.flat[0]
         if scale != 1.0:
@@ -166,6 +171,7 @@ def _tie_split(xp, g, a, b, wins):
 @defop("maximum")
 def maximum(xp, a, b):
     """max(a, b) elementwise;  the larger input gets g, ties split g evenly"""
+    real_only("maximum", a, b)
     return xp.maximum(a, b), (a, b)
 
 
@@ -178,6 +184,7 @@ maximum.defvjp(
 @defop("minimum")
 def minimum(xp, a, b):
     """min(a, b) elementwise;  the smaller input gets g, ties split g evenly"""
+    real_only("minimum", a, b)
     return xp.minimum(a, b), (a, b)
 
 
@@ -203,6 +210,7 @@ where.defvjp(
 @defop("clip")
 def clip(xp, x, *, min=None, max=None):
     """x limited to [min, max];  d/dx = 1 on the closed interval, 0 outside"""
+    real_only("clip", x)
     return xp.clip(x, min, max), x
 
 
@@ -241,6 +249,7 @@ astype.defvjp(_astype_vjp)
 @defop("logaddexp")
 def logaddexp(xp, a, b):
     """log(exp(a) + exp(b)), without overflow;  d/da = exp(a - out), d/db = exp(b - out)"""
+    real_only("logaddexp", a, b)
     with quiet(xp):  # logaddexp(-1000, 0) is exactly 0, but NumPy's exp inside underflows
         out = xp.logaddexp(a, b)
     return out, (a, b, out)

@@ -5,6 +5,7 @@ always sums to g.
 """
 
 from ..registry import defop
+from .complexes import real_only
 
 
 def _axes(ndim, axis):
@@ -67,6 +68,7 @@ def _extremum_vjp(xp, g, res, *, axis=None, keepdims=False):
 @defop("max")
 def max(xp, x, *, axis=None, keepdims=False):
     """largest element over axis;  g goes to the maxima, split evenly between ties"""
+    real_only("max", x)
     out = xp.max(x, axis=axis, keepdims=keepdims)
     return out, (x, out)
 
@@ -77,6 +79,7 @@ max.defvjp(_extremum_vjp)
 @defop("min")
 def min(xp, x, *, axis=None, keepdims=False):
     """smallest element over axis;  g goes to the minima, split evenly between ties"""
+    real_only("min", x)
     out = xp.min(x, axis=axis, keepdims=keepdims)
     return out, (x, out)
 

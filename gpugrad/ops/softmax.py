@@ -5,6 +5,7 @@ Each shifts by a finite max, so large inputs never overflow and -inf entries sta
 
 from ..fpstate import quiet
 from ..registry import defop
+from .complexes import cj
 
 
 def _finite_max(xp, x, axis):
@@ -37,7 +38,7 @@ def _reduced_shape(shape, axis):
 def _logsumexp_vjp(xp, g, res, *, axis=None, keepdims=False):
     e, total = res
     g_k = xp.reshape(g, tuple(total.shape))
-    return (e * (g_k / total),)
+    return (cj(xp, e) * (g_k / cj(xp, total)),)
 
 
 logsumexp.defvjp(_logsumexp_vjp)
@@ -53,8 +54,12 @@ def softmax(xp, x, *, axis=-1):
 
 
 softmax.defvjp(
-    lambda xp, g, s, *, axis=-1: (s * (g - xp.sum(g * s, axis=axis, keepdims=True)),)
+    lambda xp, g, s, *, axis=-1: _softmax_vjp(xp, g, cj(xp, s), axis)
 )
+
+
+def _softmax_vjp(xp, g, s, axis):
+    return (s * (g - xp.sum(g * s, axis=axis, keepdims=True)),)
 
 
 @defop("log_softmax")
@@ -68,5 +73,6 @@ def log_softmax(xp, x, *, axis=-1):
 
 
 log_softmax.defvjp(
-    lambda xp, g, out, *, axis=-1: (g - xp.exp(out) * xp.sum(g, axis=axis, keepdims=True),)
+    lambda xp, g, out, *, axis=-1: (g - cj(xp, xp.exp(out)) * xp.sum(g, axis=axis,
+                                                                      keepdims=True),)
 )

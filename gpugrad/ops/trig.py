@@ -7,7 +7,7 @@ origin, where the angle has no derivative. Complex inputs get ``g * conj(f'(z))`
 """
 
 from ..registry import defop
-from .complexes import cj, is_complex
+from .complexes import cj, is_complex, real_only
 
 
 @defop("sin")
@@ -69,6 +69,7 @@ atan.defvjp(lambda xp, g, x: (g / cj(xp, 1.0 + x * x),))
 def atan2(xp, y, x):
     """the angle of the point (x, y);  d/dy = x / (x**2 + y**2), d/dx = -y / (x**2 + y**2),
     both 0 at the origin"""
+    real_only("atan2", y, x)
     return xp.atan2(y, x), (y, x)
 
 
