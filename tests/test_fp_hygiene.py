@@ -110,6 +110,16 @@ def test_gradient_steps_do_not_overflow_where_the_gradient_is_finite(bk64):
         gg.sum(gg.asinh(x) + gg.acosh(x)).backward()
     np.testing.assert_allclose(host(b.grad), [0.0, -2e-400], atol=1e-320)
     np.testing.assert_allclose(host(x.grad), 2.0 / np.array([1e300, 1e160]), rtol=1e-12)
+    # atan' = 1/(1 + x**2), atan2 and hypot divide by x**2 + y**2: all finite at 1e160
+    y = gg.Variable(np.array([1e160, -3e160]))
+    w = gg.Variable(np.array([2e160, 4e160]))
+    with strict_fp():
+        gg.sum(gg.atan(y) + gg.atan2(y, w) + gg.array_api.hypot(y, w)).backward()
+    yh, wh = np.array([1.0, -3.0]), np.array([2.0, 4.0])  # in units of 1e160
+    r = np.hypot(yh, wh)
+    np.testing.assert_allclose(host(w.grad), wh / r - (yh / r / r) * 1e-160, rtol=1e-12)
+    np.testing.assert_allclose(host(y.grad), yh / r + (wh / r / r + 1.0 / yh ** 2 * 1e-160)
+                               * 1e-160, rtol=1e-12)
 
 
 def test_tiny_gradients_underflow_quietly(bk):

@@ -43,8 +43,8 @@ def divide(xp, a, b):
 
 divide.defvjp(
     lambda xp, g, res: g / cj(xp, res[1]),
-    # (g a / b) / b: b * b would overflow (or underflow) where the gradient itself does not
-    lambda xp, g, res: -(g * cj(xp, res[0]) / cj(xp, res[1])) / cj(xp, res[1]),
+    # -(g (a / b)) / b: b * b or g * a would overflow where the gradient itself does not
+    lambda xp, g, res: -(g * cj(xp, res[0] / res[1])) / cj(xp, res[1]),
 )
 
 

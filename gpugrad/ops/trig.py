@@ -62,7 +62,14 @@ def atan(xp, x):
     return xp.atan(x), x
 
 
-atan.defvjp(lambda xp, g, x: (g / cj(xp, 1.0 + x * x),))
+def _atan_vjp(xp, g, x):
+    if is_complex(x):
+        return (g / cj(xp, 1.0 + x * x),)
+    r = 1.0 / xp.hypot(x, 1.0)  # 1 + x * x overflows for |x| > 1e154; the gradient does not
+    return (g * r * r,)
+
+
+atan.defvjp(_atan_vjp)
 
 
 @defop("atan2")
@@ -73,15 +80,26 @@ def atan2(xp, y, x):
     return xp.atan2(y, x), (y, x)
 
 
-def _radius2(xp, y, x):
-    r2 = x * x + y * y
-    return xp.where(r2 == 0.0, 1.0, r2)  # at the origin the numerators are 0 too
+def _radius(xp, y, x):
+    # hypot, not x * x + y * y, which overflows for |x| > 1e154; at the origin the
+    # numerators are 0 too
+    r = xp.hypot(x, y)
+    return xp.where(r == 0.0, 1.0, r)
 
 
-atan2.defvjp(
-    lambda xp, g, res: g * res[1] / _radius2(xp, *res),
-    lambda xp, g, res: -(g * res[0]) / _radius2(xp, *res),
-)
+def _atan2_dy(xp, g, res):
+    y, x = res
+    r = _radius(xp, y, x)
+    return g * (x / r) / r
+
+
+def _atan2_dx(xp, g, res):
+    y, x = res
+    r = _radius(xp, y, x)
+    return -(g * (y / r)) / r
+
+
+atan2.defvjp(_atan2_dy, _atan2_dx)
 
 
 @defop("sinh")
