@@ -240,3 +240,31 @@ def test_complex_sign_is_differentiated(bk64, rng):
         const = xa.sign(gg.asarray(np.array([0j, 3.0 + 4.0j])))
     np.testing.assert_allclose(host_complex(out), [0.0, 0.6 + 0.8j])
     np.testing.assert_allclose(host_complex(const), [0.0, 0.6 + 0.8j])
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: gg.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
+    lambda ps: gg.optim.Adam(ps, lr=0.05),
+    lambda ps: gg.optim.AdamW(ps, lr=0.05, weight_decay=0.1),
+], ids=["sgd", "adam", "adamw"])
+def test_optimizers_treat_a_complex_parameter_as_its_real_and_imaginary_parts(make, bk64,
+                                                                               rng):
+    """Training z = x + iy gives exactly the x and y that training the two real parameters
+    gives (PyTorch's view of complex parameters), for the same real loss."""
+    target = cplx(rng, 3)
+    c = gg.asarray(target)
+    z = gg.Variable(np.full(3, 0.1 - 0.2j))
+    x, y = gg.Variable(np.full(3, 0.1)), gg.Variable(np.full(3, -0.2))
+    cr, ci = gg.asarray(target.real), gg.asarray(target.imag)
+    opt_z, opt_xy = make([z]), make([x, y])
+    for _ in range(5):
+        for opt in (opt_z, opt_xy):
+            opt.zero_grad()
+        d = z - c
+        gg.sum(gg.real(d * gg.conj(d)) * gg.real(d)).backward()
+        dr, di = x - cr, y - ci
+        gg.sum((dr * dr + di * di) * dr).backward()
+        opt_z.step()
+        opt_xy.step()
+    np.testing.assert_allclose(host_complex(z).real, host(x), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(host_complex(z).imag, host(y), rtol=1e-12, atol=1e-14)
