@@ -27,7 +27,7 @@ def check_dtypes(op: Any, args: list, out: Any, xp: Any, site: str) -> None:
     """Raise DtypeError where two array inputs of different dtypes changed a float input's
     precision (Python scalars are weak and never count)."""
     dtypes = [a.dtype for a in args if hasattr(a, "dtype")]
-    if len(dtypes) > 1 and any(d != dtypes[0] for d in dtypes) and B.is_floating(xp, out.dtype):
+    if len(dtypes) > 1 and any(d != dtypes[0] for d in dtypes) and B.is_inexact(xp, out.dtype):
         why = E.promotion_problem(op.name, args, out.dtype, xp)
         if why is not None:
             raise E.DtypeError(E.at(why, site))
