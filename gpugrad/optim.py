@@ -134,7 +134,7 @@ class SGD(Optimizer):
         self.weight_decay = float(weight_decay)
 
     def update(self, p: Variable, g: Any, state: dict) -> None:
-        if self.fused and cuda.is_cupy_array(p.data):
+        if self.fused and cuda.is_cupy_array(p.data) and not B.is_complex(p.xp, p.dtype):
             buf = state.get("momentum")
             first = buf is None
             if self.momentum and first:
