@@ -82,6 +82,11 @@ def seed_gradient(out: Any, xp: Any, grad: Any, what: str) -> Any:
                 f"{what}: the output has shape {tuple(out.shape)}, not a scalar; pass a seed "
                 "gradient of that shape, e.g. backward(grad=ones), or reduce it first with "
                 ".sum() or .mean()"))
+        if B.is_complex(xp, out.dtype):
+            raise GradientError(E.at(
+                f"{what}: the output is complex ({B.dtype_name(out.dtype)}); gradients are "
+                "taken of a real loss: reduce it with gpugrad.real(out), gpugrad.abs(out) or "
+                "gpugrad.imag(out) first, or pass the seed gradient explicitly"))
         return xp.ones_like(out)
     g = grad.data if isinstance(grad, Tensor) else grad
     if not B.is_backend_array(g) or (xp is not np and B.namespace_of(g) is not xp):

@@ -292,3 +292,14 @@ def test_anomaly_mode_sees_complex_infinities(bk64):
     z = gg.Variable(np.array([0j, 1.0 + 1.0j]))
     with gg.detect_anomaly(), pytest.raises(gg.AnomalyError, match="log: forward produced"):
         gg.log(z)
+
+
+def test_backward_of_a_complex_output_needs_a_real_loss(bk64):
+    z = gg.Variable(np.array([1.0 + 2.0j]))
+    out = gg.sum(z * z)
+    with pytest.raises(gg.GradientError, match="output is complex.*real loss"):
+        out.backward()
+    with pytest.raises(gg.GradientError, match="output is complex"):
+        gg.grad(lambda t: gg.sum(t * t))(np.array([1.0 + 2.0j]))
+    out.backward(grad=gg.asarray(np.array(1.0 + 0.0j)))  # an explicit seed: Re(out)
+    np.testing.assert_allclose(host_complex(z.grad), [2.0 - 4.0j])
