@@ -12,9 +12,11 @@ hear about *their* floating-point events. gpugrad keeps to this rule:
   reported: that is a real infinity or NaN the user asked to hear about.
 
 ``quiet(xp)`` is the one switch: an ``np.errstate`` for namespaces computed by NumPy
-(numpy, array_api_strict), nothing elsewhere (CuPy has no floating-point flags). It is used
-around the few statements that need it, never around a whole op, so the flags the user set
-still apply to everything else.
+(numpy, array_api_strict), nothing elsewhere (CuPy has no floating-point flags). It wraps
+only gpugrad's own arithmetic: the inner steps of the stable formulas, a backward sweep (one
+context per sweep: eager, ``create_graph``, compiled and checked runs) and an optimizer step
+(one per step), so the flags the user set still apply to every op the user calls. It costs
+about a microsecond per context on NumPy.
 
 >>> import numpy as np, gpugrad as gg
 >>> with np.errstate(all="raise"):
