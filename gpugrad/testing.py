@@ -200,7 +200,7 @@ def check_gradgrad(fn: Callable[..., Any], *inputs: Any, eps: float = 1e-6,
     b = B.current()
     arrays = [B.to_backend(a.data if isinstance(a, Tensor) else a, None, b) for a in inputs]
     xp = B.namespace_of(arrays[0])
-    positions = [i for i, a in enumerate(arrays) if B.is_floating(xp, a.dtype)]
+    positions = [i for i, a in enumerate(arrays) if B.is_inexact(xp, a.dtype)]
     out0 = fn(*[Tensor(a) for a in arrays])
     if 0 in tuple(out0.shape):
         return  # no cotangent entries: the VJP is identically zero
