@@ -81,11 +81,11 @@ def is_anomaly_enabled() -> bool:
 
 
 def _counts(a: Any) -> tuple[int, int]:
-    """(NaN count, Inf count) of a floating array; (0, 0) for anything else."""
+    """(NaN count, Inf count) of a floating or complex array; (0, 0) for anything else."""
     if not hasattr(a, "dtype") or not hasattr(a, "shape"):
         return 0, 0
     xp = B.namespace_of(a)
-    if not B.is_floating(xp, a.dtype) or bool(xp.all(xp.isfinite(a))):
+    if not B.is_inexact(xp, a.dtype) or bool(xp.all(xp.isfinite(a))):
         return 0, 0
     nan = int(xp.sum(xp.astype(xp.isnan(a), xp.int64)))
     inf = int(xp.sum(xp.astype(xp.isinf(a), xp.int64)))

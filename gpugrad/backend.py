@@ -223,6 +223,53 @@ def is_floating(xp: Any, dtype: Any) -> bool:
     return xp.isdtype(dtype, "real floating")
 
 
+def is_complex(xp: Any, dtype: Any) -> bool:
+    kind = getattr(dtype, "kind", None)  # NumPy and CuPy dtypes: no namespace call
+    if kind is not None:
+        return kind == "c"
+    return xp.isdtype(dtype, "complex floating")
+
+
+def is_inexact(xp: Any, dtype: Any) -> bool:
+    """Real floating or complex: the dtypes that can require (and carry) gradients."""
+    if xp is np:
+        return np.dtype(dtype).kind in "fc"
+    return xp.isdtype(dtype, ("real floating", "complex floating"))
+
+
+def is_integral(xp: Any, dtype: Any) -> bool:
+    """Signed or unsigned integer (not bool)."""
+    return _kind(xp, dtype) == "i"
+
+
+def _kind(xp: Any, dtype: Any) -> str:
+    kind = getattr(dtype, "kind", None)
+    if kind is not None:
+        return "i" if kind == "u" else kind
+    for k, name in (("b", "bool"), ("i", "integral"), ("f", "real floating"),
+                    ("c", "complex floating")):
+        if xp.isdtype(dtype, name):
+            return k
+    return "?"
+
+
+_SCALAR_FITS = {bool: "b", int: "ifc", float: "fc", complex: "c"}
+
+
+def scalar_dtype(xp: Any, value: Any, dtype: Any) -> Any:
+    """The dtype a Python scalar takes beside an array of ``dtype`` (the standard's rule: the
+    scalar is weak, so ``where(c, int32_array, 0)`` stays int32 and ``x32 * 0.5`` float32);
+    a complex scalar beside a real floating array gives its complex counterpart. None where
+    the kinds do not mix (the scalar then gets its own default dtype)."""
+    kind = _kind(xp, dtype)
+    if kind in _SCALAR_FITS.get(type(value), ""):
+        return dtype
+    if type(value) is complex and kind == "f":
+        name = "complex64" if dtype_name(dtype) == "float32" else "complex128"
+        return np.dtype(name) if xp is np else getattr(xp, name)
+    return None
+
+
 def to_backend(data: Any, dtype: Any = None, backend: Backend | None = None) -> Any:
     """Move host data (lists, NumPy arrays, scalars) to ``backend``'s device once.
 

@@ -97,7 +97,7 @@ def _mix_error(op: Any, a: Tensor, b: Any) -> Exception:
         f"{db}); move them to one with gpugrad.asarray under the backend you want"))
 
 
-_SCALARS = (float, int, bool)
+_SCALARS = (float, int, bool, complex)
 
 
 def _new_tensor(data: Any, xp: Any, node: Node | None) -> Tensor:
@@ -180,10 +180,10 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
         if type(out) is not np.ndarray:
             out = np.asarray(out)
         dtype = out.dtype
-        floating = dtype.kind == "f"
+        floating = dtype.kind in "fc"  # complex values carry gradients too
     else:
         dtype = out.dtype
-        floating = B.is_floating(xp, dtype)
+        floating = B.is_inexact(xp, dtype)
     if mixed and floating:
         _check_promotion(op, arrays, dtype, xp)
     t = Tensor.__new__(Tensor)
@@ -214,23 +214,21 @@ def _check_promotion(op: Op, arrays: list, dtype: Any, xp: Any) -> None:
 
 
 def _scalars_to_arrays(op: Op, arrays: list, ref: Any, xp: Any) -> None:
-    """Python scalars become 0-d arrays of ``ref``'s dtype and device, where the op's rule
-    needs arrays (a float scalar never upcasts a float32 input)."""
-    for a in arrays:  # prefer a floating input's dtype: where(mask, 0.5, x32) stays float32
-        if hasattr(a, "dtype") and B.is_floating(xp, a.dtype):
-            ref = a
-            break
+    """Python scalars become 0-d arrays on ``ref``'s device, where the op's rule needs arrays.
+    A scalar is weak, as the standard says: it takes the dtype of an array input of its kind,
+    a floating one first, so ``where(mask, 0.5, x32)`` stays float32 and
+    ``where(mask, int32_array, 0)`` stays int32 (see backend.scalar_dtype)."""
+    typed = [a for a in arrays if hasattr(a, "dtype")]
+    typed.sort(key=lambda a: not B.is_inexact(xp, a.dtype))
     for i, a in enumerate(arrays):
         if type(a) in _SCALARS and i not in op.scalar_ok:
             if ref is None:
                 arrays[i] = B.to_backend(a)
-            elif xp is np:
-                arrays[i] = np.asarray(a, dtype=ref.dtype if (
-                    not isinstance(a, bool) and ref.dtype.kind == "f") else None)
-            elif not isinstance(a, bool) and B.is_floating(xp, ref.dtype):
-                arrays[i] = xp.asarray(a, dtype=ref.dtype, device=ref.device)
-            else:
-                arrays[i] = xp.asarray(a, device=ref.device)
+                continue
+            dt = next((d for d in (B.scalar_dtype(xp, a, b.dtype) for b in typed)
+                       if d is not None), None)
+            arrays[i] = (np.asarray(a, dtype=dt) if xp is np
+                         else xp.asarray(a, dtype=dt, device=ref.device))
 
 
 set_dispatcher(apply)

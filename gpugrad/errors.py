@@ -249,8 +249,9 @@ def promotion_problem(op: str, arrays: Sequence[Any], out_dtype: Any, xp: Any) -
     typed = [a for a in arrays if hasattr(a, "dtype")]
     if len(typed) < 2:  # one array changing dtype is the op's own business (astype)
         return None
-    floats = [a for a in typed if B.is_floating(xp, a.dtype)]
-    changed = [a for a in floats if a.dtype != out_dtype]
+    floats = [a for a in typed if B.is_inexact(xp, a.dtype)]
+    # complex64 is float32 precision: float32 meeting complex64 changes no precision
+    changed = [a for a in floats if _precision(a.dtype) != _precision(out_dtype)]
     if not changed:
         return None
     names = [B.dtype_name(a.dtype) for a in typed]
@@ -261,6 +262,11 @@ def promotion_problem(op: str, arrays: Sequence[Any], out_dtype: Any, xp: Any) -
             f"{B.dtype_name(low.dtype)} input {show(low.shape)} would be silently {which} to "
             f"{got}; convert one side explicitly first, e.g. x.astype({got!r}) or "
             f"y.astype({B.dtype_name(low.dtype)!r})")
+
+
+def _precision(dtype: Any) -> int:
+    bits = _bits(dtype)
+    return bits // 2 if "complex" in B.dtype_name(dtype) else bits
 
 
 def _bits(dtype: Any) -> int:

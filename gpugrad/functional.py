@@ -115,8 +115,9 @@ def _target(value: Any, argnum: int) -> Tensor:
         data = value  # already on a backend: it stays there
     else:
         data = B.to_backend(value)
-    if not B.is_floating(B.namespace_of(data), data.dtype):
-        raise TypeError(f"argument {argnum}: only floating arrays can be differentiated, got "
+    if not B.is_inexact(B.namespace_of(data), data.dtype):
+        raise TypeError(f"argument {argnum}: only floating or complex arrays can be "
+                        f"differentiated, got "
                         f"{B.dtype_name(data.dtype)}; convert it first or leave it out of "
                         "argnums")
     if isinstance(value, Tensor) and value.requires_grad:

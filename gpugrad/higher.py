@@ -34,7 +34,8 @@ import numpy as np
 from . import array_api as ns
 from . import backend as B
 from .eager import FREED, Node, _reachable, seed_gradient
-from .shaping import as_array, unbroadcast
+from .fpstate import quiet
+from .shaping import as_array, cast_gradient, unbroadcast
 from .tensor import GradientError, Tensor, _grad_enabled
 
 
@@ -154,10 +155,10 @@ class Tape:
             grads[k] = g if k not in grads else grads[k] + g
         if self.create_graph:
             with recording(), B.use_backend(self.xp, None if self.xp is np else
-                                            self._device()):
+                                            self._device()), quiet(self.xp):
                 self._run(grads, ns, self.residuals)
         else:
-            with recording(False):
+            with recording(False), quiet(self.xp):  # a tiny gradient is not an error
                 self._run(grads, self.xp, None)
         return [grads.get(key(t)) for t in self.targets]
 
@@ -213,9 +214,7 @@ def _fit(xp: Any, backend: Any, g: Any, shape: tuple, dtype: Any) -> Any:
     if tuple(g.shape) != shape:
         g = unbroadcast(xp, g, shape)
     if g.dtype != dtype:
-        if not B.is_floating(backend, dtype):
-            return None
-        g = xp.astype(g, dtype)
+        g = cast_gradient(xp, backend, g, dtype)
     return g
 
 

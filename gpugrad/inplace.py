@@ -130,8 +130,12 @@ def _take_result(t: Tensor, new: Tensor, what: str) -> Tensor:
 def _value(t: Tensor, v: Any, what: str) -> Any:
     """``v`` as something the backend can write into ``t.data``: a scalar, or an array on
     ``t``'s backend and device whose dtype does not silently change precision."""
-    if type(v) in (int, float, bool):
-        if isinstance(v, float) and not B.is_floating(t.xp, t.dtype):
+    if type(v) is complex and not B.is_complex(t.xp, t.dtype):
+        raise E.DtypeError(E.at(
+            f"{what}: a complex value would lose its imaginary part in the "
+            f"{B.dtype_name(t.dtype)} Tensor {E.show(t.shape)}; convert the Tensor first"))
+    if type(v) in (int, float, bool, complex):
+        if isinstance(v, float) and not B.is_inexact(t.xp, t.dtype):
             raise E.DtypeError(E.at(
                 f"{what}: a float value would be truncated into the "
                 f"{B.dtype_name(t.dtype)} Tensor {E.show(t.shape)}; convert the Tensor first"))
@@ -149,7 +153,7 @@ def _value(t: Tensor, v: Any, what: str) -> Any:
     else:  # host data such as a list
         arr = B.namespace_of(t.data).asarray(v, dtype=t.dtype, device=B.device_of(t.data)) \
             if t.xp is not np else np.asarray(v, dtype=t.dtype)
-    fa, ft = B.is_floating(t.xp, arr.dtype), B.is_floating(t.xp, t.dtype)
+    fa, ft = B.is_inexact(t.xp, arr.dtype), B.is_inexact(t.xp, t.dtype)
     if (fa and ft and arr.dtype != t.dtype) or (fa and not ft):
         how = "truncated" if not ft else (
             "downcast" if E._bits(arr.dtype) > E._bits(t.dtype) else "upcast")

@@ -18,8 +18,10 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
+from . import backend as B
 from . import versions
 from .errors import at, call_site
+from .fpstate import quiet
 from .graph import train_step, value_and_gradients
 from .nn.module import StateDictError, _onto
 from .ops import cuda
@@ -74,7 +76,7 @@ class Optimizer:
         self.steps += 1
         site = f"{type(self).__name__} step called at {call_site()}"
         written = []
-        with no_grad():
+        with no_grad(), quiet(self.params[0].xp):  # tiny moments and steps underflow quietly
             for p, g in pairs:
                 before = p.data
                 self.update(p, g, self.state[p])
@@ -141,7 +143,7 @@ class SGD(Optimizer):
         self.weight_decay = float(weight_decay)
 
     def update(self, p: Variable, g: Any, state: dict) -> None:
-        if self.fused and cuda.is_cupy_array(p.data):
+        if self.fused and cuda.is_cupy_array(p.data) and not B.is_complex(p.xp, p.dtype):
             buf = state.get("momentum")
             first = buf is None
             if self.momentum and first:
@@ -179,7 +181,8 @@ class Adam(Optimizer):
 
     def update(self, p: Variable, g: Any, state: dict) -> None:
         b1, b2 = self.betas
-        if self.weight_decay and not (self.fused and cuda.is_cupy_array(p.data)):
+        fused = self.fused and cuda.is_cupy_array(p.data) and not B.is_complex(p.xp, p.dtype)
+        if self.weight_decay and not fused:
             if self.decoupled:
                 p.data *= 1.0 - self.lr * self.weight_decay
             else:
@@ -190,17 +193,33 @@ class Adam(Optimizer):
             state["v"] = p.xp.zeros_like(p.data)
         v = state["v"]
         t = self.param_steps[p] = self.param_steps.get(p, 0) + 1  # per parameter
-        if self.fused and cuda.is_cupy_array(p.data):
+        if fused:
             cuda.adam_update(p.data, g, m, v, self.lr, b1, b2, self.eps, self.weight_decay,
                              1.0 - b1**t, math.sqrt(1.0 - b2**t), self.decoupled)
             return
         m *= b1
         m += (1.0 - b1) * g
         v *= b2
-        v += (1.0 - b2) * (g * g)
         step_size = self.lr / (1.0 - b1**t)
+        if B.is_complex(p.xp, p.dtype):
+            _complex_adam_step(p, g, m, v, b2, step_size, math.sqrt(1.0 - b2**t), self.eps)
+            return
+        v += (1.0 - b2) * (g * g)
         denom = p.xp.sqrt(v) / math.sqrt(1.0 - b2**t) + self.eps
         p.data -= step_size * (m / denom)
+
+
+def _complex_adam_step(p: Variable, g: Any, m: Any, v: Any, b2: float, step_size: float,
+                       bc2: float, eps: float) -> None:
+    """Adam on a complex parameter as PyTorch does it: the real and the imaginary parts are
+    two real parameters. ``v`` holds the second moment of Re g in its real part and of Im g
+    in its imaginary part."""
+    xp = p.xp
+    re, im = xp.real(g), xp.imag(g)
+    v += (1.0 - b2) * (xp.astype(re * re, v.dtype) + xp.astype(im * im, v.dtype) * 1j)
+    d_re = xp.real(m) / (xp.sqrt(xp.real(v)) / bc2 + eps)
+    d_im = xp.imag(m) / (xp.sqrt(xp.imag(v)) / bc2 + eps)
+    p.data -= step_size * (xp.astype(d_re, p.dtype) + xp.astype(d_im, p.dtype) * 1j)
 
 
 class AdamW(Adam):

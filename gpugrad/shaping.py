@@ -53,16 +53,26 @@ def _numel(shape: Sequence[int]) -> int:
 
 def fit(xp: Any, g: Any, shape: tuple, dtype: Any) -> Any:
     """Gradient with the input's shape and dtype (broadcasting undone, dtype kept); None for
-    an integer or boolean input, which never has a gradient."""
+    an integer or boolean input, which never has a gradient. A real input that gets a complex
+    gradient keeps its real part: dL/dx of z = x + iy (see gpugrad.ops.complexes)."""
     if xp is np and type(g) is not np.ndarray:
         g = np.asarray(g)
     if g.shape != shape:
         g = unbroadcast(xp, g, tuple(shape))
     if g.dtype != dtype:
-        if not B.is_floating(xp, dtype):
-            return None
-        g = xp.astype(g, dtype)
+        return cast_gradient(xp, xp, g, dtype)
     return g
+
+
+def cast_gradient(xp: Any, backend: Any, g: Any, dtype: Any) -> Any:
+    """``g`` in the input's ``dtype`` (its real part for a real input); None for an integer
+    or boolean input. ``xp`` may be the differentiable namespace, ``backend`` is the one the
+    dtypes belong to."""
+    if not B.is_inexact(backend, dtype):
+        return None
+    if B.is_complex(backend, g.dtype) and not B.is_complex(backend, dtype):
+        g = xp.real(g)
+    return xp.astype(g, dtype)
 
 
 def as_array(xp: Any, x: Any) -> Any:
@@ -78,6 +88,11 @@ def seed_gradient(out: Any, xp: Any, grad: Any, what: str) -> Any:
                 f"{what}: the output has shape {tuple(out.shape)}, not a scalar; pass a seed "
                 "gradient of that shape, e.g. backward(grad=ones), or reduce it first with "
                 ".sum() or .mean()"))
+        if B.is_complex(xp, out.dtype):
+            raise GradientError(E.at(
+                f"{what}: the output is complex ({B.dtype_name(out.dtype)}); gradients are "
+                "taken of a real loss: reduce it with gpugrad.real(out), gpugrad.abs(out) or "
+                "gpugrad.imag(out) first, or pass the seed gradient explicitly"))
         return xp.ones_like(out)
     g = grad.data if isinstance(grad, Tensor) else grad
     if not B.is_backend_array(g) or (xp is not np and B.namespace_of(g) is not xp):

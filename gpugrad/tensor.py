@@ -94,10 +94,10 @@ class Tensor(ArrayOps):
         self.grad: Any = None
         self.name = name
         self._node = _node
-        if requires_grad and not B.is_floating(xp, data.dtype):
+        if requires_grad and not B.is_inexact(xp, data.dtype):
             who = f"{type(self).__name__} {name!r}" if name else type(self).__name__
             raise DtypeError(at(
-                f"{who}: only floating dtypes can require gradients, got "
+                f"{who}: only floating or complex dtypes can require gradients, got "
                 f"{B.dtype_name(data.dtype)} {tuple(data.shape)}; convert the value first, "
                 "e.g. value.astype('float32')"))
         self.requires_grad = requires_grad
@@ -146,6 +146,18 @@ class Tensor(ArrayOps):
 
     def __bool__(self) -> bool:
         return bool(self.data)
+
+    def __complex__(self) -> complex:
+        return complex(self.data)
+
+    def __index__(self) -> int:
+        """A 0-d integer Tensor is a Python index: ``xs[t]``, ``range(t)``, ``x[t:]``."""
+        if self.data.ndim != 0 or not B.is_integral(self.xp, self.data.dtype):
+            raise TypeError(at(
+                f"only a 0-d integer Tensor can be used as an index, got "
+                f"{B.dtype_name(self.data.dtype)} {tuple(self.data.shape)}; use int(t) for a "
+                "one-element Tensor, or t.astype('int64') to truncate floats first"))
+        return int(self.data)
 
     def item(self) -> float:
         """The value of a one-element Tensor as a Python number (a device-to-host copy)."""
@@ -211,8 +223,10 @@ class Tensor(ArrayOps):
         differentiated again; nothing is freed then.
         """
         from .eager import backward
+        from .fpstate import quiet
 
-        backward(self, grad, retain_graph, create_graph)
+        with quiet(self.xp):  # a tiny gradient is not an error (see gpugrad.fpstate)
+            backward(self, grad, retain_graph, create_graph)
 
     def __array_namespace__(self, *, api_version: str | None = None) -> Any:
         """The array-API namespace of Tensors: ``gpugrad.array_api``, whose functions
@@ -228,7 +242,8 @@ class Tensor(ArrayOps):
 class Variable(Tensor):
     """A trainable value: gradient descent moves it (``W``, ``b`` in the tutorial).
 
-    The value is copied onto the backend's device once. Only floating dtypes are allowed.
+    The value is copied onto the backend's device once. Only floating and complex dtypes are
+    allowed (a complex value's ``.grad`` is dL/dx + i dL/dy, see README "Complex numbers").
 
     >>> import gpugrad as gg
     >>> gg.Variable([1.0, 2.0], name="b").requires_grad

@@ -216,6 +216,10 @@ CASES: list[OpCase] = [
     unary("acosh", np.arccosh, gen=above_one),
     unary("atanh", np.arctanh, gen=inside_unit),
     unary("expm1", np.expm1),
+    # complex parts on real input (complex inputs: tests/test_complex.py)
+    unary("conj", np.conj),
+    unary("real", np.real),
+    unary("imag", np.imag),
     # comparisons: boolean results, no gradient
     *(binary(name, ref, small_ints, small_ints) for name, ref in [
         ("equal", np.equal), ("not_equal", np.not_equal), ("less", np.less),

@@ -291,9 +291,11 @@ CATALOGUE = [
         r"^min: shape \(2, 0\) has no elements to take the min of along axis 1" + HERE),
     # dtypes
     Bad("int-variable", lambda: gg.Variable(np.arange(3), name="W"), gg.DtypeError,
-        r"^Variable 'W': only floating dtypes can require gradients, got int64 \(3,\)" + HERE),
+        r"^Variable 'W': only floating or complex dtypes can require gradients, got int64 \(3,\)"
+        + HERE),
     Bad("int-tensor-requires-grad", lambda: gg.Tensor(np.arange(3), requires_grad=True),
-        gg.DtypeError, r"^Tensor: only floating dtypes can require gradients, got int64" + HERE),
+        gg.DtypeError,
+        r"^Tensor: only floating or complex dtypes can require gradients, got int64" + HERE),
     Bad("float32-times-float64", lambda: v(3, "float32") * c(3), gg.DtypeError,
         r"^multiply: float32 and float64 inputs give a float64 result, so the float32 input "
         r"\(3,\) would be silently upcast to float64" + HERE),

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..ops import arithmetic, compare, elementwise, trig
+from ..fpstate import quiet
+from ..ops import arithmetic, compare, complexes, elementwise, trig
 from ..tensor import Tensor
 from . import _wrap as W
 from ._creation import zeros_like
@@ -131,43 +132,52 @@ def remainder(x1: Any, x2: Any, /) -> Tensor:
     return out
 
 
-@mark("composite")
+@mark("op")
 def real(x: Any, /) -> Tensor:
-    """The real part: x itself for real input (gpugrad differentiates real dtypes only)."""
+    """The real part x of z = x + iy (op ``real``; x itself for real input);
+    z.grad = g + 0i."""
     x = W.as_tensor(x)
-    return x if _real_floating(x) else _real(x)
+    return complexes.real(x) if complexes.is_complex(x) else x
 
 
-@mark("composite")
+@mark("op")
 def conj(x: Any, /) -> Tensor:
-    """The complex conjugate: x itself for real input."""
+    """The complex conjugate x - iy (op ``conj``; x itself for real input); z.grad = conj(g)."""
     x = W.as_tensor(x)
-    return x if _real_floating(x) else _conj(x)
+    return complexes.conj(x) if complexes.is_complex(x) else x
 
 
-@mark("zero")
+@mark("op")
 def imag(x: Any, /) -> Tensor:
-    """The imaginary part: zeros for real input (a constant)."""
+    """The imaginary part y of z = x + iy (op ``imag``); z.grad = i g. Zeros (a constant)
+    for real input."""
     x = W.as_tensor(x)
-    return zeros_like(x) if _real_floating(x) else _imag(x)
-
-
-def _real_floating(x: Tensor) -> bool:
-    return W.native(x.xp).isdtype(x.dtype, ("real floating", "integral", "bool"))
+    return complexes.imag(x) if complexes.is_complex(x) else zeros_like(x)
 
 
 _remainder = passthrough("remainder", "none")
 _floor_divide = passthrough("floor_divide", "zero")
-_real = passthrough("real", "constants")
-_conj = passthrough("conj", "constants")
-_imag = passthrough("imag", "constants")
 
 # --- piecewise constant: gradient 0 ------------------------------------------------------
 ceil = passthrough("ceil", "zero")
 floor = passthrough("floor", "zero")
 floor_divide = passthrough("floor_divide", "zero")
 round = passthrough("round", "zero")
-sign = passthrough("sign", "zero")
+_sign = passthrough("sign", "zero")
+
+
+@mark("zero")
+def sign(x: Any, /) -> Tensor:
+    """x/|x| (0 at 0). Piecewise constant for real x: a constant result (gradient 0). For
+    complex z it is differentiable away from 0 and is written from ops: z / |z|."""
+    x = W.as_tensor(x)
+    if not complexes.is_complex(x):
+        return _sign(x)
+    if x.requires_grad:
+        zero = equal(x, 0.0)
+        return where(zero, 0.0, divide(x, where(zero, 1.0, abs(x))))
+    with quiet(x.xp, invalid="ignore"):  # array-api-compat's z/|z| divides 0 by 0 at z = 0
+        return _sign(x)
 trunc = passthrough("trunc", "zero")
 
 # --- boolean and integer results: no gradient -----------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend as B
-from ..ops import indexing, linalg, reductions
+from ..ops import complexes, indexing, linalg, reductions
 from ..ops import shape as shape_ops
 from ..tensor import Tensor
 from . import _wrap as W
@@ -203,7 +203,9 @@ def tensordot(x1: Any, x2: Any, /, *, axes: int | tuple = 2) -> Tensor:
 
 @mark("composite")
 def vecdot(x1: Any, x2: Any, /, *, axis: int = -1) -> Tensor:
-    """Dot products of vectors along ``axis`` (broadcast first): sum(x1 * x2, axis)."""
+    """Dot products of vectors along ``axis`` (broadcast first): sum(conj(x1) * x2, axis)."""
+    if complexes.is_complex(x1):
+        x1 = complexes.conj(x1)
     return reductions.sum(multiply(x1, x2), axis=axis)  # multiply promotes
 
 

@@ -167,7 +167,7 @@ def promote(*args: Any) -> tuple:
     promotion rules say (``float32`` and ``float64`` give ``float64``). gpugrad's own ops
     refuse to do this silently; array-API code expects it. The conversion is the
     differentiable ``astype``, so the gradient goes back in each input's own dtype."""
-    floats = [a for a in args if hasattr(a, "dtype") and B.is_floating(namespace_for(a), a.dtype)]
+    floats = [a for a in args if hasattr(a, "dtype") and B.is_inexact(namespace_for(a), a.dtype)]
     if len({B.dtype_name(a.dtype) for a in floats}) < 2:
         return args
     from ..ops.elementwise import astype

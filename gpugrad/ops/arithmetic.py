@@ -1,10 +1,11 @@
 """Arithmetic: add, subtract, multiply, divide, negative, pow.
 
 Rules use Python operators, so scalars pass straight through; the engine sums gradients back
-over broadcast dimensions.
+over broadcast dimensions. Complex inputs get ``g * conj(derivative)`` (gpugrad.ops.complexes).
 """
 
 from ..registry import defop
+from .complexes import cj, is_complex
 
 
 @defop("add", scalar_ok=(0, 1))
@@ -31,7 +32,7 @@ def multiply(xp, a, b):
     return a * b, (a, b)
 
 
-multiply.defvjp(lambda xp, g, res: g * res[1], lambda xp, g, res: g * res[0])
+multiply.defvjp(lambda xp, g, res: g * cj(xp, res[1]), lambda xp, g, res: g * cj(xp, res[0]))
 
 
 @defop("divide", scalar_ok=(0, 1))
@@ -41,8 +42,9 @@ def divide(xp, a, b):
 
 
 divide.defvjp(
-    lambda xp, g, res: g / res[1],
-    lambda xp, g, res: -(g * res[0]) / (res[1] * res[1]),
+    lambda xp, g, res: g / cj(xp, res[1]),
+    # -(g (a / b)) / b: b * b or g * a would overflow where the gradient itself does not
+    lambda xp, g, res: -(g * cj(xp, res[0] / res[1])) / cj(xp, res[1]),
 )
 
 
@@ -68,6 +70,8 @@ def pow(xp, a, b):
 
 def _pow_da(xp, g, res):
     a, b, out = res
+    if is_complex(out):
+        return _pow_da_complex(xp, g, a, b)
     if isinstance(b, (int, float)):
         if b == 0:
             return g * 0.0
@@ -79,8 +83,25 @@ def _pow_da(xp, g, res):
 
 def _pow_db(xp, g, res):
     a, b, out = res
+    if is_complex(out):
+        return _pow_db_complex(xp, g, a, out)
     safe = xp.where(a > 0, a, 1.0)
     return xp.where(a > 0, g * out * xp.log(safe), 0.0)
+
+
+def _pow_da_complex(xp, g, a, b):
+    """g conj(b a**(b-1)), 0 where b == 0 (complex powers are holomorphic in a)."""
+    if isinstance(b, (int, float, complex)):
+        return g * 0.0 if b == 0 else g * cj(xp, b * a ** (b - 1))
+    safe_b = xp.where(b == 0, 1.0, b)
+    return xp.where(b == 0, 0.0, g * cj(xp, b * a ** (safe_b - 1.0)))
+
+
+def _pow_db_complex(xp, g, a, out):
+    """g conj(a**b log a) with the principal complex logarithm; 0 where a == 0."""
+    a = xp.astype(a, out.dtype) if not is_complex(a) else a  # log of a real a < 0 exists
+    safe = xp.where(a == 0, 1.0, a)
+    return xp.where(a == 0, 0.0, g * cj(xp, out * xp.log(safe)))
 
 
 pow.defvjp(_pow_da, _pow_db)

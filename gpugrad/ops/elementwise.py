@@ -5,7 +5,9 @@ Kinks follow PyTorch: relu'(0) = 0, abs'(0) = 0, maximum(a, a) gives half to eac
 clip passes the gradient on its closed interval [min, max].
 """
 
+from ..fpstate import quiet
 from ..registry import defop
+from .complexes import cj, is_complex, real_only
 
 
 @defop("exp")
@@ -15,7 +17,7 @@ def exp(xp, x):
     return out, out
 
 
-exp.defvjp(lambda xp, g, out: (g * out,))
+exp.defvjp(lambda xp, g, out: (g * cj(xp, out),))
 
 
 @defop("log")
@@ -24,7 +26,7 @@ def log(xp, x):
     return xp.log(x), x
 
 
-log.defvjp(lambda xp, g, x: (g / x,))
+log.defvjp(lambda xp, g, x: (g / cj(xp, x),))
 
 
 @defop("log1p")
@@ -33,7 +35,7 @@ def log1p(xp, x):
     return xp.log1p(x), x
 
 
-log1p.defvjp(lambda xp, g, x: (g / (x + 1.0),))
+log1p.defvjp(lambda xp, g, x: (g / cj(xp, x + 1.0),))
 
 
 @defop("sqrt")
@@ -43,7 +45,7 @@ def sqrt(xp, x):
     return out, out
 
 
-sqrt.defvjp(lambda xp, g, out: (g / (out * 2.0),))
+sqrt.defvjp(lambda xp, g, out: (g / cj(xp, out * 2.0),))
 
 
 @defop("square")
@@ -52,12 +54,13 @@ def square(xp, x):
     return x * x, x
 
 
-square.defvjp(lambda xp, g, x: (g * (x * 2.0),))
+square.defvjp(lambda xp, g, x: (g * cj(xp, x * 2.0),))
 
 
 @defop("abs")
 def abs(xp, x):
-    """|x|;  d/dx = sign(x), with abs'(0) = 0"""
+    """|x|;  d/dx = sign(x), with abs'(0) = 0  (complex z: z.grad = g z/|z|, which is
+    sign(z) as the standard defines it)"""
     return xp.abs(x), x
 
 
@@ -71,7 +74,7 @@ def tanh(xp, x):
     return out, out
 
 
-tanh.defvjp(lambda xp, g, out: (g * (1.0 - out * out),))
+tanh.defvjp(lambda xp, g, out: (g * cj(xp, 1.0 - out * out),))
 
 
 @defop("sigmoid")
@@ -81,13 +84,17 @@ def sigmoid(xp, x):
     exp(-|x|) never overflows; for x < 0, s = e / (1 + e) keeps full relative precision
     where 1 - 1/(1 + e) would cancel.
     """
-    e = xp.exp(-xp.abs(x))
-    r = 1.0 / (1.0 + e)
-    out = xp.where(x >= 0, r, e * r)
+    if is_complex(x):  # holomorphic; the stable form below needs an ordering
+        out = 1.0 / (1.0 + xp.exp(-x))
+        return out, out
+    with quiet(xp):  # exp(-|x|) and e * r underflow by design for large |x|
+        e = xp.exp(-xp.abs(x))
+        r = 1.0 / (1.0 + e)
+        out = xp.where(x >= 0, r, e * r)
     return out, out
 
 
-sigmoid.defvjp(lambda xp, g, s: (g * (s * (1.0 - s)),))
+sigmoid.defvjp(lambda xp, g, s: (g * cj(xp, s * (1.0 - s)),))
 
 
 def _sigmoid_numpy(xp, x):
@@ -113,6 +120,8 @@ def _sigmoid_vjp_numpy(xp, g, s):
     scalar (the backward of a sum) multiplies once as a scalar, or not at all if it is 1."""
     t = 1.0 - s
     t *= s
+    if t.dtype.kind == "c":
+        t = xp.conj(t)
     if g.ndim and not g.strides[-1] and not any(g.strides) and g.size:
         scale = g.flat[0]
         if scale != 1.0:
@@ -162,6 +171,7 @@ def _tie_split(xp, g, a, b, wins):
 @defop("maximum")
 def maximum(xp, a, b):
     """max(a, b) elementwise;  the larger input gets g, ties split g evenly"""
+    real_only("maximum", a, b)
     return xp.maximum(a, b), (a, b)
 
 
@@ -174,6 +184,7 @@ maximum.defvjp(
 @defop("minimum")
 def minimum(xp, a, b):
     """min(a, b) elementwise;  the smaller input gets g, ties split g evenly"""
+    real_only("minimum", a, b)
     return xp.minimum(a, b), (a, b)
 
 
@@ -199,6 +210,7 @@ where.defvjp(
 @defop("clip")
 def clip(xp, x, *, min=None, max=None):
     """x limited to [min, max];  d/dx = 1 on the closed interval, 0 outside"""
+    real_only("clip", x)
     return xp.clip(x, min, max), x
 
 
@@ -216,17 +228,30 @@ clip.defvjp(_clip_vjp)
 
 @defop("astype")
 def astype(xp, x, *, dtype):
-    """x converted to dtype;  the gradient is converted back to x's dtype"""
+    """x converted to dtype;  the gradient is converted back to x's dtype (its real part for
+    a real x). Complex to real is refused, as the standard says: use real, imag or abs."""
+    if is_complex(x) and not xp.isdtype(dtype, ("complex floating", "bool")):
+        raise TypeError(
+            f"astype: converting {x.dtype} to {dtype} would drop the imaginary part; take "
+            "gpugrad.array_api.real(z), imag(z) or abs(z) instead")
     return xp.astype(x, dtype), x.dtype
 
 
-astype.defvjp(lambda xp, g, src_dtype, *, dtype: (xp.astype(g, src_dtype),))
+def _astype_vjp(xp, g, src_dtype, *, dtype):
+    if is_complex(g) and "complex" not in str(src_dtype):
+        g = xp.real(g)
+    return (xp.astype(g, src_dtype),)
+
+
+astype.defvjp(_astype_vjp)
 
 
 @defop("logaddexp")
 def logaddexp(xp, a, b):
     """log(exp(a) + exp(b)), without overflow;  d/da = exp(a - out), d/db = exp(b - out)"""
-    out = xp.logaddexp(a, b)
+    real_only("logaddexp", a, b)
+    with quiet(xp):  # logaddexp(-1000, 0) is exactly 0, but NumPy's exp inside underflows
+        out = xp.logaddexp(a, b)
     return out, (a, b, out)
 
 

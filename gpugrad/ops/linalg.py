@@ -2,6 +2,7 @@
 permute_dims."""
 
 from ..registry import defop
+from .complexes import cj
 
 
 @defop("matmul")
@@ -17,6 +18,7 @@ def matmul(xp, a, b):
 
 def _matmul_da(xp, g, res):
     a, b = res
+    b = cj(xp, b)  # complex: d/da = g @ conj(b)^T
     if b.ndim == 1:
         if a.ndim == 1:
             return g * b
@@ -30,6 +32,7 @@ def _matmul_da(xp, g, res):
 
 def _matmul_db(xp, g, res):
     a, b = res
+    a = cj(xp, a)  # complex: d/db = conj(a)^T @ g
     if a.ndim == 1:
         if b.ndim == 1:
             return g * a

@@ -5,6 +5,7 @@ always sums to g.
 """
 
 from ..registry import defop
+from .complexes import real_only
 
 
 def _axes(ndim, axis):
@@ -38,7 +39,10 @@ sum.defvjp(
 
 @defop("mean")
 def mean(xp, x, *, axis=None, keepdims=False):
-    """mean of x over axis;  d/dx = 1/n (g broadcast back)"""
+    """mean of x over axis;  d/dx = 1/n (g broadcast back).  The mean of no elements is NaN,
+    as the standard says, without NumPy's "Mean of empty slice" warning."""
+    if x.size == 0 and 0 in [x.shape[a] for a in _axes(x.ndim, axis)]:
+        return xp.sum(x, axis=axis, keepdims=keepdims) * float("nan"), tuple(x.shape)
     return xp.mean(x, axis=axis, keepdims=keepdims), tuple(x.shape)
 
 
@@ -90,6 +94,7 @@ def _extremum_vjp(xp, g, res, *, axis=None, keepdims=False):
 @defop("max")
 def max(xp, x, *, axis=None, keepdims=False):
     """largest element over axis;  g goes to the maxima, split evenly between ties"""
+    real_only("max", x)
     out = xp.max(x, axis=axis, keepdims=keepdims)
     return out, (x, out)
 
@@ -100,6 +105,7 @@ max.defvjp(_extremum_vjp)
 @defop("min")
 def min(xp, x, *, axis=None, keepdims=False):
     """smallest element over axis;  g goes to the minima, split evenly between ties"""
+    real_only("min", x)
     out = xp.min(x, axis=axis, keepdims=keepdims)
     return out, (x, out)
 

@@ -3,7 +3,9 @@
 Each shifts by a finite max, so large inputs never overflow and -inf entries stay harmless.
 """
 
+from ..fpstate import quiet
 from ..registry import defop
+from .complexes import cj
 
 
 def _finite_max(xp, x, axis):
@@ -15,7 +17,8 @@ def _finite_max(xp, x, axis):
 def logsumexp(xp, x, *, axis=None, keepdims=False):
     """log(sum(exp(x))) over axis;  d/dx = softmax(x)"""
     m = _finite_max(xp, x, axis)
-    e = xp.exp(x - m)
+    with quiet(xp):  # entries far below the max underflow to 0 by design
+        e = xp.exp(x - m)
     total = xp.sum(e, axis=axis, keepdims=True)
     out_k = xp.log(total) + m
     out = out_k if keepdims else xp.reshape(out_k, _reduced_shape(x.shape, axis))
@@ -35,7 +38,7 @@ def _reduced_shape(shape, axis):
 def _logsumexp_vjp(xp, g, res, *, axis=None, keepdims=False):
     e, total = res
     g_k = xp.reshape(g, tuple(total.shape))
-    return (e * (g_k / total),)
+    return (cj(xp, e) * (g_k / cj(xp, total)),)
 
 
 logsumexp.defvjp(_logsumexp_vjp)
@@ -44,26 +47,34 @@ logsumexp.defvjp(_logsumexp_vjp)
 @defop("softmax")
 def softmax(xp, x, *, axis=-1):
     """exp(x) / sum(exp(x)) over axis;  d/dx: s * (g - sum(g * s))"""
-    e = xp.exp(x - _finite_max(xp, x, axis))
-    out = e / xp.sum(e, axis=axis, keepdims=True)
+    with quiet(xp):  # entries far below the max underflow to 0 by design
+        e = xp.exp(x - _finite_max(xp, x, axis))
+        out = e / xp.sum(e, axis=axis, keepdims=True)
     return out, out
 
 
 softmax.defvjp(
-    lambda xp, g, s, *, axis=-1: (s * (g - xp.sum(g * s, axis=axis, keepdims=True)),)
+    lambda xp, g, s, *, axis=-1: _softmax_vjp(xp, g, cj(xp, s), axis)
 )
+
+
+def _softmax_vjp(xp, g, s, axis):
+    return (s * (g - xp.sum(g * s, axis=axis, keepdims=True)),)
 
 
 @defop("log_softmax")
 def log_softmax(xp, x, *, axis=-1):
     """x - logsumexp(x) over axis;  d/dx: g - exp(out) * sum(g)"""
     shifted = x - _finite_max(xp, x, axis)
-    out = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+    with quiet(xp):
+        e = xp.exp(shifted)
+    out = shifted - xp.log(xp.sum(e, axis=axis, keepdims=True))
     return out, out
 
 
 log_softmax.defvjp(
-    lambda xp, g, out, *, axis=-1: (g - xp.exp(out) * xp.sum(g, axis=axis, keepdims=True),)
+    lambda xp, g, out, *, axis=-1: (g - cj(xp, xp.exp(out)) * xp.sum(g, axis=axis,
+                                                                      keepdims=True),)
 )
 
 

@@ -2,10 +2,12 @@
 
 Derivatives of the inverse functions are written with factored differences, (1 - x)(1 + x)
 rather than 1 - x**2, which keeps their precision near |x| = 1. atan2's gradient is 0 at the
-origin, where the angle has no derivative.
+origin, where the angle has no derivative. Complex inputs get ``g * conj(f'(z))``
+(gpugrad.ops.complexes); atan2 is real only, as the standard defines it.
 """
 
 from ..registry import defop
+from .complexes import cj, is_complex, real_only
 
 
 @defop("sin")
@@ -14,7 +16,7 @@ def sin(xp, x):
     return xp.sin(x), x
 
 
-sin.defvjp(lambda xp, g, x: (g * xp.cos(x),))
+sin.defvjp(lambda xp, g, x: (g * cj(xp, xp.cos(x)),))
 
 
 @defop("cos")
@@ -23,7 +25,7 @@ def cos(xp, x):
     return xp.cos(x), x
 
 
-cos.defvjp(lambda xp, g, x: (-(g * xp.sin(x)),))
+cos.defvjp(lambda xp, g, x: (-(g * cj(xp, xp.sin(x))),))
 
 
 @defop("tan")
@@ -33,7 +35,7 @@ def tan(xp, x):
     return out, out
 
 
-tan.defvjp(lambda xp, g, out: (g * (1.0 + out * out),))
+tan.defvjp(lambda xp, g, out: (g * cj(xp, 1.0 + out * out),))
 
 
 @defop("asin")
@@ -42,7 +44,7 @@ def asin(xp, x):
     return xp.asin(x), x
 
 
-asin.defvjp(lambda xp, g, x: (g / xp.sqrt((1.0 - x) * (1.0 + x)),))
+asin.defvjp(lambda xp, g, x: (g / cj(xp, xp.sqrt((1.0 - x) * (1.0 + x))),))
 
 
 @defop("acos")
@@ -51,7 +53,7 @@ def acos(xp, x):
     return xp.acos(x), x
 
 
-acos.defvjp(lambda xp, g, x: (-(g / xp.sqrt((1.0 - x) * (1.0 + x))),))
+acos.defvjp(lambda xp, g, x: (-(g / cj(xp, xp.sqrt((1.0 - x) * (1.0 + x)))),))
 
 
 @defop("atan")
@@ -60,25 +62,44 @@ def atan(xp, x):
     return xp.atan(x), x
 
 
-atan.defvjp(lambda xp, g, x: (g / (1.0 + x * x),))
+def _atan_vjp(xp, g, x):
+    if is_complex(x):
+        return (g / cj(xp, 1.0 + x * x),)
+    r = 1.0 / xp.hypot(x, 1.0)  # 1 + x * x overflows for |x| > 1e154; the gradient does not
+    return (g * r * r,)
+
+
+atan.defvjp(_atan_vjp)
 
 
 @defop("atan2")
 def atan2(xp, y, x):
     """the angle of the point (x, y);  d/dy = x / (x**2 + y**2), d/dx = -y / (x**2 + y**2),
     both 0 at the origin"""
+    real_only("atan2", y, x)
     return xp.atan2(y, x), (y, x)
 
 
-def _radius2(xp, y, x):
-    r2 = x * x + y * y
-    return xp.where(r2 == 0.0, 1.0, r2)  # at the origin the numerators are 0 too
+def _radius(xp, y, x):
+    # hypot, not x * x + y * y, which overflows for |x| > 1e154; at the origin the
+    # numerators are 0 too
+    r = xp.hypot(x, y)
+    return xp.where(r == 0.0, 1.0, r)
 
 
-atan2.defvjp(
-    lambda xp, g, res: g * res[1] / _radius2(xp, *res),
-    lambda xp, g, res: -(g * res[0]) / _radius2(xp, *res),
-)
+def _atan2_dy(xp, g, res):
+    y, x = res
+    r = _radius(xp, y, x)
+    return g * (x / r) / r
+
+
+def _atan2_dx(xp, g, res):
+    y, x = res
+    r = _radius(xp, y, x)
+    return -(g * (y / r)) / r
+
+
+atan2.defvjp(_atan2_dy, _atan2_dx)
 
 
 @defop("sinh")
@@ -87,7 +108,7 @@ def sinh(xp, x):
     return xp.sinh(x), x
 
 
-sinh.defvjp(lambda xp, g, x: (g * xp.cosh(x),))
+sinh.defvjp(lambda xp, g, x: (g * cj(xp, xp.cosh(x)),))
 
 
 @defop("cosh")
@@ -96,7 +117,7 @@ def cosh(xp, x):
     return xp.cosh(x), x
 
 
-cosh.defvjp(lambda xp, g, x: (g * xp.sinh(x),))
+cosh.defvjp(lambda xp, g, x: (g * cj(xp, xp.sinh(x)),))
 
 
 @defop("asinh")
@@ -105,7 +126,13 @@ def asinh(xp, x):
     return xp.asinh(x), x
 
 
-asinh.defvjp(lambda xp, g, x: (g / xp.sqrt(x * x + 1.0),))
+def _asinh_vjp(xp, g, x):
+    if is_complex(x):
+        return (g / cj(xp, xp.sqrt(x * x + 1.0)),)
+    return (g / xp.hypot(x, 1.0),)  # x * x + 1 overflows for |x| > 1e154
+
+
+asinh.defvjp(_asinh_vjp)
 
 
 @defop("acosh")
@@ -114,7 +141,8 @@ def acosh(xp, x):
     return xp.acosh(x), x
 
 
-acosh.defvjp(lambda xp, g, x: (g / xp.sqrt((x - 1.0) * (x + 1.0)),))
+# sqrt(x - 1) sqrt(x + 1): no x**2 to overflow, and the principal branch for complex x
+acosh.defvjp(lambda xp, g, x: (g / cj(xp, xp.sqrt(x - 1.0) * xp.sqrt(x + 1.0)),))
 
 
 @defop("atanh")
@@ -123,7 +151,7 @@ def atanh(xp, x):
     return xp.atanh(x), x
 
 
-atanh.defvjp(lambda xp, g, x: (g / ((1.0 - x) * (1.0 + x)),))
+atanh.defvjp(lambda xp, g, x: (g / cj(xp, (1.0 - x) * (1.0 + x)),))
 
 
 @defop("expm1")
@@ -133,4 +161,4 @@ def expm1(xp, x):
     return out, out
 
 
-expm1.defvjp(lambda xp, g, out: (g * (out + 1.0),))
+expm1.defvjp(lambda xp, g, out: (g * cj(xp, out + 1.0),))
