@@ -91,7 +91,7 @@ def _axes(op: str, axis: Any, shape: tuple) -> list:
 
 @_rule("negative", "exp", "log", "log1p", "sqrt", "square", "abs", "tanh", "sigmoid", "relu",
        "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh",
-       "expm1", "clip", "astype")
+       "expm1", "clip", "astype", "conj", "real", "imag")
 def _same(op: str, shapes: list, params: dict) -> tuple:
     return shapes[0]
 

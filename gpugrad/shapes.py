@@ -188,4 +188,8 @@ for _name in ("equal", "not_equal", "less", "less_equal", "greater", "greater_eq
     DTYPES[_name] = lambda facts, params: "bool"
 DTYPES["where"] = lambda facts, params: _promote(facts, params, skip=1)
 DTYPES["softmax_cross_entropy"] = _first
+DTYPES["conj"] = _first
+_REAL_PART = {"complex64": "float32", "complex128": "float64"}
+DTYPES["real"] = DTYPES["imag"] = lambda facts, params: (
+    None if facts[0][1] is None else _REAL_PART.get(facts[0][1], facts[0][1]))
 DTYPES["astype"] = lambda facts, params: B.dtype_name(params["dtype"])

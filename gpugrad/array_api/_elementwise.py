@@ -136,14 +136,14 @@ def remainder(x1: Any, x2: Any, /) -> Tensor:
 def real(x: Any, /) -> Tensor:
     """The real part x of z = x + iy (op ``real``; x itself for real input);
     z.grad = g + 0i."""
-    x = W.as_tensor(x)
+    x = x if _symbolic(x) else W.as_tensor(x)
     return complexes.real(x) if complexes.is_complex(x) else x
 
 
 @mark("op")
 def conj(x: Any, /) -> Tensor:
     """The complex conjugate x - iy (op ``conj``; x itself for real input); z.grad = conj(g)."""
-    x = W.as_tensor(x)
+    x = x if _symbolic(x) else W.as_tensor(x)
     return complexes.conj(x) if complexes.is_complex(x) else x
 
 
@@ -151,8 +151,15 @@ def conj(x: Any, /) -> Tensor:
 def imag(x: Any, /) -> Tensor:
     """The imaginary part y of z = x + iy (op ``imag``); z.grad = i g. Zeros (a constant)
     for real input."""
+    if _symbolic(x):  # a graph node: its dtype is inferred when it is built
+        return complexes.imag(x) if complexes.is_complex(x) else x * 0.0
     x = W.as_tensor(x)
     return complexes.imag(x) if complexes.is_complex(x) else zeros_like(x)
+
+
+def _symbolic(x: Any) -> bool:
+    """A graph node (gpugrad.graph.Symbol), which the ops take as it is."""
+    return getattr(x, "_gpugrad_symbolic", False)
 
 
 _remainder = passthrough("remainder", "none")

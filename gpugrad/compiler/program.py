@@ -61,7 +61,9 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     ``seeded``: the caller passes the seed gradient (else the program starts from ones, or
     from ``opt.lr`` for plain SGD)."""
     xp = sched.xp
-    numpy = xp is np
+    # NumPy lowering, rewrites and in-place updates are written for real values; a complex
+    # value anywhere runs the registered rules (which conjugate) and the optimizer's own step
+    numpy = xp is np and not any(s is not None and np.dtype(s[1]).kind == "c" for s in shapes)
     steps = sched.steps
     env: dict[str, Any] = {"np": np, "asarray": np.asarray, "ndarray": np.ndarray, "fit": fit,
                            "as_array": as_array, "check": gradient_tuple, "acc": _acc}
@@ -322,7 +324,11 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
     if grads and not seeded:
         seed = "opt.lr" if opt is not None and rewrite.fold_lr(opt) and numpy else "1.0"
         lines.append(f"    seed_ = xp.full_like({results[0]}, {seed})")
-    lines += block(prog[n_forward:], n_forward, "    ")
+    if numpy:  # a tiny gradient or update is not an error (see gpugrad.fpstate)
+        lines.append("    with np.errstate(under='ignore'):")
+        lines += block(prog[n_forward:], n_forward, "        ") or ["        pass"]
+    else:
+        lines += block(prog[n_forward:], n_forward, "    ")
     lines.append(f"    return {results[0]}, [{', '.join(results[1:])}]")
     source = "\n".join(lines)
     fn = build_function(source, env, "program")

@@ -84,7 +84,8 @@ def softmax_cross_entropy(xp, logits, targets, *, axis=-1):
     has logits' shape without that axis);  d/dlogits = g (softmax(logits) - onehot(target)),
     no gradient for the targets"""
     shifted = logits - _finite_max(xp, logits, axis)
-    logp = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+    with quiet(xp):  # entries far below the max underflow to 0 by design
+        logp = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
     picked = xp.take_along_axis(logp, xp.expand_dims(targets, axis=axis), axis=axis)
     return -xp.squeeze(picked, axis=axis), (logp, targets)
 
@@ -120,7 +121,8 @@ def _softmax_cross_entropy_numpy(xp, logits, targets, *, axis=-1):
     if not xp.isfinite(m).all():
         return softmax_cross_entropy.forward(xp, logits, targets, axis=axis)
     p = logits - m
-    xp.exp(p, out=p)
+    with quiet(xp):  # entries far below the max underflow to 0 by design
+        xp.exp(p, out=p)
     total = p.sum(axis=1, keepdims=True)
     rows = xp.arange(logits.shape[0])
     # -logp[target] = log(total) + m - logits[target], with logp = logits - m - log(total)
