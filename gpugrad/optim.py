@@ -52,6 +52,11 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
+    def __getstate__(self) -> dict:  # state arrays pickle by backend name (gpugrad.serialize)
+        from .serialize import optimizer_state
+
+        return optimizer_state(self)
+
     def step(self) -> None:
         """Apply one update from each parameter's ``.grad`` (parameters without one are
         skipped)."""

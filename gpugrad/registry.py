@@ -122,6 +122,17 @@ class Op:
             args = tuple(args[0])
         return _dispatch(self, args, params)
 
+    def __reduce__(self) -> tuple:  # by registered name: ops are shared, never copied
+        from .serialize import reduce_op
+
+        return reduce_op(self)
+
+    def __copy__(self) -> "Op":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "Op":
+        return self
+
     def __repr__(self) -> str:
         doc = (self.__doc__ or "").strip().splitlines()
         return f"<gpugrad op {self.name}: {doc[0] if doc else ''}>"

@@ -224,6 +224,34 @@ class Tensor(ArrayOps):
                              f"{array_api.__array_api_version__}, not {api_version!r}")
         return array_api
 
+    # --- pickle, copy and DLPack (see gpugrad.serialize and gpugrad.dlpack) -------------
+    def __reduce_ex__(self, protocol: int) -> tuple:
+        from .serialize import reduce_tensor
+
+        return reduce_tensor(self)
+
+    def __copy__(self) -> "Tensor":
+        from .serialize import copy_tensor
+
+        return copy_tensor(self)
+
+    def __deepcopy__(self, memo: dict) -> "Tensor":
+        from .serialize import deepcopy_tensor
+
+        return deepcopy_tensor(self, memo)
+
+    def __dlpack__(self, *, stream: Any = None, max_version: tuple[int, int] | None = None,
+                   dl_device: tuple[Any, int] | None = None, copy: bool | None = None) -> Any:
+        """Export the data through DLPack (``np.from_dlpack(t)``, ``torch.from_dlpack(t)``):
+        the consumer shares its memory where the device allows; no gradient travels."""
+        from .dlpack import export
+
+        return export(self, stream=stream, max_version=max_version, dl_device=dl_device,
+                      copy=copy)
+
+    def __dlpack_device__(self) -> tuple[Any, int]:
+        return self.data.__dlpack_device__()
+
 
 class Variable(Tensor):
     """A trainable value: gradient descent moves it (``W``, ``b`` in the tutorial).
