@@ -281,7 +281,10 @@ def asarray(data: Any, dtype: Any = None, *, copy: bool | None = None) -> Tensor
     A NumPy array is copied (on every backend, the NumPy one included), so later edits to
     it cannot reach arrays that ops saved for backward. ``copy=False`` shares its memory
     instead (then edits are not tracked); ``copy=True`` copies a device array too. An array
-    already on a device backend keeps its device; a Tensor is returned as it is.
+    already on a device backend keeps its device; a Tensor is returned as it is. An array of
+    another library (PyTorch, JAX, CuPy, array_api_strict) comes through DLPack and is copied
+    like a NumPy array; ``copy=False`` shares its memory where the device allows (see
+    ``gpugrad.from_dlpack``).
 
     >>> import numpy as np, gpugrad as gg
     >>> host = np.array([1.0, 2.0])
@@ -292,6 +295,13 @@ def asarray(data: Any, dtype: Any = None, *, copy: bool | None = None) -> Tensor
     """
     if isinstance(data, Tensor):
         return data if dtype is None else data.astype(dtype)
+    if hasattr(data, "__dlpack__") and not isinstance(data, np.ndarray):
+        from .dlpack import import_array, is_foreign
+
+        b = B.current()
+        if is_foreign(data, b):  # torch, JAX, ...: through DLPack, copied unless copy=False
+            arr = import_array(data, b, copy=True if copy is None else copy)
+            return Tensor(arr if dtype is None else B.to_backend(arr, dtype, b))
     arr = B.to_backend(data, dtype)
     if copy is None:
         copy = isinstance(data, np.ndarray)
