@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import backend as B
-from . import nn, optim
+from . import nn, optim, resume
 from .data import Batches, train_test_split
 from .tensor import asarray, no_grad
 
@@ -40,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--test-split", type=float, default=0.2)
-    t.add_argument("--save", help="write the trained parameters to this .npz file")
+    t.add_argument("--save", help="write the trained parameters to this .npz file, or a "
+                   "training checkpoint (model, optimizer, epoch, batch order) to this "
+                   ".safetensors file after every epoch")
+    t.add_argument("--resume", help="continue the run a .safetensors checkpoint from --save "
+                   "stopped, with the same options, up to --epochs in all")
     t.add_argument("--plot", help="write loss and accuracy curves to this PNG (needs "
                    "matplotlib: pip install gpugrad[plot])")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -154,9 +158,10 @@ def train(args: argparse.Namespace) -> dict:
           f"backend {info['name']} on {info['device']}")
 
     history: dict[str, list] = {"loss": [], "train_acc": [], "test_acc": []}
+    first = _resume(args, model, opt, batches, hidden, history)
     steps = 0
     start = time.perf_counter()
-    for epoch in range(args.epochs):
+    for epoch in range(first, args.epochs):
         bar = _progress(batches, f"epoch {epoch + 1}/{args.epochs}", args.quiet)
         loss_sum, hit_sum, n_steps = run_epoch(model, opt, bar)
         steps += n_steps
@@ -171,6 +176,10 @@ def train(args: argparse.Namespace) -> dict:
         if not args.quiet:
             print(f"epoch {epoch + 1:3d}/{args.epochs}  loss {epoch_loss:.4f}  "
                   f"train acc {train_acc:.4f}  test acc {test_acc:.4f}")
+        if _checkpointing(args):
+            resume.save_training(args.save, model, opt, batches, epoch=epoch + 1,
+                                 settings=_settings(args, hidden),
+                                 extra={"history": history, "mean": mean, "std": std})
     wall = time.perf_counter() - start
     result = {
         "train_acc": evaluate(model, Xtr, ytr),
@@ -184,15 +193,44 @@ def train(args: argparse.Namespace) -> dict:
     print(f"done: train accuracy {result['train_acc']:.4f}, test accuracy "
           f"{result['test_acc']:.4f}, {wall:.2f} s, {steps} steps ({result['steps_per_s']:.0f} "
           f"steps/s), backend {result['backend']} on {result['device']}")
-    if args.save:
+    if args.save and not _checkpointing(args):
         arrays = {name: B.to_numpy(v) for name, v in model.state_dict().items()}
         save = args.save if args.save.endswith(".npz") else args.save + ".npz"  # as savez
         np.savez(save, **arrays, _sizes=np.asarray(model.sizes), _mean=mean, _std=std)
         print(f"saved parameters to {save}")
+    if _checkpointing(args):
+        print(f"saved a training checkpoint to {args.save}")
     if plot is not None and args.plot:
         _plot(plot, history, args.plot)
         print(f"wrote {args.plot}")
     return result
+
+
+def _checkpointing(args: argparse.Namespace) -> bool:
+    return bool(args.save) and args.save.endswith(".safetensors")
+
+
+def _settings(args: argparse.Namespace, hidden: list) -> dict:
+    """The options a resumed run must share with the run that wrote the checkpoint."""
+    return {"data": args.data, "hidden": hidden, "activation": args.activation,
+            "optimizer": args.optimizer, "batch_size": args.batch_size, "seed": args.seed,
+            "test_split": args.test_split}
+
+
+def _resume(args: argparse.Namespace, model: nn.Module, opt: optim.Optimizer,
+            batches: Batches, hidden: list, history: dict) -> int:
+    """Load ``--resume`` into the run; returns the number of epochs already done."""
+    if not args.resume:
+        return 0
+    if not args.resume.endswith(".safetensors"):
+        raise CLIError(f"--resume {args.resume}: expected a .safetensors checkpoint written "
+                       "by --save ckpt.safetensors")
+    got = resume.restore_training(args.resume, model, opt, batches,
+                                  settings=_settings(args, hidden))
+    for k, v in got["extra"].get("history", {}).items():
+        history[k] = list(v)
+    print(f"resumed from {args.resume} after epoch {got['epoch']}")
+    return got["epoch"]
 
 
 def run_epoch(model: nn.Module, opt: optim.Optimizer, batches: Any) -> tuple[Any, Any, int]:
