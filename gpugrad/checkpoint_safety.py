@@ -108,8 +108,12 @@ def check_file(p: pathlib.Path) -> tuple[dict, dict]:
     spans = []
     for name, entry in hdr.items():
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            strings = [v for v in (entry.values() if isinstance(entry, dict) else [entry])
+                       if isinstance(v, str)]
+            what = " and holds a Python pickle" if any(
+                looks_like_pickle(b) for v in strings for b in decoded(v)) else ""
             raise CheckpointError(f"gg.load {p}: header entry {name!r} is not a tensor "
-                                  "(dtype, shape, data_offsets)")
+                                  f"(dtype, shape, data_offsets){what}; refused")
         spans.append(tuple(entry["data_offsets"]))
     body = size - 8 - n
     end = 0
@@ -118,6 +122,10 @@ def check_file(p: pathlib.Path) -> tuple[dict, dict]:
             break
         end = hi
     if end != body:
+        with open(p, "rb") as f:
+            f.seek(8 + n + end)
+            rest = f.read(min(body - end, MAX_HEADER)) if body > end else b""
+        what = "; the extra bytes are a Python pickle" if looks_like_pickle(rest) else ""
         raise CheckpointError(f"gg.load {p}: its tensors do not cover its {body} data bytes "
-                              "exactly (bytes that belong to no tensor are refused)")
+                              f"exactly (bytes that belong to no tensor are refused){what}")
     return meta, hdr
