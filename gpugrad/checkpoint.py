@@ -65,7 +65,7 @@ def save(obj: Mapping[str, Any], path: str | os.PathLike) -> None:
     tree = _encode(obj, "", arrays, {}, backends)
     header = {
         "format": FORMAT, "version": FORMAT_VERSION, "gpugrad": __version__,
-        "backend": sorted(backends)[0] if len(backends) == 1 else sorted(backends),
+        "backend": min(backends) if len(backends) == 1 else sorted(backends),
         "dtypes": {k: str(a.dtype) for k, a in arrays.items()},
         "tree": tree,
     }

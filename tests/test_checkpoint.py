@@ -9,12 +9,12 @@ import struct
 
 import numpy as np
 import pytest
+from helpers import assert_on_backend, host
 
 import gpugrad as gg
 from gpugrad import cli, nn, optim, resume
 from gpugrad.checkpoint import CheckpointError
 from gpugrad.data import Batches
-from helpers import assert_on_backend, host
 
 
 def _model_and_adam(bk):

@@ -6,11 +6,11 @@ import importlib.util
 
 import numpy as np
 import pytest
+from conftest import HAS_GPU
+from helpers import assert_on_backend, host
 
 import gpugrad as gg
 from gpugrad import backend as B
-from conftest import HAS_GPU
-from helpers import assert_on_backend, host
 
 HAS_JAX = importlib.util.find_spec("jax") is not None
 

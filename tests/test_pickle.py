@@ -8,12 +8,12 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import HAS_GPU
+from helpers import assert_on_backend, host, var
 
 import gpugrad as gg
 from gpugrad import backend as B
 from gpugrad import nn, optim, serialize
-from conftest import HAS_GPU
-from helpers import assert_on_backend, host, var
 
 
 def roundtrip(obj):
