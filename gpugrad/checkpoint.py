@@ -168,7 +168,7 @@ def load(path: str | os.PathLike, backend: Any = None) -> Any:
 
 def _check_bodies(p: pathlib.Path, host: dict) -> None:
     for k, a in host.items():
-        if looks_like_pickle(np.ascontiguousarray(a).view(np.uint8).reshape(-1).tobytes()):
+        if looks_like_pickle(memoryview(np.ascontiguousarray(a).reshape(-1)).cast("B")):
             raise CheckpointError(f"gg.load {p}: tensor {k!r} holds a Python pickle, not "
                                   "array data; refusing the file (gpugrad never unpickles)")
 

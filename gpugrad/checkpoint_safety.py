@@ -33,11 +33,12 @@ class CheckpointError(ValueError):
     """A checkpoint file is unreadable, malformed or unsafe (it carries a pickle)."""
 
 
-def looks_like_pickle(buf: bytes) -> bool:
+def looks_like_pickle(buf: bytes | memoryview) -> bool:
     """Is ``buf`` one whole pickle stream that imports or calls something (or starts with
     the PROTO opcode)? Disassembled with ``pickletools``, which runs nothing."""
-    if len(buf) < 2 or buf[-1:] != b"." or buf[:1] not in _FIRST:
+    if len(buf) < 2 or bytes(buf[-1:]) != b"." or bytes(buf[:1]) not in _FIRST:
         return False
+    buf = bytes(buf)
     ops = set()
     try:
         for op, _, pos in pickletools.genops(buf):
@@ -75,18 +76,16 @@ def check_file(p: pathlib.Path) -> tuple[dict, dict]:
                 f"gg.load {p}: this is a zip archive (PyTorch's torch.save format, which "
                 "holds a pickle), not a safetensors file; gpugrad never unpickles. Convert it "
                 "where you trust it, e.g. with safetensors.torch.save_file")
-        if head[:1] == b"\x80" or (len(head) == 8 and struct.unpack("<Q", head)[0] >
-                                   min(size - 8, MAX_HEADER)):
-            if head[:1] == b"\x80" or looks_like_pickle(head + f.read(MAX_HEADER)):
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        if not 0 < n <= min(size - 8, MAX_HEADER):  # no header length that fits the file
+            pickled = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+            if pickled or looks_like_pickle(head + f.read(MAX_HEADER)):
                 raise CheckpointError(
                     f"gg.load {p}: this is a Python pickle, not a safetensors file; gpugrad "
                     "never unpickles (a pickle can run any code when loaded). Write "
                     "checkpoints with gg.save")
             raise CheckpointError(f"gg.load {p}: not a safetensors file (its first 8 bytes "
-                                  "are not a header length that fits the file)")
-        if len(head) < 8:
-            raise CheckpointError(f"gg.load {p}: not a safetensors file ({size} bytes)")
-        n = struct.unpack("<Q", head)[0]
+                                  f"are not a header length that fits its {size} bytes)")
         raw = f.read(n)
     try:
         hdr = json.loads(raw.decode("utf-8"))

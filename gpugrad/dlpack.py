@@ -73,9 +73,12 @@ def import_array(x: Any, backend: B.Backend | None = None, copy: bool | None = N
     try:  # another device: ask the producer for a host copy, which crosses once
         host = np.from_dlpack(x, device="cpu", copy=True)
     except Exception:
-        raise B.BackendError(at(
-            f"from_dlpack: cannot bring a {_describe(x)} to backend {b.name} ({reason}); "
-            "copy it to the host in its own library first")) from None
+        try:  # a producer without DLPack 1.0's device and copy (CuPy's .get() and the like)
+            host = B.to_numpy(x)
+        except Exception:
+            raise B.BackendError(at(
+                f"from_dlpack: cannot bring a {_describe(x)} to backend {b.name} ({reason}); "
+                "copy it to the host in its own library first")) from None
     return B.to_backend(host, backend=b)
 
 

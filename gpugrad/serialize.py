@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import copy
+import weakref
 from typing import Any
 
 import numpy as np
@@ -162,9 +163,26 @@ def copy_tensor(t: Any) -> Any:
 
 # --- graphs ------------------------------------------------------------------------------
 
+_listed: dict[int, weakref.ref] = {}
+"""Symbols whose inputs an enclosing pickle or deepcopy already handles (see below)."""
+
+
 def symbol_state(sym: Any) -> dict:
-    """A Symbol's slots for pickle and deepcopy, less its compiled schedules."""
-    state = {}
+    """A Symbol's slots for pickle and deepcopy, less its compiled schedules.
+
+    Pickle and deepcopy recurse through each object's state, so a graph thousands of ops
+    deep would exceed Python's recursion limit. The first Symbol of a graph to be pickled
+    therefore also lists every Symbol it depends on, inputs first (``_order``): each of them
+    is then pickled after its own inputs, and the recursion stays shallow. The list only
+    orders the work; unpickling ignores it."""
+    state: dict = {}
+    ref = _listed.pop(id(sym), None)
+    if ref is None or ref() is not sym:
+        order = _inputs_first(sym)
+        for s in order:
+            _listed[id(s)] = weakref.ref(s)
+        if order:
+            state["_order"] = order  # first: pickled before this Symbol's own inputs
     for klass in type(sym).__mro__:
         for slot in getattr(klass, "__slots__", ()):
             if slot not in ("_schedules", "__weakref__") and hasattr(sym, slot):
@@ -172,9 +190,29 @@ def symbol_state(sym: Any) -> dict:
     return state
 
 
+def _inputs_first(sym: Any) -> list:
+    """Every Symbol ``sym`` depends on (not ``sym``), each after its inputs; no recursion."""
+    out: list = []
+    done = {id(sym)}
+    stack = [(sym, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            if node is not sym:
+                out.append(node)
+            continue
+        stack.append((node, True))
+        for a in node.args:
+            if getattr(a, "_gpugrad_symbolic", False) and id(a) not in done:
+                done.add(id(a))
+                stack.append((a, False))
+    return out
+
+
 def set_symbol_state(sym: Any, state: dict) -> None:
     for slot, value in state.items():
-        setattr(sym, slot, value)
+        if slot != "_order":
+            setattr(sym, slot, value)
     sym._schedules = {}  # compiled again on the first run
 
 

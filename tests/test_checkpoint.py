@@ -197,6 +197,13 @@ def test_an_ordinary_safetensors_file_loads_flat(numpy_backend, tmp_path):
     assert sorted(back) == ["a", "b"]
     np.testing.assert_array_equal(back["a"], [0.0, 1.0, 2.0])
     assert gg.checkpoint.header(tmp_path / "x.st") == {}
+    # a header of 128 bytes: the file starts with 0x80, as a pickle does, and still loads
+    entry = {"w": {"dtype": "F64", "shape": [1], "data_offsets": [0, 8]}}
+    fill = 128 - len(json.dumps({**entry, "__metadata__": {"k": ""}}))
+    _raw_safetensors(tmp_path / "h.st", {**entry, "__metadata__": {"k": "x" * fill}},
+                     np.float64(1.5).tobytes())
+    assert (tmp_path / "h.st").read_bytes()[:1] == b"\x80"
+    np.testing.assert_array_equal(gg.load(tmp_path / "h.st")["w"], [1.5])
 
 
 # --- stop and resume --------------------------------------------------------------------

@@ -228,3 +228,19 @@ def test_multiprocessing_spawn_round_trip(numpy_backend):
     assert opt2.params[0] is model2.parameters()[0]
     for p, p2 in zip(model.parameters(), model2.parameters()):
         np.testing.assert_array_equal(host(p), host(p2))
+
+
+def test_deep_graph_pickles_without_recursion(numpy_backend):
+    x = gg.Placeholder((2,), "float64", name="x")
+    w = gg.Variable(np.array([0.3, -0.2]), name="w")
+    y = x
+    for _ in range(700):  # 2,100 Symbols: far past Python's recursion limit if recursed
+        y = gg.sigmoid(y * 1.01 + w)
+    loss = gg.sum(y)
+    feed = np.array([0.5, 1.0])
+    want = gg.to_numpy(gg.gradients(loss, [w], {x: feed})[0])
+    for loss2, x2, w2 in (roundtrip((loss, x, w)), copy.deepcopy((loss, x, w))):
+        assert float(loss2.eval({x2: feed})) == float(loss.eval({x: feed}))
+        np.testing.assert_array_equal(gg.to_numpy(gg.gradients(loss2, [w2], {x2: feed})[0]),
+                                      want)
+    assert not serialize._listed  # the ordering hints were all used
