@@ -75,6 +75,8 @@ def import_array(x: Any, backend: B.Backend | None = None, copy: bool | None = N
     except Exception:
         try:  # a producer without DLPack 1.0's device and copy (CuPy's .get() and the like)
             host = B.to_numpy(x)
+            if host.dtype == object:
+                raise TypeError("not an array of numbers")
         except Exception:
             raise B.BackendError(at(
                 f"from_dlpack: cannot bring a {_describe(x)} to backend {b.name} ({reason}); "
