@@ -220,7 +220,15 @@ def _load_npz(p: pathlib.Path, b: B.Backend) -> dict:
 
 def header(path: str | os.PathLike) -> dict:
     """The gpugrad header of a checkpoint (format, gpugrad version, backend, dtypes, tree),
-    read without loading any array; ``{}`` for a safetensors file gpugrad did not write."""
+    read without loading any array; ``{}`` for a safetensors file gpugrad did not write.
+
+    >>> import os, tempfile, numpy as np, gpugrad as gg
+    >>> path = os.path.join(tempfile.mkdtemp(), "h.safetensors")
+    >>> gg.save({"w": np.zeros(2, "float32")}, path)
+    >>> h = gg.checkpoint.header(path)
+    >>> h["backend"], h["dtypes"]
+    ('numpy', {'w': 'float32'})
+    """
     meta, _ = check_file(pathlib.Path(path))
     text = meta.get("gpugrad")
     return {} if text is None else json.loads(text)

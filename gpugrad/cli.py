@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "training checkpoint (model, optimizer, epoch, batch order) to this "
                    ".safetensors file after every epoch")
     t.add_argument("--resume", help="continue the run a .safetensors checkpoint from --save "
-                   "stopped, with the same options, up to --epochs in all")
+                   "stopped, with the same options, up to --epochs in all (an .npz from "
+                   "--save gives starting parameters only)")
     t.add_argument("--plot", help="write loss and accuracy curves to this PNG (needs "
                    "matplotlib: pip install gpugrad[plot])")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -222,9 +223,14 @@ def _resume(args: argparse.Namespace, model: nn.Module, opt: optim.Optimizer,
     """Load ``--resume`` into the run; returns the number of epochs already done."""
     if not args.resume:
         return 0
+    if args.resume.endswith(".npz"):  # what --save params.npz writes: parameters only
+        resume.restore_parameters(args.resume, model)
+        print(f"starting from the parameters in {args.resume} (an .npz holds no optimizer "
+              "state or epoch; --save ckpt.safetensors writes both)")
+        return 0
     if not args.resume.endswith(".safetensors"):
         raise CLIError(f"--resume {args.resume}: expected a .safetensors checkpoint written "
-                       "by --save ckpt.safetensors")
+                       "by --save ckpt.safetensors (or parameters from --save params.npz)")
     got = resume.restore_training(args.resume, model, opt, batches,
                                   settings=_settings(args, hidden))
     for k, v in got["extra"].get("history", {}).items():

@@ -76,4 +76,17 @@ def restore_training(path: str | os.PathLike, model: Module, opt: Optimizer,
             "meta": state.get("meta", {})}
 
 
-__all__ = ["restore_training", "save_training"]
+def restore_parameters(path: str | os.PathLike, model: Module) -> None:
+    """Load the parameters of an ``.npz`` written by ``gpugrad train --save params.npz``
+    into ``model``; its layer sizes (``_sizes``) must match."""
+    state = load(path)
+    sizes = state.get("_sizes")
+    want = getattr(model, "sizes", None)
+    if sizes is not None and want is not None and B.to_numpy(sizes).tolist() != list(want):
+        raise CheckpointError(f"resume {path}: it holds an MLP of sizes "
+                              f"{B.to_numpy(sizes).tolist()}, this run builds {list(want)}; "
+                              "pass the same --hidden")
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("_")})
+
+
+__all__ = ["restore_parameters", "restore_training", "save_training"]

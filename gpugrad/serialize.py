@@ -17,8 +17,9 @@ object.
 >>> w2 = pickle.loads(pickle.dumps(w))
 >>> type(w2).__name__, w2.name, w2.requires_grad, gg.to_numpy(w2)
 ('Variable', 'w', True, array([1., 2.]))
->>> copy.deepcopy([w, w])[1] is not w
-True
+>>> a, b = copy.deepcopy([w, w])
+>>> a is b, a is w
+(True, False)
 """
 
 from __future__ import annotations

@@ -100,6 +100,10 @@ def test_reads_the_npz_that_train_save_writes(numpy_backend, tmp_path):
     assert back["_sizes"].tolist() == [64, 8, 10]
     model = nn.MLP([64, 8, 10])
     model.load_state_dict({k: v for k, v in back.items() if not k.startswith("_")})
+    assert cli.main(["train", "--epochs", "1", "--quiet", "--hidden", "8", "--resume",
+                     str(out)]) == 0  # the .npz gives the starting parameters
+    assert cli.main(["train", "--epochs", "1", "--quiet", "--hidden", "9", "--resume",
+                     str(out)]) == 2  # of the same sizes only
     np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object))
     with pytest.raises(CheckpointError, match="needs pickle"):
         gg.load(tmp_path / "obj.npz")
