@@ -94,10 +94,13 @@ def test_torch_both_ways(numpy_backend):
     assert not np.shares_memory(copied.data, src.numpy())
     np.testing.assert_array_equal(copied.data, [0.0, 1.0, 2.0, 3.0])
     assert copied.dtype == np.float32
+    w = gg.Variable(src)  # a Variable owns a copy: optimizer steps never write into src
+    src[0] = 5.0
+    assert w.data.tolist() == [0.0, 1.0, 2.0, 3.0]
     with gg.use_backend("array_api_strict"):
         t = gg.asarray(src)
         assert B.name_of(t.xp) == "array_api_strict"
-        assert torch.from_dlpack(t).tolist() == [0.0, 1.0, 2.0, 3.0]
+        assert torch.from_dlpack(t).tolist() == [5.0, 1.0, 2.0, 3.0]
 
 
 def test_jax_both_ways(numpy_backend):
