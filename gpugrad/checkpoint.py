@@ -41,7 +41,8 @@ _SCALARS = (bool, int, float, str, type(None))
 
 def save(obj: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write a state dict (nested dicts, lists and tuples of arrays, Tensors, numbers,
-    strings and None; dict keys are strings) to a safetensors file at ``path``.
+    strings and None; dict keys are strings) to a safetensors file at ``path``. A Module
+    or an optimizer given instead is saved as its ``state_dict()``.
 
     Arrays cross to the host once. The file is written beside ``path`` and renamed over it,
     so an interrupted save leaves the old checkpoint whole. The header records the gpugrad
@@ -58,6 +59,8 @@ def save(obj: Mapping[str, Any], path: str | os.PathLike) -> None:
 
     from . import __version__
 
+    if not isinstance(obj, Mapping) and hasattr(obj, "state_dict"):  # a Module, an Optimizer
+        obj = obj.state_dict()
     if not isinstance(obj, Mapping):
         raise TypeError(f"gg.save: expected a state dict (a mapping), got {type(obj).__name__}")
     arrays: dict[str, np.ndarray] = {}

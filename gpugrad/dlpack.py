@@ -22,13 +22,12 @@ import numpy as np
 
 from . import backend as B
 from .errors import at
-from .tensor import Tensor
 
 CPU = 1
 """DLPack's device type for host memory (``kDLCPU``)."""
 
 
-def export(t: Tensor, *, stream: Any = None, max_version: tuple[int, int] | None = None,
+def export(t: Any, *, stream: Any = None, max_version: tuple[int, int] | None = None,
            dl_device: tuple[Any, int] | None = None, copy: bool | None = None) -> Any:
     """``t.__dlpack__``: the standard's keywords go to the array's own ``__dlpack__``."""
     kwargs: dict[str, Any] = {"stream": stream}
@@ -48,7 +47,8 @@ def export(t: Tensor, *, stream: Any = None, max_version: tuple[int, int] | None
 def is_foreign(data: Any, backend: B.Backend) -> bool:
     """Does ``data`` come from another library that speaks DLPack (not a NumPy array, not
     one of ``backend``'s own arrays)?"""
-    if isinstance(data, (np.ndarray, np.generic, Tensor)) or not hasattr(data, "__dlpack__"):
+    if isinstance(data, (np.ndarray, np.generic)) or not hasattr(data, "__dlpack__") or (
+            hasattr(data, "requires_grad") and hasattr(data, "xp")):  # a Tensor
         return False
     if B.is_backend_array(data):
         src = B.namespace_of(data)
@@ -108,7 +108,7 @@ def _describe(x: Any) -> str:
     return f"{type(x).__module__.split('.')[0]} array {shape} on DLPack device {dev}"
 
 
-def from_dlpack(x: Any, /, *, device: Any = None, copy: bool | None = None) -> Tensor:
+def from_dlpack(x: Any, /, *, device: Any = None, copy: bool | None = None) -> Any:
     """A constant Tensor on the backend, from any DLPack producer.
 
     ``x`` is a NumPy, array_api_strict, PyTorch, JAX or CuPy array, or a Tensor. Memory is
@@ -122,6 +122,8 @@ def from_dlpack(x: Any, /, *, device: Any = None, copy: bool | None = None) -> T
     ...     gg.to_numpy(gg.from_dlpack(np.array([1.0, 2.0]), copy=True))
     array([1., 2.])
     """
+    from .tensor import Tensor  # this module sits below tensor.py, beside backend.py
+
     if isinstance(x, Tensor):
         x = x.data
     if not hasattr(x, "__dlpack__"):

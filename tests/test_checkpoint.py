@@ -81,6 +81,15 @@ def test_kinds_nesting_and_shared_arrays(numpy_backend, tmp_path):
     assert len(gg.checkpoint.header(tmp_path / "n.safetensors")["dtypes"]) == 2
 
 
+def test_a_module_or_optimizer_saves_its_state_dict(numpy_backend, tmp_path):
+    model = nn.Linear(2, 3, seed=0)
+    opt = optim.SGD(model.parameters(), lr=0.3, momentum=0.5)
+    gg.save(model, tmp_path / "m.safetensors")
+    gg.save(opt, tmp_path / "o.safetensors")
+    assert sorted(gg.load(tmp_path / "m.safetensors")) == ["bias", "weight"]
+    assert gg.load(tmp_path / "o.safetensors")["hyper"]["momentum"] == 0.5
+
+
 def test_bad_values_get_clear_errors(numpy_backend, tmp_path):
     with pytest.raises(TypeError, match="keys must be strings"):
         gg.save({"m": {1: np.ones(2)}}, tmp_path / "k.safetensors")
