@@ -57,6 +57,11 @@ class Optimizer:
 
         return optimizer_state(self)
 
+    def __copy__(self) -> "Optimizer":  # shallow: the same parameters and state arrays
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
     def step(self) -> None:
         """Apply one update from each parameter's ``.grad`` (parameters without one are
         skipped)."""

@@ -121,6 +121,24 @@ def test_optimizer_state_follows_its_parameters(bk, make, how):
         np.testing.assert_array_equal(host(p), host(p2))
 
 
+def test_shallow_copy_of_an_optimizer_shares_its_state(bk):
+    w = var(bk, [1.0, 2.0])
+    opt = optim.SGD([w], lr=0.1, momentum=0.9)
+    (w * w).sum().backward()
+    opt.step()
+    opt2 = copy.copy(opt)
+    assert opt2.params[0] is w and opt2.state[w]["momentum"] is opt.state[w]["momentum"]
+
+
+def test_create_graph_gradient_pickles_as_a_constant(bk64):
+    w = var(bk64, [1.0, 2.0])
+    gg.sum(w * w * w).backward(create_graph=True)
+    assert isinstance(w.grad, gg.Tensor) and w.grad._node is not None
+    for w2 in (roundtrip(w), copy.deepcopy(w)):
+        assert isinstance(w2.grad, gg.Tensor) and w2.grad._node is None
+        np.testing.assert_array_equal(host(w2.grad), [3.0, 12.0])  # 3 w**2
+
+
 def test_lr_schedule_keeps_its_optimizer():
     w = gg.Variable(np.ones(2))
     opt = optim.SGD([w], lr=1.0)
