@@ -115,7 +115,9 @@ def from_dlpack(x: Any, /, *, device: Any = None, copy: bool | None = None) -> A
     shared where the producer's device is the backend's (``copy=None``, the default);
     ``copy=True`` always copies, ``copy=False`` raises rather than copy. ``device`` picks
     the backend device (default: the backend's own). Edits made through the producer after
-    sharing are not tracked by version counters: copy if you will change it.
+    sharing are not tracked by version counters: copy if you will change it. A read-only
+    producer (a JAX array) gives a read-only Tensor; ``copy=True`` gives one you can update
+    in place.
 
     >>> import numpy as np, gpugrad as gg
     >>> with gg.use_backend("numpy"):

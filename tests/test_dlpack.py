@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 from conftest import HAS_GPU
@@ -11,8 +9,6 @@ from helpers import assert_on_backend, host
 
 import gpugrad as gg
 from gpugrad import backend as B
-
-HAS_JAX = importlib.util.find_spec("jax") is not None
 
 
 def test_numpy_consumes_a_tensor_without_a_copy(numpy_backend):
@@ -110,9 +106,13 @@ def test_jax_both_ways(numpy_backend):
     src = jnp.arange(3.0)
     t = gg.asarray(src)
     np.testing.assert_array_equal(t.data, [0.0, 1.0, 2.0])
+    shared = gg.from_dlpack(src)  # zero copy; JAX arrays are immutable, so read-only
+    assert np.shares_memory(shared.data, np.from_dlpack(src))
+    assert not shared.data.flags.writeable and t.data.flags.writeable
     back = jax.dlpack.from_dlpack(gg.asarray(np.array([1.0, 2.0], "float32")))
     assert back.tolist() == [1.0, 2.0]
-    assert HAS_JAX
+    with gg.use_backend("array_api_strict"):
+        assert gg.to_numpy(gg.asarray(src)).tolist() == [0.0, 1.0, 2.0]
 
 
 @pytest.mark.gpu
