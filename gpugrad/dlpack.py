@@ -63,7 +63,12 @@ def import_array(x: Any, backend: B.Backend | None = None, copy: bool | None = N
     b = backend or B.current()
     kw = {} if copy is None else {"copy": copy}
     try:
-        return _native(b, x, kw)
+        out = _native(b, x, kw)
+        if copy and b.name != "cupy" and not B.to_numpy(out).flags.writeable:
+            # a read-only producer (JAX) marks its copies read-only too: this copy is ours
+            out = np.array(out) if isinstance(out, np.ndarray) else b.xp.asarray(
+                out, copy=True, device=B.device_of(out))
+        return out
     except (BufferError, RuntimeError, ValueError, TypeError) as exc:
         if copy is False:
             raise B.BackendError(at(

@@ -111,8 +111,12 @@ def test_jax_both_ways(numpy_backend):
     assert not shared.data.flags.writeable and t.data.flags.writeable
     back = jax.dlpack.from_dlpack(gg.asarray(np.array([1.0, 2.0], "float32")))
     assert back.tolist() == [1.0, 2.0]
+    t += 1.0  # the copy is ours to update in place
+    assert t.data.tolist() == [1.0, 2.0, 3.0]
     with gg.use_backend("array_api_strict"):
-        assert gg.to_numpy(gg.asarray(src)).tolist() == [0.0, 1.0, 2.0]
+        t = gg.asarray(src)
+        t += 1.0
+        assert gg.to_numpy(t).tolist() == [1.0, 2.0, 3.0]
 
 
 @pytest.mark.gpu
