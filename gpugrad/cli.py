@@ -159,7 +159,7 @@ def train(args: argparse.Namespace) -> dict:
           f"backend {info['name']} on {info['device']}")
 
     history: dict[str, list] = {"loss": [], "train_acc": [], "test_acc": []}
-    first = _resume(args, model, opt, batches, hidden, history)
+    first = resume.from_args(args, model, opt, batches, hidden, history)  # --resume
     steps = 0
     start = time.perf_counter()
     for epoch in range(first, args.epochs):
@@ -177,9 +177,9 @@ def train(args: argparse.Namespace) -> dict:
         if not args.quiet:
             print(f"epoch {epoch + 1:3d}/{args.epochs}  loss {epoch_loss:.4f}  "
                   f"train acc {train_acc:.4f}  test acc {test_acc:.4f}")
-        if _checkpointing(args):
+        if resume.is_checkpoint(args.save):  # --save ckpt.safetensors: after every epoch
             resume.save_training(args.save, model, opt, batches, epoch=epoch + 1,
-                                 settings=_settings(args, hidden),
+                                 settings=resume.settings(args, hidden),
                                  extra={"history": history, "mean": mean, "std": std})
     wall = time.perf_counter() - start
     result = {
@@ -194,49 +194,17 @@ def train(args: argparse.Namespace) -> dict:
     print(f"done: train accuracy {result['train_acc']:.4f}, test accuracy "
           f"{result['test_acc']:.4f}, {wall:.2f} s, {steps} steps ({result['steps_per_s']:.0f} "
           f"steps/s), backend {result['backend']} on {result['device']}")
-    if args.save and not _checkpointing(args):
+    if args.save and not resume.is_checkpoint(args.save):
         arrays = {name: B.to_numpy(v) for name, v in model.state_dict().items()}
         save = args.save if args.save.endswith(".npz") else args.save + ".npz"  # as savez
         np.savez(save, **arrays, _sizes=np.asarray(model.sizes), _mean=mean, _std=std)
         print(f"saved parameters to {save}")
-    if _checkpointing(args):
+    if resume.is_checkpoint(args.save) and args.epochs > first:
         print(f"saved a training checkpoint to {args.save}")
     if plot is not None and args.plot:
         _plot(plot, history, args.plot)
         print(f"wrote {args.plot}")
     return result
-
-
-def _checkpointing(args: argparse.Namespace) -> bool:
-    return bool(args.save) and args.save.endswith(".safetensors")
-
-
-def _settings(args: argparse.Namespace, hidden: list) -> dict:
-    """The options a resumed run must share with the run that wrote the checkpoint."""
-    return {"data": args.data, "hidden": hidden, "activation": args.activation,
-            "optimizer": args.optimizer, "batch_size": args.batch_size, "seed": args.seed,
-            "test_split": args.test_split}
-
-
-def _resume(args: argparse.Namespace, model: nn.Module, opt: optim.Optimizer,
-            batches: Batches, hidden: list, history: dict) -> int:
-    """Load ``--resume`` into the run; returns the number of epochs already done."""
-    if not args.resume:
-        return 0
-    if args.resume.endswith(".npz"):  # what --save params.npz writes: parameters only
-        resume.restore_parameters(args.resume, model)
-        print(f"starting from the parameters in {args.resume} (an .npz holds no optimizer "
-              "state or epoch; --save ckpt.safetensors writes both)")
-        return 0
-    if not args.resume.endswith(".safetensors"):
-        raise CLIError(f"--resume {args.resume}: expected a .safetensors checkpoint written "
-                       "by --save ckpt.safetensors (or parameters from --save params.npz)")
-    got = resume.restore_training(args.resume, model, opt, batches,
-                                  settings=_settings(args, hidden))
-    for k, v in got["extra"].get("history", {}).items():
-        history[k] = list(v)
-    print(f"resumed from {args.resume} after epoch {got['epoch']}")
-    return got["epoch"]
 
 
 def run_epoch(model: nn.Module, opt: optim.Optimizer, batches: Any) -> tuple[Any, Any, int]:

@@ -89,4 +89,43 @@ def restore_parameters(path: str | os.PathLike, model: Module) -> None:
     model.load_state_dict({k: v for k, v in state.items() if not k.startswith("_")})
 
 
-__all__ = ["restore_parameters", "restore_training", "save_training"]
+# --- the hooks of ``gpugrad train`` -------------------------------------------------------
+
+def is_checkpoint(path: str | None) -> bool:
+    """Does ``--save path`` ask for a training checkpoint (a ``.safetensors`` name)?"""
+    return bool(path) and str(path).endswith(".safetensors")
+
+
+def settings(args: Any, hidden: list) -> dict:
+    """The ``gpugrad train`` options a resumed run must share with the run that wrote the
+    checkpoint."""
+    return {"data": args.data, "hidden": list(hidden), "activation": args.activation,
+            "optimizer": args.optimizer, "batch_size": args.batch_size, "seed": args.seed,
+            "test_split": args.test_split}
+
+
+def from_args(args: Any, model: Module, opt: Optimizer, batches: Batches, hidden: list,
+              history: dict) -> int:
+    """``gpugrad train --resume``: load the checkpoint (or an ``.npz`` of parameters) into
+    the run, extend ``history`` with the epochs done, and return how many were done."""
+    path = getattr(args, "resume", None)
+    if not path:
+        return 0
+    if str(path).endswith(".npz"):  # what --save params.npz writes: parameters only
+        restore_parameters(path, model)
+        print(f"starting from the parameters in {path} (an .npz holds no optimizer state "
+              "or epoch; --save ckpt.safetensors writes both)")
+        return 0
+    if not is_checkpoint(path):
+        raise CheckpointError(f"--resume {path}: expected a .safetensors checkpoint written "
+                              "by --save ckpt.safetensors (or parameters from --save "
+                              "params.npz)")
+    got = restore_training(path, model, opt, batches, settings=settings(args, hidden))
+    for k, v in got["extra"].get("history", {}).items():
+        history[k] = list(v)
+    print(f"resumed from {path} after epoch {got['epoch']}")
+    return got["epoch"]
+
+
+__all__ = ["from_args", "is_checkpoint", "restore_parameters", "restore_training",
+           "save_training", "settings"]
