@@ -139,15 +139,20 @@ def test_create_graph_gradient_pickles_as_a_constant(bk64):
         np.testing.assert_array_equal(host(w2.grad), [3.0, 12.0])  # 3 w**2
 
 
-def test_lr_schedule_keeps_its_optimizer():
+@pytest.mark.parametrize("make, after_one, after_two", [
+    (lambda o: optim.StepLR(o, step_size=1, gamma=0.5), 0.5, 0.25),
+    (lambda o: optim.CosineLR(o, T_max=2), 0.5, 0.0),  # (1 + cos(pi e / 2)) / 2
+], ids=["step", "cosine"])
+def test_lr_schedule_keeps_its_optimizer(make, after_one, after_two):
     w = gg.Variable(np.ones(2))
     opt = optim.SGD([w], lr=1.0)
-    sched = optim.StepLR(opt, step_size=1, gamma=0.5)
+    sched = make(opt)
     sched.step()
     for s2 in (roundtrip(sched), copy.deepcopy(sched)):
-        assert s2.optimizer.lr == 0.5 and s2.epoch == 1
-        assert s2.step() == 0.25
-        assert opt.lr == 0.5
+        assert s2.optimizer.lr == pytest.approx(after_one, abs=1e-15) and s2.epoch == 1
+        assert s2.step() == pytest.approx(after_two, abs=1e-15)
+        assert s2.optimizer.lr == pytest.approx(after_two, abs=1e-15)
+        assert opt.lr == pytest.approx(after_one, abs=1e-15)
 
 
 def test_placeholder_graph_pickles_and_recompiles(numpy_backend):
