@@ -45,6 +45,9 @@ from . import array_api, functional, higher  # noqa: E402
 from .functional import grad, hessian, hvp, jacobian, value_and_grad, vjp  # noqa: E402
 from .compiler.jit import compile  # noqa: E402,A004  (gg.compile, like jax.jit)
 asarray = array_api.asarray  # one asarray: the standard's call, and gpugrad's host copy
+from .checkpoint import load, save  # noqa: E402
+from .dlpack import from_dlpack  # noqa: E402
+from . import checkpoint, serialize  # noqa: E402,F401
 
 __version__ = "0.1.0"
 
@@ -66,5 +69,5 @@ __all__ = [
     "registry", "set_backend", "testing",
     "to_dot", "to_numpy", "use_backend", "value_and_gradients", *registry.keys(),
     "array_api", "functional", "higher", "grad", "value_and_grad", "vjp", "jacobian", "hvp",
-    "hessian", "compile",
+    "hessian", "compile", "checkpoint", "from_dlpack", "load", "save",
 ]

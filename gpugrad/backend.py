@@ -273,11 +273,18 @@ def scalar_dtype(xp: Any, value: Any, dtype: Any) -> Any:
 def to_backend(data: Any, dtype: Any = None, backend: Backend | None = None) -> Any:
     """Move host data (lists, NumPy arrays, scalars) to ``backend``'s device once.
 
-    An array that already belongs to the backend's namespace keeps its device.
+    An array that already belongs to the backend's namespace keeps its device; another
+    library's array (PyTorch, JAX, ...) is copied over through DLPack.
     """
     b = backend or current()
     xp = b.xp
     dt = resolve_dtype(xp, dtype)
+    if not isinstance(data, np.ndarray) and hasattr(data, "__dlpack__"):
+        from .dlpack import import_array, is_foreign
+
+        if is_foreign(data, b):  # another library's array (torch, JAX, ...): copied over
+            data = import_array(data, b, copy=True)
+            return data if dt is None or data.dtype == dt else xp.astype(data, dt)
     if is_backend_array(data):
         src = namespace_of(data)
         if src is xp or name_of(src) == b.name:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import backend as B
-from . import nn, optim
+from . import nn, optim, resume
 from .data import Batches, train_test_split
 from .graph import Placeholder
 from .tensor import asarray, no_grad
@@ -41,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--test-split", type=float, default=0.2)
-    t.add_argument("--save", help="write the trained parameters to this .npz file")
+    t.add_argument("--save", help="write the trained parameters to this .npz file, or a "
+                   "training checkpoint (model, optimizer, epoch, batch order) to this "
+                   ".safetensors file after every epoch")
+    t.add_argument("--resume", help="continue the run a .safetensors checkpoint from --save "
+                   "stopped, with the same options, up to --epochs in all (an .npz from "
+                   "--save gives starting parameters only)")
     t.add_argument("--plot", help="write loss and accuracy curves to this PNG (needs "
                    "matplotlib: pip install gpugrad[plot])")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -155,10 +160,11 @@ def train(args: argparse.Namespace) -> dict:
           f"backend {info['name']} on {info['device']}")
 
     history: dict[str, list] = {"loss": [], "train_acc": [], "test_acc": []}
+    first = resume.from_args(args, model, opt, batches, hidden, history)  # --resume
     steps = 0
     step = compiled_step(model, opt, X.shape[1])
     start = time.perf_counter()
-    for epoch in range(args.epochs):
+    for epoch in range(first, args.epochs):
         bar = _progress(batches, f"epoch {epoch + 1}/{args.epochs}", args.quiet)
         loss_sum, n_steps = run_epoch_compiled(step, bar)
         steps += n_steps
@@ -176,6 +182,10 @@ def train(args: argparse.Namespace) -> dict:
         if not args.quiet:
             print(f"epoch {epoch + 1:3d}/{args.epochs}  loss {epoch_loss:.4f}  "
                   f"train acc {train_acc:.4f}  test acc {test_acc:.4f}")
+        if resume.is_checkpoint(args.save):  # --save ckpt.safetensors: after every epoch
+            resume.save_training(args.save, model, opt, batches, epoch=epoch + 1,
+                                 settings=resume.settings(args, hidden),
+                                 extra={"history": history, "mean": mean, "std": std})
     wall = time.perf_counter() - start
     result = {
         "train_acc": evaluate(model, Xtr, ytr),
@@ -189,11 +199,13 @@ def train(args: argparse.Namespace) -> dict:
     print(f"done: train accuracy {result['train_acc']:.4f}, test accuracy "
           f"{result['test_acc']:.4f}, {wall:.2f} s, {steps} steps ({result['steps_per_s']:.0f} "
           f"steps/s), backend {result['backend']} on {result['device']}")
-    if args.save:
+    if args.save and not resume.is_checkpoint(args.save):
         arrays = {name: B.to_numpy(v) for name, v in model.state_dict().items()}
         save = args.save if args.save.endswith(".npz") else args.save + ".npz"  # as savez
         np.savez(save, **arrays, _sizes=np.asarray(model.sizes), _mean=mean, _std=std)
         print(f"saved parameters to {save}")
+    if resume.is_checkpoint(args.save) and args.epochs > first:
+        print(f"saved a training checkpoint to {args.save}")
     if plot is not None and args.plot:
         _plot(plot, history, args.plot)
         print(f"wrote {args.plot}")

@@ -53,6 +53,16 @@ class Symbol(ArrayOps):
         self._shape = shape
         self._dtype = dtype
 
+    def __getstate__(self) -> dict:  # pickle and deepcopy leave the compiled schedules
+        from .serialize import symbol_state
+
+        return symbol_state(self)
+
+    def __setstate__(self, state: dict) -> None:
+        from .serialize import set_symbol_state
+
+        set_symbol_state(self, state)
+
     def eval(self, feed: Mapping | None = None) -> Any:
         """Run the graph forward and return this node's value as a backend array."""
         return self._schedule(())[0].run(feed or {}, False)[0]

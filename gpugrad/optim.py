@@ -54,6 +54,16 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
+    def __getstate__(self) -> dict:  # state arrays pickle by backend name (gpugrad.serialize)
+        from .serialize import optimizer_state
+
+        return optimizer_state(self)
+
+    def __copy__(self) -> "Optimizer":  # shallow: the same parameters and state arrays
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
     def step(self) -> None:
         """Apply one update from each parameter's ``.grad`` (parameters without one are
         skipped)."""

@@ -219,6 +219,17 @@ class Op:
             raise TypeError(E.at(binding.misfit(
                 self.name, self.__signature__, args, params, self.variadic))) from None
 
+    def __reduce__(self) -> tuple:  # by registered name: ops are shared, never copied
+        from .serialize import reduce_op
+
+        return reduce_op(self)
+
+    def __copy__(self) -> "Op":
+        return self
+
+    def __deepcopy__(self, memo: dict) -> "Op":
+        return self
+
     def __repr__(self) -> str:
         doc = (self.__doc__ or "").strip().splitlines()
         return f"<gpugrad op {self.name}: {doc[0] if doc else ''}>"

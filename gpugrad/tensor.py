@@ -238,6 +238,34 @@ class Tensor(ArrayOps):
                              f"{array_api.__array_api_version__}, not {api_version!r}")
         return array_api
 
+    # --- pickle, copy and DLPack (see gpugrad.serialize and gpugrad.dlpack) -------------
+    def __reduce_ex__(self, protocol: int) -> tuple:
+        from .serialize import reduce_tensor
+
+        return reduce_tensor(self)
+
+    def __copy__(self) -> "Tensor":
+        from .serialize import copy_tensor
+
+        return copy_tensor(self)
+
+    def __deepcopy__(self, memo: dict) -> "Tensor":
+        from .serialize import deepcopy_tensor
+
+        return deepcopy_tensor(self, memo)
+
+    def __dlpack__(self, *, stream: Any = None, max_version: tuple[int, int] | None = None,
+                   dl_device: tuple[Any, int] | None = None, copy: bool | None = None) -> Any:
+        """Export the data through DLPack (``np.from_dlpack(t)``, ``torch.from_dlpack(t)``):
+        the consumer shares its memory where the device allows; no gradient travels."""
+        from .dlpack import export
+
+        return export(self, stream=stream, max_version=max_version, dl_device=dl_device,
+                      copy=copy)
+
+    def __dlpack_device__(self) -> tuple[Any, int]:
+        return self.data.__dlpack_device__()
+
 
 class Variable(Tensor):
     """A trainable value: gradient descent moves it (``W``, ``b`` in the tutorial).
@@ -268,7 +296,10 @@ def asarray(data: Any, dtype: Any = None, *, copy: bool | None = None) -> Tensor
     A NumPy array is copied (on every backend, the NumPy one included), so later edits to
     it cannot reach arrays that ops saved for backward. ``copy=False`` shares its memory
     instead (then edits are not tracked); ``copy=True`` copies a device array too. An array
-    already on a device backend keeps its device; a Tensor is returned as it is.
+    already on a device backend keeps its device; a Tensor is returned as it is. An array of
+    another library (PyTorch, JAX, CuPy, array_api_strict) comes through DLPack and is copied
+    like a NumPy array; ``copy=False`` shares its memory where the device allows (see
+    ``gpugrad.from_dlpack``).
 
     >>> import numpy as np, gpugrad as gg
     >>> host = np.array([1.0, 2.0])
@@ -279,6 +310,13 @@ def asarray(data: Any, dtype: Any = None, *, copy: bool | None = None) -> Tensor
     """
     if isinstance(data, Tensor):
         return data if dtype is None else data.astype(dtype)
+    if hasattr(data, "__dlpack__") and not isinstance(data, np.ndarray):
+        from .dlpack import import_array, is_foreign
+
+        b = B.current()
+        if is_foreign(data, b):  # torch, JAX, ...: through DLPack, copied unless copy=False
+            arr = import_array(data, b, copy=True if copy is None else copy)
+            return Tensor(arr if dtype is None else B.to_backend(arr, dtype, b))
     arr = B.to_backend(data, dtype)
     if copy is None:
         copy = isinstance(data, np.ndarray)

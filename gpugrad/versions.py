@@ -58,6 +58,10 @@ class Version:
         self.recent: deque = deque(recent, maxlen=64)  # ... and of the last 64 writes
         self.site = site
 
+    def __reduce__(self) -> tuple:
+        # a copy (pickle, deepcopy) keeps the count; sequence numbers belong to this process
+        return (Version, (self.count,))
+
     def at(self, seq: int) -> str:
         """The version this was at sequence number ``seq`` (a bound if that is too long ago)."""
         recent = list(self.recent)  # a copy: another thread may be writing

@@ -288,12 +288,28 @@ def test_asarray_keeps_an_on_backend_arrays_device():
         assert fresh.device == d1
 
 
-def test_asarray_refuses_another_librarys_device_array():
+def test_asarray_takes_another_librarys_array_through_dlpack():
     array_api_strict = pytest.importorskip("array_api_strict")
     s = array_api_strict.asarray([1.0, 2.0])
     with gg.use_backend("numpy"):
-        with pytest.raises(gg.BackendError, match="to_numpy"):
-            gg.asarray(s)
+        t = gg.asarray(s)
+    assert isinstance(t.data, np.ndarray) and t.data.tolist() == [1.0, 2.0]
+
+
+def test_asarray_refuses_an_array_that_cannot_reach_the_host():
+    class OnAnotherDevice:  # a DLPack producer that cannot hand its data to the CPU
+        shape = (2,)
+
+        def __dlpack__(self, **kwargs):
+            raise BufferError("device memory only")
+
+        def __dlpack_device__(self):
+            return (2, 0)
+
+    with gg.use_backend("numpy"):
+        with pytest.raises(gg.BackendError, match=r"cannot bring a .* \(2,\) on DLPack "
+                                                  r"device \(2, 0\) to backend numpy"):
+            gg.asarray(OnAnotherDevice())
 
 
 def test_tensor_caches_its_namespace(monkeypatch):

@@ -12,6 +12,7 @@ from typing import Any
 from .. import backend as B
 from ..ops import elementwise
 from ..ops import shape as shape_ops
+from ..dlpack import from_dlpack as _from_dlpack
 from ..tensor import Tensor
 from ..tensor import asarray as _host_asarray
 from . import _wrap as W
@@ -21,7 +22,7 @@ arange = passthrough("arange", "none")
 empty = passthrough("empty", "none")
 empty_like = passthrough("empty_like", "none")
 eye = passthrough("eye", "none")
-from_dlpack = passthrough("from_dlpack", "none")
+from_dlpack = mark("none")(_from_dlpack)  # any producer; shares memory where it can
 full = passthrough("full", "none")
 full_like = passthrough("full_like", "none")
 linspace = passthrough("linspace", "none")
