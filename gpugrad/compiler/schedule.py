@@ -215,10 +215,16 @@ class Schedule:
             return got[0]
         value, saved = self.forward(feed, True)
         shapes, key = _shapes(saved), self._signature(saved.vals)
-        grads = self.backward(saved)
-        opt._apply(list(zip(opt.params, grads)))
         if (key, True, opt) not in self.programs:
             self._add_program((key, True, opt), shapes, True, opt)
+            # the checked forward settled the signature; the step itself runs as the
+            # program, as every later step at this signature does, so a training run gives
+            # the same bits whichever step a process starts at (a resumed run, say)
+            got = self._run_program(feed, True, opt)
+            if got is not None:
+                return got[0]
+        grads = self.backward(saved)
+        opt._apply(list(zip(opt.params, grads)))
         return value
 
     def _signature(self, vals: list) -> tuple:
