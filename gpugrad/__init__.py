@@ -44,6 +44,7 @@ from .tensor import (
 from . import data, datasets, nn, optim, testing  # noqa: E402
 from . import array_api, functional, higher  # noqa: E402
 from .functional import grad, hessian, hvp, jacobian, value_and_grad, vjp  # noqa: E402
+from . import distributed  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -63,5 +64,5 @@ __all__ = [
     "registry", "set_backend", "testing",
     "to_dot", "to_numpy", "use_backend", "value_and_gradients", *registry.keys(),
     "array_api", "functional", "higher", "grad", "value_and_grad", "vjp", "jacobian", "hvp",
-    "hessian",
+    "hessian", "distributed",
 ]
