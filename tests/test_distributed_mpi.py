@@ -1,0 +1,140 @@
+"""Real multi-process runs: ``mpiexec -n 2`` spawned as a subprocess, with a timeout.
+
+Nothing is mocked. Several checks share one launch (tests/distributed/checks.py) to keep
+the wall time down. Skipped where mpi4py or mpiexec is missing (``pip install gpugrad[mpi]``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+HERE = pathlib.Path(__file__).resolve().parent / "distributed"
+
+
+def _mpiexec() -> str | None:
+    beside = pathlib.Path(sys.executable).parent / "mpiexec"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("mpiexec")
+
+
+MPIEXEC = _mpiexec()
+try:
+    import mpi4py  # noqa: F401
+    HAS_MPI = MPIEXEC is not None
+except ImportError:
+    HAS_MPI = False
+
+pytestmark = pytest.mark.skipif(not HAS_MPI, reason="needs mpi4py and mpiexec "
+                                "(pip install gpugrad[mpi])")
+
+
+def mpirun(*args: str, n: int = 2, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "GPUGRAD_BACKEND"}
+    env["PYTHONPATH"] = str(ROOT)
+    env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = "1"
+    return subprocess.run([MPIEXEC, "-n", str(n), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def checks() -> dict:
+    res = mpirun(sys.executable, str(HERE / "checks.py"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    results = {}
+    for line in res.stdout.splitlines():
+        if line.startswith("RESULT "):
+            _, rank, payload = line.split(" ", 2)
+            results[int(rank)] = json.loads(payload)
+    assert sorted(results) == [0, 1], res.stdout + res.stderr
+    return results
+
+
+def test_two_ranks_ran_every_check_without_failure(checks):
+    for rank, out in checks.items():
+        assert out["size"] == 2 and out["rank"] == rank and out["backend"] == "mpi"
+        assert out["failures"] == [], "\n".join(out["failures"])
+
+
+def test_equivalence_with_one_process_of_twice_the_batch(checks):
+    """2 ranks x batch 4 == 1 process x batch 8 after 20 steps, float64, to 1e-12: SGD with
+    momentum and Adam; eager with and without overlap, and Placeholder graphs."""
+    for out in checks.values():
+        assert len(out["diffs"]) == 6, out["diffs"]
+        for case, diff in out["diffs"].items():
+            assert diff <= 1e-12, (case, diff)
+
+
+def test_parameter_mismatch_is_an_error_on_every_rank(checks):
+    for out in checks.values():
+        msg = out["mismatch"]
+        assert msg is not None, "no error"
+        assert "parameter 0 ('W')" in msg and "(3, 2)" in msg and "(3, 3)" in msg, msg
+        assert "rank 0" in msg and "rank 1" in msg, msg
+
+
+def test_a_rank_that_raises_ends_the_job_quickly():
+    start = time.monotonic()
+    res = mpirun(sys.executable, str(HERE / "fail.py"), timeout=60)
+    took = time.monotonic() - start
+    assert res.returncode != 0, res.stdout + res.stderr
+    assert took < 30, took
+    assert "injected failure on rank 1" in res.stderr
+    assert "rank 1 of 2" in res.stderr and "aborting the job" in res.stderr, res.stderr
+    assert "must not" not in res.stdout
+
+
+def test_cli_two_ranks_log_once_per_epoch_and_learn():
+    res = mpirun(sys.executable, "-m", "gpugrad", "train", "--distributed", "--epochs", "2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout
+    assert len(re.findall(r"^epoch +\d+/2", out, re.M)) == 2, out  # rank 0 alone logs
+    assert out.count("done: train accuracy") == 1, out
+    assert "distributed: 2 ranks (mpi), 16 rows per rank per step (global batch 32)" in out
+    acc = float(re.search(r"test accuracy (\d\.\d+)", out).group(1))
+    assert acc > 0.90, out  # one process reaches 0.94 after 2 epochs of batch 32
+
+
+def test_cli_bad_data_path_fails_on_every_rank_with_one_line(tmp_path):
+    # each rank reports its own exit status on stdout
+    cmd = (f"{sys.executable} -m gpugrad train --distributed --data {tmp_path}/missing.npz; "
+           'echo "EXIT $PMI_RANK $?"')
+    res = mpirun("sh", "-c", cmd, timeout=60)
+    assert sorted(re.findall(r"EXIT (\d) (\d+)", res.stdout)) == [("0", "2"), ("1", "2")], \
+        res.stdout + res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert "error" in lines[0] and "no such file" in lines[0], lines
+    assert "Traceback" not in res.stderr + res.stdout
+
+
+def test_cli_save_written_by_rank_0_only(tmp_path):
+    res = mpirun(sys.executable, "-m", "gpugrad", "train", "--distributed", "--epochs", "1",
+                 "--quiet", "--save", str(tmp_path / "p.npz"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("saved parameters to") == 1
+    with np.load(tmp_path / "p.npz") as z:
+        assert "_sizes" in z.files
+
+
+def test_cli_data_missing_on_one_rank_stops_every_rank_with_one_line(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d0.npz", X=rng.normal(size=(40, 3)), y=np.arange(40) % 2)
+    cmd = (f"{sys.executable} -m gpugrad train --distributed --data {tmp_path}/d$PMI_RANK.npz; "
+           'echo "EXIT $PMI_RANK $?"')  # rank 1 looks for d1.npz, which does not exist
+    res = mpirun("sh", "-c", cmd, timeout=60)
+    assert sorted(re.findall(r"EXIT (\d) (\d+)", res.stdout)) == [("0", "2"), ("1", "2")], \
+        res.stdout + res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "rank 1: --data" in lines[0] and "d1.npz" in lines[0], lines
