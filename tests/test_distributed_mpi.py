@@ -40,25 +40,21 @@ pytestmark = pytest.mark.skipif(not HAS_MPI, reason="needs mpi4py and mpiexec "
                                 "(pip install gpugrad[mpi])")
 
 
-def mpirun(*args: str, n: int = 2, timeout: float = 120) -> subprocess.CompletedProcess:
+def mpirun(*args: str, n: int = 2, timeout: float = 120, **extra_env: str
+           ) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "GPUGRAD_BACKEND"}
-    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra_env, PYTHONPATH=str(ROOT))
     env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = "1"
     return subprocess.run([MPIEXEC, "-n", str(n), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")
-def checks() -> dict:
-    res = mpirun(sys.executable, str(HERE / "checks.py"))
+def checks(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("checks")
+    res = mpirun(sys.executable, str(HERE / "checks.py"), str(out))
     assert res.returncode == 0, res.stdout + res.stderr
-    results = {}
-    for line in res.stdout.splitlines():
-        if line.startswith("RESULT "):
-            _, rank, payload = line.split(" ", 2)
-            results[int(rank)] = json.loads(payload)
-    assert sorted(results) == [0, 1], res.stdout + res.stderr
-    return results
+    return {r: json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)}
 
 
 def test_two_ranks_ran_every_check_without_failure(checks):
@@ -86,12 +82,24 @@ def test_parameter_mismatch_is_an_error_on_every_rank(checks):
 
 def test_a_rank_that_raises_ends_the_job_quickly():
     start = time.monotonic()
-    res = mpirun(sys.executable, str(HERE / "fail.py"), timeout=60)
+    res = mpirun(sys.executable, str(HERE / "fail.py"), "raise", timeout=60)
     took = time.monotonic() - start
     assert res.returncode != 0, res.stdout + res.stderr
     assert took < 30, took
     assert "injected failure on rank 1" in res.stderr
     assert "rank 1 of 2" in res.stderr and "aborting the job" in res.stderr, res.stderr
+    assert "must not" not in res.stdout
+
+
+def test_a_stalled_rank_trips_the_collective_timeout():
+    start = time.monotonic()
+    res = mpirun(sys.executable, str(HERE / "fail.py"), "stall", timeout=60,
+                 GPUGRAD_DIST_TIMEOUT="2")
+    took = time.monotonic() - start
+    assert res.returncode != 0, res.stdout + res.stderr
+    assert took < 30, took
+    assert "rank 0 of 2" in res.stderr and "did not complete within 2 s" in res.stderr, \
+        res.stderr
     assert "must not" not in res.stdout
 
 
