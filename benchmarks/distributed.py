@@ -97,19 +97,29 @@ def latency_bandwidth(group, quick: bool) -> dict:
     the bandwidth, under the ring model with N=2: t = bytes/bw + 2 * latency)."""
     out = {}
     for label, n in (("small", 1), ("large", (1 << 20) if quick else (4 << 20))):
-        buf = np.ones(n, np.float64 if n == 1 else np.float32)
+        buf = np.ones(n, np.float64 if n == 1 else np.float32)  # reused: no page faults
         ts = []
         for _ in range(5 if quick else 20):
             group.barrier()
             t0 = time.perf_counter()
-            group.start_allreduce(buf.copy()).finish()
+            group.start_allreduce(buf).finish()  # in place on a NumPy buffer
             ts.append(time.perf_counter() - t0)
+            buf[...] = 1.0
         out[label] = {"bytes": int(buf.nbytes), "median_s": statistics.median(ts)}
     lat = out["small"]["median_s"] / 2.0  # 2(N-1) latencies with N=2
     big = out["large"]
     out["latency_s"] = lat
     out["bandwidth_Bps"] = big["bytes"] / max(big["median_s"] - 2 * lat, 1e-12)
     return out
+
+
+def ring_allreduce_s(nbytes: float, n: int, bandwidth: float, latency: float) -> float:
+    """The standard ring-allreduce cost: 2(N-1)/N x bytes / bandwidth + 2(N-1) x latency.
+
+    >>> round(ring_allreduce_s(1e9, 2, 1e9, 1e-6), 6)
+    1.000002
+    """
+    return 2.0 * (n - 1) / n * nbytes / bandwidth + 2.0 * (n - 1) * latency
 
 
 # --- the driver -------------------------------------------------------------------------------
@@ -153,6 +163,15 @@ def table(one: dict, two: dict) -> str:
                     f"{ar['bandwidth_Bps'] / 1e9:.2f} GB/s ({ar['large']['bytes'] / 2**20:.0f}"
                     f" MiB: {ar['large']['median_s'] * 1e3:.2f} ms)")
     rows.append("efficiency = samples/s of N ranks / (N x samples/s of 1 rank, overlap mode)")
+    if ar:
+        compute = one["step_s"]["plain"]
+        rows.append(f"ring model, {one['grad_bytes'] / 2**20:.2f} MiB of gradients, measured "
+                    f"latency and bandwidth; efficiency if not overlapped with a "
+                    f"{compute * 1e3:.1f} ms step:")
+        for n in (2, 4, 8, 16, 64):
+            t = ring_allreduce_s(one["grad_bytes"], n, ar["bandwidth_Bps"], ar["latency_s"])
+            rows.append(f"  N={n:<3} allreduce {t * 1e3:7.2f} ms   efficiency "
+                        f"{compute / (compute + t):.2f}")
     return "\n".join(rows)
 
 

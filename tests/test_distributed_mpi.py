@@ -146,3 +146,31 @@ def test_cli_data_missing_on_one_rank_stops_every_rank_with_one_line(tmp_path):
         res.stdout + res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "rank 1: --data" in lines[0] and "d1.npz" in lines[0], lines
+
+
+def test_readme_example_runs_on_two_ranks(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    block = [b for b in re.findall(r"```python\n(.*?)```", text, re.S)
+             if "DistributedOptimizer" in b]
+    assert len(block) == 1
+    script = tmp_path / "example.py"
+    script.write_text("import gpugrad as gg\n" + block[0])
+    res = mpirun(sys.executable, str(script))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("last loss") == 1, res.stdout  # rank 0 alone prints
+
+
+def test_benchmark_quick_runs(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "GPUGRAD_BACKEND"}
+    env["PYTHONPATH"] = str(ROOT)
+    res = subprocess.run([sys.executable, "-m", "benchmarks", "--distributed", "--quick",
+                          "--json", str(tmp_path / "d.json")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=180, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads((tmp_path / "d.json").read_text())
+    assert report["1"]["ranks"] == 1 and report["2"]["ranks"] == 2
+    for rep in report.values():
+        assert set(rep["step_s"]) == {"plain", "blocking", "overlap"}
+        assert all(v > 0 for v in rep["step_s"].values())
+    assert report["2"]["allreduce"]["bandwidth_Bps"] > 0
+    assert "ring model" in res.stdout and "N=64" in res.stdout
