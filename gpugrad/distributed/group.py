@@ -83,8 +83,9 @@ class Group:
 
     def start_allreduce(self, buf: Any, op: str = "sum") -> "Pending":
         """Start summing (or taking the max of) a flat 1-D backend array over the ranks, in
-        place where the engine allows (pass a buffer you own). Returns a handle whose ``finish()`` gives the result.
-        MPI: a non-blocking ``Iallreduce`` on a host copy. NCCL: queued on the stream."""
+        place where the engine allows (pass a buffer you own). Returns a handle whose
+        ``finish()`` gives the result. MPI: a non-blocking ``Iallreduce``, on the NumPy buffer
+        itself or on a host copy of a device array. NCCL: queued on the current stream."""
         if self.size == 1:
             return Pending(buf)
         if self.nccl is not None:
