@@ -4,7 +4,9 @@
     python -m benchmarks --distributed            # or: python -m benchmarks.distributed
     python -m benchmarks.distributed --quick --json out.json
 
-Each rank runs, interleaved round by round, three kinds of step on the same model:
+Each rank runs three kinds of step, taking turns step by step, each on its own copy of the
+model, with a barrier before and after every step (so a step of N ranks lasts until the
+slowest rank is done), and reports the median:
 ``plain`` (the optimizer alone, no communication: the compute a rank does), ``blocking``
 (DistributedOptimizer with overlap off: all allreduces after backward) and ``overlap``
 (allreduces started from inside backward). The time a step spends in allreduce is the
@@ -46,7 +48,7 @@ def mpiexec() -> str:
 
 # --- one rank ---------------------------------------------------------------------------------
 
-def worker(quick: bool, rounds: int, steps: int) -> None:
+def worker(quick: bool, rounds: int, steps: int, bucket_mb: float) -> None:
     import gpugrad as gg
     from gpugrad import distributed as dist
 
@@ -61,7 +63,7 @@ def worker(quick: bool, rounds: int, steps: int) -> None:
                                          seed=sizes.SEED)
         opt = gg.optim.SGD(model.parameters(), lr=cfg["lr"])
         opts[mode] = opt if mode == "plain" else dist.DistributedOptimizer(
-            opt, overlap=(mode == "overlap"))
+            opt, bucket_mb, overlap=(mode == "overlap"))
     xb = gg.asarray(x)
     n_bytes = sum(int(np.prod(p.shape)) * 4 for p in models["plain"].parameters())
 
@@ -75,16 +77,16 @@ def worker(quick: bool, rounds: int, steps: int) -> None:
     for mode in MODES:  # warm-up
         for _ in range(2):
             step(mode)
-    for _ in range(rounds):
+    for _ in range(rounds * steps):  # the modes take turns, step by step
         for mode in MODES:
             group.barrier()
             t0 = time.perf_counter()
-            for _ in range(steps):
-                step(mode)
-            group.barrier()
-            times[mode].append((time.perf_counter() - t0) / steps)
+            step(mode)
+            group.barrier()  # a step of N ranks lasts until the slowest is done
+            times[mode].append(time.perf_counter() - t0)
     result = {"ranks": group.size, "batch_per_rank": cfg["batch"], "sizes": cfg["sizes"],
-              "grad_bytes": n_bytes,
+              "grad_bytes": n_bytes, "bucket_mb": bucket_mb,
+              "buckets": len(opts["overlap"].average.buckets),
               "step_s": {m: statistics.median(v) for m, v in times.items()}}
     if group.size > 1:
         result["allreduce"] = latency_bandwidth(group, quick)
@@ -124,13 +126,14 @@ def ring_allreduce_s(nbytes: float, n: int, bandwidth: float, latency: float) ->
 
 # --- the driver -------------------------------------------------------------------------------
 
-def launch(n: int, quick: bool, rounds: int, steps: int) -> dict:
+def launch(n: int, quick: bool, rounds: int, steps: int, bucket_mb: float) -> dict:
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYTHONPATH=str(ROOT))
     env.pop("GPUGRAD_BACKEND", None)
     cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "benchmarks.distributed",
-           "--worker", "--rounds", str(rounds), "--steps", str(steps)] + (
+           "--worker", "--rounds", str(rounds), "--steps", str(steps),
+           "--bucket-mb", str(bucket_mb)] + (
                ["--quick"] if quick else [])
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     if res.returncode != 0:
@@ -144,17 +147,18 @@ def launch(n: int, quick: bool, rounds: int, steps: int) -> dict:
 def table(one: dict, two: dict) -> str:
     b = one["batch_per_rank"]
     rows = [f"mlp {tuple(one['sizes'])}, batch {b} per rank, float32, 1 BLAS thread per rank; "
-            f"gradients {one['grad_bytes'] / 2**20:.2f} MiB",
+            f"gradients {one['grad_bytes'] / 2**20:.2f} MiB in {one['buckets']} buckets of at "
+            f"most {one['bucket_mb']:g} MiB",
             f"{'ranks':<6}{'mode':<10}{'step ms':>9}{'samples/s':>11}{'allreduce ms':>14}"
             f"{'efficiency':>12}"]
-    base = b / one["step_s"]["overlap"]
+    base = b / one["step_s"]["plain"]  # one process training alone
     for rep in (one, two):
         n = rep["ranks"]
         for mode in MODES:
             s = rep["step_s"][mode]
             rate = n * b / s
             comm = "" if mode == "plain" else f"{(s - rep['step_s']['plain']) * 1e3:.2f}"
-            eff = "" if mode == "plain" else f"{rate / (n * base):.2f}"
+            eff = f"{rate / (n * base):.2f}"
             rows.append(f"{n:<6}{mode:<10}{s * 1e3:>9.2f}{rate:>11.0f}{comm:>14}{eff:>12}")
     ar = two.get("allreduce")
     if ar:
@@ -162,7 +166,7 @@ def table(one: dict, two: dict) -> str:
                     f"{ar['small']['median_s'] * 1e6:.1f} us), bandwidth "
                     f"{ar['bandwidth_Bps'] / 1e9:.2f} GB/s ({ar['large']['bytes'] / 2**20:.0f}"
                     f" MiB: {ar['large']['median_s'] * 1e3:.2f} ms)")
-    rows.append("efficiency = samples/s of N ranks / (N x samples/s of 1 rank, overlap mode)")
+    rows.append("efficiency = samples/s of N ranks / (N x samples/s of 1 process, plain)")
     if ar:
         compute = one["step_s"]["plain"]
         rows.append(f"ring model, {one['grad_bytes'] / 2**20:.2f} MiB of gradients, measured "
@@ -182,15 +186,18 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=0)
     p.add_argument("--steps", type=int, default=0)
     p.add_argument("--json", help="write both reports to this path")
+    p.add_argument("--bucket-mb", type=float, default=1.0,
+                   help="DistributedOptimizer bucket size (default 1: a few buckets, so the "
+                   "overlap has something to overlap)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 5)
     steps = args.steps or (3 if args.quick else 10)
     if args.worker:
-        worker(args.quick, rounds, steps)
+        worker(args.quick, rounds, steps, args.bucket_mb)
         return 0
-    one = launch(1, args.quick, rounds, steps)
-    two = launch(2, args.quick, rounds, steps)
+    one = launch(1, args.quick, rounds, steps, args.bucket_mb)
+    two = launch(2, args.quick, rounds, steps, args.bucket_mb)
     print(table(one, two))
     if args.json:
         with open(args.json, "w") as f:
