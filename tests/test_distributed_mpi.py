@@ -174,3 +174,17 @@ def test_benchmark_quick_runs(tmp_path):
         assert all(v > 0 for v in rep["step_s"].values())
     assert report["2"]["allreduce"]["bandwidth_Bps"] > 0
     assert "ring model" in res.stdout and "N=64" in res.stdout
+
+
+def test_cli_failure_after_start_aborts_the_job_naming_the_rank(tmp_path):
+    rng = np.random.default_rng(0)
+    for r, classes in ((0, 3), (1, 4)):  # rank 1's data has one more class: a wider model
+        np.savez(tmp_path / f"d{r}.npz", X=rng.normal(size=(40, 3)), y=np.arange(40) % classes)
+    start = time.monotonic()
+    res = mpirun("sh", "-c", f"{sys.executable} -m gpugrad train --distributed --data "
+                 f"{tmp_path}/d$PMI_RANK.npz", timeout=60)
+    assert res.returncode != 0, res.stdout + res.stderr
+    assert time.monotonic() - start < 30
+    assert re.search(r"rank \d of 2: gpugrad train: broadcast_parameters: parameter \d+ .*has "
+                     r"shape .* on rank 0 but .* on rank 1; .*aborting the job", res.stderr), \
+        res.stderr

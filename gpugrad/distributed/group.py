@@ -54,6 +54,22 @@ def launcher_size() -> int:
     return 1
 
 
+def launcher_rank() -> int:
+    """This process's rank as the launcher set it (before MPI starts); 0 if none."""
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMIX_RANK"):
+        if var in os.environ:
+            try:
+                return int(os.environ[var])
+            except ValueError:
+                continue
+    if "SLURM_STEP_ID" in os.environ:
+        try:
+            return int(os.environ.get("SLURM_PROCID", "0"))
+        except ValueError:
+            return 0
+    return 0
+
+
 def _mpi() -> Any:
     try:
         from mpi4py import MPI

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from .. import backend as B
 from ..data import Batches
 from .collectives import all_reduce, broadcast_parameters
-from .group import Group, init
+from .group import DistributedError, Group, init, launcher_rank
 from .optimizer import DistributedOptimizer
 
 
@@ -29,8 +29,16 @@ _state = {"together": False}  # True once the ranks have begun talking to one an
 
 def main_train(args: Any, train: Callable[[Any], Any], errors: tuple) -> int:
     """Run ``train(args)`` on every rank of the launcher's group; returns the exit status.
-    ``errors`` are the exception types the CLI reports as one line."""
-    group = init()
+    ``errors`` (and DistributedError) are the exception types reported as one line."""
+    errors = (*errors, DistributedError)
+    try:
+        if args.backend:  # before init(): on CuPy it picks NCCL
+            B.set_backend(args.backend)
+        group = init()
+    except errors as exc:  # the same on every rank: the launcher's rank 0 says it once
+        if launcher_rank() == 0:
+            print(f"gpugrad train: error: {exc}", file=sys.stderr)
+        return 2
     if group.size == 1:
         print("gpugrad train: --distributed without a launcher (mpiexec, srun): running as "
               "one process")
