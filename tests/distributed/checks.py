@@ -90,12 +90,20 @@ def _():
 @check("missing gradient counts as zero")
 def _():
     a, b = gg.Variable(np.ones(2)), gg.Variable(np.ones(3))
-    opt = dist.DistributedOptimizer(gg.optim.SGD([a, b], lr=1.0))
+    opt = dist.DistributedOptimizer(gg.optim.SGD([a, b], lr=1.0), bucket_mb=1e-6)
+    assert [bk.members for bk in opt.average.buckets] == [[1], [0]]
     loss = gg.sum(a * a) if R == 1 else gg.sum(a * a) + gg.sum(b * 3.0)  # b unused on rank 1
     loss.backward()
+    assert opt.overlap.started == 2  # both buckets, in the same order on every rank
     opt.step()
     np.testing.assert_array_equal(gg.to_numpy(a.data), np.ones(2) - 2.0)
     np.testing.assert_array_equal(gg.to_numpy(b.data), np.ones(3) - 3.0 / N)
+    # a step where only rank 0 runs backward at all: rank 1 contributes zeros
+    opt.zero_grad()
+    if R == 0:
+        gg.sum(a * 4.0).backward()
+    opt.step()
+    np.testing.assert_array_equal(gg.to_numpy(a.data), np.ones(2) - 2.0 - 4.0 / N)
 
 
 # --- equivalence: N ranks x batch b == one process x batch N*b ------------------------------
@@ -140,6 +148,8 @@ def train(make_opt, ps, batch, shard, mode, wrap):
         else:
             opt.zero_grad()
             gg.nn.cross_entropy(forward(ps, gg.asarray(xb)), yb).backward()
+            if wrap and mode == "eager":  # the sweep started every bucket itself
+                assert opt.overlap.started == len(opt.average.buckets) == 4
             opt.step()
     return [gg.to_numpy(p.data) for p in ps]
 
