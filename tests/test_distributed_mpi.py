@@ -111,7 +111,12 @@ def test_cli_two_ranks_log_once_per_epoch_and_learn():
     assert out.count("done: train accuracy") == 1, out
     assert "distributed: 2 ranks (mpi), 16 rows per rank per step (global batch 32)" in out
     acc = float(re.search(r"test accuracy (\d\.\d+)", out).group(1))
-    assert acc > 0.90, out  # one process reaches 0.94 after 2 epochs of batch 32
+    env = {k: v for k, v in os.environ.items() if k != "GPUGRAD_BACKEND"}
+    one = subprocess.run([sys.executable, "-m", "gpugrad", "train", "--epochs", "2", "--quiet"],
+                         cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    acc_one = float(re.search(r"test accuracy (\d\.\d+)", one).group(1))
+    assert acc_one > 0.9 and abs(acc - acc_one) <= 0.02, (acc, acc_one)  # the same band
 
 
 def test_cli_bad_data_path_fails_on_every_rank_with_one_line(tmp_path):
