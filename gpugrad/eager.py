@@ -353,9 +353,9 @@ _accumulating = threading.Lock()
 
 backward_hooks: list = []
 """Callables ``hook(nodes, leaves, grads) -> tick or None``, run as a sweep starts. The
-sweep calls ``tick()`` before each Node and once after the last, so after the k-th call the
-first k Nodes are done and ``grads`` holds every leaf gradient they produced (not yet added
-into ``.grad``). Empty by default, which costs one check per backward."""
+sweep calls ``tick()`` before each Node and once after the last: at each call, every Node
+before the current one is done, and ``grads`` holds the leaf gradients they produced (not
+yet added into ``.grad``). Empty by default: then a sweep checks one None per Node."""
 
 
 def _start_hooks(nodes: list, leaves: list, grads: dict) -> Callable[[], None] | None:
