@@ -129,9 +129,9 @@ class Group:
         import pickle
 
         data = np.frombuffer(pickle.dumps(obj), dtype=np.uint8)
+        mine = np.asarray([data.size], np.int64)  # named: MPI reads it until the wait ends
         counts = np.zeros(self.size, dtype=np.int64)
-        self.wait(self.comm.Iallgather(np.asarray([data.size], np.int64), counts),
-                  "allgather of sizes")
+        self.wait(self.comm.Iallgather(mine, counts), "allgather of sizes")
         out = np.empty(int(counts.sum()), dtype=np.uint8)
         self.wait(self.comm.Iallgatherv(data, (out, counts)), "allgather of set-up data")
         offsets = np.concatenate([[0], np.cumsum(counts)])
