@@ -97,6 +97,8 @@ def distribute(model: Any, opt: Any, X: Any, y: Any, args: Any) -> tuple:
     """Start every rank from rank 0's parameters; wrap the optimizer; shard the batches.
     ``args.batch_size`` is the global batch."""
     group = init()
+    if len(y) < group.size:  # every rank loaded the same data, so every rank says this
+        raise AgreedError(f"{len(y)} training rows cannot be shared by {group.size} ranks")
     broadcast_parameters(model, group=group)
     per_rank = args.batch_size // group.size
     batches = Batches(X, y, per_rank, shuffle=True, seed=args.seed, shard=group)
