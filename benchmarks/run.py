@@ -206,6 +206,11 @@ def table(report: dict) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--distributed" in argv:  # weak scaling under mpiexec: benchmarks/distributed.py
+        from . import distributed
+
+        return distributed.main([a for a in argv if a != "--distributed"])
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, few repetitions")
     p.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))

@@ -48,6 +48,7 @@ asarray = array_api.asarray  # one asarray: the standard's call, and gpugrad's h
 from .checkpoint import load, save  # noqa: E402
 from .dlpack import from_dlpack  # noqa: E402
 from . import checkpoint, serialize  # noqa: E402,F401
+from . import distributed  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -69,5 +70,5 @@ __all__ = [
     "registry", "set_backend", "testing",
     "to_dot", "to_numpy", "use_backend", "value_and_gradients", *registry.keys(),
     "array_api", "functional", "higher", "grad", "value_and_grad", "vjp", "jacobian", "hvp",
-    "hessian", "compile", "checkpoint", "from_dlpack", "load", "save",
+    "hessian", "compile", "checkpoint", "from_dlpack", "load", "save", "distributed",
 ]

@@ -17,6 +17,7 @@ import numpy as np
 from . import backend as B
 from . import nn, optim, resume
 from .data import Batches, train_test_split
+from .distributed import launch
 from .graph import Placeholder
 from .tensor import asarray, no_grad
 
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--plot", help="write loss and accuracy curves to this PNG (needs "
                    "matplotlib: pip install gpugrad[plot])")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--distributed", action="store_true", help="data-parallel over the "
+                   "processes that mpiexec or srun starts (pip install gpugrad[mpi]); "
+                   "--batch-size is then the global batch, and rank 0 alone prints and writes")
     return p
 
 
@@ -142,7 +146,10 @@ def train(args: argparse.Namespace) -> dict:
                   "`pip install gpugrad[plot]` (training continues without a plot)",
                   file=sys.stderr)
 
-    X, y, description = load_data(args.data)
+    if getattr(args, "distributed", False):  # every rank loads; a failure anywhere stops all
+        X, y, description = launch.load_together(load_data, args.data, _ERRORS)
+    else:
+        X, y, description = load_data(args.data)
     n_classes = int(y.max()) + 1
     Xtr, ytr, Xte, yte = train_test_split(X, y, args.test_split, seed=args.seed)
     mean, std = Xtr.mean(axis=0), Xtr.std(axis=0)
@@ -154,6 +161,8 @@ def train(args: argparse.Namespace) -> dict:
     lr = args.lr if args.lr is not None else (0.5 if args.optimizer == "sgd" else 0.01)
     opt = optim.OPTIMIZERS[args.optimizer](model.parameters(), lr=lr)
     batches = Batches(Xtr, ytr, args.batch_size, shuffle=True, seed=args.seed)
+    if getattr(args, "distributed", False):
+        opt, batches = launch.distribute(model, opt, Xtr, ytr, args)
     info = B.backend_info()
     print(f"gpugrad train: {description}; {len(ytr)} train / {len(yte)} test rows; "
           f"MLP {model.sizes} {args.activation}; {args.optimizer} lr {lr:g}; "
@@ -168,6 +177,8 @@ def train(args: argparse.Namespace) -> dict:
         bar = _progress(batches, f"epoch {epoch + 1}/{args.epochs}", args.quiet)
         loss_sum, n_steps = run_epoch_compiled(step, bar)
         steps += n_steps
+        if getattr(args, "distributed", False):  # every rank's share (accuracy is evaluated
+            loss_sum, _ = launch.epoch_totals(loss_sum, loss_sum, len(ytr))  # on all rows)
         epoch_loss = float(loss_sum) / len(ytr)  # the one device read of the epoch
         # after the epoch's last step; only where it is shown (the compiled step returns
         # the loss alone)
@@ -287,13 +298,18 @@ def _plot(plt: Any, history: dict, path: str) -> None:
     plt.close(fig)
 
 
+_ERRORS = (CLIError, B.BackendError, FileNotFoundError, ValueError, TypeError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "train" and args.distributed:
+            return launch.main_train(args, train, _ERRORS)
         if args.command == "train":
             train(args)
         return 0
-    except (CLIError, B.BackendError, FileNotFoundError, ValueError, TypeError) as exc:
+    except _ERRORS as exc:
         print(f"gpugrad {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

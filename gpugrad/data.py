@@ -26,11 +26,19 @@ class Batches:
     - ``resident``: True moves the whole dataset to the device once and slices it there;
       False moves each batch as it is needed; "auto" (default) is True when the data fits
       in ``max_resident_bytes``.
+    - ``shard``: a ``gg.distributed`` group (anything with ``rank`` and ``size``). Each rank
+      then gets a disjoint, equal share of every epoch, in batches of ``batch_size`` rows
+      (the per-rank batch). The shuffle is seeded, so identical on every rank (a seed is
+      required). Step k of the epoch covers the same rows on all ranks together as step k
+      of one process with batch ``batch_size * size``. The remainder: the last
+      ``n % size`` rows of the epoch's order are left out (a different few each shuffled
+      epoch), and every rank's last batch is equally short (dropped with ``drop_last``), so
+      all ranks take the same number of steps.
     """
 
     def __init__(self, X: Any, y: Any = None, batch_size: int = 32, *, shuffle: bool = True,
                  seed: int | None = 0, drop_last: bool = False, resident: bool | str = "auto",
-                 max_resident_bytes: int = DEFAULT_RESIDENT_BYTES) -> None:
+                 max_resident_bytes: int = DEFAULT_RESIDENT_BYTES, shard: Any = None) -> None:
         if batch_size < 1:
             raise ValueError(f"Batches: batch_size must be >= 1, got {batch_size}")
         X = _host(X)
@@ -51,11 +59,16 @@ class Batches:
             resident = nbytes <= max_resident_bytes
         self.resident = bool(resident)
         self._device: tuple | None = None
+        self.shard = shard if shard is not None and shard.size > 1 else None
+        if self.shard is not None and seed is None and shuffle:
+            raise ValueError("Batches: shard needs a seed, so that every rank draws the same "
+                             "shuffle; pass seed=<int>")
 
     def __len__(self) -> int:
+        n = self.n if self.shard is None else self.n // self.shard.size  # rows per rank
         if self.drop_last:
-            return self.n // self.batch_size
-        return -(-self.n // self.batch_size)
+            return n // self.batch_size
+        return -(-n // self.batch_size)
 
     def _on_device(self) -> tuple:
         if self._device is None:
@@ -65,7 +78,11 @@ class Batches:
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         order = self.rng.permutation(self.n) if self.shuffle else None
-        stop = len(self) * self.batch_size if self.drop_last else self.n
+        n = self.n
+        if self.shard is not None:
+            order = shard_order(order, n, self.batch_size, self.shard.rank, self.shard.size)
+            n = len(order)
+        stop = len(self) * self.batch_size if self.drop_last else n
         if self.resident:
             X, y = self._on_device()
             xp = B.namespace_of(X)
@@ -73,7 +90,7 @@ class Batches:
             if order is not None:  # one small transfer per epoch
                 dev_order = B.to_backend(order)
             for i in range(0, stop, self.batch_size):
-                j = min(i + self.batch_size, self.n)
+                j = min(i + self.batch_size, n)
                 if dev_order is None:
                     yield X[i:j, ...], (None if y is None else y[i:j, ...])
                 else:
@@ -82,10 +99,30 @@ class Batches:
                            None if y is None else xp.take(y, idx, axis=0))
             return
         for i in range(0, stop, self.batch_size):
-            j = min(i + self.batch_size, self.n)
+            j = min(i + self.batch_size, n)
             sel = slice(i, j) if order is None else order[i:j]
             yield (B.to_backend(np.ascontiguousarray(self.X[sel])),
                    None if self.y is None else B.to_backend(np.ascontiguousarray(self.y[sel])))
+
+
+def shard_order(order: np.ndarray | None, n: int, batch: int, rank: int,
+                size: int) -> np.ndarray:
+    """The rows of one epoch that ``rank`` of ``size`` trains on, in its order.
+
+    Step k of the epoch gives rank r the rows at positions ``k*batch*size + r*batch`` and on
+    (a block of ``batch``); the last, short step splits what is left equally. ``n % size``
+    rows at the end of the order are left out.
+
+    >>> shard_order(None, 10, 2, 1, 2).tolist()   # rank 1 of 2, batches of 2 rows
+    [2, 3, 6, 7, 9]
+    """
+    order = np.arange(n) if order is None else np.asarray(order)
+    per_rank = n // size
+    full = per_rank // batch
+    head = order[:full * batch * size].reshape(full, size, batch)[:, rank, :].reshape(-1)
+    short = per_rank - full * batch
+    tail = order[full * batch * size:full * batch * size + short * size]
+    return np.concatenate([head, tail.reshape(size, short)[rank]])
 
 
 def _host(a: Any) -> np.ndarray:

@@ -294,10 +294,13 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
     if nodes and versions.last_event >= nodes[-1].seq:  # something was written since
         versions.check(nodes, FREED)
     anomaly = _anomaly if _anomaly is not None and _anomaly.enabled() else None
+    tick = _start_hooks(nodes, leaves, grads) if backward_hooks else None
     is_np = xp is np
     ndarray = np.ndarray
     with no_grad():
         for v in nodes:
+            if tick is not None:
+                tick()
             g = grads.pop(v, None)
             if g is None:
                 continue
@@ -337,6 +340,8 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
                         continue
                 prev = grads.get(p)
                 grads[p] = gi if prev is None else as_array(xp, prev + gi)
+        if tick is not None:
+            tick()
         with _accumulating:  # two threads adding into one shared leaf both land
             for leaf in leaves:  # gradients accumulate into .grad, out of place
                 g = grads.pop(leaf, None)
@@ -345,3 +350,22 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
 
 
 _accumulating = threading.Lock()
+
+
+# --- backward hooks: gpugrad.distributed starts its allreduces while the sweep runs --------
+
+backward_hooks: list = []
+"""Callables ``hook(nodes, leaves, grads) -> tick or None``, run as a sweep starts. The
+sweep calls ``tick()`` before each Node and once after the last: at each call, every Node
+before the current one is done, and ``grads`` holds the leaf gradients they produced (not
+yet added into ``.grad``). Empty by default: then a sweep checks one None per Node."""
+
+
+def _start_hooks(nodes: list, leaves: list, grads: dict) -> Callable[[], None] | None:
+    ticks = [t for t in (hook(nodes, leaves, grads) for hook in list(backward_hooks))
+             if t is not None]
+    if not ticks:
+        return None
+    if len(ticks) == 1:
+        return ticks[0]
+    return lambda: [t() for t in ticks] and None

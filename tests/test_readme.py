@@ -46,5 +46,5 @@ def test_readme_examples_run_and_train(capsys):
 
 def test_readme_names_the_two_commands():
     text = README.read_text()
-    assert 'pip install -e ".[test]"' in text
+    assert 'pip install -e ".[test,mpi]"' in text
     assert "python -m pytest -q" in text

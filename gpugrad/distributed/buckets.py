@@ -1,0 +1,128 @@
+"""Gradient buckets: the gradients of many parameters flattened into a few contiguous
+buffers per dtype, one allreduce each, then averaged and split back.
+
+:class:`GradientAverager` is the hook a training step calls between backward and update:
+``averaged = averager(grads)`` takes one gradient per parameter (None counts as zero) and
+returns the mean over the ranks, with every bucket's allreduce started before the first is
+waited on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import backend as B
+from .group import Group, Pending, init
+
+
+class Bucket:
+    """Parameters (by index) packed into one flat buffer of one dtype."""
+
+    __slots__ = ("dtype", "members", "offsets", "shapes", "numel", "nbytes")
+
+    def __init__(self, dtype: str) -> None:
+        self.dtype = dtype
+        self.members: list[int] = []
+        self.offsets: list[int] = []
+        self.shapes: list[tuple] = []
+        self.numel = 0
+        self.nbytes = 0
+
+    def add(self, index: int, shape: tuple, numel: int, nbytes: int) -> None:
+        self.members.append(index)
+        self.offsets.append(self.numel)
+        self.shapes.append(shape)
+        self.numel += numel
+        self.nbytes += nbytes
+
+    def __repr__(self) -> str:
+        return f"<Bucket {self.dtype} x{len(self.members)} {self.nbytes} bytes>"
+
+
+def plan_buckets(params: Sequence[Any], bucket_mb: float = 25.0) -> list[Bucket]:
+    """Group parameters into buckets of one dtype and at most ``bucket_mb`` MiB (a larger
+    parameter gets a bucket of its own). Parameters are taken last first, the order in
+    which backward usually finishes their gradients, so the first bucket is ready first.
+
+    >>> import numpy as np, gpugrad as gg
+    >>> ps = [gg.Variable(np.zeros(4, "float32")), gg.Variable(np.zeros(3)),
+    ...       gg.Variable(np.zeros(2, "float32"))]
+    >>> [(b.dtype, b.members) for b in plan_buckets(ps)]
+    [('float32', [2, 0]), ('float64', [1])]
+    """
+    if bucket_mb <= 0:
+        raise ValueError(f"bucket_mb must be positive, got {bucket_mb}")
+    cap = max(1, int(bucket_mb * (1 << 20)))
+    current: dict[str, Bucket] = {}
+    buckets: list[Bucket] = []
+    for i in reversed(range(len(params))):
+        p = params[i]
+        dtype = B.dtype_name(p.dtype)
+        shape = tuple(p.shape)
+        numel = int(np.prod(shape, dtype=np.int64))
+        nbytes = numel * np.dtype(dtype).itemsize
+        b = current.get(dtype)
+        if b is None or (b.members and b.nbytes + nbytes > cap):
+            b = current[dtype] = Bucket(dtype)
+            buckets.append(b)
+        b.add(i, shape, numel, nbytes)
+    return buckets
+
+
+class GradientAverager:
+    """``averager(grads) -> averaged``: the mean over the group's ranks of one gradient per
+    parameter, in a few bucketed allreduces. A None gradient counts as zero, on every rank
+    alike. Results are backend arrays on each parameter's device, with its shape and dtype.
+
+    >>> import numpy as np, gpugrad as gg
+    >>> w = gg.Variable(np.ones((2, 2)))
+    >>> avg = GradientAverager([w])
+    >>> [gg.to_numpy(g).tolist() for g in avg([np.full((2, 2), 3.0)])]
+    [[[3.0, 3.0], [3.0, 3.0]]]
+    """
+
+    def __init__(self, params: Sequence[Any], group: Group | None = None,
+                 bucket_mb: float = 25.0) -> None:
+        self.params = list(params)
+        self.group = group or init()
+        self.buckets = plan_buckets(self.params, bucket_mb)
+
+    def __call__(self, grads: Sequence[Any]) -> list:
+        if len(grads) != len(self.params):
+            raise ValueError(f"GradientAverager: got {len(grads)} gradients for "
+                             f"{len(self.params)} parameters")
+        pending = [self.start(b, grads) for b in self.buckets]
+        out: list = [None] * len(self.params)
+        for b, pend in zip(self.buckets, pending):
+            self.finish(b, pend, out)
+        return out
+
+    def start(self, bucket: Bucket, grads: Any) -> Pending:
+        """Flatten the bucket's gradients (``grads[i]`` for parameter i) and start its
+        allreduce."""
+        parts = []
+        for i in bucket.members:
+            p, g = self.params[i], grads[i]
+            xp = p.xp
+            if g is None:
+                g = xp.zeros(p.shape, dtype=p.dtype, device=p.device)
+            elif tuple(g.shape) != p.shape or g.dtype != p.dtype:
+                raise ValueError(f"gradient for parameter {i} has shape {tuple(g.shape)} "
+                                 f"{B.dtype_name(g.dtype)}, the parameter has {p.shape} "
+                                 f"{B.dtype_name(p.dtype)}")
+            parts.append(xp.reshape(g, (-1,)))
+        xp = self.params[bucket.members[0]].xp
+        flat = xp.concat(parts) if len(parts) > 1 else xp.asarray(parts[0], copy=True)
+        return self.group.start_allreduce(flat, "sum")
+
+    def finish(self, bucket: Bucket, pending: Pending, out: list) -> None:
+        """Wait for the bucket, divide by the group size and split it into ``out``."""
+        flat = pending.finish()
+        xp = self.params[bucket.members[0]].xp
+        if self.group.size > 1:
+            flat = flat / float(self.group.size)
+        for i, off, shape in zip(bucket.members, bucket.offsets, bucket.shapes):
+            n = int(np.prod(shape, dtype=np.int64))
+            out[i] = xp.reshape(flat[off:off + n], shape)

@@ -1,0 +1,114 @@
+"""DistributedOptimizer: any gpugrad optimizer, with gradients averaged over the ranks."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..graph import value_and_gradients
+from ..optim import Optimizer
+from .buckets import GradientAverager
+from .collectives import check_same_parameters
+from .group import Group, init
+from .overlap import Overlap
+
+
+class DistributedOptimizer:
+    """Wrap ``optimizer`` so that each update uses the mean of the ranks' gradients.
+
+    - At creation, the ranks check that they hold the same parameters (count, shapes,
+      dtypes, in order); a mismatch raises the same ``DistributedError`` on every rank,
+      naming the first differing parameter and both ranks' shapes.
+    - Gradients travel in buckets of at most ``bucket_mb`` MiB per dtype, one allreduce each.
+    - ``overlap=True`` (default) starts each bucket's allreduce from inside eager
+      ``loss.backward()`` as soon as the bucket's gradients are final; ``step()`` waits for
+      them. Until ``step()`` (or ``synchronize()``), ``.grad`` holds this rank's own
+      gradients: to edit gradients (clipping), call ``synchronize()`` first.
+    - A parameter with no gradient on a rank counts as zero there. Every parameter is then
+      updated on every rank, with the averaged gradient (zero if no rank had one).
+    - ``minimize(loss, feed)`` does the same for Placeholder graphs.
+
+    >>> import numpy as np, gpugrad as gg
+    >>> w = gg.Variable(np.array([1.0, 2.0]))
+    >>> opt = gg.distributed.DistributedOptimizer(gg.optim.SGD([w], lr=0.5))
+    >>> (w * w).sum().backward()
+    >>> opt.step()
+    >>> gg.to_numpy(w.data)
+    array([0., 0.])
+    """
+
+    def __init__(self, optimizer: Optimizer, bucket_mb: float = 25.0, *,
+                 group: Group | None = None, overlap: bool = True) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"DistributedOptimizer: expected a gg.optim optimizer, got "
+                            f"{type(optimizer).__name__}")
+        self.optimizer = optimizer
+        self.group = group or init()
+        check_same_parameters(optimizer.params, self.group, "DistributedOptimizer")
+        self.average = GradientAverager(optimizer.params, self.group, bucket_mb)
+        """The allreduce hook: ``average(grads) -> averaged grads`` (see GradientAverager);
+        a compiled step can call it between backward and update."""
+        self.overlap = Overlap(self.average) if overlap else None
+        if self.overlap is not None:
+            self.overlap.on_start = self._unsync
+        self._synced = False
+
+    @property
+    def params(self) -> list:
+        return self.optimizer.params
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:  # so LR schedules work on the wrapper too
+        self.optimizer.lr = value
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "optimizer":
+            raise AttributeError(name)
+        return getattr(self.optimizer, name)
+
+    def _unsync(self) -> None:
+        self._synced = False
+
+    def zero_grad(self) -> None:
+        if self.overlap is not None:
+            self.overlap.discard()
+        self._synced = False
+        self.optimizer.zero_grad()
+
+    def _averaged(self) -> list:
+        got = self.overlap.take() if self.overlap is not None else None
+        if got is None:
+            got = self.average([p.grad for p in self.params])
+        return got
+
+    def synchronize(self) -> None:
+        """Finish the allreduces and store the averaged gradients in each ``.grad``."""
+        if self._synced:
+            return
+        for p, g in zip(self.params, self._averaged()):
+            p.grad = g
+        self._synced = True
+
+    def step(self) -> None:
+        """Average the gradients over the ranks, then apply one update."""
+        grads = [p.grad for p in self.params] if self._synced else self._averaged()
+        self._synced = False
+        self.optimizer._apply(list(zip(self.params, grads)))
+
+    def minimize(self, loss: Any, feed: Mapping | None = None) -> Any:
+        """Graph front end: forward and backward, average the gradients over the ranks,
+        update; returns this rank's loss as a 0-d device array."""
+        if self.overlap is not None:
+            self.overlap.discard()
+        value, grads = value_and_gradients(loss, self.params, feed)
+        self.optimizer._apply(list(zip(self.params, self.average(list(grads)))))
+        return value
+
+    def state_dict(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, sd: Mapping) -> None:
+        self.optimizer.load_state_dict(sd)

@@ -1,0 +1,178 @@
+"""Run under ``mpiexec -n 2`` by tests/test_distributed_mpi.py: many checks in one launch.
+
+Each rank writes its results to ``<dir>/rank<R>.json`` (dir: the first argument); the test
+reads them. A check that fails
+is recorded as a string, never raised, so one launch reports every check.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+
+import numpy as np
+
+import gpugrad as gg
+from gpugrad import distributed as dist
+
+group = dist.init()
+R, N = group.rank, group.size
+out: dict = {"rank": R, "size": N, "backend": group.backend, "failures": [], "diffs": {}}
+
+
+def check(name):
+    def run(fn):
+        try:
+            fn()
+        except Exception:
+            out["failures"].append(f"{name}: {traceback.format_exc()}")
+        return fn
+    return run
+
+
+# --- collectives ----------------------------------------------------------------------------
+
+def strict_backend():
+    import array_api_strict
+    return gg.backend.make_backend("array_api_strict", array_api_strict.Device("device1"))
+
+
+@check("collectives")
+def _():
+    for backend in ("numpy", strict_backend()):
+        with gg.use_backend(backend) as b:
+            xp = b.xp
+            for dtype in ("float32", "float64", "int64"):
+                for shape in ((), (0,), (3, 2)):
+                    base = np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape) + 1
+                    mine = np.asarray(base * (R + 1))  # rank r holds (r + 1) * base
+                    x = gg.backend.to_backend(mine)
+                    total = base * sum(r + 1 for r in range(N))
+                    want = {"sum": total, "max": base * N,
+                            "mean": (total // N if dtype == "int64" else total / N)}
+                    for op, expect in want.items():
+                        got = dist.all_reduce(x, op)
+                        assert type(got) is type(x), (op, type(got))
+                        assert tuple(got.shape) == shape and got.dtype == x.dtype, (op, shape)
+                        np.testing.assert_array_equal(gg.to_numpy(got), expect.astype(dtype))
+                        assert np.array_equal(gg.to_numpy(x), mine)  # input untouched
+                    t = dist.all_reduce(gg.asarray(x), "sum")
+                    assert isinstance(t, gg.Tensor) and not t.requires_grad
+                    np.testing.assert_array_equal(gg.to_numpy(t), total.astype(dtype))
+                    for root in range(N):
+                        got = dist.broadcast(x, root)
+                        np.testing.assert_array_equal(gg.to_numpy(got),
+                                                      (base * (root + 1)).astype(dtype))
+                    assert xp is gg.backend.namespace_of(got)
+
+
+@check("broadcast_parameters")
+def _():
+    model = gg.nn.MLP([3, 4, 2], seed=R)  # a different start on each rank
+    dist.broadcast_parameters(model)
+    ref = gg.nn.MLP([3, 4, 2], seed=0)
+    for (n, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+        np.testing.assert_array_equal(gg.to_numpy(p.data), gg.to_numpy(q.data), err_msg=n)
+
+
+@check("mismatch")
+def _():
+    w = gg.Variable(np.zeros((3, 2 + R)), name="W")
+    try:
+        dist.DistributedOptimizer(gg.optim.SGD([w], lr=0.1))
+    except dist.DistributedError as exc:
+        out["mismatch"] = str(exc)
+    else:
+        out["mismatch"] = None
+
+
+@check("missing gradient counts as zero")
+def _():
+    a, b = gg.Variable(np.ones(2)), gg.Variable(np.ones(3))
+    opt = dist.DistributedOptimizer(gg.optim.SGD([a, b], lr=1.0), bucket_mb=1e-6)
+    assert [bk.members for bk in opt.average.buckets] == [[1], [0]]
+    loss = gg.sum(a * a) if R == 1 else gg.sum(a * a) + gg.sum(b * 3.0)  # b unused on rank 1
+    loss.backward()
+    assert opt.overlap.started == 2  # both buckets, in the same order on every rank
+    opt.step()
+    np.testing.assert_array_equal(gg.to_numpy(a.data), np.ones(2) - 2.0)
+    np.testing.assert_array_equal(gg.to_numpy(b.data), np.ones(3) - 3.0 / N)
+    # a step where only rank 0 runs backward at all: rank 1 contributes zeros
+    opt.zero_grad()
+    if R == 0:
+        gg.sum(a * 4.0).backward()
+    opt.step()
+    np.testing.assert_array_equal(gg.to_numpy(a.data), np.ones(2) - 2.0 - 4.0 / N)
+
+
+# --- equivalence: N ranks x batch b == one process x batch N*b ------------------------------
+
+rng = np.random.default_rng(42)
+X = rng.normal(size=(96, 5))
+Y = (X @ rng.normal(size=(5, 3))).argmax(axis=1).astype(np.int64)
+B_RANK, STEPS = 4, 20
+
+
+def params():
+    r = np.random.default_rng(7)
+    return [gg.Variable(r.normal(size=(5, 6)), name="W1"), gg.Variable(np.zeros(6), name="b1"),
+            gg.Variable(r.normal(size=(6, 3)), name="W2"), gg.Variable(np.zeros(3), name="b2")]
+
+
+def forward(ps, x):
+    W1, b1, W2, b2 = ps
+    return gg.tanh(x @ W1 + b1) @ W2 + b2
+
+
+def batches(batch, shard):
+    epoch = 0
+    while True:
+        yield from gg.data.Batches(X, Y, batch, seed=epoch, shard=shard)
+        epoch += 1
+
+
+def train(make_opt, ps, batch, shard, mode, wrap):
+    opt = make_opt(ps)
+    if wrap:
+        opt = dist.DistributedOptimizer(opt, bucket_mb=1e-4, overlap=(mode == "eager"))
+    it = batches(batch, shard)
+    if mode == "graph":
+        xs = gg.Placeholder((None, 5), "float64", name="x")
+        ys = gg.Placeholder((None,), "int64", name="y")
+        loss = gg.nn.cross_entropy(forward(ps, xs), ys)
+    for _ in range(STEPS):
+        xb, yb = next(it)
+        if mode == "graph":
+            opt.minimize(loss, feed={xs: xb, ys: yb})
+        else:
+            opt.zero_grad()
+            gg.nn.cross_entropy(forward(ps, gg.asarray(xb)), yb).backward()
+            if wrap and mode == "eager":  # the sweep started every bucket itself
+                assert opt.overlap.started == len(opt.average.buckets) == 4
+            opt.step()
+    return [gg.to_numpy(p.data) for p in ps]
+
+
+OPTS = {"sgd-momentum": lambda ps: gg.optim.SGD(ps, lr=0.1, momentum=0.9),
+        "adam": lambda ps: gg.optim.Adam(ps, lr=0.01)}
+for opt_name, make in OPTS.items():
+    for mode in ("eager", "eager-no-overlap", "graph"):
+        @check(f"equivalence {opt_name} {mode}")
+        def _(make=make, mode=mode, opt_name=opt_name):
+            m = "graph" if mode == "graph" else "eager"
+            got = train(make, params(), B_RANK, group, m if mode != "eager-no-overlap"
+                        else "eager-no", True)
+            ref = train(make, params(), B_RANK * N, None, m, False)
+            diff = max(float(np.max(np.abs(a - b))) for a, b in zip(got, ref))
+            moved = max(float(np.max(np.abs(a - b))) for a, b in zip(got, [
+                gg.to_numpy(p.data) for p in params()]))
+            out["diffs"][f"{opt_name} {mode}"] = diff
+            assert moved > 1e-3, "the parameters did not move"
+            every = group.allgather(got)
+            for theirs in every:
+                for a, b in zip(theirs, got):
+                    np.testing.assert_array_equal(a, b)  # every rank holds the same values
+
+with open(f"{sys.argv[1]}/rank{R}.json", "w") as f:
+    json.dump(out, f)
