@@ -47,7 +47,7 @@ def _data(n=7, seed=1):
 
 
 @pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
 def test_compiled_step_equals_uncompiled_over_5_steps(opt_name, activation, bk64):
     """Losses and parameters after each of 5 steps, with the feeds changing every step and a
     second batch size in the middle (a second signature)."""
