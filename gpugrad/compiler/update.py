@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from .. import versions
 from . import plan, rewrite
 
 
 def sgd_step(opt: Any, p: Any, P: Any, g: Any, T: Any) -> None:
     """SGD.update on NumPy through the scratch buffer ``T`` (``g`` is only read)."""
-    np = _np()
     if opt.weight_decay:
         g = g + np.multiply(P, opt.weight_decay, out=T)
     if opt.momentum:
@@ -40,7 +41,6 @@ def sgd_step(opt: Any, p: Any, P: Any, g: Any, T: Any) -> None:
 
 def adam_step(opt: Any, p: Any, P: Any, g: Any, T: Any) -> None:
     """Adam.update (and AdamW's) on NumPy through the scratch buffer ``T``."""
-    np = _np()
     b1, b2 = opt.betas
     lr = opt.lr
     if opt.weight_decay:
@@ -69,12 +69,6 @@ def adam_step(opt: Any, p: Any, P: Any, g: Any, T: Any) -> None:
     np.divide(m, T, out=T)
     np.multiply(T, step_size, out=T)
     np.subtract(P, T, out=P)
-
-
-def _np() -> Any:
-    import numpy
-
-    return numpy
 
 
 def bump(opt: Any, site: str) -> None:
