@@ -322,7 +322,7 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
     else:
         lines += block(prog[:n_forward], 0, "    ")
     if grads and not seeded:
-        seed = "opt.lr" if opt is not None and rewrite.fold_lr(opt) and numpy else "1.0"
+        seed = "opt.lr" if update.folds(opt, numpy) else "1.0"
         lines.append(f"    seed_ = xp.full_like({results[0]}, {seed})")
     if numpy:  # a tiny gradient or update is not an error (see gpugrad.fpstate)
         lines.append("    with np.errstate(under='ignore'):")
