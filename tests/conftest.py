@@ -31,6 +31,10 @@ def _has_gpu() -> bool:
 
 HAS_GPU = _has_gpu()
 
+collect_ignore = ["distributed"]
+"""tests/distributed/ holds scripts that tests/test_distributed_mpi.py runs under mpiexec,
+never in pytest."""
+
 
 class BackendCase:
     """One backend under test: its gpugrad Backend, plus helpers to make arrays on it."""

@@ -14,7 +14,7 @@ import gpugrad as gg
 from gpugrad import distributed as dist
 from gpugrad import eager
 from gpugrad.data import Batches, shard_order
-from tests.conftest import HAS_GPU
+from conftest import HAS_GPU
 from tests.helpers import assert_on_backend, host
 
 
