@@ -304,7 +304,16 @@ def minimize(loss: Any, variables: Sequence[Tensor], lr: float,
 
 def train_step(loss: Any, opt: Any, feed: Mapping | None = None) -> Any:
     """Forward, backward and ``opt``'s update of ``opt.params`` as one compiled program per
-    input signature (``Optimizer.minimize`` calls this); returns the loss value."""
+    input signature (``Optimizer.minimize`` calls this); returns the loss value.
+
+    >>> import numpy as np, gpugrad as gg
+    >>> x = gg.Placeholder((1,), "float64", name="x")
+    >>> w = gg.Variable(np.array([2.0]), name="w")
+    >>> opt = gg.optim.SGD([w], lr=0.25)
+    >>> [float(gg.graph.train_step(gg.sum((w - x) ** 2), opt, {x: np.zeros(1)}))
+    ...  for _ in range(2)]
+    [4.0, 1.0]
+    """
     sym = _need_symbol(loss, "minimize")
     sched, _ = sym._schedule(tuple(opt.params))
     return sched.train_step(opt, feed or {})

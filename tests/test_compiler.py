@@ -47,7 +47,7 @@ def _data(n=7, seed=1):
 
 
 @pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
 def test_compiled_step_equals_uncompiled_over_5_steps(opt_name, activation, bk64):
     """Losses and parameters after each of 5 steps, with the feeds changing every step and a
     second batch size in the middle (a second signature)."""
@@ -327,3 +327,80 @@ def test_lowered_elementwise_broadcasts_and_fan_out(numpy_backend):
             np.testing.assert_allclose(a, e, **TOL)
     src = next(iter(loss._schedules[(tuple(wrt), np)].programs.values())).source
     assert "np.add.reduce" in src and "np.copyto" in src and "np.reciprocal" in src
+
+
+def test_overflow_in_a_planned_forward_falls_back_to_the_exact_rule(numpy_backend):
+    """The planned sigmoid runs under errstate(over="raise"); an input that overflows
+    exp(-x) reruns generically, which gives the exact tiny values (and no warning)."""
+    x = gg.Placeholder((3,), "float32", name="x")
+    w = gg.Variable(np.ones(3, "float32"))
+    loss = gg.sum(gg.sigmoid(x * w))
+    ok = np.array([0.5, -1.0, 2.0], "float32")
+    far = np.array([-100.0, -1.0, 2.0], "float32")
+    gg.gradients(loss, [w], feed={x: ok})
+    gg.gradients(loss, [w], feed={x: ok})  # planned from here on
+    sched = loss._schedules[((w,), np)]
+    (prog,) = sched.programs.values()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        (g,) = gg.gradients(loss, [w], feed={x: far})
+    value, saved = sched.forward({x: far}, True)  # the generic code, on its own
+    np.testing.assert_array_equal(g, sched.backward(saved)[0])
+    s = 1.0 / (1.0 + np.exp(-far.astype(np.float64)))
+    np.testing.assert_allclose(g[1:], (far * s * (1 - s))[1:], rtol=1e-5)
+    assert 0.0 < -g[0] < 1e-40
+    assert list(sched.programs.values()) == [prog]  # not rebuilt
+
+
+def test_a_busy_program_lets_another_thread_run_generically(numpy_backend):
+    import threading
+
+    x = gg.Placeholder((None, 4), "float64", name="x")
+    W = gg.Variable(np.random.default_rng(0).standard_normal((4, 4)))
+    loss = gg.sum(gg.sigmoid(x @ W) * (x @ W))
+    X = np.random.default_rng(1).standard_normal((5, 4))
+    want = gg.gradients(loss, [W], feed={x: X})[0]
+    sched = loss._schedules[((W,), np)]
+    gg.gradients(loss, [W], feed={x: X})
+    (prog,) = sched.programs.values()
+    with prog.busy:  # as if another thread were inside it
+        got = gg.gradients(loss, [W], feed={x: X})[0]
+    np.testing.assert_allclose(got, want, **TOL)
+    results = []
+
+    def worker():
+        for _ in range(50):
+            results.append(gg.gradients(loss, [W], feed={x: X})[0])
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        np.testing.assert_allclose(r, want, **TOL)
+
+
+def test_a_replaced_apply_is_honoured_by_the_compiled_step(numpy_backend):
+    """A wrapper that replaces an optimizer's ``_apply`` (to average gradients, say) still
+    sees every compiled step's gradients, equal to the uncompiled ones."""
+    seen = {"compiled": [], "plain": []}
+    probs = {}
+    for mode in seen:
+        model, opt, loss, xs, ys = probs[mode] = _mlp_problem("sgd")
+        inner = opt._apply
+
+        def wrapped(pairs, inner=inner, mode=mode):
+            seen[mode].append([np.array(g) for _, g in pairs])
+            inner(pairs)
+        opt._apply = wrapped
+    X, Y = _data()
+    for _ in range(3):
+        a, b = probs["compiled"], probs["plain"]
+        a[1].minimize(a[2], feed={a[3]: X, a[4]: Y})
+        b[1].minimize(b[2], feed={b[3]: X, b[4]: Y}, compiled=False)
+    assert len(seen["compiled"]) == 3
+    for ga, gb in zip(seen["compiled"], seen["plain"]):
+        for x, y in zip(ga, gb):
+            np.testing.assert_allclose(x, y, **TOL)

@@ -8,7 +8,11 @@ A graph goes through the passes in this order:
   path to a gradient target in reverse, and (for a whole training step) the optimizer update;
 - ``interpret``: a schedule's first run, step by step, with checks between the steps; it is
   the definition the generated code must match;
-- ``codegen``: straight-line Python for the forward and backward sweeps.
+- ``codegen``: straight-line Python for the forward and backward sweeps;
+- ``program``: from the second run at an input signature, the whole run (and, for
+  ``opt.minimize``, the optimizer's update, from ``update``) as one generated function:
+  ``rewrite`` fuses exact patterns (softmax cross-entropy), ``lower`` writes NumPy steps with
+  ``out=``, and ``plan`` gives their values buffers by liveness, kept across runs.
 
 >>> import numpy as np, gpugrad as gg
 >>> from gpugrad.compiler.trace import trace
@@ -23,4 +27,8 @@ A graph goes through the passes in this order:
 1.5
 >>> [g.shape for g in sched.backward(saved)]
 [(2, 1)]
+>>> _ = gg.gradients(loss, [W], feed={x: np.zeros((3, 2))})  # planned from here on
+>>> (prog,) = sched.programs.values()
+>>> print(prog.source.split("errstate")[1].splitlines()[1].strip())
+v2 = np.dot(v0, v1, B0)
 """

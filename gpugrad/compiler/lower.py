@@ -42,6 +42,8 @@ def forward(name: str, ins: list, info: list, out: tuple, params: dict) -> Calla
         return lambda o, dst: [f"{o} = np.negative({a}, {dst})"]
     if name == "tanh":
         return lambda o, dst: [f"{o} = np.tanh({a}, {dst})"]
+    if name == "relu":
+        return lambda o, dst: [f"{o} = np.maximum({a}, 0.0, out={dst})"]
     if name == "sigmoid":  # as the NumPy fast path; the forward block raises on overflow
         return lambda o, dst: [f"{o} = np.negative({a}, {dst})", f"np.exp({o}, {o})",
                              f"np.add({o}, 1.0, {o})", f"np.reciprocal({o}, {o})"]
@@ -104,6 +106,10 @@ def backward(name: str, pos: int, g: str, ins: list, info: list, o: str,
         return ([g, o], lambda c, C, T: [f"{c} = np.multiply({o}, {o}, {C})",
                                          f"np.subtract(1.0, {c}, {c})",
                                          f"np.multiply({g}, {c}, {c})"], False, [])
+    if name == "relu":  # as the NumPy fast path: g times the 0/1 mask
+        x = ins[0]
+        return ([g, x], lambda c, C, T: [f"{c} = np.multiply({g}, np.greater({x}, 0.0), {C})"],
+                False, [])
     if name == "sigmoid":
         return ([g, o], lambda c, C, T: [f"{c} = np.subtract(1.0, {o}, {C})",
                                          f"np.multiply({c}, {o}, {c})",

@@ -12,6 +12,7 @@ later run overwrites it.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -41,11 +42,18 @@ class Program:
         self.buffers = buffers
         self.source = source
         self.xp = xp
+        self.busy = threading.Lock()  # the buffers serve one run at a time
 
-    def __call__(self, feeds: list, datas: list, opt: Any) -> tuple:
+    def __call__(self, feeds: list, datas: list, opt: Any) -> tuple | None:
         """``feeds``: the Placeholders' values, ``datas``: the Tensors' arrays, in the
-        schedule's order."""
-        return self.fn(self.xp, feeds, datas, self.buffers, None, opt)
+        schedule's order. None when another thread is running this program (the caller
+        then runs the generic code, which keeps nothing between runs)."""
+        if not self.busy.acquire(False):
+            return None
+        try:
+            return self.fn(self.xp, feeds, datas, self.buffers, None, opt)
+        finally:
+            self.busy.release()
 
 
 def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool = False) -> Program:
@@ -312,7 +320,7 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
     else:
         lines += block(prog[:n_forward], 0, "    ")
     if grads and not seeded:
-        seed = "opt.lr" if opt is not None and rewrite.fold_lr(opt) and numpy else "1.0"
+        seed = "opt.lr" if update.folds(opt, numpy) else "1.0"
         lines.append(f"    seed_ = xp.full_like({results[0]}, {seed})")
     lines += block(prog[n_forward:], n_forward, "    ")
     lines.append(f"    return {results[0]}, [{', '.join(results[1:])}]")

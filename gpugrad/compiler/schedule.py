@@ -202,7 +202,8 @@ class Schedule:
             return value, self.backward(saved, seed) if grads else []
         shapes, key = _shapes(saved), self._signature(saved.vals)
         out = (value, self.backward(saved, seed) if grads else [])
-        self._add_program((key, grads, None), shapes, grads, None)
+        if (key, grads, None) not in self.programs:  # (present: that run overflowed)
+            self._add_program((key, grads, None), shapes, grads, None)
         return out
 
     def train_step(self, opt: Any, feed: Mapping) -> Any:
@@ -215,7 +216,8 @@ class Schedule:
         shapes, key = _shapes(saved), self._signature(saved.vals)
         grads = self.backward(saved)
         opt._apply(list(zip(opt.params, grads)))
-        self._add_program((key, True, opt), shapes, True, opt)
+        if (key, True, opt) not in self.programs:
+            self._add_program((key, True, opt), shapes, True, opt)
         return value
 
     def _signature(self, vals: list) -> tuple:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from .. import versions
 from . import plan, rewrite
 
 
 def sgd_step(opt: Any, p: Any, P: Any, g: Any, T: Any) -> None:
     """SGD.update on NumPy through the scratch buffer ``T`` (``g`` is only read)."""
-    np = _np()
     if opt.weight_decay:
         g = g + np.multiply(P, opt.weight_decay, out=T)
     if opt.momentum:
@@ -40,7 +41,6 @@ def sgd_step(opt: Any, p: Any, P: Any, g: Any, T: Any) -> None:
 
 def adam_step(opt: Any, p: Any, P: Any, g: Any, T: Any) -> None:
     """Adam.update (and AdamW's) on NumPy through the scratch buffer ``T``."""
-    np = _np()
     b1, b2 = opt.betas
     lr = opt.lr
     if opt.weight_decay:
@@ -71,34 +71,42 @@ def adam_step(opt: Any, p: Any, P: Any, g: Any, T: Any) -> None:
     np.subtract(P, T, out=P)
 
 
-def _np() -> Any:
-    import numpy
-
-    return numpy
-
-
 def bump(opt: Any, site: str) -> None:
     opt.steps += 1
     versions.wrote_many(opt.params, site)
+
+
+def lowerable(opt: Any) -> bool:
+    """SGD, Adam and AdamW themselves (not subclasses, nor an instance whose ``update`` or
+    ``_apply`` was replaced, as a wrapper might) get the in-place NumPy update."""
+    from ..optim import SGD, Adam, AdamW
+
+    return type(opt) in (SGD, Adam, AdamW) and "update" not in vars(opt) \
+        and "_apply" not in vars(opt)
+
+
+def folds(opt: Any, numpy: bool) -> bool:
+    """Does the program start its backward from ``opt.lr`` (see gpugrad.compiler.rewrite)?"""
+    return numpy and opt is not None and lowerable(opt) and rewrite.fold_lr(opt)
 
 
 def instructions(opt: Any, sched: Any, grads: list, shapes: list, env: dict,
                  numpy: bool) -> list:
     """The update of every parameter of ``opt`` from the gradients named ``grads`` (in the
     order of ``sched.wrt``, which is ``opt.params``)."""
-    from ..optim import SGD, Adam, AdamW
+    from ..optim import SGD
 
     env["PARAMS"] = opt.params
     env["SITE"] = f"{type(opt).__name__} step (compiled)"
     env["bump"] = bump
     kind = type(opt)
-    if not numpy or kind not in (SGD, Adam, AdamW):
+    if not numpy or not lowerable(opt):
         env["apply"] = lambda o, ps, gs: o._apply(list(zip(ps, gs)))
         names = ", ".join(grads)
         return [plan.Instr(list(grads), [], lambda outs, temps: [
             f"apply(opt, PARAMS, [{names}])"], False)]
     out = []
-    fold = rewrite.fold_lr(opt)
+    fold = folds(opt, numpy)
     env["sgd_step"], env["adam_step"] = sgd_step, adam_step
     for i, (slot, g) in enumerate(zip(sched.wrt, grads)):
         P = f"v{slot}"
