@@ -9,6 +9,7 @@ against finite differences and NumPy references in test_ops.py and test_fuzz.py.
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import tracemalloc
 
@@ -370,26 +371,47 @@ def test_memory_does_not_grow_over_2000_steps(numpy_backend):
     assert step.cache_info().traces == 1
 
 
-def test_threads_share_one_compiled_function(numpy_backend):
+@pytest.mark.parametrize("grad", [True, False])
+def test_threads_share_one_compiled_function(grad, numpy_backend):
+    """Threads switching often, inside the compiled runs too: every result is its own."""
     W = gg.Variable(np.array([0.5, -0.25]))
-    f = gg.compile(lambda x: gg.sum(gg.tanh(x * W)))
-    xs = [np.array([float(i), 1.0]) for i in range(8)]
-    results: dict = {}
+    f = gg.compile(lambda x: gg.sum(gg.tanh(gg.sigmoid(x * W) * x + W)))
+    xs = [np.array([float(i), 1.0 - i]) for i in range(8)]
+    bad: list = []
+
+    def want(x):  # the value and d/dx, by hand
+        w = np.array([0.5, -0.25])
+        s = 1.0 / (1.0 + np.exp(-x * w))
+        t = np.tanh(s * x + w)
+        return t.sum(), (1.0 - t**2) * (s * (1.0 - s) * w * x + s)
 
     def work(i):
         with gg.use_backend("numpy"):
-            for _ in range(20):
-                out = f(gg.asarray(xs[i]))
-            results[i] = float(out)
+            value, dx = want(xs[i])
+            for _ in range(200):
+                x = gg.Variable(xs[i])
+                if grad:
+                    out = f(x)
+                    out.backward()
+                    if np.abs(gg.to_numpy(x.grad) - dx).max() > 1e-12:
+                        bad.append(("grad", i))
+                else:
+                    with gg.no_grad():
+                        out = f(x)
+                if abs(float(out) - value) > 1e-12:
+                    bad.append(("value", i))
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for i in range(8):
-        assert results[i] == pytest.approx(np.tanh(xs[i] * np.array([0.5, -0.25])).sum(),
-                                           rel=1e-12)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not bad
     assert f.cache_info().traces == 1
 
 

@@ -16,6 +16,7 @@ so version counters still refuse one written in place before backward.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
 import numpy as np
@@ -38,6 +39,7 @@ class Entry:
     def __init__(self, fn: Callable, leaves: list, structure: Any, arrays: list,
                  has_kwargs: bool) -> None:
         self.name = getattr(fn, "__name__", "fn")
+        self.lock = threading.Lock()
         self.arrays = arrays
         first = leaves[arrays[0]] if arrays else None
         self.backend = _backend_of(first)
@@ -139,7 +141,9 @@ class Entry:
             feed[ph] = a
         single = len(self.syms) == 1
         if single and not record:
-            return self._outputs(leaves, [sched.run(feed, False)[0]], None, sched.xp)
+            with self.lock:  # a planned program's buffers are shared by its runs
+                value = sched.run(feed, False)[0]
+            return self._outputs(leaves, [value], None, sched.xp)
         whole = self.whole.get(sched) if single else False
         if whole:
             return self._run_whole(sched, feed, inputs, whole, leaves)
@@ -183,7 +187,8 @@ class Entry:
         (seeded with ones); backward later only scales the gradients by its seed (exact for
         the usual seed 1). The node keeps the inputs backward would have read, so a write
         into one of them before backward is still refused."""
-        value, grads = sched.run(feed, True)
+        with self.lock:  # a planned program's buffers are shared by its runs
+            value, grads = sched.run(feed, True)
         variables, phs = whole
         kept = [t.data for t in variables] + [_data(feed[ph]) for ph in phs]
         xp = sched.xp
