@@ -7,14 +7,9 @@ Variable) is lifted into the graph, and Variables stay Variables. The graph beco
 :class:`~gpugrad.compiler.schedule.Schedule`, the same compiled form the Placeholder front end
 uses. Later calls with that signature feed the arguments to the schedule.
 
-A compiled call that needs gradients is recorded on the eager tape as one op whose VJP gives
-the gradients of the closed-over Variables and of the Tensor arguments that require them. So
-``loss = step(xb, yb); loss.backward(); opt.step()`` works. For a scalar output (a loss) the
-call runs forward and backward at once, as the schedule's one planned program, and the VJP
-scales those gradients by its seed (exact for the usual seed of one); other outputs keep what
-the forward sweep saved and run the backward sweep when asked. Either way the tape node holds
-the arrays backward reads, so version counters still catch one written in place too early.
-NumPy host arrays passed in are copied on a recorded call.
+A compiled call that needs gradients is recorded on the eager tape as one op
+(``gpugrad.compiler.tape``), so ``loss = step(xb, yb); loss.backward(); opt.step()`` works and
+gradients reach the closed-over Variables and the Tensor arguments that require them.
 
 The signature is the pytree structure of the arguments, and per array argument its kind,
 shape, dtype, backend, device and ``requires_grad``; other arguments (ints, strings, ...)

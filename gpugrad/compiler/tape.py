@@ -214,6 +214,8 @@ class Entry:
                 t._node = node
                 t.requires_grad = node is not None
                 outs.append(t)
+        if self.out_structure is None:  # a single output
+            return outs[0]
         return tree_unflatten(self.out_structure, outs)
 
 
