@@ -179,6 +179,24 @@ def test_pytree_arguments_and_outputs(bk64):
     assert f.cache_info().traces == 2  # a static value is part of the signature
 
 
+def test_compiled_functions_compose_and_build_graphs(numpy_backend):
+    W = gg.Variable(np.array([1.0, -2.0]))
+    inner = gg.compile(lambda x: gg.tanh(x * W))
+    outer = gg.compile(lambda x: gg.sum(inner(x) * inner(2.0 * x)))  # traced through inner
+    x = gg.asarray(np.array([0.3, 0.1]))
+    loss = outer(x)
+    loss.backward()
+    h = np.array([0.3, 0.1])
+    t1, t2 = np.tanh(h * [1.0, -2.0]), np.tanh(2 * h * [1.0, -2.0])
+    np.testing.assert_allclose(float(loss), (t1 * t2).sum(), rtol=1e-12)
+    np.testing.assert_allclose(gg.to_numpy(W.grad),
+                               (1 - t1**2) * h * t2 + t1 * (1 - t2**2) * 2 * h, rtol=1e-12)
+    assert inner.cache_info().misses == 0  # a Symbol argument builds the graph instead
+    xs = gg.Placeholder((2,), "float64", name="x")
+    np.testing.assert_allclose(gg.to_numpy(gg.sum(inner(xs)).eval({xs: h})), t1.sum(),
+                               rtol=1e-12)
+
+
 def test_no_grad_records_nothing(bk64):
     W = gg.Variable(np.array([1.0, 2.0]))
     f = gg.compile(lambda x: gg.sum(x * W))

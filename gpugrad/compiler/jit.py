@@ -118,10 +118,8 @@ class Compiled:
             key = [len(args), _grad_enabled.get()]
         arrays = []
         for i, a in enumerate(leaves):
-            if isinstance(a, Symbol):
-                raise TypeError(E.at(
-                    f"{self!r}: argument {i} is a graph Symbol; a compiled function takes "
-                    "arrays, and graph code runs through Placeholders without gg.compile"))
+            if isinstance(a, Symbol):  # inside another trace, or graph code: build the graph
+                return self.fn(*args, **kwargs)
             if isinstance(a, Tensor):
                 data = a.data
                 xp = a.xp
