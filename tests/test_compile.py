@@ -442,3 +442,24 @@ def test_float32_backend_without_float64(bk):
     assert out.dtype == x.dtype and W.grad.dtype == W.dtype
     s = 1.0 / (1.0 + np.exp(-np.array([0.5, -0.5])))
     np.testing.assert_allclose(gg.to_numpy(W.grad), s * (1 - s) * [0.5, 0.25], rtol=1e-5)
+
+
+def test_the_trace_runs_on_the_arguments_backend():
+    """Arrays made on array_api_strict, called with numpy as the current backend: the trace
+    and its schedules (the one for argument gradients too) use the arguments' backend."""
+    import array_api_strict as strict
+
+    with gg.use_backend("array_api_strict", strict.Device("device1")):
+        x = gg.Variable(np.array([0.5, -1.5, 2.0]))
+        c = gg.asarray(np.array([1.0, 2.0, 3.0]))
+    f = gg.compile(lambda x, c: gg.sum(x * x * c))
+    with gg.use_backend("numpy"):
+        for _ in range(3):
+            x.grad = None
+            out = f(x, c)
+            out.backward()
+            assert out.xp is x.xp and x.grad.device == x.data.device
+            np.testing.assert_allclose(gg.to_numpy(x.grad), 2 * np.array([0.5, -1.5, 2.0]) *
+                                       [1.0, 2.0, 3.0], rtol=1e-12)
+        with gg.no_grad():
+            assert float(f(x, c)) == pytest.approx(0.25 + 4.5 + 12.0, rel=1e-12)
