@@ -113,12 +113,13 @@ def _new_tensor(data: Any, xp: Any, node: Node | None) -> Tensor:
 
 def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
     """Run ``op`` now on Tensors, backend arrays and scalars, recording it if needed."""
-    arrays = []
-    inputs = []
-    needs = []
+    # arrays: what the rule gets; inputs/needs: what the Node records, made only when some
+    # input requires a gradient (copies of args, with each such Tensor replaced)
+    arrays = list(args)
+    inputs: list | None = None
+    needs: list = []
     ref: Tensor | None = None
     xp: Any = None
-    record = False
     convert = False
     raw = None
     mixed = False  # two array inputs of different dtypes: check the result's dtype
@@ -130,19 +131,19 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
                 raise _mix_error(op, ref, a)
             elif a.data.dtype is not ref.data.dtype:
                 mixed = True
-            arrays.append(a.data)
+            arrays[i] = a.data
             if a.requires_grad:
-                record = True
+                if inputs is None:
+                    inputs = list(args)
+                    needs = [False] * len(args)
                 node = a._node
-                inputs.append(a if node is None else node)
-                needs.append(True)
-                continue
+                inputs[i] = a if node is None else node
+                needs[i] = True
         elif type(a) in _SCALARS:
             if i not in op.scalar_ok:
                 convert = True
-            arrays.append(a)
         elif a is None:
-            arrays.append(a)
+            pass
         elif getattr(a, "_gpugrad_symbolic", False):
             return _symbolic_builder(op, args, params)
         elif B.is_backend_array(a):
@@ -153,14 +154,11 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
                 raise _mix_error(op, ref, a)
             elif a.dtype is not ref.data.dtype:
                 mixed = True
-            arrays.append(a)
             raw = [a] if raw is None else raw + [a]
         else:
             raise TypeError(E.at(
                 f"{op.name}: argument {i} is a {type(a).__name__}; pass Tensors, backend "
                 "arrays or Python scalars (wrap host data with gpugrad.asarray)"))
-        inputs.append(a)
-        needs.append(False)
     if xp is None:
         b = B.current()
         xp = b.xp
@@ -190,7 +188,7 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
     t.data = out
     t.xp = xp
     t.grad = t.name = None
-    if record and floating and op.differentiable and _grad_enabled.get():
+    if inputs is not None and floating and op.differentiable and _grad_enabled.get():
         t._node = node = Node(op, params, tuple(inputs), tuple(needs), res, name, out.shape,
                               dtype)
         t.requires_grad = True

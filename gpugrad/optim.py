@@ -86,18 +86,20 @@ class Optimizer:
         self.steps += 1
         site = f"{type(self).__name__} step called at {call_site()}"
         written = []
-        with no_grad(), quiet(self.params[0].xp):  # tiny moments and steps underflow quietly
-            for p, g in pairs:
-                before = p.data
-                self.update(p, g, self.state[p])
-                # an in-place update is a write that backward must see (a graph recorded
-                # before the step and differentiated after it would use the new values)
-                if p.data is before:
-                    written.append(p)
-                else:
-                    versions.rebound(p)
-        if written:
-            versions.wrote_many(written, site)
+        try:
+            with no_grad(), quiet(self.params[0].xp):  # tiny moments underflow quietly
+                for p, g in pairs:
+                    before = p.data
+                    self.update(p, g, self.state[p])
+                    # an in-place update is a write that backward must see (a graph recorded
+                    # before the step and differentiated after it would use the new values)
+                    if p.data is before:
+                        written.append(p)
+                    else:
+                        versions.rebound(p)
+        finally:  # the writes made before any failure still count
+            if written:
+                versions.wrote_many(written, site)
 
     def update(self, p: Variable, g: Any, state: dict) -> None:  # pragma: no cover
         raise NotImplementedError

@@ -9,6 +9,7 @@ against finite differences and NumPy references in test_ops.py and test_fuzz.py.
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import tracemalloc
 
@@ -180,6 +181,24 @@ def test_pytree_arguments_and_outputs(bk64):
     np.testing.assert_allclose(gg.to_numpy(W.grad), x.sum(0) * 2.0, rtol=1e-12)
     f(batch, scale=3.0)
     assert f.cache_info().traces == 2  # a static value is part of the signature
+
+
+def test_compiled_functions_compose_and_build_graphs(numpy_backend):
+    W = gg.Variable(np.array([1.0, -2.0]))
+    inner = gg.compile(lambda x: gg.tanh(x * W))
+    outer = gg.compile(lambda x: gg.sum(inner(x) * inner(2.0 * x)))  # traced through inner
+    x = gg.asarray(np.array([0.3, 0.1]))
+    loss = outer(x)
+    loss.backward()
+    h = np.array([0.3, 0.1])
+    t1, t2 = np.tanh(h * [1.0, -2.0]), np.tanh(2 * h * [1.0, -2.0])
+    np.testing.assert_allclose(float(loss), (t1 * t2).sum(), rtol=1e-12)
+    np.testing.assert_allclose(gg.to_numpy(W.grad),
+                               (1 - t1**2) * h * t2 + t1 * (1 - t2**2) * 2 * h, rtol=1e-12)
+    assert inner.cache_info().misses == 0  # a Symbol argument builds the graph instead
+    xs = gg.Placeholder((2,), "float64", name="x")
+    np.testing.assert_allclose(gg.to_numpy(gg.sum(inner(xs)).eval({xs: h})), t1.sum(),
+                               rtol=1e-12)
 
 
 def test_no_grad_records_nothing(bk64):
@@ -379,26 +398,47 @@ def test_memory_does_not_grow_over_2000_steps(numpy_backend):
     assert step.cache_info().traces == 1
 
 
-def test_threads_share_one_compiled_function(numpy_backend):
+@pytest.mark.parametrize("grad", [True, False])
+def test_threads_share_one_compiled_function(grad, numpy_backend):
+    """Threads switching often, inside the compiled runs too: every result is its own."""
     W = gg.Variable(np.array([0.5, -0.25]))
-    f = gg.compile(lambda x: gg.sum(gg.tanh(x * W)))
-    xs = [np.array([float(i), 1.0]) for i in range(8)]
-    results: dict = {}
+    f = gg.compile(lambda x: gg.sum(gg.tanh(gg.sigmoid(x * W) * x + W)))
+    xs = [np.array([float(i), 1.0 - i]) for i in range(8)]
+    bad: list = []
+
+    def want(x):  # the value and d/dx, by hand
+        w = np.array([0.5, -0.25])
+        s = 1.0 / (1.0 + np.exp(-x * w))
+        t = np.tanh(s * x + w)
+        return t.sum(), (1.0 - t**2) * (s * (1.0 - s) * w * x + s)
 
     def work(i):
         with gg.use_backend("numpy"):
-            for _ in range(20):
-                out = f(gg.asarray(xs[i]))
-            results[i] = float(out)
+            value, dx = want(xs[i])
+            for _ in range(200):
+                x = gg.Variable(xs[i])
+                if grad:
+                    out = f(x)
+                    out.backward()
+                    if np.abs(gg.to_numpy(x.grad) - dx).max() > 1e-12:
+                        bad.append(("grad", i))
+                else:
+                    with gg.no_grad():
+                        out = f(x)
+                if abs(float(out) - value) > 1e-12:
+                    bad.append(("value", i))
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for i in range(8):
-        assert results[i] == pytest.approx(np.tanh(xs[i] * np.array([0.5, -0.25])).sum(),
-                                           rel=1e-12)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not bad
     assert f.cache_info().traces == 1
 
 
@@ -411,3 +451,24 @@ def test_float32_backend_without_float64(bk):
     assert out.dtype == x.dtype and W.grad.dtype == W.dtype
     s = 1.0 / (1.0 + np.exp(-np.array([0.5, -0.5])))
     np.testing.assert_allclose(gg.to_numpy(W.grad), s * (1 - s) * [0.5, 0.25], rtol=1e-5)
+
+
+def test_the_trace_runs_on_the_arguments_backend():
+    """Arrays made on array_api_strict, called with numpy as the current backend: the trace
+    and its schedules (the one for argument gradients too) use the arguments' backend."""
+    import array_api_strict as strict
+
+    with gg.use_backend("array_api_strict", strict.Device("device1")):
+        x = gg.Variable(np.array([0.5, -1.5, 2.0]))
+        c = gg.asarray(np.array([1.0, 2.0, 3.0]))
+    f = gg.compile(lambda x, c: gg.sum(x * x * c))
+    with gg.use_backend("numpy"):
+        for _ in range(3):
+            x.grad = None
+            out = f(x, c)
+            out.backward()
+            assert out.xp is x.xp and x.grad.device == x.data.device
+            np.testing.assert_allclose(gg.to_numpy(x.grad), 2 * np.array([0.5, -1.5, 2.0]) *
+                                       [1.0, 2.0, 3.0], rtol=1e-12)
+        with gg.no_grad():
+            assert float(f(x, c)) == pytest.approx(0.25 + 4.5 + 12.0, rel=1e-12)

@@ -236,7 +236,8 @@ take_along_axis.defvjp(_take_along_axis_vjp)
 def _one_per_row(x_ndim, idx, axis):
     """One index per row of a matrix along its last axis (class labels): the case the NumPy
     fast paths below take."""
-    return x_ndim == 2 and idx.ndim == 2 and axis in (1, -1) and idx.shape[1] == 1
+    return (x_ndim == 2 and idx.ndim == 2 and axis in (1, -1) and idx.shape[1] == 1
+            and idx.dtype.kind in "iu")
 
 
 def _take_along_axis_numpy(xp, x, indices, *, axis=-1):

@@ -108,7 +108,7 @@ softmax_cross_entropy.defvjp(_softmax_cross_entropy_vjp)
 
 def _labels_on_last_axis(logits, targets, axis):
     return (logits.ndim == 2 and axis in (1, -1) and targets.ndim == 1
-            and targets.shape[0] == logits.shape[0])
+            and targets.shape[0] == logits.shape[0] and targets.dtype.kind in "iu")
 
 
 def _softmax_cross_entropy_numpy(xp, logits, targets, *, axis=-1):
