@@ -172,6 +172,9 @@ class Group:
         print(f"gpugrad.distributed: rank {self.rank} of {self.size}: {why}; aborting the job",
               file=sys.stderr, flush=True)
         if self.size > 1 and self._mpi is not None:
+            # Abort kills every process at once, the launcher's output forwarding included;
+            # a moment first lets the line above reach the user's terminal
+            time.sleep(0.5)
             self._mpi.COMM_WORLD.Abort(code)
         raise SystemExit(code)  # pragma: no cover  (Abort does not return)
 
