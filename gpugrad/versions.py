@@ -80,19 +80,24 @@ def version_of(t: Any) -> Version:
 
 def wrote(t: Any, array: Any, site: str) -> None:
     """Record an in-place write into ``array`` (the data of Tensor ``t``)."""
+    with _lock:
+        _record(t, array, site)
+
+
+def _record(t: Any, array: Any, site: str) -> None:
+    """One write into ``array`` (``t``'s data); the caller holds ``_lock``."""
     global last_event
     try:
         ref: Any = weakref.ref(array)
     except TypeError:  # not weak-referenceable: remember its id (identity match only)
         ref = id(array)
     v = version_of(t)
-    with _lock:
-        v.count += 1
-        seq = v.last = next(sequence)
-        v.recent.append(seq)
-        v.site = site
-        _writes.append((seq, ref, v, v.count, site))
-        last_event = seq
+    v.count += 1
+    seq = v.last = next(sequence)
+    v.recent.append(seq)
+    v.site = site
+    _writes.append((seq, ref, v, v.count, site))
+    last_event = seq
 
 
 def rebound(t: Any) -> None:
@@ -219,18 +224,6 @@ def _position(node: Any, array: Any) -> str:
 def wrote_many(tensors: list, site: str) -> None:
     """Record one in-place write into each Tensor's current array (an optimizer step), under
     one lock."""
-    global last_event
     with _lock:
         for t in tensors:
-            array = t.data
-            try:
-                ref: Any = weakref.ref(array)
-            except TypeError:
-                ref = id(array)
-            v = version_of(t)
-            v.count += 1
-            seq = v.last = next(sequence)
-            v.recent.append(seq)
-            v.site = site
-            _writes.append((seq, ref, v, v.count, site))
-            last_event = seq
+            _record(t, t.data, site)
