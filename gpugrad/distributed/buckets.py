@@ -18,9 +18,13 @@ from .group import Group, Pending, init
 
 
 class Bucket:
-    """Parameters (by index) packed into one flat buffer of one dtype."""
+    """Parameters (by index) packed into one flat buffer of one dtype.
 
-    __slots__ = ("dtype", "members", "offsets", "shapes", "numel", "nbytes")
+    On NumPy the buffer is persistent (``flat``, allocated at the first allreduce) and
+    ``views[k]`` is member k's slice of it, shaped like the parameter: the allreduce runs in
+    place on it and the averaged gradients handed out are those views."""
+
+    __slots__ = ("dtype", "members", "offsets", "shapes", "numel", "nbytes", "flat", "views")
 
     def __init__(self, dtype: str) -> None:
         self.dtype = dtype
@@ -29,6 +33,8 @@ class Bucket:
         self.shapes: list[tuple] = []
         self.numel = 0
         self.nbytes = 0
+        self.flat: Any = None
+        self.views: list = []
 
     def add(self, index: int, shape: tuple, numel: int, nbytes: int) -> None:
         self.members.append(index)
@@ -76,6 +82,14 @@ class GradientAverager:
     parameter, in a few bucketed allreduces. A None gradient counts as zero, on every rank
     alike. Results are backend arrays on each parameter's device, with its shape and dtype.
 
+    - A group of one: the gradients themselves (checked; None becomes zeros), no copy.
+    - NumPy: each gradient is scaled by 1/size while it is copied into its bucket's persistent
+      buffer (one pass, no allocation), the allreduce sums in place (``MPI.IN_PLACE``) and
+      the results are views of the buffers. They stay valid until the next call, which
+      overwrites them: copy one to keep it.
+    - Other backends: the gradients are concatenated into a new buffer per bucket, summed,
+      divided by the size and split again.
+
     >>> import numpy as np, gpugrad as gg
     >>> w = gg.Variable(np.ones((2, 2)))
     >>> avg = GradientAverager([w])
@@ -93,34 +107,58 @@ class GradientAverager:
         if len(grads) != len(self.params):
             raise ValueError(f"GradientAverager: got {len(grads)} gradients for "
                              f"{len(self.params)} parameters")
+        if self.group.size == 1:
+            return [self._checked(i, g) for i, g in enumerate(grads)]
         pending = [self.start(b, grads) for b in self.buckets]
         out: list = [None] * len(self.params)
         for b, pend in zip(self.buckets, pending):
             self.finish(b, pend, out)
         return out
 
+    def _checked(self, i: int, g: Any) -> Any:
+        p = self.params[i]
+        if g is None:
+            return p.xp.zeros(p.shape, dtype=p.dtype, device=p.device)
+        if tuple(g.shape) != p.shape or g.dtype != p.dtype:
+            raise ValueError(f"gradient for parameter {i} has shape {tuple(g.shape)} "
+                             f"{B.dtype_name(g.dtype)}, the parameter has {p.shape} "
+                             f"{B.dtype_name(p.dtype)}")
+        return g
+
     def start(self, bucket: Bucket, grads: Any) -> Pending:
         """Flatten the bucket's gradients (``grads[i]`` for parameter i) and start its
         allreduce."""
-        parts = []
-        for i in bucket.members:
-            p, g = self.params[i], grads[i]
-            xp = p.xp
-            if g is None:
-                g = xp.zeros(p.shape, dtype=p.dtype, device=p.device)
-            elif tuple(g.shape) != p.shape or g.dtype != p.dtype:
-                raise ValueError(f"gradient for parameter {i} has shape {tuple(g.shape)} "
-                                 f"{B.dtype_name(g.dtype)}, the parameter has {p.shape} "
-                                 f"{B.dtype_name(p.dtype)}")
-            parts.append(xp.reshape(g, (-1,)))
         xp = self.params[bucket.members[0]].xp
+        if xp is np:
+            return self._start_numpy(bucket, grads)
+        parts = [xp.reshape(self._checked(i, grads[i]), (-1,)) for i in bucket.members]
         flat = xp.concat(parts) if len(parts) > 1 else xp.asarray(parts[0], copy=True)
         return self.group.start_allreduce(flat, "sum")
 
+    def _start_numpy(self, bucket: Bucket, grads: Any) -> Pending:
+        if bucket.flat is None:
+            bucket.flat = np.empty(bucket.numel, dtype=bucket.dtype)
+            bucket.views = [bucket.flat[off:off + int(np.prod(shape, dtype=np.int64))]
+                            .reshape(shape) for off, shape in zip(bucket.offsets, bucket.shapes)]
+        scale = 1.0 / self.group.size  # exact for a power of two: the sum is the mean
+        for i, view in zip(bucket.members, bucket.views):
+            g = grads[i]
+            if g is None:
+                view.fill(0)
+                continue
+            if g.shape != view.shape or g.dtype != view.dtype:
+                self._checked(i, g)  # raises, naming the parameter
+            np.multiply(g, scale, out=view)
+        return self.group.start_allreduce(bucket.flat, "sum")
+
     def finish(self, bucket: Bucket, pending: Pending, out: list) -> None:
-        """Wait for the bucket, divide by the group size and split it into ``out``."""
+        """Wait for the bucket's allreduce and put each member's mean into ``out``."""
         flat = pending.finish()
         xp = self.params[bucket.members[0]].xp
+        if xp is np:  # summed in place; scaled on the way in
+            for i, view in zip(bucket.members, bucket.views):
+                out[i] = view
+            return
         if self.group.size > 1:
             flat = flat / float(self.group.size)
         for i, off, shape in zip(bucket.members, bucket.offsets, bucket.shapes):

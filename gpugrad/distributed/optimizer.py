@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from ..graph import value_and_gradients
+from ..graph import train_step, value_and_gradients
 from ..optim import Optimizer
 from .buckets import GradientAverager
 from .collectives import check_same_parameters
 from .group import Group, init
 from .overlap import Overlap
+
+DEFAULT_OVERLAP = False
+"""Whether ``DistributedOptimizer(overlap=None)`` overlaps in groups of more than one."""
 
 
 class DistributedOptimizer:
@@ -19,13 +22,20 @@ class DistributedOptimizer:
       dtypes, in order); a mismatch raises the same ``DistributedError`` on every rank,
       naming the first differing parameter and both ranks' shapes.
     - Gradients travel in buckets of at most ``bucket_mb`` MiB per dtype, one allreduce each.
-    - ``overlap=True`` (default) starts each bucket's allreduce from inside eager
-      ``loss.backward()`` as soon as the bucket's gradients are final; ``step()`` waits for
-      them. Until ``step()`` (or ``synchronize()``), ``.grad`` holds this rank's own
-      gradients: to edit gradients (clipping), call ``synchronize()`` first.
+    - ``overlap=True`` starts each bucket's allreduce from inside eager ``loss.backward()``
+      as soon as the bucket's gradients are final; ``step()`` waits for them. Until
+      ``step()`` (or ``synchronize()``), ``.grad`` holds this rank's own gradients: to edit
+      gradients (clipping), call ``synchronize()`` first. The default (``overlap=None``) is
+      off: MPI moves a non-blocking message only while a rank is inside an MPI call, and
+      with one core per rank there is no spare core to move it on, so on the machines
+      measured (README, "Train on many processes or machines") the allreduces after backward
+      were as fast or faster. A group of one never overlaps: it has nothing to send, and its
+      ``step()`` is the optimizer's own at the cost of one shape check per parameter.
     - A parameter with no gradient on a rank counts as zero there. Every parameter is then
       updated on every rank, with the averaged gradient (zero if no rank had one).
-    - ``minimize(loss, feed)`` does the same for Placeholder graphs.
+    - ``minimize(loss, feed)`` does the same for Placeholder graphs: one compiled program per
+      input signature runs forward, backward, the bucketed average and the update (in a
+      group of one, the optimizer's own compiled step).
 
     >>> import numpy as np, gpugrad as gg
     >>> w = gg.Variable(np.array([1.0, 2.0]))
@@ -37,7 +47,7 @@ class DistributedOptimizer:
     """
 
     def __init__(self, optimizer: Optimizer, bucket_mb: float = 25.0, *,
-                 group: Group | None = None, overlap: bool = True) -> None:
+                 group: Group | None = None, overlap: bool | None = None) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"DistributedOptimizer: expected a gg.optim optimizer, got "
                             f"{type(optimizer).__name__}")
@@ -47,7 +57,11 @@ class DistributedOptimizer:
         self.average = GradientAverager(optimizer.params, self.group, bucket_mb)
         """The allreduce hook: ``average(grads) -> averaged grads`` (see GradientAverager);
         a compiled step can call it between backward and update."""
+        if overlap is None:
+            overlap = DEFAULT_OVERLAP
+        overlap = overlap and self.group.size > 1
         self.overlap = Overlap(self.average) if overlap else None
+        """The eager backward hook (None when off)."""
         if self.overlap is not None:
             self.overlap.on_start = self._unsync
         self._synced = False
@@ -89,7 +103,8 @@ class DistributedOptimizer:
         if self._synced:
             return
         for p, g in zip(self.params, self._averaged()):
-            p.grad = g
+            # a copy: the averager's results are views of buffers that the next step reuses
+            p.grad = g if self.group.size == 1 else p.xp.asarray(g, copy=True)
         self._synced = True
 
     def step(self) -> None:
@@ -98,13 +113,33 @@ class DistributedOptimizer:
         self._synced = False
         self.optimizer._apply(list(zip(self.params, grads)))
 
-    def minimize(self, loss: Any, feed: Mapping | None = None) -> Any:
+    def _apply(self, pairs: list) -> None:
+        """The update a compiled step calls after backward: average, then apply."""
+        if len(pairs) == len(self.params):
+            grads = [g for _, g in pairs]
+        else:  # some parameters without a gradient: they count as zero
+            by = {id(p): g for p, g in pairs}
+            grads = [by.get(id(p)) for p in self.params]
+        grads = self.average(grads)
+        self.optimizer._apply(list(zip(self.params, grads)))
+
+    def minimize(self, loss: Any, feed: Mapping | None = None, compiled: bool = True) -> Any:
         """Graph front end: forward and backward, average the gradients over the ranks,
-        update; returns this rank's loss as a 0-d device array."""
+        update; returns this rank's loss as a 0-d device array.
+
+        ``compiled=True``: one planned program per input signature (see
+        ``gpugrad.graph.train_step``) whose last instruction is the average and the update
+        (:meth:`_apply`); in a group of one, the optimizer's own compiled step.
+        ``compiled=False``: the gradients first (``value_and_gradients``), then the same
+        average and update; the same numbers."""
         if self.overlap is not None:
             self.overlap.discard()
+        if compiled:
+            if self.group.size == 1:
+                return self.optimizer.minimize(loss, feed)
+            return train_step(loss, self, feed)
         value, grads = value_and_gradients(loss, self.params, feed)
-        self.optimizer._apply(list(zip(self.params, self.average(list(grads)))))
+        self._apply(list(zip(self.params, grads)))
         return value
 
     def state_dict(self) -> dict:

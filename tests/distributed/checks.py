@@ -90,7 +90,7 @@ def _():
 @check("missing gradient counts as zero")
 def _():
     a, b = gg.Variable(np.ones(2)), gg.Variable(np.ones(3))
-    opt = dist.DistributedOptimizer(gg.optim.SGD([a, b], lr=1.0), bucket_mb=1e-6)
+    opt = dist.DistributedOptimizer(gg.optim.SGD([a, b], lr=1.0), bucket_mb=1e-6, overlap=True)
     assert [bk.members for bk in opt.average.buckets] == [[1], [0]]
     loss = gg.sum(a * a) if R == 1 else gg.sum(a * a) + gg.sum(b * 3.0)  # b unused on rank 1
     loss.backward()
@@ -137,7 +137,7 @@ def train(make_opt, ps, batch, shard, mode, wrap):
     if wrap:
         opt = dist.DistributedOptimizer(opt, bucket_mb=1e-4, overlap=(mode == "eager"))
     it = batches(batch, shard)
-    if mode == "graph":
+    if mode.startswith("graph"):
         xs = gg.Placeholder((None, 5), "float64", name="x")
         ys = gg.Placeholder((None,), "int64", name="y")
         loss = gg.nn.cross_entropy(forward(ps, xs), ys)
@@ -145,6 +145,8 @@ def train(make_opt, ps, batch, shard, mode, wrap):
         xb, yb = next(it)
         if mode == "graph":
             opt.minimize(loss, feed={xs: xb, ys: yb})
+        elif mode == "graph-uncompiled":
+            opt.minimize(loss, feed={xs: xb, ys: yb}, compiled=False)
         else:
             opt.zero_grad()
             gg.nn.cross_entropy(forward(ps, gg.asarray(xb)), yb).backward()
@@ -157,10 +159,10 @@ def train(make_opt, ps, batch, shard, mode, wrap):
 OPTS = {"sgd-momentum": lambda ps: gg.optim.SGD(ps, lr=0.1, momentum=0.9),
         "adam": lambda ps: gg.optim.Adam(ps, lr=0.01)}
 for opt_name, make in OPTS.items():
-    for mode in ("eager", "eager-no-overlap", "graph"):
+    for mode in ("eager", "eager-no-overlap", "graph", "graph-uncompiled"):
         @check(f"equivalence {opt_name} {mode}")
         def _(make=make, mode=mode, opt_name=opt_name):
-            m = "graph" if mode == "graph" else "eager"
+            m = mode if mode.startswith("graph") else "eager"
             got = train(make, params(), B_RANK, group, m if mode != "eager-no-overlap"
                         else "eager-no", True)
             ref = train(make, params(), B_RANK * N, None, m, False)
