@@ -8,8 +8,9 @@ Each rank runs three kinds of step, taking turns step by step, each on its own c
 model, with a barrier before and after every step (so a step of N ranks lasts until the
 slowest rank is done), and reports the median:
 ``plain`` (the optimizer alone, no communication: the compute a rank does), ``blocking``
-(DistributedOptimizer with overlap off: all allreduces after backward) and ``overlap``
-(allreduces started from inside backward). The time a step spends in allreduce is the
+(DistributedOptimizer's default, overlap off: all allreduces after backward, buckets of
+``--bucket-mb``) and ``overlap`` (allreduces started from inside backward, buckets of
+``--overlap-bucket-mb``; a group of one never overlaps, so on 1 rank it is blocking too). The time a step spends in allreduce is the
 step's time minus the plain step's, on the same ranks in the same run. It also measures the
 allreduce's latency and bandwidth on this machine, for the ring-allreduce cost model.
 """
@@ -48,7 +49,7 @@ def mpiexec() -> str:
 
 # --- one rank ---------------------------------------------------------------------------------
 
-def worker(quick: bool, rounds: int, steps: int, bucket_mb: float) -> None:
+def worker(quick: bool, rounds: int, steps: int, bucket_mb: float, overlap_mb: float) -> None:
     import gpugrad as gg
     from gpugrad import distributed as dist
 
@@ -63,7 +64,7 @@ def worker(quick: bool, rounds: int, steps: int, bucket_mb: float) -> None:
                                          seed=sizes.SEED)
         opt = gg.optim.SGD(model.parameters(), lr=cfg["lr"])
         opts[mode] = opt if mode == "plain" else dist.DistributedOptimizer(
-            opt, bucket_mb, overlap=(mode == "overlap"))
+            opt, overlap_mb if mode == "overlap" else bucket_mb, overlap=(mode == "overlap"))
     xb = gg.asarray(x)
     n_bytes = sum(int(np.prod(p.shape)) * 4 for p in models["plain"].parameters())
 
@@ -85,8 +86,9 @@ def worker(quick: bool, rounds: int, steps: int, bucket_mb: float) -> None:
             group.barrier()  # a step of N ranks lasts until the slowest is done
             times[mode].append(time.perf_counter() - t0)
     result = {"ranks": group.size, "batch_per_rank": cfg["batch"], "sizes": cfg["sizes"],
-              "grad_bytes": n_bytes, "bucket_mb": bucket_mb,
-              "buckets": len(opts["overlap"].average.buckets),
+              "grad_bytes": n_bytes, "bucket_mb": bucket_mb, "overlap_bucket_mb": overlap_mb,
+              "buckets": len(opts["blocking"].average.buckets),
+              "overlap_buckets": len(opts["overlap"].average.buckets),
               "step_s": {m: statistics.median(v) for m, v in times.items()}}
     if group.size > 1:
         result["allreduce"] = latency_bandwidth(group, quick)
@@ -126,14 +128,15 @@ def ring_allreduce_s(nbytes: float, n: int, bandwidth: float, latency: float) ->
 
 # --- the driver -------------------------------------------------------------------------------
 
-def launch(n: int, quick: bool, rounds: int, steps: int, bucket_mb: float) -> dict:
+def launch(n: int, quick: bool, rounds: int, steps: int, bucket_mb: float,
+           overlap_mb: float) -> dict:
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYTHONPATH=str(ROOT))
     env.pop("GPUGRAD_BACKEND", None)
     cmd = [mpiexec(), "-n", str(n), sys.executable, "-m", "benchmarks.distributed",
            "--worker", "--rounds", str(rounds), "--steps", str(steps),
-           "--bucket-mb", str(bucket_mb)] + (
+           "--bucket-mb", str(bucket_mb), "--overlap-bucket-mb", str(overlap_mb)] + (
                ["--quick"] if quick else [])
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     if res.returncode != 0:
@@ -147,8 +150,9 @@ def launch(n: int, quick: bool, rounds: int, steps: int, bucket_mb: float) -> di
 def table(one: dict, two: dict) -> str:
     b = one["batch_per_rank"]
     rows = [f"mlp {tuple(one['sizes'])}, batch {b} per rank, float32, 1 BLAS thread per rank; "
-            f"gradients {one['grad_bytes'] / 2**20:.2f} MiB in {one['buckets']} buckets of at "
-            f"most {one['bucket_mb']:g} MiB",
+            f"gradients {one['grad_bytes'] / 2**20:.2f} MiB in {one['buckets']} bucket(s) of at "
+            f"most {one['bucket_mb']:g} MiB (overlap: {one['overlap_buckets']} of at most "
+            f"{one['overlap_bucket_mb']:g} MiB)",
             f"{'ranks':<6}{'mode':<10}{'step ms':>9}{'samples/s':>11}{'allreduce ms':>14}"
             f"{'efficiency':>12}"]
     base = b / one["step_s"]["plain"]  # one process training alone
@@ -186,18 +190,21 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=0)
     p.add_argument("--steps", type=int, default=0)
     p.add_argument("--json", help="write both reports to this path")
-    p.add_argument("--bucket-mb", type=float, default=1.0,
-                   help="DistributedOptimizer bucket size (default 1: a few buckets, so the "
+    p.add_argument("--bucket-mb", type=float, default=25.0,
+                   help="DistributedOptimizer bucket size of the blocking mode (default 25, "
+                   "the library's)")
+    p.add_argument("--overlap-bucket-mb", type=float, default=1.0,
+                   help="bucket size of the overlap mode (default 1: a few buckets, so the "
                    "overlap has something to overlap)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 5)
     steps = args.steps or (3 if args.quick else 10)
     if args.worker:
-        worker(args.quick, rounds, steps, args.bucket_mb)
+        worker(args.quick, rounds, steps, args.bucket_mb, args.overlap_bucket_mb)
         return 0
-    one = launch(1, args.quick, rounds, steps, args.bucket_mb)
-    two = launch(2, args.quick, rounds, steps, args.bucket_mb)
+    one = launch(1, args.quick, rounds, steps, args.bucket_mb, args.overlap_bucket_mb)
+    two = launch(2, args.quick, rounds, steps, args.bucket_mb, args.overlap_bucket_mb)
     print(table(one, two))
     if args.json:
         with open(args.json, "w") as f:
