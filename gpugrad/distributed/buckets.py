@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import backend as B
+from . import shm
 from .group import Group, Pending, init
 
 
@@ -22,9 +23,11 @@ class Bucket:
 
     On NumPy the buffer is persistent (``flat``, allocated at the first allreduce) and
     ``views[k]`` is member k's slice of it, shaped like the parameter: the allreduce runs in
-    place on it and the averaged gradients handed out are those views."""
+    place on it (through shared memory where all ranks share one machine: see
+    gpugrad.distributed.shm) and the averaged gradients handed out are those views."""
 
-    __slots__ = ("dtype", "members", "offsets", "shapes", "numel", "nbytes", "flat", "views")
+    __slots__ = ("dtype", "members", "offsets", "shapes", "numel", "nbytes", "flat", "views",
+                 "shared")
 
     def __init__(self, dtype: str) -> None:
         self.dtype = dtype
@@ -35,6 +38,7 @@ class Bucket:
         self.nbytes = 0
         self.flat: Any = None
         self.views: list = []
+        self.shared: Any = None  # a shm.SharedBuffer when the ranks share one machine
 
     def add(self, index: int, shape: tuple, numel: int, nbytes: int) -> None:
         self.members.append(index)
@@ -84,7 +88,8 @@ class GradientAverager:
 
     - A group of one: the gradients themselves (checked; None becomes zeros), no copy.
     - NumPy: each gradient is scaled by 1/size while it is copied into its bucket's persistent
-      buffer (one pass, no allocation), the allreduce sums in place (``MPI.IN_PLACE``) and
+      buffer (one pass, no allocation), the allreduce sums in place (``MPI.IN_PLACE``, or
+      through shared memory where all ranks share one machine: gpugrad.distributed.shm) and
       the results are views of the buffers. They stay valid until the next call, which
       overwrites them: copy one to keep it.
     - Other backends: the gradients are concatenated into a new buffer per bucket, summed,
@@ -135,11 +140,18 @@ class GradientAverager:
         flat = xp.concat(parts) if len(parts) > 1 else xp.asarray(parts[0], copy=True)
         return self.group.start_allreduce(flat, "sum")
 
-    def _start_numpy(self, bucket: Bucket, grads: Any) -> Pending:
+    def _start_numpy(self, bucket: Bucket, grads: Any) -> Any:
         if bucket.flat is None:
-            bucket.flat = np.empty(bucket.numel, dtype=bucket.dtype)
+            node = shm.node_comm(self.group) if bucket.numel else None
+            if node is not None:
+                bucket.shared = shm.SharedBuffer(self.group, node, bucket.numel, bucket.dtype)
+                bucket.flat = bucket.shared.mine
+            else:
+                bucket.flat = np.empty(bucket.numel, dtype=bucket.dtype)
             bucket.views = [bucket.flat[off:off + int(np.prod(shape, dtype=np.int64))]
                             .reshape(shape) for off, shape in zip(bucket.offsets, bucket.shapes)]
+        if bucket.shared is not None:
+            bucket.shared.ready()  # no rank still reads the previous step's sums
         scale = 1.0 / self.group.size  # exact for a power of two: the sum is the mean
         for i, view in zip(bucket.members, bucket.views):
             g = grads[i]
@@ -149,6 +161,8 @@ class GradientAverager:
             if g.shape != view.shape or g.dtype != view.dtype:
                 self._checked(i, g)  # raises, naming the parameter
             np.multiply(g, scale, out=view)
+        if bucket.shared is not None:
+            return bucket.shared.start()
         return self.group.start_allreduce(bucket.flat, "sum")
 
     def finish(self, bucket: Bucket, pending: Pending, out: list) -> None:

@@ -1,0 +1,122 @@
+"""Bucket allreduce through MPI shared memory, for ranks that share one machine.
+
+Each rank's bucket buffer is its slice of an MPI-3 shared window
+(``MPI.Win.Allocate_shared``), so every rank can read every other rank's packed gradients.
+One allreduce is then three barriers and two passes over the data instead of MPI's own
+copies through its message cells:
+
+1. each rank packs its (already scaled) gradients into its own buffer, then a barrier;
+2. rank r sums chunk r of all the buffers into chunk r of its own buffer, then a barrier;
+3. each rank copies chunk q from rank q's buffer, for every other q: every rank then holds
+   the whole sum, computed once, in the same order, so the ranks agree bit for bit. A
+   barrier (waited on before the next pack) keeps the next pack from overwriting a chunk
+   that another rank is still copying.
+
+The barriers are non-blocking MPI barriers waited on with the group's timeout (see
+:meth:`gpugrad.distributed.group.Group.wait`). Used by
+:class:`~gpugrad.distributed.buckets.GradientAverager` on NumPy when every rank of the group
+is on one machine; ``GPUGRAD_DIST_SHM=0`` turns it off (MPI's ``Iallreduce`` then).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .group import Group
+
+
+def node_comm(group: Group) -> Any:
+    """A communicator of the group's ranks if they all share this machine (and shared
+    memory is allowed), else None. Collective on first call; cached on the group."""
+    if group.size == 1 or group.comm is None or group.nccl is not None:
+        return None
+    cached = getattr(group, "_shm_node", False)
+    if cached is not False:
+        return cached
+    MPI = group._mpi
+    node = group.comm.Split_type(MPI.COMM_TYPE_SHARED)
+    # every rank must take the same path: one machine for all, and allowed on all
+    mine = int(node.Get_size() == group.size and os.environ.get("GPUGRAD_DIST_SHM") != "0")
+    flag = np.asarray([mine], np.int64)
+    group.wait(group.comm.Iallreduce(MPI.IN_PLACE, flag, op=MPI.MIN), "shared-memory check")
+    if not int(flag[0]):
+        node.Free()
+        node = None
+    group._shm_node = node
+    return node
+
+
+class SharedBuffer:
+    """A flat buffer of ``numel`` values of ``dtype`` per rank, in one shared window;
+    ``mine`` is this rank's, which the caller packs before :meth:`start`."""
+
+    def __init__(self, group: Group, node: Any, numel: int, dtype: str) -> None:
+        MPI = group._mpi
+        self.group, self.node, self.MPI = group, node, MPI
+        itemsize = np.dtype(dtype).itemsize
+        self.win = MPI.Win.Allocate_shared(numel * itemsize, itemsize, comm=node)
+        self.bufs = []
+        for r in range(node.Get_size()):
+            mem, _ = self.win.Shared_query(r)
+            self.bufs.append(np.ndarray(buffer=mem, dtype=dtype, shape=(numel,)))
+        self.win.Lock_all(MPI.MODE_NOCHECK)  # one passive epoch: Sync() orders the stores
+        self.rank, self.size = node.Get_rank(), node.Get_size()
+        self.bounds = [numel * r // self.size for r in range(self.size + 1)]
+        self.mine = self.bufs[self.rank]
+        self.released: Any = None  # the barrier after the last copy (step 3)
+        self.what = f"shared-memory allreduce of {numel} {np.dtype(dtype).name} values"
+
+    def _barrier(self, label: str) -> None:
+        self.win.Sync()
+        self.group.wait(self.node.Ibarrier(), f"{self.what} ({label})")
+        self.win.Sync()
+
+    def ready(self) -> None:
+        """Wait until no rank still reads this rank's buffer (call before packing it)."""
+        if self.released is not None:
+            req, self.released = self.released, None
+            self.group.wait(req, f"{self.what} (previous step)")
+            self.win.Sync()
+
+    def start(self) -> "SharedPending":
+        """The buffer is packed: announce it (non-blocking) and return the handle."""
+        self.win.Sync()
+        return SharedPending(self, self.node.Ibarrier())
+
+    def reduce(self, arrived: Any) -> np.ndarray:
+        self.group.wait(arrived, f"{self.what} (packing)")
+        self.win.Sync()
+        lo, hi = self.bounds[self.rank], self.bounds[self.rank + 1]
+        part = self.mine[lo:hi]
+        for q in range(self.size):
+            if q != self.rank:
+                np.add(part, self.bufs[q][lo:hi], out=part)
+        self._barrier("summing")
+        for q in range(self.size):
+            if q != self.rank:
+                lo, hi = self.bounds[q], self.bounds[q + 1]
+                self.mine[lo:hi] = self.bufs[q][lo:hi]
+        self.win.Sync()
+        self.released = self.node.Ibarrier()
+        return self.mine
+
+
+class SharedPending:
+    """The :class:`~gpugrad.distributed.group.Pending` of a shared-memory allreduce."""
+
+    __slots__ = ("buf", "req")
+
+    def __init__(self, buf: SharedBuffer, req: Any) -> None:
+        self.buf, self.req = buf, req
+
+    def test(self) -> bool:
+        return self.req is None or bool(self.req.Test())
+
+    def finish(self) -> np.ndarray:
+        if self.req is None:
+            return self.buf.mine
+        req, self.req = self.req, None
+        return self.buf.reduce(req)
