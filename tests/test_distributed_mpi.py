@@ -73,6 +73,21 @@ def test_equivalence_with_one_process_of_twice_the_batch(checks):
             assert diff <= 1e-12, (case, diff)
 
 
+def test_ranks_on_one_machine_average_through_shared_memory(checks):
+    for out in checks.values():
+        assert out["shared_memory"] is True
+
+
+def test_without_shared_memory_the_equivalence_holds_through_mpi(tmp_path):
+    res = mpirun(sys.executable, str(HERE / "checks.py"), str(tmp_path), GPUGRAD_DIST_SHM="0")
+    assert res.returncode == 0, res.stdout + res.stderr
+    for r in (0, 1):
+        out = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert out["failures"] == [], "\n".join(out["failures"])
+        assert out["shared_memory"] is False
+        assert len(out["diffs"]) == 8 and max(out["diffs"].values()) <= 1e-12, out["diffs"]
+
+
 def test_parameter_mismatch_is_an_error_on_every_rank(checks):
     for out in checks.values():
         msg = out["mismatch"]

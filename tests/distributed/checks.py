@@ -106,6 +106,33 @@ def _():
     np.testing.assert_array_equal(gg.to_numpy(a.data), np.ones(2) - 2.0 - 4.0 / N)
 
 
+@check("shared-memory buckets")
+def _():
+    # odd sizes (chunks of 0 and 1 values), several dtypes, an empty bucket; twice, so the
+    # second call reuses the buffers; every rank gets the mean, equal to MPI's own allreduce
+    shapes = [(), (1,), (3, 5), (0,), (7,)]
+    for dtype in ("float32", "float64", "complex128"):
+        ps = [gg.Variable(np.zeros(s, dtype)) for s in shapes]
+        avg = dist.GradientAverager(ps, group, bucket_mb=1e-6)  # one parameter per bucket
+        both = dist.GradientAverager(ps, group, bucket_mb=1.0)  # all in one bucket
+        for step in range(2):
+            r = np.random.default_rng(100 * step + R)
+            gs = [np.asarray(r.normal(size=s) * (1 + 1j if dtype == "complex128" else 1),
+                             dtype) for s in shapes]
+            gs[4] = None if R == 1 else gs[4]  # None counts as zero
+            want = [gg.to_numpy(dist.all_reduce(g if g is not None else np.zeros(s, dtype),
+                                                "sum")) / N for g, s in zip(gs, shapes)]
+            for a in (avg, both):
+                got = a(gs)
+                for g, w in zip(got, want):
+                    np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+                    assert g.dtype == np.dtype(dtype)
+            allg = group.allgather([g.tolist() for g in both(gs)])
+            assert allg[0] == allg[-1]  # every rank holds the same bits
+    used = [b.shared is not None for b in both.buckets + avg.buckets if b.numel]
+    out["shared_memory"] = all(used)
+
+
 # --- equivalence: N ranks x batch b == one process x batch N*b ------------------------------
 
 rng = np.random.default_rng(42)
