@@ -26,8 +26,8 @@ class Bucket:
     place on it (through shared memory where all ranks share one machine: see
     gpugrad.distributed.shm) and the averaged gradients handed out are those views."""
 
-    __slots__ = ("dtype", "members", "offsets", "shapes", "numel", "nbytes", "flat", "views",
-                 "shared")
+    __slots__ = ("dtype", "flat", "members", "nbytes", "numel", "offsets", "shapes", "shared",
+                 "views")
 
     def __init__(self, dtype: str) -> None:
         self.dtype = dtype

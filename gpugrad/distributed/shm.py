@@ -81,7 +81,7 @@ class SharedBuffer:
             self.group.wait(req, f"{self.what} (previous step)")
             self.win.Sync()
 
-    def start(self) -> "SharedPending":
+    def start(self) -> SharedPending:
         """The buffer is packed: announce it (non-blocking) and return the handle."""
         self.win.Sync()
         return SharedPending(self, self.node.Ibarrier())
