@@ -112,7 +112,61 @@ def _new_tensor(data: Any, xp: Any, node: Node | None) -> Tensor:
 
 
 def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
-    """Run ``op`` now on Tensors, backend arrays and scalars, recording it if needed."""
+    """Run ``op`` now on Tensors, backend arrays and scalars, recording it if needed.
+
+    One or two arguments that are Tensors of one backend, device and dtype (or Python
+    scalars the rule takes as they are) go the short way; anything else is sorted out by
+    :func:`_apply_general`, which also raises the errors."""
+    n = len(args)
+    if n == 2:
+        a, b = args
+        if isinstance(a, Tensor):
+            xp = a.xp
+            x = a.data
+            if isinstance(b, Tensor):
+                y = b.data
+                if b.xp is not xp or y.dtype is not x.dtype or (
+                        xp is not np and y.device != x.device):
+                    return _apply_general(op, args, params)
+                gb = b.requires_grad
+            elif type(b) in _SCALARS and 1 in op.scalar_ok:
+                y = b
+                gb = False
+            else:
+                return _apply_general(op, args, params)
+            ga = a.requires_grad
+        elif isinstance(b, Tensor) and type(a) in _SCALARS and 0 in op.scalar_ok:
+            xp = b.xp
+            x = a
+            y = b.data
+            ga = False
+            gb = b.requires_grad
+        else:
+            return _apply_general(op, args, params)
+        if ga or gb:
+            inputs: Any = ((a if a._node is None else a._node) if ga else a,
+                           (b if b._node is None else b._node) if gb else b)
+            needs: Any = (ga, gb)
+        else:
+            inputs = None
+            needs = ()
+        return _run(op, xp, (x, y), params, inputs, needs, None, False)
+    if n == 1:
+        a = args[0]
+        if isinstance(a, Tensor):
+            if a.requires_grad:
+                return _run(op, a.xp, (a.data,), params,
+                            (a if a._node is None else a._node,), _NEED_ONE, None, False)
+            return _run(op, a.xp, (a.data,), params, None, (), None, False)
+    return _apply_general(op, args, params)
+
+
+_NEED_ONE = (True,)
+
+
+def _apply_general(op: Op, args: Sequence[Any], params: dict) -> Any:
+    """:func:`apply` for any arguments: backend arrays, scalars that become arrays, None,
+    mixed dtypes, graph Symbols (which build a graph node instead)."""
     # arrays: what the rule gets; inputs/needs: what the Node records, made only when some
     # input requires a gradient (copies of args, with each such Tensor replaced)
     arrays = list(args)
@@ -166,6 +220,14 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
         convert = False
     if convert:
         _scalars_to_arrays(op, arrays, None if ref is None else ref.data, xp)
+    return _run(op, xp, arrays, params, None if inputs is None else tuple(inputs),
+                tuple(needs), raw, mixed)
+
+
+def _run(op: Op, xp: Any, arrays: Sequence[Any], params: dict, inputs: tuple | None,
+         needs: tuple, raw: list | None, mixed: bool) -> Tensor:
+    """Run ``op``'s rule on ``arrays`` and wrap the result, recording a Node when ``inputs``
+    (what the Node keeps per argument) is given and the result can carry a gradient."""
     name = _XP_NAMES.get(xp) or backend_name(xp)
     forward = op.fast_forward.get(name, op.forward) if op.fast_forward else op.forward
     try:
@@ -189,8 +251,7 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
     t.xp = xp
     t.grad = t.name = None
     if inputs is not None and floating and op.differentiable and _grad_enabled.get():
-        t._node = node = Node(op, params, tuple(inputs), tuple(needs), res, name, out.shape,
-                              dtype)
+        t._node = node = Node(op, params, inputs, needs, res, name, out.shape, dtype)
         t.requires_grad = True
         if raw is not None:
             versions.fingerprint(node, raw)
