@@ -371,22 +371,24 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
                     "need to go backward through the graph twice"))
             op = v.op
             needs = v.needs
+            params = v.params
             fast = op.fast_vjp.get(v.backend) if op.fast_vjp else None
+            rules = False
             if fast is not None:
-                gs = fast(xp, g, res, **v.params)
-            elif op.vjps is not None:  # one rule per input: only the ones needed run
-                params = v.params
-                gs = []
-                for rule, need in zip(op.vjps, needs):
-                    gs.append(rule(xp, g, res, **params) if need else None)
+                gs = fast(xp, g, res, **params)
+            elif op.vjps is not None and anomaly is None:
+                gs = op.vjps  # one rule per input: only the needed ones run, in the loop below
+                rules = True
             else:
-                gs = op.grads(xp, g, res, needs, v.params)
+                gs = op.grads(xp, g, res, needs, params)
             if anomaly is not None:
                 anomaly.backward(op, v.needs, res, g, gs, getattr(v, "site", None))
-            if not retain_graph:
-                v.res = FREED
             for p, need, gi in zip(v.inputs, needs, gs):
-                if not need or gi is None:
+                if not need:
+                    continue
+                if rules:
+                    gi = gi(xp, g, res, **params) if params else gi(xp, g, res)
+                if gi is None:
                     continue
                 if type(p) is Node:
                     shape, dtype = p.shape, p.dtype
@@ -399,6 +401,8 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
                         continue
                 prev = grads.get(p)
                 grads[p] = gi if prev is None else as_array(xp, prev + gi)
+            if not retain_graph:
+                v.res = FREED
         if tick is not None:
             tick()
         with _accumulating:  # two threads adding into one shared leaf both land
