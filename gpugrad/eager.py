@@ -17,6 +17,7 @@ import numpy as np
 from . import backend as B
 from . import errors as E
 from . import versions
+from . import tensor as _tensor
 from .registry import Op, set_dispatcher
 from .tensor import GradientError, Tensor, _grad_enabled, no_grad
 from .shaping import as_array, fit, seed_gradient, unbroadcast  # noqa: F401  (re-exported)
@@ -413,6 +414,7 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
 
 
 _accumulating = threading.Lock()
+_tensor._sweep[0] = backward
 
 
 # --- backward hooks: gpugrad.distributed starts its allreduces while the sweep runs --------
