@@ -144,14 +144,35 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
             gb = b.requires_grad
         else:
             return _apply_general(op, args, params)
-        if ga or gb:
-            inputs: Any = ((a if a._node is None else a._node) if ga else a,
-                           (b if b._node is None else b._node) if gb else b)
-            needs: Any = (ga, gb)
+        if params or xp is not np or op.fast_forward or _anomaly is not None:
+            if ga or gb:
+                inputs: Any = ((a if a._node is None else a._node) if ga else a,
+                               (b if b._node is None else b._node) if gb else b)
+                return _run(op, xp, (x, y), params, inputs, (ga, gb), None, False)
+            return _run(op, xp, (x, y), params, None, (), None, False)
+        # the commonest op of all (NumPy arithmetic): _run's work, written out
+        try:
+            out, res = op.forward(xp, x, y)
+        except (ValueError, TypeError, IndexError) as exc:
+            if isinstance(exc, (E.OpError, E.DtypeError, B.BackendError)):
+                raise
+            raise E.op_error(op.name, (x, y), params, exc) from exc
+        if type(out) is not np.ndarray:
+            out = np.asarray(out)
+        t = Tensor.__new__(Tensor)
+        t.data = out
+        t.xp = xp
+        t.grad = t.name = None
+        dtype = out.dtype
+        if (ga or gb) and dtype.kind in "fc" and op.differentiable and _grad_enabled.get():
+            t._node = Node(op, params, ((a if a._node is None else a._node) if ga else a,
+                                        (b if b._node is None else b._node) if gb else b),
+                           (ga, gb), res, "numpy", out.shape, dtype)
+            t.requires_grad = True
         else:
-            inputs = None
-            needs = ()
-        return _run(op, xp, (x, y), params, inputs, needs, None, False)
+            t._node = None
+            t.requires_grad = False
+        return t
     if n == 1:
         a = args[0]
         if isinstance(a, Tensor):
@@ -376,7 +397,7 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
             fast = op.fast_vjp.get(v.backend) if op.fast_vjp else None
             rules = False
             if fast is not None:
-                gs = fast(xp, g, res, **params)
+                gs = fast(xp, g, res, **params) if params else fast(xp, g, res)
             elif op.vjps is not None and anomaly is None:
                 gs = op.vjps  # one rule per input: only the needed ones run, in the loop below
                 rules = True
