@@ -333,19 +333,22 @@ def _reachable(start: Any, stop: Any = (), more: Any = ()) -> tuple[list, list]:
     nodes, leaves = [], []
     stack = [start, *more]
     seen = set(stack)
-    push, add = stack.append, seen.add
+    push, pop, add, keep, leaf = stack.append, stack.pop, seen.add, nodes.append, leaves.append
     while stack:
-        v = stack.pop()
+        v = pop()
         if stop and v in stop:
             continue
-        if type(v) is Node:
-            nodes.append(v)
-            for p, need in zip(v.inputs, v.needs):
-                if need and p not in seen:
-                    add(p)
+        if type(v) is not Node:
+            leaf(v)
+            continue
+        keep(v)
+        for p, need in zip(v.inputs, v.needs):
+            if need and p not in seen:
+                add(p)
+                if type(p) is Node or (stop and p in stop):
                     push(p)
-        else:
-            leaves.append(v)
+                else:  # a leaf Tensor: no need to go round the stack
+                    leaf(p)
     nodes.sort(key=_by_seq, reverse=True)
     return nodes, leaves
 
