@@ -16,8 +16,8 @@ import numpy as np
 
 from . import backend as B
 from . import errors as E
-from . import versions
 from . import tensor as _tensor
+from . import versions
 from .registry import Op, set_dispatcher
 from .tensor import GradientError, Tensor, _grad_enabled, no_grad
 from .shaping import as_array, fit, seed_gradient, unbroadcast  # noqa: F401  (re-exported)
