@@ -144,43 +144,45 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
             gb = b.requires_grad
         else:
             return _apply_general(op, args, params)
-        if params or xp is not np or op.fast_forward or _anomaly is not None:
-            if ga or gb:
-                inputs: Any = ((a if a._node is None else a._node) if ga else a,
-                               (b if b._node is None else b._node) if gb else b)
-                return _run(op, xp, (x, y), params, inputs, (ga, gb), None, False)
-            return _run(op, xp, (x, y), params, None, (), None, False)
-        # the commonest op of all (NumPy arithmetic): _run's work, written out
-        try:
-            out, res = op.forward(xp, x, y)
-        except (ValueError, TypeError, IndexError) as exc:
-            if isinstance(exc, (E.OpError, E.DtypeError, B.BackendError)):
-                raise
-            raise E.op_error(op.name, (x, y), params, exc) from exc
-        if type(out) is not np.ndarray:
-            out = np.asarray(out)
-        t = Tensor.__new__(Tensor)
-        t.data = out
-        t.xp = xp
-        t.grad = t.name = None
-        dtype = out.dtype
-        if (ga or gb) and dtype.kind in "fc" and op.differentiable and _grad_enabled.get():
-            t._node = Node(op, params, ((a if a._node is None else a._node) if ga else a,
-                                        (b if b._node is None else b._node) if gb else b),
-                           (ga, gb), res, "numpy", out.shape, dtype)
-            t.requires_grad = True
+        arrays: Any = (x, y)
+        if ga or gb:
+            inputs: Any = ((a if a._node is None else a._node) if ga else a,
+                           (b if b._node is None else b._node) if gb else b)
+            needs: Any = (ga, gb)
         else:
-            t._node = None
-            t.requires_grad = False
-        return t
-    if n == 1:
+            inputs = None
+    elif n == 1 and isinstance(args[0], Tensor):
         a = args[0]
-        if isinstance(a, Tensor):
-            if a.requires_grad:
-                return _run(op, a.xp, (a.data,), params,
-                            (a if a._node is None else a._node,), _NEED_ONE, None, False)
-            return _run(op, a.xp, (a.data,), params, None, (), None, False)
-    return _apply_general(op, args, params)
+        xp = a.xp
+        arrays = (a.data,)
+        inputs = (a if a._node is None else a._node,) if a.requires_grad else None
+        needs = _NEED_ONE
+    else:
+        return _apply_general(op, args, params)
+    if params or xp is not np or _anomaly is not None:
+        return _run(op, xp, arrays, params, inputs, needs if inputs else (), None, False)
+    # the commonest case of all (NumPy, no static parameters): _run's work, written out
+    ff = op.fast_forward
+    try:
+        out, res = (ff.get("numpy", op.forward) if ff else op.forward)(xp, *arrays)
+    except (ValueError, TypeError, IndexError) as exc:
+        if isinstance(exc, (E.OpError, E.DtypeError, B.BackendError)):
+            raise
+        raise E.op_error(op.name, arrays, params, exc) from exc
+    if type(out) is not np.ndarray:
+        out = np.asarray(out)
+    t = Tensor.__new__(Tensor)
+    t.data = out
+    t.xp = xp
+    t.grad = t.name = None
+    dtype = out.dtype
+    if inputs is not None and dtype.kind in "fc" and op.differentiable and _grad_enabled.get():
+        t._node = Node(op, params, inputs, needs, res, "numpy", out.shape, dtype)
+        t.requires_grad = True
+    else:
+        t._node = None
+        t.requires_grad = False
+    return t
 
 
 _NEED_ONE = (True,)
