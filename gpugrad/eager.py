@@ -16,6 +16,7 @@ import numpy as np
 
 from . import backend as B
 from . import errors as E
+from . import tensor as _tensor
 from . import versions
 from .registry import Op, set_dispatcher
 from .tensor import GradientError, Tensor, _grad_enabled, no_grad
@@ -112,7 +113,84 @@ def _new_tensor(data: Any, xp: Any, node: Node | None) -> Tensor:
 
 
 def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
-    """Run ``op`` now on Tensors, backend arrays and scalars, recording it if needed."""
+    """Run ``op`` now on Tensors, backend arrays and scalars, recording it if needed.
+
+    One or two arguments that are Tensors of one backend, device and dtype (or Python
+    scalars the rule takes as they are) go the short way; anything else is sorted out by
+    :func:`_apply_general`, which also raises the errors."""
+    n = len(args)
+    if n == 2:
+        a, b = args
+        if isinstance(a, Tensor):
+            xp = a.xp
+            x = a.data
+            if isinstance(b, Tensor):
+                y = b.data
+                if b.xp is not xp or y.dtype is not x.dtype or (
+                        xp is not np and y.device != x.device):
+                    return _apply_general(op, args, params)
+                gb = b.requires_grad
+            elif type(b) in _SCALARS and 1 in op.scalar_ok:
+                y = b
+                gb = False
+            else:
+                return _apply_general(op, args, params)
+            ga = a.requires_grad
+        elif isinstance(b, Tensor) and type(a) in _SCALARS and 0 in op.scalar_ok:
+            xp = b.xp
+            x = a
+            y = b.data
+            ga = False
+            gb = b.requires_grad
+        else:
+            return _apply_general(op, args, params)
+        arrays: Any = (x, y)
+        if ga or gb:
+            inputs: Any = ((a if a._node is None else a._node) if ga else a,
+                           (b if b._node is None else b._node) if gb else b)
+            needs: Any = (ga, gb)
+        else:
+            inputs = None
+    elif n == 1 and isinstance(args[0], Tensor):
+        a = args[0]
+        xp = a.xp
+        arrays = (a.data,)
+        inputs = (a if a._node is None else a._node,) if a.requires_grad else None
+        needs = _NEED_ONE
+    else:
+        return _apply_general(op, args, params)
+    if params or xp is not np or _anomaly is not None:
+        return _run(op, xp, arrays, params, inputs, needs if inputs else (), None, False)
+    # the commonest case of all (NumPy, no static parameters): _run's work, written out
+    ff = op.fast_forward
+    try:
+        out, res = (ff.get("numpy", op.forward) if ff else op.forward)(xp, *arrays)
+    except (ValueError, TypeError, IndexError) as exc:
+        if isinstance(exc, (E.OpError, E.DtypeError, B.BackendError)):
+            raise
+        raise E.op_error(op.name, arrays, params, exc) from exc
+    if type(out) is not np.ndarray:
+        out = np.asarray(out)
+    t = Tensor.__new__(Tensor)
+    t.data = out
+    t.xp = xp
+    t.grad = t.name = None
+    dtype = out.dtype
+    if inputs is not None and dtype.kind in "fc" and op.differentiable and _grad_enabled.get():
+        t._node = Node(op, params, inputs, needs, res, "numpy", out.shape, dtype)
+        t.requires_grad = True
+    else:
+        t._node = None
+        t.requires_grad = False
+    return t
+
+
+_NEED_ONE = (True,)
+
+
+def _apply_general(op: Op, args: Sequence[Any], params: dict) -> Any:
+    """:func:`apply` for any arguments: backend arrays, scalars that become arrays, None,
+    mixed dtypes, graph Symbols (which build a graph node instead)."""
     # arrays: what the rule gets; inputs/needs: what the Node records, made only when some
     # input requires a gradient (copies of args, with each such Tensor replaced)
     arrays = list(args)
@@ -166,6 +244,14 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
         convert = False
     if convert:
         _scalars_to_arrays(op, arrays, None if ref is None else ref.data, xp)
+    return _run(op, xp, arrays, params, None if inputs is None else tuple(inputs),
+                tuple(needs), raw, mixed)
+
+
+def _run(op: Op, xp: Any, arrays: Sequence[Any], params: dict, inputs: tuple | None,
+         needs: tuple, raw: list | None, mixed: bool) -> Tensor:
+    """Run ``op``'s rule on ``arrays`` and wrap the result, recording a Node when ``inputs``
+    (what the Node keeps per argument) is given and the result can carry a gradient."""
     name = _XP_NAMES.get(xp) or backend_name(xp)
     forward = op.fast_forward.get(name, op.forward) if op.fast_forward else op.forward
     try:
@@ -189,8 +275,7 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
     t.xp = xp
     t.grad = t.name = None
     if inputs is not None and floating and op.differentiable and _grad_enabled.get():
-        t._node = node = Node(op, params, tuple(inputs), tuple(needs), res, name, out.shape,
-                              dtype)
+        t._node = node = Node(op, params, inputs, needs, res, name, out.shape, dtype)
         t.requires_grad = True
         if raw is not None:
             versions.fingerprint(node, raw)
@@ -250,19 +335,22 @@ def _reachable(start: Any, stop: Any = (), more: Any = ()) -> tuple[list, list]:
     nodes, leaves = [], []
     stack = [start, *more]
     seen = set(stack)
-    push, add = stack.append, seen.add
+    push, pop, add, keep, leaf = stack.append, stack.pop, seen.add, nodes.append, leaves.append
     while stack:
-        v = stack.pop()
+        v = pop()
         if stop and v in stop:
             continue
-        if type(v) is Node:
-            nodes.append(v)
-            for p, need in zip(v.inputs, v.needs):
-                if need and p not in seen:
-                    add(p)
+        if type(v) is not Node:
+            leaf(v)
+            continue
+        keep(v)
+        for p, need in zip(v.inputs, v.needs):
+            if need and p not in seen:
+                add(p)
+                if type(p) is Node or (stop and p in stop):
                     push(p)
-        else:
-            leaves.append(v)
+                else:  # a leaf Tensor: no need to go round the stack
+                    leaf(p)
     nodes.sort(key=_by_seq, reverse=True)
     return nodes, leaves
 
@@ -310,22 +398,24 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
                     "need to go backward through the graph twice"))
             op = v.op
             needs = v.needs
+            params = v.params
             fast = op.fast_vjp.get(v.backend) if op.fast_vjp else None
+            rules = False
             if fast is not None:
-                gs = fast(xp, g, res, **v.params)
-            elif op.vjps is not None:  # one rule per input: only the ones needed run
-                params = v.params
-                gs = []
-                for rule, need in zip(op.vjps, needs):
-                    gs.append(rule(xp, g, res, **params) if need else None)
+                gs = fast(xp, g, res, **params) if params else fast(xp, g, res)
+            elif op.vjps is not None and anomaly is None:
+                gs = op.vjps  # one rule per input: only the needed ones run, in the loop below
+                rules = True
             else:
-                gs = op.grads(xp, g, res, needs, v.params)
+                gs = op.grads(xp, g, res, needs, params)
             if anomaly is not None:
                 anomaly.backward(op, v.needs, res, g, gs, getattr(v, "site", None))
-            if not retain_graph:
-                v.res = FREED
             for p, need, gi in zip(v.inputs, needs, gs):
-                if not need or gi is None:
+                if not need:
+                    continue
+                if rules:
+                    gi = gi(xp, g, res, **params) if params else gi(xp, g, res)
+                if gi is None:
                     continue
                 if type(p) is Node:
                     shape, dtype = p.shape, p.dtype
@@ -338,6 +428,8 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
                         continue
                 prev = grads.get(p)
                 grads[p] = gi if prev is None else as_array(xp, prev + gi)
+            if not retain_graph:
+                v.res = FREED
         if tick is not None:
             tick()
         with _accumulating:  # two threads adding into one shared leaf both land
@@ -348,6 +440,7 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
 
 
 _accumulating = threading.Lock()
+_tensor._sweep[0] = backward
 
 
 # --- backward hooks: gpugrad.distributed starts its allreduces while the sweep runs --------

@@ -97,14 +97,16 @@ class ArrayOps:
     def __array__(self, dtype=None, copy=None):
         return _numpy.to_array(self, dtype, copy)
 
-    def __add__(self, other): return arithmetic.add(self, other)
-    def __radd__(self, other): return arithmetic.add(other, self)
-    def __sub__(self, other): return arithmetic.subtract(self, other)
-    def __rsub__(self, other): return arithmetic.subtract(other, self)
-    def __mul__(self, other): return arithmetic.multiply(self, other)
-    def __rmul__(self, other): return arithmetic.multiply(other, self)
-    def __truediv__(self, other): return arithmetic.divide(self, other)
-    def __rtruediv__(self, other): return arithmetic.divide(other, self)
+    # the four arithmetic operators go straight to the engine (Op.pair): their rules take
+    # exactly two arrays, so there is no signature to map
+    def __add__(self, other): return _add(self, other)
+    def __radd__(self, other): return _add(other, self)
+    def __sub__(self, other): return _subtract(self, other)
+    def __rsub__(self, other): return _subtract(other, self)
+    def __mul__(self, other): return _multiply(self, other)
+    def __rmul__(self, other): return _multiply(other, self)
+    def __truediv__(self, other): return _divide(self, other)
+    def __rtruediv__(self, other): return _divide(other, self)
     def __pow__(self, other): return arithmetic.pow(self, other)
     def __rpow__(self, other): return arithmetic.pow(other, self)
     def __matmul__(self, other): return linalg.matmul(self, other)
@@ -186,3 +188,14 @@ class ArrayOps:
 
 
 _reshape = shape.reshape
+
+
+def _pair(op: Any) -> Any:
+    assert op.nbare == 2 and not op.variadic, op.name  # the rule's form is (a, b)
+    return op.pair
+
+
+_add = _pair(arithmetic.add)
+_subtract = _pair(arithmetic.subtract)
+_multiply = _pair(arithmetic.multiply)
+_divide = _pair(arithmetic.divide)

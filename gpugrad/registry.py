@@ -191,6 +191,11 @@ class Op:
             args = tuple(seq)
         return _dispatch(self, args, params)
 
+    def pair(self, a: Any, b: Any) -> Any:
+        """``self(a, b)`` without the signature check, for an op whose rule takes exactly two
+        arrays (the Python operators: ``a * b`` is ``multiply.pair(a, b)``)."""
+        return _dispatch(self, (a, b), {})
+
     def run(self, *args: Any, **params: Any) -> Any:
         """Run the op on arrays in the rule's form, its static parameters checked by name
         (``[2, 3]`` becomes ``(2, 3)``; a Tensor given as ``axis`` is refused by name)."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import backend as B
 from .errors import DtypeError, GradientError, OpError, at  # noqa: F401  (re-exported)
+from .fpstate import quiet
 from .operators import ArrayOps
 
 _grad_enabled: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -50,6 +51,10 @@ class no_grad:
                 return fn(*args, **kwargs)
 
         return wrapped
+
+
+_sweep: list = [None]
+"""The eager engine's backward sweep, installed by gpugrad.eager (which builds on Tensor)."""
 
 
 def is_grad_enabled() -> bool:
@@ -222,11 +227,8 @@ class Tensor(ArrayOps):
         (gpugrad.higher), so each ``.grad`` is a Tensor with a graph of its own and can be
         differentiated again; nothing is freed then.
         """
-        from .eager import backward
-        from .fpstate import quiet
-
         with quiet(self.xp):  # a tiny gradient is not an error (see gpugrad.fpstate)
-            backward(self, grad, retain_graph, create_graph)
+            _sweep[0](self, grad, retain_graph, create_graph)
 
     def __array_namespace__(self, *, api_version: str | None = None) -> Any:
         """The array-API namespace of Tensors: ``gpugrad.array_api``, whose functions

@@ -323,7 +323,9 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
         lines += block(prog[:n_forward], 0, "    ")
     if grads and not seeded:
         seed = "opt.lr" if update.folds(opt, numpy) else "1.0"
-        lines.append(f"    seed_ = xp.full_like({results[0]}, {seed})")
+        r = results[0]
+        lines.append(f"    seed_ = np.array({seed}, {r}.dtype).reshape({r}.shape)" if numpy
+                     else f"    seed_ = xp.full_like({r}, {seed})")  # NumPy: no Python layers
     if numpy:  # a tiny gradient or update is not an error (see gpugrad.fpstate)
         lines.append("    with np.errstate(under='ignore'):")
         lines += block(prog[n_forward:], n_forward, "        ") or ["        pass"]

@@ -33,6 +33,9 @@ def real_only(name, *arrays):
 
 def cj(xp, a):
     """conj(a) where a is complex; a itself otherwise."""
+    kind = getattr(getattr(a, "dtype", None), "kind", None)  # NumPy and CuPy: one look
+    if kind is not None and kind != "c":
+        return a
     if not is_complex(a):
         return a
     return a.conjugate() if isinstance(a, complex) else xp.conj(a)

@@ -79,7 +79,8 @@ sigmoid.def_fast_path("cupy", forward=_sigmoid_forward_cupy, vjp=_sigmoid_vjp_cu
 
 
 def is_cupy_array(a: Any) -> bool:
-    return type(a).__module__.split(".")[0] == "cupy"
+    module = type(a).__module__
+    return module == "cupy" or module.startswith("cupy.")
 
 
 def sgd_update(p: Any, g: Any, buf: Any, lr: float, momentum: float, weight_decay: float,
