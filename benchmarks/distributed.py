@@ -10,9 +10,9 @@ slowest rank is done), and reports the median:
 ``plain`` (the optimizer alone, no communication: the compute a rank does), ``blocking``
 (DistributedOptimizer's default, overlap off: all allreduces after backward, buckets of
 ``--bucket-mb``) and ``overlap`` (allreduces started from inside backward, buckets of
-``--overlap-bucket-mb``; a group of one never overlaps, so on 1 rank it is blocking too). The time a step spends in allreduce is the
-step's time minus the plain step's, on the same ranks in the same run. It also measures the
-allreduce's latency and bandwidth on this machine, for the ring-allreduce cost model.
+``--overlap-bucket-mb``; a group of one never overlaps, so on 1 rank it is blocking too).
+The time a step spends in allreduce is the step's time minus the plain step's, on the same
+ranks in the same run. It also measures the allreduce's latency and bandwidth on this machine, for the ring-allreduce cost model.
 """
 
 from __future__ import annotations

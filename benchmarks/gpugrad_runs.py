@@ -10,15 +10,20 @@ from gpugrad import nn, optim
 from . import workloads as W
 
 
+def _model(sizes, params) -> nn.MLP:
+    """The workload's sigmoid MLP, with the floor's initial parameters."""
+    model = nn.MLP(sizes, activation="sigmoid", seed=0)
+    model.load_state_dict({name: p for (name, _), p in zip(model.named_parameters(), params)})
+    return model
+
+
 def make(workload: str, impl: str, cfg: dict):
     if impl == "compile":
         return _compiled(workload, cfg)
     eager = impl == "eager"
     if workload == "mlp":
         params, x, labels, onehot = W.mlp_data(cfg)
-        model = nn.MLP(cfg["sizes"], activation="sigmoid", seed=0)
-        model.load_state_dict({name: p for (name, _), p in zip(model.named_parameters(),
-                                                                  params)})
+        model = _model(cfg["sizes"], params)
         opt = optim.SGD(model.parameters(), lr=cfg["lr"])
         xd, yd = gg.backend.to_backend(x), gg.backend.to_backend(labels)
         if eager:
@@ -78,9 +83,7 @@ def make(workload: str, impl: str, cfg: dict):
         from gpugrad.cli import run_epoch
 
         sizes, params, batches = W.digits_data(cfg)
-        model = nn.MLP(sizes, activation="sigmoid", seed=0)
-        model.load_state_dict({name: p for (name, _), p in zip(model.named_parameters(),
-                                                                  params)})
+        model = _model(sizes, params)
         opt = optim.Adam(model.parameters(), lr=cfg["lr"])
         dbatches = [(gg.backend.to_backend(xb), gg.backend.to_backend(yb))
                     for xb, yb in batches]
@@ -103,9 +106,7 @@ def _compiled(workload: str, cfg: dict):
         raise W.Skip("gg.compile is not in this build")
     if workload == "mlp":
         params, x, labels, onehot = W.mlp_data(cfg)
-        model = nn.MLP(cfg["sizes"], activation="sigmoid", seed=0)
-        model.load_state_dict({name: p for (name, _), p in zip(model.named_parameters(),
-                                                                  params)})
+        model = _model(cfg["sizes"], params)
         opt = optim.SGD(model.parameters(), lr=cfg["lr"])
         xt = gg.asarray(gg.backend.to_backend(x))
         yt = gg.asarray(gg.backend.to_backend(labels))
