@@ -8,6 +8,7 @@ really computes, and fails for a built-in op without one.
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any, Callable
 
@@ -195,35 +196,34 @@ def _permute_dims(op: str, shapes: list, params: dict) -> tuple:
     return tuple(shape[a] for a in norm)
 
 
+def _given_shape(op: str, params: dict, what: str, instead: str) -> tuple:
+    """The ``shape`` parameter as a tuple; None in it (a size known only at run time) is
+    refused, because the op's output shape must not depend on the data."""
+    given = params["shape"]
+    given = tuple(given) if isinstance(given, (tuple, list)) else (given,)
+    if any(d is None for d in given):
+        raise ShapeError(f"{op}: {what} {show(given)} holds None; {instead}")
+    return given
+
+
 @_rule("reshape")
 def _reshape(op: str, shapes: list, params: dict) -> tuple:
     (shape,) = shapes
-    new = params["shape"]
-    new = tuple(new) if isinstance(new, (tuple, list)) else (new,)
-    if any(d is None for d in new):
-        raise ShapeError(f"reshape: the new shape {show(new)} holds None; use -1 for the one "
-                         "dim that follows from the others")
+    new = _given_shape("reshape", params, "the new shape",
+                       "use -1 for the one dim that follows from the others")
     if any(d is None for d in shape):  # static dims are checked by errors.shape_problem
-        known = 1
-        for d in shape:
-            known *= 1 if d is None else d
+        known = math.prod(1 if d is None else d for d in shape)
         if new.count(-1) > 1:
             raise ShapeError(f"reshape: cannot reshape {show(shape)} into {show(new)}: only "
                              "one dimension can be -1")
         if -1 not in new:
-            total = 1
-            for d in new:
-                total *= d
+            total = math.prod(new)
             if known and total % known:
                 raise ShapeError(f"reshape: cannot reshape {show(shape)} into {show(new)}: "
                                  f"{total} elements is not a multiple of {known}")
         return tuple(None if d == -1 else d for d in new)
-    n, rest = 1, 1
-    for d in shape:
-        n *= d
-    for d in new:
-        rest *= 1 if d == -1 else d
-    return tuple(n // rest if d == -1 else d for d in new)
+    rest = math.prod(1 if d == -1 else d for d in new)
+    return tuple(math.prod(shape) // rest if d == -1 else d for d in new)
 
 
 @_rule("expand_dims")
@@ -253,11 +253,7 @@ def _squeeze(op: str, shapes: list, params: dict) -> tuple:
 @_rule("broadcast_to")
 def _broadcast_to(op: str, shapes: list, params: dict) -> tuple:
     (shape,) = shapes
-    target = params["shape"]
-    target = tuple(target) if isinstance(target, (tuple, list)) else (target,)
-    if any(d is None for d in target):
-        raise ShapeError(f"broadcast_to: the target shape {show(target)} holds None; give "
-                         "every size")
+    target = _given_shape("broadcast_to", params, "the target shape", "give every size")
     ok = len(shape) <= len(target) and all(
         d in (None, 1, t) for d, t in zip(shape[::-1], target[::-1]))
     if not ok:
