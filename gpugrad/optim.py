@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
+import numpy as np
+
 from . import backend as B
 from . import versions
 from .errors import at, call_site
@@ -175,6 +177,24 @@ class SGD(Optimizer):
             g = g + self.momentum * buf if self.nesterov else buf
         p.data -= self.lr * g
 
+    def update_in_place(self, p: Variable, P: Any, g: Any, T: Any) -> None:
+        """:meth:`update` on NumPy for the compiled step (gpugrad.compiler.update): the same
+        arithmetic in the same order, through the scratch buffer ``T``. ``P`` is ``p``'s
+        array; ``g`` is only read. tests/test_compiler.py checks it against :meth:`update`."""
+        if self.weight_decay:
+            g = g + np.multiply(P, self.weight_decay, out=T)
+        if self.momentum:
+            st = self.state[p]
+            buf = st.get("momentum")
+            if buf is None:
+                buf = st["momentum"] = np.array(g, copy=True)
+            else:
+                buf *= self.momentum
+                buf += g
+            g = g + np.multiply(buf, self.momentum, out=T) if self.nesterov else buf
+        np.multiply(g, self.lr, out=T)
+        np.subtract(P, T, out=P)
+
 
 class Adam(Optimizer):
     """Adam with bias correction: m, v running moments of g and g**2;
@@ -219,6 +239,34 @@ class Adam(Optimizer):
         v += (1.0 - b2) * (g * g)
         denom = p.xp.sqrt(v) / math.sqrt(1.0 - b2**t) + self.eps
         p.data -= step_size * (m / denom)
+
+    def update_in_place(self, p: Variable, P: Any, g: Any, T: Any) -> None:
+        """:meth:`update` (Adam's and AdamW's) on NumPy for the compiled step, real values
+        only: the same arithmetic in the same order, through the scratch buffer ``T``."""
+        b1, b2 = self.betas
+        if self.weight_decay:
+            if self.decoupled:
+                P *= 1.0 - self.lr * self.weight_decay
+            else:
+                g = g + np.multiply(P, self.weight_decay, out=T)
+        st = self.state[p]
+        m = st.get("m")
+        if m is None:
+            m = st["m"] = np.zeros_like(P)
+            st["v"] = np.zeros_like(P)
+        v = st["v"]
+        t = self.param_steps[p] = self.param_steps.get(p, 0) + 1
+        m *= b1
+        m += np.multiply(g, 1.0 - b1, out=T)
+        v *= b2
+        np.multiply(g, g, out=T)
+        v += np.multiply(T, 1.0 - b2, out=T)
+        np.sqrt(v, out=T)
+        np.divide(T, math.sqrt(1.0 - b2**t), out=T)
+        np.add(T, self.eps, out=T)
+        np.divide(m, T, out=T)
+        np.multiply(T, self.lr / (1.0 - b1**t), out=T)
+        np.subtract(P, T, out=P)
 
 
 def _complex_adam_step(p: Variable, g: Any, m: Any, v: Any, b2: float, step_size: float,
