@@ -14,6 +14,7 @@ in reverse); later runs reuse it.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 from typing import Any, Mapping, Sequence
@@ -22,7 +23,7 @@ import numpy as np
 
 from . import backend as B
 from . import errors as E
-from . import shapes, versions
+from . import dlpack, shapes, versions
 from .compiler.schedule import FeedError, Schedule
 from .binding import static_problem
 from .eager import Node, as_array, backend_name, set_symbolic_builder
@@ -188,8 +189,7 @@ class Placeholder(Symbol):
         if isinstance(value, (list, tuple, int, float)):
             value = np.asarray(value, dtype=B.dtype_name(want))
         if not B.is_backend_array(value):
-            raise FeedError(E.at(f"Placeholder {self._label()}: feed is a "
-                                 f"{type(value).__name__}, not an array"))
+            value = self._from_dlpack(value, xp)
         shape = tuple(value.shape)
         ok = len(shape) == len(self.declared_shape) and all(
             d is None or d == s for d, s in zip(self.declared_shape, shape))
@@ -197,7 +197,8 @@ class Placeholder(Symbol):
             raise FeedError(E.at(
                 f"Placeholder {self._label()}: fed shape {shape} does not match its declared "
                 f"shape {_show_shape(self.declared_shape)}"))
-        same = value.dtype is want or (xp is np and value.dtype == want)  # no str per feed
+        same = value.dtype is want or (  # no str per feed
+            xp is np and isinstance(value, np.ndarray) and value.dtype == want)
         if not same and B.dtype_name(value.dtype) != B.dtype_name(want):
             raise FeedError(E.at(
                 f"Placeholder {self._label()}: fed dtype {B.dtype_name(value.dtype)} {shape} but "
@@ -212,9 +213,27 @@ class Placeholder(Symbol):
             return value
         if src is np:  # host data crosses to the device here, once per feed
             return xp.asarray(value, device=device) if device is not None else xp.asarray(value)
+        if hasattr(value, "__dlpack__"):  # a JAX (or other array-API library's) array
+            with contextlib.suppress(B.BackendError):
+                return self.check(self._from_dlpack(value, xp), xp, device)
         raise B.BackendError(E.at(
             f"Placeholder {self._label()}: fed a {B.name_of(src)} array but the graph runs on "
-            f"{backend_name(xp)}"))
+            f"{backend_name(xp)}; move it to {backend_name(xp)} first"))
+
+
+    def _from_dlpack(self, value: Any, xp: Any) -> Any:
+        """A PyTorch, JAX or other DLPack producer's array, brought to the backend once per
+        feed (shared where the devices allow); anything else is refused by name."""
+        if not hasattr(value, "__dlpack__"):
+            kind = f"{type(value).__module__.split('.')[0]}.{type(value).__name__}"
+            raise FeedError(E.at(
+                f"Placeholder {self._label()}: feed is a {kind.removeprefix('builtins.')}, "
+                "not an array; feed a NumPy or backend array, a list of numbers, or any "
+                "DLPack producer (PyTorch, JAX, CuPy)"))
+        current = B.current()
+        if current.xp is xp:
+            return dlpack.import_array(value, current)
+        return np.from_dlpack(value, device="cpu", copy=True)
 
 
 def _show_shape(shape: tuple) -> str:

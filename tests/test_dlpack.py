@@ -119,6 +119,51 @@ def test_jax_both_ways(numpy_backend):
         assert gg.to_numpy(t).tolist() == [1.0, 2.0, 3.0]
 
 
+class _Producer:
+    """Only the DLPack protocol: not an array any backend recognises."""
+
+    def __init__(self, a):
+        self._a = a
+
+    def __dlpack__(self, **kw):
+        return self._a.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+
+def test_placeholder_takes_any_dlpack_producer(bk64):
+    import array_api_strict as xs
+
+    x = gg.Placeholder((None, 2), "float64", name="x")
+    w = gg.Variable(np.array([3.0, -1.0]))
+    loss = gg.sum(x * w)
+    src = np.array([[1.0, 2.0], [0.5, 4.0]])
+    feeds = [_Producer(src), xs.asarray(src, device=xs.Device("device1"))]
+    for fed in feeds:
+        (gw,) = gg.gradients(loss, [w], feed={x: fed})
+        np.testing.assert_array_equal(host(gw), src.sum(0))  # d/dw sum(x * w)
+    with pytest.raises(gg.FeedError, match=r"^Placeholder 'x': fed dtype float32 \(2, 2\) "
+                                           r"but it was declared float64"):
+        loss.eval(feed={x: _Producer(src.astype(np.float32))})
+    with pytest.raises(gg.FeedError, match=r"^Placeholder 'x': fed shape \(3,\)"):
+        loss.eval(feed={x: _Producer(np.zeros(3))})
+    with pytest.raises(gg.FeedError, match=r"^Placeholder 'x': feed is a dict, not an array; "
+                                           r"feed a NumPy or backend array"):
+        loss.eval(feed={x: {"a": 1}})
+
+
+def test_placeholder_takes_torch_and_jax_arrays(numpy_backend):
+    torch = pytest.importorskip("torch")
+    jnp = pytest.importorskip("jax.numpy")
+    x = gg.Placeholder((3,), "float32", name="x")
+    y = x * 2.0
+    np.testing.assert_array_equal(y.eval(feed={x: torch.arange(3.0)}), [0.0, 2.0, 4.0])
+    np.testing.assert_array_equal(y.eval(feed={x: jnp.arange(3.0)}), [0.0, 2.0, 4.0])
+    with pytest.raises(gg.FeedError, match="fed dtype float64"):
+        y.eval(feed={x: torch.arange(3.0, dtype=torch.float64)})
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="needs CuPy and a CUDA GPU")
 def test_cupy_both_ways():
