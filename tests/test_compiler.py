@@ -404,3 +404,77 @@ def test_a_replaced_apply_is_honoured_by_the_compiled_step(numpy_backend):
     for ga, gb in zip(seen["compiled"], seen["plain"]):
         for x, y in zip(ga, gb):
             np.testing.assert_allclose(x, y, **TOL)
+
+
+def _first_and_planned(loss, wrt, feed, value=True):
+    """The first (step-by-step, unrewritten) run and two planned runs, compared; returns the
+    planned program's source."""
+    run = gg.value_and_gradients if value else (lambda *a, **k: (None, gg.gradients(*a, **k)))
+    v0, g0 = run(loss, wrt, feed=feed)
+    for _ in range(2):
+        v1, g1 = run(loss, wrt, feed=feed)
+        if value:
+            np.testing.assert_allclose(_np(v1), _np(v0), **TOL)
+        for a, e in zip(g1, g0):
+            assert a.shape == e.shape
+            np.testing.assert_allclose(_np(a), _np(e), **TOL)
+    (prog,) = loss._schedules[(tuple(wrt), np)].programs.values()
+    return prog.source
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu"])
+def test_batched_matmul_and_full_sum_rewrite(act, numpy_backend):
+    """sum(act(A @ B)) batched: the matmuls are lowered into planned buffers, and the sum's
+    gradient reaches the activation's backward as the 0-d seed (no array of ones; for the
+    exact seed 1 the product by it is left out). Against the unrewritten first run."""
+    rng = np.random.default_rng(5)
+    A = gg.Placeholder((3, 4, 5), "float64", name="A")
+    B = gg.Placeholder((3, 5, 2), "float64", name="B")
+    loss = gg.sum(getattr(gg, act)(A @ B))
+    feed = {A: rng.standard_normal((3, 4, 5)), B: rng.standard_normal((3, 5, 2))}
+    src = _first_and_planned(loss, [A, B], feed)
+    assert "np.matmul(" in src and "F0(" not in src and "broadcast_to" not in src
+    assert "np.add.reduce(" in src  # the value, wanted here
+    if act == "sigmoid":
+        assert src.count("np.multiply(") == 1  # (1 - s) * s, and no "* 1"
+    # scaled: the seed is no longer 1, so it multiplies (0-d, broadcast by NumPy)
+    scaled = gg.sum(gg.sigmoid(A @ B)) * 3.0
+    src = _first_and_planned(scaled, [A, B], feed)
+    assert src.count("np.multiply(") >= 2 and "broadcast_to" not in src
+
+
+def test_full_sum_gradient_materialised_where_needed(numpy_backend):
+    """A full sum's 0-d gradient is broadcast for a consumer that needs the full array (a
+    matmul, a sum with other contributions, a returned gradient), with the same numbers."""
+    rng = np.random.default_rng(6)
+    x = gg.Placeholder((4, 3), "float64", name="x")
+    w = gg.Variable(rng.standard_normal((3, 3)))
+    h = x @ w
+    loss = gg.sum(h) + gg.sum(gg.sigmoid(h)) + gg.sum(x)
+    feed = {x: rng.standard_normal((4, 3))}
+    src = _first_and_planned(loss, [x, w], feed)
+    assert "broadcast_to" in src
+    # the gradient of a plain sum, returned to the caller
+    s = gg.sum(x)
+    _first_and_planned(s, [x], feed)
+    got = gg.gradients(s, [x], feed=feed)[0]
+    np.testing.assert_array_equal(_np(got), np.ones((4, 3)))
+
+
+def test_gradients_only_leaves_out_the_value(numpy_backend):
+    """``gg.gradients`` plans a program without the steps only the loss value needs (here
+    the final sum); its gradients equal those of the full program and of the first run."""
+    rng = np.random.default_rng(7)
+    A = gg.Placeholder((2, 3, 3), "float64", name="A")
+    B = gg.Variable(rng.standard_normal((2, 3, 3)))
+    loss = gg.sum(gg.sigmoid(A @ B))
+    feed = {A: rng.standard_normal((2, 3, 3))}
+    src = _first_and_planned(loss, [A, B], feed, value=False)
+    assert "np.add.reduce(" not in src and "return None" in src
+    full = gg.value_and_gradients(loss, [A, B], feed=feed)[1]
+    for a, e in zip(gg.gradients(loss, [A, B], feed=feed), full):
+        np.testing.assert_array_equal(_np(a), _np(e))
+    # a caller's seed still runs the generic sweep, scaled
+    seeded = gg.gradients(loss, [A, B], feed=feed, grad=np.array(2.0))
+    for a, e in zip(seeded, full):
+        np.testing.assert_allclose(_np(a), 2.0 * _np(e), **TOL)
