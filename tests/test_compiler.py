@@ -255,6 +255,23 @@ def test_plan_reuses_buffers_only_after_the_last_reader():
     assert len(shapes) == 3
 
 
+def test_plan_writes_in_place_only_over_a_dying_input_of_the_same_shape():
+    f8, f4 = np.dtype("float64"), np.dtype("float32")
+    prog = [plan.Instr(["x"], [("a", (3,), f8)], None, True),
+            plan.Instr(["a"], [("b", (3,), f8)], None, True, inplace={"b": ["a"]}),
+            plan.Instr(["b"], [("c", (3,), f8)], None, True, inplace={"c": ["b"]}),
+            plan.Instr(["b", "c"], [("d", (3,), f8)], None, True),
+            plan.Instr(["d"], [("e", (3,), f4)], None, True, inplace={"e": ["d"]}),
+            plan.Instr(["e"], [("f", (3,), f4)], None, True)]
+    where, shapes = plan.assign(prog, escapes={"f"})
+    assert where["b"] == where["a"]  # a's last reader: b takes its buffer
+    assert where["c"] != where["b"]  # b is read again later: never overwritten
+    assert where["e"] != where["d"] and shapes[where["e"]][1] == f4  # another dtype
+    # a returned value (unplanned) never lends its buffer, and is never taken
+    where, _ = plan.assign(prog[:2], escapes={"b"})
+    assert "b" not in where
+
+
 def test_plan_never_plans_what_a_generic_step_reads_or_what_is_returned():
     f8 = np.dtype("float64")
     prog = [plan.Instr(["x"], [("a", (3,), f8)], None, True),

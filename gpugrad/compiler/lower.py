@@ -23,6 +23,11 @@ SCALAR = ((), "scalar")
 
 BINARY = ("add", "subtract", "multiply")
 
+ELEMENTWISE = ("add", "subtract", "multiply", "negative", "tanh", "relu", "sigmoid")
+"""Forward lowerings that may write over an input of the output's shape (each element is
+read before it is written): the planner gives the output that input's buffer when the input
+is read for the last time there (sigmoid in place on its pre-activation, say)."""
+
 SCALAR_G = ("sigmoid", "tanh", "relu")
 """Backward lowerings that take a 0-d ``g`` standing for its broadcast to the output's shape
 (a full sum's gradient): ``g`` is only a factor of a product written into the full-shape

@@ -117,9 +117,11 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                     em = None
         if em is not None:
             low_f[k] = em
+            over = [f"v{i}" for i in ins if shapes[i] == shapes[o]] \
+                if op.name in lower.ELEMENTWISE else []
             fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [(f"v{o}", *shapes[o])],
                                         lambda outs, temps, em=em, o=o: em(f"v{o}", outs[0]),
-                                        True))
+                                        True, inplace={f"v{o}": over}))
             continue
         fwd = sched.fsteps[k][0]
         if numpy:
