@@ -495,3 +495,33 @@ def test_gradients_only_leaves_out_the_value(numpy_backend):
     seeded = gg.gradients(loss, [A, B], feed=feed, grad=np.array(2.0))
     for a, e in zip(seeded, full):
         np.testing.assert_allclose(_np(a), 2.0 * _np(e), **TOL)
+
+
+def test_linear_then_sigmoid_rewrite_equals_the_chain(numpy_backend):
+    """A linear read only by a sigmoid writes ``(-b) - x @ W`` and the sigmoid starts at its
+    exp; against the unrewritten first run, with pre-activations that cancel to zero and
+    ones large enough that exp overflows in float32 (the planned run then falls back)."""
+    from gpugrad.ops.linalg import linear
+
+    rng = np.random.default_rng(8)
+    for dtype in ("float64", "float32"):
+        x = gg.Placeholder((None, 3), dtype, name="x")
+        W = gg.Variable(rng.standard_normal((3, 4)).astype(dtype))
+        b = gg.Variable(np.array([0.0, 1.0, -2.0, 0.5], dtype))
+        loss = gg.sum(gg.sigmoid(linear(x, W, b)) * gg.asarray(np.arange(4.0).astype(dtype)))
+        X = rng.standard_normal((5, 3)).astype(dtype)
+        X[0] = 0.0  # x @ W + b == b: with b[0] == 0, a zero pre-activation
+        src = _first_and_planned(loss, [x, W, b], {x: X})
+        assert "np.negative(v" in src and "= np.exp(v" in src
+        if dtype == "float32":  # exp(-z) overflows: the planned run falls back, same numbers
+            big = X * 40.0
+            v0, g0 = gg.value_and_gradients(loss, [x, W, b], feed={x: big})
+            v1, g1 = gg.value_and_gradients(loss, [x, W, b], feed={x: big})
+            np.testing.assert_array_equal(_np(v1), _np(v0))
+            for a, e in zip(g1, g0):
+                np.testing.assert_array_equal(_np(a), _np(e))
+    # the linear's output read by something else too: no rewrite
+    h = linear(x, W, b)
+    loss = gg.sum(gg.sigmoid(h) * h)
+    src = _first_and_planned(loss, [x, W, b], {x: X})
+    assert "np.add(v" in src and "np.negative(v" in src

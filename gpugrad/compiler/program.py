@@ -83,6 +83,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     for k, (_, _, members, _) in ce.items():
         skip |= members - {k}
     needs_of = {k: needs for k, _, _, _, _, _, needs in sched.back}
+    neg_linear = rewrite.negated_linears(steps, readers, keep, shapes) if numpy else set()
+    negated: set = set()  # outputs of those linears, once lowered
 
     # forward
     low_f: dict = {}
@@ -115,13 +117,21 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 if need and lower.backward(op.name, pos, "g", [f"v{i}" for i in ins], info,
                                            "o", shapes[o], params) is None:
                     em = None
+        temps: list = []
+        if op.name == "sigmoid" and ins[0] in negated:  # (lowered whenever the linear is)
+            em = rewrite.sigmoid_of_negated(f"v{ins[0]}")
+        elif em is not None and k in neg_linear:
+            em = rewrite.linear_negated(*[f"v{i}" for i in ins])
+            temps = [shapes[ins[2]]]
+            negated.add(o)
         if em is not None:
             low_f[k] = em
             over = [f"v{i}" for i in ins if shapes[i] == shapes[o]] \
                 if op.name in lower.ELEMENTWISE else []
             fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [(f"v{o}", *shapes[o])],
-                                        lambda outs, temps, em=em, o=o: em(f"v{o}", outs[0]),
-                                        True, inplace={f"v{o}": over}))
+                                        lambda outs, temps, em=em, o=o: em(f"v{o}", outs[0],
+                                                                           *temps),
+                                        True, inplace={f"v{o}": over}, temps=temps))
             continue
         fwd = sched.fsteps[k][0]
         if numpy:
