@@ -491,6 +491,12 @@ def test_gradients_only_leaves_out_the_value(numpy_backend):
     full = gg.value_and_gradients(loss, [A, B], feed=feed)[1]
     for a, e in zip(gg.gradients(loss, [A, B], feed=feed), full):
         np.testing.assert_array_equal(_np(a), _np(e))
+    # the gradients handed back are fresh arrays on every run, never planned buffers
+    held = [(g, _np(g).copy()) for g in gg.gradients(loss, [A, B], feed=feed)]
+    again = gg.gradients(loss, [A, B], feed={A: 2.0 * feed[A]})
+    for (g, copy), h in zip(held, again):
+        assert g is not h and not np.shares_memory(g, h)
+        np.testing.assert_array_equal(_np(g), copy)
     # a caller's seed still runs the generic sweep, scaled
     seeded = gg.gradients(loss, [A, B], feed=feed, grad=np.array(2.0))
     for a, e in zip(seeded, full):
