@@ -5,8 +5,10 @@ the same numbers (tests/test_compiler.py checks every lowering against the porta
 An op, or a case of it, without an entry here runs its registered rules as before.
 
 ``forward(op, ins, info, params)`` returns ``emit(o, dst)`` (``o``: the output's name, ``dst``:
-its ``out=`` expression) or None. ``backward(...)`` returns ``(reads, emit, alias)`` for the
-gradient of one input, or None.
+its ``out=`` expression) or None. ``backward(...)`` returns ``(reads, emit, alias, temps)``
+for the gradient of one input, or None. A full float ``sum``'s gradient is its 0-d incoming
+gradient, kept 0-d (``alias == "scalar"``): the program passes it to the backward steps in
+``SCALAR_G``, which broadcast it in their product, and broadcasts it for any other reader.
 """
 
 from __future__ import annotations

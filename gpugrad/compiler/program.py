@@ -260,7 +260,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         escapes |= set(results)
     else:
         prog += update.instructions(opt, sched, results[1:], shapes, env, numpy)
-    env["SEED_SHAPE"], env["SEED_DTYPE"] = shapes[out] if shapes[out] is not None else (0, 0)
+    if shapes[out] is not None:
+        env["SEED_SHAPE"], env["SEED_DTYPE"] = shapes[out]
     if grads and not value and numpy and shapes[out] is not None:
         prog, n_forward = _prune(prog, n_forward, results[1:])
         results[0] = "None"
@@ -380,7 +381,9 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
     if grads and not seeded and any("seed_" in ins.reads for ins in prog):
         seed = "opt.lr" if update.folds(opt, numpy) else "1.0"
         r = results[0]
-        lines.append(f"    seed_ = np.array({seed}, SEED_DTYPE).reshape(SEED_SHAPE)" if numpy
+        known = "SEED_DTYPE" in env  # the value's shape and dtype (it may be left out)
+        dt, sh = ("SEED_DTYPE", "SEED_SHAPE") if known else (f"{r}.dtype", f"{r}.shape")
+        lines.append(f"    seed_ = np.array({seed}, {dt}).reshape({sh})" if numpy
                      else f"    seed_ = xp.full_like({r}, {seed})")  # NumPy: no Python layers
     if numpy:  # a tiny gradient or update is not an error (see gpugrad.fpstate)
         lines.append("    with np.errstate(under='ignore'):")
