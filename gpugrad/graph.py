@@ -329,7 +329,7 @@ def gradients(loss: Any, wrt: Sequence[Any], feed: Mapping | None = None,
     """
     sym = _need_symbol(loss, "gradients")
     sched, _ = sym._schedule(_as_tuple(wrt))
-    return sched.run(feed or {}, True, grad)[1]
+    return sched.run(feed or {}, True, grad, value=False)[1]
 
 
 def value_and_gradients(loss: Any, wrt: Sequence[Any], feed: Mapping | None = None) -> tuple:

@@ -255,6 +255,23 @@ def test_plan_reuses_buffers_only_after_the_last_reader():
     assert len(shapes) == 3
 
 
+def test_plan_writes_in_place_only_over_a_dying_input_of_the_same_shape():
+    f8, f4 = np.dtype("float64"), np.dtype("float32")
+    prog = [plan.Instr(["x"], [("a", (3,), f8)], None, True),
+            plan.Instr(["a"], [("b", (3,), f8)], None, True, inplace={"b": ["a"]}),
+            plan.Instr(["b"], [("c", (3,), f8)], None, True, inplace={"c": ["b"]}),
+            plan.Instr(["b", "c"], [("d", (3,), f8)], None, True),
+            plan.Instr(["d"], [("e", (3,), f4)], None, True, inplace={"e": ["d"]}),
+            plan.Instr(["e"], [("f", (3,), f4)], None, True)]
+    where, shapes = plan.assign(prog, escapes={"f"})
+    assert where["b"] == where["a"]  # a's last reader: b takes its buffer
+    assert where["c"] != where["b"]  # b is read again later: never overwritten
+    assert where["e"] != where["d"] and shapes[where["e"]][1] == f4  # another dtype
+    # a returned value (unplanned) never lends its buffer, and is never taken
+    where, _ = plan.assign(prog[:2], escapes={"b"})
+    assert "b" not in where
+
+
 def test_plan_never_plans_what_a_generic_step_reads_or_what_is_returned():
     f8 = np.dtype("float64")
     prog = [plan.Instr(["x"], [("a", (3,), f8)], None, True),
@@ -404,3 +421,113 @@ def test_a_replaced_apply_is_honoured_by_the_compiled_step(numpy_backend):
     for ga, gb in zip(seen["compiled"], seen["plain"]):
         for x, y in zip(ga, gb):
             np.testing.assert_allclose(x, y, **TOL)
+
+
+def _first_and_planned(loss, wrt, feed, value=True):
+    """The first (step-by-step, unrewritten) run and two planned runs, compared; returns the
+    planned program's source."""
+    run = gg.value_and_gradients if value else (lambda *a, **k: (None, gg.gradients(*a, **k)))
+    v0, g0 = run(loss, wrt, feed=feed)
+    for _ in range(2):
+        v1, g1 = run(loss, wrt, feed=feed)
+        if value:
+            np.testing.assert_allclose(_np(v1), _np(v0), **TOL)
+        for a, e in zip(g1, g0):
+            assert a.shape == e.shape
+            np.testing.assert_allclose(_np(a), _np(e), **TOL)
+    (prog,) = loss._schedules[(tuple(wrt), np)].programs.values()
+    return prog.source
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu"])
+def test_batched_matmul_and_full_sum_rewrite(act, numpy_backend):
+    """sum(act(A @ B)) batched: the matmuls are lowered into planned buffers, and the sum's
+    gradient reaches the activation's backward as the 0-d seed (no array of ones; for the
+    exact seed 1 the product by it is left out). Against the unrewritten first run."""
+    rng = np.random.default_rng(5)
+    A = gg.Placeholder((3, 4, 5), "float64", name="A")
+    B = gg.Placeholder((3, 5, 2), "float64", name="B")
+    loss = gg.sum(getattr(gg, act)(A @ B))
+    feed = {A: rng.standard_normal((3, 4, 5)), B: rng.standard_normal((3, 5, 2))}
+    src = _first_and_planned(loss, [A, B], feed)
+    assert "np.matmul(" in src and "F0(" not in src and "broadcast_to" not in src
+    assert "np.add.reduce(" in src  # the value, wanted here
+    if act == "sigmoid":
+        assert src.count("np.multiply(") == 1  # (1 - s) * s, and no "* 1"
+    # scaled: the seed is no longer 1, so it multiplies (0-d, broadcast by NumPy)
+    scaled = gg.sum(gg.sigmoid(A @ B)) * 3.0
+    src = _first_and_planned(scaled, [A, B], feed)
+    assert src.count("np.multiply(") >= 2 and "broadcast_to" not in src
+
+
+def test_full_sum_gradient_materialised_where_needed(numpy_backend):
+    """A full sum's 0-d gradient is broadcast for a consumer that needs the full array (a
+    matmul, a sum with other contributions, a returned gradient), with the same numbers."""
+    rng = np.random.default_rng(6)
+    x = gg.Placeholder((4, 3), "float64", name="x")
+    w = gg.Variable(rng.standard_normal((3, 3)))
+    h = x @ w
+    loss = gg.sum(h) + gg.sum(gg.sigmoid(h)) + gg.sum(x)
+    feed = {x: rng.standard_normal((4, 3))}
+    src = _first_and_planned(loss, [x, w], feed)
+    assert "broadcast_to" in src
+    # the gradient of a plain sum, returned to the caller
+    s = gg.sum(x)
+    _first_and_planned(s, [x], feed)
+    got = gg.gradients(s, [x], feed=feed)[0]
+    np.testing.assert_array_equal(_np(got), np.ones((4, 3)))
+
+
+def test_gradients_only_leaves_out_the_value(numpy_backend):
+    """``gg.gradients`` plans a program without the steps only the loss value needs (here
+    the final sum); its gradients equal those of the full program and of the first run."""
+    rng = np.random.default_rng(7)
+    A = gg.Placeholder((2, 3, 3), "float64", name="A")
+    B = gg.Variable(rng.standard_normal((2, 3, 3)))
+    loss = gg.sum(gg.sigmoid(A @ B))
+    feed = {A: rng.standard_normal((2, 3, 3))}
+    src = _first_and_planned(loss, [A, B], feed, value=False)
+    assert "np.add.reduce(" not in src and "return None" in src
+    full = gg.value_and_gradients(loss, [A, B], feed=feed)[1]
+    for a, e in zip(gg.gradients(loss, [A, B], feed=feed), full):
+        np.testing.assert_array_equal(_np(a), _np(e))
+    # the gradients handed back are fresh arrays on every run, never planned buffers
+    held = [(g, _np(g).copy()) for g in gg.gradients(loss, [A, B], feed=feed)]
+    again = gg.gradients(loss, [A, B], feed={A: 2.0 * feed[A]})
+    for (g, copy), h in zip(held, again):
+        assert g is not h and not np.shares_memory(g, h)
+        np.testing.assert_array_equal(_np(g), copy)
+    # a caller's seed still runs the generic sweep, scaled
+    seeded = gg.gradients(loss, [A, B], feed=feed, grad=np.array(2.0))
+    for a, e in zip(seeded, full):
+        np.testing.assert_allclose(_np(a), 2.0 * _np(e), **TOL)
+
+
+def test_linear_then_sigmoid_rewrite_equals_the_chain(numpy_backend):
+    """A linear read only by a sigmoid writes ``(-b) - x @ W`` and the sigmoid starts at its
+    exp; against the unrewritten first run, with pre-activations that cancel to zero and
+    ones large enough that exp overflows in float32 (the planned run then falls back)."""
+    from gpugrad.ops.linalg import linear
+
+    rng = np.random.default_rng(8)
+    for dtype in ("float64", "float32"):
+        x = gg.Placeholder((None, 3), dtype, name="x")
+        W = gg.Variable(rng.standard_normal((3, 4)).astype(dtype))
+        b = gg.Variable(np.array([0.0, 1.0, -2.0, 0.5], dtype))
+        loss = gg.sum(gg.sigmoid(linear(x, W, b)) * gg.asarray(np.arange(4.0).astype(dtype)))
+        X = rng.standard_normal((5, 3)).astype(dtype)
+        X[0] = 0.0  # x @ W + b == b: with b[0] == 0, a zero pre-activation
+        src = _first_and_planned(loss, [x, W, b], {x: X})
+        assert "np.negative(v" in src and "= np.exp(v" in src
+        if dtype == "float32":  # exp(-z) overflows: the planned run falls back, same numbers
+            big = X * 40.0
+            v0, g0 = gg.value_and_gradients(loss, [x, W, b], feed={x: big})
+            v1, g1 = gg.value_and_gradients(loss, [x, W, b], feed={x: big})
+            np.testing.assert_array_equal(_np(v1), _np(v0))
+            for a, e in zip(g1, g0):
+                np.testing.assert_array_equal(_np(a), _np(e))
+    # the linear's output read by something else too: no rewrite
+    h = linear(x, W, b)
+    loss = gg.sum(gg.sigmoid(h) * h)
+    src = _first_and_planned(loss, [x, W, b], {x: X})
+    assert "np.add(v" in src and "np.negative(v" in src

@@ -11,8 +11,10 @@ A graph goes through the passes in this order:
 - ``codegen``: straight-line Python for the forward and backward sweeps;
 - ``program``: from the second run at an input signature, the whole run (and, for
   ``opt.minimize``, the optimizer's update, from ``update``) as one generated function:
-  ``rewrite`` fuses exact patterns (softmax cross-entropy), ``lower`` writes NumPy steps with
-  ``out=``, and ``plan`` gives their values buffers by liveness, kept across runs.
+  ``rewrite`` fuses exact patterns (softmax cross-entropy, a linear's bias with the negation
+  of the sigmoid that reads it), ``lower`` writes NumPy steps with ``out=`` (a full sum's
+  gradient stays 0-d), and ``plan`` gives their values buffers by liveness, kept across
+  runs, letting an elementwise step write over an input it reads for the last time.
 
 >>> import numpy as np, gpugrad as gg
 >>> from gpugrad.compiler.trace import trace

@@ -5,8 +5,10 @@ the same numbers (tests/test_compiler.py checks every lowering against the porta
 An op, or a case of it, without an entry here runs its registered rules as before.
 
 ``forward(op, ins, info, params)`` returns ``emit(o, dst)`` (``o``: the output's name, ``dst``:
-its ``out=`` expression) or None. ``backward(...)`` returns ``(reads, emit, alias)`` for the
-gradient of one input, or None.
+its ``out=`` expression) or None. ``backward(...)`` returns ``(reads, emit, alias, temps)``
+for the gradient of one input, or None. A full float ``sum``'s gradient is its 0-d incoming
+gradient, kept 0-d (``alias == "scalar"``): the program passes it to the backward steps in
+``SCALAR_G``, which broadcast it in their product, and broadcasts it for any other reader.
 """
 
 from __future__ import annotations
@@ -23,6 +25,16 @@ SCALAR = ((), "scalar")
 
 BINARY = ("add", "subtract", "multiply")
 
+ELEMENTWISE = ("add", "subtract", "multiply", "negative", "tanh", "relu", "sigmoid")
+"""Forward lowerings that may write over an input of the output's shape (each element is
+read before it is written): the planner gives the output that input's buffer when the input
+is read for the last time there (sigmoid in place on its pre-activation, say)."""
+
+SCALAR_G = ("sigmoid", "tanh", "relu")
+"""Backward lowerings that take a 0-d ``g`` standing for its broadcast to the output's shape
+(a full sum's gradient): ``g`` is only a factor of a product written into the full-shape
+gradient, so NumPy broadcasts it there and no array of ones is made."""
+
 
 def _same(info: list, dtype: Any, scalars: bool) -> bool:
     return all(i is not None and (i[1] == dtype or (scalars and i is SCALAR)) for i in info) \
@@ -32,6 +44,10 @@ def _same(info: list, dtype: Any, scalars: bool) -> bool:
 def forward(name: str, ins: list, info: list, out: tuple, params: dict) -> Callable | None:
     """``emit(o, dst) -> lines`` computing op ``name`` into ``dst``, or None."""
     shape, dtype = out
+    if name == "sum" and _full_sum(info, out, params):
+        a = ins[0]  # np.sum's own reduce (pairwise), without its Python layers
+        return lambda o, dst: [f"{o} = np.add.reduce({a}, axis=None, out={dst})"] \
+            if dst != "None" else [f"{o} = asarray(np.add.reduce({a}, axis=None))"]
     if not _same(info, dtype, name in BINARY) or not shape:
         return None
     a = ins[0]
@@ -50,12 +66,29 @@ def forward(name: str, ins: list, info: list, out: tuple, params: dict) -> Calla
     if name == "matmul" and len(info[0][0]) == 2 and len(info[1][0]) == 2:
         b = ins[1]
         return lambda o, dst: [f"{o} = np.dot({a}, {b}, {dst})"]
+    if name == "matmul" and _batched(info):
+        b = ins[1]
+        return lambda o, dst: [f"{o} = np.matmul({a}, {b}, out={dst})"]
     if name == "linear" and len(info[0][0]) == 2 and len(info[1][0]) == 2 \
             and len(info[2][0]) == 1:
         w, b = ins[1], ins[2]  # bias added in place: no broadcast temporary
         return lambda o, dst: [f"{o} = np.dot({a}, {w}, {dst})",
                                f"np.add({o}, {b}, {o})"]
     return None
+
+
+def _full_sum(info: list, out: tuple, params: dict) -> bool:
+    """A float sum over every axis to a 0-d value of the input's dtype."""
+    x = info[0]
+    return params.get("axis") is None and not params.get("keepdims") and x is not None \
+        and x is not SCALAR and bool(x[0]) and x[1] == out[1] and out[0] == () \
+        and getattr(out[1], "kind", "") == "f"
+
+
+def _batched(info: list) -> bool:
+    """Two operands of 3 or more dimensions with the same batch shape (no broadcasting)."""
+    a, b = info[0][0], info[1][0]
+    return len(a) >= 3 and len(b) == len(a) and a[:-2] == b[:-2]
 
 
 def _reduce_axes(gshape: tuple, shape: tuple) -> tuple | None:
@@ -74,9 +107,11 @@ def _reduce_axes(gshape: tuple, shape: tuple) -> tuple | None:
 
 
 def backward(name: str, pos: int, g: str, ins: list, info: list, o: str,
-             out: tuple, params: dict) -> tuple | None:
+             out: tuple, params: dict, one: bool = False) -> tuple | None:
     """``(reads, emit(c, C, T), alias, temps)`` for d/d(input ``pos``) given ``g``, or None.
-    ``T`` is a list of temp expressions."""
+    ``T`` is a list of temp expressions. ``alias`` is True when the gradient is ``g`` itself,
+    and ``"scalar"`` when it is the 0-d ``g`` standing for its broadcast (a full sum).
+    ``one``: ``g`` is exactly 1, so the last product by it is left out (exact)."""
     gshape, dtype = out
     shape = info[pos][0]
     if name in ("add", "subtract", "negative") or (name == "multiply"):
@@ -103,17 +138,30 @@ def backward(name: str, pos: int, g: str, ins: list, info: list, o: str,
                                           f"np.negative({c}, {c})"], False, [])
         return [g], lambda c, C, T: [f"{c} = np.add.reduce({g}, {red}, out={C})"], False, []
     if name == "tanh":
+        times_g = [] if one else [f"np.multiply({g}, {{c}}, {{c}})"]
         return ([g, o], lambda c, C, T: [f"{c} = np.multiply({o}, {o}, {C})",
                                          f"np.subtract(1.0, {c}, {c})",
-                                         f"np.multiply({g}, {c}, {c})"], False, [])
+                                         *[t.format(c=c) for t in times_g]], False, [])
     if name == "relu":  # as the NumPy fast path: g times the 0/1 mask
         x = ins[0]
         return ([g, x], lambda c, C, T: [f"{c} = np.multiply({g}, np.greater({x}, 0.0), {C})"],
                 False, [])
     if name == "sigmoid":
+        times_g = [] if one else [f"np.multiply({{c}}, {g}, {{c}})"]
         return ([g, o], lambda c, C, T: [f"{c} = np.subtract(1.0, {o}, {C})",
                                          f"np.multiply({c}, {o}, {c})",
-                                         f"np.multiply({c}, {g}, {c})"], False, [])
+                                         *[t.format(c=c) for t in times_g]], False, [])
+    if name == "sum":  # g stands for itself broadcast to the input's shape (see SCALAR_G)
+        if not _full_sum(info, out, params):
+            return None
+        return [g], None, "scalar", []
+    if name == "matmul" and _batched(info):  # as the rule: g @ b^T and a^T @ g, batched
+        a, b = ins[0], ins[1]
+        if pos == 0:
+            return ([g, b], lambda c, C, T: [
+                f"{c} = np.matmul({g}, np.swapaxes({b}, -1, -2), out={C})"], False, [])
+        return ([g, a], lambda c, C, T: [
+            f"{c} = np.matmul(np.swapaxes({a}, -1, -2), {g}, out={C})"], False, [])
     if name in ("matmul", "linear"):
         a, b = ins[0], ins[1]
         bshape = info[1][0]

@@ -18,6 +18,10 @@ has run goes back to a pool and the next value of the same shape and dtype takes
 >>> where, _ = assign(prog, escapes={"c", "d"})
 >>> where["a"] != where["b"]
 True
+>>> prog[1].inplace = {"b": ["a"]}  # elementwise: b may take a's buffer if a dies there
+>>> where, _ = assign(prog[:3], escapes={"c"})
+>>> where["a"] == where["b"]
+True
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ class Instr:
     ``emit(out_exprs, temp_exprs) -> lines`` and whether it is lowered (emits ``out=``).
 
     ``alias`` maps a defined value to a read value whose memory it shares (a gradient passed
-    on unchanged); ``temps`` are scratch buffers (shape, dtype) used only inside it."""
+    on unchanged); ``temps`` are scratch buffers (shape, dtype) used only inside it;
+    ``inplace`` maps a defined value to read values whose buffer it may take when they are
+    read for the last time here (elementwise code that may write over its input)."""
 
     reads: list
     defines: list
@@ -40,6 +46,7 @@ class Instr:
     lowered: bool
     alias: dict = field(default_factory=dict)
     temps: list = field(default_factory=list)
+    inplace: dict = field(default_factory=dict)
 
 
 def assign(prog: list, escapes: set) -> tuple[dict, list]:
@@ -82,6 +89,12 @@ def assign(prog: list, escapes: set) -> tuple[dict, list]:
                 if root in where and name not in where:
                     where[name] = where[root]
                 continue
+            src = _dying(ins.inplace.get(name, ()), find, where, bad, last, k, shapes,
+                         (shape, dtype))
+            if src is not None:  # its buffer passes on to this value
+                last[src] = -1
+                where[name] = where[root] = where[src]
+                continue
             where[name] = where[root] = _take(pool, shapes, shape, dtype)
         for j, (shape, dtype) in enumerate(ins.temps):
             b = _take(pool, shapes, shape, dtype)
@@ -95,6 +108,18 @@ def assign(prog: list, escapes: set) -> tuple[dict, list]:
                 pool.setdefault(shapes[where[root]], []).append(where[root])
                 last[root] = -1
     return where, shapes
+
+
+def _dying(cands: tuple, find: Any, where: dict, bad: set, last: dict, k: int,
+           shapes: list, info: tuple) -> str | None:
+    """The root of a candidate whose planned buffer fits ``info`` and whose last reader is
+    instruction ``k``, or None."""
+    for c in cands:
+        root = find(c)
+        if root in where and root not in bad and last.get(root) == k \
+                and shapes[where[root]] == info:
+            return root
+    return None
 
 
 def _take(pool: dict, shapes: list, shape: Any, dtype: Any) -> int:

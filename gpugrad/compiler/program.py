@@ -56,10 +56,12 @@ class Program:
             self.busy.release()
 
 
-def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool = False) -> Program:
+def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool = False,
+          value: bool = True) -> Program:
     """The program for ``sched`` at the signature whose slot shapes are ``shapes``.
     ``seeded``: the caller passes the seed gradient (else the program starts from ones, or
-    from ``opt.lr`` for plain SGD)."""
+    from ``opt.lr`` for plain SGD). ``value=False``: only the gradients are wanted, so the
+    steps that only the value needs are left out (the program then returns None for it)."""
     xp = sched.xp
     # NumPy lowering, rewrites and in-place updates are written for real values; a complex
     # value anywhere runs the registered rules (which conjugate) and the optimizer's own step
@@ -81,6 +83,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     for k, (_, _, members, _) in ce.items():
         skip |= members - {k}
     needs_of = {k: needs for k, _, _, _, _, _, needs in sched.back}
+    neg_linear = rewrite.negated_linears(steps, readers, keep, shapes) if numpy else set()
+    negated: set = set()  # outputs of those linears, once lowered
 
     # forward
     low_f: dict = {}
@@ -113,11 +117,21 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 if need and lower.backward(op.name, pos, "g", [f"v{i}" for i in ins], info,
                                            "o", shapes[o], params) is None:
                     em = None
+        temps: list = []
+        if op.name == "sigmoid" and ins[0] in negated:  # (lowered whenever the linear is)
+            em = rewrite.sigmoid_of_negated(f"v{ins[0]}")
+        elif em is not None and k in neg_linear:
+            em = rewrite.linear_negated(*[f"v{i}" for i in ins])
+            temps = [shapes[ins[2]]]
+            negated.add(o)
         if em is not None:
             low_f[k] = em
+            over = [f"v{i}" for i in ins if shapes[i] == shapes[o]] \
+                if op.name in lower.ELEMENTWISE else []
             fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [(f"v{o}", *shapes[o])],
-                                        lambda outs, temps, em=em, o=o: em(f"v{o}", outs[0]),
-                                        True))
+                                        lambda outs, temps, em=em, o=o: em(f"v{o}", outs[0],
+                                                                           *temps),
+                                        True, inplace={f"v{o}": over}, temps=temps))
             continue
         fwd = sched.fsteps[k][0]
         if numpy:
@@ -149,6 +163,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         if slot in gname:
             return gname[slot]
         cs = contrib.get(slot, [])
+        if len(cs) > 1:
+            cs = [(full(c, slot), maybe) for c, maybe in cs]
         if not cs:
             gname[slot] = (None, True)
         elif len(cs) == 1:
@@ -172,6 +188,20 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 gname[slot] = (name, any(m for _, m in cs))
         return gname[slot]
 
+    scalar: set = set()  # 0-d gradients standing for their broadcast (a full sum's)
+
+    def full(g: str, slot: int) -> str:
+        """``g`` as a gradient of ``slot``'s shape (a 0-d stand-in broadcast)."""
+        if g not in scalar or shapes[slot] is None or shapes[slot][0] == ():
+            return g
+        name = f"b{len(prog)}"
+        env[f"S_{name}"] = shapes[slot][0]
+        prog.append(plan.Instr([g], [(name, None, None)], lambda outs, temps, g=g, name=name: [
+            f"{name} = xp.broadcast_to({g}, S_{name})"], False))
+        return name
+
+    # the seed is exactly 1 unless the caller passes one or the learning rate is folded in
+    unit = grads and not seeded and not update.folds(opt, numpy)
     if grads:
         contrib[out] = [("seed_", False)]
         for k, o, _, op, params, ins, needs in sched.back:
@@ -180,6 +210,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             g, maybe = grad_of(o)
             if g is None:
                 continue
+            if not (k in low_f and op.name in lower.SCALAR_G):
+                g = full(g, o)
             if k in ce:
                 _, z, t, ar, n, red = low_f[k]
                 if maybe:
@@ -200,7 +232,11 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                         continue
                     reads, em, alias, temps = lower.backward(
                         op.name, pos, g, [f"v{i}" for i in ins], info, f"v{o}", shapes[o],
-                        params)
+                        params, one=unit and g == "seed_")
+                    if alias == "scalar":
+                        scalar.add(g)
+                        contrib.setdefault(ins[pos], []).append((g, False))
+                        continue
                     c = f"c{k}_{pos}"
                     prog.append(plan.Instr(
                         reads, [(c, *shapes[ins[pos]])],
@@ -214,6 +250,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     if grads:
         for s in sched.wrt:
             g, maybe = grad_of(s)
+            if g is not None:
+                g = full(g, s)
             if g is None or maybe:
                 g = _guard(prog, g, shapes[s], zeros=True)
             results.append(g)
@@ -222,9 +260,28 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         escapes |= set(results)
     else:
         prog += update.instructions(opt, sched, results[1:], shapes, env, numpy)
+    if shapes[out] is not None:
+        env["SEED_SHAPE"], env["SEED_DTYPE"] = shapes[out]
+    if grads and not value and numpy and shapes[out] is not None:
+        prog, n_forward = _prune(prog, n_forward, results[1:])
+        results[0] = "None"
     where, buffers = plan.assign(prog, escapes)
     return _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads,
                  opt, seeded)
+
+
+def _prune(prog: list, n_forward: int, roots: list) -> tuple[list, int]:
+    """``prog`` without the instructions whose values nothing needed reads (those with no
+    values, the optimizer's update, are kept), and the new length of its forward block."""
+    need = set(roots)
+    kept = []
+    for k in range(len(prog) - 1, -1, -1):
+        ins = prog[k]
+        if not ins.defines or any(n in need for n, *_ in ins.defines):
+            kept.append(k)
+            need.update(ins.reads)
+    kept.reverse()
+    return [prog[k] for k in kept], sum(k < n_forward for k in kept)
 
 
 def _guard(prog: list, g: str | None, info: Any, zeros: bool = False) -> str:
@@ -321,10 +378,12 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
         lines += block(prog[:n_forward], 0, "        ") or ["        pass"]
     else:
         lines += block(prog[:n_forward], 0, "    ")
-    if grads and not seeded:
+    if grads and not seeded and any("seed_" in ins.reads for ins in prog):
         seed = "opt.lr" if update.folds(opt, numpy) else "1.0"
         r = results[0]
-        lines.append(f"    seed_ = np.array({seed}, {r}.dtype).reshape({r}.shape)" if numpy
+        known = "SEED_DTYPE" in env  # the value's shape and dtype (it may be left out)
+        dt, sh = ("SEED_DTYPE", "SEED_SHAPE") if known else (f"{r}.dtype", f"{r}.shape")
+        lines.append(f"    seed_ = np.array({seed}, {dt}).reshape({sh})" if numpy
                      else f"    seed_ = xp.full_like({r}, {seed})")  # NumPy: no Python layers
     if numpy:  # a tiny gradient or update is not an error (see gpugrad.fpstate)
         lines.append("    with np.errstate(under='ignore'):")

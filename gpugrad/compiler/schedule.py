@@ -189,13 +189,17 @@ class Schedule:
                 self._backward(xp, vals, saved.res, saved.meta, gv)
         return [gv[s] if gv[s] is not None else xp.zeros_like(vals[s]) for s in self.wrt]
 
-    def run(self, feed: Mapping, grads: bool, seed: Any = None) -> tuple[Any, list]:
+    def run(self, feed: Mapping, grads: bool, seed: Any = None,
+            value: bool = True) -> tuple[Any, list]:
         """One forward sweep, and a backward sweep if ``grads``: (value, [gradients]).
 
         After a first run at an input signature, later runs at that signature go through
-        one planned program (``gpugrad.compiler.program``)."""
+        one planned program (``gpugrad.compiler.program``). ``value=False`` (gradients
+        only): that program leaves out the forward steps only the value needs, and the
+        value returned may then be None."""
+        want = value or not grads
         if seed is None:
-            got = self._run_program(feed, grads, None)
+            got = self._run_program(feed, grads, None, want)
             if got is not None:
                 return got
         value, saved = self.forward(feed, grads)
@@ -203,8 +207,8 @@ class Schedule:
             return value, self.backward(saved, seed) if grads else []
         shapes, key = _shapes(saved), self._signature(saved.vals)
         out = (value, self.backward(saved, seed) if grads else [])
-        if (key, grads, None) not in self.programs:  # (present: that run overflowed)
-            self._add_program((key, grads, None), shapes, grads, None)
+        if (key, grads, None, want) not in self.programs:  # (present: that run overflowed)
+            self._add_program((key, grads, None, want), shapes, grads, None)
         return out
 
     def train_step(self, opt: Any, feed: Mapping) -> Any:
@@ -215,8 +219,8 @@ class Schedule:
             return got[0]
         value, saved = self.forward(feed, True)
         shapes, key = _shapes(saved), self._signature(saved.vals)
-        if (key, True, opt) not in self.programs:
-            self._add_program((key, True, opt), shapes, True, opt)
+        if (key, True, opt, True) not in self.programs:
+            self._add_program((key, True, opt, True), shapes, True, opt)
             # the checked forward settled the signature; the step itself runs as the
             # program, as every later step at this signature does, so a training run gives
             # the same bits whichever step a process starts at (a resumed run, say)
@@ -234,9 +238,10 @@ class Schedule:
     def _add_program(self, key: tuple, shapes: list, grads: bool, opt: Any) -> None:
         if len(self.programs) >= MAX_PROGRAMS:
             self.programs.pop(next(iter(self.programs)))
-        self.programs[key] = program.build(self, shapes, grads, opt)
+        self.programs[key] = program.build(self, shapes, grads, opt, value=key[3])
 
-    def _run_program(self, feed: Mapping, grads: bool, opt: Any) -> tuple | None:
+    def _run_program(self, feed: Mapping, grads: bool, opt: Any,
+                     value: bool = True) -> tuple | None:
         """The planned program's result, or None where there is none yet (or it must not
         run: anomaly mode, a run that overflowed in the forward sweep)."""
         if not self.programs or not self.checked:
@@ -263,7 +268,7 @@ class Schedule:
             feeds = [vals[s] for s, _ in self.placeholders]
             datas = [vals[s] for s, _ in self.tensors]
             key = self._signature(vals)
-        prog = self.programs.get((key, grads, opt))
+        prog = self.programs.get((key, grads, opt, value))
         if prog is None:
             return None
         try:
