@@ -110,7 +110,13 @@ class Compiled:
         return f"<gg.compile of {getattr(self.fn, '__qualname__', self.fn)!r}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs or any(isinstance(a, _NESTED) for a in args):
+        nested = bool(kwargs)
+        if not nested:
+            for a in args:
+                if isinstance(a, _NESTED):
+                    nested = True
+                    break
+        if nested:
             leaves, structure = tree_flatten((args, kwargs) if kwargs else args)
             key = [_hashable(structure), _grad_enabled.get()]
         else:  # flat positional arguments: the common case, without the pytree walk
