@@ -28,8 +28,8 @@ from .errors import _PACKAGE, at
 from .fpstate import quiet
 from .graph import train_step, value_and_gradients
 from .nn.module import StateDictError, _onto
-from .optim_in_place import apply_in_place, has_in_place
 from .ops import cuda
+from .optim_in_place import apply_in_place, has_in_place
 from .tensor import Tensor, Variable, no_grad
 
 
@@ -149,7 +149,7 @@ class Optimizer:
 
 
 _OURS = (_PACKAGE, "<gpugrad")  # frames errors.call_site skips
-_SITES: dict = {}  # (optimizer class, code, line) -> the step's site string
+_SITES: dict = {}  # (optimizer class, id of the code, line) -> (the code, the site string)
 
 
 def _step_site(opt: Optimizer) -> str:
@@ -159,14 +159,15 @@ def _step_site(opt: Optimizer) -> str:
     while frame is not None:
         code = frame.f_code
         if not code.co_filename.startswith(_OURS):
-            key = (type(opt), code, frame.f_lineno)
-            site = _SITES.get(key)
-            if site is None:
+            key = (type(opt), id(code), frame.f_lineno)  # (a code object hashes slowly)
+            known = _SITES.get(key)
+            if known is None or known[0] is not code:
                 if len(_SITES) >= 1024:
                     _SITES.clear()
-                site = _SITES[key] = (f"{type(opt).__name__} step called at "
-                                      f"{os.path.basename(code.co_filename)}:{frame.f_lineno}")
-            return site
+                name = os.path.basename(code.co_filename)
+                site = f"{type(opt).__name__} step called at {name}:{frame.f_lineno}"
+                known = _SITES[key] = (code, site)
+            return known[1]
         frame = frame.f_back
     return f"{type(opt).__name__} step called at <unknown>"
 
@@ -208,9 +209,11 @@ class SGD(Optimizer):
         p.data -= self.lr * g
 
     def update_in_place(self, p: Variable, P: Any, g: Any, T: Any) -> None:
-        """:meth:`update` on NumPy for the compiled step (gpugrad.compiler.update): the same
-        arithmetic in the same order, through the scratch buffer ``T``. ``P`` is ``p``'s
-        array; ``g`` is only read. tests/test_compiler.py checks it against :meth:`update`."""
+        """:meth:`update` on NumPy, for the eager step (gpugrad.optim_in_place) and the
+        compiled one (gpugrad.compiler.update): the same arithmetic in the same order, through
+        the scratch buffer ``T``. ``P`` is ``p``'s array; ``g`` is only read.
+        tests/test_optim_in_place.py and tests/test_compiler.py check it against
+        :meth:`update`."""
         if self.weight_decay:
             g = g + np.multiply(P, self.weight_decay, T)
         if self.momentum:
@@ -271,8 +274,9 @@ class Adam(Optimizer):
         p.data -= step_size * (m / denom)
 
     def update_in_place(self, p: Variable, P: Any, g: Any, T: Any) -> None:
-        """:meth:`update` (Adam's and AdamW's) on NumPy for the compiled step, real values
-        only: the same arithmetic in the same order, through the scratch buffer ``T``."""
+        """:meth:`update` (Adam's and AdamW's) on NumPy for the eager and the compiled step,
+        real values only: the same arithmetic in the same order, through the scratch buffer
+        ``T``."""
         b1, b2 = self.betas
         if self.weight_decay:
             if self.decoupled:

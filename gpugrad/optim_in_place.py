@@ -60,7 +60,7 @@ def _owner(cls: type, name: str) -> type | None:
 class Scratch:
     """The scratch arrays of one optimizer (never pickled or copied: a copy starts empty)."""
 
-    __slots__ = ("bases", "views", "busy")
+    __slots__ = ("bases", "busy", "views")
 
     def __init__(self) -> None:
         self.bases: dict = {}  # dtype -> flat array

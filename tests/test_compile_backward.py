@@ -95,7 +95,10 @@ def test_anomaly_mode_and_hooks_take_the_general_sweep(numpy_backend, general_sw
     assert len(general_sweeps) == 1
     np.testing.assert_allclose(W.grad, dw, **TOL)
     seen = []
-    hook = lambda nodes, leaves, grads: seen.append(len(nodes))  # noqa: E731
+
+    def hook(nodes, leaves, grads):
+        seen.append(len(nodes))
+
     eager.backward_hooks.append(hook)
     try:
         W.grad = None
