@@ -149,7 +149,7 @@ class Optimizer:
 
 
 _OURS = (_PACKAGE, "<gpugrad")  # frames errors.call_site skips
-_SITES: dict = {}  # (optimizer class, id of the code, line) -> (the code, the site string)
+_SITES: dict = {}  # (optimizer class, id of a code, offset) -> (the code, the site string)
 
 
 def _step_site(opt: Optimizer) -> str:
@@ -159,7 +159,9 @@ def _step_site(opt: Optimizer) -> str:
     while frame is not None:
         code = frame.f_code
         if not code.co_filename.startswith(_OURS):
-            key = (type(opt), id(code), frame.f_lineno)  # (a code object hashes slowly)
+            # by the bytecode offset: a code object hashes slowly, and f_lineno decodes the
+            # line table
+            key = (type(opt), id(code), frame.f_lasti)
             known = _SITES.get(key)
             if known is None or known[0] is not code:
                 if len(_SITES) >= 1024:

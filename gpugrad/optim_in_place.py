@@ -96,6 +96,7 @@ def apply_in_place(opt: Any, pairs: list, written: list) -> list:
     try:
         views = scratch.views
         ndarray = np.ndarray
+        update, done = opt.update_in_place, written.append
         with _quiet():  # tiny moments underflow quietly
             for p, g in pairs:
                 P = p.data
@@ -112,8 +113,8 @@ def apply_in_place(opt: Any, pairs: list, written: list) -> list:
                         rest.append((p, g))
                         continue
                     T = scratch.view(p, P, opt.params)
-                opt.update_in_place(p, P, g, T)
-                written.append(p)
+                update(p, P, g, T)
+                done(p)
     finally:
         scratch.busy.release()
     return rest

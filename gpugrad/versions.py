@@ -226,21 +226,21 @@ def wrote_many(tensors: list, site: str) -> None:
     one lock."""
     global last_event
     seq = -1
-    log = _writes.append
+    log, ref_to, after = _writes.append, weakref.ref, sequence.__next__
     with _lock:
         for t in tensors:  # _record, unrolled: an optimizer step makes one per parameter
             array = t.data
             try:
-                ref: Any = weakref.ref(array)
+                ref: Any = ref_to(array)
             except TypeError:
                 ref = id(array)
             v = getattr(t, "_vlog", None)
             if v is None:
                 v = t._vlog = Version()
-            v.count += 1
-            seq = v.last = next(sequence)
+            count = v.count = v.count + 1
+            seq = v.last = after()
             v.recent.append(seq)
             v.site = site
-            log((seq, ref, v, v.count, site))
+            log((seq, ref, v, count, site))
         if seq >= 0:
             last_event = seq

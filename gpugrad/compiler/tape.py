@@ -196,8 +196,8 @@ class Entry:
         value, grads = sched.run(feed, True)  # (one run at a time: see run)
         variables, phs = whole
         kept = [t.data for t in variables]
-        if phs:
-            kept += [_data(feed[ph]) for ph in phs]
+        if phs:  # (the feed holds arrays: run took each Tensor's data)
+            kept += [feed[ph] for ph in phs]
         n = len(inputs)
         node = Node(self.op, _NO_PARAMS, tuple(inputs), _ALL[n] if n < 16 else (True,) * n,
                     (_Done(tuple(grads[:n])), kept), self.backend_name,
