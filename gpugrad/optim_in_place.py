@@ -48,6 +48,8 @@ def has_in_place(opt: Any) -> bool:
     fn = getattr(cls, "update", None)
     known = _OWNERS.get(cls)
     if known is None or known[0] is not fn:
+        if len(_OWNERS) >= 256:  # classes made on the fly: keep the table small
+            _OWNERS.clear()
         known = _OWNERS[cls] = (fn, _owner(cls, "update") is _owner(cls, "update_in_place")
                                 is not None)
     return known[1] and "update" not in opt.__dict__
