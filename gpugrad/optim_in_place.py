@@ -23,7 +23,6 @@ the second runs the portable update.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from typing import Any
 
@@ -35,7 +34,6 @@ try:  # NumPy 2 keeps its floating-point error state in a context variable
     from numpy._core._ufunc_config import _extobj_contextvar as _ERRSTATE
 except ImportError:  # pragma: no cover
     _ERRSTATE = None
-_NULL = contextlib.nullcontext()
 _IGNORING: list = [None]  # the last error state seen that already ignores underflow
 _OWNERS: dict = {}  # optimizer class -> (its update function, does it own update_in_place)
 
@@ -94,43 +92,50 @@ def apply_in_place(opt: Any, pairs: list, written: list) -> list:
         scratch = opt._scratch = Scratch()
     if not scratch.busy.acquire(False):  # another thread is stepping this optimizer
         return pairs
-    rest = []
     try:
-        views = scratch.views
-        ndarray = np.ndarray
-        update, done = opt.update_in_place, written.append
-        with _quiet():  # tiny moments underflow quietly
-            for p, g in pairs:
-                P = p.data
-                if type(P) is not ndarray or type(g) is not ndarray:
-                    rest.append((p, g))
-                    continue
-                shape, dt, gt = P.shape, P.dtype, g.dtype
-                if g.shape != shape or (gt is not dt and gt != dt):
-                    rest.append((p, g))
-                    continue
-                T = views.get(p)
-                if T is None or T.dtype is not dt or T.shape != shape:
-                    if dt.kind != "f":  # complex (or integer): the portable update
-                        rest.append((p, g))
-                        continue
-                    T = scratch.view(p, P, opt.params)
-                update(p, P, g, T)
-                done(p)
+        loud = _loud()
+        if loud is None:
+            return _update(opt, scratch, pairs, written)
+        with loud:  # tiny moments underflow quietly
+            return _update(opt, scratch, pairs, written)
     finally:
         scratch.busy.release()
+
+
+def _update(opt: Any, scratch: Scratch, pairs: list, written: list) -> list:
+    rest = []
+    views = scratch.views
+    ndarray = np.ndarray
+    update, done = opt.update_in_place, written.append
+    for p, g in pairs:
+        P = p.data
+        if type(P) is not ndarray or type(g) is not ndarray:
+            rest.append((p, g))
+            continue
+        shape, dt, gt = P.shape, P.dtype, g.dtype
+        if g.shape != shape or (gt is not dt and gt != dt):
+            rest.append((p, g))
+            continue
+        T = views.get(p)
+        if T is None or T.dtype is not dt or T.shape != shape:
+            if dt.kind != "f":  # complex (or integer): the portable update
+                rest.append((p, g))
+                continue
+            T = scratch.view(p, P, opt.params)
+        update(p, P, g, T)
+        done(p)
     return rest
 
 
-def _quiet() -> Any:
-    """``quiet(np)``, without entering a new error state when the current one already
-    ignores underflow (the usual case; checked once per state object)."""
+def _loud() -> Any:
+    """None when NumPy's current error state already ignores underflow (the usual case;
+    checked once per state object), else ``quiet(np)``."""
     if _ERRSTATE is None:  # pragma: no cover
         return quiet(np)
     state = _ERRSTATE.get()
     if state is _IGNORING[0]:
-        return _NULL
+        return None
     if np.geterr()["under"] == "ignore":
         _IGNORING[0] = state
-        return _NULL
+        return None
     return quiet(np)
