@@ -152,3 +152,43 @@ def test_training_loop_matches_the_formulas(numpy_backend):
         w = w - 0.5 * dw
         np.testing.assert_allclose(W.data, w, **TOL)
     assert W.version == 5
+
+
+def test_a_variable_rebound_to_another_shape(numpy_backend, general_sweeps):
+    """The jit signature does not hold the Variables' shapes: a Variable given an array of
+    another shape runs (and plans) anew, with the right numbers."""
+    W, f, x = _compiled()
+    f(x)
+    W.data = np.array([[0.3, 0.1, -0.2], [-0.6, 0.4, 0.5]])
+    for _ in range(3):
+        W.grad = None
+        loss = f(x)
+        loss.backward()
+        value, dw, _ = _by_hand(w=W.data)
+        np.testing.assert_allclose(float(loss), value, **TOL)
+        np.testing.assert_allclose(W.grad, dw, **TOL)
+    W.data = W0.copy()
+    W.grad = None
+    f(x).backward()
+    np.testing.assert_allclose(W.grad, _by_hand()[1], **TOL)
+
+
+def test_an_overflowing_call_runs_as_eager_code_does(numpy_backend):
+    W = gg.Variable(np.array([1.0, 2.0]))
+
+    def fn(x):
+        return gg.sum(gg.exp(x * W))
+
+    f = gg.compile(fn)
+    for scale in (1.0, 1.0, 1000.0, 1.0):
+        x = gg.asarray(np.array([0.5, -0.25]) * scale)
+        with np.errstate(over="ignore", invalid="ignore"):
+            W.grad = None
+            want = fn(x)
+            want.backward()
+            dw = W.grad
+            W.grad = None
+            got = f(x)
+            got.backward()
+        np.testing.assert_array_equal(got.data, want.data)
+        np.testing.assert_array_equal(W.grad, dw)

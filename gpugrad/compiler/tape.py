@@ -86,6 +86,7 @@ class Entry:
         # per schedule: None until its first recorded call, then False (several outputs or
         # not a scalar: forward now, backward later) or what _run_whole keeps
         self.whole: dict = {}
+        self.direct: dict = {}  # schedule -> (its NumPy program, Variables, their signature)
         if not syms:
             return
         # several outputs: the first is the root, the others ride along as gradient targets
@@ -193,7 +194,12 @@ class Entry:
         (seeded with ones); backward later only scales the gradients by its seed (exact for
         the usual seed 1). The node keeps the inputs backward would have read, so a write
         into one of them before backward is still refused."""
-        value, grads = sched.run(feed, True)  # (one run at a time: see run)
+        got = self._direct(sched, feed)
+        if got is None:
+            value, grads = sched.run(feed, True)  # (one run at a time: see run)
+            self._learn_direct(sched, feed)
+        else:
+            value, grads = got
         variables, phs = whole
         kept = [t.data for t in variables]
         if phs:  # (the feed holds arrays: run took each Tensor's data)
@@ -211,6 +217,45 @@ class Entry:
             t.requires_grad = True
             return t
         return self._outputs(leaves, [value], [node], sched.xp)
+
+    def _direct(self, sched: Schedule, feed: dict) -> tuple | None:
+        """``sched``'s planned program for this call, called without the schedule's lookup
+        (the signature already fixed the arguments' shapes and dtypes; the Variables' are
+        compared here). None: ``sched.run`` decides (no program learnt yet, a Variable
+        rebound to another shape, anomaly mode, another thread in the program, a run that
+        failed: the schedule then runs generically or names the op)."""
+        known = self.direct.get(sched)
+        if known is None:
+            return None
+        prog, tensors, sig = known
+        hook = eager._anomaly
+        if hook is not None and hook.enabled():
+            return None
+        datas = [t.data for t in tensors]
+        for d, (shape, dtype) in zip(datas, sig):
+            if type(d) is not np.ndarray or d.shape != shape or d.dtype != dtype:
+                return None
+        feeds = [feed[ph] for _, ph in sched.placeholders]
+        try:
+            return prog(feeds, datas, None)
+        except (FloatingPointError, ValueError, TypeError, IndexError):
+            return None
+
+    def _learn_direct(self, sched: Schedule, feed: dict) -> None:
+        """After a run through ``sched.run``: the NumPy program it used, for :meth:`_direct`
+        (found under the key ``Schedule._run_program`` files it; none found, none learnt)."""
+        if sched.xp is not np or sched in self.direct or not sched.checked:
+            return
+        feeds = [feed[ph] for _, ph in sched.placeholders]
+        tensors = [t for _, t in sched.tensors]
+        datas = [t.data for t in tensors]
+        if not all(type(a) is np.ndarray for a in (*feeds, *datas)):
+            return
+        sig = [(d.shape, d.dtype) for d in datas]
+        prog = sched.programs.get(((tuple([(v.shape, v.dtype) for v in feeds]), tuple(sig)),
+                                   True, None))
+        if prog is not None:
+            self.direct[sched] = (prog, tensors, sig)
 
     def _outputs(self, leaves: list, values: list, nodes: list | None, xp: Any) -> Any:
         outs = []
