@@ -236,6 +236,9 @@ class Entry:
             if type(d) is not np.ndarray or d.shape != shape or d.dtype != dtype:
                 return None
         feeds = [feed[ph] for _, ph in sched.placeholders]
+        for f in feeds:
+            if type(f) is not np.ndarray:  # (as the schedule's own lookup)
+                return None
         try:
             return prog(feeds, datas, None)
         except (FloatingPointError, ValueError, TypeError, IndexError):
