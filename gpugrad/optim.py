@@ -16,17 +16,20 @@ array([0.])
 from __future__ import annotations
 
 import math
+import os
+import sys
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from . import backend as B
 from . import versions
-from .errors import at, call_site
+from .errors import _PACKAGE, at
 from .fpstate import quiet
 from .graph import train_step, value_and_gradients
 from .nn.module import StateDictError, _onto
 from .ops import cuda
+from .optim_in_place import apply_in_place, has_in_place
 from .tensor import Tensor, Variable, no_grad
 
 
@@ -86,9 +89,13 @@ class Optimizer:
 
     def _apply(self, pairs: list) -> None:
         self.steps += 1
-        site = f"{type(self).__name__} step called at {call_site()}"
-        written = []
+        site = _step_site(self)
+        written: list = []
         try:
+            if has_in_place(self):  # NumPy arrays: update_in_place (gpugrad.optim_in_place)
+                pairs = apply_in_place(self, pairs, written)
+            if not pairs:
+                return
             with no_grad(), quiet(self.params[0].xp):  # tiny moments underflow quietly
                 for p, g in pairs:
                     before = p.data
@@ -141,6 +148,32 @@ class Optimizer:
         self.param_steps = {p: int(c) for p, c in zip(self.params, counts) if int(c)}
 
 
+_OURS = (_PACKAGE, "<gpugrad")  # frames errors.call_site skips
+_SITES: dict = {}  # (optimizer class, id of a code, offset) -> (the code, the site string)
+
+
+def _step_site(opt: Optimizer) -> str:
+    """``"SGD step called at file.py:line"`` for the first frame outside gpugrad (as
+    ``errors.call_site``), formatted once per call site."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        code = frame.f_code
+        if not code.co_filename.startswith(_OURS):
+            # by the bytecode offset: a code object hashes slowly, and f_lineno decodes the
+            # line table
+            key = (type(opt), id(code), frame.f_lasti)
+            known = _SITES.get(key)
+            if known is None or known[0] is not code:
+                if len(_SITES) >= 1024:
+                    _SITES.clear()
+                name = os.path.basename(code.co_filename)
+                site = f"{type(opt).__name__} step called at {name}:{frame.f_lineno}"
+                known = _SITES[key] = (code, site)
+            return known[1]
+        frame = frame.f_back
+    return f"{type(opt).__name__} step called at <unknown>"
+
+
 class SGD(Optimizer):
     """p -= lr * d, with d = g + weight_decay * p, then momentum (PyTorch's form):
     buf = momentum * buf + d;  d = buf, or d + momentum * buf with nesterov."""
@@ -178,11 +211,13 @@ class SGD(Optimizer):
         p.data -= self.lr * g
 
     def update_in_place(self, p: Variable, P: Any, g: Any, T: Any) -> None:
-        """:meth:`update` on NumPy for the compiled step (gpugrad.compiler.update): the same
-        arithmetic in the same order, through the scratch buffer ``T``. ``P`` is ``p``'s
-        array; ``g`` is only read. tests/test_compiler.py checks it against :meth:`update`."""
+        """:meth:`update` on NumPy, for the eager step (gpugrad.optim_in_place) and the
+        compiled one (gpugrad.compiler.update): the same arithmetic in the same order, through
+        the scratch buffer ``T``. ``P`` is ``p``'s array; ``g`` is only read.
+        tests/test_optim_in_place.py and tests/test_compiler.py check it against
+        :meth:`update`."""
         if self.weight_decay:
-            g = g + np.multiply(P, self.weight_decay, out=T)
+            g = g + np.multiply(P, self.weight_decay, T)
         if self.momentum:
             st = self.state[p]
             buf = st.get("momentum")
@@ -191,9 +226,9 @@ class SGD(Optimizer):
             else:
                 buf *= self.momentum
                 buf += g
-            g = g + np.multiply(buf, self.momentum, out=T) if self.nesterov else buf
-        np.multiply(g, self.lr, out=T)
-        np.subtract(P, T, out=P)
+            g = g + np.multiply(buf, self.momentum, T) if self.nesterov else buf
+        np.multiply(g, self.lr, T)
+        np.subtract(P, T, P)
 
 
 class Adam(Optimizer):
@@ -241,14 +276,15 @@ class Adam(Optimizer):
         p.data -= step_size * (m / denom)
 
     def update_in_place(self, p: Variable, P: Any, g: Any, T: Any) -> None:
-        """:meth:`update` (Adam's and AdamW's) on NumPy for the compiled step, real values
-        only: the same arithmetic in the same order, through the scratch buffer ``T``."""
+        """:meth:`update` (Adam's and AdamW's) on NumPy for the eager and the compiled step,
+        real values only: the same arithmetic in the same order, through the scratch buffer
+        ``T``."""
         b1, b2 = self.betas
         if self.weight_decay:
             if self.decoupled:
                 P *= 1.0 - self.lr * self.weight_decay
             else:
-                g = g + np.multiply(P, self.weight_decay, out=T)
+                g = g + np.multiply(P, self.weight_decay, T)
         st = self.state[p]
         m = st.get("m")
         if m is None:
@@ -257,16 +293,16 @@ class Adam(Optimizer):
         v = st["v"]
         t = self.param_steps[p] = self.param_steps.get(p, 0) + 1
         m *= b1
-        m += np.multiply(g, 1.0 - b1, out=T)
+        m += np.multiply(g, 1.0 - b1, T)
         v *= b2
-        np.multiply(g, g, out=T)
-        v += np.multiply(T, 1.0 - b2, out=T)
-        np.sqrt(v, out=T)
-        np.divide(T, math.sqrt(1.0 - b2**t), out=T)
-        np.add(T, self.eps, out=T)
-        np.divide(m, T, out=T)
-        np.multiply(T, self.lr / (1.0 - b1**t), out=T)
-        np.subtract(P, T, out=P)
+        np.multiply(g, g, T)
+        v += np.multiply(T, 1.0 - b2, T)
+        np.sqrt(v, T)
+        np.divide(T, math.sqrt(1.0 - b2**t), T)
+        np.add(T, self.eps, T)
+        np.divide(m, T, T)
+        np.multiply(T, self.lr / (1.0 - b1**t), T)
+        np.subtract(P, T, P)
 
 
 def _complex_adam_step(p: Variable, g: Any, m: Any, v: Any, b2: float, step_size: float,

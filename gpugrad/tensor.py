@@ -56,6 +56,11 @@ class no_grad:
 _sweep: list = [None]
 """The eager engine's backward sweep, installed by gpugrad.eager (which builds on Tensor)."""
 
+_whole_sweeps: dict = {}
+"""Op class -> ``sweep(root, retain_graph) -> bool``: the whole backward from a root that an
+op of that class made, when it can do it alone (gpugrad.compiler.tape: a compiled call's
+gradients, computed with its forward); False leaves it to the general sweep."""
+
 
 def is_grad_enabled() -> bool:
     """Whether ops record a tape here (False inside ``no_grad``)."""
@@ -227,6 +232,11 @@ class Tensor(ArrayOps):
         (gpugrad.higher), so each ``.grad`` is a Tensor with a graph of its own and can be
         differentiated again; nothing is freed then.
         """
+        node = self._node
+        if _whole_sweeps and node is not None and grad is None and not create_graph:
+            whole = _whole_sweeps.get(type(node.op))
+            if whole is not None and whole(self, retain_graph):
+                return
         with quiet(self.xp):  # a tiny gradient is not an error (see gpugrad.fpstate)
             _sweep[0](self, grad, retain_graph, create_graph)
 

@@ -224,6 +224,23 @@ def _position(node: Any, array: Any) -> str:
 def wrote_many(tensors: list, site: str) -> None:
     """Record one in-place write into each Tensor's current array (an optimizer step), under
     one lock."""
+    global last_event
+    seq = -1
+    log, ref_to, after = _writes.append, weakref.ref, sequence.__next__
     with _lock:
-        for t in tensors:
-            _record(t, t.data, site)
+        for t in tensors:  # _record, unrolled: an optimizer step makes one per parameter
+            array = t.data
+            try:
+                ref: Any = ref_to(array)
+            except TypeError:
+                ref = id(array)
+            v = getattr(t, "_vlog", None)
+            if v is None:
+                v = t._vlog = Version()
+            count = v.count = v.count + 1
+            seq = v.last = after()
+            v.recent.append(seq)
+            v.site = site
+            log((seq, ref, v, count, site))
+        if seq >= 0:
+            last_event = seq

@@ -110,7 +110,34 @@ class Compiled:
         return f"<gg.compile of {getattr(self.fn, '__qualname__', self.fn)!r}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs or any(isinstance(a, _NESTED) for a in args):
+        if not kwargs:  # Tensors alone, by position (a training step): a seen signature?
+            key: Any = [len(args), _grad_enabled.get()]
+            for a in args:
+                if not isinstance(a, Tensor):
+                    break
+                data = a.data
+                xp = a.xp
+                key.append((xp, data.shape, data.dtype, a.requires_grad,
+                            None if xp is np else data.device))
+            else:
+                key = tuple(key)  # the key _call makes for these arguments
+                with self._lock:
+                    entry = self._cache.get(key)
+                    if entry is not None:
+                        self._cache.move_to_end(key)
+                        self.hits += 1
+                if entry is not None:
+                    return entry.run(args)
+        return self._call(args, kwargs)
+
+    def _call(self, args: tuple, kwargs: dict) -> Any:
+        nested = bool(kwargs)
+        if not nested:
+            for a in args:
+                if isinstance(a, _NESTED):
+                    nested = True
+                    break
+        if nested:
             leaves, structure = tree_flatten((args, kwargs) if kwargs else args)
             key = [_hashable(structure), _grad_enabled.get()]
         else:  # flat positional arguments: the common case, without the pytree walk

@@ -5,7 +5,9 @@ arguments, the outputs (Symbols, arguments returned as they are, constants) and 
 built from them. :meth:`Entry.run` feeds a call's arrays and records the tape node:
 
 - a scalar output (a loss) runs forward and backward at once, as the schedule's planned
-  program seeded with ones; the node's VJP scales those gradients by its seed;
+  program seeded with ones; the node's VJP scales those gradients by its seed, and
+  ``loss.backward()`` with the seed one hands them to the leaves' ``.grad`` without the
+  general sweep (:func:`_whole_sweep`, through ``Tensor.backward``'s hook);
 - other outputs run the forward sweep now and keep what it saved; the VJP runs the backward
   sweep (output 0) or a schedule of that output's own (the others).
 
@@ -16,19 +18,19 @@ so version counters still refuse one written in place before backward.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Callable
 
 import numpy as np
 
 from .. import backend as B
+from .. import eager, versions
 from .. import errors as E
-from .. import versions
-from ..eager import Node, backend_name
+from .. import tensor as _tensor
+from ..eager import FREED, Node, backend_name
 from ..graph import Placeholder, Symbol, _lift, compile_trace
 from ..pytree import tree_flatten, tree_unflatten
 from ..registry import Op
-from ..tensor import Tensor, _grad_enabled
+from ..tensor import Tensor, _grad_enabled, no_grad
 from .schedule import Schedule
 from .trace import trace
 
@@ -39,7 +41,6 @@ class Entry:
     def __init__(self, fn: Callable, leaves: list, structure: Any, arrays: list,
                  has_kwargs: bool) -> None:
         self.name = getattr(fn, "__name__", "fn")
-        self.lock = threading.Lock()
         self.arrays = arrays
         first = leaves[arrays[0]] if arrays else None
         self.backend = _backend_of(first)
@@ -85,6 +86,7 @@ class Entry:
         # per schedule: None until its first recorded call, then False (several outputs or
         # not a scalar: forward now, backward later) or what _run_whole keeps
         self.whole: dict = {}
+        self.direct: dict = {}  # schedule -> (its NumPy program, Variables, their signature)
         if not syms:
             return
         # several outputs: the first is the root, the others ride along as gradient targets
@@ -95,9 +97,13 @@ class Entry:
         self.variables = tuple(t for _, t in graph.tensors if t.requires_grad)
         used = {id(ph) for _, ph in graph.placeholders}
         self.unused = {j for j, ph in enumerate(self.placeholders) if id(ph) not in used}
-        self.op = Op(f"compile({self.name})", _never, twice_differentiable=False)
+        self.op = CompiledCall(f"compile({self.name})", _never, twice_differentiable=False)
         self.op.vjp = _vjp
-        self.schedule(())
+        xp = self.schedule(()).xp
+        self.backend_name = backend_name(xp)
+        # the tape calls it as a fast VJP, without the per-call check of the gradient tuple
+        # (_vjp returns one gradient per input)
+        self.op.fast_vjp[self.backend_name] = _vjp
 
     def schedule(self, args: tuple, k: int = 0) -> Schedule:
         """The schedule of output ``k`` (0: all outputs, one sweep) whose gradient targets
@@ -141,8 +147,9 @@ class Entry:
             feed[ph] = a
         single = len(self.syms) == 1
         if single and not record:
-            with self.lock:  # a planned program's buffers are shared by its runs
-                value = sched.run(feed, False)[0]
+            # a planned program's buffers serve one run at a time: while another thread runs
+            # it, sched.run takes the generic path (gpugrad.compiler.program.Program)
+            value = sched.run(feed, False)[0]
             return self._outputs(leaves, [value], None, sched.xp)
         whole = self.whole.get(sched) if single else False
         if whole:
@@ -187,15 +194,71 @@ class Entry:
         (seeded with ones); backward later only scales the gradients by its seed (exact for
         the usual seed 1). The node keeps the inputs backward would have read, so a write
         into one of them before backward is still refused."""
-        with self.lock:  # a planned program's buffers are shared by its runs
-            value, grads = sched.run(feed, True)
+        got = self._direct(sched, feed)
+        if got is None:
+            value, grads = sched.run(feed, True)  # (one run at a time: see run)
+            self._learn_direct(sched, feed)
+        else:
+            value, grads = got
         variables, phs = whole
-        kept = [t.data for t in variables] + [_data(feed[ph]) for ph in phs]
-        xp = sched.xp
-        node = Node(self.op, {}, tuple(inputs), (True,) * len(inputs),
-                    (_Done(grads[:len(inputs)]), kept), backend_name(xp), tuple(value.shape),
-                    value.dtype)
-        return self._outputs(leaves, [value], [node], xp)
+        kept = [t.data for t in variables]
+        if phs:  # (the feed holds arrays: run took each Tensor's data)
+            kept += [feed[ph] for ph in phs]
+        n = len(inputs)
+        node = Node(self.op, _NO_PARAMS, tuple(inputs), _ALL[n] if n < 16 else (True,) * n,
+                    (_Done(tuple(grads[:n])), kept), self.backend_name,
+                    tuple(value.shape), value.dtype)
+        if self.out_structure is None and self.out_plan[0][0] == "sym":  # one output: a loss
+            t = Tensor.__new__(Tensor)
+            t.data = value
+            t.xp = sched.xp
+            t.grad = t.name = None
+            t._node = node
+            t.requires_grad = True
+            return t
+        return self._outputs(leaves, [value], [node], sched.xp)
+
+    def _direct(self, sched: Schedule, feed: dict) -> tuple | None:
+        """``sched``'s planned program for this call, called without the schedule's lookup
+        (the signature already fixed the arguments' shapes and dtypes; the Variables' are
+        compared here). None: ``sched.run`` decides (no program learnt yet, a Variable
+        rebound to another shape, anomaly mode, another thread in the program, a run that
+        failed: the schedule then runs generically or names the op)."""
+        known = self.direct.get(sched)
+        if known is None:
+            return None
+        prog, tensors, sig = known
+        hook = eager._anomaly
+        if hook is not None and hook.enabled():
+            return None
+        datas = [t.data for t in tensors]
+        for d, (shape, dtype) in zip(datas, sig):
+            if type(d) is not np.ndarray or d.shape != shape or d.dtype != dtype:
+                return None
+        feeds = [feed[ph] for _, ph in sched.placeholders]
+        for f in feeds:
+            if type(f) is not np.ndarray:  # (as the schedule's own lookup)
+                return None
+        try:
+            return prog(feeds, datas, None)
+        except (FloatingPointError, ValueError, TypeError, IndexError):
+            return None
+
+    def _learn_direct(self, sched: Schedule, feed: dict) -> None:
+        """After a run through ``sched.run``: the NumPy program it used, for :meth:`_direct`
+        (found under the key ``Schedule._run_program`` files it; none found, none learnt)."""
+        if sched.xp is not np or sched in self.direct or not sched.checked:
+            return
+        feeds = [feed[ph] for _, ph in sched.placeholders]
+        tensors = [t for _, t in sched.tensors]
+        datas = [t.data for t in tensors]
+        if not all(type(a) is np.ndarray for a in (*feeds, *datas)):
+            return
+        sig = [(d.shape, d.dtype) for d in datas]
+        prog = sched.programs.get(((tuple([(v.shape, v.dtype) for v in feeds]), tuple(sig)),
+                                   True, None))
+        if prog is not None:
+            self.direct[sched] = (prog, tensors, sig)
 
     def _outputs(self, leaves: list, values: list, nodes: list | None, xp: Any) -> Any:
         outs = []
@@ -244,6 +307,10 @@ class _Done:
         self.grads = grads
 
 
+_NO_PARAMS: dict = {}
+_ALL = [(True,) * n for n in range(16)]
+
+
 def _data(a: Any) -> Any:
     return a.data if isinstance(a, Tensor) else a
 
@@ -253,6 +320,51 @@ def _size(shape: tuple) -> int:
     for d in shape:
         n *= d
     return n
+
+
+class CompiledCall(Op):
+    """The op a compiled call is recorded as on the tape (one per trace)."""
+
+
+def _whole_sweep(root: Tensor, retain_graph: bool) -> bool:
+    """``root.backward()`` from a compiled call's scalar output whose gradients were computed
+    with its forward: hand them to the leaves' ``.grad`` (adding to a gradient already there),
+    as the general sweep would, without its walk. False (the general sweep then runs) when
+    an input is not a leaf (the gradient goes on through the tape), a gradient's shape or
+    dtype is not its input's, a backward hook or anomaly mode is on, or the saved arrays
+    are gone (the general sweep names that error)."""
+    node = root._node
+    res = node.res
+    if type(res) is not tuple or type(res[0]) is not _Done or eager.backward_hooks:
+        return False
+    anomaly = eager._anomaly
+    if anomaly is not None and anomaly.enabled():
+        return False
+    grads = res[0].grads
+    inputs = node.inputs
+    for p, g in zip(inputs, grads):
+        if type(p) is Node:
+            return False
+        data = p.data
+        if g.shape != data.shape or g.dtype != data.dtype:
+            return False
+    if versions.last_event >= node.seq:  # something was written since: stale saved arrays?
+        versions.check([node], FREED)
+    if not retain_graph:
+        node.res = FREED
+    xp = root.xp
+    with eager._accumulating:  # as the general sweep: two threads adding both land
+        for p, g in zip(inputs, grads):
+            prev = p.grad
+            if prev is None:
+                p.grad = g
+            else:
+                with no_grad():
+                    p.grad = eager.as_array(xp, prev + g)
+    return True
+
+
+_tensor._whole_sweeps[CompiledCall] = _whole_sweep
 
 
 def _never(xp: Any, *args: Any, **params: Any) -> Any:
@@ -265,8 +377,8 @@ def _vjp(xp: Any, g: Any, res: tuple) -> tuple:
     (``retain_graph=True``), sweep a schedule of their own again from the same inputs."""
     state = res[0]
     if type(state) is _Done:
-        if type(g) is np.ndarray and g.size == 1 and g.reshape(()) == 1.0:
-            return tuple(state.grads)
+        if type(g) is np.ndarray and g.size == 1 and g.item() == 1.0:  # the usual seed
+            return state.grads
         g = xp.reshape(g, ())
         return tuple(gr * g for gr in state.grads)
     saved = state.saved

@@ -1,0 +1,241 @@
+"""The eager ``opt.step()`` on NumPy parameters (gpugrad.optim_in_place): each optimizer's
+``update_in_place`` gives exactly the numbers of its portable ``update()``, writes into the
+parameter's own array, bumps each version once, and hands back to ``update()`` whatever it
+cannot take (another subclass's rule, complex values, a gradient of another dtype, a
+second thread)."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+from gpugrad import optim
+from gpugrad.optim_in_place import Scratch
+
+CONFIGS = {
+    "sgd": lambda ps: optim.SGD(ps, lr=0.1),
+    "sgd-momentum": lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+    "sgd-nesterov-decay": lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True,
+                                               weight_decay=0.01),
+    "sgd-decay": lambda ps: optim.SGD(ps, lr=0.05, weight_decay=0.1),
+    "adam": lambda ps: optim.Adam(ps, lr=0.01),
+    "adam-l2": lambda ps: optim.Adam(ps, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1),
+    "adamw": lambda ps: optim.AdamW(ps, lr=0.01),
+}
+
+SHAPES = [(4, 3), (3,), (2, 2, 2), ()]
+
+
+def _params(dtype: str) -> list:
+    rng = np.random.default_rng(0)
+    return [gg.Variable(rng.standard_normal(s).astype(dtype), name=f"p{i}")
+            for i, s in enumerate(SHAPES)]
+
+
+def _grads(step: int, dtype: str) -> list:
+    rng = np.random.default_rng(100 + step)
+    return [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+
+
+def _portable(opt: optim.Optimizer) -> optim.Optimizer:
+    """The same optimizer, stepping with ``update()`` (an instance-level ``update`` is one
+    that ``update_in_place`` cannot stand for)."""
+    opt.update = opt.update
+    return opt
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_in_place_step_equals_the_portable_update(name, dtype, numpy_backend):
+    a, b = _params(dtype), _params(dtype)
+    oa, ob = CONFIGS[name](a), _portable(CONFIGS[name](b))
+    sa, sb = optim.StepLR(oa, 2, gamma=0.5), optim.StepLR(ob, 2, gamma=0.5)
+    arrays = [p.data for p in a]
+    for step in range(6):
+        for p, q, g in zip(a, b, _grads(step, dtype)):
+            p.grad, q.grad = g.copy(), g.copy()
+        oa.step()
+        ob.step()
+        sa.step()  # lr changes every other step: the in-place form reads it every step
+        sb.step()
+    assert "_scratch" in vars(oa) and "_scratch" not in vars(ob)  # two different paths
+    for p, q, arr in zip(a, b, arrays):
+        assert p.data is arr  # written into the parameter's own array
+        assert p.data.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(p.data, q.data)
+        assert p.version == q.version == 6
+        assert set(oa.state[p]) == set(ob.state[q])
+        for k in oa.state[p]:
+            np.testing.assert_array_equal(oa.state[p][k], ob.state[q][k])
+        assert oa.param_steps.get(p) == ob.param_steps.get(q)
+    assert not np.array_equal(a[0].data, _params(dtype)[0].data)
+
+
+def test_sgd_step_by_hand(numpy_backend):
+    """Plain SGD, momentum and weight decay against the formulas written out."""
+    w = gg.Variable(np.array([1.0, -2.0, 0.5]))
+    g = np.array([0.5, 0.25, -1.0])
+    opt = optim.SGD([w], lr=0.1, momentum=0.5, weight_decay=0.2)
+    buf = None
+    want = np.array([1.0, -2.0, 0.5])
+    for _ in range(3):
+        w.grad = g.copy()
+        opt.step()
+        d = g + 0.2 * want
+        buf = d.copy() if buf is None else 0.5 * buf + d
+        want = want - 0.1 * buf
+        np.testing.assert_allclose(w.data, want, rtol=1e-15, atol=0)
+
+
+def test_a_subclass_that_overrides_update_runs_its_own(numpy_backend):
+    class Clipped(optim.SGD):
+        def update(self, p, g, state):
+            super().update(p, np.clip(g, -0.1, 0.1), state)
+
+    w = gg.Variable(np.array([1.0, 1.0]))
+    opt = Clipped([w], lr=1.0)
+    w.grad = np.array([5.0, -0.05])
+    opt.step()
+    np.testing.assert_array_equal(w.data, [0.9, 1.05])
+    assert w.version == 1
+
+    class Mine(optim.SGD):  # update and update_in_place of its own: the in-place one runs
+        def update(self, p, g, state):  # pragma: no cover - not reached on NumPy
+            raise AssertionError("update_in_place should have run")
+
+        def update_in_place(self, p, P, g, T):
+            np.subtract(P, g, P)
+
+    v = gg.Variable(np.array([1.0, 2.0]))
+    mine = Mine([v], lr=1.0)
+    v.grad = np.array([0.5, 0.5])
+    mine.step()
+    np.testing.assert_array_equal(v.data, [0.5, 1.5])
+
+
+def test_pairs_it_cannot_take_go_through_update(numpy_backend):
+    """Complex parameters and a gradient of another dtype than its parameter's use the
+    portable update; the real ones beside them still update in place."""
+    r = gg.Variable(np.array([1.0, 2.0]))
+    c = gg.Variable(np.array([1.0 + 1.0j, -1.0j]))
+    f = gg.Variable(np.array([1.0, 1.0]))
+    opt = optim.SGD([r, c, f], lr=0.5)
+    before = r.data
+    r.grad = np.array([1.0, 1.0])
+    c.grad = np.array([2.0 - 2.0j, 1.0j])
+    f.grad = np.array([0.25, 0.5], dtype=np.float32)
+    opt.step()
+    assert r.data is before
+    np.testing.assert_array_equal(r.data, [0.5, 1.5])
+    np.testing.assert_array_equal(c.data, [0.0 + 2.0j, -1.5j])
+    np.testing.assert_array_equal(f.data, [0.875, 0.75])
+    assert f.data.dtype == np.float64
+    assert r.version == c.version == f.version == 1
+
+
+def test_a_busy_scratch_falls_back_to_update(numpy_backend):
+    """While another thread holds the optimizer's scratch, a step runs update() instead."""
+    w = gg.Variable(np.array([1.0, 2.0]))
+    opt = optim.SGD([w], lr=0.5)
+    w.grad = np.array([1.0, 1.0])
+    opt.step()
+    scratch = opt._scratch
+    held = next(iter(scratch.views.values())).copy()
+    assert scratch.busy.acquire(False)
+    try:
+        w.grad = np.array([2.0, -2.0])
+        opt.step()
+    finally:
+        scratch.busy.release()
+    np.testing.assert_array_equal(w.data, [-0.5, 2.5])
+    np.testing.assert_array_equal(next(iter(scratch.views.values())), held)  # untouched
+    assert w.version == 2
+
+
+def test_threads_stepping_one_optimizer_lose_no_update(numpy_backend):
+    w = gg.Variable(np.zeros(16))
+    opt = optim.SGD([w], lr=0.25)
+    g = np.full(16, 1.0)
+    n, k = 4, 200
+
+    def work():
+        for _ in range(k):
+            opt._apply([(w, g)])
+
+    threads = [threading.Thread(target=work) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    np.testing.assert_array_equal(w.data, np.full(16, -0.25 * n * k))
+    assert w.version == n * k
+
+
+def test_pickle_and_copies_start_with_an_empty_scratch(numpy_backend):
+    w = gg.Variable(np.array([1.0, 2.0, 3.0]))
+    opt = optim.Adam([w], lr=0.1)
+    w.grad = np.array([1.0, -1.0, 0.5])
+    opt.step()
+    for other in (pickle.loads(pickle.dumps(opt)), copy.deepcopy(opt)):
+        assert isinstance(other._scratch, Scratch) and not other._scratch.bases
+        q = other.params[0]
+        np.testing.assert_array_equal(q.data, w.data)
+        q.grad = np.array([0.5, 0.5, 0.5])
+        other.step()
+        assert other.param_steps[q] == 2
+    assert opt._scratch.bases  # the original keeps its own
+
+
+def test_scratch_grows_with_a_larger_parameter(numpy_backend):
+    """A parameter rebound to a larger array gets a scratch of its new size."""
+    w = gg.Variable(np.ones(2))
+    opt = optim.SGD([w], lr=1.0)
+    w.grad = np.ones(2)
+    opt.step()
+    w.data = np.ones((3, 4))
+    w.grad = np.full((3, 4), 0.5)
+    opt.step()
+    np.testing.assert_array_equal(w.data, np.full((3, 4), 0.5))
+    assert opt._scratch.bases[np.dtype("float64")].size == 12
+
+
+def test_a_graph_saved_before_the_step_refuses_to_backward(numpy_backend):
+    w = gg.Variable(np.array([1.0, 2.0]))
+    opt = optim.SGD([w], lr=0.1)
+    y = gg.sum(w * w)
+    z = gg.sum(w ** 3)
+    y.backward()
+    opt.step()
+    with pytest.raises(gg.GradientError, match="SGD step called at test_optim_in_place.py"):
+        z.backward()
+
+
+def test_distributed_optimizer_steps_in_place(numpy_backend):
+    w = gg.Variable(np.array([1.0, 2.0]))
+    before = w.data
+    opt = gg.distributed.DistributedOptimizer(optim.SGD([w], lr=0.5))
+    w.grad = np.array([2.0, 2.0])
+    opt.step()
+    assert w.data is before
+    np.testing.assert_array_equal(w.data, [0.0, 1.0])
+    assert w.version == 1
+
+
+def test_under_an_error_state_that_raises_on_underflow(numpy_backend):
+    """Tiny Adam moments underflow quietly even inside np.errstate(under="raise"), and the
+    next step outside it still runs."""
+    w = gg.Variable(np.array([1.0, 1.0]))
+    opt = optim.Adam([w], lr=0.1)
+    with np.errstate(under="raise"):
+        w.grad = np.array([1e-300, 1.0])
+        opt.step()
+        w.grad = np.array([1e-300, 1.0])
+        opt.step()
+    w.grad = np.array([1e-300, 1.0])
+    opt.step()
+    assert np.all(np.isfinite(w.data)) and opt.param_steps[w] == 3
