@@ -157,6 +157,18 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
         arrays = (a.data,)
         inputs = (a if a._node is None else a._node,) if a.requires_grad else None
         needs = _NEED_ONE
+    elif n == 3 and _same_kind(args):  # linear(x, W, b), where(...)
+        a, b, c = args
+        xp = a.xp
+        arrays = (a.data, b.data, c.data)
+        ga, gb, gc = a.requires_grad, b.requires_grad, c.requires_grad
+        if ga or gb or gc:
+            inputs = ((a if a._node is None else a._node) if ga else a,
+                      (b if b._node is None else b._node) if gb else b,
+                      (c if c._node is None else c._node) if gc else c)
+            needs = (ga, gb, gc)
+        else:
+            inputs = None
     else:
         return _apply_general(op, args, params)
     if params or xp is not np or _anomaly is not None:
@@ -186,6 +198,21 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
 
 
 _NEED_ONE = (True,)
+
+
+def _same_kind(args: Sequence[Any]) -> bool:
+    """Whether every argument is a Tensor of one backend, device and dtype."""
+    a = args[0]
+    if not isinstance(a, Tensor):
+        return False
+    xp, x = a.xp, a.data
+    for b in args[1:]:
+        if not isinstance(b, Tensor) or b.xp is not xp:
+            return False
+        y = b.data
+        if y.dtype is not x.dtype or (xp is not np and y.device != x.device):
+            return False
+    return True
 
 
 def _apply_general(op: Op, args: Sequence[Any], params: dict) -> Any:
@@ -291,6 +318,13 @@ def _check_promotion(op: Op, arrays: list, dtype: Any, xp: Any) -> None:
     """Float32 meeting float64 (or an integer array that NumPy would promote a float32 to
     float64): raise rather than silently change precision. Python scalars are weak and were
     never arrays here, so ``x32 * 0.5`` stays float32 without reaching this."""
+    if xp is np:  # every floating input already has the result's dtype: nothing changed
+        for a in arrays:
+            d = getattr(a, "dtype", None)
+            if d is not None and d is not dtype and d.kind in "fc" and d != dtype:
+                break
+        else:
+            return
     why = E.promotion_problem(op.name, arrays, dtype, xp)
     if why is not None:
         raise E.DtypeError(E.at(why))
@@ -404,7 +438,8 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
             if fast is not None:
                 gs = fast(xp, g, res, **params) if params else fast(xp, g, res)
             elif op.vjps is not None and anomaly is None:
-                gs = op.vjps  # one rule per input: only the needed ones run, in the loop below
+                # one rule per input: only the needed ones run, in the loop below
+                gs = op.fast_vjps.get(v.backend, op.vjps) if op.fast_vjps else op.vjps
                 rules = True
             else:
                 gs = op.grads(xp, g, res, needs, params)
