@@ -136,3 +136,43 @@ def test_promotion_check_still_catches_an_upcast_beside_integer_inputs():
     # an int64 array meeting float32 would give float64 under NumPy's rules: refused
     with pytest.raises(gg.errors.DtypeError, match="float32"):
         gg.add(gg.asarray(np.ones(3, np.float32)), gg.asarray(np.ones(3, np.int64)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex128"])
+@pytest.mark.parametrize("shape,axis,keepdims", [
+    ((32,), None, False), ((5, 7), 1, True), ((5, 7), (0, 1), False), ((4, 3, 2), 0, False),
+    ((4, 3, 2), -1, True), ((), None, False), ((0, 3), None, False), ((0, 3), 1, False)])
+def test_mean_forward_fast_path_equals_portable_rule(shape, axis, keepdims, dtype, rng):
+    op = gg.registry["mean"]
+    x = rng.standard_normal(shape).astype(dtype)
+    if dtype.startswith("complex"):
+        x = x + 1j * rng.standard_normal(shape)
+    with np.errstate(all="ignore"):
+        fast, fres = op.fast_forward["numpy"](np, x, axis=axis, keepdims=keepdims)
+        slow, sres = op.forward(np, x, axis=axis, keepdims=keepdims)
+    fast, slow = np.asarray(fast), np.asarray(slow)
+    assert fast.shape == slow.shape and fast.dtype == slow.dtype and fres == sres
+    np.testing.assert_allclose(fast, slow, rtol=1e-6 if dtype == "float32" else 1e-14)
+
+
+def test_mean_forward_fast_path_keeps_integer_and_half_inputs_on_the_portable_rule():
+    op = gg.registry["mean"]
+    ints = np.arange(6).reshape(2, 3)
+    assert op.fast_forward["numpy"](np, ints, axis=1)[0].dtype == np.float64
+    half = np.ones(3, np.float16)
+    out = op.fast_forward["numpy"](np, half)[0]
+    assert out.dtype == np.float16 and float(out) == 1.0
+
+
+def test_cross_entropy_checks_host_targets_on_every_call():
+    logits = gg.Variable(np.zeros((3, 4), np.float32))
+    for bad in (np.array([0, 4, 1]), np.array([-1, 0, 1])):
+        with pytest.raises(gg.errors.OpError, match=r"must lie in \[0, 3\]"):
+            nn.cross_entropy(logits, bad)
+    labels = np.array([0, 3, 1])
+    loss = nn.cross_entropy(logits, labels)
+    labels[1] = 2  # the tape keeps its own copy of host labels
+    loss.backward()
+    g = np.full((3, 4), 0.25 / 3, np.float32)
+    g[[0, 1, 2], [0, 3, 1]] -= 1 / 3
+    np.testing.assert_allclose(gg.to_numpy(logits.grad), g, rtol=1e-6)
