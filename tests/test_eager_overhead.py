@@ -9,6 +9,7 @@ import pytest
 import gpugrad as gg
 from gpugrad import nn
 from gpugrad.ops import linalg
+from gpugrad.shaping import fit
 
 
 def _same(fast, portable):
@@ -20,7 +21,8 @@ def _same(fast, portable):
 @pytest.mark.parametrize("name", ["matmul", "linear"])
 @pytest.mark.parametrize("sa,sb", [((3, 4), (4, 2)), ((2, 3, 4), (4, 2)), ((3, 4), (2, 4, 5)),
                                    ((2, 3, 4), (2, 4, 5)), ((4,), (4, 2)), ((3, 4), (4,)),
-                                   ((4,), (4,)), ((1, 3, 4), (2, 4, 5))], ids=str)
+                                   ((4,), (4,)), ((1, 3, 4), (2, 4, 5)),
+                                   ((2, 5, 3, 4), (4, 2))], ids=str)
 def test_matmul_vjp_fast_paths_equal_portable_rules(name, sa, sb, rng):
     op = gg.registry[name]
     a, b = rng.standard_normal(sa), rng.standard_normal(sb)
@@ -30,8 +32,9 @@ def test_matmul_vjp_fast_paths_equal_portable_rules(name, sa, sb, rng):
     g0 = g.copy()
     fast, portable = op.fast_vjps["numpy"], op.vjps
     assert len(fast) == len(portable)
-    for f, p in zip(fast, portable):
-        _same(f(np, g, (a, b)), p(np, g, (a, b)))
+    for f, p, x in zip(fast, portable, (a, b, out)):  # as the engine fits them to the input
+        _same(fit(np, f(np, g, (a, b)), x.shape, x.dtype),
+              fit(np, p(np, g, (a, b)), x.shape, x.dtype))
     for x, x0 in zip((a, b, g), before + (g0,)):  # nothing written into inputs or g
         np.testing.assert_array_equal(x, x0)
 
@@ -176,3 +179,14 @@ def test_cross_entropy_checks_host_targets_on_every_call():
     g = np.full((3, 4), 0.25 / 3, np.float32)
     g[[0, 1, 2], [0, 3, 1]] -= 1 / 3
     np.testing.assert_allclose(gg.to_numpy(logits.grad), g, rtol=1e-6)
+
+
+@pytest.mark.parametrize("xshape", [(5, 3), (2, 4, 3), (2, 1, 4, 3)], ids=str)
+def test_linear_and_matmul_check_grad_through_the_fast_rules(bk64, xshape):
+    rng = np.random.default_rng(6)
+    x, W, b = rng.standard_normal(xshape), rng.standard_normal((3, 2)), rng.standard_normal(2)
+    gg.testing.check_grad(lambda a, w, c: gg.linear(a, w, c), x, W, b)
+    gg.testing.check_grad(lambda a, w: a @ w, x, W)
+    # a transposed stack: the saved input is a non-contiguous view
+    xt = rng.standard_normal(xshape[:-2] + (3, xshape[-2]))
+    gg.testing.check_grad(lambda a, w: gg.matrix_transpose(a) @ w, xt, W)

@@ -104,11 +104,18 @@ def _matmul_da_numpy(xp, g, res):
 
 
 def _matmul_db_numpy(xp, g, res):
-    """NumPy fast path: a^T @ g through the transposed view, for real matrices."""
+    """NumPy fast path: a^T @ g through the transposed view, for real matrices. A stack of
+    ``a`` against one matrix ``b`` (a Linear layer on (batch, time, features)) is one
+    product of the stacked rows, which sums over the stack as it goes: no stack of
+    per-matrix gradients for the engine to sum afterwards."""
     a, b = res
     if a.ndim < 2 or b.ndim < 2 or a.dtype.kind == "c":
         return _matmul_db(xp, g, res)
-    return xp.matmul(a.T if a.ndim == 2 else a.swapaxes(-1, -2), g)
+    if a.ndim == 2:
+        return xp.matmul(a.T, g)
+    if b.ndim == 2 and g.ndim == a.ndim:
+        return xp.matmul(a.reshape(-1, a.shape[-1]).T, g.reshape(-1, g.shape[-1]))
+    return xp.matmul(a.swapaxes(-1, -2), g)
 
 
 def _linear_dbias(xp, g, res):
