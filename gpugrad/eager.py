@@ -18,6 +18,11 @@ from . import backend as B
 from . import errors as E
 from . import tensor as _tensor
 from . import versions
+from .eager_inputs import SCALARS as _SCALARS
+from .eager_inputs import check_promotion as _check_promotion
+from .eager_inputs import mix_error as _mix_error
+from .eager_inputs import same_kind as _same_kind
+from .eager_inputs import scalars_to_arrays as _scalars_to_arrays
 from .registry import Op, set_dispatcher
 from .tensor import GradientError, Tensor, _grad_enabled, no_grad
 from .shaping import as_array, fit, seed_gradient, unbroadcast  # noqa: F401  (re-exported)
@@ -89,18 +94,6 @@ def set_anomaly_hook(hook: Any) -> None:
     _anomaly = hook
 
 
-def _mix_error(op: Any, a: Tensor, b: Any) -> Exception:
-    da = B.describe_device(a.xp, a.device)
-    db = B.describe_device(B.namespace_of(getattr(b, "data", b)), B.device_of(
-        getattr(b, "data", b))) if not isinstance(b, Tensor) else B.describe_device(b.xp, b.device)
-    return B.BackendError(E.at(
-        f"{getattr(op, 'name', op)}: inputs live on different backends or devices ({da} and "
-        f"{db}); move them to one with gpugrad.asarray under the backend you want"))
-
-
-_SCALARS = (float, int, bool, complex)
-
-
 def _new_tensor(data: Any, xp: Any, node: Node | None) -> Tensor:
     t = Tensor.__new__(Tensor)
     t.data = data
@@ -157,6 +150,18 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
         arrays = (a.data,)
         inputs = (a if a._node is None else a._node,) if a.requires_grad else None
         needs = _NEED_ONE
+    elif n == 3 and _same_kind(args):  # linear(x, W, b), where(...)
+        a, b, c = args
+        xp = a.xp
+        arrays = (a.data, b.data, c.data)
+        ga, gb, gc = a.requires_grad, b.requires_grad, c.requires_grad
+        if ga or gb or gc:
+            inputs = ((a if a._node is None else a._node) if ga else a,
+                      (b if b._node is None else b._node) if gb else b,
+                      (c if c._node is None else c._node) if gc else c)
+            needs = (ga, gb, gc)
+        else:
+            inputs = None
     else:
         return _apply_general(op, args, params)
     if params or xp is not np or _anomaly is not None:
@@ -287,33 +292,6 @@ def _run(op: Op, xp: Any, arrays: Sequence[Any], params: dict, inputs: tuple | N
     return t
 
 
-def _check_promotion(op: Op, arrays: list, dtype: Any, xp: Any) -> None:
-    """Float32 meeting float64 (or an integer array that NumPy would promote a float32 to
-    float64): raise rather than silently change precision. Python scalars are weak and were
-    never arrays here, so ``x32 * 0.5`` stays float32 without reaching this."""
-    why = E.promotion_problem(op.name, arrays, dtype, xp)
-    if why is not None:
-        raise E.DtypeError(E.at(why))
-
-
-def _scalars_to_arrays(op: Op, arrays: list, ref: Any, xp: Any) -> None:
-    """Python scalars become 0-d arrays on ``ref``'s device, where the op's rule needs arrays.
-    A scalar is weak, as the standard says: it takes the dtype of an array input of its kind,
-    a floating one first, so ``where(mask, 0.5, x32)`` stays float32 and
-    ``where(mask, int32_array, 0)`` stays int32 (see backend.scalar_dtype)."""
-    typed = [a for a in arrays if hasattr(a, "dtype")]
-    typed.sort(key=lambda a: not B.is_inexact(xp, a.dtype))
-    for i, a in enumerate(arrays):
-        if type(a) in _SCALARS and i not in op.scalar_ok:
-            if ref is None:
-                arrays[i] = B.to_backend(a)
-                continue
-            dt = next((d for d in (B.scalar_dtype(xp, a, b.dtype) for b in typed)
-                       if d is not None), None)
-            arrays[i] = (np.asarray(a, dtype=dt) if xp is np
-                         else xp.asarray(a, dtype=dt, device=ref.device))
-
-
 set_dispatcher(apply)
 
 
@@ -404,7 +382,8 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
             if fast is not None:
                 gs = fast(xp, g, res, **params) if params else fast(xp, g, res)
             elif op.vjps is not None and anomaly is None:
-                gs = op.vjps  # one rule per input: only the needed ones run, in the loop below
+                # one rule per input: only the needed ones run, in the loop below
+                gs = op.fast_vjps.get(v.backend, op.vjps) if op.fast_vjps else op.vjps
                 rules = True
             else:
                 gs = op.grads(xp, g, res, needs, params)

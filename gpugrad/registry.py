@@ -56,6 +56,7 @@ class Op:
         "vjps",
         "fast_forward",
         "fast_vjp",
+        "fast_vjps",
         "differentiable",
         "variadic",
         "scalar_ok",
@@ -85,6 +86,7 @@ class Op:
         self.vjps: tuple[Callable[..., Any] | None, ...] | None = None
         self.fast_forward: dict[str, Callable[..., Any]] = {}
         self.fast_vjp: dict[str, Callable[..., Any]] = {}
+        self.fast_vjps: dict[str, tuple[Callable[..., Any], ...]] = {}
         self.differentiable = differentiable
         self.variadic = variadic
         self.scalar_ok = frozenset(scalar_ok)
@@ -122,12 +124,24 @@ class Op:
             self.vjp = None
         return rules[0]
 
-    def def_fast_path(self, backend: str, *, forward: Any = None, vjp: Any = None) -> None:
-        """Register an optional per-backend override, tested against the portable rule."""
+    def def_fast_path(self, backend: str, *, forward: Any = None, vjp: Any = None,
+                      vjps: Any = None) -> None:
+        """Register an optional per-backend override, tested against the portable rule.
+
+        ``vjp`` replaces a single VJP rule; ``vjps`` replaces an op's rules given one per
+        input (a tuple in the order of :meth:`defvjp`'s), so that the eager sweep still
+        computes only the gradients somebody needs.
+        """
         if forward is not None:
             self.fast_forward[backend] = forward
         if vjp is not None:
             self.fast_vjp[backend] = vjp
+        if vjps is not None:
+            if self.vjps is None or len(vjps) != len(self.vjps):
+                raise TypeError(
+                    f"{self.name}.def_fast_path: vjps needs one rule per input, as the op's "
+                    f"own per-input rules (defvjp(rule_0, rule_1, ...)) give")
+            self.fast_vjps[backend] = tuple(vjps)
 
     def grads(self, xp: Any, g: Any, res: Any, needs: tuple[bool, ...], params: dict) -> Any:
         """Gradients for the inputs flagged in ``needs`` (others may be None)."""

@@ -82,7 +82,7 @@ def cross_entropy(logits: Any, targets: Any, reduction: str = "mean") -> Any:
         # its compiler sees through). Host labels are copied (they are small), so the tape
         # holds its own, instead of checksumming the caller's array on every step
         if type(targets) is np.ndarray:
-            targets = Tensor(np.array(targets))
+            targets = Tensor(np.array(targets), xp=np)
         return _reduce(softmax.softmax_cross_entropy(logits, targets, axis=-1), reduction,
                        "cross_entropy")
     logp = softmax.log_softmax(logits, axis=-1)
@@ -102,12 +102,21 @@ def check_targets(targets: Any, n_classes: int, who: str) -> None:
     if not (kind in ("i", "u") if kind is not None else "int" in B.dtype_name(data.dtype)):
         raise DtypeError(at(f"{who}: targets must be integer class indices, got dtype "
                             f"{B.dtype_name(data.dtype)} {show(data.shape)}"))
+    if type(data) is np.ndarray:  # the ufuncs themselves: the methods' Python layers cost more
+        if data.size and (np.minimum.reduce(data, axis=None) < 0
+                          or np.maximum.reduce(data, axis=None) >= n_classes):
+            _out_of_range(data, n_classes, who)
+        return
     if "cupy" in type(data).__module__:
         return  # reading them would synchronise the GPU in every step
     host = B.to_numpy(data)
     if host.size and (host.min() < 0 or host.max() >= n_classes):
-        raise OpError(at(f"{who}: targets range over [{int(host.min())}, {int(host.max())}] "
-                         f"but must lie in [0, {n_classes - 1}] for {n_classes} classes"))
+        _out_of_range(host, n_classes, who)
+
+
+def _out_of_range(host: np.ndarray, n_classes: int, who: str) -> None:
+    raise OpError(at(f"{who}: targets range over [{int(host.min())}, {int(host.max())}] "
+                     f"but must lie in [0, {n_classes - 1}] for {n_classes} classes"))
 
 
 def accuracy(logits: Any, targets: Any) -> Any:

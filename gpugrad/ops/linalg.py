@@ -75,15 +75,18 @@ permute_dims.defvjp(_permute_vjp)
 
 @defop("linear")
 def linear(xp, x, weight, bias):
-    """x @ weight + bias, a Linear layer in one op;  d/dx = g @ weight^T,
-    d/dweight = x^T @ g, d/dbias = g (summed back to bias's shape by the engine)"""
-    return xp.matmul(x, weight) + bias, (x, weight)
+    """x @ weight + bias, a Linear layer in one op (``bias=None``: no bias);  d/dx = g @
+    weight^T, d/dweight = x^T @ g, d/dbias = g (summed back to bias's shape by the engine)"""
+    out = xp.matmul(x, weight)
+    return (out if bias is None else out + bias), (x, weight)
 
 
 def _linear_forward_numpy(xp, x, weight, bias):
     """NumPy fast path: the bias is added in place into the fresh matmul output (one pass and
     one allocation fewer than ``x @ W + b``), where that cannot change shape or dtype."""
     out = xp.matmul(x, weight)
+    if bias is None:
+        return out, (x, weight)
     if (out.ndim and out.dtype == bias.dtype and bias.ndim <= out.ndim
             and bias.shape == out.shape[out.ndim - bias.ndim:]):
         out += bias
@@ -91,5 +94,35 @@ def _linear_forward_numpy(xp, x, weight, bias):
     return linear.forward(xp, x, weight, bias)
 
 
-linear.defvjp(_matmul_da, _matmul_db, lambda xp, g, res: g)
-linear.def_fast_path("numpy", forward=_linear_forward_numpy)
+def _matmul_da_numpy(xp, g, res):
+    """NumPy fast path: g @ b^T through the transposed view, for real matrices (BLAS reads
+    the view as it is: no transposed copy, no Python layers of matrix_transpose)."""
+    a, b = res
+    if a.ndim < 2 or b.ndim < 2 or b.dtype.kind == "c":
+        return _matmul_da(xp, g, res)
+    return xp.matmul(g, b.T if b.ndim == 2 else b.swapaxes(-1, -2))
+
+
+def _matmul_db_numpy(xp, g, res):
+    """NumPy fast path: a^T @ g through the transposed view, for real matrices. A stack of
+    ``a`` against one matrix ``b`` (a Linear layer on (batch, time, features)) is one
+    product of the stacked rows, which sums over the stack as it goes: no stack of
+    per-matrix gradients for the engine to sum afterwards."""
+    a, b = res
+    if a.ndim < 2 or b.ndim < 2 or a.dtype.kind == "c":
+        return _matmul_db(xp, g, res)
+    if a.ndim == 2:
+        return xp.matmul(a.T, g)
+    if b.ndim == 2 and g.ndim == a.ndim:
+        return xp.matmul(a.reshape(-1, a.shape[-1]).T, g.reshape(-1, g.shape[-1]))
+    return xp.matmul(a.swapaxes(-1, -2), g)
+
+
+def _linear_dbias(xp, g, res):
+    return g
+
+
+matmul.def_fast_path("numpy", vjps=(_matmul_da_numpy, _matmul_db_numpy))
+linear.defvjp(_matmul_da, _matmul_db, _linear_dbias)
+linear.def_fast_path("numpy", forward=_linear_forward_numpy,
+                     vjps=(_matmul_da_numpy, _matmul_db_numpy, _linear_dbias))

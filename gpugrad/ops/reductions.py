@@ -78,8 +78,25 @@ def _mean_vjp_numpy(xp, g, in_shape, *, axis=None, keepdims=False):
     return (_expand_numpy(xp, xp.asarray(g / float(n if n > 0 else 1)), in_shape, axis),)
 
 
+def _mean_numpy(xp, x, *, axis=None, keepdims=False):
+    """NumPy fast path for a floating mean: the sum by the ufunc itself, then one division,
+    as ``np.mean`` does it (same accumulation, same rounding) without its Python layers."""
+    kind = x.dtype.kind
+    if not ((kind == "f" and x.dtype.itemsize >= 4) or kind == "c") or x.size == 0:
+        return mean.forward(xp, x, axis=axis, keepdims=keepdims)
+    n = 1
+    for a in _axes(x.ndim, axis):
+        n *= x.shape[a]
+    total = xp.add.reduce(x, axis=axis, keepdims=keepdims)
+    count = xp.float64(n)  # divided in double and rounded once, as np.mean divides
+    if type(total) is xp.ndarray:
+        xp.true_divide(total, count, out=total, casting="unsafe")
+        return total, tuple(x.shape)
+    return xp.asarray(total.dtype.type(total / count)), tuple(x.shape)
+
+
 sum.def_fast_path("numpy", vjp=_sum_vjp_numpy)
-mean.def_fast_path("numpy", vjp=_mean_vjp_numpy)
+mean.def_fast_path("numpy", forward=_mean_numpy, vjp=_mean_vjp_numpy)
 
 
 def _extremum_vjp(xp, g, res, *, axis=None, keepdims=False):

@@ -117,13 +117,14 @@ def _softmax_cross_entropy_numpy(xp, logits, targets, *, axis=-1):
     and take_along_axis cost more than the arithmetic at small sizes)."""
     if not _labels_on_last_axis(logits, targets, axis):
         return softmax_cross_entropy.forward(xp, logits, targets, axis=axis)
-    m = logits.max(axis=1, keepdims=True)
-    if not xp.isfinite(m).all():
+    # the ufuncs' own reduce: the array methods' Python layers cost more at small sizes
+    m = xp.maximum.reduce(logits, axis=1, keepdims=True)
+    if not xp.logical_and.reduce(xp.isfinite(m), axis=None):
         return softmax_cross_entropy.forward(xp, logits, targets, axis=axis)
     p = logits - m
     with quiet(xp):  # entries far below the max underflow to 0 by design
         xp.exp(p, out=p)
-    total = p.sum(axis=1, keepdims=True)
+    total = xp.add.reduce(p, axis=1, keepdims=True)
     rows = xp.arange(logits.shape[0])
     # -logp[target] = log(total) + m - logits[target], with logp = logits - m - log(total)
     out = xp.log(total[:, 0])
