@@ -151,3 +151,24 @@ def test_unbroadcast_numpy_equals_portable(gshape, shape):
     portable = unbroadcast(strict, strict.asarray(g), shape)
     assert fast.shape == shape
     np.testing.assert_allclose(fast, np.asarray(portable), rtol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sigmoid_fast_forward_equals_portable_at_the_extremes(dtype):
+    """exp(x) / (1 + exp(x)) in three passes, with the exact rule wherever exp(x) overflows or
+    the ratio is inf / inf: the same values (subnormals included), and no warning."""
+    op = gg.registry["sigmoid"]
+    info = np.finfo(dtype)
+    rng = np.random.default_rng(2)
+    special = [0.0, -0.0, 1.0, -1.0, 20.0, -20.0, 88.0, -88.8, 89.0, 100.0, -100.0, -103.0,
+               700.0, -720.0, -745.0, np.inf, -np.inf, info.max, -info.max, info.tiny]
+    for x in (np.array(special, dtype), (rng.standard_normal(500) * 30).astype(dtype),
+              np.array([[np.nan, 2.0], [3.0, -np.inf]], dtype)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fast, saved = op.fast_forward["numpy"](np, x)
+            portable, _ = op.forward(np, x)
+        assert saved is fast and fast.dtype == x.dtype
+        rtol = 4 * info.eps
+        np.testing.assert_allclose(fast, portable, rtol=rtol, atol=0)
+        assert np.array_equal(fast == 0, portable == 0)  # an underflow to zero in both or none
