@@ -10,6 +10,7 @@ from .buckets import GradientAverager
 from .collectives import check_same_parameters
 from .group import Group, init
 from .overlap import Overlap
+from .sharded import sharded_update
 
 DEFAULT_OVERLAP = False
 """Whether ``DistributedOptimizer(overlap=None)`` overlaps in groups of more than one."""
@@ -57,6 +58,9 @@ class DistributedOptimizer:
         self.average = GradientAverager(optimizer.params, self.group, bucket_mb)
         """The allreduce hook: ``average(grads) -> averaged grads`` (see GradientAverager);
         a compiled step can call it between backward and update."""
+        self.sharded = sharded_update(optimizer, self.average) if self.group.size > 1 \
+            else None
+        """The same-machine sharded update (gpugrad.distributed.sharded), or None."""
         if overlap is None:
             overlap = DEFAULT_OVERLAP
         overlap = overlap and self.group.size > 1
@@ -109,8 +113,14 @@ class DistributedOptimizer:
 
     def step(self) -> None:
         """Average the gradients over the ranks, then apply one update."""
+        if self.sharded is not None and not self._synced and self.overlap is None:
+            self.sharded.step([p.grad for p in self.params])
+            return
         grads = [p.grad for p in self.params] if self._synced else self._averaged()
         self._synced = False
+        if self.sharded is not None:
+            self.sharded.apply(grads)
+            return
         self.optimizer._apply(list(zip(self.params, grads)))
 
     def _apply(self, pairs: list) -> None:
@@ -120,6 +130,9 @@ class DistributedOptimizer:
         else:  # some parameters without a gradient: they count as zero
             by = {id(p): g for p, g in pairs}
             grads = [by.get(id(p)) for p in self.params]
+        if self.sharded is not None:
+            self.sharded.step(grads)
+            return
         grads = self.average(grads)
         self.optimizer._apply(list(zip(self.params, grads)))
 

@@ -86,7 +86,11 @@ class SharedBuffer:
         self.win.Sync()
         return SharedPending(self, self.node.Ibarrier())
 
-    def reduce(self, arrived: Any) -> np.ndarray:
+    def reduce_scatter(self, arrived: Any) -> np.ndarray:
+        """Wait until every rank has packed, then sum this rank's chunk of all the buffers
+        into the same chunk of its own buffer (which no other rank reads) and return that
+        chunk. The caller must end the step with a barrier before the next :meth:`ready`
+        (other ranks still read this rank's other chunks): ``released`` stays None."""
         self.group.wait(arrived, f"{self.what} (packing)")
         self.win.Sync()
         lo, hi = self.bounds[self.rank], self.bounds[self.rank + 1]
@@ -94,6 +98,10 @@ class SharedBuffer:
         for q in range(self.size):
             if q != self.rank:
                 np.add(part, self.bufs[q][lo:hi], out=part)
+        return part
+
+    def reduce(self, arrived: Any) -> np.ndarray:
+        self.reduce_scatter(arrived)
         self._barrier("summing")
         for q in range(self.size):
             if q != self.rank:
@@ -102,6 +110,25 @@ class SharedBuffer:
         self.win.Sync()
         self.released = self.node.Ibarrier()
         return self.mine
+
+
+class SharedArray:
+    """One flat array of ``numel`` values of ``dtype`` that every rank of ``node`` maps: a
+    shared window whose memory is all allocated by the node's rank 0 (so it is one
+    contiguous block). ``array`` is the NumPy view; ``sync()`` orders this rank's stores
+    and loads (call it on both sides of a barrier)."""
+
+    def __init__(self, group: Group, node: Any, numel: int, dtype: str) -> None:
+        MPI = group._mpi
+        itemsize = np.dtype(dtype).itemsize
+        mine = numel * itemsize if node.Get_rank() == 0 else 0
+        self.win = MPI.Win.Allocate_shared(mine, itemsize, comm=node)
+        mem, _ = self.win.Shared_query(0)
+        self.array = np.ndarray(buffer=mem, dtype=dtype, shape=(numel,))
+        self.win.Lock_all(MPI.MODE_NOCHECK)
+
+    def sync(self) -> None:
+        self.win.Sync()
 
 
 class SharedPending:
