@@ -108,9 +108,10 @@ def test_parameter_mismatch_is_an_error_on_every_rank(checks):
         assert "rank 0" in msg and "rank 1" in msg, msg
 
 
-def test_a_rank_that_raises_ends_the_job_quickly():
+@pytest.mark.parametrize("where", ["allreduce", "step"])
+def test_a_rank_that_raises_ends_the_job_quickly(where):
     start = time.monotonic()
-    res = mpirun(sys.executable, str(HERE / "fail.py"), "raise", timeout=60)
+    res = mpirun(sys.executable, str(HERE / "fail.py"), "raise", where, timeout=60)
     took = time.monotonic() - start
     assert res.returncode != 0, res.stdout + res.stderr
     assert took < 30, took
@@ -119,9 +120,10 @@ def test_a_rank_that_raises_ends_the_job_quickly():
     assert "must not" not in res.stdout
 
 
-def test_a_stalled_rank_trips_the_collective_timeout():
+@pytest.mark.parametrize("where", ["allreduce", "step"])
+def test_a_stalled_rank_trips_the_collective_timeout(where):
     start = time.monotonic()
-    res = mpirun(sys.executable, str(HERE / "fail.py"), "stall", timeout=60,
+    res = mpirun(sys.executable, str(HERE / "fail.py"), "stall", where, timeout=60,
                  GPUGRAD_DIST_TIMEOUT="2")
     took = time.monotonic() - start
     assert res.returncode != 0, res.stdout + res.stderr

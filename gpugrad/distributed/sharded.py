@@ -72,7 +72,7 @@ class ShardedUpdate:
     def __init__(self, optimizer: Optimizer, averager: GradientAverager, node: Any,
                  keys: list[str]) -> None:
         self.optimizer, self.averager, self.keys = optimizer, averager, keys
-        self.group = group = averager.group
+        self.group = averager.group
         self.node = node
         self.rank = node.Get_rank()
         self.windows: list = []
@@ -81,6 +81,7 @@ class ShardedUpdate:
         self.pieces: list[list[_Piece]] = []                # per bucket, this rank's pieces
         params = averager.params
         for b in averager.buckets:
+            averager.allocate(b)  # now, not in the first step
             flat, state_flat = self._allocate(b, keys)
             lo_r, hi_r = b.numel * self.rank // node.Get_size(), \
                 b.numel * (self.rank + 1) // node.Get_size()

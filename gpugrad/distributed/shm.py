@@ -37,7 +37,8 @@ def node_comm(group: Group) -> Any:
     if cached is not False:
         return cached
     MPI = group._mpi
-    node = group.comm.Split_type(MPI.COMM_TYPE_SHARED)
+    with group.blocking("shared-memory set-up (split)"):
+        node = group.comm.Split_type(MPI.COMM_TYPE_SHARED)
     # every rank must take the same path: one machine for all, and allowed on all
     mine = int(node.Get_size() == group.size and os.environ.get("GPUGRAD_DIST_SHM") != "0")
     flag = np.asarray([mine], np.int64)
@@ -57,7 +58,8 @@ class SharedBuffer:
         MPI = group._mpi
         self.group, self.node, self.MPI = group, node, MPI
         itemsize = np.dtype(dtype).itemsize
-        self.win = MPI.Win.Allocate_shared(numel * itemsize, itemsize, comm=node)
+        with group.blocking(f"shared-memory set-up ({numel} {np.dtype(dtype).name} values)"):
+            self.win = MPI.Win.Allocate_shared(numel * itemsize, itemsize, comm=node)
         self.bufs = []
         for r in range(node.Get_size()):
             mem, _ = self.win.Shared_query(r)
@@ -122,7 +124,8 @@ class SharedArray:
         MPI = group._mpi
         itemsize = np.dtype(dtype).itemsize
         mine = numel * itemsize if node.Get_rank() == 0 else 0
-        self.win = MPI.Win.Allocate_shared(mine, itemsize, comm=node)
+        with group.blocking(f"shared-memory set-up ({numel} {np.dtype(dtype).name} values)"):
+            self.win = MPI.Win.Allocate_shared(mine, itemsize, comm=node)
         mem, _ = self.win.Shared_query(0)
         self.array = np.ndarray(buffer=mem, dtype=dtype, shape=(numel,))
         self.win.Lock_all(MPI.MODE_NOCHECK)
