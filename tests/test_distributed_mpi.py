@@ -205,7 +205,7 @@ def test_benchmark_quick_runs(tmp_path):
     report = json.loads((tmp_path / "d.json").read_text())
     assert report["1"]["ranks"] == 1 and report["2"]["ranks"] == 2
     for rep in report.values():
-        assert set(rep["step_s"]) == {"plain", "blocking", "overlap"}
+        assert set(rep["step_s"]) == {"plain", "blocking", "overlap", "unsharded"}
         assert all(v > 0 for v in rep["step_s"].values())
     assert report["2"]["allreduce"]["bandwidth_Bps"] > 0
     assert "ring model" in res.stdout and "N=64" in res.stdout

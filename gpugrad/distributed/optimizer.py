@@ -32,6 +32,13 @@ class DistributedOptimizer:
       measured (README, "Train on many processes or machines") the allreduces after backward
       were as fast or faster. A group of one never overlaps: it has nothing to send, and its
       ``step()`` is the optimizer's own at the cost of one shape check per parameter.
+    - Ranks on one machine (NumPy, MPI shared memory; gg.optim's SGD, Adam or AdamW) share
+      one copy of the parameters and of the optimizer state, and each rank sums and updates
+      its own chunk of them (gpugrad.distributed.sharded): each ``.data`` is then a view of
+      shared memory, holding rank 0's values from here on. Update only through this
+      wrapper (``step``/``minimize``), which every rank calls. ``shard=False`` keeps a copy
+      per rank instead: every rank gets the whole averaged gradient and runs the whole
+      update.
     - A parameter with no gradient on a rank counts as zero there. Every parameter is then
       updated on every rank, with the averaged gradient (zero if no rank had one).
     - ``minimize(loss, feed)`` does the same for Placeholder graphs: one compiled program per
@@ -48,7 +55,8 @@ class DistributedOptimizer:
     """
 
     def __init__(self, optimizer: Optimizer, bucket_mb: float = 25.0, *,
-                 group: Group | None = None, overlap: bool | None = None) -> None:
+                 group: Group | None = None, overlap: bool | None = None,
+                 shard: bool = True) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"DistributedOptimizer: expected a gg.optim optimizer, got "
                             f"{type(optimizer).__name__}")
@@ -58,8 +66,8 @@ class DistributedOptimizer:
         self.average = GradientAverager(optimizer.params, self.group, bucket_mb)
         """The allreduce hook: ``average(grads) -> averaged grads`` (see GradientAverager);
         a compiled step can call it between backward and update."""
-        self.sharded = sharded_update(optimizer, self.average) if self.group.size > 1 \
-            else None
+        self.sharded = sharded_update(optimizer, self.average) if (
+            shard and self.group.size > 1) else None
         """The same-machine sharded update (gpugrad.distributed.sharded), or None."""
         if overlap is None:
             overlap = DEFAULT_OVERLAP
