@@ -121,8 +121,9 @@ class DistributedOptimizer:
 
     def step(self) -> None:
         """Average the gradients over the ranks, then apply one update."""
-        if self.sharded is not None and not self._synced and self.overlap is None:
-            self.sharded.step([p.grad for p in self.params])
+        if self.sharded is not None and not self._synced:
+            started = self.overlap.claim() if self.overlap is not None else None
+            self.sharded.step([p.grad for p in self.params], started)
             return
         grads = [p.grad for p in self.params] if self._synced else self._averaged()
         self._synced = False

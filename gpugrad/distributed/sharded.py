@@ -150,10 +150,13 @@ class ShardedUpdate:
             elif any(st.get(p, {}).get(k) is not a for k, a in self.states[i].items()):
                 st[p] = dict(self.states[i])
 
-    def step(self, grads: Sequence[Any]) -> None:
-        """Average this rank's gradients over the ranks and update (collective)."""
+    def step(self, grads: Sequence[Any], started: list | None = None) -> None:
+        """Average this rank's gradients over the ranks and update (collective).
+        ``started``: the buckets' allreduces, already started (by the overlap with
+        backward), in place of packing ``grads`` now."""
         avg = self.averager
-        pending = [avg.start(b, grads) for b in avg.buckets]  # pack, scaled by 1/size
+        pending = started if started is not None else [
+            avg.start(b, grads) for b in avg.buckets]  # pack, scaled by 1/size
         work = []
         for b, pend, pieces in zip(avg.buckets, pending, self.pieces):
             if b.shared is None:  # an empty bucket: nothing to update
