@@ -140,6 +140,14 @@ def _():
     st = opt.state_dict()["state"]
     np.testing.assert_array_equal(st[0]["momentum"], np.full((3, 2), 2.0))
     np.testing.assert_array_equal(st[1]["momentum"], np.zeros(5))
+    # synchronize() (to read or clip the mean gradient), then step() with it
+    opt.zero_grad()
+    gg.sum(a * float(R + 1)).backward()
+    opt.synchronize()
+    np.testing.assert_array_equal(gg.to_numpy(a.grad), np.full((3, 2), (N + 1) / 2))
+    a.grad = a.grad * 0.5
+    opt.step()  # momentum 0.5 * 2 + 0.75 = 1.75; a = 9 - 0.5 * 1.75
+    np.testing.assert_array_equal(gg.to_numpy(a.data), np.full((3, 2), 8.125))
     every = group.allgather([gg.to_numpy(a.data).tolist(), gg.to_numpy(b.data).tolist()])
     assert all(e == every[0] for e in every)
 
