@@ -12,6 +12,10 @@ copies through its message cells:
    barrier (waited on before the next pack) keeps the next pack from overwriting a chunk
    that another rank is still copying.
 
+The sharded update (gpugrad.distributed.sharded) stops after step 2
+(:meth:`SharedBuffer.reduce_scatter`): rank r updates chunk r of parameters that live in
+shared windows too (:class:`SharedArray`), so nothing is copied back.
+
 The barriers are non-blocking MPI barriers waited on with the group's timeout (see
 :meth:`gpugrad.distributed.group.Group.wait`). Used by
 :class:`~gpugrad.distributed.buckets.GradientAverager` on NumPy when every rank of the group
