@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import versions
+from ..compiler.update import lowerable
 from ..fpstate import quiet
 from ..optim import SGD, Adam, Optimizer
 from ..tensor import no_grad
@@ -53,13 +54,16 @@ class _Piece:
     """A parameter's slice inside one rank's chunk, as the optimizer's ``update`` sees it:
     ``data`` is a 1-D view of the shared parameter, ``state`` of the shared state."""
 
-    __slots__ = ("data", "dtype", "hi", "index", "lo", "param", "pos", "state", "xp")
+    __slots__ = ("data", "dtype", "hi", "index", "lo", "param", "pos", "scratch", "state",
+                 "xp")
 
     def __init__(self, param: Any, index: int, lo: int, hi: int, pos: int, data: Any,
                  state: dict) -> None:
         self.param, self.index, self.lo, self.hi, self.pos = param, index, lo, hi, pos
         self.data, self.state = data, state
         self.xp, self.dtype = np, data.dtype
+        # scratch for update_in_place, which takes real values only
+        self.scratch = np.empty_like(data) if data.dtype.kind == "f" else None
 
 
 class ShardedUpdate:
@@ -186,7 +190,9 @@ class ShardedUpdate:
 
     def _update(self, work: list) -> None:
         opt = self.optimizer
-        steps = opt.param_steps
+        steps, state = opt.param_steps, opt.state
+        # the in-place NumPy form the compiled step uses (same arithmetic, no temporaries)
+        in_place = lowerable(opt)
         opt.steps += 1
         try:
             with no_grad(), quiet(np):
@@ -194,9 +200,14 @@ class ShardedUpdate:
                     if self.counts_steps:
                         steps[pc] = steps.get(pc.param, 0)
                     try:
-                        opt.update(pc, g, pc.state)
+                        if in_place and pc.scratch is not None:
+                            state[pc] = pc.state
+                            opt.update_in_place(pc, pc.data, g, pc.scratch)
+                        else:
+                            opt.update(pc, g, pc.state)
                     finally:
                         steps.pop(pc, None)
+                        state.pop(pc, None)
         finally:
             if self.counts_steps:
                 for p in self.averager.params:
