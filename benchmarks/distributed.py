@@ -4,15 +4,19 @@
     python -m benchmarks --distributed            # or: python -m benchmarks.distributed
     python -m benchmarks.distributed --quick --json out.json
 
-Each rank runs three kinds of step, taking turns step by step, each on its own copy of the
+Each rank runs four kinds of step, taking turns step by step, each on its own copy of the
 model, with a barrier before and after every step (so a step of N ranks lasts until the
 slowest rank is done), and reports the median:
 ``plain`` (the optimizer alone, no communication: the compute a rank does), ``blocking``
 (DistributedOptimizer's default, overlap off: all allreduces after backward, buckets of
-``--bucket-mb``) and ``overlap`` (allreduces started from inside backward, buckets of
-``--overlap-bucket-mb``; a group of one never overlaps, so on 1 rank it is blocking too).
+``--bucket-mb``), ``overlap`` (allreduces started from inside backward, buckets of
+``--overlap-bucket-mb``; a group of one never overlaps, so on 1 rank it is blocking too)
+and ``unsharded`` (blocking with ``shard=False``: ranks on one machine each receive the whole
+averaged gradient and run the whole update, instead of each summing and updating its chunk
+of shared parameters; on 1 rank, blocking again).
 The time a step spends in allreduce is the step's time minus the plain step's, on the same
-ranks in the same run. It also measures the allreduce's latency and bandwidth on this machine, for the ring-allreduce cost model.
+ranks in the same run. It also measures the allreduce's latency and bandwidth on this
+machine, for the ring-allreduce cost model.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import numpy as np  # noqa: E402
 from . import sizes  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-MODES = ("plain", "blocking", "overlap")
+MODES = ("plain", "blocking", "overlap", "unsharded")
 
 
 def mpiexec() -> str:
@@ -64,7 +68,8 @@ def worker(quick: bool, rounds: int, steps: int, bucket_mb: float, overlap_mb: f
                                          seed=sizes.SEED)
         opt = gg.optim.SGD(model.parameters(), lr=cfg["lr"])
         opts[mode] = opt if mode == "plain" else dist.DistributedOptimizer(
-            opt, overlap_mb if mode == "overlap" else bucket_mb, overlap=(mode == "overlap"))
+            opt, overlap_mb if mode == "overlap" else bucket_mb, overlap=(mode == "overlap"),
+            shard=(mode != "unsharded"))
     xb = gg.asarray(x)
     n_bytes = sum(int(np.prod(p.shape)) * 4 for p in models["plain"].parameters())
 

@@ -71,6 +71,18 @@ def test_equivalence_with_one_process_of_twice_the_batch(checks):
         assert len(out["diffs"]) == 8, out["diffs"]
         for case, diff in out["diffs"].items():
             assert diff <= 1e-12, (case, diff)
+        assert len(out["state_diffs"]) == 8, out["state_diffs"]  # momentum, Adam's m and v
+        for case, diff in out["state_diffs"].items():
+            assert diff <= 1e-12, (case, diff)
+
+
+def test_ranks_on_one_machine_update_shared_parameters_each_its_chunk(checks):
+    """Same-machine ranks share one copy of the parameters and optimizer state and each
+    updates its chunk (gpugrad.distributed.sharded); a parameter without a gradient on a
+    rank counts as zero, rank 0's starting values win, rebound parameters and reset state are
+    taken up at the next step, and an optimizer not known to be elementwise is not sharded."""
+    for out in checks.values():
+        assert out["sharded"] == [True] * 8 and out["sharded_opt"] is True
 
 
 def test_ranks_on_one_machine_average_through_shared_memory(checks):
@@ -84,7 +96,7 @@ def test_without_shared_memory_the_equivalence_holds_through_mpi(tmp_path):
     for r in (0, 1):
         out = json.loads((tmp_path / f"rank{r}.json").read_text())
         assert out["failures"] == [], "\n".join(out["failures"])
-        assert out["shared_memory"] is False
+        assert out["shared_memory"] is False and out["sharded"] == [False] * 8
         assert len(out["diffs"]) == 8 and max(out["diffs"].values()) <= 1e-12, out["diffs"]
 
 
@@ -96,9 +108,10 @@ def test_parameter_mismatch_is_an_error_on_every_rank(checks):
         assert "rank 0" in msg and "rank 1" in msg, msg
 
 
-def test_a_rank_that_raises_ends_the_job_quickly():
+@pytest.mark.parametrize("where", ["allreduce", "step"])
+def test_a_rank_that_raises_ends_the_job_quickly(where):
     start = time.monotonic()
-    res = mpirun(sys.executable, str(HERE / "fail.py"), "raise", timeout=60)
+    res = mpirun(sys.executable, str(HERE / "fail.py"), "raise", where, timeout=60)
     took = time.monotonic() - start
     assert res.returncode != 0, res.stdout + res.stderr
     assert took < 30, took
@@ -107,9 +120,10 @@ def test_a_rank_that_raises_ends_the_job_quickly():
     assert "must not" not in res.stdout
 
 
-def test_a_stalled_rank_trips_the_collective_timeout():
+@pytest.mark.parametrize("where", ["allreduce", "step"])
+def test_a_stalled_rank_trips_the_collective_timeout(where):
     start = time.monotonic()
-    res = mpirun(sys.executable, str(HERE / "fail.py"), "stall", timeout=60,
+    res = mpirun(sys.executable, str(HERE / "fail.py"), "stall", where, timeout=60,
                  GPUGRAD_DIST_TIMEOUT="2")
     took = time.monotonic() - start
     assert res.returncode != 0, res.stdout + res.stderr
@@ -191,7 +205,7 @@ def test_benchmark_quick_runs(tmp_path):
     report = json.loads((tmp_path / "d.json").read_text())
     assert report["1"]["ranks"] == 1 and report["2"]["ranks"] == 2
     for rep in report.values():
-        assert set(rep["step_s"]) == {"plain", "blocking", "overlap"}
+        assert set(rep["step_s"]) == {"plain", "blocking", "overlap", "unsharded"}
         assert all(v > 0 for v in rep["step_s"].values())
     assert report["2"]["allreduce"]["bandwidth_Bps"] > 0
     assert "ring model" in res.stdout and "N=64" in res.stdout

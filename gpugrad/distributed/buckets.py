@@ -140,16 +140,22 @@ class GradientAverager:
         flat = xp.concat(parts) if len(parts) > 1 else xp.asarray(parts[0], copy=True)
         return self.group.start_allreduce(flat, "sum")
 
+    def allocate(self, bucket: Bucket) -> None:
+        """Make the bucket's persistent NumPy buffer (collective where the ranks share
+        memory); done by its first allreduce if not before."""
+        if bucket.flat is not None:
+            return
+        node = shm.node_comm(self.group) if bucket.numel else None
+        if node is not None:
+            bucket.shared = shm.SharedBuffer(self.group, node, bucket.numel, bucket.dtype)
+            bucket.flat = bucket.shared.mine
+        else:
+            bucket.flat = np.empty(bucket.numel, dtype=bucket.dtype)
+        bucket.views = [bucket.flat[off:off + int(np.prod(shape, dtype=np.int64))]
+                        .reshape(shape) for off, shape in zip(bucket.offsets, bucket.shapes)]
+
     def _start_numpy(self, bucket: Bucket, grads: Any) -> Any:
-        if bucket.flat is None:
-            node = shm.node_comm(self.group) if bucket.numel else None
-            if node is not None:
-                bucket.shared = shm.SharedBuffer(self.group, node, bucket.numel, bucket.dtype)
-                bucket.flat = bucket.shared.mine
-            else:
-                bucket.flat = np.empty(bucket.numel, dtype=bucket.dtype)
-            bucket.views = [bucket.flat[off:off + int(np.prod(shape, dtype=np.int64))]
-                            .reshape(shape) for off, shape in zip(bucket.offsets, bucket.shapes)]
+        self.allocate(bucket)
         if bucket.shared is not None:
             bucket.shared.ready()  # no rank still reads the previous step's sums
         scale = 1.0 / self.group.size  # exact for a power of two: the sum is the mean

@@ -21,11 +21,12 @@ the others forever.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -147,13 +148,21 @@ class Group:
         ``timeout`` seconds (MPI's own collectives have no timeout)."""
         if req.Test():
             return
+        with self.blocking(what):
+            req.Wait()  # in C, without the GIL: as fast as MPI's own blocking wait
+
+    @contextlib.contextmanager
+    def blocking(self, what: str) -> Iterator[None]:
+        """Around a blocking collective MPI call (one with no non-blocking form, such as a
+        shared window's allocation): the watchdog aborts the job if it lasts longer than
+        ``timeout`` seconds."""
         if self._watchdog is None:
             self._watchdog = threading.Thread(target=self._watch, name="gpugrad-watchdog",
                                               daemon=True)
             self._watchdog.start()
         self._waiting = (time.monotonic(), what)
         try:
-            req.Wait()  # in C, without the GIL: as fast as MPI's own blocking wait
+            yield
         finally:
             self._waiting = None
 

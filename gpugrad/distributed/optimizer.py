@@ -10,6 +10,7 @@ from .buckets import GradientAverager
 from .collectives import check_same_parameters
 from .group import Group, init
 from .overlap import Overlap
+from .sharded import sharded_update
 
 DEFAULT_OVERLAP = False
 """Whether ``DistributedOptimizer(overlap=None)`` overlaps in groups of more than one."""
@@ -31,6 +32,13 @@ class DistributedOptimizer:
       measured (README, "Train on many processes or machines") the allreduces after backward
       were as fast or faster. A group of one never overlaps: it has nothing to send, and its
       ``step()`` is the optimizer's own at the cost of one shape check per parameter.
+    - Ranks on one machine (NumPy, MPI shared memory; gg.optim's SGD, Adam or AdamW) share
+      one copy of the parameters and of the optimizer state, and each rank sums and updates
+      its own chunk of them (gpugrad.distributed.sharded): each ``.data`` is then a view of
+      shared memory, holding rank 0's values from here on. Update only through this
+      wrapper (``step``/``minimize``), which every rank calls. ``shard=False`` keeps a copy
+      per rank instead: every rank gets the whole averaged gradient and runs the whole
+      update.
     - A parameter with no gradient on a rank counts as zero there. Every parameter is then
       updated on every rank, with the averaged gradient (zero if no rank had one).
     - ``minimize(loss, feed)`` does the same for Placeholder graphs: one compiled program per
@@ -47,7 +55,8 @@ class DistributedOptimizer:
     """
 
     def __init__(self, optimizer: Optimizer, bucket_mb: float = 25.0, *,
-                 group: Group | None = None, overlap: bool | None = None) -> None:
+                 group: Group | None = None, overlap: bool | None = None,
+                 shard: bool = True) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"DistributedOptimizer: expected a gg.optim optimizer, got "
                             f"{type(optimizer).__name__}")
@@ -57,6 +66,9 @@ class DistributedOptimizer:
         self.average = GradientAverager(optimizer.params, self.group, bucket_mb)
         """The allreduce hook: ``average(grads) -> averaged grads`` (see GradientAverager);
         a compiled step can call it between backward and update."""
+        self.sharded = sharded_update(optimizer, self.average) if (
+            shard and self.group.size > 1) else None
+        """The same-machine sharded update (gpugrad.distributed.sharded), or None."""
         if overlap is None:
             overlap = DEFAULT_OVERLAP
         overlap = overlap and self.group.size > 1
@@ -109,8 +121,15 @@ class DistributedOptimizer:
 
     def step(self) -> None:
         """Average the gradients over the ranks, then apply one update."""
+        if self.sharded is not None and not self._synced:
+            started = self.overlap.claim() if self.overlap is not None else None
+            self.sharded.step([p.grad for p in self.params], started)
+            return
         grads = [p.grad for p in self.params] if self._synced else self._averaged()
         self._synced = False
+        if self.sharded is not None:
+            self.sharded.apply(grads)
+            return
         self.optimizer._apply(list(zip(self.params, grads)))
 
     def _apply(self, pairs: list) -> None:
@@ -120,6 +139,9 @@ class DistributedOptimizer:
         else:  # some parameters without a gradient: they count as zero
             by = {id(p): g for p, g in pairs}
             grads = [by.get(id(p)) for p in self.params]
+        if self.sharded is not None:
+            self.sharded.step(grads)
+            return
         grads = self.average(grads)
         self.optimizer._apply(list(zip(self.params, grads)))
 

@@ -77,6 +77,16 @@ class Overlap:
         self.pending, self.started = [], 0
         return out
 
+    def claim(self) -> list | None:
+        """The in-flight allreduces of the latest backward, one per bucket, handed over
+        unfinished (a sharded update finishes them); None, with nothing in flight, if the
+        sweep did not start them all."""
+        if self.started < len(self.averager.buckets):
+            self.discard()
+            return None
+        out, self.pending, self.started = self.pending, [], 0
+        return out
+
     def discard(self) -> None:
         """Complete and drop what is in flight (collectives must be completed)."""
         for pend in self.pending:

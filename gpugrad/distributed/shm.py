@@ -12,6 +12,10 @@ copies through its message cells:
    barrier (waited on before the next pack) keeps the next pack from overwriting a chunk
    that another rank is still copying.
 
+The sharded update (gpugrad.distributed.sharded) stops after step 2
+(:meth:`SharedBuffer.reduce_scatter`): rank r updates chunk r of parameters that live in
+shared windows too (:class:`SharedArray`), so nothing is copied back.
+
 The barriers are non-blocking MPI barriers waited on with the group's timeout (see
 :meth:`gpugrad.distributed.group.Group.wait`). Used by
 :class:`~gpugrad.distributed.buckets.GradientAverager` on NumPy when every rank of the group
@@ -37,7 +41,8 @@ def node_comm(group: Group) -> Any:
     if cached is not False:
         return cached
     MPI = group._mpi
-    node = group.comm.Split_type(MPI.COMM_TYPE_SHARED)
+    with group.blocking("shared-memory set-up (split)"):
+        node = group.comm.Split_type(MPI.COMM_TYPE_SHARED)
     # every rank must take the same path: one machine for all, and allowed on all
     mine = int(node.Get_size() == group.size and os.environ.get("GPUGRAD_DIST_SHM") != "0")
     flag = np.asarray([mine], np.int64)
@@ -57,7 +62,8 @@ class SharedBuffer:
         MPI = group._mpi
         self.group, self.node, self.MPI = group, node, MPI
         itemsize = np.dtype(dtype).itemsize
-        self.win = MPI.Win.Allocate_shared(numel * itemsize, itemsize, comm=node)
+        with group.blocking(f"shared-memory set-up ({numel} {np.dtype(dtype).name} values)"):
+            self.win = MPI.Win.Allocate_shared(numel * itemsize, itemsize, comm=node)
         self.bufs = []
         for r in range(node.Get_size()):
             mem, _ = self.win.Shared_query(r)
@@ -86,7 +92,11 @@ class SharedBuffer:
         self.win.Sync()
         return SharedPending(self, self.node.Ibarrier())
 
-    def reduce(self, arrived: Any) -> np.ndarray:
+    def reduce_scatter(self, arrived: Any) -> np.ndarray:
+        """Wait until every rank has packed, then sum this rank's chunk of all the buffers
+        into the same chunk of its own buffer (which no other rank reads) and return that
+        chunk. The caller must end the step with a barrier before the next :meth:`ready`
+        (other ranks still read this rank's other chunks): ``released`` stays None."""
         self.group.wait(arrived, f"{self.what} (packing)")
         self.win.Sync()
         lo, hi = self.bounds[self.rank], self.bounds[self.rank + 1]
@@ -94,6 +104,10 @@ class SharedBuffer:
         for q in range(self.size):
             if q != self.rank:
                 np.add(part, self.bufs[q][lo:hi], out=part)
+        return part
+
+    def reduce(self, arrived: Any) -> np.ndarray:
+        self.reduce_scatter(arrived)
         self._barrier("summing")
         for q in range(self.size):
             if q != self.rank:
@@ -102,6 +116,26 @@ class SharedBuffer:
         self.win.Sync()
         self.released = self.node.Ibarrier()
         return self.mine
+
+
+class SharedArray:
+    """One flat array of ``numel`` values of ``dtype`` that every rank of ``node`` maps: a
+    shared window whose memory is all allocated by the node's rank 0 (so it is one
+    contiguous block). ``array`` is the NumPy view; ``sync()`` orders this rank's stores
+    and loads (call it on both sides of a barrier)."""
+
+    def __init__(self, group: Group, node: Any, numel: int, dtype: str) -> None:
+        MPI = group._mpi
+        itemsize = np.dtype(dtype).itemsize
+        mine = numel * itemsize if node.Get_rank() == 0 else 0
+        with group.blocking(f"shared-memory set-up ({numel} {np.dtype(dtype).name} values)"):
+            self.win = MPI.Win.Allocate_shared(mine, itemsize, comm=node)
+        mem, _ = self.win.Shared_query(0)
+        self.array = np.ndarray(buffer=mem, dtype=dtype, shape=(numel,))
+        self.win.Lock_all(MPI.MODE_NOCHECK)
+
+    def sync(self) -> None:
+        self.win.Sync()
 
 
 class SharedPending:

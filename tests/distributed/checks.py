@@ -8,6 +8,7 @@ is recorded as a string, never raised, so one launch reports every check.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 
@@ -18,7 +19,8 @@ from gpugrad import distributed as dist
 
 group = dist.init()
 R, N = group.rank, group.size
-out: dict = {"rank": R, "size": N, "backend": group.backend, "failures": [], "diffs": {}}
+out: dict = {"rank": R, "size": N, "backend": group.backend, "failures": [], "diffs": {},
+             "state_diffs": {}, "shared_memory_off": os.environ.get("GPUGRAD_DIST_SHM") == "0"}
 
 
 def check(name):
@@ -109,6 +111,81 @@ def _():
                                rtol=0, atol=1e-15)
 
 
+@check("sharded update")
+def _():
+    # the ranks start from different values: rank 0's become everyone's
+    r = np.random.default_rng(R)
+    a, b = gg.Variable(r.normal(size=(3, 2))), gg.Variable(np.full(5, float(R)))
+    a0 = group.allgather(gg.to_numpy(a.data))[0]
+    opt = dist.DistributedOptimizer(gg.optim.SGD([a, b], lr=0.5, momentum=0.5))
+    if opt.sharded is None:  # without shared memory each rank keeps its own copy
+        dist.broadcast_parameters([a, b])
+    np.testing.assert_array_equal(gg.to_numpy(a.data), a0)
+    np.testing.assert_array_equal(gg.to_numpy(b.data), np.zeros(5))
+    out["sharded_opt"] = opt.sharded is not None
+    # b has no gradient on rank 1: it counts as zero there (mean of 3 and 0 on 2 ranks)
+    loss = gg.sum(a * 2.0) if R == 1 else gg.sum(a * 2.0) + gg.sum(b * 3.0)
+    loss.backward()
+    opt.step()
+    np.testing.assert_array_equal(gg.to_numpy(a.data), a0 - 1.0)
+    np.testing.assert_allclose(gg.to_numpy(b.data), np.full(5, -1.5 * (N - 1) / N),
+                               rtol=0, atol=1e-15)
+    # a parameter rebound between steps (a checkpoint loaded on every rank) and a reset
+    # optimizer state are copied into the shared memory at the next step
+    a.data = np.full((3, 2), 10.0)
+    opt.load_state_dict({**opt.state_dict(), "state": [{}, {}]})
+    opt.zero_grad()
+    gg.sum(a * 2.0).backward()
+    opt.step()  # momentum restarts from zero: a -= 0.5 * 2
+    np.testing.assert_array_equal(gg.to_numpy(a.data), np.full((3, 2), 9.0))
+    st = opt.state_dict()["state"]
+    np.testing.assert_array_equal(st[0]["momentum"], np.full((3, 2), 2.0))
+    np.testing.assert_array_equal(st[1]["momentum"], np.zeros(5))
+    # synchronize() (to read or clip the mean gradient), then step() with it
+    opt.zero_grad()
+    gg.sum(a * float(R + 1)).backward()
+    opt.synchronize()
+    np.testing.assert_array_equal(gg.to_numpy(a.grad), np.full((3, 2), (N + 1) / 2))
+    a.grad = a.grad * 0.5
+    opt.step()  # momentum 0.5 * 2 + (N + 1) / 4 (1.75 on 2 ranks); a = 9 - 0.5 * momentum
+    np.testing.assert_allclose(gg.to_numpy(a.data), np.full((3, 2), 9 - 0.5 * (1 + (N + 1) / 4)),
+                               rtol=0, atol=1e-15)
+    every = group.allgather([gg.to_numpy(a.data).tolist(), gg.to_numpy(b.data).tolist()])
+    assert all(e == every[0] for e in every)
+
+    # complex and float32 parameters (Adam's complex step, the in-place real one), 3 steps,
+    # against one process's Adam fed the mean gradient
+    r = np.random.default_rng(5)
+    starts = [r.normal(size=(4, 3)) + 1j * r.normal(size=(4, 3)),
+              r.normal(size=7).astype(np.float32)]
+    g0 = [r.normal(size=(4, 3)) - 2j * r.normal(size=(4, 3)), r.normal(size=7).astype("f4")]
+    mine = [gg.Variable(np.array(v)) for v in starts]
+    ref = [gg.Variable(np.array(v)) for v in starts]
+    opt, plain = dist.DistributedOptimizer(gg.optim.Adam(mine, lr=0.1)), gg.optim.Adam(ref, lr=0.1)
+    assert opt.sharded is not None or out["shared_memory_off"]
+    for k in range(3):
+        for p, q, g in zip(mine, ref, g0):
+            p.grad = g * float(R + k + 1)
+            q.grad = g * (sum(float(rr + k + 1) for rr in range(N)) / N)
+        opt.step()
+        plain.step()
+    for p, q in zip(mine, ref):
+        assert p.dtype == q.dtype
+        np.testing.assert_allclose(gg.to_numpy(p.data), gg.to_numpy(q.data), rtol=0,
+                                   atol=1e-12 if p.dtype == np.complex128 else 1e-6)
+
+    class Scaled(gg.optim.SGD):  # an update that is not known to be elementwise
+        def update(self, p, g, state):
+            super().update(p, g * 2.0, state)
+
+    c = gg.Variable(np.ones(4))
+    opt = dist.DistributedOptimizer(Scaled([c], lr=0.25))
+    assert opt.sharded is None
+    gg.sum(c * float(R + 1)).backward()  # mean gradient (1 + 2) / 2 on 2 ranks
+    opt.step()
+    np.testing.assert_allclose(gg.to_numpy(c.data), 1.0 - 0.5 * (N + 1) / 2, atol=1e-15)
+
+
 @check("shared-memory buckets")
 def _():
     # odd sizes (chunks of 0 and 1 values), several dtypes, an empty bucket; twice, so the
@@ -162,10 +239,11 @@ def batches(batch, shard):
         epoch += 1
 
 
-def train(make_opt, ps, batch, shard, mode, wrap):
+def train(make_opt, ps, batch, shard, mode, wrap, states=None):
     opt = make_opt(ps)
     if wrap:
         opt = dist.DistributedOptimizer(opt, bucket_mb=1e-4, overlap=(mode == "eager"))
+        out.setdefault("sharded", []).append(opt.sharded is not None)
     it = batches(batch, shard)
     if mode.startswith("graph"):
         xs = gg.Placeholder((None, 5), "float64", name="x")
@@ -183,6 +261,9 @@ def train(make_opt, ps, batch, shard, mode, wrap):
             if wrap and mode == "eager":  # the sweep started every bucket itself
                 assert opt.overlap.started == len(opt.average.buckets) == 4
             opt.step()
+    if states is not None:  # the optimizer's state, every parameter's, as rank 0 saves it
+        states += [np.asarray(a) for st in opt.state_dict()["state"] for _, a in
+                   sorted(st.items())]
     return [gg.to_numpy(p.data) for p in ps]
 
 
@@ -193,10 +274,14 @@ for opt_name, make in OPTS.items():
         @check(f"equivalence {opt_name} {mode}")
         def _(make=make, mode=mode, opt_name=opt_name):
             m = mode if mode.startswith("graph") else "eager"
+            s_got, s_ref = [], []
             got = train(make, params(), B_RANK, group, m if mode != "eager-no-overlap"
-                        else "eager-no", True)
-            ref = train(make, params(), B_RANK * N, None, m, False)
+                        else "eager-no", True, s_got)
+            ref = train(make, params(), B_RANK * N, None, m, False, s_ref)
             diff = max(float(np.max(np.abs(a - b))) for a, b in zip(got, ref))
+            assert len(s_got) == len(s_ref) == 8 if opt_name == "adam" else 4
+            out["state_diffs"][f"{opt_name} {mode}"] = max(
+                float(np.max(np.abs(a - b))) for a, b in zip(s_got, s_ref))
             moved = max(float(np.max(np.abs(a - b))) for a, b in zip(got, [
                 gg.to_numpy(p.data) for p in params()]))
             out["diffs"][f"{opt_name} {mode}"] = diff
