@@ -192,3 +192,18 @@ def test_an_overflowing_call_runs_as_eager_code_does(numpy_backend):
             got.backward()
         np.testing.assert_array_equal(got.data, want.data)
         np.testing.assert_array_equal(W.grad, dw)
+
+
+def test_a_recorded_loss_runs_its_learnt_program_directly(numpy_backend):
+    """After the first runs, a recorded scalar call finds its planned NumPy program without
+    the schedule's lookup (the key it files programs under must match the schedule's own)."""
+    W = gg.Variable(np.array([[1.0, -2.0], [0.5, 0.0], [3.0, 1.0]]))
+    step = gg.compile(lambda x: gg.sum(gg.sigmoid(x @ W)))
+    x = gg.asarray(np.array([[0.1, 0.2, 0.3], [1.0, -1.0, 0.5]]))
+    for _ in range(3):
+        W.grad = None
+        step(x).backward()
+    (entry,) = step._cache.values()
+    assert entry.direct, "the planned program was never learnt for the direct path"
+    s = 1.0 / (1.0 + np.exp(-(x.data @ W.data)))
+    np.testing.assert_allclose(W.grad, x.data.T @ (s * (1.0 - s)), rtol=1e-14)

@@ -256,7 +256,7 @@ class Entry:
             return
         sig = [(d.shape, d.dtype) for d in datas]
         prog = sched.programs.get(((tuple([(v.shape, v.dtype) for v in feeds]), tuple(sig)),
-                                   True, None))
+                                   True, None, True))  # (key, grads, opt, value)
         if prog is not None:
             self.direct[sched] = (prog, tensors, sig)
 
