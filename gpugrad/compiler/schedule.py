@@ -235,6 +235,14 @@ class Schedule:
         return (tuple([(tuple(vals[s].shape), vals[s].dtype) for s, _ in self.placeholders]),
                 tuple([(tuple(vals[s].shape), vals[s].dtype) for s, _ in self.tensors]))
 
+    def numpy_program(self, feeds: list, datas: list, grads: bool, opt: Any,
+                      value: bool = True) -> Any:
+        """The planned program filed for these NumPy feeds and Variable arrays (and mode),
+        or None: the one lookup :meth:`_run_program` and gg.compile's direct path share."""
+        key = (tuple([(v.shape, v.dtype) for v in feeds]),
+               tuple([(d.shape, d.dtype) for d in datas]))
+        return self.programs.get((key, grads, opt, value))
+
     def _add_program(self, key: tuple, shapes: list, grads: bool, opt: Any) -> None:
         if len(self.programs) >= MAX_PROGRAMS:
             self.programs.pop(next(iter(self.programs)))
@@ -260,15 +268,13 @@ class Schedule:
                 feeds.append(v)
             else:
                 datas = [t.data for _, t in self.tensors]
-                key = (tuple([(v.shape, v.dtype) for v in feeds]),
-                       tuple([(d.shape, d.dtype) for d in datas]))
+                prog = self.numpy_program(feeds, datas, grads, opt, value)
         if len(feeds) != len(self.placeholders) or self.xp is not np:
             vals = self.template[:]
             self._feeds(feed, vals)
             feeds = [vals[s] for s, _ in self.placeholders]
             datas = [vals[s] for s, _ in self.tensors]
-            key = self._signature(vals)
-        prog = self.programs.get((key, grads, opt, value))
+            prog = self.programs.get((self._signature(vals), grads, opt, value))
         if prog is None:
             return None
         try:

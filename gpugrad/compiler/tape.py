@@ -255,8 +255,7 @@ class Entry:
         if not all(type(a) is np.ndarray for a in (*feeds, *datas)):
             return
         sig = [(d.shape, d.dtype) for d in datas]
-        prog = sched.programs.get(((tuple([(v.shape, v.dtype) for v in feeds]), tuple(sig)),
-                                   True, None, True))  # (key, grads, opt, value)
+        prog = sched.numpy_program(feeds, datas, True, None)
         if prog is not None:
             self.direct[sched] = (prog, tensors, sig)
 
