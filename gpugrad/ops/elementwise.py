@@ -98,20 +98,22 @@ sigmoid.defvjp(lambda xp, g, s: (g * cj(xp, s * (1.0 - s)),))
 
 
 def _sigmoid_numpy(xp, x):
-    """NumPy fast path: e / (1 + e) with e = exp(x), three passes (exp, add, divide) instead
-    of the four of 1 / (1 + exp(-x)). It is accurate to a few ulps wherever exp(x) is finite,
-    and for x < 0 it computes the same exp(x) as the portable rule, so tiny results keep
-    their subnormal values. Where exp(x) overflows (x above about 88.7 in float32) or
-    e / (1 + e) is inf / inf (x = +inf), NumPy raises inside ``errstate`` and the exact
-    portable rule runs instead, so no warning escapes."""
+    """NumPy fast path: 1 / (1 + exp(-x)) in one buffer, four passes. It is accurate to a few
+    ulps wherever exp(-x) is finite; where it would overflow (x below about -88.7 in float32)
+    NumPy raises inside ``errstate`` and the exact portable rule runs instead, so no warning
+    escapes and tiny results keep their subnormal values. (Three passes, exp(x) / (1 +
+    exp(x)), would be a little faster but round differently in float32 from the compiled
+    graph's sigmoid, which starts at exp(-x): eager and graph keep the same bits.)"""
     if x.ndim == 0:  # NumPy hands back scalars for 0-d work; the portable rule is as fast
         return sigmoid.forward(xp, x)
     try:
-        with xp.errstate(over="raise", invalid="raise"):
-            t = xp.exp(x)
-            xp.divide(t, t + 1.0, out=t)
+        with xp.errstate(over="raise"):
+            t = xp.negative(x)
+            xp.exp(t, out=t)
     except FloatingPointError:
         return sigmoid.forward(xp, x)
+    t += 1.0
+    xp.reciprocal(t, out=t)
     return t, t
 
 
