@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import weakref
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -31,6 +32,17 @@ from .nn.module import StateDictError, _onto
 from .ops import cuda
 from .optim_in_place import apply_in_place, has_in_place
 from .tensor import Tensor, Variable, no_grad
+
+
+WRAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Optimizers that must be stepped only through the object that wraps them, each with the
+reason: gpugrad.distributed's sharded update puts their parameters in memory that every rank
+shares, so a rank stepping the optimizer itself would write its own gradient's update over
+the other ranks' (see DistributedOptimizer)."""
+
+
+def _refuse_wrapped(opt: Any, call: str) -> None:
+    raise RuntimeError(at(f"{type(opt).__name__}.{call}: {WRAPPED[opt]}"))
 
 
 class Optimizer:
@@ -72,6 +84,8 @@ class Optimizer:
     def step(self) -> None:
         """Apply one update from each parameter's ``.grad`` (parameters without one are
         skipped)."""
+        if WRAPPED and self in WRAPPED:
+            _refuse_wrapped(self, "step")
         self._apply([(p, p.grad) for p in self.params if p.grad is not None])
 
     def minimize(self, loss: Any, feed: Mapping | None = None, compiled: bool = True) -> Any:
@@ -81,6 +95,8 @@ class Optimizer:
         The three run as one compiled program per input signature, updating the parameters
         and the optimizer state in place (``compiled=False``: the gradients first, then
         :meth:`step`'s update; the same numbers)."""
+        if WRAPPED and self in WRAPPED:
+            _refuse_wrapped(self, "minimize")
         if not compiled:
             value, grads = value_and_gradients(loss, self.params, feed)
             self._apply(list(zip(self.params, grads)))

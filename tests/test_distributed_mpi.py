@@ -83,6 +83,11 @@ def test_ranks_on_one_machine_update_shared_parameters_each_its_chunk(checks):
     taken up at the next step, and an optimizer not known to be elementwise is not sharded."""
     for out in checks.values():
         assert out["sharded"] == [True] * 8 and out["sharded_opt"] is True
+        assert out["direct_step"].startswith(
+            "SGD.minimize: its parameters live in memory shared by the 2 ranks of a "
+            "DistributedOptimizer"), out["direct_step"]
+        assert "call step() or minimize() on the DistributedOptimizer instead" in \
+            out["direct_step"]
 
 
 def test_ranks_on_one_machine_average_through_shared_memory(checks):

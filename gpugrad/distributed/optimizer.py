@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..graph import train_step, value_and_gradients
-from ..optim import Optimizer
+from ..optim import WRAPPED, Optimizer
 from .buckets import GradientAverager
 from .collectives import check_same_parameters
 from .group import Group, init
@@ -69,6 +69,12 @@ class DistributedOptimizer:
         self.sharded = sharded_update(optimizer, self.average) if (
             shard and self.group.size > 1) else None
         """The same-machine sharded update (gpugrad.distributed.sharded), or None."""
+        if self.sharded is not None:
+            WRAPPED[optimizer] = (
+                f"its parameters live in memory shared by the {self.group.size} ranks of a "
+                "DistributedOptimizer (the sharded update), so stepping it directly would "
+                "write each rank's own update over the others'; call step() or minimize() "
+                "on the DistributedOptimizer instead")
         if overlap is None:
             overlap = DEFAULT_OVERLAP
         overlap = overlap and self.group.size > 1

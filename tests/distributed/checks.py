@@ -152,6 +152,20 @@ def _():
                                rtol=0, atol=1e-15)
     every = group.allgather([gg.to_numpy(a.data).tolist(), gg.to_numpy(b.data).tolist()])
     assert all(e == every[0] for e in every)
+    # the wrapped optimizer stepped directly would write each rank's own update into the
+    # shared parameters: refused with the reason, nothing written
+    if opt.sharded is not None:
+        before = gg.to_numpy(a.data).copy()
+        for call in (opt.optimizer.step, lambda: opt.optimizer.minimize(gg.sum(a * 1.0))):
+            try:
+                call()
+            except RuntimeError as exc:
+                out["direct_step"] = str(exc)
+            else:
+                out["direct_step"] = None
+                break
+        np.testing.assert_array_equal(gg.to_numpy(a.data), before)
+        group.barrier()
 
     # complex and float32 parameters (Adam's complex step, the in-place real one), 3 steps,
     # against one process's Adam fed the mean gradient
