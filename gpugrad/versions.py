@@ -234,7 +234,10 @@ def wrote_many(tensors: list, site: str) -> None:
                 ref: Any = ref_to(array)
             except TypeError:
                 ref = id(array)
-            v = getattr(t, "_vlog", None)
+            try:
+                v = t._vlog  # (a slot: unset until the first write or version read)
+            except AttributeError:
+                v = None
             if v is None:
                 v = t._vlog = Version()
             count = v.count = v.count + 1

@@ -191,6 +191,36 @@ def test_cross_entropy_rewrite_equals_the_chain(numpy_backend):
     assert rewrite.cross_entropy_groups(sched.steps, readers, {sched.out}, shapes) == {}
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cross_entropy_forward_lines_with_nonfinite_row_maxima(dtype):
+    """The fused forward's lines (gpugrad.compiler.rewrite.ce_forward): a row whose maximum
+    is +inf, -inf or nan is shifted by 0 instead, as log_softmax's rule does; finite rows
+    are untouched. Checked against the formula written out here."""
+    import math
+
+    z = np.array([[1.0, 2.0, 3.0], [-np.inf, -np.inf, -np.inf], [0.5, np.inf, 1.0],
+                  [np.nan, 1.0, 2.0], [-3.0, 0.0, 40.0]], dtype)
+    t = np.array([2, 0, 1, 1, 0])
+    ar = np.arange(5)
+    env = {"np": np, "asarray": np.asarray, "isfinite": math.isfinite, "z": z, "t": t,
+           "AR": ar, "LP": np.empty_like(z), "TMP": np.empty_like(z), "INTP_o": np.intp(5)}
+    lines = rewrite.ce_forward("z", "t", "o", "lp", "LP", "TMP", "AR", "mean")
+    with np.errstate(all="ignore"):
+        exec("\n".join(lines), env)  # noqa: S102 - the generated lines under test
+        m = z.max(axis=-1, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0.0)
+        want = (z - m) - np.log(np.sum(np.exp(z - m), axis=-1, keepdims=True))
+        loss = -want[ar, t].sum() / 5
+    np.testing.assert_array_equal(env["lp"], want)
+    assert env["lp"].dtype == z.dtype
+    np.testing.assert_array_equal(env["o"], loss.astype(dtype))
+    finite = z[[0, 4]]  # finite maxima only: the shift is the maximum itself
+    env.update(z=finite, t=t[[0, 4]], AR=np.arange(2), LP=np.empty_like(finite),
+               TMP=np.empty_like(finite), INTP_o=np.intp(2))
+    exec("\n".join(lines), env)  # noqa: S102
+    np.testing.assert_array_equal(env["m_"], finite.max(axis=-1, keepdims=True))
+
+
 def _graph_of(case, rng, bk):
     hosts = case.hosts(rng, bk)
     phs = [gg.Placeholder(h.shape, "float64" if h.dtype.kind == "f" else h.dtype)

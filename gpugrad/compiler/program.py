@@ -12,6 +12,7 @@ later run overwrites it.
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -68,6 +69,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     numpy = xp is np and not any(s is not None and np.dtype(s[1]).kind == "c" for s in shapes)
     steps = sched.steps
     env: dict[str, Any] = {"np": np, "asarray": np.asarray, "ndarray": np.ndarray, "fit": fit,
+                           "isfinite": math.isfinite,
                            "as_array": as_array, "check": gradient_tuple, "acc": _acc}
     prog: list = []
     out = sched.out
@@ -217,10 +219,18 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 if maybe:
                     g = _guard(prog, g, shapes[o])
                 c = f"c{k}_0"
+                reads = [g, f"v{t}", f"lp{k}"]
+                if unit and g == "seed_" and numpy and shapes[out] is not None:
+                    # the seed is one: its scale is a constant, made once by the expression
+                    # each run would evaluate (so the same value and dtype)
+                    g, reads = f"CE_SCALE{k}", reads[1:]
+                    one = np.array(1.0, shapes[out][1]).reshape(shapes[out][0])
+                    env[g] = one / float(n) if red == "mean" else one
+                    red = "sum"
 
                 def emit(outs, temps, g=g, t=t, k=k, c=c, ar=ar, n=n, red=red):
                     return rewrite.ce_backward(g, f"v{t}", f"lp{k}", c, outs[0], ar, n, red)
-                prog.append(plan.Instr([g, f"v{t}", f"lp{k}"], [(c, *shapes[z])], emit, True))
+                prog.append(plan.Instr(reads, [(c, *shapes[z])], emit, True))
                 contrib.setdefault(z, []).append((c, False))
                 continue
             if k in low_f:
