@@ -1,5 +1,6 @@
-"""The compiler's planned programs (gpugrad/compiler/): whole training steps, memory
-planning, lowering and rewrites, each checked against the portable definition.
+"""The compiler's planned programs (gpugrad/compiler/): whole training steps, every op and
+random graphs, memory and threads, each checked against the portable definition (planning,
+lowering and rewrites: tests/test_compiler_rewrites.py).
 
 A schedule's first run at an input signature goes step by step through the checked
 interpreter (the definition); later runs go through one planned program. So "compiled equals
@@ -14,7 +15,6 @@ import pytest
 
 import gpugrad as gg
 from gpugrad import nn, optim
-from gpugrad.compiler import plan, rewrite
 
 from op_cases import CASES
 
@@ -159,68 +159,6 @@ def test_returned_values_are_never_overwritten(bk64):
     assert all(x is not y for x, y in zip(a, b))
 
 
-def test_cross_entropy_rewrite_equals_the_chain(numpy_backend):
-    """The fused softmax-cross-entropy (forward and (p - onehot) * scale) against the
-    unrewritten chain (the first, step-by-step run), with -inf logits and sum reduction."""
-    z = gg.Placeholder((None, 5), "float64", name="z")
-    t = gg.Placeholder((None,), "int64", name="t")
-    w = gg.Variable(np.linspace(-1, 1, 5))
-    rng = np.random.default_rng(0)
-    for red in ("mean", "sum"):
-        loss = nn.cross_entropy(z * w, t, reduction=red) * 3.0
-        Z, T = rng.standard_normal((6, 5)) * 4, rng.integers(0, 5, 6)
-        first = gg.value_and_gradients(loss, [z, w], feed={z: Z, t: T})
-        for _ in range(2):
-            later = gg.value_and_gradients(loss, [z, w], feed={z: Z, t: T})
-            np.testing.assert_allclose(later[0], first[0], **TOL)
-            for g, h in zip(later[1], first[1]):
-                np.testing.assert_allclose(g, h, **TOL)
-        sched = loss._schedules[((z, w), np)]
-        assert "np.exp(lp" in next(iter(sched.programs.values())).source
-    # the rewrite is skipped when an intermediate has another reader
-    logp = gg.log_softmax(z, axis=-1)
-    picked = gg.take_along_axis(logp, gg.expand_dims(t, axis=-1), axis=-1)
-    loss = gg.mean(-gg.squeeze(picked, axis=-1)) + gg.sum(logp)
-    sched, _ = loss._schedule((z,))
-    readers: dict = {}
-    for _, ins, _, _ in sched.steps:
-        for i in ins:
-            readers[i] = readers.get(i, 0) + 1
-    shapes = [((6, 5), np.dtype("float64")) if i == sched.placeholders[0][0] else
-              ((6,), np.dtype("int64")) for i in range(len(sched.template))]
-    assert rewrite.cross_entropy_groups(sched.steps, readers, {sched.out}, shapes) == {}
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_cross_entropy_forward_lines_with_nonfinite_row_maxima(dtype):
-    """The fused forward's lines (gpugrad.compiler.rewrite.ce_forward): a row whose maximum
-    is +inf, -inf or nan is shifted by 0 instead, as log_softmax's rule does; finite rows
-    are untouched. Checked against the formula written out here."""
-    import math
-
-    z = np.array([[1.0, 2.0, 3.0], [-np.inf, -np.inf, -np.inf], [0.5, np.inf, 1.0],
-                  [np.nan, 1.0, 2.0], [-3.0, 0.0, 40.0]], dtype)
-    t = np.array([2, 0, 1, 1, 0])
-    ar = np.arange(5)
-    env = {"np": np, "asarray": np.asarray, "isfinite": math.isfinite, "z": z, "t": t,
-           "AR": ar, "LP": np.empty_like(z), "TMP": np.empty_like(z), "INTP_o": np.intp(5)}
-    lines = rewrite.ce_forward("z", "t", "o", "lp", "LP", "TMP", "AR", "mean")
-    with np.errstate(all="ignore"):
-        exec("\n".join(lines), env)  # noqa: S102 - the generated lines under test
-        m = z.max(axis=-1, keepdims=True)
-        m = np.where(np.isfinite(m), m, 0.0)
-        want = (z - m) - np.log(np.sum(np.exp(z - m), axis=-1, keepdims=True))
-        loss = -want[ar, t].sum() / 5
-    np.testing.assert_array_equal(env["lp"], want)
-    assert env["lp"].dtype == z.dtype
-    np.testing.assert_array_equal(env["o"], loss.astype(dtype))
-    finite = z[[0, 4]]  # finite maxima only: the shift is the maximum itself
-    env.update(z=finite, t=t[[0, 4]], AR=np.arange(2), LP=np.empty_like(finite),
-               TMP=np.empty_like(finite), INTP_o=np.intp(2))
-    exec("\n".join(lines), env)  # noqa: S102
-    np.testing.assert_array_equal(env["m_"], finite.max(axis=-1, keepdims=True))
-
-
 def _graph_of(case, rng, bk):
     hosts = case.hosts(rng, bk)
     phs = [gg.Placeholder(h.shape, "float64" if h.dtype.kind == "f" else h.dtype)
@@ -271,48 +209,6 @@ def test_no_growth_over_2000_compiled_steps(numpy_backend):
     assert grown < 32_768, f"compiled steps grew by {grown} bytes over 2,000 steps"
 
 
-def test_plan_reuses_buffers_only_after_the_last_reader():
-    f8 = np.dtype("float64")
-    prog = [plan.Instr(["x"], [("a", (3,), f8)], None, True),
-            plan.Instr(["a"], [("b", (3,), f8)], None, True),
-            plan.Instr(["a", "b"], [("c", (3,), f8)], None, True),
-            plan.Instr(["c"], [("d", (3,), f8)], None, True),
-            plan.Instr(["d"], [("e", (3,), f8)], None, True)]
-    where, shapes = plan.assign(prog, escapes={"e"})
-    assert where["a"] != where["b"] and where["c"] not in (where["a"], where["b"])
-    assert where["d"] in (where["a"], where["b"])  # a and b are dead once c is made
-    assert "e" not in where  # returned: never a planned buffer
-    assert len(shapes) == 3
-
-
-def test_plan_writes_in_place_only_over_a_dying_input_of_the_same_shape():
-    f8, f4 = np.dtype("float64"), np.dtype("float32")
-    prog = [plan.Instr(["x"], [("a", (3,), f8)], None, True),
-            plan.Instr(["a"], [("b", (3,), f8)], None, True, inplace={"b": ["a"]}),
-            plan.Instr(["b"], [("c", (3,), f8)], None, True, inplace={"c": ["b"]}),
-            plan.Instr(["b", "c"], [("d", (3,), f8)], None, True),
-            plan.Instr(["d"], [("e", (3,), f4)], None, True, inplace={"e": ["d"]}),
-            plan.Instr(["e"], [("f", (3,), f4)], None, True)]
-    where, shapes = plan.assign(prog, escapes={"f"})
-    assert where["b"] == where["a"]  # a's last reader: b takes its buffer
-    assert where["c"] != where["b"]  # b is read again later: never overwritten
-    assert where["e"] != where["d"] and shapes[where["e"]][1] == f4  # another dtype
-    # a returned value (unplanned) never lends its buffer, and is never taken
-    where, _ = plan.assign(prog[:2], escapes={"b"})
-    assert "b" not in where
-
-
-def test_plan_never_plans_what_a_generic_step_reads_or_what_is_returned():
-    f8 = np.dtype("float64")
-    prog = [plan.Instr(["x"], [("a", (3,), f8)], None, True),
-            plan.Instr(["a"], [("b", (3,), f8)], None, False),
-            plan.Instr(["x"], [("c", (3,), f8)], None, True),
-            plan.Instr(["c"], [("d", (3,), f8)], None, True, alias={"d": "c"})]
-    where, _ = plan.assign(prog, escapes={"d"})
-    assert "a" not in where and "b" not in where
-    assert "c" not in where and "d" not in where  # d aliases c and is returned
-
-
 def _fuzz_test():
     pytest.importorskip("hypothesis")
     from hypothesis import HealthCheck, assume, given, note, settings
@@ -349,56 +245,6 @@ def _fuzz_test():
 
 
 test_random_graphs_planned_equal_portable = _fuzz_test()
-
-
-def test_lowered_elementwise_broadcasts_and_fan_out(numpy_backend):
-    """Lowered add/subtract/multiply/negative/tanh/sigmoid/matmul/linear with leading and
-    size-1 broadcasting, fan-out and a 1-D bias, against the first (portable) run."""
-    rng = np.random.default_rng(3)
-    x = gg.Placeholder((None, 3), "float64", name="x")
-    b = gg.Variable(rng.standard_normal(3))
-    c = gg.Variable(rng.standard_normal((1, 3)))
-    d = gg.Variable(rng.standard_normal((4, 1)))
-    W = gg.Variable(rng.standard_normal((3, 3)))
-    h = gg.sigmoid(x * b + c) - d
-    h = gg.tanh(h @ W) * h + (-h)
-    h = gg.ops.linalg.linear(h, W, b)
-    loss = gg.sum(h * h)
-    X = rng.standard_normal((4, 3))
-    wrt = [x, b, c, d, W]
-    v0, g0 = gg.value_and_gradients(loss, wrt, feed={x: X})
-    for _ in range(2):
-        v1, g1 = gg.value_and_gradients(loss, wrt, feed={x: X})
-        np.testing.assert_allclose(v1, v0, **TOL)
-        for a, e in zip(g1, g0):
-            np.testing.assert_allclose(a, e, **TOL)
-    src = next(iter(loss._schedules[(tuple(wrt), np)].programs.values())).source
-    assert "np.add.reduce" in src and "np.copyto" in src and "np.reciprocal" in src
-
-
-def test_overflow_in_a_planned_forward_falls_back_to_the_exact_rule(numpy_backend):
-    """The planned sigmoid runs under errstate(over="raise"); an input that overflows
-    exp(-x) reruns generically, which gives the exact tiny values (and no warning)."""
-    x = gg.Placeholder((3,), "float32", name="x")
-    w = gg.Variable(np.ones(3, "float32"))
-    loss = gg.sum(gg.sigmoid(x * w))
-    ok = np.array([0.5, -1.0, 2.0], "float32")
-    far = np.array([-100.0, -1.0, 2.0], "float32")
-    gg.gradients(loss, [w], feed={x: ok})
-    gg.gradients(loss, [w], feed={x: ok})  # planned from here on
-    sched = loss._schedules[((w,), np)]
-    (prog,) = sched.programs.values()
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        (g,) = gg.gradients(loss, [w], feed={x: far})
-    value, saved = sched.forward({x: far}, True)  # the generic code, on its own
-    np.testing.assert_array_equal(g, sched.backward(saved)[0])
-    s = 1.0 / (1.0 + np.exp(-far.astype(np.float64)))
-    np.testing.assert_allclose(g[1:], (far * s * (1 - s))[1:], rtol=1e-5)
-    assert 0.0 < -g[0] < 1e-40
-    assert list(sched.programs.values()) == [prog]  # not rebuilt
 
 
 def test_a_busy_program_lets_another_thread_run_generically(numpy_backend):
@@ -451,113 +297,3 @@ def test_a_replaced_apply_is_honoured_by_the_compiled_step(numpy_backend):
     for ga, gb in zip(seen["compiled"], seen["plain"]):
         for x, y in zip(ga, gb):
             np.testing.assert_allclose(x, y, **TOL)
-
-
-def _first_and_planned(loss, wrt, feed, value=True):
-    """The first (step-by-step, unrewritten) run and two planned runs, compared; returns the
-    planned program's source."""
-    run = gg.value_and_gradients if value else (lambda *a, **k: (None, gg.gradients(*a, **k)))
-    v0, g0 = run(loss, wrt, feed=feed)
-    for _ in range(2):
-        v1, g1 = run(loss, wrt, feed=feed)
-        if value:
-            np.testing.assert_allclose(_np(v1), _np(v0), **TOL)
-        for a, e in zip(g1, g0):
-            assert a.shape == e.shape
-            np.testing.assert_allclose(_np(a), _np(e), **TOL)
-    (prog,) = loss._schedules[(tuple(wrt), np)].programs.values()
-    return prog.source
-
-
-@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu"])
-def test_batched_matmul_and_full_sum_rewrite(act, numpy_backend):
-    """sum(act(A @ B)) batched: the matmuls are lowered into planned buffers, and the sum's
-    gradient reaches the activation's backward as the 0-d seed (no array of ones; for the
-    exact seed 1 the product by it is left out). Against the unrewritten first run."""
-    rng = np.random.default_rng(5)
-    A = gg.Placeholder((3, 4, 5), "float64", name="A")
-    B = gg.Placeholder((3, 5, 2), "float64", name="B")
-    loss = gg.sum(getattr(gg, act)(A @ B))
-    feed = {A: rng.standard_normal((3, 4, 5)), B: rng.standard_normal((3, 5, 2))}
-    src = _first_and_planned(loss, [A, B], feed)
-    assert "np.matmul(" in src and "F0(" not in src and "broadcast_to" not in src
-    assert "np.add.reduce(" in src  # the value, wanted here
-    if act == "sigmoid":
-        assert src.count("np.multiply(") == 1  # (1 - s) * s, and no "* 1"
-    # scaled: the seed is no longer 1, so it multiplies (0-d, broadcast by NumPy)
-    scaled = gg.sum(gg.sigmoid(A @ B)) * 3.0
-    src = _first_and_planned(scaled, [A, B], feed)
-    assert src.count("np.multiply(") >= 2 and "broadcast_to" not in src
-
-
-def test_full_sum_gradient_materialised_where_needed(numpy_backend):
-    """A full sum's 0-d gradient is broadcast for a consumer that needs the full array (a
-    matmul, a sum with other contributions, a returned gradient), with the same numbers."""
-    rng = np.random.default_rng(6)
-    x = gg.Placeholder((4, 3), "float64", name="x")
-    w = gg.Variable(rng.standard_normal((3, 3)))
-    h = x @ w
-    loss = gg.sum(h) + gg.sum(gg.sigmoid(h)) + gg.sum(x)
-    feed = {x: rng.standard_normal((4, 3))}
-    src = _first_and_planned(loss, [x, w], feed)
-    assert "broadcast_to" in src
-    # the gradient of a plain sum, returned to the caller
-    s = gg.sum(x)
-    _first_and_planned(s, [x], feed)
-    got = gg.gradients(s, [x], feed=feed)[0]
-    np.testing.assert_array_equal(_np(got), np.ones((4, 3)))
-
-
-def test_gradients_only_leaves_out_the_value(numpy_backend):
-    """``gg.gradients`` plans a program without the steps only the loss value needs (here
-    the final sum); its gradients equal those of the full program and of the first run."""
-    rng = np.random.default_rng(7)
-    A = gg.Placeholder((2, 3, 3), "float64", name="A")
-    B = gg.Variable(rng.standard_normal((2, 3, 3)))
-    loss = gg.sum(gg.sigmoid(A @ B))
-    feed = {A: rng.standard_normal((2, 3, 3))}
-    src = _first_and_planned(loss, [A, B], feed, value=False)
-    assert "np.add.reduce(" not in src and "return None" in src
-    full = gg.value_and_gradients(loss, [A, B], feed=feed)[1]
-    for a, e in zip(gg.gradients(loss, [A, B], feed=feed), full):
-        np.testing.assert_array_equal(_np(a), _np(e))
-    # the gradients handed back are fresh arrays on every run, never planned buffers
-    held = [(g, _np(g).copy()) for g in gg.gradients(loss, [A, B], feed=feed)]
-    again = gg.gradients(loss, [A, B], feed={A: 2.0 * feed[A]})
-    for (g, copy), h in zip(held, again):
-        assert g is not h and not np.shares_memory(g, h)
-        np.testing.assert_array_equal(_np(g), copy)
-    # a caller's seed still runs the generic sweep, scaled
-    seeded = gg.gradients(loss, [A, B], feed=feed, grad=np.array(2.0))
-    for a, e in zip(seeded, full):
-        np.testing.assert_allclose(_np(a), 2.0 * _np(e), **TOL)
-
-
-def test_linear_then_sigmoid_rewrite_equals_the_chain(numpy_backend):
-    """A linear read only by a sigmoid writes ``(-b) - x @ W`` and the sigmoid starts at its
-    exp; against the unrewritten first run, with pre-activations that cancel to zero and
-    ones large enough that exp overflows in float32 (the planned run then falls back)."""
-    from gpugrad.ops.linalg import linear
-
-    rng = np.random.default_rng(8)
-    for dtype in ("float64", "float32"):
-        x = gg.Placeholder((None, 3), dtype, name="x")
-        W = gg.Variable(rng.standard_normal((3, 4)).astype(dtype))
-        b = gg.Variable(np.array([0.0, 1.0, -2.0, 0.5], dtype))
-        loss = gg.sum(gg.sigmoid(linear(x, W, b)) * gg.asarray(np.arange(4.0).astype(dtype)))
-        X = rng.standard_normal((5, 3)).astype(dtype)
-        X[0] = 0.0  # x @ W + b == b: with b[0] == 0, a zero pre-activation
-        src = _first_and_planned(loss, [x, W, b], {x: X})
-        assert "np.negative(v" in src and "= np.exp(v" in src
-        if dtype == "float32":  # exp(-z) overflows: the planned run falls back, same numbers
-            big = X * 40.0
-            v0, g0 = gg.value_and_gradients(loss, [x, W, b], feed={x: big})
-            v1, g1 = gg.value_and_gradients(loss, [x, W, b], feed={x: big})
-            np.testing.assert_array_equal(_np(v1), _np(v0))
-            for a, e in zip(g1, g0):
-                np.testing.assert_array_equal(_np(a), _np(e))
-    # the linear's output read by something else too: no rewrite
-    h = linear(x, W, b)
-    loss = gg.sum(gg.sigmoid(h) * h)
-    src = _first_and_planned(loss, [x, W, b], {x: X})
-    assert "np.add(v" in src and "np.negative(v" in src

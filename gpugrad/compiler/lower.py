@@ -1,7 +1,7 @@
 """Pass 3b, lower: NumPy code for common ops that writes into planned buffers (``out=``).
 
 Each entry writes the same arithmetic as the op's NumPy rule, in the same order, so it gives
-the same numbers (tests/test_compiler.py checks every lowering against the portable rules).
+the same numbers (tests/test_compiler_rewrites.py checks every lowering against the portable rules).
 An op, or a case of it, without an entry here runs its registered rules as before.
 
 ``forward(op, ins, info, params)`` returns ``emit(o, dst)`` (``o``: the output's name, ``dst``:
