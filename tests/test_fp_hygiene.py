@@ -178,23 +178,37 @@ def test_training_loop_eager_and_graph(activation, bk):
     assert np.isfinite(host(value))
 
 
-def test_compiled_sigmoid_under_raising_errstate_keeps_overflow_guard():
-    """Compiled NumPy schedules run sigmoid inside errstate(over="raise") and rerun the step
-    rules on overflow; with the user's all="raise" nothing leaks out either way."""
+@contextlib.contextmanager
+def _warnings_are_errors():
+    """NumPy's default error state, with any warning that escapes turned into an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+@pytest.mark.parametrize("state", [_warnings_are_errors, strict_fp],
+                         ids=["default-errstate", "all-raise"])
+def test_compiled_sigmoid_under_raising_errstate_keeps_overflow_guard(state):
+    """Compiled NumPy schedules run sigmoid without a per-call overflow guard inside one
+    errstate(over="raise"), and rerun the step-by-step rules on overflow: results, gradients
+    and dtypes are those of the eager front end, and nothing leaks out, under NumPy's default
+    error state or the user's all="raise"."""
     with gg.use_backend("numpy"):
         x = gg.Placeholder((None,), "float32", name="x")
         w = gg.Variable(np.ones(3, np.float32), name="w")
         y = gg.sum(gg.sigmoid(x * w))
         sched, _ = y._schedule((w,))
         assert sched._forward_guarded is not None
+        # exp(100) and exp(88.8) overflow float32
         for feed in ([-3.0, 0.5, 80.0], [-100.0, 0.5, 80.0], [-88.8, 1000.0, 0.0]):
             fx = np.array(feed, np.float32)
             for _ in range(2):  # checked first run, then the generated code
-                with strict_fp():
+                with state():
                     value, (dw,) = sched.run({x: fx}, True)
             ref = np.exp(-np.logaddexp(0.0, -fx.astype(np.float64)))
             np.testing.assert_allclose(value, ref.sum(), rtol=1e-6)
             np.testing.assert_allclose(dw, ref * (1 - ref) * fx, rtol=1e-5, atol=1e-30)
+            assert value.dtype == np.float32 and dw.dtype == np.float32
 
 
 def test_users_own_operations_still_report(bk):
