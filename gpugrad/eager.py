@@ -411,11 +411,17 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
                 v.res = FREED
         if tick is not None:
             tick()
-        with _accumulating:  # two threads adding into one shared leaf both land
-            for leaf in leaves:  # gradients accumulate into .grad, out of place
-                g = grads.pop(leaf, None)
-                if g is not None:
-                    leaf.grad = g if leaf.grad is None else as_array(xp, leaf.grad + g)
+        accumulate(xp, [(leaf, grads.pop(leaf, None)) for leaf in leaves])
+
+
+def accumulate(xp: Any, pairs: Any) -> None:
+    """Add each (leaf, gradient) pair's gradient into the leaf's ``.grad``, out of place (a
+    None gradient adds nothing), under one lock: two threads adding into one shared leaf
+    both land. Callers run it under ``no_grad``."""
+    with _accumulating:
+        for leaf, g in pairs:
+            if g is not None:
+                leaf.grad = g if leaf.grad is None else as_array(xp, leaf.grad + g)
 
 
 _accumulating = threading.Lock()

@@ -86,18 +86,32 @@ def wrote(t: Any, array: Any, site: str) -> None:
 
 def _record(t: Any, array: Any, site: str) -> None:
     """One write into ``array`` (``t``'s data); the caller holds ``_lock``."""
+    _record_many(((t, array),), site)
+
+
+def _record_many(writes: Any, site: str) -> None:
+    """Writes into (Tensor, its array) pairs, in order; the caller holds ``_lock``."""
     global last_event
-    try:
-        ref: Any = weakref.ref(array)
-    except TypeError:  # not weak-referenceable: remember its id (identity match only)
-        ref = id(array)
-    v = version_of(t)
-    v.count += 1
-    seq = v.last = next(sequence)
-    v.recent.append(seq)
-    v.site = site
-    _writes.append((seq, ref, v, v.count, site))
-    last_event = seq
+    seq = -1
+    log, ref_to, after = _writes.append, weakref.ref, sequence.__next__
+    for t, array in writes:
+        try:
+            ref: Any = ref_to(array)
+        except TypeError:  # not weak-referenceable: remember its id (identity match only)
+            ref = id(array)
+        try:
+            v = t._vlog  # (a slot: unset until the first write or version read)
+        except AttributeError:
+            v = None
+        if v is None:
+            v = t._vlog = Version()
+        count = v.count = v.count + 1
+        seq = v.last = after()
+        v.recent.append(seq)
+        v.site = site
+        log((seq, ref, v, count, site))
+    if seq >= 0:
+        last_event = seq
 
 
 def rebound(t: Any) -> None:
@@ -224,26 +238,5 @@ def _position(node: Any, array: Any) -> str:
 def wrote_many(tensors: list, site: str) -> None:
     """Record one in-place write into each Tensor's current array (an optimizer step), under
     one lock."""
-    global last_event
-    seq = -1
-    log, ref_to, after = _writes.append, weakref.ref, sequence.__next__
     with _lock:
-        for t in tensors:  # _record, unrolled: an optimizer step makes one per parameter
-            array = t.data
-            try:
-                ref: Any = ref_to(array)
-            except TypeError:
-                ref = id(array)
-            try:
-                v = t._vlog  # (a slot: unset until the first write or version read)
-            except AttributeError:
-                v = None
-            if v is None:
-                v = t._vlog = Version()
-            count = v.count = v.count + 1
-            seq = v.last = after()
-            v.recent.append(seq)
-            v.site = site
-            log((seq, ref, v, count, site))
-        if seq >= 0:
-            last_event = seq
+        _record_many([(t, t.data) for t in tensors], site)

@@ -351,15 +351,8 @@ def _whole_sweep(root: Tensor, retain_graph: bool) -> bool:
         versions.check([node], FREED)
     if not retain_graph:
         node.res = FREED
-    xp = root.xp
-    with eager._accumulating:  # as the general sweep: two threads adding both land
-        for p, g in zip(inputs, grads):
-            prev = p.grad
-            if prev is None:
-                p.grad = g
-            else:
-                with no_grad():
-                    p.grad = eager.as_array(xp, prev + g)
+    with no_grad():
+        eager.accumulate(root.xp, zip(inputs, grads))  # as the general sweep does
     return True
 
 
