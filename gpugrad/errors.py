@@ -42,13 +42,26 @@ class AnomalyError(FloatingPointError):
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
+_OURS = (_PACKAGE, "<gpugrad")  # gpugrad's files and its generated code
+_SITES: dict = {}  # (id of a code object, bytecode offset) -> (the code, "file.py:line")
+
+
 def call_site(depth: int = 1) -> str:
-    """``file.py:line`` of the first stack frame outside the gpugrad package."""
+    """``file.py:line`` of the first stack frame outside the gpugrad package (formatted
+    once per call site: an optimizer step asks on every step)."""
     frame = sys._getframe(depth)
     while frame is not None:
-        name = frame.f_code.co_filename
-        if not (name.startswith(_PACKAGE) or name.startswith("<gpugrad")):
-            return f"{os.path.basename(name)}:{frame.f_lineno}"
+        code = frame.f_code
+        if not code.co_filename.startswith(_OURS):
+            # keyed by the bytecode offset: f_lineno decodes the line table each time
+            key = (id(code), frame.f_lasti)
+            known = _SITES.get(key)
+            if known is None or known[0] is not code:  # (an id reused by a new code)
+                if len(_SITES) >= 4096:
+                    _SITES.clear()
+                where = f"{os.path.basename(code.co_filename)}:{frame.f_lineno}"
+                known = _SITES[key] = (code, where)
+            return known[1]
         frame = frame.f_back
     return "<unknown>"
 

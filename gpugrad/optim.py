@@ -16,8 +16,6 @@ array([0.])
 from __future__ import annotations
 
 import math
-import os
-import sys
 import weakref
 from typing import Any, Iterable, Mapping
 
@@ -25,7 +23,7 @@ import numpy as np
 
 from . import backend as B
 from . import versions
-from .errors import _PACKAGE, at
+from .errors import at, call_site
 from .fpstate import quiet
 from .graph import train_step, value_and_gradients
 from .nn.module import StateDictError, _onto
@@ -105,7 +103,7 @@ class Optimizer:
 
     def _apply(self, pairs: list) -> None:
         self.steps += 1
-        site = _step_site(self)
+        site = f"{type(self).__name__} step called at {call_site()}"
         written: list = []
         try:
             if has_in_place(self):  # NumPy arrays: update_in_place (gpugrad.optim_in_place)
@@ -162,32 +160,6 @@ class Optimizer:
                       for p, st in zip(self.params, states)}
         counts = sd.get("param_steps", [self.steps] * len(self.params))
         self.param_steps = {p: int(c) for p, c in zip(self.params, counts) if int(c)}
-
-
-_OURS = (_PACKAGE, "<gpugrad")  # frames errors.call_site skips
-_SITES: dict = {}  # (optimizer class, id of a code, offset) -> (the code, the site string)
-
-
-def _step_site(opt: Optimizer) -> str:
-    """``"SGD step called at file.py:line"`` for the first frame outside gpugrad (as
-    ``errors.call_site``), formatted once per call site."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        code = frame.f_code
-        if not code.co_filename.startswith(_OURS):
-            # by the bytecode offset: a code object hashes slowly, and f_lineno decodes the
-            # line table
-            key = (type(opt), id(code), frame.f_lasti)
-            known = _SITES.get(key)
-            if known is None or known[0] is not code:
-                if len(_SITES) >= 1024:
-                    _SITES.clear()
-                name = os.path.basename(code.co_filename)
-                site = f"{type(opt).__name__} step called at {name}:{frame.f_lineno}"
-                known = _SITES[key] = (code, site)
-            return known[1]
-        frame = frame.f_back
-    return f"{type(opt).__name__} step called at <unknown>"
 
 
 class SGD(Optimizer):
