@@ -15,9 +15,32 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
+
 
 SMALL = 1 << 16
 """Weights up to this many elements are copied transposed for ``g @ W.T`` (an NN product)."""
+
+
+def const(value: float, dtype: Any) -> str:
+    """The literal ``value`` (1.0 or 0.0) for an array of ``dtype``: the name of a NumPy
+    scalar of that dtype (in :data:`TYPED`) where it is a real float, else the Python float.
+    NumPy converts a Python float to the array's dtype on every call; the scalar is that
+    same value, converted once, so the numbers do not change.
+
+    >>> import numpy as np
+    >>> const(1.0, np.dtype(np.float32)), const(1.0, np.dtype(np.int64))
+    ('ONE_float32', '1.0')
+    """
+    name = getattr(dtype, "name", "")
+    if f"ONE_{name}" not in TYPED:
+        return repr(float(value))
+    return f"{'ONE' if value == 1.0 else 'ZERO'}_{name}"
+
+
+TYPED = {f"{word}_{np.dtype(t).name}": t(value) for t in (np.float16, np.float32, np.float64)
+         for word, value in (("ONE", 1.0), ("ZERO", 0.0))}
+"""The typed constants that :func:`const` names (every planned program's env holds them)."""
 
 
 SCALAR = ((), "scalar")
@@ -59,10 +82,12 @@ def forward(name: str, ins: list, info: list, out: tuple, params: dict) -> Calla
     if name == "tanh":
         return lambda o, dst: [f"{o} = np.tanh({a}, {dst})"]
     if name == "relu":
-        return lambda o, dst: [f"{o} = np.maximum({a}, 0.0, out={dst})"]
+        zero = const(0.0, dtype)
+        return lambda o, dst: [f"{o} = np.maximum({a}, {zero}, out={dst})"]
     if name == "sigmoid":  # as the NumPy fast path; the forward block raises on overflow
+        one = const(1.0, dtype)
         return lambda o, dst: [f"{o} = np.negative({a}, {dst})", f"np.exp({o}, {o})",
-                             f"np.add({o}, 1.0, {o})", f"np.reciprocal({o}, {o})"]
+                             f"np.add({o}, {one}, {o})", f"np.reciprocal({o}, {o})"]
     if name == "matmul" and len(info[0][0]) == 2 and len(info[1][0]) == 2:
         b = ins[1]
         return lambda o, dst: [f"{o} = np.dot({a}, {b}, {dst})"]
@@ -139,16 +164,18 @@ def backward(name: str, pos: int, g: str, ins: list, info: list, o: str,
         return [g], lambda c, C, T: [f"{c} = np.add.reduce({g}, {red}, out={C})"], False, []
     if name == "tanh":
         times_g = [] if one else [f"np.multiply({g}, {{c}}, {{c}})"]
+        unit = const(1.0, dtype)
         return ([g, o], lambda c, C, T: [f"{c} = np.multiply({o}, {o}, {C})",
-                                         f"np.subtract(1.0, {c}, {c})",
+                                         f"np.subtract({unit}, {c}, {c})",
                                          *[t.format(c=c) for t in times_g]], False, [])
     if name == "relu":  # as the NumPy fast path: g times the 0/1 mask
-        x = ins[0]
-        return ([g, x], lambda c, C, T: [f"{c} = np.multiply({g}, np.greater({x}, 0.0), {C})"],
+        x, zero = ins[0], const(0.0, info[0][1])
+        return ([g, x], lambda c, C, T: [f"{c} = np.multiply({g}, np.greater({x}, {zero}), {C})"],
                 False, [])
     if name == "sigmoid":
         times_g = [] if one else [f"np.multiply({{c}}, {g}, {{c}})"]
-        return ([g, o], lambda c, C, T: [f"{c} = np.subtract(1.0, {o}, {C})",
+        unit = const(1.0, dtype)
+        return ([g, o], lambda c, C, T: [f"{c} = np.subtract({unit}, {o}, {C})",
                                          f"np.multiply({c}, {o}, {c})",
                                          *[t.format(c=c) for t in times_g]], False, [])
     if name == "sum":  # g stands for itself broadcast to the input's shape (see SCALAR_G)

@@ -70,7 +70,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     steps = sched.steps
     env: dict[str, Any] = {"np": np, "asarray": np.asarray, "ndarray": np.ndarray, "fit": fit,
                            "isfinite": math.isfinite,
-                           "as_array": as_array, "check": gradient_tuple, "acc": _acc}
+                           "as_array": as_array, "check": gradient_tuple, "acc": _acc,
+                           **lower.TYPED}
     prog: list = []
     out = sched.out
     keep = {out, *sched.wrt}
@@ -121,7 +122,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                     em = None
         temps: list = []
         if op.name == "sigmoid" and ins[0] in negated:  # (lowered whenever the linear is)
-            em = rewrite.sigmoid_of_negated(f"v{ins[0]}")
+            em = rewrite.sigmoid_of_negated(f"v{ins[0]}", lower.const(1.0, shapes[o][1]))
         elif em is not None and k in neg_linear:
             em = rewrite.linear_negated(*[f"v{i}" for i in ins])
             temps = [shapes[ins[2]]]
@@ -228,8 +229,10 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                     env[g] = one / float(n) if red == "mean" else one
                     red = "sum"
 
-                def emit(outs, temps, g=g, t=t, k=k, c=c, ar=ar, n=n, red=red):
-                    return rewrite.ce_backward(g, f"v{t}", f"lp{k}", c, outs[0], ar, n, red)
+                def emit(outs, temps, g=g, t=t, k=k, c=c, ar=ar, n=n, red=red,
+                         one=lower.const(1.0, shapes[z][1])):
+                    return rewrite.ce_backward(g, f"v{t}", f"lp{k}", c, outs[0], ar, n, red,
+                                              one)
                 prog.append(plan.Instr(reads, [(c, *shapes[z])], emit, True))
                 contrib.setdefault(z, []).append((c, False))
                 continue
