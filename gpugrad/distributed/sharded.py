@@ -24,9 +24,11 @@ own chunk.
 What ``.grad`` holds: after a backward that found ``.grad`` None (the usual ``zero_grad``,
 backward, ``step``), each parameter's ``.grad`` is its slot of this rank's buffer, holding
 this rank's own gradient, the same values a single process would hold; ``step()`` reads it
-and leaves it so. The next backward after ``zero_grad`` writes the next gradient into the
-same memory, so an array kept from ``.grad`` across that changes: copy it to keep it.
-Accumulating over several backwards without ``zero_grad`` gives ``.grad`` a private array.
+and leaves it so. The slot is reused: the next backward after ``zero_grad`` writes the next
+gradient into it, and a backward that accumulates onto it (no ``zero_grad``) gives ``.grad``
+a private array with the sum, which the step (or, with ``overlap``, backward) then copies
+into the slot. So an array kept from ``.grad`` changes after the next backward, where one
+process's would not: copy it to keep it.
 
 :meth:`ShardedUpdate.close` (collective) frees the shared memory: parameters, state and
 gradients move to private copies first. Windows still open at exit are freed then, before
