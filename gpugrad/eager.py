@@ -26,6 +26,7 @@ from .eager_inputs import scalars_to_arrays as _scalars_to_arrays
 from .registry import Op, set_dispatcher
 from .tensor import GradientError, Tensor, _grad_enabled, no_grad
 from .shaping import as_array, fit, seed_gradient, unbroadcast  # noqa: F401  (re-exported)
+from .sinks import grad_sinks, into_sink, open_sinks  # grad_sinks: re-exported
 from .versions import sequence as _sequence
 
 
@@ -359,7 +360,7 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
         versions.check(nodes, FREED)
     anomaly = _anomaly if _anomaly is not None and _anomaly.enabled() else None
     tick = _start_hooks(nodes, leaves, grads) if backward_hooks else None
-    sinks = _open_sinks(leaves) if grad_sinks else None
+    sinks = open_sinks(leaves) if grad_sinks else None
     is_np = xp is np
     ndarray = np.ndarray
     with no_grad():
@@ -394,7 +395,7 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
                 if not need:
                     continue
                 if sinks is not None and p in sinks:
-                    _into_sink(xp, p, gi, rules, g, res, params, grads, sinks[p])
+                    into_sink(xp, p, gi, rules, g, res, params, grads, sinks[p])
                     continue
                 if rules:
                     gi = gi(xp, g, res, **params) if params else gi(xp, g, res)
@@ -430,59 +431,6 @@ def accumulate(xp: Any, pairs: Any) -> None:
 
 _accumulating = threading.Lock()
 
-
-# --- gradient sinks: gpugrad.distributed's sharded update has backward write in place -------
-
-grad_sinks: dict = {}
-"""Leaf Tensor -> array of its shape and dtype: where a sweep puts that leaf's gradient.
-A sweep that reaches a registered leaf whose ``.grad`` is None computes the leaf's gradient
-into the array (through an op rule's ``into`` form where it has one, else by copying it in;
-later contributions are added in place, the same sums in the same order) and leaves the
-array itself as ``.grad``. A leaf whose ``.grad`` is already its array gets a private copy
-first, and that sweep adds out of place as usual, so an accumulated gradient never aliases
-the new one. gpugrad.distributed.sharded registers each parameter's slot of its shared
-gradient buffer, so nothing is packed after backward. Empty by default."""
-
-
-def _open_sinks(leaves: list) -> dict | None:
-    """The registered sinks this sweep writes into (see :data:`grad_sinks`)."""
-    out = {}
-    for leaf in leaves:
-        sink = grad_sinks.get(leaf)
-        if sink is None:
-            continue
-        grad = leaf.grad
-        if grad is None:
-            data = leaf.data
-            if sink.shape == data.shape and sink.dtype == data.dtype:
-                out[leaf] = sink
-        elif grad is sink:  # accumulating: keep the old sum apart from the new one
-            leaf.grad = as_array(leaf.xp, leaf.xp.asarray(grad, copy=True))
-    return out or None
-
-
-def _into_sink(xp: Any, p: Any, gi: Any, rule: bool, g: Any, res: Any, params: dict,
-               grads: dict, sink: Any) -> None:
-    """Add one gradient of leaf ``p`` (``gi``, or the per-input ``rule`` that computes it)
-    into its sink, the sweep's running sum for ``p``."""
-    first = p not in grads
-    if rule:
-        into = getattr(gi, "into", None)
-        if first and into is not None and into(xp, g, res, sink, **params) is not None:
-            grads[p] = sink  # computed where it belongs
-            return
-        gi = gi(xp, g, res, **params) if params else gi(xp, g, res)
-    if gi is None:
-        return
-    data = p.data
-    gi = fit(xp, gi, data.shape, data.dtype)
-    if gi is None:
-        return
-    if first:
-        sink[...] = gi
-        grads[p] = sink
-    else:
-        sink += gi  # prev + gi, in place
 _tensor._sweep[0] = backward
 
 

@@ -38,8 +38,8 @@ class DistributedOptimizer:
       shared memory, holding rank 0's values from here on. Update only through this
       wrapper (``step``/``minimize``), which every rank calls. Eager backward then writes
       each gradient straight into this rank's shared buffer: ``.grad`` is a view of it,
-      holding this rank's own gradient (as in one process), which ``step()`` leaves as it is
-      and the next backward after ``zero_grad()`` overwrites in place (copy it to keep it).
+      holding this rank's own gradient (as in one process), which ``step()`` leaves as it is;
+      the next backward reuses that memory, so copy an array from ``.grad`` to keep it.
       ``close()`` (collective) frees the shared memory, after moving parameters, state and
       gradients to private copies; what is still open at exit is closed then.
       ``shard=False`` keeps a copy per rank instead: every rank gets the whole averaged
@@ -191,6 +191,8 @@ class DistributedOptimizer:
         (:meth:`_apply`); in a group of one, the optimizer's own compiled step.
         ``compiled=False``: the gradients first (``value_and_gradients``), then the same
         average and update; the same numbers."""
+        if self._closed:
+            raise RuntimeError(_CLOSED)
         if self.overlap is not None:
             self.overlap.discard()
         if compiled:

@@ -37,9 +37,8 @@ MPI finalizes.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
-
 import atexit
+from typing import Any, Sequence
 
 import numpy as np
 

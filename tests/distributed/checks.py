@@ -376,7 +376,7 @@ for opt_name, make in OPTS.items():
                     np.testing.assert_array_equal(a, b)  # every rank holds the same values
 
 # still open, closed at exit (before MPI finalizes): the launch must end, and end cleanly
-from gpugrad.distributed import sharded  # noqa: E402
+from gpugrad.distributed import sharded
 
 out["open_at_exit"] = len(sharded._OPEN)
 with open(f"{sys.argv[1]}/rank{R}.json", "w") as f:
