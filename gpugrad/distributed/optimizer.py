@@ -26,7 +26,9 @@ class DistributedOptimizer:
     - ``overlap=True`` starts each bucket's allreduce from inside eager ``loss.backward()``
       as soon as the bucket's gradients are final; ``step()`` waits for them. Until
       ``step()`` (or ``synchronize()``), ``.grad`` holds this rank's own gradients: to edit
-      gradients (clipping), call ``synchronize()`` first. The default (``overlap=None``) is
+      gradients (clipping), call ``synchronize()`` first. With the sharded update (below),
+      once every rank's backward has ended the other ranks may already be updating their
+      chunks of the shared parameters: read ``.data`` before backward or after ``step()``. The default (``overlap=None``) is
       off: MPI moves a non-blocking message only while a rank is inside an MPI call, and
       with one core per rank there is no spare core to move it on, so on the machines
       measured (README, "Train on many processes or machines") the allreduces after backward

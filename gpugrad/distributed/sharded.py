@@ -142,6 +142,10 @@ class ShardedUpdate:
                 self.sinks = {q: v for q, v in self.sinks.items()
                               if eager.grad_sinks.get(q) is v}
                 break  # another sharded update holds this parameter: no sinks for this one
+        # close() synchronises on a communicator of its own: a rank that closes (at exit)
+        # while another still steps waits for it, and never completes that step's barriers
+        with self.group.blocking("sharded update set-up (communicator)"):
+            self.closing = node.Dup()
         self.closed = False
         _OPEN.append(self)
 
@@ -160,10 +164,11 @@ class ShardedUpdate:
         versions.rebound(p)
         self.optimizer.state[p] = dict(self.states[i])
 
-    def _barrier(self, label: str) -> None:
+    def _barrier(self, label: str, comm: Any = None) -> None:
         for w in self.windows:
             w.sync()
-        self.group.wait(self.node.Ibarrier(), f"sharded update ({label})")
+        comm = self.node if comm is None else comm
+        self.group.wait(comm.Ibarrier(), f"sharded update ({label})")
         for w in self.windows:
             w.sync()
 
@@ -257,7 +262,6 @@ class ShardedUpdate:
             self._barrier("updated")
             versions.wrote_many(self.averager.params, f"{type(opt).__name__} step (sharded)")
 
-
     def close(self) -> None:
         """Move the parameters, the optimizer state and any gradient that is a slot of a
         shared buffer to private copies (equal on every rank), then free the shared windows.
@@ -268,7 +272,7 @@ class ShardedUpdate:
         self.closed = True
         if self in _OPEN:
             _OPEN.remove(self)
-        self._barrier("close")  # every rank has finished its last step
+        self._barrier("closing", self.closing)  # every rank has finished its last step
         for p, view in self.sinks.items():
             if eager.grad_sinks.get(p) is view:
                 del eager.grad_sinks[p]
@@ -286,7 +290,7 @@ class ShardedUpdate:
                     if mine.get(k) is a:
                         mine[k] = np.array(a, copy=True)
         self.views, self.states, self.pieces, self.sinks = [], [], [], {}
-        self._barrier("copied")  # no rank still reads the shared memory
+        self._barrier("closing: copied", self.closing)  # no rank reads the shared memory
         windows, self.windows = self.windows, []
         for w in windows:
             w.free()
@@ -294,6 +298,7 @@ class ShardedUpdate:
             if b.shared is not None:
                 b.shared.free()
                 b.shared, b.flat, b.views = None, None, []
+        self.closing.Free()
 
 
 _CLOSED = ("DistributedOptimizer: closed (its shared memory is freed); make a new one to go on "
@@ -306,6 +311,10 @@ def _close_all() -> None:
     """At exit, before MPI finalizes (mpi4py finalizes after Python's atexit functions):
     close what is still open, in the order it was opened, which every rank shares."""
     while _OPEN:
+        group = _OPEN[0].group
+        if group.aborting or group._mpi.Is_finalized():  # nothing may run collectives now
+            _OPEN.clear()
+            return
         _OPEN[0].close()
 
 

@@ -219,12 +219,14 @@ def _():
         ps = model.parameters()
         sinks = opt.sharded.sinks
         assert set(sinks) == set(ps)
+        # (read before backward: with overlap, once every rank's backward has ended, other
+        # ranks may already update their chunks of the shared parameters)
+        start = [np.array(p.data) for p in ps]
         gg.sum(model(x) ** 2).backward()
         # .grad is this rank's slot of the shared buffer, holding its own gradient
         assert all(p.grad is sinks[p] for p in ps)
         for p, q in zip(ps, plain.parameters()):
             np.testing.assert_array_equal(p.grad, q.grad)
-        start = [np.array(p.data) for p in ps]
         opt.step()  # ... which the step leaves as it is
         for p, q in zip(ps, plain.parameters()):
             np.testing.assert_array_equal(p.grad, q.grad)
@@ -234,13 +236,13 @@ def _():
         # two backwards without zero_grad: .grad is the sum, in a private array (the slot,
         # which an array kept from the first .grad is, then gets the sum: documented)
         opt.zero_grad()
+        start = [np.array(p.data) for p in ps]
         gg.sum(model(x)).backward()
         first = [np.array(p.grad) for p in ps]
         gg.sum(model(x) * 3.0).backward()
         assert not any(p.grad is sinks[p] for p in ps)
         for p, f in zip(ps, first):
             np.testing.assert_allclose(p.grad, 4.0 * f, rtol=1e-14, atol=1e-15)
-        start = [np.array(p.data) for p in ps]
         sums = group.allgather([np.array(p.grad) for p in ps])
         opt.step()
         for p, s0, m in zip(ps, start, [sum(g) / N for g in zip(*sums)]):
