@@ -20,7 +20,8 @@ into the array (through an op rule's ``into`` form where it has one, else by cop
 later contributions are added in place: the same sums in the same order) and leaves the
 array itself as ``.grad``. A leaf whose ``.grad`` is already its array gets a private copy
 first, and that sweep adds out of place as usual, so an accumulated gradient never aliases
-the new one. Empty by default.
+the new one. Two sweeps running at once (threads) over one registered leaf would write its
+array together: run those one at a time. Empty by default.
 
 An op's per-input rule ``rule(xp, g, res, **params)`` may carry ``rule.into(xp, g, res, out,
 **params)``: the same values computed into ``out``, returning it, or None where it cannot
