@@ -26,6 +26,7 @@ from .eager_inputs import scalars_to_arrays as _scalars_to_arrays
 from .registry import Op, set_dispatcher
 from .tensor import GradientError, Tensor, _grad_enabled, no_grad
 from .shaping import as_array, fit, seed_gradient, unbroadcast  # noqa: F401  (re-exported)
+from .sinks import grad_sinks, into_sink, open_sinks  # grad_sinks: re-exported
 from .versions import sequence as _sequence
 
 
@@ -359,6 +360,7 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
         versions.check(nodes, FREED)
     anomaly = _anomaly if _anomaly is not None and _anomaly.enabled() else None
     tick = _start_hooks(nodes, leaves, grads) if backward_hooks else None
+    sinks = open_sinks(leaves) if grad_sinks else None
     is_np = xp is np
     ndarray = np.ndarray
     with no_grad():
@@ -391,6 +393,9 @@ def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
                 anomaly.backward(op, v.needs, res, g, gs, getattr(v, "site", None))
             for p, need, gi in zip(v.inputs, needs, gs):
                 if not need:
+                    continue
+                if sinks is not None and p in sinks:
+                    into_sink(xp, p, gi, rules, g, res, params, grads, sinks[p])
                     continue
                 if rules:
                     gi = gi(xp, g, res, **params) if params else gi(xp, g, res)
@@ -425,6 +430,7 @@ def accumulate(xp: Any, pairs: Any) -> None:
 
 
 _accumulating = threading.Lock()
+
 _tensor._sweep[0] = backward
 
 

@@ -223,9 +223,33 @@ def test_overlap_ignores_unrelated_backward_and_unhooks_when_collected(numpy_bac
     got = ov.take()
     np.testing.assert_array_equal(got[0], np.full(2, 3.0))
     np.testing.assert_array_equal(got[1], np.zeros(3))
+    ov2 = Overlap(dist.GradientAverager([w], bucket_mb=1e-6))
     del ov
     gc.collect()
+    assert len(eager.backward_hooks) == n + 1
+    ov2.close()  # unhooks at once, and only once
     assert len(eager.backward_hooks) == n
+    del ov2
+    gc.collect()
+    assert len(eager.backward_hooks) == n
+
+
+def test_close_ends_the_wrapper_and_frees_the_optimizer(numpy_backend):
+    w = gg.Variable(np.ones(2))
+    opt = dist.DistributedOptimizer(gg.optim.SGD([w], lr=0.5))
+    gg.sum(w * w).backward()
+    opt.step()
+    opt.close()
+    opt.close()
+    for call in (opt.step, lambda: opt._apply([(w, np.ones(2))]),
+                 lambda: opt.minimize(gg.sum(w * 1.0))):
+        with pytest.raises(RuntimeError, match="closed"):
+            call()
+    np.testing.assert_array_equal(w.data, np.zeros(2))  # the refused steps wrote nothing
+    opt.optimizer.zero_grad()
+    gg.sum(w * 2.0).backward()
+    opt.optimizer.step()  # the wrapped optimizer is free to step on its own
+    np.testing.assert_array_equal(w.data, np.full(2, -1.0))
 
 
 # --- sharding ---------------------------------------------------------------------------------

@@ -87,11 +87,13 @@ class GradientAverager:
     alike. Results are backend arrays on each parameter's device, with its shape and dtype.
 
     - A group of one: the gradients themselves (checked; None becomes zeros), no copy.
-    - NumPy: each gradient is scaled by 1/size while it is copied into its bucket's persistent
-      buffer (one pass, no allocation), the allreduce sums in place (``MPI.IN_PLACE``, or
-      through shared memory where all ranks share one machine: gpugrad.distributed.shm) and
-      the results are views of the buffers. They stay valid until the next call, which
-      overwrites them: copy one to keep it.
+    - NumPy: each gradient is copied into its bucket's persistent buffer (one pass, no
+      allocation; scaled by 1/size on the way in for MPI's allreduce, which sums in place with
+      ``MPI.IN_PLACE``; where all ranks share one machine the buffer is shared memory and the
+      sum is scaled instead, gpugrad.distributed.shm) and the results are views of the
+      buffers. They stay valid until the next call, which overwrites them: copy one to keep
+      it. A gradient that already is its slot of the buffer (backward wrote it there, see
+      gpugrad.distributed.sharded) is not copied.
     - Other backends: the gradients are concatenated into a new buffer per bucket, summed,
       divided by the size and split again.
 
@@ -156,19 +158,26 @@ class GradientAverager:
 
     def _start_numpy(self, bucket: Bucket, grads: Any) -> Any:
         self.allocate(bucket)
-        if bucket.shared is not None:
-            bucket.shared.ready()  # no rank still reads the previous step's sums
-        scale = 1.0 / self.group.size  # exact for a power of two: the sum is the mean
+        shared = bucket.shared
+        if shared is not None:
+            shared.ready()  # no rank still reads the previous step's sums
+        # exact for a power of two: the sum is the mean (shared memory scales the sum)
+        scale = 1.0 / self.group.size if shared is None else None
         for i, view in zip(bucket.members, bucket.views):
             g = grads[i]
+            if g is view:  # backward wrote it in place
+                continue
             if g is None:
                 view.fill(0)
                 continue
             if g.shape != view.shape or g.dtype != view.dtype:
                 self._checked(i, g)  # raises, naming the parameter
-            np.multiply(g, scale, out=view)
-        if bucket.shared is not None:
-            return bucket.shared.start()
+            if scale is None:
+                np.copyto(view, g)
+            else:
+                np.multiply(g, scale, out=view)
+        if shared is not None:
+            return shared.start()
         return self.group.start_allreduce(bucket.flat, "sum")
 
     def finish(self, bucket: Bucket, pending: Pending, out: list) -> None:

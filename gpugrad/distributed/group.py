@@ -92,6 +92,7 @@ class Group:
         self.nccl = nccl    # a cupyx.distributed communicator, or None
         self.timeout = float(timeout)
         self._waiting: tuple | None = None  # (since, what) while a wait is under way
+        self.aborting = False  # set by abort(): no collective may start after it
         self._watchdog: threading.Thread | None = None
 
     def __repr__(self) -> str:
@@ -177,6 +178,7 @@ class Group:
 
     def abort(self, why: str, code: int = 1) -> None:
         """End the whole job: print ``why`` naming this rank, then ``MPI.COMM_WORLD.Abort``."""
+        self.aborting = True
         sys.stdout.flush()
         print(f"gpugrad.distributed: rank {self.rank} of {self.size}: {why}; aborting the job",
               file=sys.stderr, flush=True)

@@ -10,7 +10,7 @@ from .buckets import GradientAverager
 from .collectives import check_same_parameters
 from .group import Group, init
 from .overlap import Overlap
-from .sharded import sharded_update
+from .sharded import _CLOSED, sharded_update
 
 DEFAULT_OVERLAP = False
 """Whether ``DistributedOptimizer(overlap=None)`` overlaps in groups of more than one."""
@@ -26,7 +26,9 @@ class DistributedOptimizer:
     - ``overlap=True`` starts each bucket's allreduce from inside eager ``loss.backward()``
       as soon as the bucket's gradients are final; ``step()`` waits for them. Until
       ``step()`` (or ``synchronize()``), ``.grad`` holds this rank's own gradients: to edit
-      gradients (clipping), call ``synchronize()`` first. The default (``overlap=None``) is
+      gradients (clipping), call ``synchronize()`` first. With the sharded update (below),
+      once every rank's backward has ended the other ranks may already be updating their
+      chunks of the shared parameters: read ``.data`` before backward or after ``step()``. The default (``overlap=None``) is
       off: MPI moves a non-blocking message only while a rank is inside an MPI call, and
       with one core per rank there is no spare core to move it on, so on the machines
       measured (README, "Train on many processes or machines") the allreduces after backward
@@ -36,9 +38,14 @@ class DistributedOptimizer:
       one copy of the parameters and of the optimizer state, and each rank sums and updates
       its own chunk of them (gpugrad.distributed.sharded): each ``.data`` is then a view of
       shared memory, holding rank 0's values from here on. Update only through this
-      wrapper (``step``/``minimize``), which every rank calls. ``shard=False`` keeps a copy
-      per rank instead: every rank gets the whole averaged gradient and runs the whole
-      update.
+      wrapper (``step``/``minimize``), which every rank calls. Eager backward then writes
+      each gradient straight into this rank's shared buffer: ``.grad`` is a view of it,
+      holding this rank's own gradient (as in one process), which ``step()`` leaves as it is;
+      the next backward reuses that memory, so copy an array from ``.grad`` to keep it.
+      ``close()`` (collective) frees the shared memory, after moving parameters, state and
+      gradients to private copies; what is still open at exit is closed then.
+      ``shard=False`` keeps a copy per rank instead: every rank gets the whole averaged
+      gradient and runs the whole update.
     - A parameter with no gradient on a rank counts as zero there. Every parameter is then
       updated on every rank, with the averaged gradient (zero if no rank had one).
     - ``minimize(loss, feed)`` does the same for Placeholder graphs: one compiled program per
@@ -83,6 +90,7 @@ class DistributedOptimizer:
         if self.overlap is not None:
             self.overlap.on_start = self._unsync
         self._synced = False
+        self._closed = False
 
     @property
     def params(self) -> list:
@@ -117,7 +125,8 @@ class DistributedOptimizer:
         return got
 
     def synchronize(self) -> None:
-        """Finish the allreduces and store the averaged gradients in each ``.grad``."""
+        """Finish the allreduces and store the averaged gradients in each ``.grad`` (new
+        arrays: the buffer a sharded update's ``.grad`` viewed then holds the mean too)."""
         if self._synced:
             return
         for p, g in zip(self.params, self._averaged()):
@@ -125,8 +134,30 @@ class DistributedOptimizer:
             p.grad = g if self.group.size == 1 else p.xp.asarray(g, copy=True)
         self._synced = True
 
+    def close(self) -> None:
+        """Free what this wrapper holds across the ranks: the shared memory of the sharded
+        update (parameters, state and gradients move to private copies first, equal on every
+        rank) and the backward hook. Collective: every rank calls it after its last step;
+        later steps raise, and the wrapped optimizer can step on its own again. Idempotent.
+
+        >>> import numpy as np, gpugrad as gg
+        >>> w = gg.Variable(np.ones(2))
+        >>> opt = gg.distributed.DistributedOptimizer(gg.optim.SGD([w], lr=0.5))
+        >>> opt.close()
+        >>> opt.optimizer.step()  # no gradient: nothing to do
+        """
+        if self.overlap is not None:
+            self.overlap.close()
+            self.overlap = None
+        if self.sharded is not None:
+            self.sharded.close()
+            WRAPPED.pop(self.optimizer, None)
+        self._closed = True
+
     def step(self) -> None:
         """Average the gradients over the ranks, then apply one update."""
+        if self._closed:
+            raise RuntimeError(_CLOSED)
         if self.sharded is not None and not self._synced:
             started = self.overlap.claim() if self.overlap is not None else None
             self.sharded.step([p.grad for p in self.params], started)
@@ -140,6 +171,8 @@ class DistributedOptimizer:
 
     def _apply(self, pairs: list) -> None:
         """The update a compiled step calls after backward: average, then apply."""
+        if self._closed:
+            raise RuntimeError(_CLOSED)
         if len(pairs) == len(self.params):
             grads = [g for _, g in pairs]
         else:  # some parameters without a gradient: they count as zero
@@ -160,6 +193,8 @@ class DistributedOptimizer:
         (:meth:`_apply`); in a group of one, the optimizer's own compiled step.
         ``compiled=False``: the gradients first (``value_and_gradients``), then the same
         average and update; the same numbers."""
+        if self._closed:
+            raise RuntimeError(_CLOSED)
         if self.overlap is not None:
             self.overlap.discard()
         if compiled:

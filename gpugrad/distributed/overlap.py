@@ -33,7 +33,7 @@ class Overlap:
             return None if me is None else me.begin(nodes, leaves, grads)
 
         eager.backward_hooks.append(hook)
-        weakref.finalize(self, _remove_hook, hook)
+        self._unhook = weakref.finalize(self, _remove_hook, hook)
 
     def begin(self, nodes: list, leaves: list, grads: dict) -> Callable[[], None] | None:
         index = self.index
@@ -87,10 +87,20 @@ class Overlap:
         out, self.pending, self.started = self.pending, [], 0
         return out
 
+    def close(self) -> None:
+        """Complete what is in flight and remove the backward hook."""
+        self.discard()
+        self._unhook()
+
     def discard(self) -> None:
-        """Complete and drop what is in flight (collectives must be completed)."""
+        """Complete and drop what is in flight (collectives must be completed; a
+        shared-memory one is cancelled, which leaves the gradients where they are)."""
         for pend in self.pending:
-            pend.finish()
+            cancel = getattr(pend, "cancel", None)
+            if cancel is not None:
+                cancel()
+            else:
+                pend.finish()
         self.pending, self.started = [], 0
 
 
@@ -106,8 +116,8 @@ class _Current:
     def __getitem__(self, i: int) -> Any:
         p = self.ov.averager.params[i]
         g = self.grads.get(p)
-        if p.grad is None:
-            return g
+        if p.grad is None:  # (g may be the parameter's slot of the buffer: see
+            return g        # gpugrad.eager.grad_sinks)
         return p.grad if g is None else p.xp.asarray(p.grad + g)
 
 

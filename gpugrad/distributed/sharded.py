@@ -5,26 +5,44 @@ Where every rank of the group is on one machine (NumPy arrays, MPI shared memory
 see gpugrad.distributed.shm) and the optimizer's update is elementwise (gg.optim's SGD,
 Adam and AdamW), :class:`ShardedUpdate` makes a training step:
 
-1. each rank packs its gradients, scaled by 1/size, into its bucket buffers (one pass, as
-   :class:`~gpugrad.distributed.buckets.GradientAverager` does), then a barrier;
-2. rank r sums chunk r of every rank's buffers (a reduce-scatter: nothing is copied back)
-   and runs the optimizer's own ``update`` on chunk r of the flat parameters and state;
+1. eager backward has written each rank's gradients straight into its bucket buffers (each
+   parameter is registered in gpugrad.eager.grad_sinks, with its slot of this rank's buffer:
+   see below); a gradient that is not there yet (the compiled step's, an accumulated one, one
+   set by hand) is copied in, a missing one is zeroed; then a barrier;
+2. rank r sums chunk r of every rank's buffers, scaled by 1/size, into a private array (a
+   reduce-scatter: nothing is copied back, the buffers are left as they are) and runs the
+   optimizer's own ``update`` on chunk r of the flat parameters and state;
 3. a barrier, after which every rank reads the new parameters where they are.
 
-So the averaged gradient never travels back and the update pass is split over the ranks.
-Each parameter's ``.data`` (and each state array in ``optimizer.state``) is a view of a
-shared window, shaped like the parameter: rank 0's values when the optimizer was wrapped. A
-parameter or state array that the user rebinds (``load_state_dict``) is copied back into the
-shared memory at the next step, each rank its own chunk.
+So the gradients are never packed after backward, the averaged gradient never travels back
+and the update pass is split over the ranks. Each parameter's ``.data`` (and each state
+array in ``optimizer.state``) is a view of a shared window, shaped like the parameter: rank
+0's values when the optimizer was wrapped. A parameter or state array that the user rebinds
+(``load_state_dict``) is copied back into the shared memory at the next step, each rank its
+own chunk.
+
+What ``.grad`` holds: after a backward that found ``.grad`` None (the usual ``zero_grad``,
+backward, ``step``), each parameter's ``.grad`` is its slot of this rank's buffer, holding
+this rank's own gradient, the same values a single process would hold; ``step()`` reads it
+and leaves it so. The slot is reused: the next backward after ``zero_grad`` writes the next
+gradient into it, and a backward that accumulates onto it (no ``zero_grad``) gives ``.grad``
+a private array with the sum, which the step (or, with ``overlap``, backward) then copies
+into the slot. So an array kept from ``.grad`` changes after the next backward, where one
+process's would not: copy it to keep it.
+
+:meth:`ShardedUpdate.close` (collective) frees the shared memory: parameters, state and
+gradients move to private copies first. Windows still open at exit are freed then, before
+MPI finalizes.
 """
 
 from __future__ import annotations
 
+import atexit
 from typing import Any, Sequence
 
 import numpy as np
 
-from .. import versions
+from .. import eager, versions
 from ..compiler.update import lowerable
 from ..fpstate import quiet
 from ..optim import SGD, Adam, Optimizer
@@ -83,12 +101,14 @@ class ShardedUpdate:
         self.views: list = [None] * len(averager.params)   # each parameter's shared array
         self.states: list = [None] * len(averager.params)  # {key: shared state array}
         self.pieces: list[list[_Piece]] = []                # per bucket, this rank's pieces
+        self.sums: list = []                                # per bucket, the averaged chunk
         params = averager.params
         for b in averager.buckets:
             averager.allocate(b)  # now, not in the first step
             flat, state_flat = self._allocate(b, keys)
             lo_r, hi_r = b.numel * self.rank // node.Get_size(), \
                 b.numel * (self.rank + 1) // node.Get_size()
+            self.sums.append(np.empty(hi_r - lo_r, dtype=b.dtype))
             pieces = []
             for i, off, shape in zip(b.members, b.offsets, b.shapes):
                 n = int(np.prod(shape, dtype=np.int64))
@@ -110,6 +130,24 @@ class ShardedUpdate:
         for i, p in enumerate(params):
             self._bind(i, p)
         self.counts_steps = isinstance(optimizer, Adam)
+        # backward writes each gradient into its slot of this rank's shared buffer
+        self.sinks = {}
+        for b in averager.buckets:
+            if b.shared is not None:
+                b.shared.release_now = True  # a full allreduce must not outlive its call
+                for i, view in zip(b.members, b.views):
+                    self.sinks[params[i]] = view
+        for p, view in self.sinks.items():
+            if eager.grad_sinks.setdefault(p, view) is not view:
+                self.sinks = {q: v for q, v in self.sinks.items()
+                              if eager.grad_sinks.get(q) is v}
+                break  # another sharded update holds this parameter: no sinks for this one
+        # close() synchronises on a communicator of its own: a rank that closes (at exit)
+        # while another still steps waits for it, and never completes that step's barriers
+        with self.group.blocking("sharded update set-up (communicator)"):
+            self.closing = node.Dup()
+        self.closed = False
+        _OPEN.append(self)
 
     def _allocate(self, b: Bucket, keys: list[str]) -> tuple[Any, dict]:
         def make() -> Any:
@@ -126,10 +164,11 @@ class ShardedUpdate:
         versions.rebound(p)
         self.optimizer.state[p] = dict(self.states[i])
 
-    def _barrier(self, label: str) -> None:
+    def _barrier(self, label: str, comm: Any = None) -> None:
         for w in self.windows:
             w.sync()
-        self.group.wait(self.node.Ibarrier(), f"sharded update ({label})")
+        comm = self.node if comm is None else comm
+        self.group.wait(comm.Ibarrier(), f"sharded update ({label})")
         for w in self.windows:
             w.sync()
 
@@ -158,16 +197,18 @@ class ShardedUpdate:
         """Average this rank's gradients over the ranks and update (collective).
         ``started``: the buckets' allreduces, already started (by the overlap with
         backward), in place of packing ``grads`` now."""
+        if self.closed:
+            raise RuntimeError(_CLOSED)
         avg = self.averager
         pending = started if started is not None else [
-            avg.start(b, grads) for b in avg.buckets]  # pack, scaled by 1/size
+            avg.start(b, grads) for b in avg.buckets]  # copy in what backward did not write
         work = []
-        for b, pend, pieces in zip(avg.buckets, pending, self.pieces):
+        for b, pend, pieces, sums in zip(avg.buckets, pending, self.pieces, self.sums):
             if b.shared is None:  # an empty bucket: nothing to update
                 pend.finish()
                 continue
             req, pend.req = pend.req, None
-            chunk = b.shared.reduce_scatter(req)  # this rank's chunk of the sum
+            chunk = b.shared.reduce_scatter(req, sums)  # this rank's chunk of the mean
             base = b.shared.bounds[b.shared.rank]
             work += [(pc, chunk[pc.pos - base:pc.pos - base + pc.hi - pc.lo]) for pc in pieces]
         self._adopt()
@@ -175,6 +216,8 @@ class ShardedUpdate:
 
     def apply(self, grads: Sequence[Any]) -> None:
         """Update with gradients already averaged over the ranks (collective)."""
+        if self.closed:
+            raise RuntimeError(_CLOSED)
         self._barrier("averaged")  # no rank still reads the parameters (backward)
         self._adopt()
         work = []
@@ -218,6 +261,61 @@ class ShardedUpdate:
                     # barrier below releases the buffers
             self._barrier("updated")
             versions.wrote_many(self.averager.params, f"{type(opt).__name__} step (sharded)")
+
+    def close(self) -> None:
+        """Move the parameters, the optimizer state and any gradient that is a slot of a
+        shared buffer to private copies (equal on every rank), then free the shared windows.
+        Collective: every rank calls it, after its last step. Later steps raise; the wrapped
+        optimizer, no longer sharing memory, can step directly again."""
+        if self.closed:
+            return
+        self.closed = True
+        if self in _OPEN:
+            _OPEN.remove(self)
+        self._barrier("closing", self.closing)  # every rank has finished its last step
+        for p, view in self.sinks.items():
+            if eager.grad_sinks.get(p) is view:
+                del eager.grad_sinks[p]
+        params, st = self.averager.params, self.optimizer.state
+        views = self.views
+        for i, p in enumerate(params):
+            if p.data is views[i]:
+                p.data = np.array(views[i], copy=True)
+                versions.rebound(p)
+            if p.grad is not None and self.sinks.get(p) is p.grad:
+                p.grad = np.array(p.grad, copy=True)
+            mine = st.get(p)
+            if mine:
+                for k, a in self.states[i].items():
+                    if mine.get(k) is a:
+                        mine[k] = np.array(a, copy=True)
+        self.views, self.states, self.pieces, self.sinks = [], [], [], {}
+        self._barrier("closing: copied", self.closing)  # no rank reads the shared memory
+        windows, self.windows = self.windows, []
+        for w in windows:
+            w.free()
+        for b in self.averager.buckets:
+            if b.shared is not None:
+                b.shared.free()
+                b.shared, b.flat, b.views = None, None, []
+        self.closing.Free()
+
+
+_CLOSED = ("DistributedOptimizer: closed (its shared memory is freed); make a new one to go on "
+           "training on many ranks")
+_OPEN: list = []  # sharded updates not yet closed, oldest first
+
+
+@atexit.register
+def _close_all() -> None:
+    """At exit, before MPI finalizes (mpi4py finalizes after Python's atexit functions):
+    close what is still open, in the order it was opened, which every rank shares."""
+    while _OPEN:
+        group = _OPEN[0].group
+        if group.aborting or group._mpi.Is_finalized():  # nothing may run collectives now
+            _OPEN.clear()
+            return
+        _OPEN[0].close()
 
 
 def sharded_update(optimizer: Optimizer, averager: GradientAverager) -> ShardedUpdate | None:

@@ -5,16 +5,21 @@ Each rank's bucket buffer is its slice of an MPI-3 shared window
 One allreduce is then three barriers and two passes over the data instead of MPI's own
 copies through its message cells:
 
-1. each rank packs its (already scaled) gradients into its own buffer, then a barrier;
-2. rank r sums chunk r of all the buffers into chunk r of its own buffer, then a barrier;
+1. each rank packs its gradients into its own buffer (or backward wrote them there: see
+   gpugrad.distributed.sharded), then a barrier;
+2. rank r sums chunk r of all the buffers, scaled by 1/size (the mean), into chunk r of its
+   own buffer, then a barrier;
 3. each rank copies chunk q from rank q's buffer, for every other q: every rank then holds
    the whole sum, computed once, in the same order, so the ranks agree bit for bit. A
    barrier (waited on before the next pack) keeps the next pack from overwriting a chunk
    that another rank is still copying.
 
 The sharded update (gpugrad.distributed.sharded) stops after step 2
-(:meth:`SharedBuffer.reduce_scatter`): rank r updates chunk r of parameters that live in
-shared windows too (:class:`SharedArray`), so nothing is copied back.
+(:meth:`SharedBuffer.reduce_scatter`, into a private array, so the buffers keep each rank's
+own gradients): rank r updates chunk r of parameters that live in shared windows too
+(:class:`SharedArray`), so nothing is copied back.
+
+Windows are freed by ``free()`` (collective), which gpugrad.distributed's ``close()`` calls.
 
 The barriers are non-blocking MPI barriers waited on with the group's timeout (see
 :meth:`gpugrad.distributed.group.Group.wait`). Used by
@@ -73,6 +78,8 @@ class SharedBuffer:
         self.bounds = [numel * r // self.size for r in range(self.size + 1)]
         self.mine = self.bufs[self.rank]
         self.released: Any = None  # the barrier after the last copy (step 3)
+        self.release_now = False  # wait for that barrier at once (backward writes ``mine``)
+        self.scale = 1.0 / self.size  # exact for a power of two
         self.what = f"shared-memory allreduce of {numel} {np.dtype(dtype).name} values"
 
     def _barrier(self, label: str) -> None:
@@ -92,18 +99,22 @@ class SharedBuffer:
         self.win.Sync()
         return SharedPending(self, self.node.Ibarrier())
 
-    def reduce_scatter(self, arrived: Any) -> np.ndarray:
-        """Wait until every rank has packed, then sum this rank's chunk of all the buffers
-        into the same chunk of its own buffer (which no other rank reads) and return that
-        chunk. The caller must end the step with a barrier before the next :meth:`ready`
-        (other ranks still read this rank's other chunks): ``released`` stays None."""
+    def reduce_scatter(self, arrived: Any, out: np.ndarray | None = None) -> np.ndarray:
+        """Wait until every rank has packed, then put the mean of this rank's chunk of all
+        the buffers (summed in rank order, then scaled by 1/size) into ``out`` (an array of
+        the chunk's size; by default the same chunk of this rank's own buffer, which no other
+        rank reads) and return it. The caller must end the step with a barrier before the
+        next :meth:`ready` (other ranks still read this rank's buffer): ``released`` stays
+        None."""
         self.group.wait(arrived, f"{self.what} (packing)")
         self.win.Sync()
         lo, hi = self.bounds[self.rank], self.bounds[self.rank + 1]
-        part = self.mine[lo:hi]
-        for q in range(self.size):
-            if q != self.rank:
-                np.add(part, self.bufs[q][lo:hi], out=part)
+        part = self.mine[lo:hi] if out is None else out
+        bufs = self.bufs
+        np.add(bufs[0][lo:hi], bufs[1][lo:hi], out=part)
+        for q in range(2, self.size):
+            np.add(part, bufs[q][lo:hi], out=part)
+        np.multiply(part, self.scale, out=part)
         return part
 
     def reduce(self, arrived: Any) -> np.ndarray:
@@ -115,7 +126,22 @@ class SharedBuffer:
                 self.mine[lo:hi] = self.bufs[q][lo:hi]
         self.win.Sync()
         self.released = self.node.Ibarrier()
+        if self.release_now:
+            self.ready()
         return self.mine
+
+    def free(self) -> None:
+        """Free the window (collective: every rank of the node, in the same order). The
+        arrays from it must not be used afterwards."""
+        if self.win is None:
+            return
+        self.ready()
+        self.bufs = []
+        self.mine = None
+        win, self.win = self.win, None
+        win.Unlock_all()
+        with self.group.blocking(f"{self.what} (freeing the window)"):
+            win.Free()
 
 
 class SharedArray:
@@ -133,9 +159,21 @@ class SharedArray:
         mem, _ = self.win.Shared_query(0)
         self.array = np.ndarray(buffer=mem, dtype=dtype, shape=(numel,))
         self.win.Lock_all(MPI.MODE_NOCHECK)
+        self.group = group
+        self.what = f"shared array of {numel} {np.dtype(dtype).name} values"
 
     def sync(self) -> None:
         self.win.Sync()
+
+    def free(self) -> None:
+        """Free the window (collective, as :meth:`SharedBuffer.free`)."""
+        if self.win is None:
+            return
+        self.array = None
+        win, self.win = self.win, None
+        win.Unlock_all()
+        with self.group.blocking(f"{self.what} (freeing the window)"):
+            win.Free()
 
 
 class SharedPending:
@@ -154,3 +192,10 @@ class SharedPending:
             return self.buf.mine
         req, self.req = self.req, None
         return self.buf.reduce(req)
+
+    def cancel(self) -> None:
+        """Complete the announcement without summing (every rank cancels it alike): the
+        buffers, each rank's own gradients, are left as they are."""
+        if self.req is not None:
+            req, self.req = self.req, None
+            self.buf.group.wait(req, f"{self.buf.what} (cancelled)")

@@ -118,6 +118,25 @@ def _matmul_db_numpy(xp, g, res):
     return xp.matmul(a.swapaxes(-1, -2), g)
 
 
+def _matmul_db_into(xp, g, res, out):
+    """:func:`_matmul_db_numpy` computed into ``out`` (a C-contiguous array of the result's
+    shape and dtype: the same BLAS product, written in place), or None where it cannot be
+    (then the rule itself runs). The sweep uses it for a gradient sink (see
+    gpugrad.eager.grad_sinks)."""
+    a, b = res
+    if a.ndim < 2 or b.ndim != 2 or g.ndim != a.ndim or a.dtype.kind == "c":
+        return None
+    a2 = a if a.ndim == 2 else a.reshape(-1, a.shape[-1])
+    g2 = g if g.ndim == 2 else g.reshape(-1, g.shape[-1])
+    if (out.shape != (a2.shape[1], g2.shape[1]) or not out.flags.c_contiguous
+            or not (a2.dtype == g2.dtype == out.dtype)):
+        return None
+    return xp.matmul(a2.T, g2, out=out)
+
+
+_matmul_db_numpy.into = _matmul_db_into
+
+
 def _linear_dbias(xp, g, res):
     return g
 

@@ -200,6 +200,78 @@ def _():
     np.testing.assert_allclose(gg.to_numpy(c.data), 1.0 - 0.5 * (N + 1) / 2, atol=1e-15)
 
 
+@check("gradients written into shared memory")
+def _():
+    from gpugrad import eager
+    from gpugrad.distributed import sharded
+
+    r = np.random.default_rng(11 + R)
+    x = gg.asarray(r.normal(size=(6, 4)))
+    for overlap in (False, True):
+        model = gg.nn.MLP([4, 5, 3], seed=0, dtype="float64")
+        plain = gg.nn.MLP([4, 5, 3], seed=0, dtype="float64")  # this rank's own gradient, one process
+        gg.sum(plain(x) ** 2).backward()
+        opt = dist.DistributedOptimizer(gg.optim.SGD(model.parameters(), lr=0.5),
+                                        overlap=overlap)
+        if opt.sharded is None:
+            assert out["shared_memory_off"]
+            continue
+        ps = model.parameters()
+        sinks = opt.sharded.sinks
+        assert set(sinks) == set(ps)
+        # (read before backward: with overlap, once every rank's backward has ended, other
+        # ranks may already update their chunks of the shared parameters)
+        start = [np.array(p.data) for p in ps]
+        gg.sum(model(x) ** 2).backward()
+        # .grad is this rank's slot of the shared buffer, holding its own gradient
+        assert all(p.grad is sinks[p] for p in ps)
+        for p, q in zip(ps, plain.parameters()):
+            np.testing.assert_array_equal(p.grad, q.grad)
+        opt.step()  # ... which the step leaves as it is
+        for p, q in zip(ps, plain.parameters()):
+            np.testing.assert_array_equal(p.grad, q.grad)
+        mean = [sum(g) / N for g in zip(*group.allgather([q.grad for q in plain.parameters()]))]
+        for p, s0, m in zip(ps, start, mean):
+            np.testing.assert_allclose(p.data, s0 - 0.5 * m, rtol=0, atol=1e-15)
+        # two backwards without zero_grad: .grad is the sum, in a private array (the slot,
+        # which an array kept from the first .grad is, then gets the sum: documented)
+        opt.zero_grad()
+        start = [np.array(p.data) for p in ps]
+        gg.sum(model(x)).backward()
+        first = [np.array(p.grad) for p in ps]
+        gg.sum(model(x) * 3.0).backward()
+        assert not any(p.grad is sinks[p] for p in ps)
+        for p, f in zip(ps, first):
+            np.testing.assert_allclose(p.grad, 4.0 * f, rtol=1e-14, atol=1e-15)
+        sums = group.allgather([np.array(p.grad) for p in ps])
+        opt.step()
+        for p, s0, m in zip(ps, start, [sum(g) / N for g in zip(*sums)]):
+            np.testing.assert_allclose(p.data, s0 - 0.5 * m, rtol=0, atol=1e-14)
+        # close(): private copies (equal on every rank), no more sinks, the windows freed;
+        # later steps refuse, the wrapped optimizer steps directly again
+        values = [np.array(p.data) for p in ps]
+        opt.close()
+        opt.close()  # idempotent
+        assert opt.sharded.windows == [] and opt.sharded not in sharded._OPEN
+        assert all(b.shared is None for b in opt.average.buckets)
+        assert not any(p in eager.grad_sinks for p in ps)
+        for p, v in zip(ps, values):
+            assert p.data.base is None  # its own memory
+            np.testing.assert_array_equal(p.data, v)
+        every = group.allgather([np.array(p.data) for p in ps])
+        assert all(np.array_equal(a, b) for e in every for a, b in zip(e, every[0]))
+        try:
+            opt.step()
+        except RuntimeError as exc:
+            assert "closed" in str(exc), exc
+        else:
+            raise AssertionError("a step after close() did not raise")
+        opt.optimizer.zero_grad()
+        gg.sum(model(x)).backward()
+        assert not any(p.grad is sinks.get(p) for p in ps)
+        opt.optimizer.step()  # this rank alone, on its own copy
+
+
 @check("shared-memory buckets")
 def _():
     # odd sizes (chunks of 0 and 1 values), several dtypes, an empty bucket; twice, so the
@@ -305,5 +377,9 @@ for opt_name, make in OPTS.items():
                 for a, b in zip(theirs, got):
                     np.testing.assert_array_equal(a, b)  # every rank holds the same values
 
+# still open, closed at exit (before MPI finalizes): the launch must end, and end cleanly
+from gpugrad.distributed import sharded
+
+out["open_at_exit"] = len(sharded._OPEN)
 with open(f"{sys.argv[1]}/rank{R}.json", "w") as f:
     json.dump(out, f)
