@@ -62,3 +62,20 @@ def test_benchmark_mlp_rows_agree_on_the_loss():
         floor, eager, graph = (float(workloads.make("mlp", impl, "numpy", cfg)())
                                for impl in ("floor", "eager", "graph"))
     np.testing.assert_allclose([eager, graph], floor, rtol=1e-5)
+
+
+def test_instruction_count_child_runs_each_row():
+    """The process callgrind counts builds each row and runs its steps (no valgrind needed);
+    the counts themselves are benchmarks, never asserted."""
+    from benchmarks import instructions
+
+    for row in instructions.ROWS:
+        instructions.child("small", row, 2, quick=True)
+
+
+def test_instruction_count_without_valgrind_says_what_to_install(monkeypatch, capsys):
+    from benchmarks import instructions
+
+    monkeypatch.setenv("PATH", "")
+    assert instructions.main(["--quick"]) == 2
+    assert "needs valgrind" in capsys.readouterr().err
