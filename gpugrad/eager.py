@@ -430,7 +430,6 @@ def accumulate(xp: Any, pairs: Any) -> None:
 
 
 _accumulating = threading.Lock()
-
 _tensor._sweep[0] = backward
 
 

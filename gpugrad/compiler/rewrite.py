@@ -93,7 +93,7 @@ def ce_forward(z: str, t: str, o: str, logp: str, LOGP: str, T: str, ar: str,
 
 
 def ce_backward(g: str, t: str, logp: str, c: str, C: str, ar: str, n: int,
-                reduction: str, one: str = "1.0") -> list:
+                reduction: str, one: str) -> list:
     """``(p - onehot) * scale``: the chain's VJPs in one buffer (``one``: the literal 1 of
     its dtype, see gpugrad.compiler.lower.const)."""
     scale = f"({g} / {float(n)!r})" if reduction == "mean" else g
@@ -132,7 +132,7 @@ def linear_negated(x: str, w: str, b: str):
                               f"np.subtract({T}, {o}, {o})"]
 
 
-def sigmoid_of_negated(a: str, one: str = "1.0"):
+def sigmoid_of_negated(a: str, one: str):
     """``emit(o, dst)``: the sigmoid's lowering (``1 / (1 + exp(-z))``) from ``a = -z``
     (``one``: the literal 1 of its dtype, see gpugrad.compiler.lower.const)."""
     return lambda o, dst: [f"{o} = np.exp({a}, {dst})", f"np.add({o}, {one}, {o})",

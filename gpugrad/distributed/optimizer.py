@@ -28,9 +28,10 @@ class DistributedOptimizer:
       ``step()`` (or ``synchronize()``), ``.grad`` holds this rank's own gradients: to edit
       gradients (clipping), call ``synchronize()`` first. With the sharded update (below),
       once every rank's backward has ended the other ranks may already be updating their
-      chunks of the shared parameters: read ``.data`` before backward or after ``step()``. The default (``overlap=None``) is
-      off: MPI moves a non-blocking message only while a rank is inside an MPI call, and
-      with one core per rank there is no spare core to move it on, so on the machines
+      chunks of the shared parameters: read ``.data`` before backward or after ``step()``.
+      The default (``overlap=None``) is off: MPI moves a non-blocking message only while a
+      rank is inside an MPI call, and with one core per rank there is no spare core to move
+      it on, so on the machines
       measured (README, "Train on many processes or machines") the allreduces after backward
       were as fast or faster. A group of one never overlaps: it has nothing to send, and its
       ``step()`` is the optimizer's own at the cost of one shape check per parameter.

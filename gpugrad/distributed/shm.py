@@ -138,10 +138,7 @@ class SharedBuffer:
         self.ready()
         self.bufs = []
         self.mine = None
-        win, self.win = self.win, None
-        win.Unlock_all()
-        with self.group.blocking(f"{self.what} (freeing the window)"):
-            win.Free()
+        _free_window(self)
 
 
 class SharedArray:
@@ -170,10 +167,15 @@ class SharedArray:
         if self.win is None:
             return
         self.array = None
-        win, self.win = self.win, None
-        win.Unlock_all()
-        with self.group.blocking(f"{self.what} (freeing the window)"):
-            win.Free()
+        _free_window(self)
+
+
+def _free_window(owner: Any) -> None:
+    """Unlock and free ``owner.win`` (collective), under the group's timeout, and forget it."""
+    win, owner.win = owner.win, None
+    win.Unlock_all()
+    with owner.group.blocking(f"{owner.what} (freeing the window)"):
+        win.Free()
 
 
 class SharedPending:

@@ -16,6 +16,7 @@ import numpy as np
 
 import gpugrad as gg
 from gpugrad import distributed as dist
+from gpugrad.distributed import sharded
 
 group = dist.init()
 R, N = group.rank, group.size
@@ -209,7 +210,8 @@ def _():
     x = gg.asarray(r.normal(size=(6, 4)))
     for overlap in (False, True):
         model = gg.nn.MLP([4, 5, 3], seed=0, dtype="float64")
-        plain = gg.nn.MLP([4, 5, 3], seed=0, dtype="float64")  # this rank's own gradient, one process
+        # this rank's own gradient, as one process computes it
+        plain = gg.nn.MLP([4, 5, 3], seed=0, dtype="float64")
         gg.sum(plain(x) ** 2).backward()
         opt = dist.DistributedOptimizer(gg.optim.SGD(model.parameters(), lr=0.5),
                                         overlap=overlap)
@@ -378,8 +380,6 @@ for opt_name, make in OPTS.items():
                     np.testing.assert_array_equal(a, b)  # every rank holds the same values
 
 # still open, closed at exit (before MPI finalizes): the launch must end, and end cleanly
-from gpugrad.distributed import sharded
-
 out["open_at_exit"] = len(sharded._OPEN)
 with open(f"{sys.argv[1]}/rank{R}.json", "w") as f:
     json.dump(out, f)
