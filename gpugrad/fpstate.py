@@ -15,8 +15,14 @@ hear about *their* floating-point events. gpugrad keeps to this rule:
 (numpy, array_api_strict), nothing elsewhere (CuPy has no floating-point flags). It wraps
 only gpugrad's own arithmetic: the inner steps of the stable formulas, a backward sweep (one
 context per sweep: eager, ``create_graph``, compiled and checked runs) and an optimizer step
-(one per step), so the flags the user set still apply to every op the user calls. It costs
-about a microsecond per context on NumPy.
+(one per step), so the flags the user set still apply to every op the user calls.
+
+``np.errstate`` costs one to three microseconds a context, which is a few percent of a small
+training step. NumPy 2 keeps the error state in a context variable, so :func:`state_with`
+works out once per surrounding state what ``np.errstate(**flags)`` would make of it, and a
+context is then one ``set`` and one ``reset`` of that variable (:func:`enter`, :func:`leave`).
+That variable is NumPy's private name; without it (another NumPy) every function here falls
+back to ``np.errstate`` itself, with the same flags.
 
 >>> import numpy as np, gpugrad as gg
 >>> with np.errstate(all="raise"):
@@ -30,6 +36,11 @@ import contextlib
 from typing import Any
 
 import numpy as np
+
+try:  # NumPy 2 keeps its floating-point error state in a context variable (private name)
+    from numpy._core._ufunc_config import _extobj_contextvar as _STATE
+except ImportError:  # pragma: no cover
+    _STATE = None
 
 _NULL = contextlib.nullcontext()
 _on_numpy: dict[Any, bool] = {np: True}
@@ -51,4 +62,81 @@ def quiet(xp: Any, **flags: str) -> Any:
     ``np.errstate``) while ``xp`` computes; a no-op for namespaces without NumPy's flags."""
     if not computed_by_numpy(xp):
         return _NULL
-    return np.errstate(under="ignore", **flags)
+    if flags or _STATE is None:
+        return np.errstate(under="ignore", **flags)
+    return _Within(state_with(UNDER_IGNORED))
+
+
+UNDER_IGNORED = (("under", "ignore"),)
+OVER_RAISED = (("over", "raise"),)
+
+_DERIVED: dict = {}  # (surrounding state, flags) -> the state np.errstate(**flags) makes of it
+
+
+def state_with(flags: tuple) -> Any:
+    """NumPy's error state as ``np.errstate(**dict(flags))`` would set it here and now (for
+    :func:`enter`). Worked out once per surrounding state: a loop under one state pays a
+    dictionary lookup."""
+    if _STATE is None:  # pragma: no cover
+        return flags
+    here = _STATE.get()
+    key = (here, flags)
+    state = _DERIVED.get(key)
+    if state is None:
+        with np.errstate(**dict(flags)):
+            state = _STATE.get()
+        if len(_DERIVED) >= 64:  # states made on the fly (an errstate per step): stay small
+            _DERIVED.clear()
+        _DERIVED[key] = state  # (the key keeps ``here`` alive: no id is reused)
+    return state
+
+
+def enter(state: Any) -> Any:
+    """Make ``state`` (from :func:`state_with`) NumPy's error state; returns the token that
+    :func:`leave` takes to restore the one before."""
+    if _STATE is None:  # pragma: no cover
+        token = np.errstate(**dict(state))
+        token.__enter__()
+        return token
+    return _STATE.set(state)
+
+
+def leave(token: Any) -> None:
+    """Restore the error state :func:`enter` replaced."""
+    if _STATE is None:  # pragma: no cover
+        token.__exit__(None, None, None)
+        return
+    _STATE.reset(token)
+
+
+def quiet_unless_ignored() -> Any:
+    """None when NumPy's current error state already ignores underflow (the default; checked
+    once per state object), else ``quiet(np)``: for code that runs often and wants a
+    context only when one is needed."""
+    if _STATE is None:  # pragma: no cover
+        return None if np.geterr()["under"] == "ignore" else quiet(np)
+    state = _STATE.get()
+    if state is _IGNORING[0]:
+        return None
+    if np.geterr()["under"] == "ignore":
+        _IGNORING[0] = state
+        return None
+    return quiet(np)
+
+
+_IGNORING: list = [None]  # the last error state seen that already ignores underflow
+
+
+class _Within:
+    """``with`` form of :func:`enter` and :func:`leave`."""
+
+    __slots__ = ("state", "token")
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    def __enter__(self) -> None:
+        self.token = _STATE.set(self.state)
+
+    def __exit__(self, *exc: Any) -> None:
+        _STATE.reset(self.token)

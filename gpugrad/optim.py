@@ -28,7 +28,7 @@ from .fpstate import quiet
 from .graph import train_step, value_and_gradients
 from .nn.module import StateDictError, _onto
 from .ops import cuda
-from .optim_in_place import apply_in_place, has_in_place
+from .optim_in_place import apply_in_place, has_in_place, step_planned
 from .tensor import Tensor, Variable, no_grad
 
 
@@ -84,6 +84,8 @@ class Optimizer:
         skipped)."""
         if WRAPPED and self in WRAPPED:
             _refuse_wrapped(self, "step")
+        if step_planned(self):  # NumPy, nothing changed since the last step: the short way
+            return
         self._apply([(p, p.grad) for p in self.params if p.grad is not None])
 
     def minimize(self, loss: Any, feed: Mapping | None = None, compiled: bool = True) -> Any:

@@ -23,18 +23,17 @@ the second runs the portable update.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
 import numpy as np
 
-from .fpstate import quiet
+from . import versions
+from .errors import call_site
+from .fpstate import quiet_unless_ignored as _loud
 
-try:  # NumPy 2 keeps its floating-point error state in a context variable
-    from numpy._core._ufunc_config import _extobj_contextvar as _ERRSTATE
-except ImportError:  # pragma: no cover
-    _ERRSTATE = None
-_IGNORING: list = [None]  # the last error state seen that already ignores underflow
+_NOTHING = contextlib.nullcontext()
 _OWNERS: dict = {}  # optimizer class -> (its update function, does it own update_in_place)
 
 
@@ -58,14 +57,16 @@ def _owner(cls: type, name: str) -> type | None:
 
 
 class Scratch:
-    """The scratch arrays of one optimizer (never pickled or copied: a copy starts empty)."""
+    """The scratch arrays of one optimizer (never pickled or copied: a copy starts empty),
+    and the :class:`Plan` its last step left."""
 
-    __slots__ = ("bases", "busy", "views")
+    __slots__ = ("bases", "busy", "views", "plan")
 
     def __init__(self) -> None:
         self.bases: dict = {}  # dtype -> flat array
         self.views: dict = {}  # parameter -> its view of the base of its dtype
         self.busy = threading.Lock()
+        self.plan: Plan | None = None
 
     def __reduce__(self) -> tuple:
         return (Scratch, ())
@@ -93,13 +94,71 @@ def apply_in_place(opt: Any, pairs: list, written: list) -> list:
     if not scratch.busy.acquire(False):  # another thread is stepping this optimizer
         return pairs
     try:
+        scratch.plan = None
         loud = _loud()
         if loud is None:
-            return _update(opt, scratch, pairs, written)
-        with loud:  # tiny moments underflow quietly
-            return _update(opt, scratch, pairs, written)
+            rest = _update(opt, scratch, pairs, written)
+        else:
+            with loud:  # tiny moments underflow quietly
+                rest = _update(opt, scratch, pairs, written)
+        if not rest and len(written) == len(opt.params) and all(
+                p is q for p, q in zip(written, opt.params)):
+            scratch.plan = Plan(written, scratch.views)
+        return rest
     finally:
         scratch.busy.release()
+
+
+class Plan:
+    """What a step that updated every parameter in place found: each parameter, its array
+    and its scratch view. The next step reuses it while each parameter keeps that array and
+    has a gradient of its shape and dtype (:func:`step_planned`); any other step goes the
+    long way and leaves a new plan (or none)."""
+
+    __slots__ = ("params", "arrays", "views", "refs")
+
+    def __init__(self, params: list, views: dict) -> None:
+        self.params = tuple(params)
+        self.arrays = tuple(p.data for p in params)
+        self.views = tuple(views[p] for p in params)
+        self.refs = versions.refs(self.arrays)
+
+
+def step_planned(opt: Any) -> bool:
+    """``opt.step()`` by the plan the last step left: True when it ran, False when something
+    changed (a parameter without a gradient, or with another array, shape or dtype; another
+    thread stepping; a replaced ``update``); then ``Optimizer._apply`` runs as before."""
+    scratch = opt.__dict__.get("_scratch")
+    plan = scratch.plan if scratch is not None else None
+    if plan is None or not has_in_place(opt):
+        return False
+    params, arrays = opt.params, plan.arrays
+    if len(params) != len(arrays):
+        return False
+    grads = []
+    ndarray = np.ndarray
+    for p, q, P in zip(params, plan.params, arrays):
+        g = p.grad
+        if p is not q or p.data is not P or type(g) is not ndarray or g.shape != P.shape \
+                or g.dtype is not P.dtype:
+            return False
+        grads.append(g)
+    if not scratch.busy.acquire(False):
+        return False
+    n = 0
+    try:
+        opt.steps += 1
+        update = opt.update_in_place
+        with _loud() or _NOTHING:  # tiny moments underflow quietly
+            for p, P, g, T in zip(params, arrays, grads, plan.views):
+                update(p, P, g, T)
+                n += 1
+    finally:  # the writes made before any failure still count
+        scratch.busy.release()
+        if n:
+            site = f"{type(opt).__name__} step called at {call_site()}"
+            versions.wrote_arrays(params[:n], plan.refs[:n], site)
+    return True
 
 
 def _update(opt: Any, scratch: Scratch, pairs: list, written: list) -> list:
@@ -125,17 +184,3 @@ def _update(opt: Any, scratch: Scratch, pairs: list, written: list) -> list:
         update(p, P, g, T)
         done(p)
     return rest
-
-
-def _loud() -> Any:
-    """None when NumPy's current error state already ignores underflow (the usual case;
-    checked once per state object), else ``quiet(np)``."""
-    if _ERRSTATE is None:  # pragma: no cover
-        return quiet(np)
-    state = _ERRSTATE.get()
-    if state is _IGNORING[0]:
-        return None
-    if np.geterr()["under"] == "ignore":
-        _IGNORING[0] = state
-        return None
-    return quiet(np)

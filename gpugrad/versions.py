@@ -235,6 +235,39 @@ def _position(node: Any, array: Any) -> str:
     return ""
 
 
+def refs(arrays: Any) -> tuple:
+    """What the write log keeps of each array: a weak reference, or its id when it takes
+    none (for :func:`wrote_arrays`)."""
+    out = []
+    for a in arrays:
+        try:
+            out.append(weakref.ref(a))
+        except TypeError:
+            out.append(id(a))
+    return tuple(out)
+
+
+def wrote_arrays(tensors: Any, refs: Any, site: str) -> None:
+    """:func:`wrote_many` for Tensors whose arrays' :func:`refs` the caller kept (an
+    optimizer step that found every parameter with the array of its last step)."""
+    global last_event
+    log = _writes.append
+    with _lock:
+        for t, ref in zip(tensors, refs):
+            try:
+                v = t._vlog
+            except AttributeError:  # (a slot: unset until the first write or version read)
+                v = None
+            if v is None:
+                v = t._vlog = Version()
+            count = v.count = v.count + 1
+            seq = v.last = next(sequence)
+            v.recent.append(seq)
+            v.site = site
+            log((seq, ref, v, count, site))
+        last_event = seq
+
+
 def wrote_many(tensors: list, site: str) -> None:
     """Record one in-place write into each Tensor's current array (an optimizer step), under
     one lock."""

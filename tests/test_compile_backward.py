@@ -207,3 +207,46 @@ def test_a_recorded_loss_runs_its_learnt_program_directly(numpy_backend):
     assert entry.direct, "the planned program was never learnt for the direct path"
     s = 1.0 / (1.0 + np.exp(-(x.data @ W.data)))
     np.testing.assert_allclose(W.grad, x.data.T @ (s * (1.0 - s)), rtol=1e-14)
+
+
+def test_the_quick_call_goes_the_long_way_on_any_surprise(numpy_backend, general_sweeps):
+    """Once learnt, the usual call (Tensor arguments, none needing a gradient) runs its
+    program directly (Entry.run_quick). A host array argument, anomaly mode and a Variable
+    rebound to another shape go the long way, with the same numbers; writes into what
+    backward reads are still caught."""
+    W, f, x = _compiled()
+    for _ in range(2):
+        W.grad = None
+        f(x).backward()
+    (entry,) = f._cache.values()
+    assert entry.quick is not None
+    del general_sweeps[:]  # (the traced run swept)
+    value, dw, _ = _by_hand()
+    for arg in (x, X.copy()):  # a Tensor (quick), a host array of the same signature (long)
+        W.grad = None
+        loss = f(arg)
+        loss.backward()
+        np.testing.assert_allclose(float(loss), value, **TOL)
+        np.testing.assert_allclose(W.grad, dw, **TOL)
+    assert not general_sweeps
+    W.grad = None
+    with gg.detect_anomaly():
+        f(x).backward()
+    assert len(general_sweeps) == 1
+    np.testing.assert_allclose(W.grad, dw, **TOL)
+    loss = f(x)
+    with gg.no_grad():
+        W *= 1.0  # an in-place write into an array backward reads
+    with pytest.raises(gg.GradientError, match="modified in place"):
+        loss.backward()
+    loss = f(x)
+    x *= 1.0  # the argument, written in place
+    with pytest.raises(gg.GradientError, match="modified in place"):
+        loss.backward()
+    W.data = np.array([[0.3, 0.1], [-0.6, 0.4]])  # another shape: not the learnt program
+    W.grad = None
+    loss = f(x)
+    loss.backward()
+    value, dw, _ = _by_hand(w=W.data)
+    np.testing.assert_allclose(float(loss), value, **TOL)
+    np.testing.assert_allclose(W.grad, dw, **TOL)

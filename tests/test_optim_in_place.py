@@ -239,3 +239,80 @@ def test_under_an_error_state_that_raises_on_underflow(numpy_backend):
     w.grad = np.array([1e-300, 1.0])
     opt.step()
     assert np.all(np.isfinite(w.data)) and opt.param_steps[w] == 3
+
+
+def _reference_step(ref: optim.Optimizer, grads: list) -> None:
+    for q, g in zip(ref.params, grads):
+        q.grad = None if g is None else g.copy()
+    ref.step()
+
+
+def test_the_planned_step_follows_every_change(numpy_backend):
+    """After a step that updated every parameter in place, the next step reuses its plan;
+    a missing gradient, a rebound array or a gradient of another dtype takes the long way,
+    and each step gives the portable update's numbers."""
+    a, b = _params("float64"), _params("float64")
+    opt, ref = optim.SGD(a, lr=0.1, momentum=0.9), _portable(optim.SGD(b, lr=0.1, momentum=0.9))
+    grads = _grads(0, "float64")
+    for p, g in zip(a, grads):
+        p.grad = g.copy()
+    opt.step()
+    _reference_step(ref, grads)
+    plan = opt._scratch.plan
+    assert plan is not None and plan.params == tuple(a)
+    # per step: the plan is reused (same), made anew (new) or dropped (None)
+    expect = {1: "same", 2: None, 3: "new", 4: "new", 5: None, 6: "new", 7: "same"}
+    for step in range(1, 8):
+        grads = _grads(step, "float64")
+        if step == 2:  # a parameter without a gradient is skipped: no plan after that step
+            grads[1] = None
+        if step == 4:  # a rebound parameter array
+            a[0].data = a[0].data.copy()
+            b[0].data = b[0].data.copy()
+        for p, g in zip(a, grads):
+            p.grad = None if g is None else g.copy()
+        if step == 5:  # a float32 gradient of a float64 parameter: the portable update
+            a[2].grad = a[2].grad.astype("float32")
+            grads[2] = a[2].grad
+        opt.step()
+        _reference_step(ref, grads)
+        now = opt._scratch.plan
+        assert expect[step] == (None if now is None else "same" if now is plan else "new")
+        plan = now
+        for p, q in zip(a, b):
+            np.testing.assert_array_equal(p.data, q.data)
+            np.testing.assert_array_equal(opt.state[p]["momentum"], ref.state[q]["momentum"])
+    assert opt.steps == ref.steps == 8
+    assert [p.version for p in a] == [q.version for q in b] == [8, 7, 8, 8]
+
+
+def test_a_graph_saved_before_a_planned_step_refuses_to_backward(numpy_backend):
+    w = gg.Variable(np.array([1.0, 2.0]))
+    opt = optim.SGD([w], lr=0.1)
+    w.grad = np.array([1.0, 1.0])
+    opt.step()
+    assert opt._scratch.plan is not None
+    z = gg.sum(w ** 3)
+    w.grad = np.array([1.0, 1.0])
+    opt.step()
+    assert w.version == 2
+    with pytest.raises(gg.GradientError, match="SGD step called at test_optim_in_place.py"):
+        z.backward()
+
+
+@pytest.mark.parametrize("planned", [False, True])
+def test_a_step_that_fails_part_way_records_the_writes_it_made(planned, numpy_backend):
+    """An overflow that np.errstate turns into an error stops the step at the second
+    parameter, planned or not: the first one was updated and its version says so."""
+    w, u = gg.Variable(np.array([1.0])), gg.Variable(np.array([1.0]))
+    opt = optim.SGD([w, u], lr=10.0)
+    if planned:
+        w.grad, u.grad = np.array([1.0]), np.array([1.0])
+        opt.step()
+        assert opt._scratch.plan is not None
+    before = (w.version, u.version)
+    w.grad, u.grad = np.array([1.0]), np.array([1e308])
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+        opt.step()
+    assert (w.version, u.version) == (before[0] + 1, before[1])
+    np.testing.assert_array_equal(w.data, [-9.0 - 10.0 * planned])

@@ -31,6 +31,6 @@ A graph goes through the passes in this order:
 [(2, 1)]
 >>> _ = gg.gradients(loss, [W], feed={x: np.zeros((3, 2))})  # planned from here on
 >>> (prog,) = sched.programs.values()
->>> print(prog.source.split("errstate")[1].splitlines()[1].strip())
+>>> print(prog.source.split("try:")[1].splitlines()[1].strip())
 v2 = np.dot(v0, v1, B0)
 """

@@ -96,6 +96,7 @@ class Compiled:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self._last: tuple = ((), None)  # the last key looked up and its entry
 
     def cache_info(self) -> CacheInfo:
         """How many calls reused a trace, how many traced, and how many traces are kept."""
@@ -105,6 +106,7 @@ class Compiled:
         """Drop every trace (the next call traces again)."""
         with self._lock:
             self._cache.clear()
+            self._last = ((), None)
 
     def __repr__(self) -> str:
         return f"<gg.compile of {getattr(self.fn, '__qualname__', self.fn)!r}>"
@@ -121,13 +123,19 @@ class Compiled:
                             None if xp is np else data.device))
             else:
                 key = tuple(key)  # the key _call makes for these arguments
+                last, entry = self._last
+                if key == last:  # the usual case: no hashing (NumPy hashes a dtype slowly)
+                    with self._lock:  # (and it is the most recent entry already)
+                        self.hits += 1
+                    return entry.run_quick(args)
                 with self._lock:
                     entry = self._cache.get(key)
                     if entry is not None:
                         self._cache.move_to_end(key)
                         self.hits += 1
+                        self._last = (key, entry)
                 if entry is not None:
-                    return entry.run(args)
+                    return entry.run_quick(args)
         return self._call(args, kwargs)
 
     def _call(self, args: tuple, kwargs: dict) -> Any:
@@ -181,7 +189,9 @@ class Compiled:
                 self._cache[key] = entry
                 while len(self._cache) > self.maxsize:
                     self._cache.popitem(last=False)
-        return entry.run(leaves)
+        with self._lock:
+            self._last = (key, entry)
+        return entry.run_quick(leaves)
 
 
 def _hashable(structure: Any) -> Any:

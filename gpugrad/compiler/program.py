@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import fpstate
 from ..eager import as_array, fit
 from ..registry import gradient_tuple
 from . import lower, plan, rewrite, update
@@ -71,7 +72,9 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     env: dict[str, Any] = {"np": np, "asarray": np.asarray, "ndarray": np.ndarray, "fit": fit,
                            "isfinite": math.isfinite,
                            "as_array": as_array, "check": gradient_tuple, "acc": _acc,
-                           **lower.TYPED}
+                           "fp_state": fpstate.state_with, "fp_enter": fpstate.enter,
+                           "fp_leave": fpstate.leave, "OVER_RAISED": fpstate.OVER_RAISED,
+                           "UNDER_IGNORED": fpstate.UNDER_IGNORED, **lower.TYPED}
     prog: list = []
     out = sched.out
     keep = {out, *sched.wrt}
@@ -386,9 +389,8 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
             if k in drops:
                 out.append(ind + " = ".join(sorted(drops[k])) + " = None")
         return out
-    if numpy:
-        lines.append("    with np.errstate(over='raise'):")
-        lines += block(prog[:n_forward], 0, "        ") or ["        pass"]
+    if numpy:  # np.errstate(over="raise"), in the cheap form of gpugrad.fpstate
+        lines += _within("OVER_RAISED", block(prog[:n_forward], 0, "        "))
     else:
         lines += block(prog[:n_forward], 0, "    ")
     if grads and not seeded and any("seed_" in ins.reads for ins in prog):
@@ -399,8 +401,7 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
         lines.append(f"    seed_ = np.array({seed}, {dt}).reshape({sh})" if numpy
                      else f"    seed_ = xp.full_like({r}, {seed})")  # NumPy: no Python layers
     if numpy:  # a tiny gradient or update is not an error (see gpugrad.fpstate)
-        lines.append("    with np.errstate(under='ignore'):")
-        lines += block(prog[n_forward:], n_forward, "        ") or ["        pass"]
+        lines += _within("UNDER_IGNORED", block(prog[n_forward:], n_forward, "        "))
     else:
         lines += block(prog[n_forward:], n_forward, "    ")
     lines.append(f"    return {results[0]}, [{', '.join(results[1:])}]")
@@ -408,6 +409,14 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
     fn = build_function(source, env, "program")
     bufs = [xp.empty(shape, dtype=dtype) if numpy else None for shape, dtype in buffers]
     return Program(fn, bufs, source, xp)
+
+
+def _within(flags: str, body: list) -> list:
+    """``body`` (indented for it) under the error state ``flags`` names, restored after."""
+    if not body:
+        return []
+    return [f"    tok_ = fp_enter(fp_state({flags}))", "    try:", *body, "    finally:",
+            "        fp_leave(tok_)"]
 
 
 def _is_leaf(name: str, prog: list) -> bool:

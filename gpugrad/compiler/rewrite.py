@@ -73,21 +73,28 @@ def cross_entropy_groups(steps: list, readers: dict, keep: set, shapes: list) ->
 def ce_forward(z: str, t: str, o: str, logp: str, LOGP: str, T: str, ar: str,
                reduction: str) -> list:
     """Lines computing the loss ``o`` and ``logp`` (kept for the backward) as the chain's
-    rules do: ``shifted = z - finite max; logp = shifted - log(sum(exp(shifted)))``."""
+    rules do: ``shifted = z - finite max; logp = shifted - log(sum(exp(shifted)))``. The
+    maxima are checked for being finite only when the loss is not (the rules' replacement of
+    a non-finite maximum by 0 changes nothing otherwise)."""
     # np.mean's own arithmetic, without its Python wrappers: add.reduce, then the scalar
     # divided by the count as an intp and cast back to the dtype
     last = f"{o} = asarray(s_.dtype.type(s_ / INTP_{o}))" if reduction == "mean" \
         else f"{o} = asarray(s_)"
-    return [
-        f"m_ = np.maximum.reduce({z}, axis=-1, keepdims=True)",
-        # one sum (in float64: no overflow from float32 maxima) is finite exactly when
-        # every row's maximum is: a cheaper test than isfinite(m_).all()
-        "if not isfinite(np.add.reduce(m_, None, np.float64)):",
-        "    m_ = np.where(np.isfinite(m_), m_, 0.0)",
+    body = [
         f"{logp} = np.subtract({z}, m_, {LOGP})",
         f"s_ = np.add.reduce(np.exp({logp}, out={T}), axis=-1, keepdims=True)",
         f"np.subtract({logp}, np.log(s_, out=s_), {logp})",
-        f"s_ = np.add.reduce(np.negative({logp}[{ar}, {t}]), axis=None)",
+        # -(sum of x) is exactly the sum of -x (rounding is symmetric): one negation
+        f"s_ = -np.add.reduce({logp}[{ar}, {t}], axis=None)",
+    ]
+    return [
+        f"m_ = np.maximum.reduce({z}, axis=-1, keepdims=True)",
+        *body,
+        # a row maximum that is not finite makes its whole row nan, and so the loss: a loss
+        # that is not finite is the cue to run again as the rule does, with such maxima 0
+        "if not isfinite(s_):",
+        "    m_ = np.where(np.isfinite(m_), m_, 0.0)",
+        *("    " + line for line in body),
         last,
     ]
 

@@ -86,7 +86,8 @@ class Entry:
         # per schedule: None until its first recorded call, then False (several outputs or
         # not a scalar: forward now, backward later) or what _run_whole keeps
         self.whole: dict = {}
-        self.direct: dict = {}  # schedule -> (its NumPy program, Variables, their signature)
+        self.direct: dict = {}  # schedule -> its _Direct (the NumPy program, called directly)
+        self.quick: _Direct | None = None  # the usual training call's (see run_quick)
         if not syms:
             return
         # several outputs: the first is the root, the others ride along as gradient targets
@@ -118,6 +119,32 @@ class Entry:
                     sched = Schedule(self.syms[k], targets)
             self.schedules[(args, k)] = sched
         return sched
+
+    def run_quick(self, leaves: list) -> Any:
+        """:meth:`run` for the usual training call, a loss from Tensor arguments none of which
+        needs a gradient, once such a call has gone through :meth:`run`: the program is
+        called with the arrays and its gradients recorded, with none of run's choices. Any
+        other call (and any surprise: a rebound Variable, anomaly mode, a failed run) goes
+        through :meth:`run`."""
+        quick = self.quick
+        if quick is None or not _grad_enabled.get():
+            return self.run(leaves)
+        if _anomaly_on():
+            return self.run(leaves)
+        feeds = []
+        for i in quick.feed_at:
+            a = leaves[i]
+            if type(a) is not Tensor or type(a.data) is not np.ndarray:  # run copies raw arrays
+                return self.run(leaves)
+            feeds.append(a.data)
+        got = quick.call(feeds)
+        if got is None:
+            return self.run(leaves)
+        value, grads, datas = got
+        kept = [datas[k] for k in quick.kept_data]
+        if quick.kept_feeds:
+            kept += [feeds[k] for k in quick.kept_feeds]
+        return self._loss(value, grads, self.variables, kept, quick.sched.xp)
 
     def run(self, leaves: list) -> Any:
         if not self.syms:
@@ -194,59 +221,44 @@ class Entry:
         (seeded with ones); backward later only scales the gradients by its seed (exact for
         the usual seed 1). The node keeps the inputs backward would have read, so a write
         into one of them before backward is still refused."""
-        got = self._direct(sched, feed)
+        direct = self.direct.get(sched)
+        got = direct.call([feed[ph] for _, ph in sched.placeholders]) if direct is not None \
+            and not _anomaly_on() else None
         if got is None:
             value, grads = sched.run(feed, True)  # (one run at a time: see run)
-            self._learn_direct(sched, feed)
+            self._learn_direct(sched, feed, whole, not inputs[len(self.variables):])
         else:
-            value, grads = got
+            value, grads, _ = got
         variables, phs = whole
         kept = [t.data for t in variables]
         if phs:  # (the feed holds arrays: run took each Tensor's data)
             kept += [feed[ph] for ph in phs]
+        if self.out_structure is None and self.out_plan[0][0] == "sym":  # one output: a loss
+            return self._loss(value, grads, tuple(inputs), kept, sched.xp)
         n = len(inputs)
         node = Node(self.op, _NO_PARAMS, tuple(inputs), _ALL[n] if n < 16 else (True,) * n,
                     (_Done(tuple(grads[:n])), kept), self.backend_name,
                     tuple(value.shape), value.dtype)
-        if self.out_structure is None and self.out_plan[0][0] == "sym":  # one output: a loss
-            t = Tensor.__new__(Tensor)
-            t.data = value
-            t.xp = sched.xp
-            t.grad = t.name = None
-            t._node = node
-            t.requires_grad = True
-            return t
         return self._outputs(leaves, [value], [node], sched.xp)
 
-    def _direct(self, sched: Schedule, feed: dict) -> tuple | None:
-        """``sched``'s planned program for this call, called without the schedule's lookup
-        (the signature already fixed the arguments' shapes and dtypes; the Variables' are
-        compared here). None: ``sched.run`` decides (no program learnt yet, a Variable
-        rebound to another shape, anomaly mode, another thread in the program, a run that
-        failed: the schedule then runs generically or names the op)."""
-        known = self.direct.get(sched)
-        if known is None:
-            return None
-        prog, tensors, sig = known
-        hook = eager._anomaly
-        if hook is not None and hook.enabled():
-            return None
-        datas = [t.data for t in tensors]
-        for d, (shape, dtype) in zip(datas, sig):
-            if type(d) is not np.ndarray or d.shape != shape or d.dtype != dtype:
-                return None
-        feeds = [feed[ph] for _, ph in sched.placeholders]
-        for f in feeds:
-            if type(f) is not np.ndarray:  # (as the schedule's own lookup)
-                return None
-        try:
-            return prog(feeds, datas, None)
-        except (FloatingPointError, ValueError, TypeError, IndexError):
-            return None
+    def _loss(self, value: Any, grads: list, inputs: tuple, kept: list, xp: Any) -> Tensor:
+        """The loss Tensor of a whole run, recorded as one node whose gradients are done."""
+        n = len(inputs)
+        node = Node(self.op, _NO_PARAMS, inputs, _ALL[n] if n < 16 else (True,) * n,
+                    (_Done(tuple(grads[:n])), kept), self.backend_name, value.shape,
+                    value.dtype)
+        t = Tensor.__new__(Tensor)
+        t.data = value
+        t.xp = xp
+        t.grad = t.name = None
+        t._node = node
+        t.requires_grad = True
+        return t
 
-    def _learn_direct(self, sched: Schedule, feed: dict) -> None:
-        """After a run through ``sched.run``: the NumPy program it used, for :meth:`_direct`
-        (found under the key ``Schedule._run_program`` files it; none found, none learnt)."""
+    def _learn_direct(self, sched: Schedule, feed: dict, whole: tuple, quick: bool) -> None:
+        """After a run through ``sched.run``: the NumPy program it used, called directly from
+        then on (found under the key ``Schedule._run_program`` files it; none found, none
+        learnt). ``quick``: no argument needs a gradient, so :meth:`run_quick` may take it."""
         if sched.xp is not np or sched in self.direct or not sched.checked:
             return
         feeds = [feed[ph] for _, ph in sched.placeholders]
@@ -254,10 +266,13 @@ class Entry:
         datas = [t.data for t in tensors]
         if not all(type(a) is np.ndarray for a in (*feeds, *datas)):
             return
-        sig = [(d.shape, d.dtype) for d in datas]
         prog = sched.numpy_program(feeds, datas, True, None)
-        if prog is not None:
-            self.direct[sched] = (prog, tensors, sig)
+        if prog is None:
+            return
+        direct = self.direct[sched] = _Direct(sched, prog, tensors, self.placeholders,
+                                              self.arrays, whole)
+        if quick and self.out_structure is None and self.out_plan[0][0] == "sym":
+            self.quick = direct
 
     def _outputs(self, leaves: list, values: list, nodes: list | None, xp: Any) -> Any:
         outs = []
@@ -295,6 +310,59 @@ class _State:
                  k: int, n: int) -> None:
         self.entry, self.sched, self.saved, self.feed = entry, sched, saved, feed
         self.args, self.k, self.n = args, k, n
+
+
+class _Direct:
+    """A schedule's planned NumPy program, called without the schedule's lookup: the
+    signature already fixed the arguments' shapes and dtypes, and the Tensors' (closed-over
+    Variables can be rebound) are compared here against the ones it was learnt with."""
+
+    __slots__ = ("sched", "prog", "tensors", "shapes", "dtypes", "feed_at", "kept_data",
+                 "kept_feeds")
+
+    def __init__(self, sched: Schedule, prog: Any, tensors: list, placeholders: list,
+                 arrays: list, whole: tuple) -> None:
+        self.sched, self.prog, self.tensors = sched, prog, tuple(tensors)
+        self.shapes = tuple(t.data.shape for t in tensors)
+        self.dtypes = tuple(t.data.dtype for t in tensors)
+        # the schedule's feeds, as positions among the call's arguments (``arrays[j]``:
+        # where the argument of Placeholder j is)
+        position = {id(ph): arrays[j] for j, ph in enumerate(placeholders)}
+        self.feed_at = tuple(position[id(ph)] for _, ph in sched.placeholders)
+        # what the node keeps for the version check: positions among datas and feeds
+        variables, phs = whole
+        self.kept_data = tuple(k for k, t in enumerate(tensors)
+                               if any(t is v for v in variables))
+        self.kept_feeds = tuple(k for k, (_, ph) in enumerate(sched.placeholders)
+                                if any(ph is q for q in phs))
+
+    def call(self, feeds: list) -> tuple | None:
+        """(value, gradients, the Tensors' arrays), or None when the schedule must decide (a
+        Tensor rebound to another shape or dtype, a feed that is not a NumPy array, another
+        thread in the program, a run that failed: the schedule then runs generically or
+        names the op)."""
+        datas = []
+        for t, shape, dtype in zip(self.tensors, self.shapes, self.dtypes):
+            d = t.data
+            if type(d) is not np.ndarray or d.shape != shape or (d.dtype is not dtype
+                                                                 and d.dtype != dtype):
+                return None
+            datas.append(d)
+        for f in feeds:
+            if type(f) is not np.ndarray:  # (as the schedule's own lookup)
+                return None
+        try:
+            got = self.prog(feeds, datas, None)
+        except (FloatingPointError, ValueError, TypeError, IndexError):
+            return None
+        if got is None:
+            return None
+        return got[0], got[1], datas
+
+
+def _anomaly_on() -> bool:
+    hook = eager._anomaly
+    return hook is not None and hook.enabled()
 
 
 class _Done:
@@ -345,7 +413,7 @@ def _whole_sweep(root: Tensor, retain_graph: bool) -> bool:
         if type(p) is Node:
             return False
         data = p.data
-        if g.shape != data.shape or g.dtype != data.dtype:
+        if g.shape != data.shape or (g.dtype is not data.dtype and g.dtype != data.dtype):
             return False
     if versions.last_event >= node.seq:  # something was written since: stale saved arrays?
         versions.check([node], FREED)
