@@ -15,7 +15,15 @@ and ``unsharded`` (blocking with ``shard=False``: ranks on one machine each rece
 averaged gradient and run the whole update, instead of each summing and updating its chunk
 of shared parameters; on 1 rank, blocking again).
 The time a step spends in allreduce is the step's time minus the plain step's, on the same
-ranks in the same run. It also measures the allreduce's latency and bandwidth on this
+ranks in the same run.
+
+The two launches run at different moments, and on a shared VM one process's speed moves by
+a third from minute to minute, so their ratio wanders (1.0-2.1x in six runs of 2026-12-02).
+The 2-rank job therefore also takes turns with an ``alone`` step: rank 0 runs the plain step
+by itself while rank 1 sleeps (polling a non-blocking barrier every 0.2 ms, so it leaves its
+core idle, as a machine running one process would). ``2 ranks vs 1 alone`` is the median,
+over the rounds, of each round's samples/s of the 2-rank step over twice rank 0's alone:
+both measured within the same round, side by side like the other benchmarks. It also measures the allreduce's latency and bandwidth on this
 machine, for the ring-allreduce cost model.
 """
 
@@ -80,6 +88,7 @@ def worker(quick: bool, rounds: int, steps: int, bucket_mb: float, overlap_mb: f
         opt.step()
 
     times: dict[str, list] = {m: [] for m in MODES}
+    alone: list = []  # rank 0's plain step while the other ranks sleep (2 ranks and more)
     for mode in MODES:  # warm-up
         for _ in range(2):
             step(mode)
@@ -90,15 +99,33 @@ def worker(quick: bool, rounds: int, steps: int, bucket_mb: float, overlap_mb: f
             step(mode)
             group.barrier()  # a step of N ranks lasts until the slowest is done
             times[mode].append(time.perf_counter() - t0)
+        if group.size > 1:
+            group.barrier()
+            if group.rank == 0:
+                t0 = time.perf_counter()
+                step("plain")
+                alone.append(time.perf_counter() - t0)
+            idle_barrier(group)
     result = {"ranks": group.size, "batch_per_rank": cfg["batch"], "sizes": cfg["sizes"],
               "grad_bytes": n_bytes, "bucket_mb": bucket_mb, "overlap_bucket_mb": overlap_mb,
               "buckets": len(opts["blocking"].average.buckets),
               "overlap_buckets": len(opts["overlap"].average.buckets),
               "step_s": {m: statistics.median(v) for m, v in times.items()}}
     if group.size > 1:
+        result["alone_s"] = statistics.median(alone) if alone else None
+        # per round: samples/s of N ranks over N x rank 0's alone, in the same round
+        result["vs_alone"] = {m: statistics.median(a / t for a, t in zip(alone, times[m]))
+                              for m in MODES} if alone else None
         result["allreduce"] = latency_bandwidth(group, quick)
     if group.rank == 0:
         print("RESULT " + json.dumps(result), flush=True)
+
+
+def idle_barrier(group) -> None:
+    """A barrier that sleeps while it waits (MPI's own spins on its core)."""
+    req = group.comm.Ibarrier()
+    while not req.Test():
+        time.sleep(0.0002)
 
 
 def latency_bandwidth(group, quick: bool) -> dict:
@@ -176,6 +203,11 @@ def table(one: dict, two: dict) -> str:
                     f"{ar['bandwidth_Bps'] / 1e9:.2f} GB/s ({ar['large']['bytes'] / 2**20:.0f}"
                     f" MiB: {ar['large']['median_s'] * 1e3:.2f} ms)")
     rows.append("efficiency = samples/s of N ranks / (N x samples/s of 1 process, plain)")
+    if two.get("vs_alone"):
+        rows.append(f"2 ranks vs 1 alone, interleaved in the 2-rank job (rank 0's plain step "
+                    f"alone: {two['alone_s'] * 1e3:.2f} ms; median of per-round ratios of "
+                    "samples/s):")
+        rows.append("  " + "   ".join(f"{m} {2 * two['vs_alone'][m]:.2f}x" for m in MODES))
     if ar:
         compute = one["step_s"]["plain"]
         rows.append(f"ring model, {one['grad_bytes'] / 2**20:.2f} MiB of gradients, measured "

@@ -237,3 +237,21 @@ def test_cli_failure_after_start_aborts_the_job_naming_the_rank(tmp_path):
     assert re.search(r"rank \d of 2: gpugrad train: broadcast_parameters: parameter \d+ .*has "
                      r"shape .* on rank 0 but .* on rank 1; .*aborting the job", res.stderr), \
         res.stderr
+
+
+def test_distributed_benchmark_quick_runs_and_reports_rank_0_alone(tmp_path):
+    """``python -m benchmarks.distributed --quick`` launches -n 1 and -n 2 and reports, beside
+    each mode's step, the 2-rank job's per-round ratios to rank 0 stepping alone (no time is
+    asserted: only that every number is there and positive)."""
+    out = tmp_path / "dist.json"
+    env = {k: v for k, v in os.environ.items() if k != "GPUGRAD_BACKEND"}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.distributed", "--quick",
+                           "--json", str(out)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    two = json.loads(out.read_text())["2"]
+    assert two["alone_s"] > 0
+    assert set(two["vs_alone"]) == {"plain", "blocking", "overlap", "unsharded"}
+    assert all(r > 0 for r in two["vs_alone"].values())
+    assert "2 ranks vs 1 alone" in proc.stdout
