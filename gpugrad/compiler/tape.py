@@ -23,16 +23,17 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import backend as B
-from .. import eager, versions
+from .. import versions
 from .. import errors as E
-from .. import tensor as _tensor
-from ..eager import FREED, Node, backend_name
+from ..eager import Node, backend_name
 from ..graph import Placeholder, Symbol, _lift, compile_trace
 from ..pytree import tree_flatten, tree_unflatten
 from ..registry import Op
-from ..tensor import Tensor, _grad_enabled, no_grad
+from ..tensor import Tensor, _grad_enabled
 from .schedule import Schedule
 from .trace import trace
+from .whole import (ALL, NO_PARAMS, CompiledCall, Direct, Done, anomaly_on, loss_tensor,
+                    never)
 
 
 class Entry:
@@ -87,7 +88,7 @@ class Entry:
         # not a scalar: forward now, backward later) or what _run_whole keeps
         self.whole: dict = {}
         self.direct: dict = {}  # schedule -> its _Direct (the NumPy program, called directly)
-        self.quick: _Direct | None = None  # the usual training call's (see run_quick)
+        self.quick: Direct | None = None  # the usual training call's (see run_quick)
         if not syms:
             return
         # several outputs: the first is the root, the others ride along as gradient targets
@@ -98,7 +99,7 @@ class Entry:
         self.variables = tuple(t for _, t in graph.tensors if t.requires_grad)
         used = {id(ph) for _, ph in graph.placeholders}
         self.unused = {j for j, ph in enumerate(self.placeholders) if id(ph) not in used}
-        self.op = CompiledCall(f"compile({self.name})", _never, twice_differentiable=False)
+        self.op = CompiledCall(f"compile({self.name})", never, twice_differentiable=False)
         self.op.vjp = _vjp
         xp = self.schedule(()).xp
         self.backend_name = backend_name(xp)
@@ -129,7 +130,7 @@ class Entry:
         quick = self.quick
         if quick is None or not _grad_enabled.get():
             return self.run(leaves)
-        if _anomaly_on():
+        if anomaly_on():
             return self.run(leaves)
         feeds = []
         for i in quick.feed_at:
@@ -144,7 +145,8 @@ class Entry:
         kept = [datas[k] for k in quick.kept_data]
         if quick.kept_feeds:
             kept += [feeds[k] for k in quick.kept_feeds]
-        return self._loss(value, grads, self.variables, kept, quick.sched.xp)
+        return loss_tensor(self.op, self.backend_name, value, grads, self.variables, kept,
+                           quick.sched.xp)
 
     def run(self, leaves: list) -> Any:
         if not self.syms:
@@ -223,7 +225,7 @@ class Entry:
         into one of them before backward is still refused."""
         direct = self.direct.get(sched)
         got = direct.call([feed[ph] for _, ph in sched.placeholders]) if direct is not None \
-            and not _anomaly_on() else None
+            and not anomaly_on() else None
         if got is None:
             value, grads = sched.run(feed, True)  # (one run at a time: see run)
             self._learn_direct(sched, feed, whole, not inputs[len(self.variables):])
@@ -234,26 +236,13 @@ class Entry:
         if phs:  # (the feed holds arrays: run took each Tensor's data)
             kept += [feed[ph] for ph in phs]
         if self.out_structure is None and self.out_plan[0][0] == "sym":  # one output: a loss
-            return self._loss(value, grads, tuple(inputs), kept, sched.xp)
+            return loss_tensor(self.op, self.backend_name, value, grads, tuple(inputs), kept,
+                               sched.xp)
         n = len(inputs)
-        node = Node(self.op, _NO_PARAMS, tuple(inputs), _ALL[n] if n < 16 else (True,) * n,
-                    (_Done(tuple(grads[:n])), kept), self.backend_name,
+        node = Node(self.op, NO_PARAMS, tuple(inputs), ALL[n] if n < 16 else (True,) * n,
+                    (Done(tuple(grads[:n])), kept), self.backend_name,
                     tuple(value.shape), value.dtype)
         return self._outputs(leaves, [value], [node], sched.xp)
-
-    def _loss(self, value: Any, grads: list, inputs: tuple, kept: list, xp: Any) -> Tensor:
-        """The loss Tensor of a whole run, recorded as one node whose gradients are done."""
-        n = len(inputs)
-        node = Node(self.op, _NO_PARAMS, inputs, _ALL[n] if n < 16 else (True,) * n,
-                    (_Done(tuple(grads[:n])), kept), self.backend_name, value.shape,
-                    value.dtype)
-        t = Tensor.__new__(Tensor)
-        t.data = value
-        t.xp = xp
-        t.grad = t.name = None
-        t._node = node
-        t.requires_grad = True
-        return t
 
     def _learn_direct(self, sched: Schedule, feed: dict, whole: tuple, quick: bool) -> None:
         """After a run through ``sched.run``: the NumPy program it used, called directly from
@@ -269,7 +258,7 @@ class Entry:
         prog = sched.numpy_program(feeds, datas, True, None)
         if prog is None:
             return
-        direct = self.direct[sched] = _Direct(sched, prog, tensors, self.placeholders,
+        direct = self.direct[sched] = Direct(sched, prog, tensors, self.placeholders,
                                               self.arrays, whole)
         if quick and self.out_structure is None and self.out_plan[0][0] == "sym":
             self.quick = direct
@@ -312,72 +301,6 @@ class _State:
         self.args, self.k, self.n = args, k, n
 
 
-class _Direct:
-    """A schedule's planned NumPy program, called without the schedule's lookup: the
-    signature already fixed the arguments' shapes and dtypes, and the Tensors' (closed-over
-    Variables can be rebound) are compared here against the ones it was learnt with."""
-
-    __slots__ = ("sched", "prog", "tensors", "shapes", "dtypes", "feed_at", "kept_data",
-                 "kept_feeds")
-
-    def __init__(self, sched: Schedule, prog: Any, tensors: list, placeholders: list,
-                 arrays: list, whole: tuple) -> None:
-        self.sched, self.prog, self.tensors = sched, prog, tuple(tensors)
-        self.shapes = tuple(t.data.shape for t in tensors)
-        self.dtypes = tuple(t.data.dtype for t in tensors)
-        # the schedule's feeds, as positions among the call's arguments (``arrays[j]``:
-        # where the argument of Placeholder j is)
-        position = {id(ph): arrays[j] for j, ph in enumerate(placeholders)}
-        self.feed_at = tuple(position[id(ph)] for _, ph in sched.placeholders)
-        # what the node keeps for the version check: positions among datas and feeds
-        variables, phs = whole
-        self.kept_data = tuple(k for k, t in enumerate(tensors)
-                               if any(t is v for v in variables))
-        self.kept_feeds = tuple(k for k, (_, ph) in enumerate(sched.placeholders)
-                                if any(ph is q for q in phs))
-
-    def call(self, feeds: list) -> tuple | None:
-        """(value, gradients, the Tensors' arrays), or None when the schedule must decide (a
-        Tensor rebound to another shape or dtype, a feed that is not a NumPy array, another
-        thread in the program, a run that failed: the schedule then runs generically or
-        names the op)."""
-        datas = []
-        for t, shape, dtype in zip(self.tensors, self.shapes, self.dtypes):
-            d = t.data
-            if type(d) is not np.ndarray or d.shape != shape or (d.dtype is not dtype
-                                                                 and d.dtype != dtype):
-                return None
-            datas.append(d)
-        for f in feeds:
-            if type(f) is not np.ndarray:  # (as the schedule's own lookup)
-                return None
-        try:
-            got = self.prog(feeds, datas, None)
-        except (FloatingPointError, ValueError, TypeError, IndexError):
-            return None
-        if got is None:
-            return None
-        return got[0], got[1], datas
-
-
-def _anomaly_on() -> bool:
-    hook = eager._anomaly
-    return hook is not None and hook.enabled()
-
-
-class _Done:
-    """Gradients computed with the forward sweep, for a seed of one."""
-
-    __slots__ = ("grads",)
-
-    def __init__(self, grads: list) -> None:
-        self.grads = grads
-
-
-_NO_PARAMS: dict = {}
-_ALL = [(True,) * n for n in range(16)]
-
-
 def _data(a: Any) -> Any:
     return a.data if isinstance(a, Tensor) else a
 
@@ -389,54 +312,12 @@ def _size(shape: tuple) -> int:
     return n
 
 
-class CompiledCall(Op):
-    """The op a compiled call is recorded as on the tape (one per trace)."""
-
-
-def _whole_sweep(root: Tensor, retain_graph: bool) -> bool:
-    """``root.backward()`` from a compiled call's scalar output whose gradients were computed
-    with its forward: hand them to the leaves' ``.grad`` (adding to a gradient already there),
-    as the general sweep would, without its walk. False (the general sweep then runs) when
-    an input is not a leaf (the gradient goes on through the tape), a gradient's shape or
-    dtype is not its input's, a backward hook or anomaly mode is on, or the saved arrays
-    are gone (the general sweep names that error)."""
-    node = root._node
-    res = node.res
-    if type(res) is not tuple or type(res[0]) is not _Done or eager.backward_hooks:
-        return False
-    anomaly = eager._anomaly
-    if anomaly is not None and anomaly.enabled():
-        return False
-    grads = res[0].grads
-    inputs = node.inputs
-    for p, g in zip(inputs, grads):
-        if type(p) is Node:
-            return False
-        data = p.data
-        if g.shape != data.shape or (g.dtype is not data.dtype and g.dtype != data.dtype):
-            return False
-    if versions.last_event >= node.seq:  # something was written since: stale saved arrays?
-        versions.check([node], FREED)
-    if not retain_graph:
-        node.res = FREED
-    with no_grad():
-        eager.accumulate(root.xp, zip(inputs, grads))  # as the general sweep does
-    return True
-
-
-_tensor._whole_sweeps[CompiledCall] = _whole_sweep
-
-
-def _never(xp: Any, *args: Any, **params: Any) -> Any:
-    raise RuntimeError("a compiled call runs through its schedule, not through apply")
-
-
 def _vjp(xp: Any, g: Any, res: tuple) -> tuple:
     """The tape's VJP of a compiled call: the schedule's backward sweep, seeded with ``g``.
     Output 0 uses what its forward saved (once); the other outputs, and a second backward
     (``retain_graph=True``), sweep a schedule of their own again from the same inputs."""
     state = res[0]
-    if type(state) is _Done:
+    if type(state) is Done:
         if type(g) is np.ndarray and g.size == 1 and g.item() == 1.0:  # the usual seed
             return state.grads
         g = xp.reshape(g, ())
