@@ -406,6 +406,7 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
         lines += block(prog[n_forward:], n_forward, "    ")
     lines.append(f"    return {results[0]}, [{', '.join(results[1:])}]")
     source = "\n".join(lines)
+    env.update(lower.vectors_in(source))
     fn = build_function(source, env, "program")
     bufs = [xp.empty(shape, dtype=dtype) if numpy else None for shape, dtype in buffers]
     return Program(fn, bufs, source, xp)
