@@ -18,10 +18,6 @@ from typing import Any, Callable
 import numpy as np
 
 
-SMALL = 1 << 16
-"""Weights up to this many elements are copied transposed for ``g @ W.T`` (an NN product)."""
-
-
 def const(value: float, dtype: Any) -> str:
     """The literal ``value`` (1.0 or 0.0) for an array of ``dtype``: the name of a NumPy
     scalar of that dtype (in :data:`TYPED`) where it is a real float, else the Python float.
@@ -185,7 +181,7 @@ def backward(name: str, pos: int, g: str, ins: list, info: list, o: str,
                 return [g], lambda c, C, T: [f"{c} = np.negative({g}, {C})"], False, []
             return [g], lambda c, C, T: [f"{c} = {g}"], True, []
         if axes == (0,) and len(gshape) == 2 and len(shape) == 1:  # a bias: one BLAS call
-            tail = [f"np.negative({{c}}, {{c}})"] if neg else []
+            tail = ["np.negative({c}, {c})"] if neg else []
             return ([g], lambda c, C, T: [*column_sum(g, gshape, dtype, c, C),
                                           *[t.format(c=c) for t in tail]], False, [])
         if neg:
@@ -221,12 +217,6 @@ def backward(name: str, pos: int, g: str, ins: list, info: list, o: str,
             f"{c} = np.matmul(np.swapaxes({a}, -1, -2), {g}, out={C})"], False, [])
     if name in ("matmul", "linear"):
         a, b = ins[0], ins[1]
-        bshape = info[1][0]
-        if pos == 0 and bshape[0] * bshape[1] <= SMALL:
-            # orientation: an NT product costs more than copying b^T and an NN product here
-            return ([g, b], lambda c, C, T: [f"np.copyto({T[0]}, {b}.T)",
-                                             f"{c} = np.dot({g}, {T[0]}, {C})"],
-                    False, [(bshape[::-1], dtype)])
         if pos == 0:
             return [g, b], lambda c, C, T: [f"{c} = np.dot({g}, {b}.T, {C})"], False, []
         if pos == 1:
