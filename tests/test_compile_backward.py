@@ -43,6 +43,16 @@ def general_sweeps():
         _tensor._sweep[0] = sweep
 
 
+def _one_step_by_hand(f, arg, W) -> None:
+    """``f(arg).backward()`` from no gradient gives the hand-derived loss and ``W.grad``."""
+    W.grad = None
+    loss = f(arg)
+    loss.backward()
+    value, dw, _ = _by_hand(w=W.data)
+    np.testing.assert_allclose(float(loss), value, **TOL)
+    np.testing.assert_allclose(W.grad, dw, **TOL)
+
+
 def _compiled():
     W = gg.Variable(W0.copy(), name="W")
     f = gg.compile(lambda x: gg.sum(gg.sigmoid(x @ W)))
@@ -161,12 +171,7 @@ def test_a_variable_rebound_to_another_shape(numpy_backend, general_sweeps):
     f(x)
     W.data = np.array([[0.3, 0.1, -0.2], [-0.6, 0.4, 0.5]])
     for _ in range(3):
-        W.grad = None
-        loss = f(x)
-        loss.backward()
-        value, dw, _ = _by_hand(w=W.data)
-        np.testing.assert_allclose(float(loss), value, **TOL)
-        np.testing.assert_allclose(W.grad, dw, **TOL)
+        _one_step_by_hand(f, x, W)
     W.data = W0.copy()
     W.grad = None
     f(x).backward()
@@ -221,14 +226,10 @@ def test_the_quick_call_goes_the_long_way_on_any_surprise(numpy_backend, general
     (entry,) = f._cache.values()
     assert entry.quick is not None
     del general_sweeps[:]  # (the traced run swept)
-    value, dw, _ = _by_hand()
     for arg in (x, X.copy()):  # a Tensor (quick), a host array of the same signature (long)
-        W.grad = None
-        loss = f(arg)
-        loss.backward()
-        np.testing.assert_allclose(float(loss), value, **TOL)
-        np.testing.assert_allclose(W.grad, dw, **TOL)
+        _one_step_by_hand(f, arg, W)
     assert not general_sweeps
+    _, dw, _ = _by_hand()
     W.grad = None
     with gg.detect_anomaly():
         f(x).backward()
@@ -244,9 +245,4 @@ def test_the_quick_call_goes_the_long_way_on_any_surprise(numpy_backend, general
     with pytest.raises(gg.GradientError, match="modified in place"):
         loss.backward()
     W.data = np.array([[0.3, 0.1], [-0.6, 0.4]])  # another shape: not the learnt program
-    W.grad = None
-    loss = f(x)
-    loss.backward()
-    value, dw, _ = _by_hand(w=W.data)
-    np.testing.assert_allclose(float(loss), value, **TOL)
-    np.testing.assert_allclose(W.grad, dw, **TOL)
+    _one_step_by_hand(f, x, W)
