@@ -115,13 +115,13 @@ class Plan:
     has a gradient of its shape and dtype (:func:`step_planned`); any other step goes the
     long way and leaves a new plan (or none)."""
 
-    __slots__ = ("params", "arrays", "views", "refs")
+    __slots__ = ("params", "views", "refs")
 
     def __init__(self, params: list, views: dict) -> None:
         self.params = tuple(params)
-        self.arrays = tuple(p.data for p in params)
         self.views = tuple(views[p] for p in params)
-        self.refs = versions.refs(self.arrays)
+        # weak: a plan outlived by its arrays (a parameter given a new one) keeps none alive
+        self.refs = versions.refs([p.data for p in params])
 
 
 def step_planned(opt: Any) -> bool:
@@ -132,16 +132,17 @@ def step_planned(opt: Any) -> bool:
     plan = scratch.plan if scratch is not None else None
     if plan is None or not has_in_place(opt):
         return False
-    params, arrays = opt.params, plan.arrays
-    if len(params) != len(arrays):
+    params = opt.params
+    if len(params) != len(plan.params):
         return False
-    grads = []
+    arrays, grads = [], []
     ndarray = np.ndarray
-    for p, q, P in zip(params, plan.params, arrays):
-        g = p.grad
-        if p is not q or p.data is not P or type(g) is not ndarray or g.shape != P.shape \
-                or g.dtype is not P.dtype:
+    for p, q, ref in zip(params, plan.params, plan.refs):
+        P, g = p.data, p.grad
+        if p is not q or type(ref) is int or ref() is not P or type(g) is not ndarray \
+                or g.shape != P.shape or g.dtype is not P.dtype:
             return False
+        arrays.append(P)
         grads.append(g)
     if not scratch.busy.acquire(False):
         return False

@@ -316,3 +316,23 @@ def test_a_step_that_fails_part_way_records_the_writes_it_made(planned, numpy_ba
         opt.step()
     assert (w.version, u.version) == (before[0] + 1, before[1])
     np.testing.assert_array_equal(w.data, [-9.0 - 10.0 * planned])
+
+
+def test_a_plan_keeps_no_array_alive(numpy_backend):
+    """A parameter given a new array after a step: the plan that step left does not hold
+    the old one."""
+    import gc
+    import weakref
+
+    w = gg.Variable(np.array([1.0, 2.0]))
+    opt = optim.SGD([w], lr=0.1)
+    w.grad = np.array([1.0, 1.0])
+    opt.step()
+    assert opt._scratch.plan is not None
+    old = weakref.ref(w.data)
+    w.data = np.array([5.0, 6.0])
+    gc.collect()
+    assert old() is None
+    w.grad = np.array([1.0, 1.0])
+    opt.step()  # the long way, into the new array
+    np.testing.assert_allclose(w.data, [4.9, 5.9], rtol=1e-15)
