@@ -17,10 +17,13 @@ only gpugrad's own arithmetic: the inner steps of the stable formulas, a backwar
 context per sweep: eager, ``create_graph``, compiled and checked runs) and an optimizer step
 (one per step), so the flags the user set still apply to every op the user calls.
 
-``np.errstate`` costs one to three microseconds a context, which is a few percent of a small
-training step. NumPy 2 keeps the error state in a context variable, so :func:`state_with`
-works out once per surrounding state what ``np.errstate(**flags)`` would make of it, and a
-context is then one ``set`` and one ``reset`` of that variable (:func:`enter`, :func:`leave`).
+``np.errstate`` costs about 1.2 µs a context (2026-12-02, NumPy 2.4; 2.8 to 3.4 µs on a
+loaded machine), a few percent of a small training step, or of a sigmoid on a small array.
+NumPy 2 keeps the error state in a context variable, so :func:`state_with` works out once per
+surrounding state what ``np.errstate(**flags)`` would make of it, and a context is then one
+``set`` and one ``reset`` of that variable (:func:`enter`, :func:`leave`, in ``try`` /
+``finally``): 0.6 µs in all. (A ``with`` object around them cost as much as ``np.errstate``,
+so the hot paths, the planned programs and the eager NumPy sigmoid, call them directly.)
 That variable is NumPy's private name; without it (another NumPy) every function here falls
 back to ``np.errstate`` itself, with the same flags.
 
@@ -62,9 +65,7 @@ def quiet(xp: Any, **flags: str) -> Any:
     ``np.errstate``) while ``xp`` computes; a no-op for namespaces without NumPy's flags."""
     if not computed_by_numpy(xp):
         return _NULL
-    if flags or _STATE is None:
-        return np.errstate(under="ignore", **flags)
-    return _Within(state_with(UNDER_IGNORED))
+    return np.errstate(under="ignore", **flags)
 
 
 UNDER_IGNORED = (("under", "ignore"),)
@@ -125,18 +126,3 @@ def quiet_unless_ignored() -> Any:
 
 
 _IGNORING: list = [None]  # the last error state seen that already ignores underflow
-
-
-class _Within:
-    """``with`` form of :func:`enter` and :func:`leave`."""
-
-    __slots__ = ("state", "token")
-
-    def __init__(self, state: Any) -> None:
-        self.state = state
-
-    def __enter__(self) -> None:
-        self.token = _STATE.set(self.state)
-
-    def __exit__(self, *exc: Any) -> None:
-        _STATE.reset(self.token)

@@ -5,7 +5,7 @@ Kinks follow PyTorch: relu'(0) = 0, abs'(0) = 0, maximum(a, a) gives half to eac
 clip passes the gradient on its closed interval [min, max].
 """
 
-from ..fpstate import quiet
+from ..fpstate import OVER_RAISED, enter, leave, quiet, state_with
 from ..registry import defop
 from .complexes import cj, is_complex, real_only
 
@@ -106,12 +106,14 @@ def _sigmoid_numpy(xp, x):
     graph's sigmoid, which starts at exp(-x): eager and graph keep the same bits.)"""
     if x.ndim == 0:  # NumPy hands back scalars for 0-d work; the portable rule is as fast
         return sigmoid.forward(xp, x)
+    token = enter(state_with(OVER_RAISED))  # np.errstate(over="raise"), at half its cost
     try:
-        with xp.errstate(over="raise"):
-            t = xp.negative(x)
-            xp.exp(t, out=t)
+        t = xp.negative(x)
+        xp.exp(t, out=t)
     except FloatingPointError:
         return sigmoid.forward(xp, x)
+    finally:
+        leave(token)
     t += 1.0
     xp.reciprocal(t, out=t)
     return t, t
