@@ -111,9 +111,11 @@ def _sigmoid_numpy(xp, x):
         t = xp.negative(x)
         xp.exp(t, out=t)
     except FloatingPointError:
-        return sigmoid.forward(xp, x)
+        t = None
     finally:
         leave(token)
+    if t is None:  # (the exact rule runs under the caller's own flags)
+        return sigmoid.forward(xp, x)
     t += 1.0
     xp.reciprocal(t, out=t)
     return t, t
