@@ -222,3 +222,60 @@ def test_users_own_operations_still_report(bk):
             gg.log(gg.asarray(np.array([0.0], dt)))
     with np.errstate(all="ignore"):
         assert host(gg.log(gg.asarray(np.array([0.0], dt))))[0] == -np.inf
+
+
+def test_cheap_error_states_match_np_errstate():
+    """fpstate.state_with/enter/leave set exactly what np.errstate sets, nest, restore the
+    surrounding state, and work out each state once per surrounding state."""
+    from gpugrad import fpstate
+
+    before = np.geterr()
+    with np.errstate(divide="raise"):
+        around = np.geterr()
+        token = fpstate.enter(fpstate.state_with(fpstate.OVER_RAISED))
+        try:
+            assert np.geterr() == {**around, "over": "raise"}
+            inner = fpstate.enter(fpstate.state_with(fpstate.UNDER_IGNORED))
+            assert np.geterr() == {**around, "over": "raise", "under": "ignore"}
+            fpstate.leave(inner)
+            assert np.geterr() == {**around, "over": "raise"}
+        finally:
+            fpstate.leave(token)
+        assert np.geterr() == around
+        assert fpstate.state_with(fpstate.OVER_RAISED) is fpstate.state_with(fpstate.OVER_RAISED)
+    assert np.geterr() == before
+
+
+def test_cheap_error_states_fall_back_to_np_errstate(monkeypatch):
+    """Without NumPy's context variable (another NumPy), the same calls go through
+    np.errstate itself, with the same flags."""
+    from gpugrad import fpstate
+
+    monkeypatch.setattr(fpstate, "_STATE", None)
+    before = np.geterr()
+    token = fpstate.enter(fpstate.state_with(fpstate.OVER_RAISED))
+    try:
+        assert np.geterr()["over"] == "raise"
+    finally:
+        fpstate.leave(token)
+    assert np.geterr() == before
+    assert fpstate.quiet_unless_ignored() is None  # NumPy's default ignores underflow
+    with np.errstate(under="raise"):
+        loud = fpstate.quiet_unless_ignored()
+        with loud:  # (np.errstate itself, in the fallback)
+            assert np.geterr()["under"] == "ignore"
+
+
+@pytest.mark.parametrize("overflow", [False, True])
+def test_a_planned_run_leaves_the_callers_error_state(overflow, numpy_backend):
+    """A planned program sets its own flags and restores the caller's, also when its
+    forward overflows and the exact rules run instead."""
+    x = gg.Placeholder((3,), "float64", name="x")
+    w = gg.Variable(np.ones(3))
+    loss = gg.sum(gg.sigmoid(x * w))
+    feed = np.array([-1000.0 if overflow else -1.0, 0.5, 2.0])
+    for _ in range(3):  # the first run is checked; the later ones run the planned program
+        with np.errstate(divide="raise", invalid="ignore"):
+            state = np.geterr()
+            gg.value_and_gradients(loss, [w], feed={x: feed})
+            assert np.geterr() == state
