@@ -86,19 +86,25 @@ def wrote(t: Any, array: Any, site: str) -> None:
 
 def _record(t: Any, array: Any, site: str) -> None:
     """One write into ``array`` (``t``'s data); the caller holds ``_lock``."""
-    _record_many(((t, array),), site)
+    _record_many(((t, _ref(array)),), site)
+
+
+def _ref(array: Any) -> Any:
+    """What the write log keeps of an array: a weak reference, or its id when it takes none
+    (then only the same array is matched)."""
+    try:
+        return weakref.ref(array)
+    except TypeError:
+        return id(array)
 
 
 def _record_many(writes: Any, site: str) -> None:
-    """Writes into (Tensor, its array) pairs, in order; the caller holds ``_lock``."""
+    """Writes into (Tensor, :func:`_ref` of its array) pairs, in order; the caller holds
+    ``_lock``."""
     global last_event
     seq = -1
-    log, ref_to, after = _writes.append, weakref.ref, sequence.__next__
-    for t, array in writes:
-        try:
-            ref: Any = ref_to(array)
-        except TypeError:  # not weak-referenceable: remember its id (identity match only)
-            ref = id(array)
+    log, after = _writes.append, sequence.__next__
+    for t, ref in writes:
         try:
             v = t._vlog  # (a slot: unset until the first write or version read)
         except AttributeError:
@@ -236,40 +242,19 @@ def _position(node: Any, array: Any) -> str:
 
 
 def refs(arrays: Any) -> tuple:
-    """What the write log keeps of each array: a weak reference, or its id when it takes
-    none (for :func:`wrote_arrays`)."""
-    out = []
-    for a in arrays:
-        try:
-            out.append(weakref.ref(a))
-        except TypeError:
-            out.append(id(a))
-    return tuple(out)
+    """The write log's references to ``arrays`` (for :func:`wrote_arrays`)."""
+    return tuple(_ref(a) for a in arrays)
 
 
 def wrote_arrays(tensors: Any, refs: Any, site: str) -> None:
     """:func:`wrote_many` for Tensors whose arrays' :func:`refs` the caller kept (an
     optimizer step that found every parameter with the array of its last step)."""
-    global last_event
-    log = _writes.append
     with _lock:
-        for t, ref in zip(tensors, refs):
-            try:
-                v = t._vlog
-            except AttributeError:  # (a slot: unset until the first write or version read)
-                v = None
-            if v is None:
-                v = t._vlog = Version()
-            count = v.count = v.count + 1
-            seq = v.last = next(sequence)
-            v.recent.append(seq)
-            v.site = site
-            log((seq, ref, v, count, site))
-        last_event = seq
+        _record_many(zip(tensors, refs), site)
 
 
 def wrote_many(tensors: list, site: str) -> None:
     """Record one in-place write into each Tensor's current array (an optimizer step), under
     one lock."""
     with _lock:
-        _record_many([(t, t.data) for t in tensors], site)
+        _record_many([(t, _ref(t.data)) for t in tensors], site)
