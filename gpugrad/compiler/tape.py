@@ -32,8 +32,7 @@ from ..registry import Op
 from ..tensor import Tensor, _grad_enabled
 from .schedule import Schedule
 from .trace import trace
-from .whole import (ALL, NO_PARAMS, CompiledCall, Direct, Done, anomaly_on, loss_tensor,
-                    never)
+from .whole import CompiledCall, Direct, Done, anomaly_on, done_node, loss_tensor, never
 
 
 class Entry:
@@ -238,10 +237,7 @@ class Entry:
         if self.out_structure is None and self.out_plan[0][0] == "sym":  # one output: a loss
             return loss_tensor(self.op, self.backend_name, value, grads, tuple(inputs), kept,
                                sched.xp)
-        n = len(inputs)
-        node = Node(self.op, NO_PARAMS, tuple(inputs), ALL[n] if n < 16 else (True,) * n,
-                    (Done(tuple(grads[:n])), kept), self.backend_name,
-                    tuple(value.shape), value.dtype)
+        node = done_node(self.op, self.backend_name, value, grads, tuple(inputs), kept)
         return self._outputs(leaves, [value], [node], sched.xp)
 
     def _learn_direct(self, sched: Schedule, feed: dict, whole: tuple, quick: bool) -> None:

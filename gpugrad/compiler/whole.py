@@ -132,9 +132,7 @@ def loss_tensor(op: Op, backend: str, value: Any, grads: list, inputs: tuple, ke
                 xp: Any) -> Tensor:
     """The loss of a whole run: a Tensor whose node (``op``, on ``inputs``) holds its
     gradients, already computed, and keeps the arrays ``kept`` for the version check."""
-    n = len(inputs)
-    node = Node(op, NO_PARAMS, inputs, ALL[n] if n < 16 else (True,) * n,
-                (Done(tuple(grads[:n])), kept), backend, value.shape, value.dtype)
+    node = done_node(op, backend, value, grads, inputs, kept)
     t = Tensor.__new__(Tensor)
     t.data = value
     t.xp = xp
@@ -142,6 +140,15 @@ def loss_tensor(op: Op, backend: str, value: Any, grads: list, inputs: tuple, ke
     t._node = node
     t.requires_grad = True
     return t
+
+
+def done_node(op: Op, backend: str, value: Any, grads: list, inputs: tuple,
+              kept: list) -> Node:
+    """The tape node of a whole run's output ``value``: ``op`` on ``inputs``, holding their
+    gradients, already computed, and the arrays ``kept`` for the version check."""
+    n = len(inputs)
+    return Node(op, NO_PARAMS, inputs, ALL[n] if n < 16 else (True,) * n,
+                (Done(tuple(grads[:n])), kept), backend, tuple(value.shape), value.dtype)
 
 
 NO_PARAMS: dict = {}
