@@ -155,10 +155,13 @@ class DistributedOptimizer:
             WRAPPED.pop(self.optimizer, None)
         self._closed = True
 
-    def step(self) -> None:
-        """Average the gradients over the ranks, then apply one update."""
+    def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(_CLOSED)
+
+    def step(self) -> None:
+        """Average the gradients over the ranks, then apply one update."""
+        self._check_open()
         if self.sharded is not None and not self._synced:
             started = self.overlap.claim() if self.overlap is not None else None
             self.sharded.step([p.grad for p in self.params], started)
@@ -172,8 +175,7 @@ class DistributedOptimizer:
 
     def _apply(self, pairs: list) -> None:
         """The update a compiled step calls after backward: average, then apply."""
-        if self._closed:
-            raise RuntimeError(_CLOSED)
+        self._check_open()
         if len(pairs) == len(self.params):
             grads = [g for _, g in pairs]
         else:  # some parameters without a gradient: they count as zero
@@ -194,8 +196,7 @@ class DistributedOptimizer:
         (:meth:`_apply`); in a group of one, the optimizer's own compiled step.
         ``compiled=False``: the gradients first (``value_and_gradients``), then the same
         average and update; the same numbers."""
-        if self._closed:
-            raise RuntimeError(_CLOSED)
+        self._check_open()
         if self.overlap is not None:
             self.overlap.discard()
         if compiled:

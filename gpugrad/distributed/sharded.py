@@ -137,11 +137,9 @@ class ShardedUpdate:
                 b.shared.release_now = True  # a full allreduce must not outlive its call
                 for i, view in zip(b.members, b.views):
                     self.sinks[params[i]] = view
-        for p, view in self.sinks.items():
-            if eager.grad_sinks.setdefault(p, view) is not view:
-                self.sinks = {q: v for q, v in self.sinks.items()
-                              if eager.grad_sinks.get(q) is v}
-                break  # another sharded update holds this parameter: no sinks for this one
+        if any(p in eager.grad_sinks for p in self.sinks):
+            self.sinks = {}  # another sharded update holds a parameter: no sinks for this one
+        eager.grad_sinks.update(self.sinks)
         # close() synchronises on a communicator of its own: a rank that closes (at exit)
         # while another still steps waits for it, and never completes that step's barriers
         with self.group.blocking("sharded update set-up (communicator)"):
