@@ -180,14 +180,14 @@ def backward(name: str, pos: int, g: str, ins: list, info: list, o: str,
             if neg:
                 return [g], lambda c, C, T: [f"{c} = np.negative({g}, {C})"], False, []
             return [g], lambda c, C, T: [f"{c} = {g}"], True, []
-        if axes == (0,) and len(gshape) == 2 and len(shape) == 1:  # a bias: one BLAS call
-            tail = ["np.negative({c}, {c})"] if neg else []
-            return ([g], lambda c, C, T: [*column_sum(g, gshape, dtype, c, C),
-                                          *[t.format(c=c) for t in tail]], False, [])
+
+        def total(c: str, C: str) -> list:
+            if axes == (0,) and len(gshape) == 2 and len(shape) == 1:  # a bias: one BLAS call
+                return column_sum(g, gshape, dtype, c, C)
+            return [f"{c} = np.add.reduce({g}, {red}, out={C})"]
         if neg:
-            return ([g], lambda c, C, T: [f"{c} = np.add.reduce({g}, {red}, out={C})",
-                                          f"np.negative({c}, {c})"], False, [])
-        return [g], lambda c, C, T: [f"{c} = np.add.reduce({g}, {red}, out={C})"], False, []
+            return [g], lambda c, C, T: [*total(c, C), f"np.negative({c}, {c})"], False, []
+        return [g], lambda c, C, T: total(c, C), False, []
     if name == "tanh":
         times_g = [] if one else [f"np.multiply({g}, {{c}}, {{c}})"]
         unit = const(1.0, dtype)
