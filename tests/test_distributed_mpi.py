@@ -197,8 +197,8 @@ def test_cli_data_missing_on_one_rank_stops_every_rank_with_one_line(tmp_path):
     assert len(lines) == 1 and "rank 1: --data" in lines[0] and "d1.npz" in lines[0], lines
 
 
-def test_readme_example_runs_on_two_ranks(tmp_path):
-    text = (ROOT / "README.md").read_text()
+def test_docs_example_runs_on_two_ranks(tmp_path):
+    text = (ROOT / "docs" / "distributed.md").read_text()
     block = [b for b in re.findall(r"```python\n(.*?)```", text, re.S)
              if "DistributedOptimizer" in b]
     assert len(block) == 1
