@@ -23,7 +23,7 @@ import numpy as np
 
 from . import backend as B
 from . import errors as E
-from . import dlpack, shapes, versions
+from . import shapes, versions
 from .compiler.schedule import FeedError, Schedule
 from .binding import static_problem
 from .eager import Node, as_array, backend_name, set_symbolic_builder
@@ -232,7 +232,7 @@ class Placeholder(Symbol):
                 "DLPack producer (PyTorch, JAX, CuPy)"))
         current = B.current()
         if current.xp is xp:
-            return dlpack.import_array(value, current)
+            return B.import_array(value, current)
         return np.from_dlpack(value, device="cpu", copy=True)
 
 
@@ -263,7 +263,7 @@ def _lift(node: Node, memo: dict) -> Symbol:
 
 def build(op: Op, args: tuple, params: dict) -> Symbol:
     """The symbolic dispatcher: an op applied to at least one Symbol."""
-    why = params and static_problem(op.name, params)  # named where the graph is built
+    why = params and static_problem(op.name, op.__signature__, params)  # named where the graph is built
     if why:
         raise TypeError(E.at(why))
     shape, dtype = _check_static_shapes(op, args, params)
