@@ -29,7 +29,6 @@ from .graph import (
     Placeholder,
     Symbol,
     gradients,
-    minimize,
     value_and_gradients,
 )
 from .registry import registry
@@ -42,6 +41,7 @@ from .tensor import (
     no_grad,
 )
 from . import data, datasets, nn, optim, testing  # noqa: E402
+from .descent import minimize  # noqa: E402
 from . import array_api, functional, higher  # noqa: E402
 from .functional import grad, hessian, hvp, jacobian, value_and_grad, vjp  # noqa: E402
 from .compiler.jit import compile  # noqa: E402,A004  (gg.compile, like jax.jit)
