@@ -44,7 +44,7 @@ from . import data, datasets, nn, optim, testing  # noqa: E402
 from .descent import minimize  # noqa: E402
 from . import array_api, functional, higher  # noqa: E402
 from .functional import grad, hessian, hvp, jacobian, value_and_grad, vjp  # noqa: E402
-from .compiler.jit import compile  # noqa: E402,A004  (gg.compile, like jax.jit)
+from .jit.jit import compile  # noqa: E402,A004  (gg.compile, like jax.jit)
 asarray = array_api.asarray  # one asarray: the standard's call, and gpugrad's host copy
 from .checkpoint import load, save  # noqa: E402
 from_dlpack = array_api.from_dlpack
