@@ -12,6 +12,7 @@ Every registered op is also a top-level function, e.g. ``gpugrad.sigmoid``, ``gp
 
 from . import ops
 from . import eager  # noqa: F401  (installs the eager dispatcher)
+from . import inplace  # noqa: F401  (installs t[key] = v, t += u, ... on Tensors)
 from .backend import (
     Backend,
     BackendError,
@@ -28,7 +29,6 @@ from .graph import (
     Placeholder,
     Symbol,
     gradients,
-    minimize,
     value_and_gradients,
 )
 from .registry import registry
@@ -41,16 +41,17 @@ from .tensor import (
     no_grad,
 )
 from . import data, datasets, nn, optim, testing  # noqa: E402
+from .descent import minimize  # noqa: E402
 from . import array_api, functional, higher  # noqa: E402
 from .functional import grad, hessian, hvp, jacobian, value_and_grad, vjp  # noqa: E402
-from .compiler.jit import compile  # noqa: E402,A004  (gg.compile, like jax.jit)
+from .jit.jit import compile  # noqa: E402,A004  (gg.compile, like jax.jit)
 asarray = array_api.asarray  # one asarray: the standard's call, and gpugrad's host copy
 from .checkpoint import load, save  # noqa: E402
-from .dlpack import from_dlpack  # noqa: E402
+from_dlpack = array_api.from_dlpack
 from . import checkpoint, serialize  # noqa: E402,F401
 from . import distributed  # noqa: E402
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 # One top-level function per registered op: gpugrad.add, gpugrad.matmul, ...
 globals().update({name: op for name, op in registry.items()})

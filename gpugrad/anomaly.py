@@ -24,7 +24,8 @@ import numpy as np
 
 from . import backend as B
 from . import eager
-from .errors import AnomalyError, call_site, describe, show
+from .diagnose import describe
+from .errors import AnomalyError, call_site, show
 from .versions import saved_arrays
 
 _on: contextvars.ContextVar[bool] = contextvars.ContextVar("gpugrad_anomaly", default=False)

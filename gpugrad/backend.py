@@ -20,6 +20,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .errors import at
+
 BACKEND_NAMES = ("numpy", "cupy", "array_api_strict")
 ENV_VAR = "GPUGRAD_BACKEND"
 
@@ -280,8 +282,6 @@ def to_backend(data: Any, dtype: Any = None, backend: Backend | None = None) -> 
     xp = b.xp
     dt = resolve_dtype(xp, dtype)
     if not isinstance(data, np.ndarray) and hasattr(data, "__dlpack__"):
-        from .dlpack import import_array, is_foreign
-
         if is_foreign(data, b):  # another library's array (torch, JAX, ...): copied over
             data = import_array(data, b, copy=True)
             return data if dt is None or data.dtype == dt else xp.astype(data, dt)
@@ -318,6 +318,77 @@ def to_numpy(x: Any) -> np.ndarray:
         return np.from_dlpack(x)
     except Exception:
         return np.asarray(x)
+
+
+# --- another library's arrays, through DLPack --------------------------------------------
+
+def is_foreign(data: Any, backend: Backend) -> bool:
+    """Does ``data`` come from another library that speaks DLPack (not a NumPy array, not
+    one of ``backend``'s own arrays)?"""
+    if isinstance(data, (np.ndarray, np.generic)) or not hasattr(data, "__dlpack__") or (
+            hasattr(data, "requires_grad") and hasattr(data, "xp")):  # a Tensor
+        return False
+    if is_backend_array(data):
+        src = namespace_of(data)
+        return not (src is backend.xp or name_of(src) == backend.name)
+    return True
+
+
+def import_array(x: Any, backend: Backend | None = None, copy: bool | None = None) -> Any:
+    """A backend array holding the DLPack producer ``x``'s values. ``copy=None`` shares
+    memory where the devices allow and copies otherwise; ``copy=False`` raises a
+    BackendError instead of copying; ``copy=True`` always copies."""
+    b = backend or current()
+    kw = {} if copy is None else {"copy": copy}
+    try:
+        out = _native(b, x, kw)
+        if copy and b.name != "cupy" and not to_numpy(out).flags.writeable:
+            # a read-only producer (JAX) marks its copies read-only too: this copy is ours
+            out = np.array(out) if isinstance(out, np.ndarray) else b.xp.asarray(
+                out, copy=True, device=device_of(out))
+        return out
+    except (BufferError, RuntimeError, ValueError, TypeError) as exc:
+        if copy is False:
+            raise BackendError(at(
+                f"from_dlpack: a {_describe(x)} cannot be shared with backend {b.name} "
+                f"without a copy ({exc}); pass copy=None or copy=True")) from None
+        reason = exc
+    try:  # another device: ask the producer for a host copy, which crosses once
+        host = np.from_dlpack(x, device="cpu", copy=True)
+    except Exception:
+        try:  # a producer without DLPack 1.0's device and copy (CuPy's .get() and the like)
+            host = to_numpy(x)
+            if host.dtype == object:
+                raise TypeError("not an array of numbers")
+        except Exception:
+            raise BackendError(at(
+                f"from_dlpack: cannot bring a {_describe(x)} to backend {b.name} ({reason}); "
+                "copy it to the host in its own library first")) from None
+    return to_backend(host, backend=b)
+
+
+def _native(b: Backend, x: Any, kw: dict) -> Any:
+    if b.name == "numpy":
+        return np.from_dlpack(x, **kw)
+    if b.name == "array_api_strict":
+        if b.device is not None:
+            kw["device"] = b.device
+        return b.xp.from_dlpack(x, **kw)
+    if b.name == "cupy":
+        import cupy
+
+        out = cupy.from_dlpack(x) if not kw else cupy.from_dlpack(x, **kw)
+        return out
+    return b.xp.from_dlpack(x, **kw)
+
+
+def _describe(x: Any) -> str:
+    try:
+        dev = x.__dlpack_device__()
+    except Exception:
+        dev = "?"
+    shape = tuple(getattr(x, "shape", ()))
+    return f"{type(x).__module__.split('.')[0]} array {shape} on DLPack device {dev}"
 
 
 def backend_info() -> dict:

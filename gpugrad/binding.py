@@ -155,12 +155,10 @@ def plain(signature: inspect.Signature) -> inspect.Signature:
         return_annotation=inspect.Signature.empty)
 
 
-def static_problem(op: str, params: dict) -> str | None:
-    """Why a static parameter of a call to ``op`` does not fit (an unknown keyword, a value
-    of the wrong kind), or None. Asked after a rule failed, so it costs nothing before."""
-    from .registry import registry  # the registry builds on this module
-
-    known = getattr(registry.get(op), "__signature__", None)
+def static_problem(op: str, known: inspect.Signature | None, params: dict) -> str | None:
+    """Why a static parameter of a call to ``op`` (whose signature is ``known``) does not
+    fit (an unknown keyword, a value of the wrong kind), or None. Asked after a rule failed,
+    so it costs nothing before."""
     if known is not None and any(name not in known.parameters for name in params):
         return misfit(op, known, (), params)
     try:

@@ -32,6 +32,7 @@ import numpy as np
 
 from . import backend as B
 from .checkpoint_safety import CheckpointError, check_file, decoded, looks_like_pickle
+from ._version import __version__
 from .tensor import Tensor, Variable
 
 FORMAT = "gpugrad.checkpoint"
@@ -56,8 +57,6 @@ def save(obj: Mapping[str, Any], path: str | os.PathLike) -> None:
     ['bias', 'weight']
     """
     from safetensors.numpy import save_file
-
-    from . import __version__
 
     if not isinstance(obj, Mapping) and hasattr(obj, "state_dict"):  # a Module, an Optimizer
         obj = obj.state_dict()

@@ -17,6 +17,7 @@ import numpy as np
 from . import backend as B
 from . import nn, optim, resume
 from .data import Batches, train_test_split
+from .datasets import load_digits
 from .distributed import launch
 from .graph import Placeholder
 from .tensor import asarray, no_grad
@@ -60,8 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
 def load_data(path: str | None) -> tuple[np.ndarray, np.ndarray, str]:
     """(X as float32 rows, y as int64 labels, a description)."""
     if path is None:
-        from .datasets import load_digits
-
         X, y = load_digits()
         return X.astype(np.float32), y.astype(np.int64), "UCI digits (embedded, 1797 x 64)"
     f = pathlib.Path(path)

@@ -16,7 +16,8 @@ import numpy as np
 
 from . import backend as B
 from . import errors as E
-from . import tensor as _tensor
+from . import diagnose as D
+from . import hooks
 from . import versions
 from .eager_inputs import SCALARS as _SCALARS
 from .eager_inputs import check_promotion as _check_promotion
@@ -83,7 +84,7 @@ def set_symbolic_builder(fn: Callable[..., Any]) -> None:
     _symbolic_builder = fn
 
 
-_describe = E.describe
+_describe = D.describe
 
 _anomaly: Any = None
 """Set by gpugrad.anomaly while a ``detect_anomaly`` block is open anywhere; None otherwise,
@@ -174,7 +175,7 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
     except (ValueError, TypeError, IndexError) as exc:
         if isinstance(exc, (E.OpError, E.DtypeError, B.BackendError)):
             raise
-        raise E.op_error(op.name, arrays, params, exc) from exc
+        raise D.op_error(op.name, op.__signature__, arrays, params, exc) from exc
     if type(out) is not np.ndarray:
         out = np.asarray(out)
     t = Tensor.__new__(Tensor)
@@ -265,7 +266,7 @@ def _run(op: Op, xp: Any, arrays: Sequence[Any], params: dict, inputs: tuple | N
     except (ValueError, TypeError, IndexError) as exc:
         if isinstance(exc, (E.OpError, E.DtypeError, B.BackendError)):
             raise
-        raise E.op_error(op.name, arrays, params, exc) from exc
+        raise D.op_error(op.name, op.__signature__, arrays, params, exc) from exc
     if xp is np:
         if type(out) is not np.ndarray:
             out = np.asarray(out)
@@ -337,17 +338,9 @@ def _reachable(start: Any, stop: Any = (), more: Any = ()) -> tuple[list, list]:
 _by_seq = operator.attrgetter("seq")
 
 
-def backward(root: Tensor, grad: Any = None, retain_graph: bool = False,
-             create_graph: bool = False) -> None:
-    """Reverse-mode sweep from ``root``; see Tensor.backward."""
-    if create_graph:
-        from .higher import backward as backward_with_graph
-
-        if root._node is not None:  # the replay reads its inputs' current values
-            nodes, _ = _reachable(root._node)
-            if versions.last_event >= nodes[-1].seq:
-                versions.check(nodes, FREED, replayed=True)
-        return backward_with_graph(root, grad)
+def backward(root: Tensor, grad: Any = None, retain_graph: bool = False) -> None:
+    """Reverse-mode sweep from ``root``; see Tensor.backward (``create_graph=True`` takes
+    gpugrad.higher's sweep instead)."""
     if not root.requires_grad:
         raise GradientError(E.at(
             "backward: this Tensor does not require gradients (no Variable led to it, or it "
@@ -430,7 +423,7 @@ def accumulate(xp: Any, pairs: Any) -> None:
 
 
 _accumulating = threading.Lock()
-_tensor._sweep[0] = backward
+hooks.sweep = backward
 
 
 # --- backward hooks: gpugrad.distributed starts its allreduces while the sweep runs --------

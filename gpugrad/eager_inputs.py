@@ -17,6 +17,7 @@ import numpy as np
 
 from . import backend as B
 from . import errors as E
+from . import diagnose as D
 from .registry import Op
 from .tensor import Tensor
 
@@ -50,7 +51,7 @@ def check_promotion(op: Op, arrays: list, dtype: Any, xp: Any) -> None:
                 break
         else:
             return
-    why = E.promotion_problem(op.name, arrays, dtype, xp)
+    why = D.promotion_problem(op.name, arrays, dtype, xp)
     if why is not None:
         raise E.DtypeError(E.at(why))
 

@@ -23,13 +23,14 @@ import numpy as np
 
 from . import backend as B
 from . import errors as E
-from . import dlpack, shapes, versions
+from . import shapes
 from .compiler.schedule import FeedError, Schedule
 from .binding import static_problem
-from .eager import Node, as_array, backend_name, set_symbolic_builder
+from .eager import Node, backend_name, set_symbolic_builder
 from .operators import ArrayOps
 from .registry import Op
-from .tensor import Tensor, no_grad
+from .serialize import set_symbol_state, symbol_state
+from .tensor import Tensor
 
 
 class Symbol(ArrayOps):
@@ -55,13 +56,9 @@ class Symbol(ArrayOps):
         self._dtype = dtype
 
     def __getstate__(self) -> dict:  # pickle and deepcopy leave the compiled schedules
-        from .serialize import symbol_state
-
         return symbol_state(self)
 
     def __setstate__(self, state: dict) -> None:
-        from .serialize import set_symbol_state
-
         set_symbol_state(self, state)
 
     def eval(self, feed: Mapping | None = None) -> Any:
@@ -232,7 +229,7 @@ class Placeholder(Symbol):
                 "DLPack producer (PyTorch, JAX, CuPy)"))
         current = B.current()
         if current.xp is xp:
-            return dlpack.import_array(value, current)
+            return B.import_array(value, current)
         return np.from_dlpack(value, device="cpu", copy=True)
 
 
@@ -263,7 +260,7 @@ def _lift(node: Node, memo: dict) -> Symbol:
 
 def build(op: Op, args: tuple, params: dict) -> Symbol:
     """The symbolic dispatcher: an op applied to at least one Symbol."""
-    why = params and static_problem(op.name, params)  # named where the graph is built
+    why = params and static_problem(op.name, op.__signature__, params)  # named where the graph is built
     if why:
         raise TypeError(E.at(why))
     shape, dtype = _check_static_shapes(op, args, params)
@@ -337,38 +334,6 @@ def value_and_gradients(loss: Any, wrt: Sequence[Any], feed: Mapping | None = No
     sym = _need_symbol(loss, "value_and_gradients")
     sched, _ = sym._schedule(_as_tuple(wrt))
     return sched.run(feed or {}, True)
-
-
-def minimize(loss: Any, variables: Sequence[Tensor], lr: float,
-             feed: Mapping | None = None) -> Any:
-    """One gradient-descent step ``w := w - lr * dloss/dw``; returns the loss value (before
-    the step) as a 0-d backend array. Everything stays on the device.
-
-    >>> import numpy as np, gpugrad as gg
-    >>> x = gg.Placeholder((1,), "float64", name="x")
-    >>> w = gg.Variable(np.array([2.0]), name="w")
-    >>> float(gg.minimize(gg.sum((w - x) ** 2), [w], lr=0.25, feed={x: np.zeros(1)}))
-    4.0
-    >>> gg.to_numpy(w.data)
-    array([1.])
-    """
-    variables = _as_tuple(variables)
-    lr = float(lr)
-    if lr > 0:  # one compiled step, updating in place (see train_step)
-        from .optim import SGD
-
-        sched, _ = _need_symbol(loss, "minimize")._schedule(variables)
-        opt = sched.minimizer
-        if opt is None:
-            opt = sched.minimizer = SGD(variables, lr=lr)
-        opt.lr = lr
-        return sched.train_step(opt, feed or {})
-    value, grads = value_and_gradients(loss, variables, feed)
-    with no_grad():
-        for v, g in zip(variables, grads):
-            v.data = as_array(v.xp, v.data - lr * g)
-            versions.rebound(v)  # a new array: arrays saved earlier stay as they were
-    return value
 
 
 def train_step(loss: Any, opt: Any, feed: Mapping | None = None) -> Any:

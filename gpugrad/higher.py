@@ -33,6 +33,7 @@ import numpy as np
 
 from . import array_api as ns
 from . import backend as B
+from . import hooks, versions
 from .eager import FREED, Node, _reachable, seed_gradient
 from .fpstate import quiet
 from .shaping import as_array, cast_gradient, unbroadcast
@@ -239,6 +240,10 @@ def _constants_as_tensors(op: Any, args: list) -> list:
 def backward(root: Tensor, grad: Any = None) -> None:
     """``root.backward(grad, create_graph=True)``: each leaf's ``.grad`` becomes (or has added
     to it) a Tensor with a graph. Saved arrays are kept, as with ``retain_graph=True``."""
+    if root._node is not None:  # the replay reads its inputs' current values
+        nodes, _ = _reachable(root._node)
+        if versions.last_event >= nodes[-1].seq:
+            versions.check(nodes, FREED, replayed=True)
     if not root.requires_grad:
         raise GradientError(
             "backward: this Tensor does not require gradients (no Variable led to it, or it "
@@ -253,3 +258,6 @@ def backward(root: Tensor, grad: Any = None) -> None:
         else:
             prev = leaf.grad if isinstance(leaf.grad, Tensor) else Tensor(leaf.grad)
             leaf.grad = prev + g
+
+
+hooks.sweep_with_graph = backward

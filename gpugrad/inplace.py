@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 
 from . import backend as B
+from . import hooks
 from . import errors as E
+from . import diagnose as D
 from . import versions
 from .eager import _mix_error
 from .registry import registry
@@ -42,9 +44,9 @@ def update(t: Tensor, other: Any, op: str) -> Tensor:
         return _take_result(t, registry[op](t, other), what)
     value = _value(t, other, what)
     shape = tuple(getattr(value, "shape", ()))
-    why = E.broadcast_problem([t.shape, shape])
-    if why is None and E.broadcast_shape([t.shape, shape]) != t.shape:
-        why = (f"the result would have shape {E.show(E.broadcast_shape([t.shape, shape]))}, "
+    why = D.broadcast_problem([t.shape, shape])
+    if why is None and D.broadcast_shape([t.shape, shape]) != t.shape:
+        why = (f"the result would have shape {E.show(D.broadcast_shape([t.shape, shape]))}, "
                f"but an in-place update keeps the Tensor's shape")
     if why is not None:
         raise E.OpError(E.at(f"{what}: shapes {E.show(t.shape)} and {E.show(shape)}: {why}"))
@@ -52,8 +54,8 @@ def update(t: Tensor, other: Any, op: str) -> Tensor:
     try:
         out = _WRITE[op](data, value)
     except (ValueError, TypeError) as exc:
-        raise E.OpError(E.at(f"{what}: {exc} (Tensor {E.describe(data)}, other "
-                             f"{E.describe(value)})")) from exc
+        raise E.OpError(E.at(f"{what}: {exc} (Tensor {D.describe(data)}, other "
+                             f"{D.describe(value)})")) from exc
     if out is data:
         versions.wrote(t, data, E.call_site())
     else:  # a backend without in-place operators gave a new array
@@ -91,8 +93,8 @@ def setitem(t: Tensor, key: Any, value: Any) -> None:
     try:
         data[key] = value
     except (ValueError, TypeError, IndexError) as exc:
-        raise E.OpError(E.at(f"{what}: {exc} (Tensor {E.describe(data)}, key {key!r}, value "
-                             f"{E.describe(value)})")) from exc
+        raise E.OpError(E.at(f"{what}: {exc} (Tensor {D.describe(data)}, key {key!r}, value "
+                             f"{D.describe(value)})")) from exc
     versions.wrote(t, data, E.call_site())
 
 
@@ -156,7 +158,7 @@ def _value(t: Tensor, v: Any, what: str) -> Any:
     fa, ft = B.is_inexact(t.xp, arr.dtype), B.is_inexact(t.xp, t.dtype)
     if (fa and ft and arr.dtype != t.dtype) or (fa and not ft):
         how = "truncated" if not ft else (
-            "downcast" if E._bits(arr.dtype) > E._bits(t.dtype) else "upcast")
+            "downcast" if D._bits(arr.dtype) > D._bits(t.dtype) else "upcast")
         raise E.DtypeError(E.at(
             f"{what}: a {B.dtype_name(arr.dtype)} value would be silently {how} into the "
             f"{B.dtype_name(t.dtype)} Tensor {E.show(t.shape)}; convert it first, e.g. "
@@ -189,3 +191,6 @@ def _recorded_setitem(t: Tensor, key: Any, value: Any) -> Tensor:
             "slices, None, ...) or a boolean mask of its leading dims; use gpugrad.where for "
             "other selections"))
     return registry["setitem"](t, value, key=key)
+
+
+hooks.setitem, hooks.update = setitem, update  # t[k] = v, t += u, ... on Tensors

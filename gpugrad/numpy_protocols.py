@@ -32,7 +32,9 @@ import numpy as np
 
 from . import backend as B
 from . import errors as E
+from . import hooks
 from .ops import arithmetic, compare, linalg
+from .registry import registry
 
 OPERATORS = {
     "add": arithmetic.add, "subtract": arithmetic.subtract, "multiply": arithmetic.multiply,
@@ -68,6 +70,9 @@ REDUCE = {"add": "sum", "multiply": "prod", "maximum": "max", "minimum": "min",
           "logical_and": "all", "logical_or": "any"}
 """``np.<ufunc>.reduce`` and ``.accumulate``: the gpugrad reduction or scan."""
 
+TOP_LEVEL = frozenset({"asarray", "from_dlpack", "load", "save"})
+"""NumPy names that gpugrad's package has as functions besides its registered ops."""
+
 METADATA = frozenset({"shape", "ndim", "size"})
 """NumPy functions that only read a Tensor's metadata: they run."""
 
@@ -75,14 +80,10 @@ METADATA = frozenset({"shape", "ndim", "size"})
 def suggestion(name: str) -> str:
     """The gpugrad function for NumPy's ``name``: ``gg.exp``, ``gg.array_api.floor``, or a
     pointer to ``gg.to_numpy`` where gpugrad has none."""
-    import gpugrad
-
-    from . import array_api
-
     ours = RENAMED.get(name, name)
-    if hasattr(gpugrad, ours) and callable(getattr(gpugrad, ours)):
+    if ours in registry or ours in TOP_LEVEL:
         return f"call gg.{ours} instead"
-    if ours in array_api.__all__:
+    if ours in hooks.namespace.__all__:
         return f"call gg.array_api.{ours} instead"
     return ("gpugrad has no such function; write it from gg ops to keep the gradient, or take "
             "the values out of autodiff with gg.to_numpy(t)")
@@ -101,9 +102,7 @@ def ufunc(fn: Any, method: str, inputs: tuple, kwargs: dict) -> Any:
         if op is not None and len(inputs) == 2:
             return op(*inputs)
         if name in API_OPERATORS and len(inputs) == 2:
-            from . import array_api
-
-            return getattr(array_api, API_OPERATORS[name])(*inputs)
+            return getattr(hooks.namespace, API_OPERATORS[name])(*inputs)
     if method == "__call__":
         if "out" in kwargs and (name in OPERATORS or name in API_OPERATORS):
             return _raise(TypeError(E.at(

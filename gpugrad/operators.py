@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import backend as B
+from . import hooks
 from . import numpy_protocols as _numpy
+from .errors import at
+from .shape_rules import data_dependent
 from .ops import arithmetic, compare, elementwise, indexing, linalg, reductions, shape
 from .ops import masking
 
@@ -39,14 +43,10 @@ def index(x: Any, key: Any) -> Any:
         # host index data is small: it crosses to x's device here
         xp = getattr(x, "xp", None)
         if xp is None:
-            from .backend import to_backend
-
-            idx = to_backend(idx)
+            idx = B.to_backend(idx)
         else:
             idx = xp.asarray(idx, device=x.device)
     if getattr(idx, "_gpugrad_symbolic", False) and not hasattr(idx, "dtype"):
-        from .errors import at
-
         raise TypeError(at(
             "getitem: the index is a graph value whose dtype is not known until it runs; a "
             "boolean mask gives a data-dependent shape, so use gpugrad.where(mask, x, 0.0) "
@@ -62,9 +62,6 @@ def index(x: Any, key: Any) -> Any:
 
 def _masked(x: Any, mask: Any, key: Any, pos: int, n: int) -> Any:
     """``x[mask]``: eager only, since the result's length depends on the data."""
-    from .errors import at
-    from .shape_rules import data_dependent
-
     if getattr(x, "_gpugrad_symbolic", False) or getattr(mask, "_gpugrad_symbolic", False):
         raise TypeError(at(data_dependent("getitem")))
     if pos or n != 1:
@@ -75,9 +72,7 @@ def _masked(x: Any, mask: Any, key: Any, pos: int, n: int) -> Any:
 
 
 def _api(name: str) -> Any:
-    from . import array_api  # imported on use: the namespace is built on top of Tensor
-
-    return getattr(array_api, name)
+    return getattr(hooks.namespace, name)  # gpugrad.array_api, built on top of Tensor
 
 
 class ArrayOps:
@@ -163,14 +158,10 @@ class ArrayOps:
 
     def astype(self, dtype):
         """Convert to ``dtype`` (a backend dtype or a name such as ``'float64'``)."""
-        from .backend import resolve_dtype
-
-        return elementwise.astype(self, dtype=resolve_dtype(self._xp_for_dtype(), dtype))
+        return elementwise.astype(self, dtype=B.resolve_dtype(self._xp_for_dtype(), dtype))
 
     def _xp_for_dtype(self):
-        from .backend import current
-
-        return current().xp
+        return B.current().xp
 
     @property
     def mT(self):

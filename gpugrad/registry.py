@@ -239,9 +239,10 @@ class Op:
                 self.name, self.__signature__, args, params, self.variadic))) from None
 
     def __reduce__(self) -> tuple:  # by registered name: ops are shared, never copied
-        from .serialize import reduce_op
-
-        return reduce_op(self)
+        if _ops.get(self.name) is not self:
+            raise TypeError(E.at(f"pickle: op {self.name!r} is not the registered op of that "
+                                 "name, so another process could not find it"))
+        return (op_named, (self.name,))
 
     def __copy__(self) -> "Op":
         return self
@@ -252,6 +253,15 @@ class Op:
     def __repr__(self) -> str:
         doc = (self.__doc__ or "").strip().splitlines()
         return f"<gpugrad op {self.name}: {doc[0] if doc else ''}>"
+
+
+def op_named(name: str) -> Op:
+    """The registered op called ``name`` (how an Op unpickles)."""
+    try:
+        return _ops[name]
+    except KeyError:
+        raise KeyError(f"unpickling a graph: no op named {name!r} is registered here; "
+                       "register it (gg.ops.defop) before loading") from None
 
 
 def gradient_tuple(out: Any, name: str) -> Any:

@@ -26,6 +26,7 @@ import os
 from typing import Any, Mapping
 
 from . import backend as B
+from ._version import __version__
 from .checkpoint import CheckpointError, load, save
 from .data import Batches
 from .nn.module import Module
@@ -37,8 +38,6 @@ def save_training(path: str | os.PathLike, model: Module, opt: Optimizer, batche
                   extra: Mapping[str, Any] | None = None) -> None:
     """Write a training checkpoint after ``epoch`` finished epochs (see the module
     docstring). ``settings`` are compared on restore; ``extra`` comes back as it was."""
-    from . import __version__
-
     save({
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),

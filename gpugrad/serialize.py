@@ -217,26 +217,6 @@ def set_symbol_state(sym: Any, state: dict) -> None:
     sym._schedules = {}  # compiled again on the first run
 
 
-def op_named(name: str) -> Any:
-    """The registered op called ``name`` (how an Op unpickles)."""
-    from .registry import registry
-
-    try:
-        return registry[name]
-    except KeyError:
-        raise KeyError(f"unpickling a graph: no op named {name!r} is registered here; "
-                       "register it (gg.ops.defop) before loading") from None
-
-
-def reduce_op(op: Any) -> tuple:
-    from .registry import registry
-
-    if registry.get(op.name) is not op:
-        raise TypeError(at(f"pickle: op {op.name!r} is not the registered op of that name, "
-                           "so another process could not find it"))
-    return (op_named, (op.name,))
-
-
 # --- optimizers --------------------------------------------------------------------------
 
 def optimizer_state(opt: Any) -> dict:

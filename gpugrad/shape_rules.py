@@ -12,7 +12,8 @@ import math
 import operator
 from typing import Any, Callable
 
-from .errors import broadcast_problem, show
+from .diagnose import broadcast_problem, matmul_problem
+from .errors import show
 from .ops.indexing import normalize_key
 
 
@@ -162,8 +163,6 @@ def _matmul_rule(op: str, shapes: list, params: dict) -> tuple:
 
 @_rule("linear")
 def _linear(op: str, shapes: list, params: dict) -> tuple:
-    from .errors import _matmul as matmul_problem
-
     x, weight, bias = shapes
     why = matmul_problem(x, weight)
     if why is not None:
@@ -211,7 +210,7 @@ def _reshape(op: str, shapes: list, params: dict) -> tuple:
     (shape,) = shapes
     new = _given_shape("reshape", params, "the new shape",
                        "use -1 for the one dim that follows from the others")
-    if any(d is None for d in shape):  # static dims are checked by errors.shape_problem
+    if any(d is None for d in shape):  # static dims are checked by diagnose.shape_problem
         known = math.prod(1 if d is None else d for d in shape)
         if new.count(-1) > 1:
             raise ShapeError(f"reshape: cannot reshape {show(shape)} into {show(new)}: only "
@@ -263,7 +262,7 @@ def _broadcast_to(op: str, shapes: list, params: dict) -> tuple:
 
 
 @_rule("concat")
-def _concat(op: str, shapes: list, params: dict) -> tuple:  # errors: errors.shape_problem
+def _concat(op: str, shapes: list, params: dict) -> tuple:  # errors: diagnose.shape_problem
     axis = params.get("axis", 0)
     if axis is None:
         sizes = [_numel(s) for s in shapes]
@@ -276,7 +275,7 @@ def _concat(op: str, shapes: list, params: dict) -> tuple:  # errors: errors.sha
 
 
 @_rule("stack")
-def _stack(op: str, shapes: list, params: dict) -> tuple:  # errors: errors.shape_problem
+def _stack(op: str, shapes: list, params: dict) -> tuple:  # errors: diagnose.shape_problem
     merged = [_merge([s[i] for s in shapes]) for i in range(len(shapes[0]))]
     ax = params.get("axis", 0) % (len(merged) + 1)
     return tuple(merged[:ax] + [len(shapes)] + merged[ax:])

@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import errors as E
+from . import diagnose as D
 from . import backend as B
 from .shape_rules import RULES, ShapeError, Unknown, data_dependent  # noqa: F401
 
@@ -66,7 +67,7 @@ def rule_of(op: Any) -> Callable[..., tuple] | None:
     return None
 
 
-_CHECKED_BY_RULE = frozenset(E.BROADCASTING)  # their rule explains a mismatch itself
+_CHECKED_BY_RULE = frozenset(D.BROADCASTING)  # their rule explains a mismatch itself
 
 
 def infer(op: Any, facts: Sequence[tuple], params: dict) -> tuple:
@@ -79,7 +80,7 @@ def infer(op: Any, facts: Sequence[tuple], params: dict) -> tuple:
     if rule is None or any(s is None for s in shapes):
         return None, dtype
     try:
-        why = None if op.name in _CHECKED_BY_RULE else E.shape_problem(op.name, shapes, params)
+        why = None if op.name in _CHECKED_BY_RULE else D.shape_problem(op.name, shapes, params)
         if why is None:
             return tuple(rule(shapes, params)), dtype
     except Unknown:

@@ -18,9 +18,12 @@ from typing import Any, Callable
 import numpy as np
 
 from . import backend as B
+from . import hooks
 from .errors import DtypeError, GradientError, OpError, at  # noqa: F401  (re-exported)
 from .fpstate import quiet
 from .operators import ArrayOps
+from .serialize import copy_tensor, deepcopy_tensor, reduce_tensor
+from .versions import version_of
 
 _grad_enabled: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "gpugrad_grad_enabled", default=True
@@ -53,13 +56,7 @@ class no_grad:
         return wrapped
 
 
-_sweep: list = [None]
-"""The eager engine's backward sweep, installed by gpugrad.eager (which builds on Tensor)."""
-
-_whole_sweeps: dict = {}
-"""Op class -> ``sweep(root, retain_graph) -> bool``: the whole backward from a root that an
-op of that class made, when it can do it alone (gpugrad.compiler.tape: a compiled call's
-gradients, computed with its forward); False leaves it to the general sweep."""
+_whole_sweeps = hooks.whole_sweeps  # (the name gpugrad.jit.whole installs its sweep under)
 
 
 def is_grad_enabled() -> bool:
@@ -188,36 +185,24 @@ class Tensor(ArrayOps):
     def detach(self) -> "Tensor":
         """The same data with no graph and no gradient (and the same version counter, so an
         in-place write through either one is seen by backward)."""
-        from .versions import version_of
-
         out = Tensor(self.data, xp=self.xp)
         out._vlog = version_of(self)
         return out
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        from .inplace import setitem
-
-        setitem(self, key, value)
+        hooks.setitem(self, key, value)
 
     def __iadd__(self, other: Any) -> "Tensor":
-        from .inplace import update
-
-        return update(self, other, "add")
+        return hooks.update(self, other, "add")
 
     def __isub__(self, other: Any) -> "Tensor":
-        from .inplace import update
-
-        return update(self, other, "subtract")
+        return hooks.update(self, other, "subtract")
 
     def __imul__(self, other: Any) -> "Tensor":
-        from .inplace import update
-
-        return update(self, other, "multiply")
+        return hooks.update(self, other, "multiply")
 
     def __itruediv__(self, other: Any) -> "Tensor":
-        from .inplace import update
-
-        return update(self, other, "divide")
+        return hooks.update(self, other, "divide")
 
     def numpy(self) -> np.ndarray:
         """Host copy of the data (see gpugrad.to_numpy)."""
@@ -238,42 +223,47 @@ class Tensor(ArrayOps):
             if whole is not None and whole(self, retain_graph):
                 return
         with quiet(self.xp):  # a tiny gradient is not an error (see gpugrad.fpstate)
-            _sweep[0](self, grad, retain_graph, create_graph)
+            if create_graph:
+                hooks.sweep_with_graph(self, grad)
+            else:
+                hooks.sweep(self, grad, retain_graph)
 
     def __array_namespace__(self, *, api_version: str | None = None) -> Any:
         """The array-API namespace of Tensors: ``gpugrad.array_api``, whose functions
         differentiate."""
-        from . import array_api
-
+        ns = hooks.namespace
         if api_version is not None and api_version not in ("2023.12", "2024.12"):
             raise ValueError(f"gpugrad.array_api implements array-API version "
-                             f"{array_api.__array_api_version__}, not {api_version!r}")
-        return array_api
+                             f"{ns.__array_api_version__}, not {api_version!r}")
+        return ns
 
-    # --- pickle, copy and DLPack (see gpugrad.serialize and gpugrad.dlpack) -------------
+    # --- pickle, copy (see gpugrad.serialize) and DLPack ----------------------------------
     def __reduce_ex__(self, protocol: int) -> tuple:
-        from .serialize import reduce_tensor
-
         return reduce_tensor(self)
 
     def __copy__(self) -> "Tensor":
-        from .serialize import copy_tensor
-
         return copy_tensor(self)
 
     def __deepcopy__(self, memo: dict) -> "Tensor":
-        from .serialize import deepcopy_tensor
-
         return deepcopy_tensor(self, memo)
 
     def __dlpack__(self, *, stream: Any = None, max_version: tuple[int, int] | None = None,
                    dl_device: tuple[Any, int] | None = None, copy: bool | None = None) -> Any:
         """Export the data through DLPack (``np.from_dlpack(t)``, ``torch.from_dlpack(t)``):
-        the consumer shares its memory where the device allows; no gradient travels."""
-        from .dlpack import export
-
-        return export(self, stream=stream, max_version=max_version, dl_device=dl_device,
-                      copy=copy)
+        the consumer shares its memory where the device allows; no gradient travels. The
+        standard's keywords go to the array's own ``__dlpack__``."""
+        kwargs: dict[str, Any] = {"stream": stream}
+        for key, value in (("max_version", max_version), ("dl_device", dl_device),
+                           ("copy", copy)):
+            if value is not None:
+                kwargs[key] = value
+        try:
+            return self.data.__dlpack__(**kwargs)
+        except TypeError:
+            old = len(kwargs) > 1 and max_version is not None and dl_device is None
+            if old and copy is None:  # a producer older than DLPack 1.0 (the old capsule)
+                return self.data.__dlpack__(stream=stream)
+            raise
 
     def __dlpack_device__(self) -> tuple[Any, int]:
         return self.data.__dlpack_device__()
@@ -323,11 +313,9 @@ def asarray(data: Any, dtype: Any = None, *, copy: bool | None = None) -> Tensor
     if isinstance(data, Tensor):
         return data if dtype is None else data.astype(dtype)
     if hasattr(data, "__dlpack__") and not isinstance(data, np.ndarray):
-        from .dlpack import import_array, is_foreign
-
         b = B.current()
-        if is_foreign(data, b):  # torch, JAX, ...: through DLPack, copied unless copy=False
-            arr = import_array(data, b, copy=True if copy is None else copy)
+        if B.is_foreign(data, b):  # torch, JAX, ...: through DLPack, copied unless copy=False
+            arr = B.import_array(data, b, copy=True if copy is None else copy)
             return Tensor(arr if dtype is None else B.to_backend(arr, dtype, b))
     arr = B.to_backend(data, dtype)
     if copy is None:

@@ -13,6 +13,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import backend as B
+from .functional import vjp
+from .ops.shape import concat, reshape
 from .tensor import Tensor, Variable
 
 TOLERANCES = {"float64": (1e-5, 1e-5), "float32": (2e-3, 2e-3), "float16": (1e-2, 1e-2)}
@@ -193,9 +195,6 @@ def check_gradgrad(fn: Callable[..., Any], *inputs: Any, eps: float = 1e-6,
     >>> import numpy as np, gpugrad as gg
     >>> gg.testing.check_gradgrad(lambda t: gg.tanh(t) * t, np.array([0.5, -1.0]))
     """
-    from .functional import vjp
-    from .ops.shape import concat, reshape
-
     rng = np.random.default_rng(seed)
     b = B.current()
     arrays = [B.to_backend(a.data if isinstance(a, Tensor) else a, None, b) for a in inputs]

@@ -12,7 +12,7 @@ import pytest
 
 import gpugrad as gg
 from gpugrad import eager, optim
-from gpugrad import tensor as _tensor
+from gpugrad import hooks
 
 TOL = {"rtol": 1e-12, "atol": 1e-12}
 X = np.array([[0.5, -1.0], [2.0, 0.25], [-0.75, 1.5]])
@@ -30,17 +30,17 @@ def _by_hand(x=X, w=W0):
 def general_sweeps():
     """Counts the runs of the general sweep (gpugrad.eager.backward)."""
     calls = []
-    sweep = _tensor._sweep[0]
+    sweep = hooks.sweep
 
     def counted(*args, **kwargs):
         calls.append(1)
         return sweep(*args, **kwargs)
 
-    _tensor._sweep[0] = counted
+    hooks.sweep = counted
     try:
         yield calls
     finally:
-        _tensor._sweep[0] = sweep
+        hooks.sweep = sweep
 
 
 def _one_step_by_hand(f, arg, W) -> None:

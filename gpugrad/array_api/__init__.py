@@ -33,10 +33,13 @@ array([0.5   , 0.7311])
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from .. import backend as B
+from .. import hooks as _hooks
 from ..registry import Op
+from ..registry import registry as _registry
 from ._creation import (
     __array_namespace_info__,
     arange,
@@ -257,10 +260,11 @@ def gradient_support() -> dict[str, str]:
 def twice_differentiable(name: str) -> bool:
     """Whether the function ``name`` can be differentiated twice (``backward(create_graph=True)``
     through it): a registered op whose rule allows it, or a composite of such ops."""
-    from ..registry import registry
-
     kind = _kind(globals()[name])
     if kind not in ("op", "composite"):
         return False
-    op = registry.get(name)
+    op = _registry.get(name)
     return op is None or op.twice_differentiable
+
+
+_hooks.namespace = sys.modules[__name__]  # t.__array_namespace__(), t & u, t % u, ...

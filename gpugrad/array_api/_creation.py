@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backend as B
+from ..errors import at
 from ..ops import elementwise
 from ..ops import shape as shape_ops
-from ..dlpack import from_dlpack as _from_dlpack
 from ..tensor import Tensor
 from ..tensor import asarray as _host_asarray
 from . import _wrap as W
@@ -22,7 +22,6 @@ arange = passthrough("arange", "none")
 empty = passthrough("empty", "none")
 empty_like = passthrough("empty_like", "none")
 eye = passthrough("eye", "none")
-from_dlpack = mark("none")(_from_dlpack)  # any producer; shares memory where it can
 full = passthrough("full", "none")
 full_like = passthrough("full_like", "none")
 linspace = passthrough("linspace", "none")
@@ -30,6 +29,40 @@ ones = passthrough("ones", "none")
 ones_like = passthrough("ones_like", "none")
 zeros = passthrough("zeros", "none")
 zeros_like = passthrough("zeros_like", "none")
+
+
+@mark("none")  # any producer; shares memory where it can
+def from_dlpack(x: Any, /, *, device: Any = None, copy: bool | None = None) -> Any:
+    """A constant Tensor on the backend, from any DLPack producer.
+
+    ``x`` is a NumPy, array_api_strict, PyTorch, JAX or CuPy array, or a Tensor. Memory is
+    shared where the producer's device is the backend's (``copy=None``, the default);
+    ``copy=True`` always copies, ``copy=False`` raises rather than copy. ``device`` picks
+    the backend device (default: the backend's own). Edits made through the producer after
+    sharing are not tracked by version counters: copy if you will change it. A read-only
+    producer (a JAX array) gives a read-only Tensor; ``copy=True`` gives one you can update
+    in place. (Export is ``Tensor.__dlpack__``: ``np.from_dlpack(t)`` shares the Tensor's
+    array where the devices allow; no gradient travels.)
+
+    >>> import numpy as np, gpugrad as gg
+    >>> with gg.use_backend("numpy"):
+    ...     host = np.arange(3.0)
+    ...     t = gg.from_dlpack(host)
+    ...     np.shares_memory(gg.to_numpy(t), host), np.from_dlpack(t)
+    (True, array([0., 1., 2.]))
+    >>> with gg.use_backend("numpy"):
+    ...     gg.to_numpy(gg.from_dlpack(np.array([1.0, 2.0]), copy=True))
+    array([1., 2.])
+    """
+    if isinstance(x, Tensor):
+        x = x.data
+    if not hasattr(x, "__dlpack__"):
+        raise TypeError(at(f"from_dlpack: a {type(x).__name__} is not a DLPack producer (it "
+                           "has no __dlpack__); use gg.asarray for lists, scalars and buffers"))
+    b = B.current()
+    if device is not None:
+        b = B.make_backend(b, device)
+    return Tensor(B.import_array(x, b, copy))
 
 
 def _holds_tensor(obj: Any) -> bool:

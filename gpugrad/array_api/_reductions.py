@@ -12,6 +12,7 @@ from typing import Any
 from ..ops import reductions, scan
 from ..tensor import Tensor
 from . import _wrap as W
+from ._elementwise import sqrt
 from ._manipulation import concat, take_along_axis
 from ._wrap import mark, passthrough
 
@@ -39,8 +40,6 @@ def var(x: Any, /, *, axis: Any = None, correction: float = 0.0,
 def std(x: Any, /, *, axis: Any = None, correction: float = 0.0,
         keepdims: bool = False) -> Tensor:
     """Standard deviation over ``axis``: the square root of ``var``."""
-    from ._elementwise import sqrt
-
     return sqrt(var(x, axis=axis, correction=correction, keepdims=keepdims))
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .. import backend as B
+from ..ops.elementwise import astype
 from ..tensor import Tensor, is_grad_enabled
 
 CREATION = frozenset({"arange", "asarray", "empty", "eye", "full", "linspace", "ones", "zeros"})
@@ -170,8 +171,6 @@ def promote(*args: Any) -> tuple:
     floats = [a for a in args if hasattr(a, "dtype") and B.is_inexact(namespace_for(a), a.dtype)]
     if len({B.dtype_name(a.dtype) for a in floats}) < 2:
         return args
-    from ..ops.elementwise import astype
-
     wide = native(namespace_for(*floats)).result_type(*(a.dtype for a in floats))
     return tuple(astype(a, dtype=wide) if any(a is f for f in floats) and a.dtype != wide
                  else a for a in args)

@@ -16,9 +16,8 @@ A graph goes through the passes in this order:
   gradient stays 0-d), and ``plan`` gives their values buffers by liveness, kept across
   runs, letting an elementwise step write over an input it reads for the last time.
 
-``gg.compile`` (``jit``) traces eager code into the same graphs; ``tape`` records each call
-as one op on the eager tape, and ``whole`` calls a loss's learnt program directly and hands
-the gradients it computed with the forward to ``.grad`` when ``loss.backward()`` runs.
+``gg.compile`` (the package gpugrad.jit, above gpugrad.graph) traces eager code into the
+same graphs and runs them through these passes.
 
 >>> import numpy as np, gpugrad as gg
 >>> from gpugrad.compiler.trace import trace

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from .. import backend as B
+from .. import diagnose as D
 from .. import errors as E
 from ..eager import vjp
 from ..fpstate import quiet
@@ -27,7 +28,7 @@ def check_dtypes(op: Any, args: list, out: Any, xp: Any, site: str) -> None:
     precision (Python scalars are weak and never count)."""
     dtypes = [a.dtype for a in args if hasattr(a, "dtype")]
     if len(dtypes) > 1 and any(d != dtypes[0] for d in dtypes) and B.is_inexact(xp, out.dtype):
-        why = E.promotion_problem(op.name, args, out.dtype, xp)
+        why = D.promotion_problem(op.name, args, out.dtype, xp)
         if why is not None:
             raise E.DtypeError(E.at(why, site))
 
@@ -49,7 +50,7 @@ def checked_forward(sched: Any, feed: Mapping, grads: bool, hook: Any) -> tuple[
         except (ValueError, TypeError, IndexError) as exc:
             if isinstance(exc, (E.OpError, E.DtypeError, B.BackendError)):
                 raise
-            raise E.op_error(op.name, args, params, exc, site) from exc
+            raise D.op_error(op.name, op.__signature__, args, params, exc, site) from exc
         o = as_array(xp, o)
         check_dtypes(op, args, o, xp, site)
         if hook is not None:

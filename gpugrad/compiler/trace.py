@@ -26,11 +26,15 @@ class Trace:
     tensors: list = field(default_factory=list)  # (slot, Tensor)
 
 
+def _symbolic(a: Any) -> bool:
+    """Is ``a`` a graph value (a Symbol; a Placeholder is one whose ``op`` is None)? Asked by
+    marker, since gpugrad.graph builds on this package."""
+    return getattr(a, "_gpugrad_symbolic", False)
+
+
 def trace(root: Any, wrt: tuple) -> Trace:
     """Number the slots of the graph of ``root`` and list its steps in topological order."""
-    from ..graph import Placeholder, Symbol
-
-    if isinstance(root, Placeholder):
+    if _symbolic(root) and root.op is None:  # a Placeholder
         raise ValueError("a Placeholder on its own is not a graph to run")
     slot_of: dict = {}
     template: list = []
@@ -40,7 +44,7 @@ def trace(root: Any, wrt: tuple) -> Trace:
     sites: list = []
 
     def leaf_slot(a: Any) -> int:
-        if isinstance(a, (Symbol, Tensor)):
+        if _symbolic(a) or isinstance(a, Tensor):
             s = slot_of.get(a)
             if s is None:
                 s = slot_of[a] = len(template)
@@ -61,9 +65,9 @@ def trace(root: Any, wrt: tuple) -> Trace:
         if not expanded:
             stack.append((sym, True))
             stack.extend((a, False) for a in sym.args
-                         if isinstance(a, Symbol) and a not in slot_of)
+                         if _symbolic(a) and a not in slot_of)
             continue
-        ins = tuple(slot_of[a] if isinstance(a, Symbol) and a.op is not None
+        ins = tuple(slot_of[a] if _symbolic(a) and a.op is not None
                     else leaf_slot(a) for a in sym.args)
         out = slot_of[sym] = len(template)
         template.append(None)

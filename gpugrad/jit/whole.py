@@ -22,7 +22,7 @@ from .. import tensor as _tensor
 from ..eager import FREED, Node
 from ..registry import Op
 from ..tensor import Tensor, no_grad
-from .schedule import Schedule
+from ..compiler.schedule import Schedule
 
 
 class Direct:

@@ -30,8 +30,8 @@ from ..graph import Placeholder, Symbol, _lift, compile_trace
 from ..pytree import tree_flatten, tree_unflatten
 from ..registry import Op
 from ..tensor import Tensor, _grad_enabled
-from .schedule import Schedule
-from .trace import trace
+from ..compiler.schedule import Schedule
+from ..compiler.trace import trace
 from .whole import CompiledCall, Direct, Done, anomaly_on, done_node, loss_tensor, never
 
 
