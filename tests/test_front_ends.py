@@ -304,13 +304,15 @@ SCALAR_OPS = {
 an earlier step makes."""
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", list(SCALAR_OPS))
-def test_a_scalar_beside_a_computed_value_takes_its_dtype(name, bk):
+def test_a_scalar_beside_a_computed_value_takes_its_dtype(name, dtype, bk):
     """A graph or ``gg.compile`` turns such a scalar into a 0-d array of the dtype of the
     value beside it, as eager does, also where that value is an earlier step's output (it
     was made before the run, without that value, so it became float64 and float32 raised
     DtypeError)."""
-    dtype = bk.float_dtype
+    if dtype == "float64" and not bk.float64:
+        pytest.skip("this device has no float64")
     f = SCALAR_OPS[name]
     xb = np.linspace(0.1, 0.9, 6).reshape(2, 3).astype(dtype)
     W = gg.Variable(np.eye(3, dtype=dtype))
