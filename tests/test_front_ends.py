@@ -106,10 +106,12 @@ def _data() -> dict:
 DATA = _data()
 
 
-def _needs(name: str, module) -> None:
-    """Skip while ``module.<name>`` (case-insensitive) is a name not merged yet."""
+def _needs(name: str, where) -> None:
+    """Skip while ``name`` (up to its first "-") is not merged yet: not an attribute of the
+    module ``where`` (case-insensitive), or not a key of the dict ``where``."""
     base = name.split("-")[0]
-    if base in NOT_MERGED_YET and base not in {n.lower() for n in dir(module)}:
+    names = where if isinstance(where, dict) else {n.lower() for n in dir(where)}
+    if base in NOT_MERGED_YET and base not in names:
         pytest.skip("not merged yet")
 
 
@@ -118,22 +120,33 @@ def _feed(loss: str, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     return DATA["x"].astype(dtype), t if t.dtype.kind == "i" else t.astype(dtype)
 
 
-def _params(dtype: str) -> list:
-    return [gg.Variable(p.astype(dtype), name=f"p{i}") for i, p in enumerate(DATA["params"])]
+def variables_mlp(act):
+    """The model as the tutorial writes it: ``act(x @ W1 + b1) @ W2 + b2`` over Variables."""
+    def make(dtype: str) -> tuple[list, object]:
+        W1, b1, W2, b2 = params = [gg.Variable(p.astype(dtype), name=f"p{i}")
+                                   for i, p in enumerate(DATA["params"])]
+        return params, lambda x: act(x @ W1 + b1) @ W2 + b2
+    return make
 
 
-def _model(act, loss_fn, params: list):
-    W1, b1, W2, b2 = params
-    return lambda x, t: loss_fn(act(x @ W1 + b1) @ W2 + b2, t)
+def layers_mlp(activation: str):
+    """The same shape of model from ``nn.MLP``'s layers, by activation name."""
+    def make(dtype: str) -> tuple[list, object]:
+        model = nn.MLP([D, H, K], activation=activation, seed=3, dtype=dtype)
+        return model.parameters(), model
+    return make
 
 
-def _eager(case: tuple, portable: bool = False) -> tuple[list, list]:
-    act, loss_fn, make_opt, loss, dtype = case
-    params = _params(dtype)
+def _eager(case: tuple, portable: bool = False, compiled: bool = False) -> tuple[list, list]:
+    """Eager steps: ``loss.backward()`` and ``opt.step()``, ``portable``: through the
+    optimizer's ``update()``; ``compiled``: the loss from a ``gg.compile``d function."""
+    model, loss_fn, make_opt, loss, dtype = case
+    params, net = model(dtype)
     opt = make_opt(params)
     if portable:
         opt.update = opt.update  # an instance-level update(): update_in_place cannot run it
-    f = _model(act, loss_fn, params)
+    f = gg.compile(lambda x, t: loss_fn(net(x), t)) if compiled else \
+        (lambda x, t: loss_fn(net(x), t))
     xb, tb = _feed(loss, dtype)
     x, t = gg.asarray(xb), gg.asarray(tb)
     losses = []
@@ -143,37 +156,22 @@ def _eager(case: tuple, portable: bool = False) -> tuple[list, list]:
         value.backward()
         opt.step()
         losses.append(gg.to_numpy(value.data))
+    if compiled:
+        assert f.cache_info().traces == 1
     return losses, [gg.to_numpy(p.data) for p in params]
 
 
 def _graph(case: tuple, compiled: bool = True) -> tuple[list, list]:
-    act, loss_fn, make_opt, loss, dtype = case
-    params = _params(dtype)
+    """Placeholders and ``opt.minimize(loss, feed, compiled=compiled)``."""
+    model, loss_fn, make_opt, loss, dtype = case
+    params, net = model(dtype)
     opt = make_opt(params)
     xb, tb = _feed(loss, dtype)
     x = gg.Placeholder((None, D), dtype, name="x")
-    t = gg.Placeholder(tb.shape[:1] if tb.ndim == 1 else (None, K), str(tb.dtype), name="t")
-    value = _model(act, loss_fn, params)(x, t)
+    t = gg.Placeholder((None, K)[:tb.ndim], str(tb.dtype), name="t")
+    value = loss_fn(net(x), t)
     losses = [gg.to_numpy(opt.minimize(value, feed={x: xb, t: tb}, compiled=compiled))
               for _ in range(STEPS)]
-    return losses, [gg.to_numpy(p.data) for p in params]
-
-
-def _compiled(case: tuple) -> tuple[list, list]:
-    act, loss_fn, make_opt, loss, dtype = case
-    params = _params(dtype)
-    opt = make_opt(params)
-    f = gg.compile(_model(act, loss_fn, params))
-    xb, tb = _feed(loss, dtype)
-    x, t = gg.asarray(xb), gg.asarray(tb)
-    losses = []
-    for _ in range(STEPS):
-        opt.zero_grad()
-        value = f(x, t)
-        value.backward()
-        opt.step()
-        losses.append(gg.to_numpy(value.data))
-    assert f.cache_info().traces == 1
     return losses, [gg.to_numpy(p.data) for p in params]
 
 
@@ -181,7 +179,7 @@ ROUTES = {
     "eager-portable": functools.partial(_eager, portable=True),
     "graph": _graph,
     "graph-uncompiled": functools.partial(_graph, compiled=False),
-    "compile": _compiled,
+    "compile": functools.partial(_eager, compiled=True),
 }
 
 
@@ -216,7 +214,7 @@ def _agree(got, want, dtype: str, what: str) -> None:
 def _check_routes(case: tuple, dtype: str) -> None:
     """Every route of :data:`ROUTES` trains as ``eager`` does."""
     want_losses, want_params = _eager(case)
-    start = [p.astype(dtype) for p in DATA["params"]]
+    start = [gg.to_numpy(p.data) for p in case[0](dtype)[0]]
     assert all(not np.array_equal(p, q) for p, q in zip(want_params, start))  # it trained
     for route, run in ROUTES.items():
         losses, params = run(case)
@@ -239,10 +237,11 @@ def test_every_front_end_trains_the_same(loss, loss_fn, act_name, act, opt_name,
                                          dtype, numpy_backend):
     _needs(act_name, gg)
     _needs(opt_name, optim)
-    _check_routes((act, loss_fn, make_opt, loss, dtype), dtype)
+    _check_routes((variables_mlp(act), loss_fn, make_opt, loss, dtype), dtype)
 
 
 TANH, MOMENTUM = ACTIVATIONS[1], OPTIMIZERS[1]
+assert TANH[0] == "tanh" and MOMENTUM[0] == "sgd-momentum"
 ON_EACH_BACKEND = ([(*TANH, *o) for o in OPTIMIZERS]
                    + [(*a, *MOMENTUM) for a in ACTIVATIONS if a is not TANH])
 """Each optimizer with tanh, and each activation with SGD and momentum."""
@@ -257,7 +256,21 @@ def test_every_front_end_trains_the_same_on_each_backend(loss, loss_fn, act_name
     refuses any float64 that a float32 route would make; CuPy runs the GPU's."""
     _needs(act_name, gg)
     _needs(opt_name, optim)
-    _check_routes((act, loss_fn, make_opt, loss, bk.float_dtype), bk.float_dtype)
+    _check_routes((variables_mlp(act), loss_fn, make_opt, loss, bk.float_dtype),
+                  bk.float_dtype)
+
+
+LAYER_ACTIVATIONS = ["sigmoid", "tanh", "relu", "softplus", "gelu", "silu"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", LAYER_ACTIVATIONS)
+@pytest.mark.parametrize("loss, loss_fn", LOSSES, ids=_ids(LOSSES))
+def test_every_front_end_trains_the_same_layers(loss, loss_fn, activation, dtype,
+                                                numpy_backend):
+    """``nn.MLP`` (its Linear layers and activation layers) with Adam, by activation name."""
+    _needs(activation, nn.layers.ACTIVATIONS)
+    _check_routes((layers_mlp(activation), loss_fn, dict(OPTIMIZERS)["adam"], loss, dtype), dtype)
 
 
 def test_ulp_distance():
