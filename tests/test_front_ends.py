@@ -240,8 +240,8 @@ def test_every_front_end_trains_the_same(loss, loss_fn, act_name, act, opt_name,
     _check_routes((variables_mlp(act), loss_fn, make_opt, loss, dtype), dtype)
 
 
-TANH, MOMENTUM = ACTIVATIONS[1], OPTIMIZERS[1]
-assert TANH[0] == "tanh" and MOMENTUM[0] == "sgd-momentum"
+TANH = next(a for a in ACTIVATIONS if a[0] == "tanh")
+MOMENTUM = next(o for o in OPTIMIZERS if o[0] == "sgd-momentum")
 ON_EACH_BACKEND = ([(*TANH, *o) for o in OPTIMIZERS]
                    + [(*a, *MOMENTUM) for a in ACTIVATIONS if a is not TANH])
 """Each optimizer with tanh, and each activation with SGD and momentum."""
