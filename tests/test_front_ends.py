@@ -12,14 +12,16 @@ through every route on NumPy:
   updates in place;
 - ``graph-uncompiled``: ``opt.minimize(loss, feed, compiled=False)``: gradients, then the
   optimizer's own update;
-- ``compile``: ``gg.compile``d eager code, ``loss.backward()``, ``opt.step()``.
+- ``compile``: ``gg.compile``d eager code, ``loss.backward()``, ``opt.step()``;
+- ``gg.minimize``: the tutorial's ``gg.minimize(loss, variables, lr, feed)``, for plain SGD.
 
 Every route must agree with ``eager``: the parameters and the loss at every step, to 1e-12
-relative in float64 and to :data:`ULPS` units in the last place in float32.
+relative in float64 and to :data:`ULPS` units in the last place in float32. A slice of the grid runs on every backend, and ``nn.MLP`` runs it by activation name.
 
-Activations and optimizers are one entry each in :data:`ACTIVATIONS` and :data:`OPTIMIZERS`.
-An entry whose function or class is in :data:`NOT_MERGED_YET` and missing from this branch is
-skipped with reason "not merged yet"; every other entry must run.
+Activations and optimizers are one entry each in :data:`ACTIVATIONS` and :data:`OPTIMIZERS`
+(an optimizer's other options: :data:`OPTIMIZER_OPTIONS`). An entry that needs a name in
+:data:`NOT_MERGED_YET` that this branch lacks is skipped with reason "not merged yet"; every
+other entry must run.
 """
 
 from __future__ import annotations
@@ -50,18 +52,22 @@ ACTIVATIONS = [
 OPTIMIZERS = [
     ("sgd", lambda ps: optim.SGD(ps, lr=0.1)),
     ("sgd-momentum", lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9)),
-    ("sgd-nesterov-decay", lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True,
-                                                weight_decay=0.01)),
     ("adam", lambda ps: optim.Adam(ps, lr=0.01)),
-    ("adam-l2", lambda ps: optim.Adam(ps, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)),
     ("adamw", lambda ps: optim.AdamW(ps, lr=0.01, weight_decay=0.1)),
     ("rmsprop", lambda ps: optim.RMSprop(ps, lr=0.01)),
-    ("rmsprop-centered", lambda ps: optim.RMSprop(ps, lr=0.01, momentum=0.5, centered=True,
-                                                  weight_decay=0.01)),
     ("adagrad", lambda ps: optim.Adagrad(ps, lr=0.1)),
-    ("adagrad-options", lambda ps: optim.Adagrad(ps, lr=0.1, lr_decay=0.01, weight_decay=0.01,
-                                                 initial_accumulator_value=0.1)),
 ]
+
+OPTIMIZER_OPTIONS = [
+    ("sgd-nesterov-decay", lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True,
+                                                weight_decay=0.01)),
+    ("adam-l2", lambda ps: optim.Adam(ps, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)),
+    ("rmsprop-centered", lambda ps: optim.RMSprop(ps, lr=0.01, alpha=0.9, momentum=0.5,
+                                                  centered=True, weight_decay=0.01)),
+    ("adagrad-options", lambda ps: optim.Adagrad(ps, lr=0.1, lr_decay=0.01, weight_decay=0.01,
+                                                 initial_accumulator_value=0.1, eps=1e-9)),
+]
+"""The optimizers' other options: in the grid on every backend, with tanh."""
 
 LOSSES = [
     ("mse", lambda y, t: nn.mse_loss(y, t)),
@@ -267,9 +273,9 @@ def test_every_front_end_trains_the_same(loss, loss_fn, act_name, act, opt_name,
 
 TANH = next(a for a in ACTIVATIONS if a[0] == "tanh")
 MOMENTUM = next(o for o in OPTIMIZERS if o[0] == "sgd-momentum")
-ON_EACH_BACKEND = ([(*TANH, *o) for o in OPTIMIZERS]
+ON_EACH_BACKEND = ([(*TANH, *o) for o in OPTIMIZERS + OPTIMIZER_OPTIONS]
                    + [(*a, *MOMENTUM) for a in ACTIVATIONS if a is not TANH])
-"""Each optimizer with tanh, and each activation with SGD and momentum."""
+"""Each optimizer (and its options) with tanh, and each activation with SGD and momentum."""
 
 
 @pytest.mark.parametrize("act_name, act, opt_name, make_opt", ON_EACH_BACKEND,
