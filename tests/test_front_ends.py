@@ -16,7 +16,8 @@ through every route on NumPy:
 - ``gg.minimize``: the tutorial's ``gg.minimize(loss, variables, lr, feed)``, for plain SGD.
 
 Every route must agree with ``eager``: the parameters and the loss at every step, to 1e-12
-relative in float64 and to :data:`ULPS` units in the last place in float32. A slice of the grid runs on every backend, and ``nn.MLP`` runs it by activation name.
+relative in float64 and to :data:`ULPS` units in the last place in float32. A slice of
+the grid runs on every backend, and ``nn.MLP`` runs it by activation name.
 
 Activations and optimizers are one entry each in :data:`ACTIVATIONS` and :data:`OPTIMIZERS`
 (an optimizer's other options: :data:`OPTIMIZER_OPTIONS`). An entry that needs a name in
