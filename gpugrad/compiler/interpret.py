@@ -39,11 +39,12 @@ def checked_forward(sched: Any, feed: Mapping, grads: bool, hook: Any) -> tuple[
     xp = sched.xp
     vals = sched.template[:]
     sched._feeds(feed, vals)
-    if sched.scalars_pending:
-        sched._convert_scalars(vals)
+    pending = set(sched.scalars_pending)
     res: list = [None] * len(sched.fsteps)
     for k, (fwd, ins, params, out, _) in enumerate(sched.fsteps):
         op, site = sched.ops[k], sched.sites[k]
+        if k in pending:  # the step's inputs have values now: its weak scalars follow them
+            sched._convert_scalars(vals, k)
         args = [vals[i] for i in ins]
         try:
             o, r = fwd(xp, *args, **params)
@@ -58,6 +59,7 @@ def checked_forward(sched: Any, feed: Mapping, grads: bool, hook: Any) -> tuple[
         vals[out] = o
         if grads:
             res[k] = r
+    sched.scalars_pending = []
     return vals, res
 
 

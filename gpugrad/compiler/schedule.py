@@ -108,18 +108,18 @@ class Schedule:
                                 if any(type(template[i]) in (int, float, bool) for i in ins)]
         self.checked = False  # the first run goes step by step (gpugrad.interpret)
 
-    def _convert_scalars(self, vals: list) -> None:
-        """First run: scalars that rules need as arrays become 0-d arrays of the inputs'
-        dtype, once (Placeholders fix their dtypes, so this holds for later runs)."""
-        for k in self.scalars_pending:
-            _, ins, _, _, _ = self.fsteps[k]
-            args = [vals[i] for i in ins]
-            ref = next((a for a in args if hasattr(a, "dtype")), None)
-            _scalars_to_arrays(self.ops[k], args, ref, self.xp)
-            for i, a in zip(ins, args):
-                if type(self.template[i]) in (int, float, bool) and a is not vals[i]:
-                    self.template[i] = vals[i] = a
-        self.scalars_pending = []
+    def _convert_scalars(self, vals: list, k: int) -> None:
+        """First run: step ``k``'s scalars that its rule needs as arrays become 0-d arrays of
+        its inputs' dtype, once (Placeholders fix their dtypes, so this holds for later runs).
+        Called just before step ``k`` runs, when its array inputs (an earlier step's output
+        too) have values: a scalar is weak, so its dtype comes from them."""
+        _, ins, _, _, _ = self.fsteps[k]
+        args = [vals[i] for i in ins]
+        ref = next((a for a in args if hasattr(a, "dtype")), None)
+        _scalars_to_arrays(self.ops[k], args, ref, self.xp)
+        for i, a in zip(ins, args):
+            if type(self.template[i]) in (int, float, bool) and a is not vals[i]:
+                self.template[i] = vals[i] = a
 
     def _feeds(self, feed: Mapping, vals: list) -> None:
         for s, ph in self.placeholders:
@@ -147,8 +147,6 @@ class Schedule:
         xp = self.xp
         vals = self.template[:]
         self._feeds(feed, vals)
-        if self.scalars_pending:
-            self._convert_scalars(vals)
         res: list = [None] * len(self.fsteps) if grads else []
         meta: dict = {}
         try:
