@@ -328,7 +328,7 @@ def _plot(plt: Any, history: dict, path: str) -> None:
     a.set_xlabel("epoch")
     a.set_ylabel("training loss")
     b.plot(epochs, history["train_acc"], label="train")
-    if not all(a != a for a in history["test_acc"]):  # NaN throughout: no test rows
+    if not np.isnan(history["test_acc"]).all():  # NaN throughout: no test rows
         b.plot(epochs, history["test_acc"], label="test")
     b.set_xlabel("epoch")
     b.set_ylabel("accuracy")
