@@ -71,6 +71,10 @@ def assert_ulp_close(actual, expected, ulps=4, scale="array"):
     >>> assert_ulp_close(np.float32(1.0) + np.float32(2.0 ** -23), np.float32(1.0), ulps=1)
     >>> ulp_diff(np.float32(1.5), np.float32(1.5) + 3 * np.spacing(np.float32(1.5)))
     array(3.)
+    >>> assert_ulp_close(np.float32([1.0, 2.0 ** -20]), np.float32([1.0, 0.0]))  # 8 ulps of 1
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    AssertionError: 8 ulps apart (allowed 4) at index (...1,): ...
     """
     a, e = np.asarray(actual), np.asarray(expected)
     assert a.shape == e.shape, f"shapes differ: {a.shape} and {e.shape}"
@@ -88,9 +92,11 @@ def assert_ulp_close(actual, expected, ulps=4, scale="array"):
 def assert_orders_agree(actual, expected, ulps=4, rtol=1e-12, atol=1e-14):
     """Two computation orders of one result agree: float64 (and complex128) within
     ``rtol``/``atol``, which leaves thousands of ulps for reassociation; narrower dtypes
-    within ``ulps`` (see ``assert_ulp_close``), never an rtol below their epsilon."""
+    within ``ulps`` (see ``assert_ulp_close``), never an rtol below their epsilon. Integer
+    and bool results compare as ``assert_allclose`` does."""
     a, e = np.asarray(actual), np.asarray(expected)
-    if np.result_type(a, e) in (np.float64, np.complex128):
-        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
-    else:
+    dtype = np.result_type(a, e)
+    if dtype.kind in "fc" and dtype.itemsize < (16 if dtype.kind == "c" else 8):
         assert_ulp_close(a, e, ulps)
+    else:
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
