@@ -71,10 +71,10 @@ def assert_ulp_close(actual, expected, ulps=4, scale="array"):
     >>> assert_ulp_close(np.float32(1.0) + np.float32(2.0 ** -23), np.float32(1.0), ulps=1)
     >>> ulp_diff(np.float32(1.5), np.float32(1.5) + 3 * np.spacing(np.float32(1.5)))
     array(3.)
-    >>> assert_ulp_close(np.float32([1.0, 2.0 ** -20]), np.float32([1.0, 0.0]))  # 8 ulps of 1
+    >>> assert_ulp_close(np.float32([1.0, 2.0 ** -20]), np.float32([1.0, 0.0]))
     ... # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    AssertionError: 8 ulps apart (allowed 4) at index (...1,): ...
+    AssertionError: 8 ulps apart (allowed 4) at index (1,): ...
     """
     a, e = np.asarray(actual), np.asarray(expected)
     assert a.shape == e.shape, f"shapes differ: {a.shape} and {e.shape}"
@@ -83,7 +83,7 @@ def assert_ulp_close(actual, expected, ulps=4, scale="array"):
         scale = finite.max() if finite.size else None
     d = ulp_diff(a, e, scale)
     if d.size and d.max() > ulps:
-        i = np.unravel_index(int(np.argmax(d)), d.shape)
+        i = tuple(int(k) for k in np.unravel_index(int(np.argmax(d)), d.shape))
         raise AssertionError(f"{d.max():.3g} ulps apart (allowed {ulps}) at index {i}: "
                              f"{a[i]!r} vs {e[i]!r}; {int((d > ulps).sum())} of {d.size} "
                              f"elements differ by more ({a.dtype} vs {e.dtype})")
