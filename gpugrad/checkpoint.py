@@ -6,6 +6,17 @@ stored as named tensors. Everything else (hyperparameters, step counts, the nest
 lists and tuples, which leaves were Variables) goes into one JSON string in the header's
 metadata under ``"gpugrad"``, with the gpugrad version, the backend and each array's dtype.
 
+safetensors has no complex128 (and older versions no complex64), so a complex array is
+stored as its real float pair: a float64 (or float32) tensor with one more axis of length 2,
+real part first, the very bytes of the complex array. The header's dtype (``complex128``,
+``complex64``) tells ``gg.load`` to view it as complex again, bit for bit. Such a file has
+format version 2, so an older gpugrad refuses it instead of returning the pairs; files
+without complex arrays stay version 1. A complex64 file written by another tool (dtype
+``C64``) is read too, by NumPy where the installed safetensors cannot.
+
+An overwritten checkpoint keeps its file mode; a new one gets the mode ``open()`` would give
+it (0666 less the umask).
+
 Loading runs no code: the header is read with ``json``, the arrays with safetensors' NumPy
 reader, and nothing is unpickled. Before that, the file is checked, and refused with a
 CheckpointError, if it is a pickle (or a PyTorch zip archive), if its header or metadata
@@ -26,6 +37,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import stat
+import struct
 from typing import Any, Mapping
 
 import numpy as np
@@ -36,7 +49,8 @@ from ._version import __version__
 from .tensor import Tensor, Variable
 
 FORMAT = "gpugrad.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: complex arrays as float pairs; files without them are written as 1
+_REAL = {"complex64": np.float32, "complex128": np.float64}
 _SCALARS = (bool, int, float, str, type(None))
 
 
@@ -65,21 +79,54 @@ def save(obj: Mapping[str, Any], path: str | os.PathLike) -> None:
     arrays: dict[str, np.ndarray] = {}
     backends: set[str] = set()
     tree = _encode(obj, "", arrays, {}, backends)
+    dtypes = {k: str(a.dtype) for k, a in arrays.items()}
     header = {
-        "format": FORMAT, "version": FORMAT_VERSION, "gpugrad": __version__,
+        "format": FORMAT, "version": 2 if any(d in _REAL for d in dtypes.values()) else 1,
+        "gpugrad": __version__,
         "backend": min(backends) if len(backends) == 1 else sorted(backends),
-        "dtypes": {k: str(a.dtype) for k, a in arrays.items()},
+        "dtypes": dtypes,
         "tree": tree,
     }
+    stored = {k: _as_pair(a) if a.dtype.kind == "c" else a for k, a in arrays.items()}
     target = pathlib.Path(path)
     tmp = target.with_name(target.name + ".tmp")
+    mode = _mode_for(target, tmp, path)
     try:
-        save_file(arrays, str(tmp), metadata={"gpugrad": json.dumps(header)})
+        save_file(stored, str(tmp), metadata={"gpugrad": json.dumps(header)})
+        os.chmod(tmp, mode)  # safetensors writes 0600
     except Exception as exc:
         tmp.unlink(missing_ok=True)
         raise CheckpointError(f"gg.save {path}: safetensors could not write the arrays "
                               f"({exc})") from None
     os.replace(tmp, target)
+
+
+def _mode_for(target: pathlib.Path, tmp: pathlib.Path, path: Any) -> int:
+    """The file mode the checkpoint gets: the overwritten file's, else what ``open()`` gives
+    a new file (created as ``tmp``, which safetensors then writes)."""
+    if not target.parent.is_dir():
+        raise FileNotFoundError(f"gg.save {path}: the folder {target.parent} does not "
+                                "exist; create it first")
+    tmp.unlink(missing_ok=True)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        return stat.S_IMODE(os.stat(tmp).st_mode)
+
+
+def _as_pair(a: np.ndarray) -> np.ndarray:
+    """A complex array's bytes as real pairs: shape ``a.shape + (2,)``, real part first."""
+    return np.ascontiguousarray(a).reshape(-1).view(_REAL[str(a.dtype)]).reshape(
+        (*a.shape, 2))
+
+
+def _from_pair(a: np.ndarray, dtype: str, key: str, path: Any) -> np.ndarray:
+    if a.dtype != _REAL[dtype] or a.ndim == 0 or a.shape[-1] != 2:
+        raise CheckpointError(f"gg.load {path}: tensor {key!r} should hold {dtype} values as "
+                              f"{np.dtype(_REAL[dtype]).name} pairs (last axis 2), but it is "
+                              f"{a.dtype} of shape {a.shape}")
+    return np.ascontiguousarray(a).reshape(-1).view(dtype).reshape(a.shape[:-1])
 
 
 def _encode(value: Any, where: str, arrays: dict, seen: dict, backends: set) -> Any:
@@ -138,23 +185,32 @@ def load(path: str | os.PathLike, backend: Any = None) -> Any:
     """
     p = pathlib.Path(path)
     b = B.current() if backend is None else B.make_backend(backend)
+    if p.is_dir():
+        found = sorted(f.name for f in p.iterdir() if f.suffix in (".safetensors", ".npz"))
+        raise IsADirectoryError(
+            f"gg.load: {path} is a directory, not a checkpoint file; pass the path of a "
+            ".safetensors or .npz file" + (f" such as {p / found[0]} (it holds "
+                                           f"{', '.join(found[:5])})" if found else ""))
     if not p.is_file():
         raise FileNotFoundError(f"gg.load: no such file: {path}")
     if p.suffix == ".npz":
         return _load_npz(p, b)
-    meta, _ = check_file(p)  # refuses pickles before safetensors reads a byte of data
-    from safetensors.numpy import load_file
-
-    try:
-        host = load_file(str(p))
-    except Exception as exc:
-        raise CheckpointError(f"gg.load {path}: not a readable safetensors file ({exc})") \
-            from None
+    meta, entries = check_file(p)  # refuses pickles before safetensors reads a byte of data
+    host = _read_arrays(p, entries)
     _check_bodies(p, host)
-    arrays = {k: B.to_backend(np.array(a, copy=True), backend=b) for k, a in host.items()}
     text = meta.get("gpugrad")
-    if text is None:
+    header = None if text is None else _gpugrad_header(text, path)
+    dtypes = {} if header is None else header.get("dtypes") or {}
+    for k, dtype in dtypes.items():
+        if dtype in _REAL and k in host:
+            host[k] = _from_pair(host[k], dtype, k, path)
+    arrays = {k: B.to_backend(np.array(a, copy=True), backend=b) for k, a in host.items()}
+    if header is None:
         return arrays
+    return _decode(header.get("tree"), arrays, {}, str(path))
+
+
+def _gpugrad_header(text: str, path: Any) -> dict:
     try:
         header = json.loads(text)
     except ValueError as exc:
@@ -165,7 +221,35 @@ def load(path: str | os.PathLike, backend: Any = None) -> Any:
     if int(header.get("version", 0)) > FORMAT_VERSION:
         raise CheckpointError(f"gg.load {path}: written by a newer gpugrad (format version "
                               f"{header['version']}); upgrade gpugrad to read it")
-    return _decode(header.get("tree"), arrays, {}, str(path))
+    return header
+
+
+_NUMPY_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "U64": "<u8",
+                 "I32": "<i4", "U32": "<u4", "I16": "<i2", "U16": "<u2", "I8": "i1",
+                 "U8": "u1", "BOOL": "?", "C64": "<c8"}
+
+
+def _read_arrays(p: pathlib.Path, entries: dict) -> dict:
+    """The file's tensors as host arrays: by safetensors, or, where the installed
+    safetensors lacks a dtype NumPy has (complex64 before safetensors 0.6), by NumPy from
+    the offsets ``check_file`` validated."""
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(p))
+    except Exception as exc:
+        unknown = sorted({e["dtype"] for e in entries.values()} - set(_NUMPY_DTYPES))
+        if unknown or not entries:
+            raise CheckpointError(f"gg.load {p}: not a readable safetensors file ({exc})") \
+                from None
+    with open(p, "rb") as f:
+        f.seek(8 + struct.unpack("<Q", f.read(8))[0])  # offsets count from the header's end
+        body = f.read()
+    out = {}
+    for k, e in entries.items():
+        lo, hi = e["data_offsets"]
+        out[k] = np.frombuffer(body[lo:hi], dtype=_NUMPY_DTYPES[e["dtype"]]).reshape(e["shape"])
+    return out
 
 
 def _check_bodies(p: pathlib.Path, host: dict) -> None:

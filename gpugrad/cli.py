@@ -2,6 +2,11 @@
 
 With no ``--data`` it trains on the embedded UCI digits. The loss stays on the device and is
 read once per epoch, never once per step.
+
+Bad input is refused before training, with exit status 2 and one line naming the option or
+the data: a non-finite, zero or negative ``--lr``; ``--hidden 0``; a negative ``--seed``;
+``--save`` or ``--plot`` into a folder that does not exist or cannot be written; features
+that are NaN or infinite (the first row and column are named).
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import backend as B
+from . import cli_checks as check
 from . import nn, optim, resume
+from .cli_checks import CLIError
 from .data import Batches, train_test_split
 from .datasets import load_digits
 from .distributed import launch
@@ -23,34 +30,60 @@ from .graph import Placeholder
 from .tensor import asarray, no_grad
 
 
-class CLIError(Exception):
-    """A problem with the user's input: printed as one line, no traceback."""
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line naming the option, like the other errors, and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+RESUME_HELP = """\
+--resume: continue a run from a .safetensors checkpoint that --save wrote, up to --epochs
+epochs in all (--epochs must be above the epochs the checkpoint finished). On resume:
+--lr given: the run continues at the new rate and says so in one line (not given: the
+checkpoint's rate); --epochs, --backend, --save, --plot and --quiet may change freely;
+--data, --hidden, --activation, --optimizer, --batch-size, --seed and --test-split must be
+those of the checkpoint's run (they fix the model, the optimizer state, the train/test
+split and the batch order the checkpoint continues), else the resume is refused naming
+each one that differs. An .npz from --save gives starting parameters only (no optimizer
+state or epoch count); its features, hidden sizes and classes must match."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gpugrad", description=__doc__.splitlines()[0])
+    p = _Parser(prog="gpugrad", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train an MLP classifier (default: the embedded digits)")
+    t = sub.add_parser("train", help="train an MLP classifier (default: the embedded digits)",
+                       epilog=RESUME_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--data", help="file.npz (arrays X and y) or file.csv (last column = label)")
     t.add_argument("--backend", help="numpy, cupy or array_api_strict (default: "
                    "$GPUGRAD_BACKEND, else numpy)")
-    t.add_argument("--hidden", default="64,64", help="hidden layer sizes (default 64,64)")
+    t.add_argument("--hidden", default="64,64", type=check.hidden_sizes,
+                   help="hidden layer sizes, each 1 or more (default 64,64)")
     t.add_argument("--activation", default="sigmoid", help="sigmoid, tanh or relu")
     t.add_argument("--optimizer", default="adam", help="sgd, adam or adamw (default adam)")
-    t.add_argument("--lr", type=float, default=None,
-                   help="learning rate (default 0.01 for adam/adamw, 0.5 for sgd)")
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--test-split", type=float, default=0.2)
+    t.add_argument("--lr", type=check.learning_rate, default=None,
+                   help="learning rate, a finite number above 0 (default 0.01 for "
+                   "adam/adamw, 0.5 for sgd; on --resume, the checkpoint's)")
+    t.add_argument("--epochs", type=check.positive, default=30,
+                   help="epochs in all, those of a --resume checkpoint included (default 30)")
+    t.add_argument("--batch-size", type=check.positive, default=32)
+    t.add_argument("--seed", type=check.seed, default=0,
+                   help="seed of the initial weights, the split and the batch order (0 or "
+                   "above; default 0)")
+    t.add_argument("--test-split", type=check.split_fraction, default=0.2,
+                   help="fraction of rows held out for the test accuracy, from 0 (none: no "
+                   "test accuracy is reported) up to below 1 (default 0.2)")
     t.add_argument("--save", help="write the trained parameters to this .npz file, or a "
                    "training checkpoint (model, optimizer, epoch, batch order) to this "
-                   ".safetensors file after every epoch")
+                   ".safetensors file after every epoch (its folder must exist and be "
+                   "writable)")
     t.add_argument("--resume", help="continue the run a .safetensors checkpoint from --save "
-                   "stopped, with the same options, up to --epochs in all (an .npz from "
-                   "--save gives starting parameters only)")
+                   "stopped, up to --epochs in all; which options may change is said "
+                   "below (an .npz from --save gives starting parameters only)")
     t.add_argument("--plot", help="write loss and accuracy curves to this PNG (needs "
-                   "matplotlib: pip install gpugrad[plot])")
+                   "matplotlib: pip install gpugrad[plot]; its folder must exist and be "
+                   "writable)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--distributed", action="store_true", help="data-parallel over the "
                    "processes that mpiexec or srun starts (pip install gpugrad[mpi]); "
@@ -105,7 +138,10 @@ def load_data(path: str | None) -> tuple[np.ndarray, np.ndarray, str]:
         raise CLIError(f"--data {path}: labels must be integers, got dtype {y.dtype}")
     if y.min() < 0:
         raise CLIError(f"--data {path}: labels must be 0..n_classes-1, found {int(y.min())}")
-    return X.astype(np.float32), y.astype(np.int64), f"{path} ({X.shape[0]} x {X.shape[1]})"
+    if X.dtype.kind not in "biuf":
+        raise CLIError(f"--data {path}: features must be numbers, got dtype {X.dtype}")
+    X32 = check.finite_features(X, f"--data {path}")
+    return X32, y.astype(np.int64), f"{path} ({X.shape[0]} x {X.shape[1]})"
 
 
 def _progress(iterable: Any, desc: str, quiet: bool) -> Any:
@@ -127,12 +163,14 @@ def train(args: argparse.Namespace) -> dict:
     if args.activation not in nn.layers.ACTIVATIONS:
         raise CLIError(f"--activation: unknown {args.activation!r}; choose one of "
                        f"{', '.join(nn.layers.ACTIVATIONS)}")
-    try:
-        hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
-    except ValueError:
-        raise CLIError(f"--hidden: expected sizes like 64,64, got {args.hidden!r}") from None
+    hidden = args.hidden if isinstance(args.hidden, list) else check.hidden_sizes(args.hidden)
     if args.epochs < 1 or args.batch_size < 1:
         raise CLIError("--epochs and --batch-size must be at least 1")
+    save_to = args.save
+    if save_to and not resume.is_checkpoint(save_to) and not save_to.endswith(".npz"):
+        save_to += ".npz"  # as savez
+    check.writable_file("--save", args.save, save_to)
+    check.writable_file("--plot", args.plot)
     plot = None
     if args.plot:
         try:
@@ -162,13 +200,12 @@ def train(args: argparse.Namespace) -> dict:
     batches = Batches(Xtr, ytr, args.batch_size, shuffle=True, seed=args.seed)
     if getattr(args, "distributed", False):
         opt, batches = launch.distribute(model, opt, Xtr, ytr, args)
-    info = B.backend_info()
-    print(f"gpugrad train: {description}; {len(ytr)} train / {len(yte)} test rows; "
-          f"MLP {model.sizes} {args.activation}; {args.optimizer} lr {lr:g}; "
-          f"backend {info['name']} on {info['device']}")
-
     history: dict[str, list] = {"loss": [], "train_acc": [], "test_acc": []}
     first = resume.from_args(args, model, opt, batches, hidden, history)  # --resume
+    info = B.backend_info()
+    print(f"gpugrad train: {description}; {len(ytr)} train / {len(yte)} test rows; "
+          f"MLP {model.sizes} {args.activation}; {args.optimizer} lr {opt.lr:g}; "
+          f"backend {info['name']} on {info['device']}")
     steps = 0
     step = compiled_step(model, opt, X.shape[1])
     start = time.perf_counter()
@@ -191,7 +228,8 @@ def train(args: argparse.Namespace) -> dict:
             bar.close()
         if not args.quiet:
             print(f"epoch {epoch + 1:3d}/{args.epochs}  loss {epoch_loss:.4f}  "
-                  f"train acc {train_acc:.4f}  test acc {test_acc:.4f}")
+                  f"train acc {train_acc:.4f}" + (f"  test acc {test_acc:.4f}" if len(yte)
+                                                  else ""))
         if resume.is_checkpoint(args.save):  # --save ckpt.safetensors: after every epoch
             resume.save_training(args.save, model, opt, batches, epoch=epoch + 1,
                                  settings=resume.settings(args, hidden),
@@ -206,14 +244,15 @@ def train(args: argparse.Namespace) -> dict:
         "backend": info["name"],
         "device": info["device"],
     }
-    print(f"done: train accuracy {result['train_acc']:.4f}, test accuracy "
-          f"{result['test_acc']:.4f}, {wall:.2f} s, {steps} steps ({result['steps_per_s']:.0f} "
-          f"steps/s), backend {result['backend']} on {result['device']}")
+    tested = (f"test accuracy {result['test_acc']:.4f}" if len(yte) else
+              "no test rows (--test-split 0)")
+    print(f"done: train accuracy {result['train_acc']:.4f}, {tested}, {wall:.2f} s, {steps} "
+          f"steps ({result['steps_per_s']:.0f} steps/s), backend {result['backend']} on "
+          f"{result['device']}")
     if args.save and not resume.is_checkpoint(args.save):
         arrays = {name: B.to_numpy(v) for name, v in model.state_dict().items()}
-        save = args.save if args.save.endswith(".npz") else args.save + ".npz"  # as savez
-        np.savez(save, **arrays, _sizes=np.asarray(model.sizes), _mean=mean, _std=std)
-        print(f"saved parameters to {save}")
+        np.savez(save_to, **arrays, _sizes=np.asarray(model.sizes), _mean=mean, _std=std)
+        print(f"saved parameters to {save_to}")
     if resume.is_checkpoint(args.save) and args.epochs > first:
         print(f"saved a training checkpoint to {args.save}")
     if plot is not None and args.plot:
@@ -288,7 +327,8 @@ def _plot(plt: Any, history: dict, path: str) -> None:
     a.set_xlabel("epoch")
     a.set_ylabel("training loss")
     b.plot(epochs, history["train_acc"], label="train")
-    b.plot(epochs, history["test_acc"], label="test")
+    if not np.isnan(history["test_acc"]).all():  # NaN throughout: no test rows
+        b.plot(epochs, history["test_acc"], label="test")
     b.set_xlabel("epoch")
     b.set_ylabel("accuracy")
     b.legend()

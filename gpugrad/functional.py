@@ -15,6 +15,16 @@ arrays, host data, Python floats or Tensors, or nested tuples, lists and dicts o
   variable used inside an inner one is not confused with the inner one's own.
 - A function that closes over Variables is differentiated only in its arguments; pass a
   Tensor argument to keep the result differentiable in them too.
+- The function must return Tensors computed with gpugrad ops. A Python number, a NumPy
+  scalar or array, or any other non-Tensor result has left the graph (``float()``,
+  ``.item()`` or ``gg.to_numpy`` on a traced value): a TypeError says so, where silent zeros
+  would mislead. A Tensor result with no path to the differentiated arguments (a constant,
+  or a value that does not depend on them) is differentiated as JAX does: its gradient is
+  zeros.
+- A list or tuple argument is a pytree, as in JAX: ``grad(f)([1.0, 2.0])`` calls ``f`` with
+  a list of two scalar Tensors and gives a list of two gradients. To differentiate one
+  array, pass an array (``np.array([1.0, 2.0])``); a function that fails on the list is
+  told so.
 
 >>> import numpy as np, gpugrad as gg
 >>> f = lambda x: gg.sum(x ** 3)
@@ -53,6 +63,7 @@ class _Call:
     def __init__(self, args: tuple, argnums: int | Sequence[int], *extra: Any) -> None:
         self.single = isinstance(argnums, int)
         self.argnums = (argnums,) if self.single else tuple(argnums)
+        self.given = args
         everything = tree_flatten((args, extra))[0]
         self.keep = _depth.get() > 0 or any(isinstance(v, Tensor) for v in everything)
         self.create = self.keep and is_grad_enabled()
@@ -69,13 +80,32 @@ class _Call:
             self.structures.append((structure, len(made)))
             self.args[i] = tree_unflatten(structure, made)
 
-    def run(self, f: Callable, kwargs: dict) -> Any:
+    def run(self, f: Callable, kwargs: dict, what: str) -> Any:
         token = _depth.set(_depth.get() + 1)
         try:
             with recording():
                 return f(*self.args, **kwargs)
+        except TypeError as exc:
+            i = self._sequence_of_numbers()
+            if i is None:
+                raise
+            raise TypeError(
+                f"{what}: argument {i} is a {type(self.given[i]).__name__} of numbers, which "
+                f"{what} treats as a pytree (as JAX does), so the function got a "
+                f"{type(self.given[i]).__name__} of scalar Tensors, and failed: {exc}. To "
+                "differentiate one array, pass an array: np.array(...) or gg.asarray(...)"
+            ) from exc
         finally:
             _depth.reset(token)
+
+    def _sequence_of_numbers(self) -> int | None:
+        """The first differentiated argument that is a list or tuple of Python numbers."""
+        for i in self.argnums:
+            a = self.given[i] if i < len(self.given) else None
+            if isinstance(a, (list, tuple)) and a and all(
+                    isinstance(v, (int, float)) for v in a):
+                return i
+        return None
 
     def export(self, tree: Any) -> Any:
         """Tensors in ``tree`` as backend arrays, unless results stay Tensors here."""
@@ -131,7 +161,24 @@ def _zeros(t: Tensor, keep: bool) -> Any:
     return Tensor(z) if keep else z
 
 
+def _traced(out: Any, what: str) -> Any:
+    """``out`` if it is a Tensor; a TypeError naming the likely cause if it left the graph."""
+    if isinstance(out, Tensor):
+        return out
+    kind = type(out).__name__
+    if isinstance(out, np.ndarray) or B.is_backend_array(out):
+        kind = f"{type(out).__module__.split('.')[0]}.{kind}"
+    raise TypeError(
+        f"{what}: the function returned a {kind} ({out!r:.40}), not a gpugrad Tensor, so the "
+        "result has no path back to the arguments and its gradient would be zeros. The "
+        "likely cause is float(), .item(), gg.to_numpy() or a NumPy function applied to a "
+        "value computed from the arguments; keep the computation in gpugrad ops (gg.sum, "
+        "gg.exp, ...) up to the returned value. To differentiate a constant on purpose, "
+        "return gg.asarray(value)")
+
+
 def _scalar(out: Any, what: str) -> Any:
+    out = _traced(out, what)
     if (isinstance(out, Tensor) or B.is_backend_array(out)) and tuple(out.shape) not in (
             (), (1,)):
         raise TypeError(f"{what}: the function must return a scalar (a 0-d or one-element "
@@ -163,13 +210,28 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0,
     ...     np.array([1.0, -1.0]), np.array([[1.0, 2.0]]))
     >>> float(value), g
     (1.0, array([-2., -4.]))
-    """
 
+    A result with no path to the arguments has zero gradient (JAX's rule); a result that is
+    not a Tensor at all (``float()``, ``.item()``, ``gg.to_numpy`` on a traced value) is an
+    error, since its zeros would be wrong:
+
+    >>> gg.value_and_grad(lambda x: gg.asarray(2.0))(np.array([1.0]))
+    (array(2.), array([0.]))
+    >>> gg.value_and_grad(lambda x: float(gg.sum(x * x)))(np.array([1.0]))
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    TypeError: value_and_grad: the function returned a float (1.0), not a gpugrad Tensor, ...
+    """
+    return _value_and_grad(f, argnums, has_aux, "value_and_grad")
+
+
+def _value_and_grad(f: Callable, argnums: int | Sequence[int], has_aux: bool,
+                    what: str) -> Callable:
     @functools.wraps(f)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         call = _Call(args, argnums)
-        out, aux = _split_aux(call.run(f, kwargs), has_aux, "value_and_grad")
-        out = _scalar(out, "value_and_grad")
+        out, aux = _split_aux(call.run(f, kwargs, what), has_aux, what)
+        out = _scalar(out, what)
         grads = call.gradients(Tape([out], call.targets, call.create).sweep())
         value = call.export(out)
         return ((value, call.export(aux)) if has_aux else value), grads
@@ -184,7 +246,7 @@ def grad(f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False) -
     >>> gg.grad(lambda p: gg.sum(p["w"] * p["b"]))({"w": np.array([2.0]), "b": np.array([3.0])})
     {'w': array([3.]), 'b': array([2.])}
     """
-    both = value_and_grad(f, argnums, has_aux)
+    both = _value_and_grad(f, argnums, has_aux, "grad")
 
     @functools.wraps(f)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -207,8 +269,9 @@ def vjp(f: Callable, *primals: Any, has_aux: bool = False) -> tuple:
     (array([ 2., 60.]),)
     """
     call = _Call(primals, tuple(range(len(primals))))
-    out, aux = _split_aux(call.run(f, {}), has_aux, "vjp")
+    out, aux = _split_aux(call.run(f, {}, "vjp"), has_aux, "vjp")
     leaves, structure = tree_flatten(out)
+    leaves = [_traced(o, "vjp") for o in leaves]
     tapes: dict = {}
 
     def vjp_fn(cotangent: Any) -> tuple:
@@ -240,8 +303,8 @@ def jacobian(f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
     @functools.wraps(f)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         call = _Call(args, argnums)
-        outs, structure = tree_flatten(call.run(f, kwargs))
-        outs = [o if isinstance(o, Tensor) else ns.asarray(o) for o in outs]
+        outs, structure = tree_flatten(call.run(f, kwargs, "jacobian"))
+        outs = [_traced(o, "jacobian") for o in outs]
         tape = Tape(outs, call.targets, call.create)
         blocks = [_jacobian_block(tape, k, out, call) for k, out in enumerate(outs)]
         return tree_unflatten(structure, blocks)
@@ -288,7 +351,7 @@ def hvp(f: Callable, x: Any, v: Any) -> Any:
     array([ 6., 12.])
     """
     call = _Call((x,), 0, v)
-    out = _scalar(call.run(f, {}), "hvp")
+    out = _scalar(call.run(f, {}, "hvp"), "hvp")
     first = Tape([out], call.targets, create_graph=True).sweep()
     directions = tree_flatten(v)[0]
     if len(directions) != len(call.targets):

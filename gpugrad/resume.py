@@ -82,10 +82,26 @@ def restore_parameters(path: str | os.PathLike, model: Module) -> None:
     sizes = state.get("_sizes")
     want = getattr(model, "sizes", None)
     if sizes is not None and want is not None and B.to_numpy(sizes).tolist() != list(want):
-        raise CheckpointError(f"resume {path}: it holds an MLP of sizes "
-                              f"{B.to_numpy(sizes).tolist()}, this run builds {list(want)}; "
-                              "pass the same --hidden")
+        raise CheckpointError(_sizes_differ(path, B.to_numpy(sizes).tolist(), list(want)))
     model.load_state_dict({k: v for k, v in state.items() if not k.startswith("_")})
+
+
+def _sizes_differ(path: Any, had: list, want: list) -> str:
+    """Why an MLP of sizes ``had`` (features, hidden..., classes) cannot start a run that
+    builds ``want``, naming what differs and what to do."""
+    why = []
+    if had[0] != want[0]:
+        why.append(f"it takes {had[0]} features and this --data has {want[0]}")
+    if had[-1] != want[-1]:
+        why.append(f"it was trained on {had[-1]} classes and this --data has {want[-1]} "
+                   f"(labels 0..{want[-1] - 1}); resume only on data with the same classes")
+    if had[1:-1] != want[1:-1]:
+        hidden = ",".join(str(h) for h in had[1:-1])
+        why.append(f"its hidden sizes are {hidden or 'none'} and this run builds "
+                   f"{','.join(str(h) for h in want[1:-1]) or 'none'}; pass --hidden "
+                   f"{hidden or chr(34) * 2}")
+    return (f"--resume {path}: it holds an MLP of sizes {had}, this run builds {want}: "
+            + "; ".join(why))
 
 
 # --- the hooks of ``gpugrad train`` -------------------------------------------------------
@@ -106,7 +122,11 @@ def settings(args: Any, hidden: list) -> dict:
 def from_args(args: Any, model: Module, opt: Optimizer, batches: Batches, hidden: list,
               history: dict) -> int:
     """``gpugrad train --resume``: load the checkpoint (or an ``.npz`` of parameters) into
-    the run, extend ``history`` with the epochs done, and return how many were done."""
+    the run, extend ``history`` with the epochs done, and return how many were done.
+
+    An ``--lr`` given on the command line replaces the checkpoint's rate (said in one line);
+    without one the checkpoint's rate goes on. ``--epochs`` at or below the epochs the
+    checkpoint finished is refused. The settings of ``settings`` must not change."""
     path = getattr(args, "resume", None)
     if not path:
         return 0
@@ -120,9 +140,19 @@ def from_args(args: Any, model: Module, opt: Optimizer, batches: Batches, hidden
                               "by --save ckpt.safetensors (or parameters from --save "
                               "params.npz)")
     got = restore_training(path, model, opt, batches, settings=settings(args, hidden))
+    if args.epochs <= got["epoch"]:
+        raise CheckpointError(f"--epochs {args.epochs}: the checkpoint {path} has already "
+                              f"finished {got['epoch']} epoch(s), so there is nothing to "
+                              f"train; --epochs counts all epochs, so pass more than "
+                              f"{got['epoch']} to continue")
     for k, v in got["extra"].get("history", {}).items():
         history[k] = list(v)
     print(f"resumed from {path} after epoch {got['epoch']}")
+    lr = getattr(args, "lr", None)
+    if lr is not None and lr != opt.lr:
+        print(f"--lr {lr:g}: the checkpoint trained at lr {opt.lr:g}; the resumed run uses "
+              f"{lr:g}")
+        opt.lr = lr
     return got["epoch"]
 
 

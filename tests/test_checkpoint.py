@@ -279,3 +279,129 @@ def test_train_save_and_resume_match_an_uninterrupted_run(numpy_backend, tmp_pat
             np.testing.assert_array_equal(sa[k], sb[k])
     bad = ["train", "--epochs", "3", "--resume", str(part), "--quiet", "--hidden", "8"]
     assert cli.main(bad) == 2
+
+
+# --- complex arrays, foreign complex files, file modes, paths -------------------------------
+
+def _bits(a):
+    a = np.ascontiguousarray(a)
+    return a.dtype, a.shape, a.tobytes()
+
+
+def _odd_complex(dtype):
+    """Values whose bits a float round trip would lose: NaN payloads, -0.0, inf, subnormals."""
+    real = np.dtype(dtype).char.lower().replace("f", "f4").replace("d", "f8")
+    nan = np.frombuffer(np.array([0x7FF8_0000_0000_0ABC], "<u8").tobytes(), "<f8")[0]
+    parts = np.array([1.5, -0.0, np.inf, nan, 5e-324, -2.0], dtype="f8").astype(real)
+    z = np.empty(3, dtype)
+    z.real, z.imag = parts[:3], parts[3:]
+    return z
+
+
+@pytest.mark.parametrize("dtype", ["complex128", "complex64"])
+def test_complex_arrays_round_trip_bit_for_bit(numpy_backend, tmp_path, dtype):
+    z = _odd_complex(dtype)
+    state = {"z": z, "m": z.reshape(3, 1)[::-1].copy(), "s": np.asarray(z[0]),
+             "e": np.zeros((0, 2), dtype), "v": gg.Variable(z, name="zv"), "n": 2}
+    path = tmp_path / "c.safetensors"
+    gg.save(state, path)
+    assert gg.checkpoint.header(path)["dtypes"]["z"] == dtype
+    assert gg.checkpoint.header(path)["version"] == 2
+    back = gg.load(path)
+    for k in ("z", "m", "s", "e"):
+        assert _bits(back[k]) == _bits(state[k]), k
+    assert isinstance(back["v"], gg.Variable) and back["v"].name == "zv"
+    assert _bits(back["v"].data) == _bits(z)
+    from safetensors.numpy import load_file  # another tool sees the real float pairs
+    pairs = load_file(str(path))["z"]
+    assert pairs.shape == (3, 2) and pairs.dtype == z.real.dtype
+    np.testing.assert_array_equal(pairs[:, 0], z.real)
+
+
+def test_files_without_complex_arrays_stay_format_version_1(numpy_backend, tmp_path):
+    gg.save({"w": np.ones(2)}, tmp_path / "r.safetensors")
+    assert gg.checkpoint.header(tmp_path / "r.safetensors")["version"] == 1
+
+
+def test_adam_on_complex_variables_resumes_bit_for_bit(numpy_backend, tmp_path):
+    target = np.array([1 - 2j, 0.5 + 3j])
+
+    def steps(opt, w, n):
+        for _ in range(n):
+            opt.zero_grad()
+            d = w - gg.asarray(target)
+            gg.sum(gg.real(d * gg.conj(d))).backward()
+            opt.step()
+
+    w = gg.Variable(np.array([0j, 1 + 1j]), name="w")
+    opt = optim.Adam([w], lr=0.1)
+    steps(opt, w, 3)
+    path = tmp_path / "adam.safetensors"
+    gg.save({"w": w, "opt": opt.state_dict()}, path)
+    steps(opt, w, 2)
+    back = gg.load(path)
+    w2 = back["w"]
+    opt2 = optim.Adam([w2], lr=0.1)
+    opt2.load_state_dict(back["opt"])
+    assert [a.dtype for st in back["opt"]["state"] for a in st.values()] == [np.complex128] * 2
+    steps(opt2, w2, 2)
+    assert w.dtype == np.complex128
+    assert _bits(gg.to_numpy(w2)) == _bits(gg.to_numpy(w))
+
+
+def _foreign_c64(path, z):
+    """A safetensors file with a C64 tensor, as another tool (torch) writes one."""
+    head = json.dumps({"z": {"dtype": "C64", "shape": list(z.shape),
+                             "data_offsets": [0, z.nbytes]}}).encode()
+    head += b" " * (-len(head) % 8)
+    path.write_bytes(struct.pack("<Q", len(head)) + head + z.astype("<c8").tobytes())
+
+
+def test_a_complex64_file_from_another_tool_is_read(numpy_backend, tmp_path, monkeypatch):
+    z = _odd_complex("complex64")
+    path = tmp_path / "torch.safetensors"
+    _foreign_c64(path, z)
+    assert _bits(gg.load(path)["z"]) == _bits(z)
+    import safetensors.numpy
+
+    def old_safetensors(name):  # a safetensors release without C64
+        raise KeyError("C64")
+    monkeypatch.setattr(safetensors.numpy, "load_file", old_safetensors)
+    assert _bits(gg.load(path)["z"]) == _bits(z)
+    head = path.read_bytes()
+    path.write_bytes(head.replace(b'"C64"', b'"C32"'))  # a dtype nobody reads: refused
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        gg.load(path)
+
+
+def test_an_overwritten_checkpoint_keeps_its_mode_and_a_new_one_gets_the_umasks(
+        numpy_backend, tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "m.safetensors"
+    old = os.umask(0o027)
+    try:
+        gg.save({"w": np.ones(2)}, path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o640  # 0666 less the umask
+        os.chmod(path, 0o644)
+        gg.save({"w": np.zeros(2)}, path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+        os.chmod(path, 0o600)
+        gg.save({"w": np.ones(2)}, path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    finally:
+        os.umask(old)
+    assert gg.load(path)["w"].tolist() == [1.0, 1.0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_load_of_a_directory_and_save_into_a_missing_folder_say_so(numpy_backend, tmp_path):
+    gg.save({"w": np.ones(2)}, tmp_path / "run.safetensors")
+    with pytest.raises(IsADirectoryError) as err:
+        gg.load(tmp_path)
+    msg = str(err.value)
+    assert f"{tmp_path} is a directory, not a checkpoint file" in msg
+    assert "pass the path of a .safetensors or .npz file" in msg and "run.safetensors" in msg
+    with pytest.raises(FileNotFoundError, match=r"the folder .*nowhere does not exist; create"):
+        gg.save({"w": np.ones(2)}, tmp_path / "nowhere" / "x.safetensors")

@@ -207,3 +207,168 @@ def test_plot(tmp_path):
     else:
         assert "matplotlib" in res.stderr and "pip install gpugrad[plot]" in res.stderr
         assert not png.exists()
+
+
+# --- refused before training: option values, output folders, non-finite features ------------
+
+def run_in_process(capsys, *args):
+    try:
+        rc = cli.main(["train", *args])
+    except SystemExit as exc:  # argparse: a bad option value
+        rc = exc.code
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+@pytest.mark.parametrize("option,value", [
+    ("--lr", "-1"), ("--lr", "0"), ("--lr", "nan"), ("--lr", "inf"), ("--lr", "fast"),
+    ("--hidden", "0"), ("--hidden", "16,0"), ("--hidden", "-3"), ("--seed", "-1"),
+    ("--seed", "1.5"), ("--epochs", "0"), ("--batch-size", "-2"), ("--test-split", "1"),
+    ("--test-split", "-0.1")])
+def test_a_bad_option_value_is_refused_naming_the_option(numpy_backend, capsys, option, value):
+    rc, out, err = run_in_process(capsys, "--quiet", "--epochs", "1", option, value)
+    assert rc == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"gpugrad train: error: argument {option}: "), err
+    assert repr(value) in lines[0] and "gpugrad train --help" in lines[0]
+
+
+def test_lr_minus_one_names_the_option_not_the_console_script():
+    res = train("--lr", "-1", "--epochs", "1", "--quiet")
+    assert_one_line_error(res, "argument --lr", "finite number above 0", "'-1'")
+    assert "called at" not in res.stderr and not re.search(r"gpugrad:\d", res.stderr)
+
+
+def _npz(tmp_path, X, y, name="d.npz"):
+    path = tmp_path / name
+    np.savez(path, X=X, y=y)
+    return str(path)
+
+
+@pytest.mark.parametrize("value,row,col", [(np.nan, 5, 2), (-np.inf, 0, 3), (1e39, 149, 0)])
+def test_non_finite_features_are_refused_naming_the_first_row_and_column(
+        numpy_backend, capsys, tmp_path, value, row, col):
+    X, y = blobs()
+    X = X.astype(np.float64)
+    X[row, col] = value
+    X[149, 3] = np.nan  # a later one is counted, not named
+    save = tmp_path / "params.npz"
+    rc, out, err = run_in_process(capsys, "--data", _npz(tmp_path, X, y), "--save", str(save))
+    assert rc == 2 and "epoch" not in out
+    assert len(err.strip().splitlines()) == 1
+    assert f"feature row {row}, column {col} (counting from 0) is {np.float64(value)}" in err
+    assert "2 value(s) are NaN or infinite" in err and "Remove or impute" in err
+    assert not save.exists()
+
+
+def test_non_finite_features_in_a_csv(tmp_path):
+    X, y = blobs()
+    X[7, 1] = np.inf
+    path = tmp_path / "inf.csv"
+    np.savetxt(path, np.column_stack([X, y]), delimiter=",", fmt="%.6g")
+    assert_one_line_error(train("--data", str(path), "--epochs", "1"), "inf.csv",
+                          "feature row 7, column 1", "inf")
+
+
+@pytest.mark.parametrize("option", ["--save", "--plot"])
+def test_an_output_into_a_missing_folder_is_refused_at_the_start(numpy_backend, capsys,
+                                                                  tmp_path, option):
+    target = tmp_path / "no" / "such" / "out.png"
+    rc, out, err = run_in_process(capsys, "--epochs", "1", option, str(target))
+    assert rc == 2 and out == ""  # nothing loaded, nothing trained
+    assert f"error: {option} {target}: the folder {target.parent} does not exist" in err
+    assert "create it first" in err
+    (tmp_path / "file").write_text("")
+    rc, _, err = run_in_process(capsys, "--epochs", "1", option, str(tmp_path / "file" / "x"))
+    assert rc == 2 and f"{option} {tmp_path / 'file' / 'x'}: the folder" in err
+    folder = tmp_path / "out.npz"
+    folder.mkdir()
+    rc, _, err = run_in_process(capsys, "--epochs", "1", option, str(folder))
+    assert rc == 2 and f"{option} {folder}: is a folder; give a file name in it" in err
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="root writes into any folder")
+def test_an_output_into_a_read_only_folder_is_refused_at_the_start(numpy_backend, capsys,
+                                                                    tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        rc, out, err = run_in_process(capsys, "--epochs", "1", "--save",
+                                      str(folder / "x.npz"))
+    finally:
+        folder.chmod(0o700)
+    assert rc == 2 and out == ""
+    assert f"--save {folder / 'x.npz'}: cannot write into the folder {folder}" in err
+
+
+def test_test_split_zero_reports_no_test_accuracy(numpy_backend, capsys):
+    rc, out, err = run_in_process(capsys, "--epochs", "2", "--hidden", "8", "--test-split",
+                                  "0")
+    assert rc == 0, err
+    assert "nan" not in out.lower()
+    assert "1797 train / 0 test rows" in out
+    assert "no test rows (--test-split 0)" in out
+    assert len(re.findall(r"epoch +\d/2 +loss [\d.]+ +train acc [\d.]+\n", out)) == 2, out
+
+
+# --- --resume ----------------------------------------------------------------------------------
+
+_RESUME = ["--quiet", "--hidden", "8", "--batch-size", "128"]
+
+
+def test_resume_with_a_new_lr_uses_it_and_says_so(numpy_backend, capsys, tmp_path):
+    ck, same, new = (tmp_path / f"{n}.safetensors" for n in ("ck", "same", "new"))
+    assert cli.main(["train", "--epochs", "1", "--lr", "0.01", "--save", str(ck),
+                     *_RESUME]) == 0
+    for out_path in (same, new):
+        out_path.write_bytes(ck.read_bytes())
+    capsys.readouterr()
+    rc, out, _ = run_in_process(capsys, "--epochs", "2", "--resume", str(same), "--save",
+                                str(same), *_RESUME)
+    assert rc == 0 and "adam lr 0.01;" in out and "--lr" not in out
+    rc, out, _ = run_in_process(capsys, "--epochs", "2", "--resume", str(new), "--lr", "0.2",
+                                "--save", str(new), *_RESUME)
+    assert rc == 0
+    said = [line for line in out.splitlines() if line.startswith("--lr")]
+    assert said == ["--lr 0.2: the checkpoint trained at lr 0.01; the resumed run uses 0.2"]
+    assert "adam lr 0.2;" in out  # the banner tells the rate that runs
+    a, b = gg.load(same), gg.load(new)
+    assert a["optimizer"]["hyper"]["lr"] == 0.01 and b["optimizer"]["hyper"]["lr"] == 0.2
+    moved = [np.abs(gg.to_numpy(b["model"][k]) - gg.to_numpy(a["model"][k])).max()
+             for k in a["model"]]
+    assert max(moved) > 1e-3  # the new rate trained, not the checkpoint's
+
+
+def test_resume_to_epochs_already_done_is_refused(numpy_backend, capsys, tmp_path):
+    ck = tmp_path / "ck.safetensors"
+    assert cli.main(["train", "--epochs", "2", "--save", str(ck), *_RESUME]) == 0
+    before = ck.read_bytes()
+    capsys.readouterr()
+    for epochs in ("1", "2"):
+        rc, out, err = run_in_process(capsys, "--epochs", epochs, "--resume", str(ck), "--save",
+                                      str(ck), *_RESUME)
+        assert rc == 2 and "done:" not in out
+        assert f"--epochs {epochs}: the checkpoint {ck} has already finished 2 epoch(s)" in err
+        assert "pass more than 2 to continue" in err
+    assert ck.read_bytes() == before
+
+
+def test_resume_from_an_npz_with_another_class_count_names_the_classes(numpy_backend, capsys,
+                                                                       tmp_path):
+    params = tmp_path / "p.npz"
+    assert cli.main(["train", "--epochs", "1", "--save", str(params), *_RESUME]) == 0
+    rng = np.random.default_rng(0)
+    data = _npz(tmp_path, rng.normal(size=(60, 64)).astype(np.float32), np.arange(60) % 3)
+    capsys.readouterr()
+    rc, _, err = run_in_process(capsys, "--data", data, "--resume", str(params), "--epochs",
+                                "1", *_RESUME)
+    assert rc == 2
+    assert "it was trained on 10 classes and this --data has 3 (labels 0..2)" in err
+    assert "resume only on data with the same classes" in err
+    assert "--hidden" not in err
+    rc, _, err = run_in_process(capsys, "--resume", str(params), "--epochs", "1", "--quiet",
+                                "--hidden", "4")
+    assert rc == 2 and "its hidden sizes are 8 and this run builds 4; pass --hidden 8" in err

@@ -1,7 +1,8 @@
 """The compiler's planning, lowering and rewrites (gpugrad/compiler/plan.py, lower.py,
 rewrite.py), each checked against the portable definition: a schedule's first run at an
 input signature goes step by step through the checked interpreter, later runs through the
-planned program, so a rewrite is tested by comparing the two (in float64, to 1e-12), and
+planned program, so a rewrite is tested by comparing the two (float64 to 1e-12, float32 in
+ulps: helpers.assert_orders_agree), and
 the planner by its buffer assignment. Whole training steps: tests/test_compiler.py.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import assert_orders_agree
 
 import gpugrad as gg
 from gpugrad import nn
@@ -34,9 +36,9 @@ def test_cross_entropy_rewrite_equals_the_chain(numpy_backend):
         first = gg.value_and_gradients(loss, [z, w], feed={z: Z, t: T})
         for _ in range(2):
             later = gg.value_and_gradients(loss, [z, w], feed={z: Z, t: T})
-            np.testing.assert_allclose(later[0], first[0], **TOL)
+            assert_orders_agree(later[0], first[0], **TOL)
             for g, h in zip(later[1], first[1]):
-                np.testing.assert_allclose(g, h, **TOL)
+                assert_orders_agree(g, h, **TOL)
         sched = loss._schedules[((z, w), np)]
         assert "np.exp(lp" in next(iter(sched.programs.values())).source
     # the rewrite is skipped when an intermediate has another reader
@@ -143,9 +145,9 @@ def test_lowered_elementwise_broadcasts_and_fan_out(numpy_backend):
     v0, g0 = gg.value_and_gradients(loss, wrt, feed={x: X})
     for _ in range(2):
         v1, g1 = gg.value_and_gradients(loss, wrt, feed={x: X})
-        np.testing.assert_allclose(v1, v0, **TOL)
+        assert_orders_agree(v1, v0, **TOL)
         for a, e in zip(g1, g0):
-            np.testing.assert_allclose(a, e, **TOL)
+            assert_orders_agree(a, e, **TOL)
     src = next(iter(loss._schedules[(tuple(wrt), np)].programs.values())).source
     assert "np.add.reduce" in src and "np.dot(ONES4_float64" in src and "np.reciprocal" in src
 
@@ -183,10 +185,10 @@ def _first_and_planned(loss, wrt, feed, value=True):
     for _ in range(2):
         v1, g1 = run(loss, wrt, feed=feed)
         if value:
-            np.testing.assert_allclose(_np(v1), _np(v0), **TOL)
+            assert_orders_agree(_np(v1), _np(v0), **TOL)
         for a, e in zip(g1, g0):
             assert a.shape == e.shape
-            np.testing.assert_allclose(_np(a), _np(e), **TOL)
+            assert_orders_agree(_np(a), _np(e), **TOL)
     (prog,) = loss._schedules[(tuple(wrt), np)].programs.values()
     return prog.source
 
@@ -252,7 +254,7 @@ def test_gradients_only_leaves_out_the_value(numpy_backend):
     # a caller's seed still runs the generic sweep, scaled
     seeded = gg.gradients(loss, [A, B], feed=feed, grad=np.array(2.0))
     for a, e in zip(seeded, full):
-        np.testing.assert_allclose(_np(a), 2.0 * _np(e), **TOL)
+        assert_orders_agree(_np(a), 2.0 * _np(e), **TOL)
 
 
 def test_linear_then_sigmoid_rewrite_equals_the_chain(numpy_backend):

@@ -78,7 +78,52 @@ def test_unused_argument_gets_zeros_and_constant_output_too(bk):
     g = gg.grad(lambda a, b: gg.sum(b * 2.0), argnums=0)(x, x)
     check_backend_array(bk, g, x)
     np.testing.assert_array_equal(host(g), 0.0)
-    np.testing.assert_array_equal(host(gg.grad(lambda a: 3.0)(x)), 0.0)
+    # a Tensor with no path to the argument: zeros, as in JAX
+    np.testing.assert_array_equal(host(gg.grad(lambda a: gg.asarray(3.0))(x)), 0.0)
+
+
+_CUT = {
+    "float()": lambda x: float(gg.sum(x * x)),
+    ".item()": lambda x: gg.sum(x * x).item(),
+    "to_numpy": lambda x: gg.to_numpy(gg.sum(x * x)),
+    "numpy scalar": lambda x: np.float64(gg.to_numpy(gg.sum(x * x))),
+}
+
+
+@pytest.mark.parametrize("cause", list(_CUT))
+@pytest.mark.parametrize("transform", ["grad", "value_and_grad", "jacobian", "vjp"])
+def test_a_result_cut_from_the_graph_is_refused_not_zeros(transform, cause):
+    f, x = _CUT[cause], np.array([1.0, 2.0])
+    with pytest.raises(TypeError) as err:
+        if transform == "vjp":
+            gg.vjp(f, x)
+        else:
+            getattr(gg, transform)(f)(x)
+    msg = str(err.value)
+    assert msg.startswith(f"{transform}: the function returned a ")
+    assert "not a gpugrad Tensor" in msg and "zeros" in msg
+    for hint in ("float()", ".item()", "gg.to_numpy()", "gpugrad ops"):
+        assert hint in msg
+
+
+def test_a_list_argument_is_a_pytree_and_a_failure_on_it_says_so():
+    g = gg.grad(lambda p: p[0] * p[1])([2.0, 3.0])  # JAX's habit: one gradient per leaf
+    assert [float(v) for v in g] == [3.0, 2.0]
+    with pytest.raises(TypeError) as err:
+        gg.grad(lambda x: gg.sum(x ** 2))([1.0, 2.0])
+    msg = str(err.value)
+    assert msg.startswith("grad: argument 0 is a list of numbers") and "pytree" in msg
+    assert "pass an array: np.array(...)" in msg and "'list' and 'int'" in msg
+    assert isinstance(err.value.__cause__, TypeError)
+    np.testing.assert_array_equal(gg.grad(lambda x: gg.sum(x ** 2))(np.array([1.0, 2.0])),
+                                  [2.0, 4.0])
+
+
+def test_a_type_error_of_the_function_itself_is_left_alone():
+    def f(x):
+        raise TypeError("mine")
+    with pytest.raises(TypeError, match="^mine$"):
+        gg.grad(f)(np.array([1.0]))
 
 
 def test_grad_does_not_touch_closed_over_variables(rng):
