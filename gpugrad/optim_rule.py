@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -60,38 +61,38 @@ class Sym:
         self.index = len(nodes)
         nodes.append(self)
 
-    def _lift(self, v: Any) -> "Sym":
+    def _lift(self, v: Any) -> Sym:
         return v if isinstance(v, Sym) else Sym(self.nodes, "k", (float(v),), False)
 
-    def _bin(self, op: str, a: Any, b: Any) -> "Sym":
+    def _bin(self, op: str, a: Any, b: Any) -> Sym:
         a, b = self._lift(a), self._lift(b)
         return Sym(self.nodes, op, (a, b), a.array or b.array)
 
-    def __add__(self, o: Any) -> "Sym":
+    def __add__(self, o: Any) -> Sym:
         return self._bin("add", self, o)
 
-    def __radd__(self, o: Any) -> "Sym":
+    def __radd__(self, o: Any) -> Sym:
         return self._bin("add", o, self)
 
-    def __sub__(self, o: Any) -> "Sym":
+    def __sub__(self, o: Any) -> Sym:
         return self._bin("sub", self, o)
 
-    def __rsub__(self, o: Any) -> "Sym":
+    def __rsub__(self, o: Any) -> Sym:
         return self._bin("sub", o, self)
 
-    def __mul__(self, o: Any) -> "Sym":
+    def __mul__(self, o: Any) -> Sym:
         return self._bin("mul", self, o)
 
-    def __rmul__(self, o: Any) -> "Sym":
+    def __rmul__(self, o: Any) -> Sym:
         return self._bin("mul", o, self)
 
-    def __truediv__(self, o: Any) -> "Sym":
+    def __truediv__(self, o: Any) -> Sym:
         return self._bin("div", self, o)
 
-    def __rtruediv__(self, o: Any) -> "Sym":
+    def __rtruediv__(self, o: Any) -> Sym:
         return self._bin("div", o, self)
 
-    def __neg__(self) -> "Sym":
+    def __neg__(self) -> Sym:
         return Sym(self.nodes, "neg", (self,), self.array)
 
 
@@ -128,7 +129,7 @@ class Form:
     __slots__ = ("first", "fn", "fold", "kernel", "names", "scalars", "source", "temps")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def form(formula: Callable, options: tuple, first: bool) -> Form:
     """Trace ``formula`` under ``options`` (sorted (name, value) pairs) and derive its code."""
     nodes: list = []
@@ -219,7 +220,7 @@ def _emit(nodes: list, targets: dict, leaf: dict) -> tuple:
             cref[i] = name
             continue
 
-        def free(buf: str) -> bool:
+        def free(buf: str, i: int = i) -> bool:
             held = holds.get(buf)
             return held is None or last.get(held, -1) <= i
 
@@ -302,7 +303,7 @@ def cupy_kernel(f: Form) -> Any:
     return _kernel(*f.kernel[:3])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel(ins: str, outs: str, body: str) -> Any:
     import cupy
 

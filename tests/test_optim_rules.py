@@ -75,30 +75,30 @@ def _adagrad(lr=0.01, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=
 
 def _cases() -> dict:
     cases = {
-        "sgd": dict(lr=0.1),
-        "sgd-decay": dict(lr=0.1, weight_decay=0.1),
-        "sgd-momentum": dict(lr=0.1, momentum=0.9),
-        "sgd-nesterov-decay": dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1),
-        "adam": dict(lr=0.05),
-        "adam-decay": dict(lr=0.05, betas=(0.8, 0.99), weight_decay=0.1),
-        "adamw": dict(lr=0.05),
+        "sgd": {"lr": 0.1},
+        "sgd-decay": {"lr": 0.1, "weight_decay": 0.1},
+        "sgd-momentum": {"lr": 0.1, "momentum": 0.9},
+        "sgd-nesterov-decay": {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.1},
+        "adam": {"lr": 0.05},
+        "adam-decay": {"lr": 0.05, "betas": (0.8, 0.99), "weight_decay": 0.1},
+        "adamw": {"lr": 0.05},
     }
     cases = {k: (k.split("-")[0], kw) for k, kw in cases.items()}
     for wd in (0.0, 0.1):
         for mom in (0.0, 0.5):
             for centered in (False, True):
-                kw = dict(lr=0.01, weight_decay=wd, momentum=mom, centered=centered)
+                kw = {"lr": 0.01, "weight_decay": wd, "momentum": mom, "centered": centered}
                 cases[f"rmsprop-wd{wd}-mom{mom}-c{int(centered)}"] = ("rmsprop", kw)
     cases["rmsprop-defaults"] = ("rmsprop", {})
-    cases["rmsprop-alpha-eps"] = ("rmsprop", dict(lr=0.02, alpha=0.5, eps=0.1))
+    cases["rmsprop-alpha-eps"] = ("rmsprop", {"lr": 0.02, "alpha": 0.5, "eps": 0.1})
     for decay in (0.0, 0.1):
         for wd in (0.0, 0.1):
             for init in (0.0, 0.5):
-                kw = dict(lr=0.1, lr_decay=decay, weight_decay=wd,
-                          initial_accumulator_value=init)
+                kw = {"lr": 0.1, "lr_decay": decay, "weight_decay": wd,
+                          "initial_accumulator_value": init}
                 cases[f"adagrad-d{decay}-wd{wd}-i{init}"] = ("adagrad", kw)
     cases["adagrad-defaults"] = ("adagrad", {})
-    cases["adagrad-eps"] = ("adagrad", dict(lr=0.1, eps=0.5))
+    cases["adagrad-eps"] = ("adagrad", {"lr": 0.1, "eps": 0.5})
     return cases
 
 

@@ -8,7 +8,6 @@ import json
 import sys
 
 import pytest
-
 from test_distributed_mpi import HAS_MPI, HERE, mpirun
 from test_optim_rules import CASES
 
