@@ -313,3 +313,32 @@ def test_a_subclass_that_overrides_update_takes_the_generic_path(numpy_backend):
     np.testing.assert_allclose(w.data, [1.0 - 0.1 * math.sqrt(2), -1.0 - 0.1 * math.sqrt(2)],
                                rtol=1e-15)
     assert "_scratch" not in vars(opt)
+
+
+@pytest.mark.parametrize("first", [True, False])
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_cupy_kernel_source_computes_the_in_place_numbers(name, first, numpy_backend):
+    """The generated ElementwiseKernel's body (run here as scalar code, element by element,
+    in float64 as the kernel would for float64 arrays) gives the in-place NumPy update's
+    numbers; on a GPU, test_eager_step runs the kernel itself."""
+    w = gg.Variable(np.zeros(1))
+    opt = _make(name, [w])
+    options = tuple(sorted(opt.options().items()))
+    f = form(type(opt).formula, options, first)
+    c = opt.scalars(3)
+    ins, outs, body, hoist = f.kernel
+    rng = np.random.default_rng(1)
+    n = 5
+    P, G = rng.standard_normal(n), rng.standard_normal(n)
+    S = [rng.random(n) + 0.5 for _ in f.names]
+    P2, S2 = P.copy(), [s.copy() for s in S]
+    f.fn(P2, G, tuple(S2), tuple(np.empty(n) for _ in range(f.temps)), c)
+    py = "\n".join(line.removeprefix("T ").rstrip(";") for line in body.split("\n"))
+    code = compile(py.replace("sqrt(", "math.sqrt("), "<kernel body>", "exec")
+    hoisted = dict(zip([a.split()[1] for a in ins.split(", ")[1:]], hoist(c)))
+    outs = [a.split()[1] for a in outs.split(", ")]
+    for j in range(n):
+        scope = {"math": math, "G": G[j], **hoisted,
+                 **dict(zip(outs, [P[j], *(s[j] for s in S)]))}
+        exec(code, scope)  # noqa: S102
+        assert [scope[o] for o in outs] == [P2[j], *(s[j] for s in S2)]
