@@ -31,7 +31,9 @@ threads stepping one optimizer at once do not share it: the second runs the port
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,7 @@ import numpy as np
 from . import versions
 from .errors import call_site
 from .fpstate import quiet
+from .fpstate import quiet_unless_ignored as _loud
 from .optim_rule import cupy_kernel, form, portable
 from .tensor import no_grad
 
@@ -57,7 +60,7 @@ class Scratch:
 
     def __init__(self) -> None:
         self.bases: dict = {}  # dtype -> flat array
-        self.views: dict = {}  # parameter -> its views of the base of its dtype
+        self.views: dict = {}  # parameter -> (weak reference to its array, views of the base)
         self.busy = threading.Lock()
 
     def __reduce__(self) -> tuple:
@@ -65,9 +68,6 @@ class Scratch:
 
     def view(self, p: Any, P: np.ndarray, k: int, params: list) -> tuple:
         """``k`` scratch arrays of ``P``'s shape and dtype for parameter ``p``."""
-        T = self.views.get(p)
-        if T is not None and len(T) >= k and T[0].dtype is P.dtype and T[0].shape == P.shape:
-            return T
         dt, n = P.dtype, P.size
         base = self.bases.get(dt)
         if base is None or base.size < k * n:
@@ -75,48 +75,63 @@ class Scratch:
                      if type(q.data) is np.ndarray and q.data.dtype == dt]
             base = self.bases[dt] = np.empty(k * max([n, *sizes]), dt)
             self.views.clear()
-        T = self.views[p] = tuple(base[j * n:(j + 1) * n].reshape(P.shape) for j in range(k))
+        T = tuple(base[j * n:(j + 1) * n].reshape(P.shape) for j in range(k))
+        self.views[p] = (weakref.ref(P), T)
         return T
 
 
 def _options(opt: Any) -> tuple:
-    return tuple(sorted(opt.options().items()))
+    return tuple(opt.options().items())  # (each class builds its dict in one order)
 
 
-def _prepare(opt: Any, options: tuple, fixed: Any, p: Any, P: Any, st: dict) -> tuple:
-    """The form of ``p``'s update (its first if ``p`` has no state yet), its state arrays
-    (created where missing) and its scalars (``fixed``, or those of its next update)."""
-    f = form(type(opt).formula, options, not st)
-    if len(st) < len(f.names) or any(k not in st for k in f.names):
+def _states(opt: Any, f: Any, p: Any, P: Any, st: dict) -> list:
+    """``p``'s state arrays in ``f``'s order, created (with their initial values) where
+    missing."""
+    try:
+        return [st[k] for k in f.names]
+    except KeyError:
         start = opt.initial()
         xp = p.xp
         for k in f.names:
             if k not in st:
                 v = start.get(k, 0.0)
                 st[k] = xp.zeros_like(P) if v == 0.0 else xp.full_like(P, v)
+        return [st[k] for k in f.names]
+
+
+def _scalars(opt: Any, fixed: Any, p: Any) -> dict:
     if fixed is not None:
-        return f, fixed
+        return fixed
     t = opt.param_steps[p] = opt.param_steps.get(p, 0) + 1  # per parameter
-    return f, opt.scalars(t)
+    return opt.scalars(t)
 
 
-def _run(opt: Any, options: tuple, fixed: Any, p: Any, g: Any, scratch: Any) -> None:
-    """One parameter's declared update, by the first path that fits it."""
+def _run(opt: Any, options: tuple, later: Any, fixed: Any, p: Any, g: Any,
+         scratch: Any) -> None:
+    """One parameter's declared update, by the first path that fits it (``later``: the
+    form of a parameter that has state already)."""
     P = p.data
-    st = opt.state[p]
-    f, c = _prepare(opt, options, fixed, p, P, st)
+    if later.names:
+        st = opt.state[p]
+        f = later if st else form(type(opt).formula, options, True)
+        S = _states(opt, f, p, P, st)
+    else:  # no state: nothing to look up or create
+        f, st, S = later, None, ()
+    c = fixed if fixed is not None else _scalars(opt, None, p)
     tp = type(P)
-    if tp is type(g) and g.shape == P.shape and g.dtype == P.dtype:
+    if tp is type(g) and g.shape == P.shape and (g.dtype is P.dtype or g.dtype == P.dtype):
         kind = getattr(P.dtype, "kind", "")
-        if tp is np.ndarray and scratch is not None and kind == "f":
-            f.fn(P, g, tuple(st[k] for k in f.names), scratch.view(p, P, f.temps, opt.params),
-                 c)
+        if tp is np.ndarray and scratch and kind == "f":
+            e = scratch.views.get(p)
+            T = e[1] if e is not None and e[0]() is P and len(e[1]) >= f.temps else \
+                scratch.view(p, P, f.temps, opt.params)
+            f.fn(P, g, S, T, c)
             return
         if kind == "f" and opt.fused and tp.__module__.startswith("cupy"):
             dt = P.dtype.type
-            cupy_kernel(f)(g, *(dt(v) for v in f.kernel[3](c)), P, *(st[k] for k in f.names))
+            cupy_kernel(f)(g, *(dt(v) for v in f.kernel[3](c)), P, *S)
             return
-    _portable(opt, options, f, p.xp, P, g, st, c)
+    _portable(opt, options, f, p.xp, P, g, opt.state[p] if st is None else st, c)
 
 
 def _portable(opt: Any, options: tuple, f: Any, xp: Any, P: Any, g: Any, st: dict,
@@ -131,8 +146,11 @@ def portable_update(opt: Any, p: Any, g: Any, state: dict) -> None:
     """``Optimizer.update``: the formula on ``p``'s namespace, written into its arrays."""
     options = _options(opt)
     P = p.data
-    f, c = _prepare(opt, options, None if opt.counts_steps else opt.scalars(0), p, P, state)
-    _portable(opt, options, f, p.xp, P, g, state, c)
+    f = form(type(opt).formula, options, not state)
+    _states(opt, f, p, P, state)
+    c = _scalars(opt, None if opt.counts_steps else opt.scalars(0), p)
+    with quiet(p.xp):  # tiny moments underflow quietly
+        _portable(opt, options, f, p.xp, P, g, state, c)
 
 
 def apply(opt: Any, pairs: list) -> None:
@@ -143,32 +161,62 @@ def apply(opt: Any, pairs: list) -> None:
     if not pairs:
         return
     written: list = []
-    scratch = None
+    done = written.append
     if declared(opt):
         options = _options(opt)
+        later = form(type(opt).formula, options, False)
         fixed = None if opt.counts_steps else opt.scalars(0)
         scratch = opt.__dict__.get("_scratch")
         if scratch is None:
             scratch = opt._scratch = Scratch()
         if not scratch.busy.acquire(False):  # another thread is stepping this optimizer
-            scratch = False
+            scratch = None
+        fn, names, temps, views = later.fn, later.names, later.temps, \
+            scratch.views if scratch else {}
+        state, ndarray = opt.state, np.ndarray
+    else:
+        later = None
+    refs: list = []  # the write log's reference to each written array
     try:
-        with no_grad(), quiet(pairs[0][0].xp):  # tiny moments underflow quietly
+        with _quiet(pairs[0][0].xp), no_grad() if later is None else _NOTHING:
             for p, g in pairs:
-                before = p.data
-                if scratch is None:
+                P = p.data
+                if later is None:
                     opt.update(p, g, opt.state[p])
                 else:
-                    _run(opt, options, fixed, p, g, scratch or None)
-                if p.data is before:
-                    written.append(p)
+                    e = views.get(p)  # a parameter that took the in-place path before
+                    st = state[p] if names else None
+                    if e is not None and e[0]() is P and type(g) is ndarray \
+                            and g.dtype is P.dtype and g.shape == P.shape \
+                            and len(e[1]) >= temps and (st or not names):
+                        fn(P, g, _states(opt, later, p, P, st) if names else (), e[1],
+                           fixed if fixed is not None else _scalars(opt, None, p))
+                        done(p)
+                        refs.append(e[0])
+                        continue
+                    # the first time, or another path (gpugrad.optim_rule)
+                    _run(opt, options, later, fixed, p, g, scratch)
+                if p.data is P:
+                    done(p)
+                    refs.append(versions.refs((P,))[0])
                 else:
                     versions.rebound(p)
     finally:  # the writes made before any failure still count
-        if scratch:
+        if later is not None and scratch:
             scratch.busy.release()
         if written:
-            versions.wrote_many(written, f"{type(opt).__name__} step called at {call_site()}")
+            versions.wrote_arrays(written, refs,
+                                  f"{type(opt).__name__} step called at {call_site()}")
+
+
+_NOTHING = contextlib.nullcontext()
+
+
+def _quiet(xp: Any) -> Any:
+    """Tiny moments underflow quietly (a context only where one is needed)."""
+    if xp is np:
+        return _loud() or _NOTHING
+    return quiet(xp)
 
 
 class Lowering:
@@ -193,8 +241,10 @@ class Lowering:
         dtype, only read; ``T``: scratch arrays of its shape and dtype, more are made if
         the formula needs more), reading the hyperparameters now."""
         opt = self.opt
-        fixed = None if opt.counts_steps else opt.scalars(0)
-        f, c = _prepare(opt, _options(opt), fixed, p, P, opt.state[p])
+        st = opt.state[p]
+        f = form(type(opt).formula, _options(opt), not st)
+        S = _states(opt, f, p, P, st)
+        c = _scalars(opt, None if opt.counts_steps else opt.scalars(0), p)
         if len(T) < f.temps:
             T = T + tuple(np.empty_like(P) for _ in range(f.temps - len(T)))
-        f.fn(P, g, tuple(opt.state[p][k] for k in f.names), T, c)
+        f.fn(P, g, S, T, c)

@@ -28,10 +28,10 @@ def update(P, G, S, T, c):
     T0 = T[0]
     h2 = c["weight_decay"]
     h5 = c["lr"]
-    np.multiply(h2, P, out=T0)
-    np.add(G, T0, out=T0)
-    np.multiply(h5, T0, out=T0)
-    np.subtract(P, T0, out=P)
+    np.multiply(h2, P, T0)
+    np.add(G, T0, T0)
+    np.multiply(h5, T0, T0)
+    np.subtract(P, T0, P)
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class Form:
 
 @functools.cache
 def form(formula: Callable, options: tuple, first: bool) -> Form:
-    """Trace ``formula`` under ``options`` (sorted (name, value) pairs) and derive its code."""
+    """Trace ``formula`` under ``options`` ((name, value) pairs) and derive its code."""
     nodes: list = []
     p = Sym(nodes, "p", (), True)
     g = Sym(nodes, "g", (), True)
@@ -239,7 +239,7 @@ def _emit(nodes: list, targets: dict, leaf: dict) -> tuple:
                 dst = f"T{ntemps}"
                 ntemps += 1
         args = [ref[a.index] for a in n.args]
-        body.append(f"np.{_UFUNC[n.op]}({', '.join(args)}, out={dst})")
+        body.append(f"np.{_UFUNC[n.op]}({', '.join(args)}, {dst})")
         cargs = [cref[a.index] for a in n.args]
         expr = (f"sqrt({cargs[0]})" if n.op == "sqrt" else f"(-{cargs[0]})" if n.op == "neg"
                 else f"({cargs[0]} {_PY[n.op]} {cargs[1]})")

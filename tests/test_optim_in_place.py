@@ -151,7 +151,7 @@ def test_a_busy_scratch_falls_back_to_update(numpy_backend):
     w.grad = np.array([1.0, 1.0])
     opt.step()
     scratch = opt._scratch
-    held = next(iter(scratch.views.values()))[0].copy()
+    held = next(iter(scratch.views.values()))[1][0].copy()
     assert scratch.busy.acquire(False)
     try:
         w.grad = np.array([2.0, -2.0])
@@ -159,7 +159,7 @@ def test_a_busy_scratch_falls_back_to_update(numpy_backend):
     finally:
         scratch.busy.release()
     np.testing.assert_array_equal(w.data, [-0.5, 2.5])
-    np.testing.assert_array_equal(next(iter(scratch.views.values()))[0], held)  # untouched
+    np.testing.assert_array_equal(next(iter(scratch.views.values()))[1][0], held)  # untouched
     assert w.version == 2
 
 
