@@ -25,7 +25,6 @@ from .nn.module import StateDictError, _onto
 from .optim_in_place import Lowering, apply, declared, portable_update
 from .tensor import Tensor, Variable
 
-
 WRAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 """Optimizers that must be stepped only through the object that wraps them, each with the
 reason: gpugrad.distributed's sharded update puts their parameters in memory that every rank
@@ -397,5 +396,5 @@ class CosineLR(LRSchedule):
             1.0 + math.cos(math.pi * e / self.T_max)) / 2.0
 
 
-__all__ = ["Adagrad", "Adam", "AdamW", "CosineLR", "LRSchedule", "OPTIMIZERS", "Optimizer",
-           "RMSprop", "SGD", "StepLR"]
+__all__ = ["OPTIMIZERS", "SGD", "Adagrad", "Adam", "AdamW", "CosineLR", "LRSchedule",
+           "Optimizer", "RMSprop", "StepLR"]
