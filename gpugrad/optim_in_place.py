@@ -223,15 +223,25 @@ class Lowering:
     """An optimizer's declared update as the compiled training step
     (gpugrad.compiler.update) and the sharded distributed update take it: ``names`` (its
     state arrays), ``temps`` (scratch arrays it needs), ``fold_lr`` (it is ``p - lr * g``, so
-    a program may start backward from ``lr`` and subtract the gradient), ``counts_steps``,
-    and :meth:`update`, in place on one NumPy parameter."""
+    a program may start backward from ``lr`` and subtract the gradient), ``counts_steps``;
+    each step calls :meth:`start` (which reads the hyperparameters), then :meth:`update` for
+    each parameter, in place on NumPy arrays."""
 
-    __slots__ = ("counts_steps", "fold_lr", "names", "opt", "temps")
+    __slots__ = ("counts_steps", "fixed", "fold_lr", "later", "names", "opt", "options",
+                 "temps")
 
     def __init__(self, opt: Any) -> None:
-        f = form(type(opt).formula, _options(opt), False)
-        self.opt, self.names, self.temps, self.fold_lr = opt, f.names, f.temps, f.fold
-        self.counts_steps = opt.counts_steps
+        self.opt, self.counts_steps = opt, opt.counts_steps
+        self.start()
+        f = self.later
+        self.names, self.temps, self.fold_lr = f.names, f.temps, f.fold
+
+    def start(self) -> None:
+        """Read the options and the hyperparameters for this step's updates."""
+        opt = self.opt
+        self.options = _options(opt)
+        self.later = form(type(opt).formula, self.options, False)
+        self.fixed = None if self.counts_steps else opt.scalars(0)
 
     def initial(self, name: str) -> float:
         return self.opt.initial().get(name, 0.0)
@@ -239,12 +249,13 @@ class Lowering:
     def update(self, p: Any, P: Any, g: Any, *T: Any) -> None:
         """``p``'s update (``P``: its real floating NumPy array; ``g`` of its shape and
         dtype, only read; ``T``: scratch arrays of its shape and dtype, more are made if
-        the formula needs more), reading the hyperparameters now."""
-        opt = self.opt
+        the formula needs more)."""
+        opt, f = self.opt, self.later
         st = opt.state[p]
-        f = form(type(opt).formula, _options(opt), not st)
+        if not st and f.names:
+            f = form(type(opt).formula, self.options, True)
         S = _states(opt, f, p, P, st)
-        c = _scalars(opt, None if opt.counts_steps else opt.scalars(0), p)
+        c = self.fixed if self.fixed is not None else _scalars(opt, None, p)
         if len(T) < f.temps:
             T = T + tuple(np.empty_like(P) for _ in range(f.temps - len(T)))
         f.fn(P, g, S, T, c)

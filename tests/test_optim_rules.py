@@ -342,3 +342,22 @@ def test_the_cupy_kernel_source_computes_the_in_place_numbers(name, first, numpy
                  **dict(zip(outs, [P[j], *(s[j] for s in S)]))}
         exec(code, scope)  # noqa: S102
         assert [scope[o] for o in outs] == [P2[j], *(s[j] for s in S2)]
+
+
+@pytest.mark.parametrize("name", ["rmsprop-wd0.1-mom0.5-c1", "adagrad-d0.1-wd0.1-i0.5",
+                                  "adam-decay", "sgd-nesterov-decay"])
+def test_the_compiled_step_reads_the_hyperparameters_each_step(name, numpy_backend):
+    """An LR schedule between compiled steps: each step uses the lr of its time."""
+    kind, kw = CASES[name]
+    ps = [gg.Variable(x) for x in _start()]
+    opt = _make(name, ps)
+    cs, loss = _graph_loss(ps)
+    want, states = _start(), [{}, {}]
+    for t in range(1, STEPS + 1):
+        lr = kw["lr"] * 0.5 ** t
+        opt.lr = lr
+        opt.minimize(loss, feed=dict(zip(cs, _grads(t - 1))))
+        step = HAND[kind](**{**kw, "lr": lr})
+        want = [step(p, g, st, t) for p, g, st in zip(want, _grads(t - 1), states)]
+    for p, w in zip(ps, want):
+        np.testing.assert_allclose(p.data, w, rtol=1e-12, atol=1e-14)

@@ -49,9 +49,9 @@ def instructions(opt: Any, sched: Any, grads: list, shapes: list, env: dict,
         names = ", ".join(grads)
         return [plan.Instr(list(grads), [], lambda outs, temps: [
             f"apply(opt, PARAMS, [{names}])"], False)]
-    out = []
     fold = rewrite.fold_lr(low)
     env["LOW"] = low
+    out = [] if fold else [plan.Instr([], [], lambda outs, temps: ["LOW.start()"], False)]
     for i, (slot, g) in enumerate(zip(sched.wrt, grads)):
         P = f"v{slot}"
         if fold:

@@ -236,6 +236,7 @@ class ShardedUpdate:
         steps, state = opt.param_steps, opt.state
         # the in-place NumPy form the compiled step uses (same arithmetic, no temporaries)
         low = self.lowering
+        low.start()  # this step's hyperparameters
         opt.steps += 1
         try:
             with no_grad(), quiet(np):
