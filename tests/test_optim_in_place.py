@@ -50,7 +50,7 @@ def _grads(step: int, dtype: str) -> list:
 
 def _portable(opt: optim.Optimizer) -> optim.Optimizer:
     """The same optimizer, stepping with ``update()`` (an instance-level ``update`` is one
-    that ``update_in_place`` cannot stand for)."""
+    that the declared formula cannot stand for)."""
     opt.update = opt.update
     return opt
 
