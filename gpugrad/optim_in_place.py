@@ -106,6 +106,19 @@ def _scalars(opt: Any, fixed: Any, p: Any) -> dict:
     return opt.scalars(t)
 
 
+def _hoisted(opt: Any, f: Any, fixed: Any, p: Any, known: dict) -> tuple:
+    """What ``f``'s code reads of this update's scalars (the step count's own, worked out
+    once per step for each count in ``known``)."""
+    if fixed is not None:
+        return f.prologue(fixed)
+    t = opt.param_steps[p] = opt.param_steps.get(p, 0) + 1  # per parameter
+    key = (f, t)
+    h = known.get(key)
+    if h is None:
+        h = known[key] = f.prologue(opt.scalars(t))
+    return h
+
+
 def _run(opt: Any, options: tuple, later: Any, fixed: Any, p: Any, g: Any,
          scratch: Any) -> None:
     """One parameter's declared update, by the first path that fits it (``later``: the
@@ -117,7 +130,7 @@ def _run(opt: Any, options: tuple, later: Any, fixed: Any, p: Any, g: Any,
         S = _states(opt, f, p, P, st)
     else:  # no state: nothing to look up or create
         f, st, S = later, None, ()
-    c = fixed if fixed is not None else _scalars(opt, None, p)
+    c = _scalars(opt, fixed, p)
     tp = type(P)
     if tp is type(g) and g.shape == P.shape and (g.dtype is P.dtype or g.dtype == P.dtype):
         kind = getattr(P.dtype, "kind", "")
@@ -125,11 +138,11 @@ def _run(opt: Any, options: tuple, later: Any, fixed: Any, p: Any, g: Any,
             e = scratch.views.get(p)
             T = e[1] if e is not None and e[0]() is P and len(e[1]) >= f.temps else \
                 scratch.view(p, P, f.temps, opt.params)
-            f.fn(P, g, S, T, c)
+            f.fn(P, g, S, T, f.prologue(c))
             return
         if kind == "f" and opt.fused and tp.__module__.startswith("cupy"):
             dt = P.dtype.type
-            cupy_kernel(f)(g, *(dt(v) for v in f.kernel[3](c)), P, *S)
+            cupy_kernel(f)(g, *(dt(v) for v in f.prologue(c)), P, *S)
             return
     _portable(opt, options, f, p.xp, P, g, opt.state[p] if st is None else st, c)
 
@@ -173,7 +186,8 @@ def apply(opt: Any, pairs: list) -> None:
             scratch = None
         fn, names, temps, views = later.fn, later.names, later.temps, \
             scratch.views if scratch else {}
-        state, ndarray = opt.state, np.ndarray
+        state, ndarray, known = opt.state, np.ndarray, {}
+        h = later.prologue(fixed) if fixed is not None else None
     else:
         later = None
     refs: list = []  # the write log's reference to each written array
@@ -190,7 +204,7 @@ def apply(opt: Any, pairs: list) -> None:
                             and g.dtype is P.dtype and g.shape == P.shape \
                             and len(e[1]) >= temps and (st or not names):
                         fn(P, g, _states(opt, later, p, P, st) if names else (), e[1],
-                           fixed if fixed is not None else _scalars(opt, None, p))
+                           h if h is not None else _hoisted(opt, later, None, p, known))
                         done(p)
                         refs.append(e[0])
                         continue
@@ -227,8 +241,8 @@ class Lowering:
     each step calls :meth:`start` (which reads the hyperparameters), then :meth:`update` for
     each parameter, in place on NumPy arrays."""
 
-    __slots__ = ("counts_steps", "fixed", "fold_lr", "later", "names", "opt", "options",
-                 "temps")
+    __slots__ = ("counts_steps", "fixed", "fold_lr", "known", "later", "names", "opt",
+                 "options", "temps")
 
     def __init__(self, opt: Any) -> None:
         self.opt, self.counts_steps = opt, opt.counts_steps
@@ -242,6 +256,7 @@ class Lowering:
         self.options = _options(opt)
         self.later = form(type(opt).formula, self.options, False)
         self.fixed = None if self.counts_steps else opt.scalars(0)
+        self.known: dict = {}
 
     def initial(self, name: str) -> float:
         return self.opt.initial().get(name, 0.0)
@@ -255,7 +270,7 @@ class Lowering:
         if not st and f.names:
             f = form(type(opt).formula, self.options, True)
         S = _states(opt, f, p, P, st)
-        c = self.fixed if self.fixed is not None else _scalars(opt, None, p)
+        h = _hoisted(opt, f, self.fixed, p, self.known)
         if len(T) < f.temps:
             T = T + tuple(np.empty_like(P) for _ in range(f.temps - len(T)))
-        f.fn(P, g, S, T, c)
+        f.fn(P, g, S, T, h)

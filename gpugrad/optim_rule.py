@@ -23,11 +23,12 @@ formula are computed once per call in Python floats, on every path alike.
 ...                                 ("nesterov", False)), False)
 >>> f.names, f.temps, f.fold
 ((), 1, False)
+>>> f.prologue({"weight_decay": 0.5, "lr": 0.1})
+(0.5, 0.1)
 >>> print(f.source)
-def update(P, G, S, T, c):
+def update(P, G, S, T, h):
+    h2, h5, = h
     T0 = T[0]
-    h2 = c["weight_decay"]
-    h5 = c["lr"]
     np.multiply(h2, P, T0)
     np.add(G, T0, T0)
     np.multiply(h5, T0, T0)
@@ -121,12 +122,15 @@ class _XpMath:
 
 
 class Form:
-    """One traced shape of a formula: ``names`` (the state arrays, in order), ``fn`` (the
-    in-place NumPy update ``fn(P, G, S, T, c)`` with ``temps`` scratch arrays), ``source``
-    (its text), ``kernel`` (CuPy: in/out parameter lists and body) and ``fold`` (the update
-    is ``p - lr * g`` with no state, so a compiled program may start backward from ``lr``)."""
+    """One traced shape of a formula: ``names`` (the state arrays, in order), ``prologue``
+    (``prologue(c)``: the scalars the array code reads, computed from the hyperparameters
+    ``c``), ``fn`` (the in-place NumPy update ``fn(P, G, S, T, prologue(c))`` with ``temps``
+    scratch arrays), ``source`` (its text), ``kernel`` (CuPy: in/out parameter lists and
+    body) and ``fold`` (the update is ``p - lr * g`` with no state, so a compiled program
+    may start backward from ``lr``)."""
 
-    __slots__ = ("first", "fn", "fold", "kernel", "names", "scalars", "source", "temps")
+    __slots__ = ("first", "fn", "fold", "kernel", "names", "prologue", "scalars", "source",
+                 "temps")
 
 
 @functools.cache
@@ -162,6 +166,7 @@ def form(formula: Callable, options: tuple, first: bool) -> Form:
     leaf = {id(p): "P", id(g): "G", **{id(states[k]): f"S{i}" for i, k in enumerate(names)
                                       if k in states}}
     f.source, f.temps, f.scalars, f.kernel = _emit(nodes, targets, leaf)
+    f.prologue = f.kernel[3]
     f.fn = _compile(f.source)
     lr_g = out["p"].args[1] if out["p"].op == "sub" else None
     f.fold = not names and out["p"].args[0] is p and lr_g is not None and lr_g.op == "mul" \
@@ -258,12 +263,14 @@ def _emit(nodes: list, targets: dict, leaf: dict) -> tuple:
         if ref[i] != t:
             body.append(f"np.copyto({t}, {ref[i]})")
     nstates = sum(1 for t in targets if t != "P")
-    lines = ["def update(P, G, S, T, c):"]
+    lines = ["def update(P, G, S, T, h):"]
+    if hoisted:
+        lines.append(f"    {''.join(h + ', ' for h in hoisted)}= h")
     if nstates:
         lines.append(f"    {''.join(f'S{k}, ' for k in range(nstates))}= S")
     if ntemps:
         lines += [f"    T{k} = T[{k}]" for k in range(ntemps)]  # (more may be given)
-    lines += ["    " + s for s in scal + body]
+    lines += ["    " + s for s in body]
     pro = ["def scalars(c):", *("    " + s for s in scal),
            f"    return ({''.join(h + ', ' for h in hoisted)})"]
     outs = ", ".join(f"T {t}" for t in targets)

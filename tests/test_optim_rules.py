@@ -332,7 +332,7 @@ def test_the_cupy_kernel_source_computes_the_in_place_numbers(name, first, numpy
     P, G = rng.standard_normal(n), rng.standard_normal(n)
     S = [rng.random(n) + 0.5 for _ in f.names]
     P2, S2 = P.copy(), [s.copy() for s in S]
-    f.fn(P2, G, tuple(S2), tuple(np.empty(n) for _ in range(f.temps)), c)
+    f.fn(P2, G, tuple(S2), tuple(np.empty(n) for _ in range(f.temps)), f.prologue(c))
     py = "\n".join(line.removeprefix("T ").rstrip(";") for line in body.split("\n"))
     code = compile(py.replace("sqrt(", "math.sqrt("), "<kernel body>", "exec")
     hoisted = dict(zip([a.split()[1] for a in ins.split(", ")[1:]], hoist(c)))
