@@ -69,32 +69,19 @@ class Sym:
         a, b = self._lift(a), self._lift(b)
         return Sym(self.nodes, op, (a, b), a.array or b.array)
 
-    def __add__(self, o: Any) -> Sym:
-        return self._bin("add", self, o)
-
-    def __radd__(self, o: Any) -> Sym:
-        return self._bin("add", o, self)
-
-    def __sub__(self, o: Any) -> Sym:
-        return self._bin("sub", self, o)
-
-    def __rsub__(self, o: Any) -> Sym:
-        return self._bin("sub", o, self)
-
-    def __mul__(self, o: Any) -> Sym:
-        return self._bin("mul", self, o)
-
-    def __rmul__(self, o: Any) -> Sym:
-        return self._bin("mul", o, self)
-
-    def __truediv__(self, o: Any) -> Sym:
-        return self._bin("div", self, o)
-
-    def __rtruediv__(self, o: Any) -> Sym:
-        return self._bin("div", o, self)
-
     def __neg__(self) -> Sym:
         return Sym(self.nodes, "neg", (self,), self.array)
+
+
+def _binary(op: str, flipped: bool) -> Callable:
+    def method(self: Sym, o: Any) -> Sym:
+        return self._bin(op, o, self) if flipped else self._bin(op, self, o)
+    return method
+
+
+for _name, _op in (("add", "add"), ("sub", "sub"), ("mul", "mul"), ("truediv", "div")):
+    setattr(Sym, f"__{_name}__", _binary(_op, False))
+    setattr(Sym, f"__r{_name}__", _binary(_op, True))
 
 
 class _Names:
