@@ -19,18 +19,11 @@ import math
 import weakref
 from typing import Any, Iterable, Mapping
 
-import numpy as np
-
-from . import backend as B
-from . import versions
-from .errors import at, call_site
-from .fpstate import quiet
+from .errors import at
 from .graph import train_step, value_and_gradients
 from .nn.module import StateDictError, _onto
-from .ops import cuda
-from .optim_in_place import apply_in_place, has_in_place, step_planned
-from .tensor import Tensor, Variable, no_grad
-
+from .optim_in_place import Lowering, apply, declared, portable_update
+from .tensor import Tensor, Variable
 
 WRAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 """Optimizers that must be stepped only through the object that wraps them, each with the
@@ -44,12 +37,23 @@ def _refuse_wrapped(opt: Any, call: str) -> None:
 
 
 class Optimizer:
-    """Base class: holds the parameters, per-parameter state and hyperparameters."""
+    """Base class: holds the parameters, per-parameter state and hyperparameters.
+
+    An optimizer whose update is elementwise declares it once (see gpugrad.optim_rule):
+    ``options``, ``scalars``, the staticmethod ``formula`` and, where needed, ``initial`` and
+    ``counts_steps``. The eager step (in place on NumPy, one fused kernel on CuPy, the
+    portable :meth:`update` elsewhere), the compiled step and the sharded distributed update
+    all derive from that formula. A subclass may instead override :meth:`update`: it then
+    runs for every parameter, on every path."""
 
     hyper: tuple[str, ...] = ("lr",)
     fused = True
-    """On CuPy, update each parameter with one fused kernel (gpugrad.ops.cuda); False runs
+    """On CuPy, update each parameter with one kernel generated from the formula; False runs
     the portable array-API update instead (the definition the kernels are tested against)."""
+    formula: Any = None
+    """``formula(x, o, c, p, g, s) -> {"p": ..., <state>: ...}``: the declared update."""
+    counts_steps = False
+    """Whether :meth:`scalars` takes the parameter's own update count ``t``."""
 
     def __init__(self, params: Iterable[Variable], lr: float) -> None:
         self.params = list(params)
@@ -64,6 +68,18 @@ class Optimizer:
         self.steps = 0
         self.state: dict[Variable, dict[str, Any]] = {p: {} for p in self.params}
         self.param_steps: dict[Variable, int] = {}  # updates each parameter has had
+
+    def options(self) -> dict:
+        """The switches that change the formula's shape."""
+        return {}
+
+    def scalars(self, t: int) -> dict:
+        """The formula's scalar hyperparameters for a parameter's ``t``-th update."""
+        return {"lr": self.lr}
+
+    def initial(self) -> dict:
+        """Each state array's first value where it is not 0."""
+        return {}
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -84,8 +100,6 @@ class Optimizer:
         skipped)."""
         if WRAPPED and self in WRAPPED:
             _refuse_wrapped(self, "step")
-        if step_planned(self):  # NumPy, nothing changed since the last step: the short way
-            return
         self._apply([(p, p.grad) for p in self.params if p.grad is not None])
 
     def minimize(self, loss: Any, feed: Mapping | None = None, compiled: bool = True) -> Any:
@@ -104,30 +118,23 @@ class Optimizer:
         return train_step(loss, self, feed)
 
     def _apply(self, pairs: list) -> None:
-        self.steps += 1
-        site = f"{type(self).__name__} step called at {call_site()}"
-        written: list = []
-        try:
-            if has_in_place(self):  # NumPy arrays: update_in_place (gpugrad.optim_in_place)
-                pairs = apply_in_place(self, pairs, written)
-            if not pairs:
-                return
-            with no_grad(), quiet(self.params[0].xp):  # tiny moments underflow quietly
-                for p, g in pairs:
-                    before = p.data
-                    self.update(p, g, self.state[p])
-                    # an in-place update is a write that backward must see (a graph recorded
-                    # before the step and differentiated after it would use the new values)
-                    if p.data is before:
-                        written.append(p)
-                    else:
-                        versions.rebound(p)
-        finally:  # the writes made before any failure still count
-            if written:
-                versions.wrote_many(written, site)
+        apply(self, pairs)  # the one loop over the parameters (gpugrad.optim_in_place)
 
-    def update(self, p: Variable, g: Any, state: dict) -> None:  # pragma: no cover
-        raise NotImplementedError
+    def update(self, p: Variable, g: Any, state: dict) -> None:
+        """One parameter's update by the declared formula on its own namespace (the
+        portable path); a subclass may override it."""
+        if type(self).formula is None:
+            raise NotImplementedError(f"{type(self).__name__}: declare a formula or "
+                                      "override update")
+        portable_update(self, p, g, state)
+
+    update.declared = True  # type: ignore[attr-defined]
+
+    def lowering(self) -> Lowering | None:
+        """The declared update as the compiler and the sharded distributed update take it,
+        or None where :meth:`update` or ``_apply`` was replaced (they then call
+        ``_apply``)."""
+        return Lowering(self) if declared(self) and "_apply" not in vars(self) else None
 
     def state_dict(self) -> dict:
         """Hyperparameters, the step count, and each parameter's state in parameter order.
@@ -164,9 +171,16 @@ class Optimizer:
         self.param_steps = {p: int(c) for p, c in zip(self.params, counts) if int(c)}
 
 
+def _check(who: str, **values: float) -> None:
+    for name, v in values.items():
+        if not v >= 0.0:
+            raise ValueError(at(f"{who}: {name} must be >= 0, got {v}"))
+
+
 class SGD(Optimizer):
     """p -= lr * d, with d = g + weight_decay * p, then momentum (PyTorch's form):
-    buf = momentum * buf + d;  d = buf, or d + momentum * buf with nesterov."""
+    buf = momentum * buf + d (buf = d at the first step); d = buf, or d + momentum * buf
+    with nesterov."""
 
     hyper = ("lr", "momentum", "nesterov", "weight_decay")
 
@@ -179,54 +193,31 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.weight_decay = float(weight_decay)
 
-    def update(self, p: Variable, g: Any, state: dict) -> None:
-        if self.fused and cuda.is_cupy_array(p.data) and not B.is_complex(p.xp, p.dtype):
-            buf = state.get("momentum")
-            first = buf is None
-            if self.momentum and first:
-                buf = state["momentum"] = p.xp.zeros_like(p.data)
-            cuda.sgd_update(p.data, g, buf if self.momentum else None, self.lr, self.momentum,
-                            self.weight_decay, self.nesterov, first)
-            return
-        if self.weight_decay:
-            g = g + self.weight_decay * p.data
-        if self.momentum:
-            buf = state.get("momentum")
-            if buf is None:
-                buf = state["momentum"] = p.xp.asarray(g, copy=True)
-            else:
-                buf *= self.momentum
-                buf += g
-            g = g + self.momentum * buf if self.nesterov else buf
-        p.data -= self.lr * g
+    def options(self) -> dict:
+        return {"decay": self.weight_decay != 0, "momentum": self.momentum != 0,
+                "nesterov": self.nesterov}
 
-    def update_in_place(self, p: Variable, P: Any, g: Any, T: Any) -> None:
-        """:meth:`update` on NumPy, for the eager step (gpugrad.optim_in_place) and the
-        compiled one (gpugrad.compiler.update): the same arithmetic in the same order, through
-        the scratch buffer ``T``. ``P`` is ``p``'s array; ``g`` is only read.
-        tests/test_optim_in_place.py and tests/test_compiler.py check it against
-        :meth:`update`."""
-        if self.weight_decay:
-            g = g + np.multiply(P, self.weight_decay, T)
-        if self.momentum:
-            st = self.state[p]
-            buf = st.get("momentum")
-            if buf is None:
-                buf = st["momentum"] = np.array(g, copy=True)
-            else:
-                buf *= self.momentum
-                buf += g
-            g = g + np.multiply(buf, self.momentum, T) if self.nesterov else buf
-        np.multiply(g, self.lr, T)
-        np.subtract(P, T, P)
+    def scalars(self, t: int) -> dict:
+        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
+
+    @staticmethod
+    def formula(x: Any, o: Any, c: Any, p: Any, g: Any, s: Any) -> dict:
+        d = g + c.weight_decay * p if o.decay else g
+        if not o.momentum:
+            return {"p": p - c.lr * d}
+        buf = d if o.first else c.momentum * s.momentum + d
+        d = d + c.momentum * buf if o.nesterov else buf
+        return {"p": p - c.lr * d, "momentum": buf}
 
 
 class Adam(Optimizer):
     """Adam with bias correction: m, v running moments of g and g**2;
-    p -= lr * m_hat / (sqrt(v_hat) + eps). ``weight_decay`` adds an L2 term to g."""
+    p -= lr * m_hat / (sqrt(v_hat) + eps). ``weight_decay`` adds an L2 term to g.
+    Complex parameters are two real ones (their real and imaginary parts), as in PyTorch."""
 
     hyper = ("lr", "betas", "eps", "weight_decay")
     decoupled = False
+    counts_steps = True
 
     def __init__(self, params: Iterable[Variable], lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -236,76 +227,24 @@ class Adam(Optimizer):
         self.eps = float(eps)
         self.weight_decay = float(weight_decay)
 
-    def update(self, p: Variable, g: Any, state: dict) -> None:
+    def options(self) -> dict:
+        return {"decay": self.weight_decay != 0, "decoupled": self.decoupled}
+
+    def scalars(self, t: int) -> dict:
         b1, b2 = self.betas
-        fused = self.fused and cuda.is_cupy_array(p.data) and not B.is_complex(p.xp, p.dtype)
-        if self.weight_decay and not fused:
-            if self.decoupled:
-                p.data *= 1.0 - self.lr * self.weight_decay
-            else:
-                g = g + self.weight_decay * p.data
-        m = state.get("m")
-        if m is None:
-            m = state["m"] = p.xp.zeros_like(p.data)
-            state["v"] = p.xp.zeros_like(p.data)
-        v = state["v"]
-        t = self.param_steps[p] = self.param_steps.get(p, 0) + 1  # per parameter
-        if fused:
-            cuda.adam_update(p.data, g, m, v, self.lr, b1, b2, self.eps, self.weight_decay,
-                             1.0 - b1**t, math.sqrt(1.0 - b2**t), self.decoupled)
-            return
-        m *= b1
-        m += (1.0 - b1) * g
-        v *= b2
-        step_size = self.lr / (1.0 - b1**t)
-        if B.is_complex(p.xp, p.dtype):
-            _complex_adam_step(p, g, m, v, b2, step_size, math.sqrt(1.0 - b2**t), self.eps)
-            return
-        v += (1.0 - b2) * (g * g)
-        denom = p.xp.sqrt(v) / math.sqrt(1.0 - b2**t) + self.eps
-        p.data -= step_size * (m / denom)
+        return {"lr": self.lr, "b1": b1, "b2": b2, "eps": self.eps,
+                "weight_decay": self.weight_decay, "step_size": self.lr / (1.0 - b1**t),
+                "bc2": math.sqrt(1.0 - b2**t)}
 
-    def update_in_place(self, p: Variable, P: Any, g: Any, T: Any) -> None:
-        """:meth:`update` (Adam's and AdamW's) on NumPy for the eager and the compiled step,
-        real values only: the same arithmetic in the same order, through the scratch buffer
-        ``T``."""
-        b1, b2 = self.betas
-        if self.weight_decay:
-            if self.decoupled:
-                P *= 1.0 - self.lr * self.weight_decay
-            else:
-                g = g + np.multiply(P, self.weight_decay, T)
-        st = self.state[p]
-        m = st.get("m")
-        if m is None:
-            m = st["m"] = np.zeros_like(P)
-            st["v"] = np.zeros_like(P)
-        v = st["v"]
-        t = self.param_steps[p] = self.param_steps.get(p, 0) + 1
-        m *= b1
-        m += np.multiply(g, 1.0 - b1, T)
-        v *= b2
-        np.multiply(g, g, T)
-        v += np.multiply(T, 1.0 - b2, T)
-        np.sqrt(v, T)
-        np.divide(T, math.sqrt(1.0 - b2**t), T)
-        np.add(T, self.eps, T)
-        np.divide(m, T, T)
-        np.multiply(T, self.lr / (1.0 - b1**t), T)
-        np.subtract(P, T, P)
-
-
-def _complex_adam_step(p: Variable, g: Any, m: Any, v: Any, b2: float, step_size: float,
-                       bc2: float, eps: float) -> None:
-    """Adam on a complex parameter as PyTorch does it: the real and the imaginary parts are
-    two real parameters. ``v`` holds the second moment of Re g in its real part and of Im g
-    in its imaginary part."""
-    xp = p.xp
-    re, im = xp.real(g), xp.imag(g)
-    v += (1.0 - b2) * (xp.astype(re * re, v.dtype) + xp.astype(im * im, v.dtype) * 1j)
-    d_re = xp.real(m) / (xp.sqrt(xp.real(v)) / bc2 + eps)
-    d_im = xp.imag(m) / (xp.sqrt(xp.imag(v)) / bc2 + eps)
-    p.data -= step_size * (xp.astype(d_re, p.dtype) + xp.astype(d_im, p.dtype) * 1j)
+    @staticmethod
+    def formula(x: Any, o: Any, c: Any, p: Any, g: Any, s: Any) -> dict:
+        if o.decay and o.decoupled:
+            p = p * (1.0 - c.lr * c.weight_decay)
+        elif o.decay:
+            g = g + c.weight_decay * p
+        m = c.b1 * s.m + (1.0 - c.b1) * g
+        v = c.b2 * s.v + (1.0 - c.b2) * (g * g)
+        return {"p": p - c.step_size * (m / (x.sqrt(v) / c.bc2 + c.eps)), "m": m, "v": v}
 
 
 class AdamW(Adam):
@@ -319,7 +258,101 @@ class AdamW(Adam):
         super().__init__(params, lr, betas, eps, weight_decay)
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+class RMSprop(Optimizer):
+    """RMSprop as PyTorch defines it: d = g + weight_decay * p;
+    v = alpha * v + (1 - alpha) * d**2; centered: a = alpha * a + (1 - alpha) * d and
+    v - a**2 in place of v; u = d / (sqrt(v) + eps); momentum: b = momentum * b + u,
+    p -= lr * b; else p -= lr * u.
+
+    >>> import numpy as np, gpugrad as gg
+    >>> w = gg.Variable(np.array([1.0]))
+    >>> opt = gg.optim.RMSprop([w], lr=0.1, alpha=0.5, eps=0.0)
+    >>> w.grad = np.array([2.0])
+    >>> opt.step()  # v = 0.5 * 4 = 2, p = 1 - 0.1 * 2 / sqrt(2)
+    >>> round(float(gg.to_numpy(w.data)[0]), 6)
+    0.858579
+    """
+
+    hyper = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered")
+
+    def __init__(self, params: Iterable[Variable], lr: float = 0.01, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
+                 centered: bool = False) -> None:
+        super().__init__(params, lr)
+        _check("RMSprop", alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum)
+        self.alpha, self.eps = float(alpha), float(eps)
+        self.weight_decay, self.momentum = float(weight_decay), float(momentum)
+        self.centered = bool(centered)
+
+    def options(self) -> dict:
+        return {"decay": self.weight_decay != 0, "momentum": self.momentum != 0,
+                "centered": self.centered}
+
+    def scalars(self, t: int) -> dict:
+        return {"lr": self.lr, "alpha": self.alpha, "eps": self.eps,
+                "weight_decay": self.weight_decay, "momentum": self.momentum}
+
+    @staticmethod
+    def formula(x: Any, o: Any, c: Any, p: Any, g: Any, s: Any) -> dict:
+        if o.decay:
+            g = g + c.weight_decay * p
+        v = c.alpha * s.square_avg + (1.0 - c.alpha) * (g * g)
+        new = {"square_avg": v}
+        if o.centered:
+            a = new["grad_avg"] = c.alpha * s.grad_avg + (1.0 - c.alpha) * g
+            v = v - a * a
+        u = g / (x.sqrt(v) + c.eps)
+        if o.momentum:
+            u = new["momentum_buffer"] = c.momentum * s.momentum_buffer + u
+        new["p"] = p - c.lr * u
+        return new
+
+
+class Adagrad(Optimizer):
+    """Adagrad as PyTorch defines it: clr = lr / (1 + (t - 1) * lr_decay) at a parameter's
+    t-th update; d = g + weight_decay * p; sum += d**2 (starting from
+    ``initial_accumulator_value``); p -= clr * d / (sqrt(sum) + eps).
+
+    >>> import numpy as np, gpugrad as gg
+    >>> w = gg.Variable(np.array([1.0]))
+    >>> opt = gg.optim.Adagrad([w], lr=0.5, eps=0.0)
+    >>> w.grad = np.array([3.0])
+    >>> opt.step()  # sum = 9, p = 1 - 0.5 * 3 / 3
+    >>> gg.to_numpy(w.data)
+    array([0.5])
+    """
+
+    hyper = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
+    counts_steps = True
+
+    def __init__(self, params: Iterable[Variable], lr: float = 0.01, lr_decay: float = 0.0,
+                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
+                 eps: float = 1e-10) -> None:
+        super().__init__(params, lr)
+        _check("Adagrad", lr_decay=lr_decay, weight_decay=weight_decay, eps=eps,
+               initial_accumulator_value=initial_accumulator_value)
+        self.lr_decay, self.weight_decay = float(lr_decay), float(weight_decay)
+        self.initial_accumulator_value, self.eps = float(initial_accumulator_value), float(eps)
+
+    def options(self) -> dict:
+        return {"decay": self.weight_decay != 0}
+
+    def scalars(self, t: int) -> dict:
+        return {"clr": self.lr / (1.0 + (t - 1) * self.lr_decay), "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+    def initial(self) -> dict:
+        return {"sum": self.initial_accumulator_value}
+
+    @staticmethod
+    def formula(x: Any, o: Any, c: Any, p: Any, g: Any, s: Any) -> dict:
+        if o.decay:
+            g = g + c.weight_decay * p
+        total = s.sum + g * g
+        return {"p": p - c.clr * (g / (x.sqrt(total) + c.eps)), "sum": total}
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad}
 
 
 class LRSchedule:
@@ -363,4 +396,5 @@ class CosineLR(LRSchedule):
             1.0 + math.cos(math.pi * e / self.T_max)) / 2.0
 
 
-__all__ = ["Adam", "AdamW", "CosineLR", "LRSchedule", "OPTIMIZERS", "Optimizer", "SGD", "StepLR"]
+__all__ = ["OPTIMIZERS", "SGD", "Adagrad", "Adam", "AdamW", "CosineLR", "LRSchedule",
+           "Optimizer", "RMSprop", "StepLR"]

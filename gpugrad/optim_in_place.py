@@ -1,15 +1,23 @@
-"""The eager ``opt.step()`` on NumPy parameters: each optimizer's ``update_in_place``.
+"""``opt.step()``: the one loop over the parameters, and the paths a declared update takes.
 
-SGD, Adam and AdamW keep, beside their portable ``update`` (the definition), an
-``update_in_place`` for NumPy arrays: the same arithmetic in the same order, written into the
-parameter, its state and one scratch buffer instead of fresh temporaries (the compiled
-training step of ``gpugrad.compiler.update`` uses it too). ``Optimizer._apply`` calls
-:func:`apply_in_place` first; a pair it cannot take (another backend, a complex parameter, a
-gradient whose shape or dtype differs from the parameter's) goes through ``update`` as before.
+An optimizer that declares its update (see gpugrad.optim_rule) updates each parameter by
+the first path that fits it:
 
-The scratch is one flat array per dtype, as large as the largest parameter of that dtype;
-each parameter gets a view of it. Two threads stepping one optimizer at once do not share it:
-the second runs the portable update.
+- NumPy, a real floating parameter and a gradient of its shape and dtype: the formula's
+  generated in-place code, written into the parameter and its state through the
+  optimizer's scratch buffers (no temporaries);
+- CuPy, the same conditions and ``opt.fused``: one generated ElementwiseKernel launch;
+- anything else (array_api_strict, complex values, a gradient of another dtype): the
+  formula evaluated on the array's namespace, written back into the same arrays.
+
+An optimizer whose ``update`` was overridden (by a subclass, or on the instance) runs that
+``update`` for every parameter instead. The compiled training step
+(gpugrad.compiler.update) and the sharded distributed update take the in-place path through
+:class:`Lowering`.
+
+The scratch is one flat array per dtype, as large as the largest parameter of that dtype
+times the number of buffers the formula needs; each parameter gets views of it. Two
+threads stepping one optimizer at once do not share it: the second runs the portable path.
 
 >>> import numpy as np, gpugrad as gg
 >>> w = gg.Variable(np.array([1.0, 2.0]))
@@ -25,163 +33,244 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
 
 from . import versions
 from .errors import call_site
+from .fpstate import quiet
 from .fpstate import quiet_unless_ignored as _loud
+from .optim_rule import cupy_kernel, form, portable
+from .tensor import no_grad
 
-_NOTHING = contextlib.nullcontext()
-_OWNERS: dict = {}  # optimizer class -> (its update function, does it own update_in_place)
 
-
-def has_in_place(opt: Any) -> bool:
-    """Does ``opt``'s ``update`` come with an ``update_in_place`` of the same class (so a
-    subclass that overrides ``update`` alone, or an instance whose ``update`` was replaced,
-    runs its own ``update``)?"""
+def declared(opt: Any) -> bool:
+    """Does ``opt`` step by its declared formula (its ``update`` is not replaced)?"""
     cls = type(opt)
-    fn = getattr(cls, "update", None)
-    known = _OWNERS.get(cls)
-    if known is None or known[0] is not fn:
-        if len(_OWNERS) >= 256:  # classes made on the fly: keep the table small
-            _OWNERS.clear()
-        known = _OWNERS[cls] = (fn, _owner(cls, "update") is _owner(cls, "update_in_place")
-                                is not None)
-    return known[1] and "update" not in opt.__dict__
-
-
-def _owner(cls: type, name: str) -> type | None:
-    return next((c for c in cls.__mro__ if name in vars(c)), None)
+    return cls.formula is not None and getattr(cls.update, "declared", False) \
+        and "update" not in opt.__dict__
 
 
 class Scratch:
-    """The scratch arrays of one optimizer (never pickled or copied: a copy starts empty),
-    and the :class:`Plan` its last step left."""
+    """The scratch arrays of one optimizer (never pickled or copied: a copy starts empty)."""
 
-    __slots__ = ("bases", "busy", "views", "plan")
+    __slots__ = ("bases", "busy", "views")
 
     def __init__(self) -> None:
         self.bases: dict = {}  # dtype -> flat array
-        self.views: dict = {}  # parameter -> its view of the base of its dtype
+        self.views: dict = {}  # parameter -> (weak reference to its array, views of the base)
         self.busy = threading.Lock()
-        self.plan: Plan | None = None
 
     def __reduce__(self) -> tuple:
         return (Scratch, ())
 
-    def view(self, p: Any, P: np.ndarray, params: list) -> np.ndarray:
-        """A scratch array of ``P``'s shape and dtype for parameter ``p``."""
-        dt = P.dtype
+    def view(self, p: Any, P: np.ndarray, k: int, params: list) -> tuple:
+        """``k`` scratch arrays of ``P``'s shape and dtype for parameter ``p``."""
+        dt, n = P.dtype, P.size
         base = self.bases.get(dt)
-        if base is None or base.size < P.size:
+        if base is None or base.size < k * n:
             sizes = [q.data.size for q in params
                      if type(q.data) is np.ndarray and q.data.dtype == dt]
-            base = self.bases[dt] = np.empty(max([P.size, *sizes]), dt)
+            base = self.bases[dt] = np.empty(k * max([n, *sizes]), dt)
             self.views.clear()
-        T = self.views[p] = base[:P.size].reshape(P.shape)
+        T = tuple(base[j * n:(j + 1) * n].reshape(P.shape) for j in range(k))
+        self.views[p] = (weakref.ref(P), T)
         return T
 
 
-def apply_in_place(opt: Any, pairs: list, written: list) -> list:
-    """Update, with ``opt.update_in_place``, every (parameter, gradient) pair whose arrays are
-    real floating NumPy arrays of one shape and dtype; append those parameters to ``written``
-    and return the other pairs (for the portable ``update``)."""
-    scratch = opt.__dict__.get("_scratch")
-    if scratch is None:
-        scratch = opt._scratch = Scratch()
-    if not scratch.busy.acquire(False):  # another thread is stepping this optimizer
-        return pairs
+def _options(opt: Any) -> tuple:
+    return tuple(opt.options().items())  # (each class builds its dict in one order)
+
+
+def _states(opt: Any, f: Any, p: Any, P: Any, st: dict) -> list:
+    """``p``'s state arrays in ``f``'s order, created (with their initial values) where
+    missing."""
     try:
-        scratch.plan = None
-        loud = _loud()
-        if loud is None:
-            rest = _update(opt, scratch, pairs, written)
-        else:
-            with loud:  # tiny moments underflow quietly
-                rest = _update(opt, scratch, pairs, written)
-        if not rest and len(written) == len(opt.params) and all(
-                p is q for p, q in zip(written, opt.params)):
-            scratch.plan = Plan(written, scratch.views)
-        return rest
-    finally:
-        scratch.busy.release()
+        return [st[k] for k in f.names]
+    except KeyError:
+        start = opt.initial()
+        xp = p.xp
+        for k in f.names:
+            if k not in st:
+                v = start.get(k, 0.0)
+                st[k] = xp.zeros_like(P) if v == 0.0 else xp.full_like(P, v)
+        return [st[k] for k in f.names]
 
 
-class Plan:
-    """What a step that updated every parameter in place found: each parameter, its array
-    and its scratch view. The next step reuses it while each parameter keeps that array and
-    has a gradient of its shape and dtype (:func:`step_planned`); any other step goes the
-    long way and leaves a new plan (or none)."""
-
-    __slots__ = ("params", "views", "refs")
-
-    def __init__(self, params: list, views: dict) -> None:
-        self.params = tuple(params)
-        self.views = tuple(views[p] for p in params)
-        # weak: a plan outlived by its arrays (a parameter given a new one) keeps none alive
-        self.refs = versions.refs([p.data for p in params])
+def _scalars(opt: Any, fixed: Any, p: Any) -> dict:
+    if fixed is not None:
+        return fixed
+    t = opt.param_steps[p] = opt.param_steps.get(p, 0) + 1  # per parameter
+    return opt.scalars(t)
 
 
-def step_planned(opt: Any) -> bool:
-    """``opt.step()`` by the plan the last step left: True when it ran, False when something
-    changed (a parameter without a gradient, or with another array, shape or dtype; another
-    thread stepping; a replaced ``update``); then ``Optimizer._apply`` runs as before."""
-    scratch = opt.__dict__.get("_scratch")
-    plan = scratch.plan if scratch is not None else None
-    if plan is None or not has_in_place(opt):
-        return False
-    params = opt.params
-    if len(params) != len(plan.params):
-        return False
-    arrays, grads = [], []
-    ndarray = np.ndarray
-    for p, q, ref in zip(params, plan.params, plan.refs):
-        P, g = p.data, p.grad
-        if p is not q or type(ref) is int or ref() is not P or type(g) is not ndarray \
-                or g.shape != P.shape or g.dtype is not P.dtype:
-            return False
-        arrays.append(P)
-        grads.append(g)
-    if not scratch.busy.acquire(False):
-        return False
-    n = 0
+def _hoisted(opt: Any, f: Any, fixed: Any, p: Any, known: dict) -> tuple:
+    """What ``f``'s code reads of this update's scalars (the step count's own, worked out
+    once per step for each count in ``known``)."""
+    if fixed is not None:
+        return f.prologue(fixed)
+    t = opt.param_steps[p] = opt.param_steps.get(p, 0) + 1  # per parameter
+    key = (f, t)
+    h = known.get(key)
+    if h is None:
+        h = known[key] = f.prologue(opt.scalars(t))
+    return h
+
+
+def _run(opt: Any, options: tuple, later: Any, fixed: Any, p: Any, g: Any,
+         scratch: Any) -> None:
+    """One parameter's declared update, by the first path that fits it (``later``: the
+    form of a parameter that has state already)."""
+    P = p.data
+    if later.names:
+        st = opt.state[p]
+        f = later if st else form(type(opt).formula, options, True)
+        S = _states(opt, f, p, P, st)
+    else:  # no state: nothing to look up or create
+        f, st, S = later, None, ()
+    c = _scalars(opt, fixed, p)
+    tp = type(P)
+    if tp is type(g) and g.shape == P.shape and (g.dtype is P.dtype or g.dtype == P.dtype):
+        kind = getattr(P.dtype, "kind", "")
+        if tp is np.ndarray and scratch and kind == "f":
+            e = scratch.views.get(p)
+            T = e[1] if e is not None and e[0]() is P and len(e[1]) >= f.temps else \
+                scratch.view(p, P, f.temps, opt.params)
+            f.fn(P, g, S, T, f.prologue(c))
+            return
+        if kind == "f" and opt.fused and tp.__module__.startswith("cupy"):
+            dt = P.dtype.type
+            cupy_kernel(f)(g, *(dt(v) for v in f.prologue(c)), P, *S)
+            return
+    _portable(opt, options, f, p.xp, P, g, opt.state[p] if st is None else st, c)
+
+
+def _portable(opt: Any, options: tuple, f: Any, xp: Any, P: Any, g: Any, st: dict,
+              c: dict) -> None:
+    new = portable(type(opt).formula, options, f.first, xp, P, g, st, f.names, c)
+    P[...] = new["p"]
+    for k in f.names:
+        st[k][...] = new[k]
+
+
+def portable_update(opt: Any, p: Any, g: Any, state: dict) -> None:
+    """``Optimizer.update``: the formula on ``p``'s namespace, written into its arrays."""
+    options = _options(opt)
+    P = p.data
+    f = form(type(opt).formula, options, not state)
+    _states(opt, f, p, P, state)
+    c = _scalars(opt, None if opt.counts_steps else opt.scalars(0), p)
+    with quiet(p.xp):  # tiny moments underflow quietly
+        _portable(opt, options, f, p.xp, P, g, state, c)
+
+
+def apply(opt: Any, pairs: list) -> None:
+    """``opt.step()``'s update of the (parameter, gradient) pairs: the one loop. Each
+    parameter's version is bumped (an in-place write that a graph recorded before the step
+    must see), also for the writes made before a failure."""
+    opt.steps += 1
+    if not pairs:
+        return
+    written: list = []
+    done = written.append
+    if declared(opt):
+        options = _options(opt)
+        later = form(type(opt).formula, options, False)
+        fixed = None if opt.counts_steps else opt.scalars(0)
+        scratch = opt.__dict__.get("_scratch")
+        if scratch is None:
+            scratch = opt._scratch = Scratch()
+        if not scratch.busy.acquire(False):  # another thread is stepping this optimizer
+            scratch = None
+        fn, names, temps, views = later.fn, later.names, later.temps, \
+            scratch.views if scratch else {}
+        state, ndarray, known = opt.state, np.ndarray, {}
+        h = later.prologue(fixed) if fixed is not None else None
+    else:
+        later = None
+    refs: list = []  # the write log's reference to each written array
     try:
-        opt.steps += 1
-        update = opt.update_in_place
-        with _loud() or _NOTHING:  # tiny moments underflow quietly
-            for p, P, g, T in zip(params, arrays, grads, plan.views):
-                update(p, P, g, T)
-                n += 1
+        with _quiet(pairs[0][0].xp), no_grad() if later is None else _NOTHING:
+            for p, g in pairs:
+                P = p.data
+                if later is None:
+                    opt.update(p, g, opt.state[p])
+                else:
+                    e = views.get(p)  # a parameter that took the in-place path before
+                    st = state[p] if names else None
+                    if e is not None and e[0]() is P and type(g) is ndarray \
+                            and g.dtype is P.dtype and g.shape == P.shape \
+                            and len(e[1]) >= temps and (st or not names):
+                        fn(P, g, _states(opt, later, p, P, st) if names else (), e[1],
+                           h if h is not None else _hoisted(opt, later, None, p, known))
+                        done(p)
+                        refs.append(e[0])
+                        continue
+                    # the first time, or another path (gpugrad.optim_rule)
+                    _run(opt, options, later, fixed, p, g, scratch)
+                if p.data is P:
+                    done(p)
+                    refs.append(versions.refs((P,))[0])
+                else:
+                    versions.rebound(p)
     finally:  # the writes made before any failure still count
-        scratch.busy.release()
-        if n:
-            site = f"{type(opt).__name__} step called at {call_site()}"
-            versions.wrote_arrays(params[:n], plan.refs[:n], site)
-    return True
+        if later is not None and scratch:
+            scratch.busy.release()
+        if written:
+            versions.wrote_arrays(written, refs,
+                                  f"{type(opt).__name__} step called at {call_site()}")
 
 
-def _update(opt: Any, scratch: Scratch, pairs: list, written: list) -> list:
-    rest = []
-    views = scratch.views
-    ndarray = np.ndarray
-    update, done = opt.update_in_place, written.append
-    for p, g in pairs:
-        P = p.data
-        if type(P) is not ndarray or type(g) is not ndarray:
-            rest.append((p, g))
-            continue
-        shape, dt, gt = P.shape, P.dtype, g.dtype
-        if g.shape != shape or (gt is not dt and gt != dt):
-            rest.append((p, g))
-            continue
-        T = views.get(p)
-        if T is None or T.dtype is not dt or T.shape != shape:
-            if dt.kind != "f":  # complex (or integer): the portable update
-                rest.append((p, g))
-                continue
-            T = scratch.view(p, P, opt.params)
-        update(p, P, g, T)
-        done(p)
-    return rest
+_NOTHING = contextlib.nullcontext()
+
+
+def _quiet(xp: Any) -> Any:
+    """Tiny moments underflow quietly (a context only where one is needed)."""
+    if xp is np:
+        return _loud() or _NOTHING
+    return quiet(xp)
+
+
+class Lowering:
+    """An optimizer's declared update as the compiled training step
+    (gpugrad.compiler.update) and the sharded distributed update take it: ``names`` (its
+    state arrays), ``temps`` (scratch arrays it needs), ``fold_lr`` (it is ``p - lr * g``, so
+    a program may start backward from ``lr`` and subtract the gradient), ``counts_steps``;
+    each step calls :meth:`start` (which reads the hyperparameters), then :meth:`update` for
+    each parameter, in place on NumPy arrays."""
+
+    __slots__ = ("counts_steps", "fixed", "fold_lr", "known", "later", "names", "opt",
+                 "options", "temps")
+
+    def __init__(self, opt: Any) -> None:
+        self.opt, self.counts_steps = opt, opt.counts_steps
+        self.start()
+        f = self.later
+        self.names, self.temps, self.fold_lr = f.names, f.temps, f.fold
+
+    def start(self) -> None:
+        """Read the options and the hyperparameters for this step's updates."""
+        opt = self.opt
+        self.options = _options(opt)
+        self.later = form(type(opt).formula, self.options, False)
+        self.fixed = None if self.counts_steps else opt.scalars(0)
+        self.known: dict = {}
+
+    def initial(self, name: str) -> float:
+        return self.opt.initial().get(name, 0.0)
+
+    def update(self, p: Any, P: Any, g: Any, *T: Any) -> None:
+        """``p``'s update (``P``: its real floating NumPy array; ``g`` of its shape and
+        dtype, only read; ``T``: scratch arrays of its shape and dtype, more are made if
+        the formula needs more)."""
+        opt, f = self.opt, self.later
+        st = opt.state[p]
+        if not st and f.names:
+            f = form(type(opt).formula, self.options, True)
+        S = _states(opt, f, p, P, st)
+        h = _hoisted(opt, f, self.fixed, p, self.known)
+        if len(T) < f.temps:
+            T = T + tuple(np.empty_like(P) for _ in range(f.temps - len(T)))
+        f.fn(P, g, S, T, h)

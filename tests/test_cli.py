@@ -152,8 +152,8 @@ def test_wrong_extension(tmp_path):
 
 
 def test_unknown_optimizer():
-    res = train("--optimizer", "rmsprop", "--epochs", "1")
-    assert_one_line_error(res, "rmsprop", "sgd", "adam", "adamw")
+    res = train("--optimizer", "lbfgs", "--epochs", "1")
+    assert_one_line_error(res, "lbfgs", "sgd", "adam", "adamw", "rmsprop", "adagrad")
 
 
 def test_unknown_backend():

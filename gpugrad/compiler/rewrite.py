@@ -108,11 +108,10 @@ def ce_backward(g: str, t: str, logp: str, c: str, C: str, ar: str, n: int,
             f"np.multiply({c}, {scale}, {c})"]
 
 
-def fold_lr(opt: Any) -> bool:
-    """Plain SGD (no momentum, no weight decay) can start its backward from ``lr``."""
-    from ..optim import SGD
-
-    return type(opt) is SGD and not opt.momentum and not opt.weight_decay
+def fold_lr(lowering: Any) -> bool:
+    """An update that is plain ``p - lr * g`` (no state; the optimizer's lowering says so,
+    see gpugrad.compiler.update) can start its backward from ``lr``."""
+    return lowering is not None and lowering.fold_lr
 
 
 def negated_linears(steps: list, readers: dict, keep: set, shapes: list) -> set:

@@ -1,11 +1,13 @@
 """The optimizer update as the last instructions of a compiled training step.
 
-On NumPy, SGD (with or without momentum, Nesterov and weight decay), Adam and AdamW update
-each parameter and its state in place through one scratch buffer, with their own
-``update_in_place`` (beside ``update`` in gpugrad.optim: the same arithmetic in the same
-order). Hyperparameters are read from the optimizer on every step (an LR schedule that
-changes ``lr`` is honoured). Any other optimizer, and every other backend (CuPy's fused
-kernels included), runs ``Optimizer._apply`` itself. Either way each
+On NumPy, an optimizer that declares its update (gpugrad.optim_rule: SGD with or without
+momentum, Nesterov and weight decay, Adam, AdamW, RMSprop, Adagrad) hands over a lowering
+(``type(opt).lowering(opt)``, see gpugrad.optim_in_place.Lowering): each parameter and its
+state are updated in place through scratch buffers by the code generated from the
+optimizer's formula, the same the eager step runs. Hyperparameters are read from the
+optimizer on every step (an LR schedule that changes ``lr`` is honoured). Any other
+optimizer (none is imported here: the lowering is asked for, by protocol), and every other
+backend (CuPy's generated kernels included), runs ``opt._apply`` itself. Either way each
 parameter's version is bumped, so a graph that saved the old values refuses to backward.
 """
 
@@ -22,18 +24,16 @@ def bump(opt: Any, site: str) -> None:
     versions.wrote_many(opt.params, site)
 
 
-def lowerable(opt: Any) -> bool:
-    """SGD, Adam and AdamW themselves (not subclasses, nor an instance whose ``update`` or
-    ``_apply`` was replaced, as a wrapper might) get the in-place NumPy update."""
-    from ..optim import SGD, Adam, AdamW
-
-    return type(opt) in (SGD, Adam, AdamW) and "update" not in vars(opt) \
-        and "_apply" not in vars(opt)
+def lowering(opt: Any) -> Any:
+    """The optimizer's in-place lowering, or None. Looked up on the class, so a wrapper
+    that forwards attributes (DistributedOptimizer) is not mistaken for what it wraps."""
+    ask = getattr(type(opt), "lowering", None)
+    return ask(opt) if ask is not None else None
 
 
 def folds(opt: Any, numpy: bool) -> bool:
     """Does the program start its backward from ``opt.lr`` (see gpugrad.compiler.rewrite)?"""
-    return numpy and opt is not None and lowerable(opt) and rewrite.fold_lr(opt)
+    return numpy and opt is not None and rewrite.fold_lr(lowering(opt))
 
 
 def instructions(opt: Any, sched: Any, grads: list, shapes: list, env: dict,
@@ -43,13 +43,15 @@ def instructions(opt: Any, sched: Any, grads: list, shapes: list, env: dict,
     env["PARAMS"] = opt.params
     env["SITE"] = f"{type(opt).__name__} step (compiled)"
     env["bump"] = bump
-    if not numpy or not lowerable(opt):
+    low = lowering(opt) if numpy else None
+    if low is None:
         env["apply"] = lambda o, ps, gs: o._apply(list(zip(ps, gs)))
         names = ", ".join(grads)
         return [plan.Instr(list(grads), [], lambda outs, temps: [
             f"apply(opt, PARAMS, [{names}])"], False)]
-    out = []
-    fold = folds(opt, numpy)
+    fold = rewrite.fold_lr(low)
+    env["LOW"] = low
+    out = [] if fold else [plan.Instr([], [], lambda outs, temps: ["LOW.start()"], False)]
     for i, (slot, g) in enumerate(zip(sched.wrt, grads)):
         P = f"v{slot}"
         if fold:
@@ -57,7 +59,7 @@ def instructions(opt: Any, sched: Any, grads: list, shapes: list, env: dict,
                 f"np.subtract({P}, {g}, out={P})"], True))
             continue
         out.append(plan.Instr([g, P], [], lambda outs, temps, g=g, P=P, i=i: [
-            f"opt.update_in_place(PARAMS[{i}], {P}, {g}, {temps[0]})"], True,
-            temps=[shapes[slot]]))
+            f"LOW.update(PARAMS[{i}], {P}, {g}, {', '.join(temps)})"], True,
+            temps=[shapes[slot]] * low.temps))
     out.append(plan.Instr([], [], lambda outs, temps: ["bump(opt, SITE)"], False))
     return out

@@ -35,7 +35,8 @@ class DistributedOptimizer:
       measured (README, "Train on many processes or machines") the allreduces after backward
       were as fast or faster. A group of one never overlaps: it has nothing to send, and its
       ``step()`` is the optimizer's own at the cost of one shape check per parameter.
-    - Ranks on one machine (NumPy, MPI shared memory; gg.optim's SGD, Adam or AdamW) share
+    - Ranks on one machine (NumPy, MPI shared memory; an optimizer that declares its update,
+      as gg.optim's SGD, Adam, AdamW, RMSprop and Adagrad do) share
       one copy of the parameters and of the optimizer state, and each rank sums and updates
       its own chunk of them (gpugrad.distributed.sharded): each ``.data`` is then a view of
       shared memory, holding rank 0's values from here on. Update only through this

@@ -2,8 +2,9 @@
 optimizer state, in shared memory, and each rank updates its own chunk of it.
 
 Where every rank of the group is on one machine (NumPy arrays, MPI shared memory allowed:
-see gpugrad.distributed.shm) and the optimizer's update is elementwise (gg.optim's SGD,
-Adam and AdamW), :class:`ShardedUpdate` makes a training step:
+see gpugrad.distributed.shm) and the optimizer declares an elementwise update (gg.optim's
+SGD, Adam, AdamW, RMSprop, Adagrad: see gpugrad.optim_rule), :class:`ShardedUpdate` makes a
+training step:
 
 1. eager backward has written each rank's gradients straight into its bucket buffers (each
    parameter is registered in gpugrad.eager.grad_sinks, with its slot of this rank's buffer:
@@ -11,7 +12,8 @@ Adam and AdamW), :class:`ShardedUpdate` makes a training step:
    set by hand) is copied in, a missing one is zeroed; then a barrier;
 2. rank r sums chunk r of every rank's buffers, scaled by 1/size, into a private array (a
    reduce-scatter: nothing is copied back, the buffers are left as they are) and runs the
-   optimizer's own ``update`` on chunk r of the flat parameters and state;
+   optimizer's declared update (its lowering: the in-place code the compiled step runs) on
+   chunk r of the flat parameters and state;
 3. a barrier, after which every rank reads the new parameters where they are.
 
 So the gradients are never packed after backward, the averaged gradient never travels back
@@ -43,29 +45,25 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import eager, versions
-from ..compiler.update import lowerable
 from ..fpstate import quiet
-from ..optim import SGD, Adam, Optimizer
+from ..optim import Optimizer
 from ..tensor import no_grad
 from . import shm
 from .buckets import Bucket, GradientAverager
 
 
 def state_keys(optimizer: Optimizer) -> list[str] | None:
-    """The state arrays (shaped like each parameter) of an optimizer whose update is
-    elementwise, or None where a sharded update is not known to be exact.
+    """The state arrays (shaped like each parameter) of an optimizer that declares an
+    elementwise update, or None where a sharded update is not known to be exact (its
+    ``update`` or ``_apply`` was replaced).
 
     >>> import numpy as np, gpugrad as gg
     >>> w = gg.Variable(np.zeros(2))
     >>> state_keys(gg.optim.SGD([w], momentum=0.9)), state_keys(gg.optim.Adam([w]))
     (['momentum'], ['m', 'v'])
     """
-    update = type(optimizer).update
-    if update is SGD.update:
-        return ["momentum"] if optimizer.momentum else []
-    if update is Adam.update:
-        return ["m", "v"]
-    return None
+    low = optimizer.lowering()
+    return None if low is None else list(low.names)
 
 
 class _Piece:
@@ -76,12 +74,13 @@ class _Piece:
                  "xp")
 
     def __init__(self, param: Any, index: int, lo: int, hi: int, pos: int, data: Any,
-                 state: dict) -> None:
+                 state: dict, temps: int) -> None:
         self.param, self.index, self.lo, self.hi, self.pos = param, index, lo, hi, pos
         self.data, self.state = data, state
         self.xp, self.dtype = np, data.dtype
-        # scratch for update_in_place, which takes real values only
-        self.scratch = np.empty_like(data) if data.dtype.kind == "f" else None
+        # scratch for the in-place update, which takes real values only
+        self.scratch = tuple(np.empty_like(data) for _ in range(temps)) \
+            if data.dtype.kind == "f" else None
 
 
 class ShardedUpdate:
@@ -94,6 +93,7 @@ class ShardedUpdate:
     def __init__(self, optimizer: Optimizer, averager: GradientAverager, node: Any,
                  keys: list[str]) -> None:
         self.optimizer, self.averager, self.keys = optimizer, averager, keys
+        self.lowering = low = optimizer.lowering()
         self.group = averager.group
         self.node = node
         self.rank = node.Get_rank()
@@ -117,7 +117,8 @@ class ShardedUpdate:
                 lo, hi = max(off, lo_r), min(off + n, hi_r)
                 if lo < hi:
                     pieces.append(_Piece(params[i], i, lo - off, hi - off, lo, flat[lo:hi],
-                                         {k: a[lo:hi] for k, a in state_flat.items()}))
+                                         {k: a[lo:hi] for k, a in state_flat.items()},
+                                         low.temps))
             self.pieces.append(pieces)
         # rank 0's parameters and state are everyone's start
         if self.rank == 0:
@@ -125,11 +126,11 @@ class ShardedUpdate:
                 self.views[i][...] = p.data
                 st = optimizer.state[p]
                 for k, a in self.states[i].items():
-                    a[...] = st[k] if st.get(k) is not None else 0
+                    a[...] = st[k] if st.get(k) is not None else low.initial(k)
         self._barrier("start")
         for i, p in enumerate(params):
             self._bind(i, p)
-        self.counts_steps = isinstance(optimizer, Adam)
+        self.counts_steps = low.counts_steps
         # backward writes each gradient into its slot of this rank's shared buffer
         self.sinks = {}
         for b in averager.buckets:
@@ -184,7 +185,8 @@ class ShardedUpdate:
                 for k, a in pc.state.items():
                     theirs = mine.get(k) if mine is not None else None
                     if theirs is not self.states[pc.index][k]:
-                        a[...] = 0 if theirs is None else np.reshape(theirs, (-1,))[pc.lo:pc.hi]
+                        a[...] = self.lowering.initial(k) if theirs is None else \
+                            np.reshape(theirs, (-1,))[pc.lo:pc.hi]
         for i, p in enumerate(params):
             if p.data is not self.views[i]:
                 self._bind(i, p)
@@ -233,7 +235,8 @@ class ShardedUpdate:
         opt = self.optimizer
         steps, state = opt.param_steps, opt.state
         # the in-place NumPy form the compiled step uses (same arithmetic, no temporaries)
-        in_place = lowerable(opt)
+        low = self.lowering
+        low.start()  # this step's hyperparameters
         opt.steps += 1
         try:
             with no_grad(), quiet(np):
@@ -241,10 +244,10 @@ class ShardedUpdate:
                     if self.counts_steps:
                         steps[pc] = steps.get(pc.param, 0)
                     try:
-                        if in_place and pc.scratch is not None:
-                            state[pc] = pc.state
-                            opt.update_in_place(pc, pc.data, g, pc.scratch)
-                        else:
+                        state[pc] = pc.state
+                        if pc.scratch is not None and g.dtype == pc.dtype:
+                            low.update(pc, pc.data, g, *pc.scratch)
+                        else:  # complex values: the portable form
                             opt.update(pc, g, pc.state)
                     finally:
                         steps.pop(pc, None)
