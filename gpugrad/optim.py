@@ -23,6 +23,7 @@ from .errors import at
 from .graph import train_step, value_and_gradients
 from .nn.module import StateDictError, _onto
 from .optim_in_place import Lowering, apply, declared, portable_update
+from .serialize import optimizer_state
 from .tensor import Tensor, Variable
 
 WRAPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -86,8 +87,6 @@ class Optimizer:
             p.grad = None
 
     def __getstate__(self) -> dict:  # state arrays pickle by backend name (gpugrad.serialize)
-        from .serialize import optimizer_state
-
         return optimizer_state(self)
 
     def __copy__(self) -> "Optimizer":  # shallow: the same parameters and state arrays

@@ -11,16 +11,7 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "gpugrad"
 
-PENDING = {
-    # The compiler still asks for optimizer classes by name; the optimizer lowering protocol
-    # (branch h-optim) removes both imports. Then delete these lines: import-linter fails on
-    # an ignored import that no longer exists, and so does the AST test below.
-    ("gpugrad.compiler.update", "gpugrad.optim"): "lowerable",
-    ("gpugrad.compiler.rewrite", "gpugrad.optim"): "fold_lr",
-    # optim.py (edited on branch h-optim) still imports serialize in __getstate__: downward,
-    # but lazy for no reason; it belongs at the top of optim.py.
-    ("gpugrad.optim", "gpugrad.serialize"): "__getstate__",
-}
+PENDING: dict = {}
 """(importer, imported) -> the function holding the import: known sites still to remove."""
 
 
@@ -33,6 +24,8 @@ def _lint(config: pathlib.Path) -> subprocess.CompletedProcess:
 
 def _with_ignores(text: str, pairs: list) -> str:
     """``.importlinter`` with ``ignore_imports`` for ``pairs`` added to its layers contract."""
+    if not pairs:
+        return text
     lines = "".join(f"\n    {a} -> {b}" for a, b in pairs)
     head, sep, rest = text.partition("type = layers\n")
     assert sep, "the layers contract is missing from .importlinter"
