@@ -193,7 +193,7 @@ class Placeholder(Symbol):
     >>> try:
     ...     (x * 2.0).eval({"x": np.ones(2)})
     ... except gg.FeedError as e:
-    ...     print(str(e)[:60])
+    ...     print(str(e)[:62])
     Placeholder 'x' was not fed: the feed is keyed by its name 'x'
     """
 
