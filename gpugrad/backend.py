@@ -361,6 +361,12 @@ def import_array(x: Any, backend: Backend | None = None, copy: bool | None = Non
             if host.dtype == object:
                 raise TypeError("not an array of numbers")
         except Exception:
+            dtype = str(getattr(x, "dtype", "")).rpartition(".")[2]
+            if dtype == "bfloat16":  # on the host already: there is no dtype to cross into
+                raise BackendError(at(
+                    f"from_dlpack: a {_describe(x)} has dtype bfloat16, which NumPy and backend "
+                    f"{b.name} have no dtype for; convert it to float32 in its own library "
+                    "first (x.float() in torch)")) from None
             raise BackendError(at(
                 f"from_dlpack: cannot bring a {_describe(x)} to backend {b.name} ({reason}); "
                 "copy it to the host in its own library first")) from None
@@ -380,6 +386,26 @@ def _native(b: Backend, x: Any, kw: dict) -> Any:
         out = cupy.from_dlpack(x) if not kw else cupy.from_dlpack(x, **kw)
         return out
     return b.xp.from_dlpack(x, **kw)
+
+
+def refuse_argument(who: str, x: Any) -> str:
+    """The message for an argument ``who`` that is neither a Tensor, a backend array nor a
+    Python scalar. Another library's class is named with its module (a ``torch.Tensor`` is
+    not a gpugrad Tensor), and a DLPack producer is told how to cross over.
+
+    >>> class Tensor:
+    ...     __module__ = "otherlib"
+    ...     def __dlpack__(self): ...
+    >>> refuse_argument("exp: argument 0", Tensor())[:59]
+    'exp: argument 0 is a otherlib.Tensor, not a gpugrad Tensor;'
+    """
+    cls = type(x)
+    if cls.__module__ == "builtins" or not hasattr(x, "__dlpack__"):
+        return (f"{who} is a {cls.__qualname__}; pass Tensors, backend arrays or Python "
+                "scalars (wrap host data with gpugrad.asarray)")
+    return (f"{who} is a {cls.__module__}.{cls.__qualname__}, not a gpugrad Tensor; convert "
+            "it first with gg.from_dlpack(x) (shares memory where the devices allow), or "
+            "gg.asarray of a NumPy copy (x.numpy() in torch)")
 
 
 def _describe(x: Any) -> str:

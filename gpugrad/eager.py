@@ -241,9 +241,7 @@ def _apply_general(op: Op, args: Sequence[Any], params: dict) -> Any:
                 mixed = True
             raw = [a] if raw is None else raw + [a]
         else:
-            raise TypeError(E.at(
-                f"{op.name}: argument {i} is a {type(a).__name__}; pass Tensors, backend "
-                "arrays or Python scalars (wrap host data with gpugrad.asarray)"))
+            raise TypeError(E.at(B.refuse_argument(f"{op.name}: argument {i}", a)))
     if xp is None:
         b = B.current()
         xp = b.xp

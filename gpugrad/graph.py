@@ -112,6 +112,29 @@ class Symbol(ArrayOps):
     def __complex__(self) -> complex:
         raise no_value("complex()", "a graph Symbol has no value until it runs; use .eval(feed)")
 
+    def __array__(self, dtype=None, copy=None):
+        raise no_value(
+            "gg.to_numpy() (or np.asarray)",
+            f"np.asarray: a graph {type(self).__name__} has no value until the graph runs; "
+            "call gg.to_numpy(sym.eval(feed)) for its value, or use gg functions on it",
+            "return it from the compiled function and call gg.to_numpy on the result, or "
+            "compute it outside the compiled function")
+
+    def backward(self, *args: Any, **kwargs: Any) -> None:
+        """Refused: a graph is differentiated by gg.gradients or opt.minimize (an eager
+        Tensor has ``.backward()``)."""
+        name = compile_trace.get()
+        if name is not None:
+            raise TracedValueError(E.at(
+                f"gg.compile({name}): .backward() on a traced value inside the compiled "
+                "function; return the loss from the function and call .backward() on the "
+                "result outside it (the compiled call records its gradients)"))
+        raise TypeError(E.at(
+            f"{self!r} is a graph Symbol, which has no .backward(); differentiate a graph "
+            "with gg.gradients(loss, [variables], feed=...) or gg.value_and_gradients, or "
+            "train it with opt.minimize(loss, feed=...) (eager Tensors, from gg.asarray or "
+            "gg.Variable without Placeholders, have .backward())"))
+
     def __len__(self) -> int:
         shape = self._shape
         if shape == ():
@@ -138,17 +161,19 @@ class TracedValueError(TypeError):
     """Python needed the value of a graph value (a Symbol) that is not computed yet."""
 
 
-def no_value(what: str, otherwise: str) -> TracedValueError:
+def no_value(what: str, otherwise: str, advice: str | None = None) -> TracedValueError:
     """The error for ``what`` needing a Symbol's value: under ``gg.compile`` it names the
-    user's line and says what to do; elsewhere ``otherwise``."""
+    user's line and says what to do (``advice``, else how to keep Python control flow off
+    it); elsewhere ``otherwise``."""
     name = compile_trace.get()
     if name is None:
         return TracedValueError(E.at(otherwise))
     return TracedValueError(E.at(
         f"gg.compile({name}): {what} needs the value of a traced array, which is not known "
-        "while the function is traced, so Python control flow cannot depend on it; use "
-        "gg.where(condition, a, b) to choose elementwise, or compute this value outside the "
-        "compiled function and pass it in as an argument"))
+        "while the function is traced" + ("; " + advice if advice else
+        ", so Python control flow cannot depend on it; use gg.where(condition, a, b) to "
+        "choose elementwise, or compute this value outside the compiled function and pass it "
+        "in as an argument")))
 
 
 class Placeholder(Symbol):
@@ -156,6 +181,20 @@ class Placeholder(Symbol):
 
     ``shape`` may hold None for any size (``(None, 3)``: any batch of 3 features).
     ``dtype`` is a name such as ``"float32"`` or a backend dtype.
+
+    A feed is keyed by the Placeholder object, never by its name (two Placeholders may share
+    a name, and a name is only a label for messages): a feed keyed by the name is refused,
+    naming the Placeholder.
+
+    >>> import numpy as np, gpugrad as gg
+    >>> x = gg.Placeholder((2,), "float64", name="x")
+    >>> gg.to_numpy((x * 2.0).eval({x: np.ones(2)}))
+    array([2., 2.])
+    >>> try:
+    ...     (x * 2.0).eval({"x": np.ones(2)})
+    ... except gg.FeedError as e:
+    ...     print(str(e)[:62])
+    Placeholder 'x' was not fed: the feed is keyed by its name 'x'
     """
 
     __slots__ = ("declared_shape", "dtype")
@@ -178,6 +217,19 @@ class Placeholder(Symbol):
 
     def _label(self) -> str:
         return repr(self.name) if self.name else "(unnamed)"
+
+    def not_fed(self, feed: Mapping) -> str:
+        """The message for a feed without this Placeholder (a feed keyed by its name said so)."""
+        if self.name is not None and any(type(k) is str and k == self.name for k in feed):
+            return (f"Placeholder {self._label()} was not fed: the feed is keyed by its name "
+                    f"{self.name!r}, but feeds are keyed by the Placeholder object itself; pass "
+                    f"feed={{placeholder: array}} with the object that gg.Placeholder(..., "
+                    f"name={self.name!r}) returned")
+        names = [k for k in feed if type(k) is str]
+        return (f"Placeholder {self._label()} was not fed; pass feed={{placeholder: array}} "
+                "for every Placeholder the graph uses" + (
+                    f" (keyed by the Placeholder objects, not by names such as {names[0]!r})"
+                    if names else ""))
 
     def check(self, value: Any, xp: Any, device: Any) -> Any:
         """The fed value as a backend array, checked against shape and dtype."""
@@ -311,7 +363,13 @@ def _need_symbol(loss: Any, what: str) -> Symbol:
             f"{what}: {loss!r} is an eager Tensor (no Placeholder in it), so there is no graph "
             "to run; call loss.backward() and read .grad, or build the loss from Placeholders"
         )
-    raise TypeError(f"{what}: expected a graph Symbol, got {type(loss).__name__}")
+    kind = type(loss)
+    kind = kind.__qualname__ if kind.__module__ == "builtins" else \
+        f"{kind.__module__.split('.')[0]}.{kind.__qualname__}"
+    raise TypeError(
+        f"{what}: expected a graph Symbol (the loss built from Placeholders and Variables), "
+        f"got a {kind}, a value with no graph behind it, likely made from the loss by float(), "
+        ".item() or gg.to_numpy() (of its value, sym.eval(feed)); pass the loss Symbol itself")
 
 
 def gradients(loss: Any, wrt: Sequence[Any], feed: Mapping | None = None,

@@ -132,11 +132,7 @@ def function(fn: Any, args: tuple, kwargs: dict) -> Any:
 
 def to_array(x: Any, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
     """``__array__``: the values of a Tensor that requires no gradient; a TypeError for one
-    that does, and for a graph Symbol."""
-    if getattr(x, "_gpugrad_symbolic", False):
-        raise TypeError(E.at(
-            f"np.asarray: a graph {type(x).__name__} has no value until the graph runs; call "
-            "gg.to_numpy(sym.eval(feed)) for its value, or use gg functions on it"))
+    that does (a graph Symbol refuses in its own ``__array__``, gpugrad.graph)."""
     if x.requires_grad:
         raise TypeError(E.at(
             "np.asarray: this Tensor requires a gradient, which NumPy would drop; call "

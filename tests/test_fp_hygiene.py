@@ -283,3 +283,41 @@ def test_a_planned_run_leaves_the_callers_error_state(overflow, numpy_backend):
             state = np.geterr()
             gg.value_and_gradients(loss, [w], feed={x: feed})
             assert np.geterr() == state
+
+
+@pytest.mark.parametrize("state", [_warnings_are_errors, strict_fp],
+                         ids=["default-errstate", "all-raise"])
+def test_an_empty_batch_is_quiet_in_graphs_and_compiled_code(state, bk):
+    """A batch of no rows: the mean losses are NaN, the gradients zeros, and nothing reports,
+    in a Placeholder graph (value, value and gradients, minimize: the checked first run, then
+    the planned program) and under gg.compile, as in eager. The fused softmax cross-entropy
+    divided by the row count, 0."""
+    dt = bk.float_dtype
+    x = gg.Placeholder((None, 4), dt, name="x")
+    t = gg.Placeholder((None,), "int64", name="t")
+    y = gg.Placeholder((None, 3), dt, name="y")
+    model = nn.MLP([4, 8, 3], activation="sigmoid", seed=0, dtype=dt)
+    out = model(x)
+    losses = [nn.cross_entropy(out, t), nn.mse_loss(out, y), gg.mean(gg.sigmoid(out)),
+              gg.mean(gg.logsumexp(out, axis=-1)) + gg.sum(gg.mean(out, axis=0))]
+    feed = {x: np.zeros((0, 4), dt), t: np.zeros(0, "int64"), y: np.zeros((0, 3), dt)}
+    for loss in losses:
+        opt = gg.optim.Adam(model.parameters(), lr=0.05)
+        for _ in range(3):
+            with state():
+                value = loss.eval(feed)
+                both, grads = gg.value_and_gradients(loss, model.parameters(), feed=feed)
+                opt.minimize(loss, feed=feed)
+            assert np.isnan(host(value)) and np.isnan(host(both))
+            assert all(not np.any(host(g)) for g in grads)  # a sum over no rows
+    compiled = gg.compile(lambda xb, tb: nn.cross_entropy(model(xb), tb))
+    opt = gg.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(3):  # traced, then the compiled program
+        with state():
+            loss = compiled(gg.asarray(feed[x]), gg.asarray(feed[t]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert np.isnan(host(loss))
+        assert all(not np.any(host(p.grad)) for p in model.parameters())
+    assert compiled.cache_info().traces == 1

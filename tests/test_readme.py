@@ -150,7 +150,8 @@ def _check_complex(ns, out):
 
 
 def _check_errors(ns, out):
-    for words in ("are not aligned", "silently upcast", "expected version 0, found version 1"):
+    for words in ("are not aligned", "silently upcast", "expected version 0, found version 1",
+                  "the feed is keyed by its name 'x'"):
         assert words in out, words
 
 

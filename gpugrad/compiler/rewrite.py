@@ -4,7 +4,8 @@
   (what ``nn.cross_entropy`` builds) runs as one step: the forward computes ``log_softmax``
   with the same operations as its rule, and the backward is ``(p - onehot) * (g / n)`` with
   ``p = exp(log_softmax(z))`` computed in place, instead of a scatter, a where and a
-  broadcast product. Equal to the chain's VJPs in exact arithmetic.
+  broadcast product. Equal to the chain's VJPs in exact arithmetic. Not on a batch of no
+  rows: the chain's own rules run there, quiet as in eager (``mean`` of nothing is NaN).
 - **Learning rate folded into the seed.** For plain SGD the backward starts from ``lr``
   instead of 1, so every gradient comes out already scaled and the update is ``p -= g``.
   VJPs are linear in their incoming gradient, so this is exact up to rounding.
@@ -63,8 +64,8 @@ def cross_entropy_groups(steps: list, readers: dict, keep: set, shapes: list) ->
         zi, ti = shapes[z], shapes[t]
         if zi is None or ti is None or len(zi[0]) != 2 or len(ti[0]) != 1 \
                 or getattr(ti[1], "kind", "") not in "iu" or zi[0][0] != ti[0][0] \
-                or getattr(zi[1], "char", "") not in ("f", "d"):
-            continue
+                or getattr(zi[1], "char", "") not in ("f", "d") or zi[0][0] == 0:
+            continue  # (an empty batch: the chain's own rules, quiet as in eager)
         members.append(j)
         found[k] = (z, t, set(members), op.name)
     return found

@@ -126,9 +126,7 @@ class Schedule:
             try:
                 value = feed[ph]
             except KeyError:
-                raise FeedError(E.at(
-                    f"Placeholder {ph._label()} was not fed; pass feed={{placeholder: array}} "
-                    "for every Placeholder the graph uses")) from None
+                raise FeedError(E.at(ph.not_fed(feed))) from None
             vals[s] = ph.check(value, self.xp, self.device)
         for s, t in self.tensors:
             vals[s] = t.data
