@@ -23,9 +23,6 @@ import numpy as np
 from . import backend as B
 from .errors import at
 
-CPU = 1
-"""DLPack's device type for host memory (``kDLCPU``)."""
-
 
 def export(t: Any, *, stream: Any = None, max_version: tuple[int, int] | None = None,
            dl_device: tuple[Any, int] | None = None, copy: bool | None = None) -> Any:

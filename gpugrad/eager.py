@@ -25,7 +25,7 @@ from .eager_inputs import same_kind as _same_kind
 from .eager_inputs import scalars_to_arrays as _scalars_to_arrays
 from .registry import Op, set_dispatcher
 from .tensor import GradientError, Tensor, _grad_enabled, made, no_grad
-from .shaping import as_array, fit, seed_gradient, unbroadcast  # noqa: F401  (re-exported)
+from .shaping import as_array, fit, seed_gradient
 from .sinks import grad_sinks, into_sink, open_sinks  # grad_sinks: re-exported
 from .versions import sequence as _sequence
 
