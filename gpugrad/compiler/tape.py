@@ -7,7 +7,7 @@ built from them. :meth:`Entry.run` feeds a call's arrays and records the tape no
 - a scalar output (a loss) runs forward and backward at once, as the schedule's planned
   program seeded with ones; the node's VJP scales those gradients by its seed, and
   ``loss.backward()`` with the seed one hands them to the leaves' ``.grad`` without the
-  general sweep (:func:`_whole_sweep`, through ``Tensor.backward``'s hook);
+  general sweep (``whole.whole_sweep``, through ``Tensor.backward``'s hook);
 - other outputs run the forward sweep now and keep what it saved; the VJP runs the backward
   sweep (output 0) or a schedule of that output's own (the others).
 
