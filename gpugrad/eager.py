@@ -25,8 +25,8 @@ from .eager_inputs import mix_error as _mix_error
 from .eager_inputs import same_kind as _same_kind
 from .eager_inputs import scalars_to_arrays as _scalars_to_arrays
 from .registry import Op, set_dispatcher
-from .tensor import GradientError, Tensor, _grad_enabled, no_grad
-from .shaping import as_array, fit, seed_gradient, unbroadcast  # noqa: F401  (re-exported)
+from .tensor import GradientError, Tensor, _grad_enabled, made, no_grad
+from .shaping import as_array, fit, seed_gradient
 from .sinks import grad_sinks, into_sink, open_sinks  # grad_sinks: re-exported
 from .versions import sequence as _sequence
 
@@ -94,17 +94,6 @@ so anomaly mode costs one check per op when it is off."""
 def set_anomaly_hook(hook: Any) -> None:
     global _anomaly
     _anomaly = hook
-
-
-def _new_tensor(data: Any, xp: Any, node: Node | None) -> Tensor:
-    t = Tensor.__new__(Tensor)
-    t.data = data
-    t.xp = xp
-    t.grad = None
-    t.name = None
-    t._node = node
-    t.requires_grad = node is not None
-    return t
 
 
 def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
@@ -178,18 +167,10 @@ def apply(op: Op, args: Sequence[Any], params: dict) -> Any:
         raise D.op_error(op.name, op.__signature__, arrays, params, exc) from exc
     if type(out) is not np.ndarray:
         out = np.asarray(out)
-    t = Tensor.__new__(Tensor)
-    t.data = out
-    t.xp = xp
-    t.grad = t.name = None
     dtype = out.dtype
     if inputs is not None and dtype.kind in "fc" and op.differentiable and _grad_enabled.get():
-        t._node = Node(op, params, inputs, needs, res, "numpy", out.shape, dtype)
-        t.requires_grad = True
-    else:
-        t._node = None
-        t.requires_grad = False
-    return t
+        return made(out, xp, Node(op, params, inputs, needs, res, "numpy", out.shape, dtype))
+    return made(out, xp)
 
 
 _NEED_ONE = (True,)
@@ -275,21 +256,14 @@ def _run(op: Op, xp: Any, arrays: Sequence[Any], params: dict, inputs: tuple | N
         floating = B.is_inexact(xp, dtype)
     if mixed and floating:
         _check_promotion(op, arrays, dtype, xp)
-    t = Tensor.__new__(Tensor)
-    t.data = out
-    t.xp = xp
-    t.grad = t.name = None
+    node = None
     if inputs is not None and floating and op.differentiable and _grad_enabled.get():
-        t._node = node = Node(op, params, inputs, needs, res, name, out.shape, dtype)
-        t.requires_grad = True
+        node = Node(op, params, inputs, needs, res, name, out.shape, dtype)
         if raw is not None:
             versions.fingerprint(node, raw)
-    else:
-        t._node = None
-        t.requires_grad = False
     if _anomaly is not None:
-        _anomaly.forward(op, arrays, out, t._node)
-    return t
+        _anomaly.forward(op, arrays, out, node)
+    return made(out, xp, node)
 
 
 set_dispatcher(apply)

@@ -216,8 +216,8 @@ def test_a_recorded_loss_runs_its_learnt_program_directly(numpy_backend):
 
 
 def test_the_quick_call_goes_the_long_way_on_any_surprise(numpy_backend, general_sweeps):
-    """Once learnt, the usual call (Tensor arguments, none needing a gradient) runs its
-    program directly (Entry.run_quick). A host array argument, anomaly mode and a Variable
+    """Once learnt, a recorded loss runs its program directly (Entry.run, through its
+    Direct), from a Tensor or a host array argument alike. Anomaly mode and a Variable
     rebound to another shape go the long way, with the same numbers; writes into what
     backward reads are still caught."""
     W, f, x = _compiled()
@@ -225,9 +225,9 @@ def test_the_quick_call_goes_the_long_way_on_any_surprise(numpy_backend, general
         W.grad = None
         f(x).backward()
     (entry,) = f._cache.values()
-    assert entry.quick is not None
+    assert entry.direct is not None
     del general_sweeps[:]  # (the traced run swept)
-    for arg in (x, X.copy()):  # a Tensor (quick), a host array of the same signature (long)
+    for arg in (x, X.copy()):  # a Tensor, a host array of the same signature
         _one_step_by_hand(f, arg, W)
     assert not general_sweeps
     _, dw, _ = _by_hand()

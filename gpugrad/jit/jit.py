@@ -112,60 +112,41 @@ class Compiled:
         return f"<gg.compile of {getattr(self.fn, '__qualname__', self.fn)!r}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if not kwargs:  # Tensors alone, by position (a training step): a seen signature?
-            key: Any = [len(args), _grad_enabled.get()]
-            for a in args:
-                if not isinstance(a, Tensor):
-                    break
-                data = a.data
-                xp = a.xp
-                key.append((xp, data.shape, data.dtype, a.requires_grad,
-                            None if xp is np else data.device))
-            else:
-                key = tuple(key)  # the key _call makes for these arguments
-                last, entry = self._last
-                if key == last:  # the usual case: no hashing (NumPy hashes a dtype slowly)
-                    with self._lock:  # (and it is the most recent entry already)
-                        self.hits += 1
-                    return entry.run_quick(args)
-                with self._lock:
-                    entry = self._cache.get(key)
-                    if entry is not None:
-                        self._cache.move_to_end(key)
-                        self.hits += 1
-                        self._last = (key, entry)
-                if entry is not None:
-                    return entry.run_quick(args)
-        return self._call(args, kwargs)
+        sig = self._signature(args, kwargs)
+        if sig is None:  # inside another trace, or graph code: build the graph
+            return self.fn(*args, **kwargs)
+        key, leaves, structure, arrays = sig
+        last, entry = self._last
+        if key == last:  # the usual case: no hashing (NumPy hashes a dtype slowly)
+            with self._lock:  # (and it is the most recent entry already)
+                self.hits += 1
+        else:
+            entry = self._entry(key, leaves, structure, arrays, bool(kwargs))
+        return entry.run(leaves)
 
-    def _call(self, args: tuple, kwargs: dict) -> Any:
-        nested = bool(kwargs)
-        if not nested:
-            for a in args:
-                if isinstance(a, _NESTED):
-                    nested = True
-                    break
-        if nested:
+    def _signature(self, args: tuple, kwargs: dict, nested: bool = False) -> tuple | None:
+        """(key, leaves, structure, positions of the array leaves) of a call, or None when an
+        argument is a graph Symbol. ``structure`` is None for flat positional arguments (the
+        common case, without the pytree walk)."""
+        structure = None
+        if nested or kwargs:
             leaves, structure = tree_flatten((args, kwargs) if kwargs else args)
-            key = [_hashable(structure), _grad_enabled.get()]
-        else:  # flat positional arguments: the common case, without the pytree walk
-            leaves, structure = list(args), (tuple, None, [None] * len(args))
+            key: Any = [_hashable(structure), _grad_enabled.get()]
+        else:
+            leaves = args
             key = [len(args), _grad_enabled.get()]
         arrays = []
         for i, a in enumerate(leaves):
-            if isinstance(a, Symbol):  # inside another trace, or graph code: build the graph
-                return self.fn(*args, **kwargs)
             if isinstance(a, Tensor):
-                data = a.data
-                xp = a.xp
-                key.append((xp, data.shape, data.dtype, a.requires_grad,
-                            None if xp is np else data.device))
-                arrays.append(i)
-            elif isinstance(a, np.ndarray) or (not isinstance(a, _SCALARS)
-                                              and B.is_backend_array(a)):
-                key.append((B.namespace_of(a), a.shape, a.dtype, False,
-                            None if isinstance(a, np.ndarray) else a.device))
-                arrays.append(i)
+                data, xp, grad = a.data, a.xp, a.requires_grad
+            elif isinstance(a, np.ndarray):
+                data, xp, grad = a, np, False
+            elif isinstance(a, Symbol):
+                return None
+            elif structure is None and isinstance(a, _NESTED):  # a pytree: walk it
+                return self._signature(args, kwargs, True)
+            elif not isinstance(a, _SCALARS) and B.is_backend_array(a):
+                data, xp, grad = a, B.namespace_of(a), False
             else:
                 try:
                     hash(a)
@@ -175,7 +156,14 @@ class Compiled:
                         "array nor hashable; pass arrays (or pytrees of them) and hashable "
                         "static values")) from None
                 key.append((type(a), a))
-        key = tuple(key)
+                continue
+            key.append((xp, data.shape, data.dtype, grad, None if xp is np else data.device))
+            arrays.append(i)
+        return tuple(key), leaves, structure, arrays
+
+    def _entry(self, key: tuple, leaves: Any, structure: Any, arrays: list,
+               has_kwargs: bool) -> Entry:
+        """The trace of signature ``key``: from the cache, else traced now (and cached)."""
         with self._lock:
             entry = self._cache.get(key)
             if entry is not None:
@@ -184,14 +172,16 @@ class Compiled:
             else:
                 self.misses += 1
         if entry is None:
-            entry = Entry(self.fn, leaves, structure, arrays, bool(kwargs))
+            if structure is None:
+                structure = (tuple, None, [None] * len(leaves))
+            entry = Entry(self.fn, list(leaves), structure, arrays, has_kwargs)
             with self._lock:
                 self._cache[key] = entry
                 while len(self._cache) > self.maxsize:
                     self._cache.popitem(last=False)
         with self._lock:
             self._last = (key, entry)
-        return entry.run_quick(leaves)
+        return entry
 
 
 def _hashable(structure: Any) -> Any:

@@ -7,7 +7,7 @@ built from them. :meth:`Entry.run` feeds a call's arrays and records the tape no
 - a scalar output (a loss) runs forward and backward at once, as the schedule's planned
   program seeded with ones; the node's VJP scales those gradients by its seed, and
   ``loss.backward()`` with the seed one hands them to the leaves' ``.grad`` without the
-  general sweep (:func:`_whole_sweep`, through ``Tensor.backward``'s hook);
+  general sweep (``whole.whole_sweep``, through ``Tensor.backward``'s hook);
 - other outputs run the forward sweep now and keep what it saved; the VJP runs the backward
   sweep (output 0) or a schedule of that output's own (the others).
 
@@ -18,7 +18,7 @@ so version counters still refuse one written in place before backward.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -29,10 +29,10 @@ from ..eager import Node, backend_name
 from ..graph import Placeholder, Symbol, _lift, compile_trace
 from ..pytree import tree_flatten, tree_unflatten
 from ..registry import Op
-from ..tensor import Tensor, _grad_enabled
+from ..tensor import Tensor, _grad_enabled, made
 from ..compiler.schedule import Schedule
 from ..compiler.trace import trace
-from .whole import CompiledCall, Direct, Done, anomaly_on, done_node, loss_tensor, never
+from .whole import CompiledCall, Direct, Done, anomaly_on, done_node, never
 
 
 class Entry:
@@ -57,6 +57,8 @@ class Entry:
         with B.use_backend(self.backend):
             out = _call_traced(fn, args, kwargs)
             self._plan_outputs(out)
+        if self.syms:
+            self._plan_gradients(leaves)
 
     def _plan_outputs(self, out: Any) -> None:
         outs, self.out_structure = tree_flatten(out)
@@ -83,11 +85,7 @@ class Entry:
                     "return Tensors (or tuples, lists and dicts of them)"))
         self.syms = syms
         self.schedules: dict = {}  # (arguments needing gradients, output) -> Schedule
-        # per schedule: None until its first recorded call, then False (several outputs or
-        # not a scalar: forward now, backward later) or what _run_whole keeps
-        self.whole: dict = {}
-        self.direct: dict = {}  # schedule -> its _Direct (the NumPy program, called directly)
-        self.quick: Direct | None = None  # the usual training call's (see run_quick)
+        self.loss = self.out_structure is None and self.out_plan[0][0] == "sym"
         if not syms:
             return
         # several outputs: the first is the root, the others ride along as gradient targets
@@ -100,11 +98,29 @@ class Entry:
         self.unused = {j for j, ph in enumerate(self.placeholders) if id(ph) not in used}
         self.op = CompiledCall(f"compile({self.name})", never, twice_differentiable=False)
         self.op.vjp = _vjp
-        xp = self.schedule(()).xp
-        self.backend_name = backend_name(xp)
+        self.xp = self.schedule(()).xp
+        self.backend_name = backend_name(self.xp)
         # the tape calls it as a fast VJP, without the per-call check of the gradient tuple
         # (_vjp returns one gradient per input)
         self.op.fast_vjp[self.backend_name] = _vjp
+
+    def _plan_gradients(self, leaves: list) -> None:
+        """What the signature fixes (grad mode and which arguments require gradients are part
+        of it): the arguments whose gradients the call computes, whether it is recorded on
+        the tape, and its schedule."""
+        self.grad_args: tuple = ()
+        self.record = False
+        if _grad_enabled.get():
+            self.grad_args = tuple(
+                j for j, i in enumerate(self.arrays) if j not in self.unused
+                and isinstance(leaves[i], Tensor) and leaves[i].requires_grad)
+            self.record = bool(self.variables or self.grad_args)
+        self.sched = self.schedule(self.grad_args)
+        # a recorded scalar: None until its first call, then what a whole run keeps for the
+        # version check (forward and backward at once from then on), or False (not a
+        # floating scalar: forward now, backward later); False for anything else
+        self.whole: tuple | bool | None = None if self.record and len(self.syms) == 1 else False
+        self.direct: Direct | None = None  # the whole run's NumPy program, called directly
 
     def schedule(self, args: tuple, k: int = 0) -> Schedule:
         """The schedule of output ``k`` (0: all outputs, one sweep) whose gradient targets
@@ -120,88 +136,91 @@ class Entry:
             self.schedules[(args, k)] = sched
         return sched
 
-    def run_quick(self, leaves: list) -> Any:
-        """:meth:`run` for the usual training call, a loss from Tensor arguments none of which
-        needs a gradient, once such a call has gone through :meth:`run`: the program is
-        called with the arrays and its gradients recorded, with none of run's choices. Any
-        other call (and any surprise: a rebound Variable, anomaly mode, a failed run) goes
-        through :meth:`run`."""
-        quick = self.quick
-        if quick is None or not _grad_enabled.get():
-            return self.run(leaves)
-        if anomaly_on():
-            return self.run(leaves)
-        feeds = []
-        for i in quick.feed_at:
-            a = leaves[i]
-            if type(a) is not Tensor or type(a.data) is not np.ndarray:  # run copies raw arrays
-                return self.run(leaves)
-            feeds.append(a.data)
-        got = quick.call(feeds)
-        if got is None:
-            return self.run(leaves)
-        value, grads, datas = got
-        kept = [datas[k] for k in quick.kept_data]
-        if quick.kept_feeds:
-            kept += [feeds[k] for k in quick.kept_feeds]
-        return loss_tensor(self.op, self.backend_name, value, grads, self.variables, kept,
-                           quick.sched.xp)
-
-    def run(self, leaves: list) -> Any:
+    def run(self, leaves: Sequence) -> Any:
+        """The one way a call runs, given its arguments' leaves (whose shapes and dtypes the
+        signature matched). A recorded scalar whose whole run is known goes forward and
+        backward at once, as its planned program, called directly once learnt (any surprise
+        there: a rebound Variable, anomaly mode, a failed run, goes through the schedule);
+        the first recorded call, and every call with several outputs, runs forward now and
+        backward later; an unrecorded call runs forward only."""
         if not self.syms:
             return self._outputs(leaves, [], None, None)
-        inputs: list = []
-        args: list = []
-        if _grad_enabled.get():
-            inputs = list(self.variables)
-            for j, i in enumerate(self.arrays):
-                a = leaves[i]
-                if isinstance(a, Tensor) and a.requires_grad and j not in self.unused:
-                    args.append(j)
-                    inputs.append(a if a._node is None else a._node)
-        record = bool(inputs)
-        key = tuple(args)
-        sched = self.schedules.get((key, 0)) or self.schedule(key)
-        # the arrays themselves (the signature already matched their shapes and dtypes); a
-        # recorded call copies host arrays, the caller's memory, so that later edits to them
-        # cannot reach backward
+        inputs = self.variables if self.record else ()
+        if self.grad_args:
+            inputs += tuple(_node_of(leaves[self.arrays[j]]) for j in self.grad_args)
+        direct = self.direct
+        got = None if direct is None or anomaly_on() else direct.call(leaves)
+        if got is None:
+            feed = self._feed(leaves, inputs)
+            whole = self.whole
+            if not whole:
+                return self._sweeps(leaves, feed, inputs, whole)
+            got = self._whole_by_schedule(feed, whole)
+        # a whole run: the node holds the gradients, already computed (backward later only
+        # scales them by its seed, exact for the usual seed 1), and keeps the inputs backward
+        # would have read, so a write into one of them before backward is still refused
+        value, grads, kept = got
+        node = done_node(self.op, self.backend_name, value, grads, inputs, kept)
+        if self.loss:
+            return made(value, self.xp, node)
+        return self._outputs(leaves, [value], [node], self.xp)
+
+    def _feed(self, leaves: Sequence, inputs: tuple) -> dict:
+        """The schedule's feed: the arrays themselves (the signature already matched their
+        shapes and dtypes); a recorded call copies host arrays, the caller's memory, so that
+        later edits to them cannot reach backward."""
         feed = {}
         for ph, i in zip(self.placeholders, self.arrays):
             a = leaves[i]
             if type(a) is Tensor or isinstance(a, Tensor):
                 a = a.data
-            elif record and type(a) is np.ndarray:
+            elif inputs and type(a) is np.ndarray:
                 a = np.array(a)
             feed[ph] = a
+        return feed
+
+    def _whole_by_schedule(self, feed: dict, whole: tuple) -> tuple:
+        """A scalar output, forward and backward at once through the schedule (one run at a
+        time: see :meth:`_sweeps`): (value, gradients, the arrays the node keeps). Its
+        NumPy program is learnt for :class:`Direct` here."""
+        sched = self.sched
+        value, grads = sched.run(feed, True)
+        self._learn_direct(feed, whole, sched)
+        variables, phs = whole
+        kept = [t.data for t in variables]
+        if phs:  # (the feed holds arrays: each Tensor's data)
+            kept += [feed[ph] for ph in phs]
+        return value, grads, kept
+
+    def _sweeps(self, leaves: Sequence, feed: dict, inputs: tuple, whole: Any) -> Any:
+        """The forward sweep now, and (when recorded) a node whose VJP runs the backward
+        sweep later; the first recorded call of a scalar also finds what a whole run keeps."""
+        sched = self.sched
         single = len(self.syms) == 1
-        if single and not record:
+        if single and not inputs:
             # a planned program's buffers serve one run at a time: while another thread runs
             # it, sched.run takes the generic path (gpugrad.compiler.program.Program)
             value = sched.run(feed, False)[0]
-            return self._outputs(leaves, [value], None, sched.xp)
-        whole = self.whole.get(sched) if single else False
-        if whole:
-            return self._run_whole(sched, feed, inputs, whole, leaves)
-        value, saved = sched.forward(feed, record)
+            return self._outputs(leaves, [value], None, self.xp)
+        value, saved = sched.forward(feed, bool(inputs))
         values = [value]
         if not single:
             vals = saved.vals
             values += [vals[s] for s in sched.wrt[len(sched.wrt) - len(self.syms) + 1:]]
-        if not record:
-            return self._outputs(leaves, values, None, sched.xp)
-        xp = sched.xp
-        if whole is None:  # the first recorded call of this schedule: can later ones go whole?
-            self.whole[sched] = self._saved_inputs(saved, feed) if (
+        if not inputs:
+            return self._outputs(leaves, values, None, self.xp)
+        xp = self.xp
+        if whole is None:  # the first recorded call of a scalar: can later ones go whole?
+            self.whole = self._saved_inputs(saved, feed) if (
                 _size(value.shape) == 1 and B.is_floating(xp, value.dtype)) else False
-        name = backend_name(xp)
         needs = (True,) * len(inputs)
         nodes = []
         for k, v in enumerate(values):
             if not B.is_floating(xp, v.dtype):
                 nodes.append(None)
                 continue
-            state = _State(self, sched, saved, feed, key, k, len(inputs))
-            node = Node(self.op, {}, tuple(inputs), needs, (state, saved.res), name,
+            state = _State(self, sched, saved, feed, self.grad_args, k, len(inputs))
+            node = Node(self.op, {}, inputs, needs, (state, saved.res), self.backend_name,
                         tuple(v.shape), v.dtype)
             nodes.append(node)
         return self._outputs(leaves, values, nodes, xp)
@@ -216,35 +235,11 @@ class Entry:
                     if any(versions.overlap(_data(feed[ph]), r) for r in res))
         return (variables, phs)
 
-    def _run_whole(self, sched: Schedule, feed: dict, inputs: list, whole: tuple,
-                   leaves: list) -> Any:
-        """A scalar output: forward and backward now, as the schedule's one planned program
-        (seeded with ones); backward later only scales the gradients by its seed (exact for
-        the usual seed 1). The node keeps the inputs backward would have read, so a write
-        into one of them before backward is still refused."""
-        direct = self.direct.get(sched)
-        got = direct.call([feed[ph] for _, ph in sched.placeholders]) if direct is not None \
-            and not anomaly_on() else None
-        if got is None:
-            value, grads = sched.run(feed, True)  # (one run at a time: see run)
-            self._learn_direct(sched, feed, whole, not inputs[len(self.variables):])
-        else:
-            value, grads, _ = got
-        variables, phs = whole
-        kept = [t.data for t in variables]
-        if phs:  # (the feed holds arrays: run took each Tensor's data)
-            kept += [feed[ph] for ph in phs]
-        if self.out_structure is None and self.out_plan[0][0] == "sym":  # one output: a loss
-            return loss_tensor(self.op, self.backend_name, value, grads, tuple(inputs), kept,
-                               sched.xp)
-        node = done_node(self.op, self.backend_name, value, grads, tuple(inputs), kept)
-        return self._outputs(leaves, [value], [node], sched.xp)
-
-    def _learn_direct(self, sched: Schedule, feed: dict, whole: tuple, quick: bool) -> None:
-        """After a run through ``sched.run``: the NumPy program it used, called directly from
-        then on (found under the key ``Schedule._run_program`` files it; none found, none
-        learnt). ``quick``: no argument needs a gradient, so :meth:`run_quick` may take it."""
-        if sched.xp is not np or sched in self.direct or not sched.checked:
+    def _learn_direct(self, feed: dict, whole: tuple, sched: Schedule) -> None:
+        """After a whole run through ``sched.run``: the NumPy program it used, called directly
+        from then on (found under the key ``Schedule._run_program`` files it; none found,
+        none learnt)."""
+        if sched.xp is not np or self.direct is not None or not sched.checked:
             return
         feeds = [feed[ph] for _, ph in sched.placeholders]
         tensors = [t for _, t in sched.tensors]
@@ -252,12 +247,8 @@ class Entry:
         if not all(type(a) is np.ndarray for a in (*feeds, *datas)):
             return
         prog = sched.numpy_program(feeds, datas, True, None)
-        if prog is None:
-            return
-        direct = self.direct[sched] = Direct(sched, prog, tensors, self.placeholders,
-                                              self.arrays, whole)
-        if quick and self.out_structure is None and self.out_plan[0][0] == "sym":
-            self.quick = direct
+        if prog is not None:
+            self.direct = Direct(sched, prog, tensors, self.placeholders, self.arrays, whole)
 
     def _outputs(self, leaves: list, values: list, nodes: list | None, xp: Any) -> Any:
         outs = []
@@ -267,15 +258,7 @@ class Entry:
             elif kind == "const":
                 outs.append(k)
             else:
-                data = values[k]
-                t = Tensor.__new__(Tensor)
-                t.data = data
-                t.xp = xp
-                t.grad = t.name = None
-                node = nodes[k] if nodes else None
-                t._node = node
-                t.requires_grad = node is not None
-                outs.append(t)
+                outs.append(made(values[k], xp, nodes[k] if nodes else None))
         if self.out_structure is None:  # a single output
             return outs[0]
         return tree_unflatten(self.out_structure, outs)
@@ -299,6 +282,11 @@ class _State:
 
 def _data(a: Any) -> Any:
     return a.data if isinstance(a, Tensor) else a
+
+
+def _node_of(t: Tensor) -> Any:
+    """What a tape node keeps of an input Tensor: the node that made it, or the leaf."""
+    return t if t._node is None else t._node
 
 
 def _size(shape: tuple) -> int:

@@ -1,8 +1,8 @@
 """A compiled call whose gradients come with its forward (``gg.compile`` of a loss).
 
-- :class:`Direct`: a schedule's learnt NumPy program, called with the arrays directly;
-- :func:`loss_tensor`: the loss it returns, one node of the op :class:`CompiledCall` on
-  the tape, holding the gradients already computed (:class:`Done`);
+- :class:`Direct`: a schedule's learnt NumPy program, called with the arguments directly;
+- :func:`done_node`: the tape node of its output, one node of the op :class:`CompiledCall`,
+  holding the gradients already computed (:class:`Done`);
 - :func:`whole_sweep`: ``loss.backward()`` from it, which hands those gradients to the
   leaves' ``.grad`` without the general sweep's walk (``Tensor.backward``'s hook).
 
@@ -13,7 +13,7 @@ general one.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -30,12 +30,11 @@ class Direct:
     signature already fixed the arguments' shapes and dtypes, and the Tensors' (closed-over
     Variables can be rebound) are compared here against the ones it was learnt with."""
 
-    __slots__ = ("sched", "prog", "tensors", "shapes", "dtypes", "feed_at", "kept_data",
-                 "kept_feeds")
+    __slots__ = ("prog", "tensors", "shapes", "dtypes", "feed_at", "kept_data", "kept_feeds")
 
     def __init__(self, sched: Schedule, prog: Any, tensors: list, placeholders: list,
                  arrays: list, whole: tuple) -> None:
-        self.sched, self.prog, self.tensors = sched, prog, tuple(tensors)
+        self.prog, self.tensors = prog, tuple(tensors)
         self.shapes = tuple(t.data.shape for t in tensors)
         self.dtypes = tuple(t.data.dtype for t in tensors)
         # the schedule's feeds, as positions among the call's arguments (``arrays[j]``:
@@ -49,11 +48,11 @@ class Direct:
         self.kept_feeds = tuple(k for k, (_, ph) in enumerate(sched.placeholders)
                                 if any(ph is q for q in phs))
 
-    def call(self, feeds: list) -> tuple | None:
-        """(value, gradients, the Tensors' arrays), or None when the schedule must decide (a
-        Tensor rebound to another shape or dtype, a feed that is not a NumPy array, another
-        thread in the program, a run that failed: the schedule then runs generically or
-        names the op)."""
+    def call(self, leaves: Sequence) -> tuple | None:
+        """(value, gradients, the arrays the node keeps) for the call's arguments ``leaves``,
+        or None when the schedule must decide (a Tensor rebound to another shape or dtype, a
+        feed that is not a NumPy array, another thread in the program, a run that failed:
+        the schedule then runs generically or names the op)."""
         datas = []
         for t, shape, dtype in zip(self.tensors, self.shapes, self.dtypes):
             d = t.data
@@ -61,16 +60,26 @@ class Direct:
                                                                  and d.dtype != dtype):
                 return None
             datas.append(d)
-        for f in feeds:
-            if type(f) is not np.ndarray:  # (as the schedule's own lookup)
+        feeds = []
+        for i in self.feed_at:
+            a = leaves[i]
+            if isinstance(a, Tensor):
+                a = a.data
+            elif type(a) is np.ndarray:  # the caller's memory: copied, so that later edits
+                a = np.array(a)          # to it cannot reach the version check
+            if type(a) is not np.ndarray:  # (as the schedule's own lookup)
                 return None
+            feeds.append(a)
         try:
             got = self.prog(feeds, datas, None)
         except (FloatingPointError, ValueError, TypeError, IndexError):
             return None
         if got is None:
             return None
-        return got[0], got[1], datas
+        kept = [datas[k] for k in self.kept_data]
+        if self.kept_feeds:
+            kept += [feeds[k] for k in self.kept_feeds]
+        return got[0], got[1], kept
 
 
 def anomaly_on() -> bool:
@@ -126,20 +135,6 @@ _tensor._whole_sweeps[CompiledCall] = whole_sweep
 
 def never(xp: Any, *args: Any, **params: Any) -> Any:
     raise RuntimeError("a compiled call runs through its schedule, not through apply")
-
-
-def loss_tensor(op: Op, backend: str, value: Any, grads: list, inputs: tuple, kept: list,
-                xp: Any) -> Tensor:
-    """The loss of a whole run: a Tensor whose node (``op``, on ``inputs``) holds its
-    gradients, already computed, and keeps the arrays ``kept`` for the version check."""
-    node = done_node(op, backend, value, grads, inputs, kept)
-    t = Tensor.__new__(Tensor)
-    t.data = value
-    t.xp = xp
-    t.grad = t.name = None
-    t._node = node
-    t.requires_grad = True
-    return t
 
 
 def done_node(op: Op, backend: str, value: Any, grads: list, inputs: tuple,
