@@ -295,7 +295,7 @@ class Variable(Tensor):
     """A trainable value: gradient descent moves it (``W``, ``b`` in the tutorial).
 
     The value is copied onto the backend's device once. Only floating and complex dtypes are
-    allowed (a complex value's ``.grad`` is dL/dx + i dL/dy, see README "Complex numbers").
+    allowed (a complex value's ``.grad`` is dL/dx + i dL/dy, see docs/complex.md).
 
     >>> import gpugrad as gg
     >>> gg.Variable([1.0, 2.0], name="b").requires_grad

@@ -20,7 +20,7 @@ STANDARD = sorted(n for n in xa.__all__ if callable(getattr(xa, n)) and not n.is
 PROMOTING = {"add", "atan2", "concat", "divide", "logaddexp", "matmul", "maximum", "minimum",
              "multiply", "pow", "stack", "subtract", "where"}
 """Names whose array_api function promotes float32 meeting float64, as the standard says,
-while gg.<name> refuses (README: Errors and safety). Everything else is one object."""
+while gg.<name> refuses (docs/errors.md). Everything else is one object."""
 
 def _plain(sig: inspect.Signature) -> list[tuple]:
     return [(p.name, p.kind, p.default) for p in sig.parameters.values()]

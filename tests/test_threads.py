@@ -1,6 +1,6 @@
 """Threads: grad mode, backend and anomaly mode are per thread, so separate models train
 concurrently exactly as they do one after another; two threads accumulating into one shared
-leaf both land (README, "Errors and safety")."""
+leaf both land (docs/errors.md)."""
 
 from __future__ import annotations
 

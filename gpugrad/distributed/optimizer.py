@@ -32,7 +32,7 @@ class DistributedOptimizer:
       The default (``overlap=None``) is off: MPI moves a non-blocking message only while a
       rank is inside an MPI call, and with one core per rank there is no spare core to move
       it on, so on the machines
-      measured (README, "Train on many processes or machines") the allreduces after backward
+      measured (docs/distributed.md) the allreduces after backward
       were as fast or faster. A group of one never overlaps: it has nothing to send, and its
       ``step()`` is the optimizer's own at the cost of one shape check per parameter.
     - Ranks on one machine (NumPy, MPI shared memory; an optimizer that declares its update,

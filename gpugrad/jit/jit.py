@@ -8,7 +8,7 @@ Variable) is lifted into the graph, and Variables stay Variables. The graph beco
 uses. Later calls with that signature feed the arguments to the schedule.
 
 A compiled call that needs gradients is recorded on the eager tape as one op
-(``gpugrad.compiler.tape``), so ``loss = step(xb, yb); loss.backward(); opt.step()`` works and
+(``gpugrad.jit.tape``), so ``loss = step(xb, yb); loss.backward(); opt.step()`` works and
 gradients reach the closed-over Variables and the Tensor arguments that require them.
 
 The signature is the pytree structure of the arguments, and per array argument its kind,

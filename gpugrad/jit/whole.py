@@ -6,7 +6,7 @@
 - :func:`whole_sweep`: ``loss.backward()`` from it, which hands those gradients to the
   leaves' ``.grad`` without the general sweep's walk (``Tensor.backward``'s hook).
 
-``gpugrad.compiler.tape`` decides when a call may take this way; every other call, and
+``gpugrad.jit.tape`` decides when a call may take this way; every other call, and
 every surprise here (a rebound Variable, anomaly mode, a hook, a failed run), takes the
 general one.
 """
