@@ -13,6 +13,7 @@ gradient, kept 0-d (``alias == "scalar"``): the program passes it to the backwar
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import numpy as np
@@ -39,30 +40,34 @@ TYPED = {f"{word}_{np.dtype(t).name}": t(value) for t in (np.float16, np.float32
 """The typed constants that :func:`const` names (every planned program's env holds them)."""
 
 
-ONES: dict = {}
-"""Read-only vectors of ones that :func:`column_sum` names, by name (``ONES32_float32``)."""
-
-
 def column_sum(g: str, gshape: tuple, dtype: Any, c: str, C: str) -> list:
     """Lines writing ``sum(g, axis=0)`` of a 2-D float32 or float64 ``g`` into ``c``: the
     matrix-vector product ``ones @ g``, one BLAS call, where it applies (the bias gradient
     of a linear layer; 0.7 against 1.9 µs at 32x64, 12 against 25 µs at 256x512 float32,
     on 2026-12-02). The sum is the same up to rounding (BLAS adds in another order); other
-    shapes and dtypes, and more than 256 distinct vectors, use ``add.reduce``."""
-    name = f"ONES{gshape[0]}_{getattr(dtype, 'name', '')}" if len(gshape) == 2 else ""
-    if name and name not in ONES and getattr(dtype, "char", "") in ("f", "d") \
-            and len(ONES) < 256:
-        ones = np.ones(gshape[0], dtype)
-        ones.flags.writeable = False
-        ONES[name] = ones
-    if name not in ONES:
+    shapes and dtypes use ``add.reduce``. The vector of ones is named by its length and
+    dtype (``ONES32_float32``) and made for each program's own env (:func:`vectors_in`), so
+    what a program computes never depends on what the process compiled before."""
+    if len(gshape) != 2 or getattr(dtype, "char", "") not in ("f", "d"):
         return [f"{c} = np.add.reduce({g}, axis=0, out={C})"]
-    return [f"{c} = np.dot({name}, {g}, {C})"]
+    return [f"{c} = np.dot(ONES{gshape[0]}_{dtype.name}, {g}, {C})"]
+
+
+_VECTOR = re.compile(r"\bONES(\d+)_(float32|float64)\b")
 
 
 def vectors_in(source: str) -> dict:
-    """The :data:`ONES` vectors a program's ``source`` names (for its env)."""
-    return {k: v for k, v in ONES.items() if k in source}
+    """The read-only vectors of ones that a program's ``source`` names, made for its env.
+
+    >>> sorted(vectors_in("c = np.dot(ONES3_float64, g, C)")["ONES3_float64"])
+    [1.0, 1.0, 1.0]
+    """
+    out = {}
+    for name, n, dtype in {(m.group(0), *m.groups()) for m in _VECTOR.finditer(source)}:
+        ones = np.ones(int(n), dtype)
+        ones.flags.writeable = False
+        out[name] = ones
+    return out
 
 
 SCALAR = ((), "scalar")
