@@ -59,7 +59,7 @@ _VECTOR = re.compile(r"\bONES(\d+)_(float32|float64)\b")
 def vectors_in(source: str) -> dict:
     """The read-only vectors of ones that a program's ``source`` names, made for its env.
 
-    >>> sorted(vectors_in("c = np.dot(ONES3_float64, g, C)")["ONES3_float64"])
+    >>> vectors_in("c = np.dot(ONES3_float64, g, C)")["ONES3_float64"].tolist()
     [1.0, 1.0, 1.0]
     """
     out = {}
