@@ -21,7 +21,7 @@ import numpy as np
 from .. import fpstate
 from ..eager import as_array, fit
 from ..registry import gradient_tuple
-from . import lower, plan, rewrite, update
+from . import formula, lower, plan, rewrite, update
 from .codegen import build as build_function
 
 GUARDED = "numpy-overflow-raises"
@@ -89,8 +89,26 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     for k, (_, _, members, _) in ce.items():
         skip |= members - {k}
     needs_of = {k: needs for k, _, _, _, _, _, needs in sched.back}
-    neg_linear = rewrite.negated_linears(steps, readers, keep, shapes) if numpy else set()
-    negated: set = set()  # outputs of those linears, once lowered
+    neg_producers = rewrite.negated_producers(steps, readers, keep, shapes) if numpy \
+        else set()
+    negated: set = set()  # outputs of those producers, once lowered (they hold minus it)
+
+    def info_of(ins: list) -> list:
+        return [shapes[i] if shapes[i] is not None or type(sched.template[i]) not in
+                (int, float) else lower.SCALAR for i in ins]
+
+    def lowered(k: int, neg: bool) -> Any:
+        """Step ``k``'s lowered forward, if it and the backward it needs lower."""
+        op, ins, params, o = steps[k]
+        if not numpy or shapes[o] is None:
+            return None
+        names, info = [f"v{i}" for i in ins], info_of(ins)
+        low = lower.forward(op, names, info, shapes[o], params, negated=neg)
+        if low is not None and k in in_back and any(
+                need and lower.backward(op, pos, "g", names, info, "o", shapes[o], params)
+                is None for pos, need in enumerate(needs_of[k])):
+            return None
+        return low
 
     # forward
     low_f: dict = {}
@@ -114,30 +132,19 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                                          (f"lp{k}", *shapes[z])], emit, True,
                                         temps=[shapes[z]]))
             continue
-        info = [shapes[i] if shapes[i] is not None or type(sched.template[i]) not in
-                (int, float) else lower.SCALAR for i in ins]
-        em = lower.forward(op.name, [f"v{i}" for i in ins], info, shapes[o], params) \
-            if numpy and shapes[o] is not None else None
-        if em is not None and k in in_back:
-            for pos, need in enumerate(needs_of[k]):
-                if need and lower.backward(op.name, pos, "g", [f"v{i}" for i in ins], info,
-                                           "o", shapes[o], params) is None:
-                    em = None
-        temps: list = []
-        if op.name == "sigmoid" and ins[0] in negated:  # (lowered whenever the linear is)
-            em = rewrite.sigmoid_of_negated(f"v{ins[0]}", lower.const(1.0, shapes[o][1]))
-        elif em is not None and k in neg_linear:
-            em = rewrite.linear_negated(*[f"v{i}" for i in ins])
-            temps = [shapes[ins[2]]]
+        low = lowered(k, ins[0] in negated if ins else False)
+        if low is not None and k in neg_producers and lowered(neg_producers[k], True):
+            em, temps = op.lowering.negated([f"v{i}" for i in ins], info_of(ins), shapes[o],
+                                            params, lower.CTX)  # it writes minus its value
+            low = lower.Forward(em, temps, ())
             negated.add(o)
-        if em is not None:
-            low_f[k] = em
-            over = [f"v{i}" for i in ins if shapes[i] == shapes[o]] \
-                if op.name in lower.ELEMENTWISE else []
+        if low is not None:
+            low_f[k] = low
+            over = [f"v{ins[j]}" for j in low.over if shapes[ins[j]] == shapes[o]]
             fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [(f"v{o}", *shapes[o])],
-                                        lambda outs, temps, em=em, o=o: em(f"v{o}", outs[0],
-                                                                           *temps),
-                                        True, inplace={f"v{o}": over}, temps=temps))
+                                        lambda outs, temps, em=low.emit, o=o: em(
+                                            f"v{o}", outs[0], *temps),
+                                        True, inplace={f"v{o}": over}, temps=low.temps))
             continue
         fwd = sched.fsteps[k][0]
         if numpy:
@@ -216,7 +223,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             g, maybe = grad_of(o)
             if g is None:
                 continue
-            if not (k in low_f and op.name in lower.SCALAR_G):
+            if not (k in low_f and lower.takes_scalar_g(op)):
                 g = full(g, o)
             if k in ce:
                 _, z, t, ar, n, red = low_f[k]
@@ -247,7 +254,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                     if not need:
                         continue
                     reads, em, alias, temps = lower.backward(
-                        op.name, pos, g, [f"v{i}" for i in ins], info, f"v{o}", shapes[o],
+                        op, pos, g, [f"v{i}" for i in ins], info, f"v{o}", shapes[o],
                         params, one=unit and g == "seed_")
                     if alias == "scalar":
                         scalar.add(g)
@@ -407,6 +414,7 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
     lines.append(f"    return {results[0]}, [{', '.join(results[1:])}]")
     source = "\n".join(lines)
     env.update(lower.vectors_in(source))
+    env.update(formula.constants_in(source))
     fn = build_function(source, env, "program")
     bufs = [xp.empty(shape, dtype=dtype) if numpy else None for shape, dtype in buffers]
     return Program(fn, bufs, source, xp)

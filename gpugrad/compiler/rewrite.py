@@ -9,13 +9,14 @@
   instead of 1, so every gradient comes out already scaled and the update is ``p -= g``.
   VJPs are linear in their incoming gradient, so this is exact up to rounding.
 
-- **Bias and sigmoid's negation together.** A ``linear`` read only by a ``sigmoid`` writes
-  ``(-b) - x @ W``, which is exactly ``-(x @ W + b)`` (rounding to nearest is symmetric), so
-  the sigmoid starts at its ``exp``: one pass over the activations fewer.
+- **A negation moved into its producer.** A step whose lowering can write minus its value
+  (``linear``: ``(-b) - x @ W``, exactly ``-(x @ W + b)``), read only by a step whose scalar
+  formula starts by negating its input (``sigmoid``), writes the negation, and the consumer
+  starts at its next operation: one pass over the activations fewer.
 
-The other rewrites live with the lowering (``gpugrad.compiler.lower``): sigmoid forward and
-backward in place, bias add and bias gradient without broadcast temporaries, the unbroadcast
-sum as one ``add.reduce`` into the gradient's buffer.
+The other rewrites live with the lowering (``gpugrad.compiler.lower``): elementwise forward
+and backward in place, bias add and bias gradient without broadcast temporaries, the
+unbroadcast sum as one ``add.reduce`` into the gradient's buffer.
 """
 
 from __future__ import annotations
@@ -115,32 +116,25 @@ def fold_lr(opt: Any) -> bool:
     return type(opt) is SGD and not opt.momentum and not opt.weight_decay
 
 
-def negated_linears(steps: list, readers: dict, keep: set, shapes: list) -> set:
-    """Indices of the 2-D ``linear`` steps whose output only a ``sigmoid`` of the same shape
-    and dtype reads (and which is not a value handed back)."""
-    found = set()
+def negated_producers(steps: list, readers: dict, keep: set, shapes: list) -> dict:
+    """``{producer step: consumer step}`` where a float step whose lowering can write minus
+    its value (``lowering.negated``: linear's ``(-b) - x @ W``) is read only by one step,
+    of the same shape and dtype, whose forward formula starts by negating that input
+    (``-x``: sigmoid's ``1 / (1 + exp(-x))``); the consumer then reads the negation as it
+    is. Exact: -(x @ W + b) == (-b) - x @ W (rounding to nearest is symmetric)."""
+    from .lower import starts_negated
+
+    found = {}
     by_input: dict = {}
-    for op, ins, _, out in steps:
-        if op.name == "sigmoid":
-            by_input[ins[0]] = out
+    for j, (op, ins, _, out) in enumerate(steps):
+        if len(ins) == 1 and starts_negated(op):
+            by_input[ins[0]] = j
     for k, (op, ins, _, out) in enumerate(steps):
-        if op.name != "linear" or out in keep or readers.get(out, 0) != 1 \
-                or out not in by_input or shapes[out] is None:
+        if getattr(op.lowering, "negated", None) is None or out in keep \
+                or readers.get(out, 0) != 1 or out not in by_input or shapes[out] is None:
             continue
-        if shapes[by_input[out]] == shapes[out] and len(shapes[out][0]) == 2 \
+        j = by_input[out]
+        if shapes[steps[j][3]] == shapes[out] and len(shapes[out][0]) == 2 \
                 and getattr(shapes[out][1], "kind", "") == "f":
-            found.add(k)
+            found[k] = j
     return found
-
-
-def linear_negated(x: str, w: str, b: str):
-    """``emit(o, dst, T)``: ``-(x @ w + b)`` as ``(-b) - x @ w`` (``T``: ``b``'s shape)."""
-    return lambda o, dst, T: [f"{o} = np.dot({x}, {w}, {dst})", f"np.negative({b}, {T})",
-                              f"np.subtract({T}, {o}, {o})"]
-
-
-def sigmoid_of_negated(a: str, one: str):
-    """``emit(o, dst)``: the sigmoid's lowering (``1 / (1 + exp(-z))``) from ``a = -z``
-    (``one``: the literal 1 of its dtype, see gpugrad.compiler.lower.const)."""
-    return lambda o, dst: [f"{o} = np.exp({a}, {dst})", f"np.add({o}, {one}, {o})",
-                           f"np.reciprocal({o}, {o})"]
