@@ -150,9 +150,11 @@ def _gelu(x, /, approximate="none"):
 
 
 def _sigmoid(xp, x):
-    """1 / (1 + exp(-x)) without overflow (as gpugrad.ops.elementwise.sigmoid's rule)."""
+    """1 / (1 + exp(-x)) without overflow (as gpugrad.ops.elementwise.sigmoid's rule, with
+    -|x| written as a select, whose derivative at 0 is the one of -x: silu's rule is
+    differentiated again for second derivatives)."""
     with quiet(xp):
-        e = xp.exp(-xp.abs(x))
+        e = xp.exp(xp.where(x >= 0, -x, x))
         r = 1.0 / (1.0 + e)
         return xp.where(x >= 0, r, e * r)
 
