@@ -33,11 +33,14 @@ SCALAR = ((), "scalar")
 class Forward(NamedTuple):
     """A lowered forward step: ``emit(o, dst, *temps) -> lines``, its scratch buffers
     ((shape, dtype) each), and the positions of the inputs whose buffer the output may take
-    (each of their elements is read before it is written)."""
+    (each of their elements is read before it is written). With ``saved`` (the (shape,
+    dtype) of planned values it also writes, for its backward: cross-entropy's ``logp``),
+    ``emit(o, dst, saved names, their buffers, temps)``; the backward gets the names."""
 
     emit: Callable
     temps: list
     over: tuple
+    saved: list = []
 
 
 def column_sum(g: str, gshape: tuple, dtype: Any, c: str, C: str) -> list:
@@ -54,15 +57,17 @@ def column_sum(g: str, gshape: tuple, dtype: Any, c: str, C: str) -> list:
 
 
 _VECTOR = re.compile(r"\bONES(\d+)_(float32|float64)\b")
+_ROWS = re.compile(r"\bAR(\d+)\b")
 
 
 def vectors_in(source: str) -> dict:
-    """The read-only vectors of ones that a program's ``source`` names, made for its env.
+    """The read-only vectors that a program's ``source`` names, made for its env: ones
+    (``ONES3_float64``) and row numbers (``AR3``, ``arange(3)``).
 
-    >>> vectors_in("c = np.dot(ONES3_float64, g, C)")["ONES3_float64"].tolist()
+    >>> vectors_in("c = np.dot(ONES3_float64, g, C); g[AR3, t]")["ONES3_float64"].tolist()
     [1.0, 1.0, 1.0]
     """
-    out = {}
+    out = {m.group(0): np.arange(int(m.group(1))) for m in _ROWS.finditer(source)}
     for name, n, dtype in {(m.group(0), *m.groups()) for m in _VECTOR.finditer(source)}:
         ones = np.ones(int(n), dtype)
         ones.flags.writeable = False
@@ -104,7 +109,9 @@ def forward(op: Any, ins: list, info: list, out: tuple, params: dict,
     if op.lowering is not None:
         em = getattr(op.lowering, "forward", None)
         em = em and em(ins, info, out, params, CTX)
-        return None if em is None else Forward(lambda o, dst, *T: em(o, dst), [], ())
+        if em is None or isinstance(em, Forward):
+            return em
+        return Forward(lambda o, dst, *T: em(o, dst), [], ())
     if op.scalar is None or not shape or not _same(info, dtype):
         return None
     node = _formula(op.scalar[0], dtype)
@@ -137,7 +144,10 @@ def starts_negated(op: Any) -> bool:
 def takes_scalar_g(op: Any) -> bool:
     """Whether ``op``'s lowered backward takes a 0-d ``g`` standing for its broadcast to the
     output's shape (a full sum's gradient): a one-input op whose gradient is ``g`` times
-    something of the output's shape, which NumPy broadcasts ``g`` against."""
+    something of the output's shape, which NumPy broadcasts ``g`` against (or a lowering
+    that says so, ``scalar_g``)."""
+    if getattr(op.lowering, "scalar_g", False):
+        return True
     if op.scalar is None or len(op.scalar[1]) != 1:
         return False
     node = F.parse(op.scalar[1][0] or "")
@@ -161,15 +171,19 @@ def _reduce_axes(gshape: tuple, shape: tuple) -> tuple | None:
 
 
 def backward(op: Any, pos: int, g: str, ins: list, info: list, o: str,
-             out: tuple, params: dict, one: bool = False) -> tuple | None:
+             out: tuple, params: dict, one: bool = False, saved: tuple = (),
+             scalar_g: bool = False) -> tuple | None:
     """``(reads, emit(c, C, T), alias, temps)`` for d/d(input ``pos``) given ``g``, or None.
     ``T`` is a list of temp expressions. ``alias`` is True when the gradient is ``g`` itself,
     and ``"scalar"`` when it is the 0-d ``g`` standing for its broadcast (a full sum).
-    ``one``: ``g`` is exactly 1, so the last product by it is left out (exact)."""
+    ``one``: ``g`` is exactly 1, so the last product by it is left out (exact). ``saved``:
+    the names of the values the forward saved; ``scalar_g``: ``g`` is a 0-d stand-in."""
     gshape, dtype = out
     if op.lowering is not None:
         em = getattr(op.lowering, "backward", None)
-        text = em and em(pos, g, ins, info, o, out, params, CTX)
+        kw = {"saved": saved} if saved else {}
+        text = em and em(pos, g, ins, info, o, out, params, CTX, one=one, scalar_g=scalar_g,
+                         **kw)
         if not isinstance(text, str):
             return text
     elif op.scalar is not None and pos < len(op.scalar[1]):
@@ -216,5 +230,5 @@ def backward(op: Any, pos: int, g: str, ins: list, info: list, o: str,
 
 
 CTX = types.SimpleNamespace(const=const, column_sum=column_sum, SCALAR=SCALAR,
-                            reduce_axes=_reduce_axes)
+                            reduce_axes=_reduce_axes, Forward=Forward)
 """What an op's own lowering (``Op.deflower``) is handed: the helpers it writes code with."""

@@ -83,11 +83,6 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         for i in ins:
             readers[i] = readers.get(i, 0) + 1
     in_back = {k for k, *_ in sched.back}
-    ce = rewrite.cross_entropy_groups(steps, readers, keep, shapes) if numpy and grads \
-        else {}
-    skip = set()
-    for k, (_, _, members, _) in ce.items():
-        skip |= members - {k}
     needs_of = {k: needs for k, _, _, _, _, _, needs in sched.back}
     neg_producers = rewrite.negated_producers(steps, readers, keep, shapes) if numpy \
         else set()
@@ -104,34 +99,19 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             return None
         names, info = [f"v{i}" for i in ins], info_of(ins)
         low = lower.forward(op, names, info, shapes[o], params, negated=neg)
+        saved = tuple(f"s{j}_" for j in range(len(low.saved))) if low is not None else ()
         if low is not None and k in in_back and any(
-                need and lower.backward(op, pos, "g", names, info, "o", shapes[o], params)
-                is None for pos, need in enumerate(needs_of[k])):
+                need and lower.backward(op, pos, "g", names, info, "o", shapes[o], params,
+                                        saved=saved) is None
+                for pos, need in enumerate(needs_of[k])):
             return None
         return low
 
     # forward
     low_f: dict = {}
+    saved_of: dict = {}  # step -> names of the values its lowered forward saves
     fwd_lines: list = []  # instructions of the forward block
     for k, (op, ins, params, o) in enumerate(steps):
-        if k in skip:
-            continue
-        if k in ce:
-            z, t, _, red = ce[k]
-            n = shapes[z][0][0]
-            ar = f"AR{k}"
-            env[ar] = np.arange(n)
-            env[f"INTP_v{o}"] = np.intp(n)
-            low_f[k] = ("ce", z, t, ar, n, red)
-
-            def emit(outs, temps, z=z, t=t, o=o, ar=ar, red=red, k=k):
-                return rewrite.ce_forward(f"v{z}", f"v{t}", f"v{o}", f"lp{k}", outs[1],
-                                          temps[0], ar, red)
-            fwd_lines.append(plan.Instr([f"v{z}", f"v{t}"],
-                                        [(f"v{o}", None, None),
-                                         (f"lp{k}", *shapes[z])], emit, True,
-                                        temps=[shapes[z]]))
-            continue
         low = lowered(k, ins[0] in negated if ins else False)
         if low is not None and k in neg_producers and lowered(neg_producers[k], True):
             em, temps = op.lowering.negated([f"v{i}" for i in ins], info_of(ins), shapes[o],
@@ -141,10 +121,16 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         if low is not None:
             low_f[k] = low
             over = [f"v{ins[j]}" for j in low.over if shapes[ins[j]] == shapes[o]]
-            fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [(f"v{o}", *shapes[o])],
-                                        lambda outs, temps, em=low.emit, o=o: em(
-                                            f"v{o}", outs[0], *temps),
-                                        True, inplace={f"v{o}": over}, temps=low.temps))
+            saved = [f"s{k}_{j}" for j in range(len(low.saved))]
+            saved_of[k] = tuple(saved)
+
+            def emit(outs, temps, em=low.emit, o=o, saved=saved):
+                if saved:
+                    return em(f"v{o}", outs[0], saved, outs[1:], temps)
+                return em(f"v{o}", outs[0], *temps)
+            fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [
+                (f"v{o}", *shapes[o]), *[(n, *sv) for n, sv in zip(saved, low.saved)]],
+                emit, True, inplace={f"v{o}": over}, temps=low.temps))
             continue
         fwd = sched.fsteps[k][0]
         if numpy:
@@ -218,34 +204,11 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     if grads:
         contrib[out] = [("seed_", False)]
         for k, o, _, op, params, ins, needs in sched.back:
-            if k in skip:
-                continue
             g, maybe = grad_of(o)
             if g is None:
                 continue
             if not (k in low_f and lower.takes_scalar_g(op)):
                 g = full(g, o)
-            if k in ce:
-                _, z, t, ar, n, red = low_f[k]
-                if maybe:
-                    g = _guard(prog, g, shapes[o])
-                c = f"c{k}_0"
-                reads = [g, f"v{t}", f"lp{k}"]
-                if unit and g == "seed_" and numpy and shapes[out] is not None:
-                    # the seed is one: its scale is a constant, made once by the expression
-                    # each run would evaluate (so the same value and dtype)
-                    g, reads = f"CE_SCALE{k}", reads[1:]
-                    one = np.array(1.0, shapes[out][1]).reshape(shapes[out][0])
-                    env[g] = one / float(n) if red == "mean" else one
-                    red = "sum"
-
-                def emit(outs, temps, g=g, t=t, k=k, c=c, ar=ar, n=n, red=red,
-                         one=lower.const(1.0, shapes[z][1])):
-                    return rewrite.ce_backward(g, f"v{t}", f"lp{k}", c, outs[0], ar, n, red,
-                                              one)
-                prog.append(plan.Instr(reads, [(c, *shapes[z])], emit, True))
-                contrib.setdefault(z, []).append((c, False))
-                continue
             if k in low_f:
                 if maybe:
                     g = _guard(prog, g, shapes[o])
@@ -255,12 +218,19 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                         continue
                     reads, em, alias, temps = lower.backward(
                         op, pos, g, [f"v{i}" for i in ins], info, f"v{o}", shapes[o],
-                        params, one=unit and g == "seed_")
-                    if alias == "scalar":
-                        scalar.add(g)
-                        contrib.setdefault(ins[pos], []).append((g, False))
-                        continue
+                        params, one=unit and g == "seed_", saved=saved_of.get(k, ()),
+                        scalar_g=g in scalar)
                     c = f"c{k}_{pos}"
+                    if alias == "scalar":  # a 0-d gradient standing for its broadcast
+                        if em is not None:  # computed from g (a mean's g / n)
+                            prog.append(plan.Instr(reads, [(c, None, None)],
+                                                   lambda outs, tmps, em=em, c=c: em(
+                                                       c, None, tmps), True))
+                        else:
+                            c = g
+                        scalar.add(c)
+                        contrib.setdefault(ins[pos], []).append((c, False))
+                        continue
                     prog.append(plan.Instr(
                         reads, [(c, *shapes[ins[pos]])],
                         lambda outs, tmps, em=em, c=c: em(c, outs[0], tmps), True,

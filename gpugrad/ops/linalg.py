@@ -172,7 +172,7 @@ class _MatmulLowering:
         return None
 
     @staticmethod
-    def backward(pos, g, ins, info, o, out, params, ctx):
+    def backward(pos, g, ins, info, o, out, params, ctx, **kw):
         a, b = ins[0], ins[1]
         if _batched(info):
             if pos == 0:

@@ -4,6 +4,8 @@ max/min split the gradient evenly between tied maxima, so a full reduction's gra
 always sums to g.
 """
 
+import math
+
 from ..registry import defop
 from .complexes import real_only
 
@@ -151,10 +153,36 @@ class _FullSumLowering:
             if dst != "None" else [f"{o} = asarray(np.add.reduce({a}, axis=None))"]
 
     @staticmethod
-    def backward(pos, g, ins, info, o, out, params, ctx):
+    def backward(pos, g, ins, info, o, out, params, ctx, **kw):
         if not _FullSumLowering.applies(info, out, params, ctx):
             return None
         return [g], None, "scalar", []
 
 
 sum.deflower(_FullSumLowering)
+
+
+class _FullMeanLowering(_FullSumLowering):
+    """A float mean over every axis: NumPy's own arithmetic (np.mean's pairwise reduce, then
+    the sum divided by the count as an intp and cast back), without its Python layers. Its
+    gradient is the 0-d ``g / n`` standing for its broadcast."""
+
+    @staticmethod
+    def forward(ins, info, out, params, ctx):
+        if not _FullSumLowering.applies(info, out, params, ctx):
+            return None
+        a, n = ins[0], math.prod(info[0][0])
+        return lambda o, dst: [f"s_ = np.add.reduce({a}, axis=None)",
+                               f"{o} = asarray(s_.dtype.type(s_ / np.intp({n})))"]
+
+    @staticmethod
+    def backward(pos, g, ins, info, o, out, params, ctx, one=False, **kw):
+        if not _FullSumLowering.applies(info, out, params, ctx):
+            return None
+        n = float(math.prod(info[0][0]))
+        # as the rule: g / n in g's dtype (1 / n in it, where g is exactly 1)
+        src = ctx.const(1.0, out[1]) if one else g
+        return [] if one else [g], lambda c, C, T: [f"{c} = {src} / {n!r}"], "scalar", []
+
+
+mean.deflower(_FullMeanLowering)
