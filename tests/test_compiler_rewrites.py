@@ -12,7 +12,7 @@ import pytest
 
 import gpugrad as gg
 from gpugrad import nn
-from gpugrad.compiler import plan, rewrite
+from gpugrad.compiler import plan
 
 TOL = {"rtol": 1e-12, "atol": 1e-14}
 
