@@ -65,3 +65,25 @@ def test_a_formula_with_a_parameter_uses_its_typed_value():
     lines = formula.emit(node, {"x": "v1"}, np.dtype("float32"), {"beta": 0.5}, "o", "D", [])
     assert lines == ["o = np.multiply(v1, K_float32_3fe0000000000000, D)"]
     assert formula.constants_in(lines[0])["K_float32_3fe0000000000000"].dtype == np.float32
+
+
+def test_the_negation_rule_applies_only_where_the_input_is_read_once():
+    """A producer may hand its consumer minus its value only where the consumer's forward
+    formula negates that input once and reads it nowhere else, gradients included."""
+    @gg.ops.defop("_neg_exp_test")
+    def neg_exp(xp, x):
+        "exp(-x)"
+        out = xp.exp(-x)
+        return out, out
+
+    try:
+        neg_exp.defvjp(lambda xp, g, out: (-(g * out),))
+        neg_exp.defscalar("exp(-x)", "-(g * out)")
+        assert lower.starts_negated(neg_exp) and lower.starts_negated(gg.registry["sigmoid"])
+        neg_exp.defscalar("exp(-x)", "-(g * exp(-x))")  # its gradient reads x
+        assert not lower.starts_negated(neg_exp)
+        neg_exp.defscalar("exp(-x) * x", "g")  # read twice
+        assert not lower.starts_negated(neg_exp)
+        assert not lower.starts_negated(gg.registry["negative"])  # nothing left to do
+    finally:
+        gg.ops.unregister("_neg_exp_test")

@@ -133,12 +133,17 @@ def forward(op: Any, ins: list, info: list, out: tuple, params: dict,
 
 
 def starts_negated(op: Any) -> bool:
-    """Whether ``op``'s forward formula starts by negating its single input (``-x``): a
-    producer that can write minus its value (``lowering.negated``) then saves that pass."""
+    """Whether ``op``'s forward formula starts by negating its single input (``-x``, read
+    nowhere else, nor by its gradient): a producer that can write minus its value
+    (``lowering.negated``) then saves that pass."""
     node = F.parse(op.scalar[0]) if op.scalar is not None else None
-    neg = ("negative", ("name", argnames(op)[0])) if node is not None else None
-    return neg is not None and len(argnames(op)) == 1 and neg in _nodes(node) \
-        and sum(n == ("name", neg[1][1]) for n in _nodes(node)) == 1
+    if node is None or len(argnames(op)) != 1:
+        return False
+    x = ("name", argnames(op)[0])
+    backs = [F.parse(v or "") for v in op.scalar[1]]
+    return node != ("negative", x) and ("negative", x) in _nodes(node) \
+        and sum(n == x for n in _nodes(node)) == 1 \
+        and all(b is not None and x[1] not in F.leaves(b) for b in backs)
 
 
 def takes_scalar_g(op: Any) -> bool:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .lower import starts_negated
+
 def fold_lr(opt: Any) -> bool:
     """Plain SGD (no momentum, no weight decay) can start its backward from ``lr``."""
     from ..optim import SGD
@@ -31,8 +33,6 @@ def negated_producers(steps: list, readers: dict, keep: set, shapes: list) -> di
     of the same shape and dtype, whose forward formula starts by negating that input
     (``-x``: sigmoid's ``1 / (1 + exp(-x))``); the consumer then reads the negation as it
     is. Exact: -(x @ W + b) == (-b) - x @ W (rounding to nearest is symmetric)."""
-    from .lower import starts_negated
-
     found = {}
     by_input: dict = {}
     for j, (op, ins, _, out) in enumerate(steps):
