@@ -58,16 +58,19 @@ def column_sum(g: str, gshape: tuple, dtype: Any, c: str, C: str) -> list:
 
 _VECTOR = re.compile(r"\bONES(\d+)_(float32|float64)\b")
 _ROWS = re.compile(r"\bAR(\d+)\b")
+_COUNT = re.compile(r"\bINTP(\d+)\b")
 
 
 def vectors_in(source: str) -> dict:
     """The read-only vectors that a program's ``source`` names, made for its env: ones
-    (``ONES3_float64``) and row numbers (``AR3``, ``arange(3)``).
+    (``ONES3_float64``) and row numbers (``AR3``, ``arange(3)``); also counts as NumPy's
+    ``intp`` (``INTP3``).
 
     >>> vectors_in("c = np.dot(ONES3_float64, g, C); g[AR3, t]")["ONES3_float64"].tolist()
     [1.0, 1.0, 1.0]
     """
     out = {m.group(0): np.arange(int(m.group(1))) for m in _ROWS.finditer(source)}
+    out.update((m.group(0), np.intp(int(m.group(1)))) for m in _COUNT.finditer(source))
     for name, n, dtype in {(m.group(0), *m.groups()) for m in _VECTOR.finditer(source)}:
         ones = np.ones(int(n), dtype)
         ones.flags.writeable = False

@@ -164,7 +164,8 @@ sum.deflower(_FullSumLowering)
 
 class _FullMeanLowering(_FullSumLowering):
     """A float mean over every axis: NumPy's own arithmetic (np.mean's pairwise reduce, then
-    the sum divided by the count as an intp and cast back), without its Python layers. Its
+    the sum divided by the count as an intp (``INTP{n}``, see gpugrad.compiler.lower) and
+    cast back), without its Python layers. Its
     gradient is the 0-d ``g / n`` standing for its broadcast."""
 
     @staticmethod
@@ -173,7 +174,7 @@ class _FullMeanLowering(_FullSumLowering):
             return None
         a, n = ins[0], math.prod(info[0][0])
         return lambda o, dst: [f"s_ = np.add.reduce({a}, axis=None)",
-                               f"{o} = asarray(s_.dtype.type(s_ / np.intp({n})))"]
+                               f"{o} = asarray(s_.dtype.type(s_ / INTP{n}))"]
 
     @staticmethod
     def backward(pos, g, ins, info, o, out, params, ctx, one=False, **kw):
