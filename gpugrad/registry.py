@@ -67,6 +67,8 @@ class Op:
         "statics",
         "front_only",
         "front",
+        "scalar",
+        "lowering",
         "__dict__",
     )
 
@@ -108,6 +110,11 @@ class Op:
             p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in sig.parameters.values()
         ) else self.nin
         self.front: Callable[..., Any] | None = None
+        # an elementwise op's scalar formulas: (forward, (vjp of each input, ...)); see
+        # defscalar. The planned program's NumPy code (and kernel fusion) derive from them
+        self.scalar: tuple[str, tuple[str | None, ...]] | None = None
+        # a non-elementwise op's own NumPy lowering for planned programs (see deflower)
+        self.lowering: Any = None
 
     def defvjp(self, *rules: Callable[..., Any] | None) -> Any:
         """Register the VJP: one rule returning all gradients, or one rule per input.
@@ -142,6 +149,36 @@ class Op:
                     f"{self.name}.def_fast_path: vjps needs one rule per input, as the op's "
                     f"own per-input rules (defvjp(rule_0, rule_1, ...)) give")
             self.fast_vjps[backend] = tuple(vjps)
+
+    def defscalar(self, forward: str, *vjps: str | None) -> None:
+        """Declare an elementwise op's scalar formulas: ``forward`` in the inputs (named as
+        the rule's parameters; the rule's static parameters by their names) and one VJP per
+        input in ``g``, the inputs and ``out``, or None for an input without a gradient.
+
+        A formula is a Python expression over scalars: ``+ - * /``, comparisons (1 where
+        true, else 0), numbers and the functions ``exp log log1p sqrt tanh abs sign maximum
+        minimum``. It states the op's arithmetic in the order the op's NumPy rule computes
+        it, so code derived from it (the planned program's ``out=`` steps, fused kernels)
+        gives the rule's numbers. A formula naming anything else is kept, but not derived
+        from: the op then runs its rules there.
+
+        >>> import gpugrad as gg
+        >>> gg.ops.registry["tanh"].scalar
+        ('tanh(x)', ('g * (1 - out * out)',))
+        """
+        self.scalar = (forward, tuple(vjps))
+
+    def deflower(self, lowering: Any) -> Any:
+        """Declare a non-elementwise op's NumPy lowering for planned programs: an object with
+        ``forward(ins, info, out, params, ctx)`` returning ``emit(o, dst) -> lines`` (or
+        None where it does not apply) and ``backward(pos, g, ins, info, o, out, params,
+        ctx)`` returning ``(reads, emit(c, C, T), alias, temps)``, a scalar formula in ``g``
+        and the inputs whose value at ``g``'s shape summed down to the input's shape is the
+        gradient, or None (see gpugrad.compiler.lower). It may also give ``negated``, the
+        forward of minus the op's value (an exact rewrite for a consumer whose formula
+        starts by negating its input). Returns ``lowering``."""
+        self.lowering = lowering
+        return lowering
 
     def grads(self, xp: Any, g: Any, res: Any, needs: tuple[bool, ...], params: dict) -> Any:
         """Gradients for the inputs flagged in ``needs`` (others may be None)."""

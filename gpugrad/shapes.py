@@ -28,7 +28,7 @@ import numpy as np
 from . import errors as E
 from . import diagnose as D
 from . import backend as B
-from .shape_rules import RULES, ShapeError, Unknown, data_dependent  # noqa: F401
+from .shape_rules import RULES, ShapeError, Unknown, broadcast, data_dependent  # noqa: F401
 
 DTYPES: dict[str, Callable[[list, dict], Any]] = {}
 """Each built-in op's dtype rule: ``(facts, params) -> dtype name or None``."""
@@ -63,8 +63,14 @@ def rule_of(op: Any) -> Callable[..., tuple] | None:
     if own is not None:
         return own
     if op.forward.__module__.startswith("gpugrad.ops"):
-        return RULES.get(op.name)
+        # an elementwise op declared by its scalar formulas broadcasts its inputs
+        return RULES.get(op.name) or (functools.partial(_broadcast_rule, op.name)
+                                      if op.scalar is not None else None)
     return None
+
+
+def _broadcast_rule(name: str, shapes: list, params: dict) -> tuple:
+    return broadcast(name, shapes)
 
 
 _CHECKED_BY_RULE = frozenset(D.BROADCASTING)  # their rule explains a mismatch itself
@@ -92,8 +98,16 @@ def infer(op: Any, facts: Sequence[tuple], params: dict) -> tuple:
     raise E.OpError(E.at(why))
 
 
+def dtype_rule_of(op: Any) -> Callable[..., Any] | None:
+    """A built-in op's dtype rule: its own in :data:`DTYPES`, else, for an elementwise op
+    declared by scalar formulas (erf, gelu, ...), the floating type of its inputs."""
+    if not op.forward.__module__.startswith("gpugrad.ops"):
+        return None
+    return DTYPES.get(op.name) or (_floating if op.scalar is not None else None)
+
+
 def _dtype(op: Any, facts: Sequence[tuple], params: dict) -> str | None:
-    how = DTYPES.get(op.name) if op.forward.__module__.startswith("gpugrad.ops") else None
+    how = dtype_rule_of(op)
     if how is None:
         return None
     try:

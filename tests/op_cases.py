@@ -123,6 +123,27 @@ def _sigmoid_ref(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _erf(x):
+    return np.vectorize(math.erf, otypes=[np.float64])(x).astype(x.dtype)
+
+
+def _softplus_ref(x, beta=1.0, threshold=20.0):
+    with np.errstate(over="ignore"):
+        return np.where(x * beta > threshold, x, np.log1p(np.exp(x * beta)) / beta)
+
+
+def _gelu_ref(x):
+    return x * 0.5 * (1.0 + _erf(x / x.dtype.type(math.sqrt(2.0))))
+
+
+def _gelu_tanh_ref(x):
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def around_threshold(r, s):  # softplus(beta=2, threshold=1): both sides of beta x = 1
+    return np.asarray(r.choice([-1.0, 1.0], s) * r.uniform(0.1, 0.4, s) + 0.5, np.float64)
+
+
 def _logsumexp_ref(x, axis=None, keepdims=False):
     m = np.max(x, axis=axis, keepdims=True)
     out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
@@ -175,6 +196,18 @@ CASES: list[OpCase] = [
     unary("tanh", np.tanh),
     unary("sigmoid", _sigmoid_ref),
     unary("relu", lambda x: np.maximum(x, 0.0), gen=nonzero),
+    # activations (gpugrad/ops/activations.py)
+    unary("erf", lambda x: _erf(x)),
+    OpCase("erf", gg.erf, lambda x: _erf(x), (lambda r, s: 2.0 * normal(r, s) + 1.0,),
+           ((4, 5),), variant="wide"),  # both sides of |x| = 2.5, where its method changes
+    unary("softplus", _softplus_ref),
+    OpCase("softplus", lambda x: gg.softplus(x, beta=2.0, threshold=1.0),
+           lambda x: _softplus_ref(x, 2.0, 1.0), (around_threshold,), variant="threshold",
+           kind="unary"),
+    unary("gelu", _gelu_ref),
+    OpCase("gelu", lambda x: gg.gelu(x, approximate="tanh"), _gelu_tanh_ref, (normal,),
+           variant="tanh", kind="unary", special=SPECIAL_SHAPES),
+    unary("silu", lambda x: x / (1.0 + np.exp(-x))),
     binary("maximum", np.maximum),
     binary("minimum", np.minimum),
     binary("logaddexp", np.logaddexp),

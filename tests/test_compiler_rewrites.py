@@ -14,7 +14,7 @@ from helpers import assert_orders_agree
 
 import gpugrad as gg
 from gpugrad import nn
-from gpugrad.compiler import plan, rewrite
+from gpugrad.compiler import plan
 
 TOL = {"rtol": 1e-12, "atol": 1e-14}
 
@@ -23,15 +23,18 @@ def _np(a):
     return gg.to_numpy(a)
 
 
-def test_cross_entropy_rewrite_equals_the_chain(numpy_backend):
-    """The fused softmax-cross-entropy (forward and (p - onehot) * scale) against the
-    unrewritten chain (the first, step-by-step run), with -inf logits and sum reduction."""
+def test_cross_entropy_is_one_op_lowered_as_it_is(numpy_backend):
+    """A graph's cross-entropy is the fused softmax_cross_entropy op, as eager's (no chain to
+    recover), and its lowering (forward, and (p - onehot) * g in place) gives the numbers of
+    its rules (the first, step-by-step run), with mean and sum reductions."""
     z = gg.Placeholder((None, 5), "float64", name="z")
     t = gg.Placeholder((None,), "int64", name="t")
     w = gg.Variable(np.linspace(-1, 1, 5))
     rng = np.random.default_rng(0)
-    for red in ("mean", "sum"):
+    for red in ("mean", "sum", "none"):
         loss = nn.cross_entropy(z * w, t, reduction=red) * 3.0
+        if red == "none":
+            loss = gg.sum(loss * gg.asarray(np.arange(6.0)))
         Z, T = rng.standard_normal((6, 5)) * 4, rng.integers(0, 5, 6)
         first = gg.value_and_gradients(loss, [z, w], feed={z: Z, t: T})
         for _ in range(2):
@@ -40,26 +43,27 @@ def test_cross_entropy_rewrite_equals_the_chain(numpy_backend):
             for g, h in zip(later[1], first[1]):
                 assert_orders_agree(g, h, **TOL)
         sched = loss._schedules[((z, w), np)]
-        assert "np.exp(lp" in next(iter(sched.programs.values())).source
-    # the rewrite is skipped when an intermediate has another reader
-    logp = gg.log_softmax(z, axis=-1)
-    picked = gg.take_along_axis(logp, gg.expand_dims(t, axis=-1), axis=-1)
-    loss = gg.mean(-gg.squeeze(picked, axis=-1)) + gg.sum(logp)
-    sched, _ = loss._schedule((z,))
-    readers: dict = {}
-    for _, ins, _, _ in sched.steps:
-        for i in ins:
-            readers[i] = readers.get(i, 0) + 1
-    shapes = [((6, 5), np.dtype("float64")) if i == sched.placeholders[0][0] else
-              ((6,), np.dtype("int64")) for i in range(len(sched.template))]
-    assert rewrite.cross_entropy_groups(sched.steps, readers, {sched.out}, shapes) == {}
+        names = [op.name for op, *_ in sched.steps]
+        assert "softmax_cross_entropy" in names and "log_softmax" not in names
+        src = next(iter(sched.programs.values())).source
+        k = names.index("softmax_cross_entropy")
+        assert "np.exp(s" in src and "] -= ONE_float64" in src and f"F{k}(" not in src
+
+
+def _ce_forward_lines(z, n):
+    from gpugrad.compiler import lower
+
+    op = gg.registry["softmax_cross_entropy"]
+    info = [((n, z.shape[1]), z.dtype), ((n,), np.dtype("int64"))]
+    low = lower.forward(op, ["z", "t"], info, ((n,), z.dtype), {"axis": -1})
+    return low.emit("o", "None", ["lp"], ["LP"], ["TMP"])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_cross_entropy_forward_lines_with_nonfinite_row_maxima(dtype):
-    """The fused forward's lines (gpugrad.compiler.rewrite.ce_forward): a row whose maximum
-    is +inf, -inf or nan is shifted by 0 instead, as log_softmax's rule does; finite rows
-    are untouched. Checked against the formula written out here."""
+    """The lowered forward's lines: a row whose maximum is +inf, -inf or nan is shifted by 0
+    instead, as the rule does; finite rows are untouched. Checked against the formula
+    written out here."""
     import math
 
     z = np.array([[1.0, 2.0, 3.0], [-np.inf, -np.inf, -np.inf], [0.5, np.inf, 1.0],
@@ -67,21 +71,20 @@ def test_cross_entropy_forward_lines_with_nonfinite_row_maxima(dtype):
     t = np.array([2, 0, 1, 1, 0])
     ar = np.arange(5)
     env = {"np": np, "asarray": np.asarray, "isfinite": math.isfinite, "z": z, "t": t,
-           "AR": ar, "LP": np.empty_like(z), "TMP": np.empty_like(z), "INTP_o": np.intp(5)}
-    lines = rewrite.ce_forward("z", "t", "o", "lp", "LP", "TMP", "AR", "mean")
+           "AR5": ar, "LP": np.empty_like(z), "TMP": np.empty_like(z)}
+    lines = _ce_forward_lines(z, 5)
     with np.errstate(all="ignore"):
         exec("\n".join(lines), env)  # noqa: S102 - the generated lines under test
         m = z.max(axis=-1, keepdims=True)
         m = np.where(np.isfinite(m), m, 0.0)
         want = (z - m) - np.log(np.sum(np.exp(z - m), axis=-1, keepdims=True))
-        loss = -want[ar, t].sum() / 5
     np.testing.assert_array_equal(env["lp"], want)
     assert env["lp"].dtype == z.dtype
-    np.testing.assert_array_equal(env["o"], loss.astype(dtype))
+    np.testing.assert_array_equal(env["o"], -want[ar, t])
     finite = z[[0, 4]]  # finite maxima only: the shift is the maximum itself
-    env.update(z=finite, t=t[[0, 4]], AR=np.arange(2), LP=np.empty_like(finite),
-               TMP=np.empty_like(finite), INTP_o=np.intp(2))
-    exec("\n".join(lines), env)  # noqa: S102
+    env.update(z=finite, t=t[[0, 4]], AR2=np.arange(2), LP=np.empty_like(finite),
+               TMP=np.empty_like(finite))
+    exec("\n".join(_ce_forward_lines(finite, 2)), env)  # noqa: S102
     np.testing.assert_array_equal(env["m_"], finite.max(axis=-1, keepdims=True))
 
 

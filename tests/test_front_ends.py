@@ -20,9 +20,7 @@ relative in float64 and to :data:`ULPS` units in the last place in float32. A sl
 the grid runs on every backend, and ``nn.MLP`` runs it by activation name.
 
 Activations and optimizers are one entry each in :data:`ACTIVATIONS` and :data:`OPTIMIZERS`
-(an optimizer's other options: :data:`OPTIMIZER_OPTIONS`). An entry that needs a name in
-:data:`NOT_MERGED_YET` that this branch lacks is skipped with reason "not merged yet"; every
-other entry must run.
+(an optimizer's other options: :data:`OPTIMIZER_OPTIONS`); every entry must run.
 """
 
 from __future__ import annotations
@@ -35,9 +33,6 @@ import pytest
 import gpugrad as gg
 from gpugrad import nn, optim
 
-NOT_MERGED_YET = {"softplus", "gelu", "silu", "rmsprop", "adagrad"}
-"""Names other branches are adding (gg.softplus/gelu/silu, gg.optim.RMSprop/Adagrad): a case
-that needs one of them is skipped while it is missing. Delete this set once they are merged."""
 
 ACTIVATIONS = [
     ("sigmoid", lambda h: gg.sigmoid(h)),
@@ -113,13 +108,6 @@ def _data() -> dict:
 DATA = _data()
 
 
-def _needs(name: str, where) -> None:
-    """Skip while ``name`` (up to its first "-") is not merged yet: not an attribute of the
-    module ``where`` (case-insensitive), or not a key of the dict ``where``."""
-    base = name.split("-")[0]
-    names = where if isinstance(where, dict) else {n.lower() for n in dir(where)}
-    if base in NOT_MERGED_YET and base not in names:
-        pytest.skip("not merged yet")
 
 
 def _feed(loss: str, dtype: str) -> tuple[np.ndarray, np.ndarray]:
@@ -267,8 +255,6 @@ def _ids(entries: list) -> list:
 @pytest.mark.parametrize("loss, loss_fn", LOSSES, ids=_ids(LOSSES))
 def test_every_front_end_trains_the_same(loss, loss_fn, act_name, act, opt_name, make_opt,
                                          dtype, numpy_backend):
-    _needs(act_name, gg)
-    _needs(opt_name, optim)
     _check_routes((variables_mlp(act), loss_fn, make_opt, loss, dtype), dtype)
 
 
@@ -286,8 +272,6 @@ def test_every_front_end_trains_the_same_on_each_backend(loss, loss_fn, act_name
                                                          opt_name, make_opt, bk):
     """array_api_strict runs the portable rules and updates, and its no_float64 device
     refuses any float64 that a float32 route would make; CuPy runs the GPU's."""
-    _needs(act_name, gg)
-    _needs(opt_name, optim)
     _check_routes((variables_mlp(act), loss_fn, make_opt, loss, bk.float_dtype),
                   bk.float_dtype)
 
@@ -301,7 +285,6 @@ LAYER_ACTIVATIONS = ["sigmoid", "tanh", "relu", "softplus", "gelu", "silu"]
 def test_every_front_end_trains_the_same_layers(loss, loss_fn, activation, dtype,
                                                 numpy_backend):
     """``nn.MLP`` (its Linear layers and activation layers) with Adam, by activation name."""
-    _needs(activation, nn.layers.ACTIVATIONS)
     _check_routes((layers_mlp(activation), loss_fn, dict(OPTIMIZERS)["adam"], loss, dtype), dtype)
 
 

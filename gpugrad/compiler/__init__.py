@@ -11,10 +11,11 @@ A graph goes through the passes in this order:
 - ``codegen``: straight-line Python for the forward and backward sweeps;
 - ``program``: from the second run at an input signature, the whole run (and, for
   ``opt.minimize``, the optimizer's update, from ``update``) as one generated function:
-  ``rewrite`` fuses exact patterns (softmax cross-entropy, a linear's bias with the negation
-  of the sigmoid that reads it), ``lower`` writes NumPy steps with ``out=`` (a full sum's
-  gradient stays 0-d), and ``plan`` gives their values buffers by liveness, kept across
-  runs, letting an elementwise step write over an input it reads for the last time.
+  ``rewrite`` applies exact rules about ops in general (a negation moved into the step
+  that produces it), ``lower`` writes NumPy steps with ``out=`` from the op declarations
+  (elementwise ops' scalar formulas through ``formula``, other ops' own lowerings; a full
+  sum's gradient stays 0-d), and ``plan`` gives their values buffers by liveness, kept
+  across runs, letting an elementwise step write over an input it reads for the last time.
 
 ``gg.compile`` (the package gpugrad.jit, above gpugrad.graph) traces eager code into the
 same graphs and runs them through these passes.

@@ -1,46 +1,46 @@
-"""Pass 3b, lower: NumPy code for common ops that writes into planned buffers (``out=``).
+"""Pass 3b, lower: NumPy code that writes into planned buffers (``out=``), derived from
+the op declarations: an elementwise op's scalar formulas (``Op.defscalar``, turned into
+``out=`` chains by gpugrad.compiler.formula), or a non-elementwise op's own lowering
+(``Op.deflower``: matmul, linear, the full sum). Nothing here names an op.
 
-Each entry writes the same arithmetic as the op's NumPy rule, in the same order, so it gives
-the same numbers (tests/test_compiler_rewrites.py checks every lowering against the portable rules).
-An op, or a case of it, without an entry here runs its registered rules as before.
+Each lowering computes what the op's NumPy rule computes, in the same order, so it gives
+the same numbers (tests/test_compiler_rewrites.py checks the lowerings against the
+portable rules). An op, or a case of it, without one runs its registered rules as before.
 
-``forward(op, ins, info, params)`` returns ``emit(o, dst)`` (``o``: the output's name, ``dst``:
-its ``out=`` expression) or None. ``backward(...)`` returns ``(reads, emit, alias, temps)``
-for the gradient of one input, or None. A full float ``sum``'s gradient is its 0-d incoming
-gradient, kept 0-d (``alias == "scalar"``): the program passes it to the backward steps in
-``SCALAR_G``, which broadcast it in their product, and broadcasts it for any other reader.
+:func:`forward` returns a :class:`Forward` or None. :func:`backward` returns ``(reads,
+emit, alias, temps)`` for the gradient of one input, or None. A full float ``sum``'s
+gradient is its 0-d incoming gradient, kept 0-d (``alias == "scalar"``): the program passes
+it to the backward steps that :func:`takes_scalar_g`, which broadcast it in their product,
+and broadcasts it for any other reader.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import inspect
+import re
+import types
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from . import formula as F
+from .formula import TYPED, const  # noqa: F401  (the names programs and lowerings use)
 
-def const(value: float, dtype: Any) -> str:
-    """The literal ``value`` (1.0 or 0.0) for an array of ``dtype``: the name of a NumPy
-    scalar of that dtype (in :data:`TYPED`) where it is a real float, else the Python float.
-    NumPy converts a Python float to the array's dtype on every call; the scalar is that
-    same value, converted once, so the numbers do not change.
-
-    >>> import numpy as np
-    >>> const(1.0, np.dtype(np.float32)), const(1.0, np.dtype(np.int64))
-    ('ONE_float32', '1.0')
-    """
-    name = getattr(dtype, "name", "")
-    if f"ONE_{name}" not in TYPED:
-        return repr(float(value))
-    return f"{'ONE' if value == 1.0 else 'ZERO'}_{name}"
+SCALAR = ((), "scalar")
+"""The info of a Python scalar operand (weak: it takes the array operand's dtype)."""
 
 
-TYPED = {f"{word}_{np.dtype(t).name}": t(value) for t in (np.float16, np.float32, np.float64)
-         for word, value in (("ONE", 1.0), ("ZERO", 0.0))}
-"""The typed constants that :func:`const` names (every planned program's env holds them)."""
+class Forward(NamedTuple):
+    """A lowered forward step: ``emit(o, dst, *temps) -> lines``, its scratch buffers
+    ((shape, dtype) each), and the positions of the inputs whose buffer the output may take
+    (each of their elements is read before it is written). With ``saved`` (the (shape,
+    dtype) of planned values it also writes, for its backward: cross-entropy's ``logp``),
+    ``emit(o, dst, saved names, their buffers, temps)``; the backward gets the names."""
 
-
-ONES: dict = {}
-"""Read-only vectors of ones that :func:`column_sum` names, by name (``ONES32_float32``)."""
+    emit: Callable
+    temps: list
+    over: tuple
+    saved: list = []
 
 
 def column_sum(g: str, gshape: tuple, dtype: Any, c: str, C: str) -> list:
@@ -48,94 +48,119 @@ def column_sum(g: str, gshape: tuple, dtype: Any, c: str, C: str) -> list:
     matrix-vector product ``ones @ g``, one BLAS call, where it applies (the bias gradient
     of a linear layer; 0.7 against 1.9 µs at 32x64, 12 against 25 µs at 256x512 float32,
     on 2026-12-02). The sum is the same up to rounding (BLAS adds in another order); other
-    shapes and dtypes, and more than 256 distinct vectors, use ``add.reduce``."""
-    name = f"ONES{gshape[0]}_{getattr(dtype, 'name', '')}" if len(gshape) == 2 else ""
-    if name and name not in ONES and getattr(dtype, "char", "") in ("f", "d") \
-            and len(ONES) < 256:
-        ones = np.ones(gshape[0], dtype)
-        ones.flags.writeable = False
-        ONES[name] = ones
-    if name not in ONES:
+    shapes and dtypes use ``add.reduce``. The vector of ones is named by its length and
+    dtype (``ONES32_float32``) and made for each program's own env (:func:`vectors_in`), so
+    what a program computes never depends on what the process compiled before."""
+    if len(gshape) != 2 or getattr(dtype, "char", "") not in ("f", "d"):
         return [f"{c} = np.add.reduce({g}, axis=0, out={C})"]
-    return [f"{c} = np.dot({name}, {g}, {C})"]
+    return [f"{c} = np.dot(ONES{gshape[0]}_{dtype.name}, {g}, {C})"]
+
+
+_VECTOR = re.compile(r"\bONES(\d+)_(float32|float64)\b")
+_ROWS = re.compile(r"\bAR(\d+)\b")
+_COUNT = re.compile(r"\bINTP(\d+)\b")
 
 
 def vectors_in(source: str) -> dict:
-    """The :data:`ONES` vectors a program's ``source`` names (for its env)."""
-    return {k: v for k, v in ONES.items() if k in source}
+    """The read-only vectors that a program's ``source`` names, made for its env: ones
+    (``ONES3_float64``) and row numbers (``AR3``, ``arange(3)``); also counts as NumPy's
+    ``intp`` (``INTP3``).
+
+    >>> vectors_in("c = np.dot(ONES3_float64, g, C); g[AR3, t]")["ONES3_float64"].tolist()
+    [1.0, 1.0, 1.0]
+    """
+    out = {m.group(0): np.arange(int(m.group(1))) for m in _ROWS.finditer(source)}
+    out.update((m.group(0), np.intp(int(m.group(1)))) for m in _COUNT.finditer(source))
+    for name, n, dtype in {(m.group(0), *m.groups()) for m in _VECTOR.finditer(source)}:
+        ones = np.ones(int(n), dtype)
+        ones.flags.writeable = False
+        out[name] = ones
+    return out
 
 
-SCALAR = ((), "scalar")
-"""The info of a Python scalar operand (weak: it takes the array operand's dtype)."""
-
-BINARY = ("add", "subtract", "multiply")
-
-ELEMENTWISE = ("add", "subtract", "multiply", "negative", "tanh", "relu", "sigmoid")
-"""Forward lowerings that may write over an input of the output's shape (each element is
-read before it is written): the planner gives the output that input's buffer when the input
-is read for the last time there (sigmoid in place on its pre-activation, say)."""
-
-SCALAR_G = ("sigmoid", "tanh", "relu")
-"""Backward lowerings that take a 0-d ``g`` standing for its broadcast to the output's shape
-(a full sum's gradient): ``g`` is only a factor of a product written into the full-shape
-gradient, so NumPy broadcasts it there and no array of ones is made."""
-
-
-def _same(info: list, dtype: Any, scalars: bool) -> bool:
-    return all(i is not None and (i[1] == dtype or (scalars and i is SCALAR)) for i in info) \
+def _same(info: list, dtype: Any) -> bool:
+    return all(i is not None and (i[1] == dtype or i is SCALAR) for i in info) \
         and any(i is not SCALAR for i in info)
 
 
-def forward(name: str, ins: list, info: list, out: tuple, params: dict) -> Callable | None:
-    """``emit(o, dst) -> lines`` computing op ``name`` into ``dst``, or None."""
+def argnames(op: Any) -> list:
+    """The names of the op rule's array parameters (as its formulas name them)."""
+    ps = list(inspect.signature(op.forward).parameters.values())[1:]
+    return [p.name for p in ps if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _formula(text: str | None, dtype: Any) -> tuple | None:
+    node = F.parse(text) if text else None
+    if node is None or (getattr(dtype, "kind", "") != "f" and any(
+            n[0] == "const" for n in _nodes(node))):
+        return None  # a number in an integer formula would change its dtype
+    return node
+
+
+def _nodes(node: tuple):
+    yield node
+    if not F.is_leaf(node):
+        for a in node[1:]:
+            yield from _nodes(a)
+
+
+def forward(op: Any, ins: list, info: list, out: tuple, params: dict,
+            negated: bool = False) -> Forward | None:
+    """The lowered forward of ``op`` into its planned buffer, or None. ``negated``: its
+    single input holds minus its value (see :func:`starts_negated`)."""
     shape, dtype = out
-    if name == "sum" and _full_sum(info, out, params):
-        a = ins[0]  # np.sum's own reduce (pairwise), without its Python layers
-        return lambda o, dst: [f"{o} = np.add.reduce({a}, axis=None, out={dst})"] \
-            if dst != "None" else [f"{o} = asarray(np.add.reduce({a}, axis=None))"]
-    if not _same(info, dtype, name in BINARY) or not shape:
+    if op.lowering is not None:
+        em = getattr(op.lowering, "forward", None)
+        em = em and em(ins, info, out, params, CTX)
+        if em is None or isinstance(em, Forward):
+            return em
+        return Forward(lambda o, dst, *T: em(o, dst), [], ())
+    if op.scalar is None or not shape or not _same(info, dtype):
         return None
-    a = ins[0]
-    if name in ("add", "subtract", "multiply") and len(ins) == 2:
-        b = ins[1]
-        return lambda o, dst: [f"{o} = np.{name}({a}, {b}, {dst})"]
-    if name == "negative":
-        return lambda o, dst: [f"{o} = np.negative({a}, {dst})"]
-    if name == "tanh":
-        return lambda o, dst: [f"{o} = np.tanh({a}, {dst})"]
-    if name == "relu":
-        zero = const(0.0, dtype)
-        return lambda o, dst: [f"{o} = np.maximum({a}, {zero}, out={dst})"]
-    if name == "sigmoid":  # as the NumPy fast path; the forward block raises on overflow
-        one = const(1.0, dtype)
-        return lambda o, dst: [f"{o} = np.negative({a}, {dst})", f"np.exp({o}, {o})",
-                             f"np.add({o}, {one}, {o})", f"np.reciprocal({o}, {o})"]
-    if name == "matmul" and len(info[0][0]) == 2 and len(info[1][0]) == 2:
-        b = ins[1]
-        return lambda o, dst: [f"{o} = np.dot({a}, {b}, {dst})"]
-    if name == "matmul" and _batched(info):
-        b = ins[1]
-        return lambda o, dst: [f"{o} = np.matmul({a}, {b}, out={dst})"]
-    if name == "linear" and len(info[0][0]) == 2 and len(info[1][0]) == 2 \
-            and len(info[2][0]) == 1:
-        w, b = ins[1], ins[2]  # bias added in place: no broadcast temporary
-        return lambda o, dst: [f"{o} = np.dot({a}, {w}, {dst})",
-                               f"np.add({o}, {b}, {o})"]
-    return None
+    node = _formula(op.scalar[0], dtype)
+    if node is None:
+        return None
+    names = dict(zip(argnames(op), ins))
+    kw = {"negated": argnames(op)[0] if negated else None}
+    try:
+        n = F.count_temps(node, names, dtype, params, **kw)
+        lines = F.emit(node, names, dtype, params, "o", "D", [f"T{j}_" for j in range(n)], **kw)
+    except KeyError:
+        return None
+    # an input may share the output's buffer if nothing reads it after the first write
+    head = next(j for j, line in enumerate(lines) if line.startswith("o = "))
+    over = tuple(k for k, i in enumerate(ins) if i is not None and not any(
+        re.search(rf"\b{i}\b", line) for line in lines[head + 1:]))
+    return Forward(lambda o, dst, *T: F.emit(node, names, dtype, params, o, dst, list(T),
+                                             **kw), [out] * n, over)
 
 
-def _full_sum(info: list, out: tuple, params: dict) -> bool:
-    """A float sum over every axis to a 0-d value of the input's dtype."""
-    x = info[0]
-    return params.get("axis") is None and not params.get("keepdims") and x is not None \
-        and x is not SCALAR and bool(x[0]) and x[1] == out[1] and out[0] == () \
-        and getattr(out[1], "kind", "") == "f"
+def starts_negated(op: Any) -> bool:
+    """Whether ``op``'s forward formula starts by negating its single input (``-x``, read
+    nowhere else, nor by its gradient): a producer that can write minus its value
+    (``lowering.negated``) then saves that pass."""
+    node = F.parse(op.scalar[0]) if op.scalar is not None else None
+    if node is None or len(argnames(op)) != 1:
+        return False
+    x = ("name", argnames(op)[0])
+    backs = [F.parse(v or "") for v in op.scalar[1]]
+    return node != ("negative", x) and ("negative", x) in _nodes(node) \
+        and sum(n == x for n in _nodes(node)) == 1 \
+        and all(b is not None and x[1] not in F.leaves(b) for b in backs)
 
 
-def _batched(info: list) -> bool:
-    """Two operands of 3 or more dimensions with the same batch shape (no broadcasting)."""
-    a, b = info[0][0], info[1][0]
-    return len(a) >= 3 and len(b) == len(a) and a[:-2] == b[:-2]
+def takes_scalar_g(op: Any) -> bool:
+    """Whether ``op``'s lowered backward takes a 0-d ``g`` standing for its broadcast to the
+    output's shape (a full sum's gradient): a one-input op whose gradient is ``g`` times
+    something of the output's shape, which NumPy broadcasts ``g`` against (or a lowering
+    that says so, ``scalar_g``)."""
+    if getattr(op.lowering, "scalar_g", False):
+        return True
+    if op.scalar is None or len(op.scalar[1]) != 1:
+        return False
+    node = F.parse(op.scalar[1][0] or "")
+    return node is not None and node[0] == "multiply" and F.G in node[1:] \
+        and "g" not in F.leaves(node[2] if node[1] == F.G else node[1])
 
 
 def _reduce_axes(gshape: tuple, shape: tuple) -> tuple | None:
@@ -153,30 +178,36 @@ def _reduce_axes(gshape: tuple, shape: tuple) -> tuple | None:
     return None
 
 
-def backward(name: str, pos: int, g: str, ins: list, info: list, o: str,
-             out: tuple, params: dict, one: bool = False) -> tuple | None:
+def backward(op: Any, pos: int, g: str, ins: list, info: list, o: str,
+             out: tuple, params: dict, one: bool = False, saved: tuple = (),
+             scalar_g: bool = False) -> tuple | None:
     """``(reads, emit(c, C, T), alias, temps)`` for d/d(input ``pos``) given ``g``, or None.
     ``T`` is a list of temp expressions. ``alias`` is True when the gradient is ``g`` itself,
     and ``"scalar"`` when it is the 0-d ``g`` standing for its broadcast (a full sum).
-    ``one``: ``g`` is exactly 1, so the last product by it is left out (exact)."""
+    ``one``: ``g`` is exactly 1, so the last product by it is left out (exact). ``saved``:
+    the names of the values the forward saved; ``scalar_g``: ``g`` is a 0-d stand-in."""
     gshape, dtype = out
+    if op.lowering is not None:
+        em = getattr(op.lowering, "backward", None)
+        kw = {"saved": saved} if saved else {}
+        text = em and em(pos, g, ins, info, o, out, params, CTX, one=one, scalar_g=scalar_g,
+                         **kw)
+        if not isinstance(text, str):
+            return text
+    elif op.scalar is not None and pos < len(op.scalar[1]):
+        text = op.scalar[1][pos]
+    else:
+        return None
+    node = _formula(text, dtype)
     shape = info[pos][0]
-    if name in ("add", "subtract", "negative") or (name == "multiply"):
-        axes = _reduce_axes(gshape, shape)
-        if axes is None:
-            return None
-        keep = bool(axes) and len(shape) == len(gshape)
-        red = f"axis={axes}, keepdims={keep}"
-        neg = (name == "subtract" and pos == 1) or name == "negative"
-        if name == "multiply":
-            other = ins[1 - pos]
-            if not axes:
-                return ([g, other], lambda c, C, T: [f"{c} = np.multiply({g}, {other}, {C})"],
-                        False, [])
-            return ([g, other], lambda c, C, T: [f"np.multiply({g}, {other}, {T[0]})",
-                                                 f"{c} = np.add.reduce({T[0]}, {red}, out={C})"],
-                    False, [(gshape, dtype)])
-        if not axes:
+    axes = _reduce_axes(gshape, shape) if node is not None else None
+    if axes is None:
+        return None
+    names = {"g": g, "out": o, **dict(zip(argnames(op), ins))}
+    red = f"axis={axes}, keepdims={bool(axes) and len(shape) == len(gshape)}"
+    neg = node == ("negative", F.G)
+    if node == F.G or neg:
+        if not axes:  # the gradient is g itself, or its negation
             if neg:
                 return [g], lambda c, C, T: [f"{c} = np.negative({g}, {C})"], False, []
             return [g], lambda c, C, T: [f"{c} = {g}"], True, []
@@ -185,43 +216,27 @@ def backward(name: str, pos: int, g: str, ins: list, info: list, o: str,
             if axes == (0,) and len(gshape) == 2 and len(shape) == 1:  # a bias: one BLAS call
                 return column_sum(g, gshape, dtype, c, C)
             return [f"{c} = np.add.reduce({g}, {red}, out={C})"]
+        # -(sum of g) is exactly the sum of -g (rounding is symmetric): negate once, after
         if neg:
             return [g], lambda c, C, T: [*total(c, C), f"np.negative({c}, {c})"], False, []
         return [g], lambda c, C, T: total(c, C), False, []
-    if name == "tanh":
-        times_g = [] if one else [f"np.multiply({g}, {{c}}, {{c}})"]
-        unit = const(1.0, dtype)
-        return ([g, o], lambda c, C, T: [f"{c} = np.multiply({o}, {o}, {C})",
-                                         f"np.subtract({unit}, {c}, {c})",
-                                         *[t.format(c=c) for t in times_g]], False, [])
-    if name == "relu":  # as the NumPy fast path: g times the 0/1 mask
-        x, zero = ins[0], const(0.0, info[0][1])
-        return ([g, x], lambda c, C, T: [f"{c} = np.multiply({g}, np.greater({x}, {zero}), {C})"],
-                False, [])
-    if name == "sigmoid":
-        times_g = [] if one else [f"np.multiply({{c}}, {g}, {{c}})"]
-        unit = const(1.0, dtype)
-        return ([g, o], lambda c, C, T: [f"{c} = np.subtract({unit}, {o}, {C})",
-                                         f"np.multiply({c}, {o}, {c})",
-                                         *[t.format(c=c) for t in times_g]], False, [])
-    if name == "sum":  # g stands for itself broadcast to the input's shape (see SCALAR_G)
-        if not _full_sum(info, out, params):
-            return None
-        return [g], None, "scalar", []
-    if name == "matmul" and _batched(info):  # as the rule: g @ b^T and a^T @ g, batched
-        a, b = ins[0], ins[1]
-        if pos == 0:
-            return ([g, b], lambda c, C, T: [
-                f"{c} = np.matmul({g}, np.swapaxes({b}, -1, -2), out={C})"], False, [])
-        return ([g, a], lambda c, C, T: [
-            f"{c} = np.matmul(np.swapaxes({a}, -1, -2), {g}, out={C})"], False, [])
-    if name in ("matmul", "linear"):
-        a, b = ins[0], ins[1]
-        if pos == 0:
-            return [g, b], lambda c, C, T: [f"{c} = np.dot({g}, {b}.T, {C})"], False, []
-        if pos == 1:
-            return [g, a], lambda c, C, T: [f"{c} = np.dot({a}.T, {g}, {C})"], False, []
-        if shape != gshape[-1:] or len(gshape) != 2:
-            return None
-        return [g], lambda c, C, T: column_sum(g, gshape, dtype, c, C), False, []
-    return None
+    skip = one and F.G in node[1:] and node[0] == "multiply"
+    try:
+        n = F.count_temps(node, names, dtype, params, skip_g=skip)
+        F.emit(node, names, dtype, params, "c", "C", [f"T{j}_" for j in range(n)], skip_g=skip)
+    except KeyError:
+        return None
+    reads = [names[v] for v in sorted(F.leaves(node)) if v in names]
+    if not axes:
+        return (reads, lambda c, C, T: F.emit(node, names, dtype, params, c, C, list(T),
+                                              skip_g=skip), False, [out] * n)
+
+    def reduced(c: str, C: str, T: list) -> list:  # at g's shape in T[0], then summed
+        lines = F.emit(node, names, dtype, params, T[0], T[0], list(T[1:]), skip_g=skip)
+        return lines + [f"{c} = np.add.reduce({T[0]}, {red}, out={C})"]
+    return reads, reduced, False, [out] * (n + 1)
+
+
+CTX = types.SimpleNamespace(const=const, column_sum=column_sum, SCALAR=SCALAR,
+                            reduce_axes=_reduce_axes, Forward=Forward)
+"""What an op's own lowering (``Op.deflower``) is handed: the helpers it writes code with."""

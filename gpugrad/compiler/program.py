@@ -21,7 +21,7 @@ import numpy as np
 from .. import fpstate
 from ..eager import as_array, fit
 from ..registry import gradient_tuple
-from . import lower, plan, rewrite, update
+from . import formula, lower, plan, rewrite, update
 from .codegen import build as build_function
 
 GUARDED = "numpy-overflow-raises"
@@ -83,61 +83,54 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         for i in ins:
             readers[i] = readers.get(i, 0) + 1
     in_back = {k for k, *_ in sched.back}
-    ce = rewrite.cross_entropy_groups(steps, readers, keep, shapes) if numpy and grads \
-        else {}
-    skip = set()
-    for k, (_, _, members, _) in ce.items():
-        skip |= members - {k}
     needs_of = {k: needs for k, _, _, _, _, _, needs in sched.back}
-    neg_linear = rewrite.negated_linears(steps, readers, keep, shapes) if numpy else set()
-    negated: set = set()  # outputs of those linears, once lowered
+    neg_producers = rewrite.negated_producers(steps, readers, keep, shapes) if numpy \
+        else set()
+    negated: set = set()  # outputs of those producers, once lowered (they hold minus it)
+
+    def info_of(ins: list) -> list:
+        return [shapes[i] if shapes[i] is not None or type(sched.template[i]) not in
+                (int, float) else lower.SCALAR for i in ins]
+
+    def lowered(k: int, neg: bool) -> Any:
+        """Step ``k``'s lowered forward, if it and the backward it needs lower."""
+        op, ins, params, o = steps[k]
+        if not numpy or shapes[o] is None:
+            return None
+        names, info = [f"v{i}" for i in ins], info_of(ins)
+        low = lower.forward(op, names, info, shapes[o], params, negated=neg)
+        saved = tuple(f"s{j}_" for j in range(len(low.saved))) if low is not None else ()
+        if low is not None and k in in_back and any(
+                need and lower.backward(op, pos, "g", names, info, "o", shapes[o], params,
+                                        saved=saved) is None
+                for pos, need in enumerate(needs_of[k])):
+            return None
+        return low
 
     # forward
     low_f: dict = {}
+    saved_of: dict = {}  # step -> names of the values its lowered forward saves
     fwd_lines: list = []  # instructions of the forward block
     for k, (op, ins, params, o) in enumerate(steps):
-        if k in skip:
-            continue
-        if k in ce:
-            z, t, _, red = ce[k]
-            n = shapes[z][0][0]
-            ar = f"AR{k}"
-            env[ar] = np.arange(n)
-            env[f"INTP_v{o}"] = np.intp(n)
-            low_f[k] = ("ce", z, t, ar, n, red)
-
-            def emit(outs, temps, z=z, t=t, o=o, ar=ar, red=red, k=k):
-                return rewrite.ce_forward(f"v{z}", f"v{t}", f"v{o}", f"lp{k}", outs[1],
-                                          temps[0], ar, red)
-            fwd_lines.append(plan.Instr([f"v{z}", f"v{t}"],
-                                        [(f"v{o}", None, None),
-                                         (f"lp{k}", *shapes[z])], emit, True,
-                                        temps=[shapes[z]]))
-            continue
-        info = [shapes[i] if shapes[i] is not None or type(sched.template[i]) not in
-                (int, float) else lower.SCALAR for i in ins]
-        em = lower.forward(op.name, [f"v{i}" for i in ins], info, shapes[o], params) \
-            if numpy and shapes[o] is not None else None
-        if em is not None and k in in_back:
-            for pos, need in enumerate(needs_of[k]):
-                if need and lower.backward(op.name, pos, "g", [f"v{i}" for i in ins], info,
-                                           "o", shapes[o], params) is None:
-                    em = None
-        temps: list = []
-        if op.name == "sigmoid" and ins[0] in negated:  # (lowered whenever the linear is)
-            em = rewrite.sigmoid_of_negated(f"v{ins[0]}", lower.const(1.0, shapes[o][1]))
-        elif em is not None and k in neg_linear:
-            em = rewrite.linear_negated(*[f"v{i}" for i in ins])
-            temps = [shapes[ins[2]]]
+        low = lowered(k, ins[0] in negated if ins else False)
+        if low is not None and k in neg_producers and lowered(neg_producers[k], True):
+            em, temps = op.lowering.negated([f"v{i}" for i in ins], info_of(ins), shapes[o],
+                                            params, lower.CTX)  # it writes minus its value
+            low = lower.Forward(em, temps, ())
             negated.add(o)
-        if em is not None:
-            low_f[k] = em
-            over = [f"v{i}" for i in ins if shapes[i] == shapes[o]] \
-                if op.name in lower.ELEMENTWISE else []
-            fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [(f"v{o}", *shapes[o])],
-                                        lambda outs, temps, em=em, o=o: em(f"v{o}", outs[0],
-                                                                           *temps),
-                                        True, inplace={f"v{o}": over}, temps=temps))
+        if low is not None:
+            low_f[k] = low
+            over = [f"v{ins[j]}" for j in low.over if shapes[ins[j]] == shapes[o]]
+            saved = [f"s{k}_{j}" for j in range(len(low.saved))]
+            saved_of[k] = tuple(saved)
+
+            def emit(outs, temps, em=low.emit, o=o, saved=saved):
+                if saved:
+                    return em(f"v{o}", outs[0], saved, outs[1:], temps)
+                return em(f"v{o}", outs[0], *temps)
+            fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [
+                (f"v{o}", *shapes[o]), *[(n, *sv) for n, sv in zip(saved, low.saved)]],
+                emit, True, inplace={f"v{o}": over}, temps=low.temps))
             continue
         fwd = sched.fsteps[k][0]
         if numpy:
@@ -211,34 +204,11 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     if grads:
         contrib[out] = [("seed_", False)]
         for k, o, _, op, params, ins, needs in sched.back:
-            if k in skip:
-                continue
             g, maybe = grad_of(o)
             if g is None:
                 continue
-            if not (k in low_f and op.name in lower.SCALAR_G):
+            if not (k in low_f and lower.takes_scalar_g(op)):
                 g = full(g, o)
-            if k in ce:
-                _, z, t, ar, n, red = low_f[k]
-                if maybe:
-                    g = _guard(prog, g, shapes[o])
-                c = f"c{k}_0"
-                reads = [g, f"v{t}", f"lp{k}"]
-                if unit and g == "seed_" and numpy and shapes[out] is not None:
-                    # the seed is one: its scale is a constant, made once by the expression
-                    # each run would evaluate (so the same value and dtype)
-                    g, reads = f"CE_SCALE{k}", reads[1:]
-                    one = np.array(1.0, shapes[out][1]).reshape(shapes[out][0])
-                    env[g] = one / float(n) if red == "mean" else one
-                    red = "sum"
-
-                def emit(outs, temps, g=g, t=t, k=k, c=c, ar=ar, n=n, red=red,
-                         one=lower.const(1.0, shapes[z][1])):
-                    return rewrite.ce_backward(g, f"v{t}", f"lp{k}", c, outs[0], ar, n, red,
-                                              one)
-                prog.append(plan.Instr(reads, [(c, *shapes[z])], emit, True))
-                contrib.setdefault(z, []).append((c, False))
-                continue
             if k in low_f:
                 if maybe:
                     g = _guard(prog, g, shapes[o])
@@ -247,13 +217,20 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                     if not need:
                         continue
                     reads, em, alias, temps = lower.backward(
-                        op.name, pos, g, [f"v{i}" for i in ins], info, f"v{o}", shapes[o],
-                        params, one=unit and g == "seed_")
-                    if alias == "scalar":
-                        scalar.add(g)
-                        contrib.setdefault(ins[pos], []).append((g, False))
-                        continue
+                        op, pos, g, [f"v{i}" for i in ins], info, f"v{o}", shapes[o],
+                        params, one=unit and g == "seed_", saved=saved_of.get(k, ()),
+                        scalar_g=g in scalar)
                     c = f"c{k}_{pos}"
+                    if alias == "scalar":  # a 0-d gradient standing for its broadcast
+                        if em is not None:  # computed from g (a mean's g / n)
+                            prog.append(plan.Instr(reads, [(c, None, None)],
+                                                   lambda outs, tmps, em=em, c=c: em(
+                                                       c, None, tmps), True))
+                        else:
+                            c = g
+                        scalar.add(c)
+                        contrib.setdefault(ins[pos], []).append((c, False))
+                        continue
                     prog.append(plan.Instr(
                         reads, [(c, *shapes[ins[pos]])],
                         lambda outs, tmps, em=em, c=c: em(c, outs[0], tmps), True,
@@ -407,6 +384,7 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
     lines.append(f"    return {results[0]}, [{', '.join(results[1:])}]")
     source = "\n".join(lines)
     env.update(lower.vectors_in(source))
+    env.update(formula.constants_in(source))
     fn = build_function(source, env, "program")
     bufs = [xp.empty(shape, dtype=dtype) if numpy else None for shape, dtype in buffers]
     return Program(fn, bufs, source, xp)

@@ -11,9 +11,10 @@
 """
 
 from . import init
-from .layers import MLP, Linear, ReLU, Sequential, Sigmoid, Tanh
+from .layers import GELU, MLP, Linear, ReLU, Sequential, Sigmoid, SiLU, Softplus, Tanh
 from .losses import accuracy, binary_cross_entropy_with_logits, cross_entropy, mse_loss
 from .module import Module, StateDictError
 
-__all__ = ["MLP", "Linear", "Module", "ReLU", "Sequential", "Sigmoid", "StateDictError", "Tanh",
+__all__ = ["GELU", "MLP", "Linear", "Module", "ReLU", "Sequential", "SiLU", "Sigmoid", "Softplus",
+           "StateDictError", "Tanh",
            "accuracy", "binary_cross_entropy_with_logits", "cross_entropy", "init", "mse_loss"]

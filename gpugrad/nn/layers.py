@@ -93,7 +93,49 @@ class ReLU(Module):
         return ops.elementwise.relu(x)
 
 
-ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU}
+class Softplus(Module):
+    """log(1 + exp(beta x)) / beta, x itself where beta x > threshold (PyTorch's defaults).
+
+    >>> import gpugrad as gg
+    >>> round(float(Softplus()(gg.asarray(0.0))), 6), float(Softplus(2.0, 1.0)(gg.asarray(3.0)))
+    (0.693147, 3.0)
+    """
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        self.beta, self.threshold = float(beta), float(threshold)
+
+    def forward(self, x: Any) -> Any:
+        return ops.activations.softplus(x, beta=self.beta, threshold=self.threshold)
+
+
+class GELU(Module):
+    """x Phi(x): ``approximate="none"`` (erf) or ``"tanh"``, as PyTorch's GELU.
+
+    >>> import gpugrad as gg
+    >>> round(float(GELU()(gg.asarray(1.0))), 6), round(float(GELU("tanh")(gg.asarray(1.0))), 6)
+    (0.841345, 0.841192)
+    """
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x: Any) -> Any:
+        return ops.activations.gelu(x, approximate=self.approximate)
+
+
+class SiLU(Module):
+    """x sigmoid(x)."""
+
+    def forward(self, x: Any) -> Any:
+        return ops.activations.silu(x)
+
+
+ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "softplus": Softplus,
+               "gelu": GELU, "silu": SiLU}
 
 
 class Sequential(Module):

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import backend as B
 from ..errors import DtypeError, OpError, at, show
-from ..ops import arithmetic, elementwise, indexing, reductions, shape, softmax
+from ..ops import arithmetic, elementwise, reductions, softmax
 from ..tensor import Tensor
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -77,18 +77,13 @@ def cross_entropy(logits: Any, targets: Any, reduction: str = "mean") -> Any:
                          f"{show(ls[:-1])} (one class index per row), got {show(ts)}"))
     if ls is not None and ls[-1] is not None:
         check_targets(targets, ls[-1], "cross_entropy")
-    if not getattr(logits, "_gpugrad_symbolic", False):
-        # eager: one op on the tape instead of five (the graph keeps the composite, which
-        # its compiler sees through). Host labels are copied (they are small), so the tape
-        # holds its own, instead of checksumming the caller's array on every step
-        if type(targets) is np.ndarray:
-            targets = Tensor(np.array(targets), xp=np)
-        return _reduce(softmax.softmax_cross_entropy(logits, targets, axis=-1), reduction,
-                       "cross_entropy")
-    logp = softmax.log_softmax(logits, axis=-1)
-    picked = indexing.take_along_axis(logp, shape.expand_dims(targets, axis=-1), axis=-1)
-    loss = arithmetic.negative(shape.squeeze(picked, axis=-1))
-    return _reduce(loss, reduction, "cross_entropy")
+    # one op on the tape or in the graph (the compiler lowers it as it is); host labels are
+    # copied (they are small), so the tape holds its own instead of checksumming the
+    # caller's array on every step
+    if type(targets) is np.ndarray:
+        targets = Tensor(np.array(targets), xp=np)
+    return _reduce(softmax.softmax_cross_entropy(logits, targets, axis=-1), reduction,
+                   "cross_entropy")
 
 
 def check_targets(targets: Any, n_classes: int, who: str) -> None:

@@ -15,6 +15,7 @@ def add(xp, a, b):
 
 
 add.defvjp(lambda xp, g, res: g, lambda xp, g, res: g)
+add.defscalar("a + b", "g", "g")
 
 
 @defop("subtract", scalar_ok=(0, 1))
@@ -24,6 +25,7 @@ def subtract(xp, a, b):
 
 
 subtract.defvjp(lambda xp, g, res: g, lambda xp, g, res: -g)
+subtract.defscalar("a - b", "g", "-g")
 
 
 @defop("multiply", scalar_ok=(0, 1))
@@ -33,6 +35,7 @@ def multiply(xp, a, b):
 
 
 multiply.defvjp(lambda xp, g, res: g * cj(xp, res[1]), lambda xp, g, res: g * cj(xp, res[0]))
+multiply.defscalar("a * b", "g * b", "g * a")
 
 
 @defop("divide", scalar_ok=(0, 1))
@@ -46,6 +49,7 @@ divide.defvjp(
     # -(g (a / b)) / b: b * b or g * a would overflow where the gradient itself does not
     lambda xp, g, res: -(g * cj(xp, res[0] / res[1])) / cj(xp, res[1]),
 )
+divide.defscalar("a / b", "g / b", "-(g * (a / b)) / b")
 
 
 @defop("negative")
@@ -55,6 +59,7 @@ def negative(xp, a):
 
 
 negative.defvjp(lambda xp, g, res: (-g,))
+negative.defscalar("-a", "-g")
 
 
 @defop("pow", scalar_ok=(1,))

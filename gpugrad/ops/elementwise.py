@@ -18,6 +18,7 @@ def exp(xp, x):
 
 
 exp.defvjp(lambda xp, g, out: (g * cj(xp, out),))
+exp.defscalar("exp(x)", "g * out")
 
 
 @defop("log")
@@ -27,6 +28,7 @@ def log(xp, x):
 
 
 log.defvjp(lambda xp, g, x: (g / cj(xp, x),))
+log.defscalar("log(x)", "g / x")
 
 
 @defop("log1p")
@@ -36,6 +38,7 @@ def log1p(xp, x):
 
 
 log1p.defvjp(lambda xp, g, x: (g / cj(xp, x + 1.0),))
+log1p.defscalar("log1p(x)", "g / (x + 1)")
 
 
 @defop("sqrt")
@@ -46,6 +49,7 @@ def sqrt(xp, x):
 
 
 sqrt.defvjp(lambda xp, g, out: (g / cj(xp, out * 2.0),))
+sqrt.defscalar("sqrt(x)", "g / (out * 2)")
 
 
 @defop("square")
@@ -55,6 +59,7 @@ def square(xp, x):
 
 
 square.defvjp(lambda xp, g, x: (g * cj(xp, x * 2.0),))
+square.defscalar("x * x", "g * (x * 2)")
 
 
 @defop("abs")
@@ -65,6 +70,7 @@ def abs(xp, x):
 
 
 abs.defvjp(lambda xp, g, x: (g * xp.sign(x),))
+abs.defscalar("abs(x)", "g * sign(x)")
 
 
 @defop("tanh")
@@ -75,6 +81,7 @@ def tanh(xp, x):
 
 
 tanh.defvjp(lambda xp, g, out: (g * cj(xp, 1.0 - out * out),))
+tanh.defscalar("tanh(x)", "g * (1 - out * out)")
 
 
 @defop("sigmoid")
@@ -95,6 +102,9 @@ def sigmoid(xp, x):
 
 
 sigmoid.defvjp(lambda xp, g, s: (g * cj(xp, s * (1.0 - s)),))
+# the formula is the NumPy fast path's (a few ulps from the stable rule); planned programs
+# run it where exp(-x) does not overflow, and the rule where it does
+sigmoid.defscalar("reciprocal(exp(-x) + 1)", "g * (out * (1 - out))")
 
 
 def _sigmoid_numpy(xp, x):
@@ -160,6 +170,7 @@ def relu(xp, x):
 
 
 relu.defvjp(lambda xp, g, x: (xp.where(x > 0, g, 0.0),))
+relu.defscalar("maximum(x, 0)", "g * (x > 0)")  # as the NumPy fast path
 
 
 def _relu_vjp_numpy(xp, g, x):
@@ -185,6 +196,8 @@ maximum.defvjp(
     lambda xp, g, res: _tie_split(xp, g, res[0], res[1], res[0] > res[1]),
     lambda xp, g, res: _tie_split(xp, g, res[0], res[1], res[1] > res[0]),
 )
+maximum.defscalar("maximum(a, b)", "g * ((a > b) + (a == b) * 0.5)",
+                  "g * ((b > a) + (a == b) * 0.5)")
 
 
 @defop("minimum")
@@ -198,6 +211,8 @@ minimum.defvjp(
     lambda xp, g, res: _tie_split(xp, g, res[0], res[1], res[0] < res[1]),
     lambda xp, g, res: _tie_split(xp, g, res[0], res[1], res[1] < res[0]),
 )
+minimum.defscalar("minimum(a, b)", "g * ((a < b) + (a == b) * 0.5)",
+                  "g * ((b < a) + (a == b) * 0.5)")
 
 
 @defop("where")

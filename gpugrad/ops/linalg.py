@@ -145,3 +145,73 @@ matmul.def_fast_path("numpy", vjps=(_matmul_da_numpy, _matmul_db_numpy))
 linear.defvjp(_matmul_da, _matmul_db, _linear_dbias)
 linear.def_fast_path("numpy", forward=_linear_forward_numpy,
                      vjps=(_matmul_da_numpy, _matmul_db_numpy, _linear_dbias))
+
+
+def _batched(info):
+    """Two operands of 3 or more dimensions with the same batch shape (no broadcasting)."""
+    a, b = info[0][0], info[1][0]
+    return len(a) >= 3 and len(b) == len(a) and a[:-2] == b[:-2]
+
+
+def _matrices(info, n):
+    return all(i is not None and i[0] is not None and len(i[0]) == 2 for i in info[:n])
+
+
+class _MatmulLowering:
+    """The planned program's NumPy code for 2-D and same-batch matmuls (and linear's
+    matrix part): one BLAS call into the planned buffer, forward and backward, as the rule
+    computes them (g @ b^T and a^T @ g, through transposed views)."""
+
+    @staticmethod
+    def forward(ins, info, out, params, ctx):
+        a, b = ins[0], ins[1]
+        if _matrices(info, 2):
+            return lambda o, dst: [f"{o} = np.dot({a}, {b}, {dst})"]
+        if _batched(info):
+            return lambda o, dst: [f"{o} = np.matmul({a}, {b}, out={dst})"]
+        return None
+
+    @staticmethod
+    def backward(pos, g, ins, info, o, out, params, ctx, **kw):
+        a, b = ins[0], ins[1]
+        if _batched(info):
+            if pos == 0:
+                return ([g, b], lambda c, C, T: [
+                    f"{c} = np.matmul({g}, np.swapaxes({b}, -1, -2), out={C})"], False, [])
+            return ([g, a], lambda c, C, T: [
+                f"{c} = np.matmul(np.swapaxes({a}, -1, -2), {g}, out={C})"], False, [])
+        if pos == 0:
+            return [g, b], lambda c, C, T: [f"{c} = np.dot({g}, {b}.T, {C})"], False, []
+        if pos == 1:
+            return [g, a], lambda c, C, T: [f"{c} = np.dot({a}.T, {g}, {C})"], False, []
+        return "g"  # linear's bias: g summed down to its shape
+
+
+class _LinearLowering(_MatmulLowering):
+    """linear on matrices and a vector bias: the product, then the bias added in place (no
+    broadcast temporary). ``negated`` writes ``-(x @ W + b)`` as ``(-b) - x @ W``, exactly
+    (rounding to nearest is symmetric), for a consumer whose formula starts with ``-x``."""
+
+    @staticmethod
+    def applies(info):
+        return _matrices(info, 2) and info[2] is not None and len(info[2][0]) == 1
+
+    @staticmethod
+    def forward(ins, info, out, params, ctx):
+        if not _LinearLowering.applies(info):
+            return None
+        a, w, b = ins
+        return lambda o, dst: [f"{o} = np.dot({a}, {w}, {dst})", f"np.add({o}, {b}, {o})"]
+
+    @staticmethod
+    def negated(ins, info, out, params, ctx):
+        """``(emit(o, dst, T), temps)``: minus the forward (``T``: a buffer of b's shape)."""
+        if not _LinearLowering.applies(info):
+            return None
+        x, w, b = ins
+        return (lambda o, dst, T: [f"{o} = np.dot({x}, {w}, {dst})", f"np.negative({b}, {T})",
+                                   f"np.subtract({T}, {o}, {o})"]), [info[2]]
+
+
+matmul.deflower(_MatmulLowering)
+linear.deflower(_LinearLowering)

@@ -4,6 +4,8 @@ max/min split the gradient evenly between tied maxima, so a full reduction's gra
 always sums to g.
 """
 
+import math
+
 from ..registry import defop
 from .complexes import real_only
 
@@ -128,3 +130,65 @@ def min(xp, x, *, axis=None, keepdims=False):
 
 
 min.defvjp(_extremum_vjp)
+
+
+class _FullSumLowering:
+    """The planned program's NumPy code for a float sum over every axis to a 0-d value of
+    the input's dtype: NumPy's own pairwise reduce, without np.sum's Python layers. Its
+    gradient is the 0-d ``g`` standing for its broadcast (see gpugrad.compiler.lower)."""
+
+    @staticmethod
+    def applies(info, out, params, ctx):
+        x = info[0]
+        return params.get("axis") is None and not params.get("keepdims") and x is not None \
+            and x is not ctx.SCALAR and bool(x[0]) and x[1] == out[1] and out[0] == () \
+            and getattr(out[1], "kind", "") == "f"
+
+    @staticmethod
+    def forward(ins, info, out, params, ctx):
+        if not _FullSumLowering.applies(info, out, params, ctx):
+            return None
+        a = ins[0]
+        return lambda o, dst: [f"{o} = np.add.reduce({a}, axis=None, out={dst})"] \
+            if dst != "None" else [f"{o} = asarray(np.add.reduce({a}, axis=None))"]
+
+    @staticmethod
+    def backward(pos, g, ins, info, o, out, params, ctx, **kw):
+        if not _FullSumLowering.applies(info, out, params, ctx):
+            return None
+        return [g], None, "scalar", []
+
+
+sum.deflower(_FullSumLowering)
+
+
+class _FullMeanLowering(_FullSumLowering):
+    """A float mean over every axis: NumPy's own arithmetic (np.mean's pairwise reduce, then
+    the sum divided by the count as an intp (``INTP{n}``, see gpugrad.compiler.lower) and
+    cast back), without its Python layers. Its
+    gradient is the 0-d ``g / n`` standing for its broadcast. Not for an empty input: the
+    rules run there, quiet as in eager (the mean of nothing is NaN, its gradient empty)."""
+
+    @staticmethod
+    def applies(info, out, params, ctx):
+        return _FullSumLowering.applies(info, out, params, ctx) and math.prod(info[0][0]) > 0
+
+    @staticmethod
+    def forward(ins, info, out, params, ctx):
+        if not _FullMeanLowering.applies(info, out, params, ctx):
+            return None
+        a, n = ins[0], math.prod(info[0][0])
+        return lambda o, dst: [f"s_ = np.add.reduce({a}, axis=None)",
+                               f"{o} = asarray(s_.dtype.type(s_ / INTP{n}))"]
+
+    @staticmethod
+    def backward(pos, g, ins, info, o, out, params, ctx, one=False, **kw):
+        if not _FullMeanLowering.applies(info, out, params, ctx):
+            return None
+        n = float(math.prod(info[0][0]))
+        # as the rule: g / n in g's dtype (1 / n in it, where g is exactly 1)
+        src = ctx.const(1.0, out[1]) if one else g
+        return [] if one else [g], lambda c, C, T: [f"{c} = {src} / {n!r}"], "scalar", []
+
+
+mean.deflower(_FullMeanLowering)

@@ -152,3 +152,57 @@ def _softmax_cross_entropy_vjp_numpy(xp, g, res, *, axis=-1):
 
 softmax_cross_entropy.def_fast_path("numpy", forward=_softmax_cross_entropy_numpy,
                                     vjp=_softmax_cross_entropy_vjp_numpy)
+
+
+class _CrossEntropyLowering:
+    """The planned program's NumPy code for a matrix of float logits with one integer label
+    per row (as the portable rule, written into planned buffers): ``logp = shifted -
+    log(sum(exp(shifted)))`` kept for the backward, the loss ``-logp[row, target]``, and the
+    gradient ``(exp(logp) - onehot) * g`` in one buffer. The shift is the row maximum,
+    checked for being finite only when a row's loss is not (the rule's replacement of a
+    non-finite maximum by 0 changes nothing otherwise)."""
+
+    @staticmethod
+    def applies(info, out, params):
+        z, t = info
+        return params.get("axis", -1) in (-1, 1) and z is not None and t is not None \
+            and len(z[0]) == 2 and len(t[0]) == 1 and z[0][0] == t[0][0] \
+            and getattr(t[1], "kind", "") in "iu" and getattr(z[1], "char", "") in "fd"
+
+    @staticmethod
+    def forward(ins, info, out, params, ctx):
+        if not _CrossEntropyLowering.applies(info, out, params):
+            return None
+        z, t = ins
+        ar = f"AR{info[0][0][0]}"  # the row numbers (gpugrad.compiler.lower.vectors_in)
+
+        def emit(o, dst, saved, bufs, temps):
+            logp, LOGP, T = saved[0], bufs[0], temps[0]
+            body = [f"{logp} = np.subtract({z}, m_, {LOGP})",
+                    f"s_ = np.add.reduce(np.exp({logp}, out={T}), axis=-1, keepdims=True)",
+                    f"np.subtract({logp}, np.log(s_, out=s_), {logp})"]
+            return [f"m_ = np.maximum.reduce({z}, axis=-1, keepdims=True)", *body,
+                    # a row maximum that is not finite makes its row nan: run again as the
+                    # rule does, with such maxima 0
+                    "if not isfinite(np.add.reduce(m_, axis=None)):",
+                    "    m_ = np.where(np.isfinite(m_), m_, 0.0)",
+                    *("    " + line for line in body),
+                    f"{o} = np.negative({logp}[{ar}, {t}], {dst})"]
+        return ctx.Forward(emit, [info[0]], (), [info[0]])
+
+    @staticmethod
+    def backward(pos, g, ins, info, o, out, params, ctx, saved=(), one=False,
+                 scalar_g=False):
+        if pos != 0 or not saved or not _CrossEntropyLowering.applies(info, out, params):
+            return None
+        t, logp, n = ins[1], saved[0], info[0][0][0]
+        unit = ctx.const(1.0, info[0][1])
+        scale = [] if one else [f"np.multiply({{c}}, {g if scalar_g else g + '[:, None]'}, "
+                                f"{{c}})"]
+        return ([g, t, logp], lambda c, C, T: [
+            f"{c} = np.exp({logp}, {C})", f"{c}[AR{n}, {t}] -= {unit}",
+            *[s.format(c=c) for s in scale]], False, [])
+
+
+_CrossEntropyLowering.scalar_g = True  # its gradient is g times rows: g may be 0-d
+softmax_cross_entropy.deflower(_CrossEntropyLowering)

@@ -1,0 +1,193 @@
+"""Scalar formulas (``Op.defscalar``) as NumPy code that writes into planned buffers.
+
+A formula such as ``g * ((1 - out) * out)`` is parsed once into a tree of NumPy ufuncs
+(:func:`parse`) and written as a chain of ``out=`` calls (:func:`emit`): the first operation
+writes into the destination and the next ones update it in place, an operand that is
+itself a computation gets a scratch buffer, and a comparison is inlined (its 0/1 mask
+multiplies). Numbers become scalars of the array's dtype (:func:`const`), made once per
+program (:func:`constants_in`), so the arithmetic is the formula's, in its order.
+
+>>> lines = emit(parse("g * ((1 - out) * out)"), {"g": "g1", "out": "o2"}, None, {},
+...              "c", "C", [])
+>>> print("\\n".join(lines))
+c = np.subtract(1.0, o2, C)
+np.multiply(c, o2, c)
+np.multiply(g1, c, c)
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import re
+import struct
+from typing import Any
+
+import numpy as np
+
+UFUNCS = {"exp", "log", "log1p", "sqrt", "tanh", "sign", "maximum", "minimum", "square",
+          "reciprocal", "abs"}
+BINOPS = {ast.Add: "add", ast.Sub: "subtract", ast.Mult: "multiply", ast.Div: "divide"}
+COMPARES = {ast.Gt: "greater", ast.GtE: "greater_equal", ast.Lt: "less",
+            ast.LtE: "less_equal", ast.Eq: "equal", ast.NotEq: "not_equal"}
+MASKS = set(COMPARES.values())
+G = ("name", "g")
+
+TYPED = {f"{word}_{np.dtype(t).name}": t(value) for t in (np.float16, np.float32, np.float64)
+         for word, value in (("ONE", 1.0), ("ZERO", 0.0))}
+"""The typed constants 1 and 0 that :func:`const` names (every planned program's env holds
+them)."""
+
+
+@functools.cache
+def parse(formula: str) -> tuple | None:
+    """``formula`` as a tree: ``("name", n)``, ``("const", v)`` or ``(ufunc, *operands)``;
+    None where it uses something without a NumPy ufunc (the op's rules run there).
+
+    >>> parse("maximum(x, 0)"), parse("erf(x)")
+    (('maximum', ('name', 'x'), ('const', 0.0)), None)
+    """
+    try:
+        return _node(ast.parse(formula, mode="eval").body)
+    except (SyntaxError, _Unsupported):
+        return None
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _node(e: ast.AST) -> tuple:
+    if isinstance(e, ast.Name):
+        return ("name", e.id)
+    if isinstance(e, ast.Constant) and type(e.value) in (int, float):
+        return ("const", float(e.value))
+    if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.USub):
+        a = _node(e.operand)
+        return ("const", -a[1]) if a[0] == "const" else ("negative", a)
+    if isinstance(e, ast.BinOp) and type(e.op) in BINOPS:
+        return (BINOPS[type(e.op)], _node(e.left), _node(e.right))
+    if isinstance(e, ast.Compare) and len(e.ops) == 1 and type(e.ops[0]) in COMPARES:
+        return (COMPARES[type(e.ops[0])], _node(e.left), _node(e.comparators[0]))
+    if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in UFUNCS \
+            and not e.keywords:
+        name = "absolute" if e.func.id == "abs" else e.func.id
+        return (name, *(_node(a) for a in e.args))
+    raise _Unsupported(ast.dump(e))
+
+
+def leaves(node: tuple) -> set:
+    """The names a formula tree reads."""
+    if node[0] == "name":
+        return {node[1]}
+    if node[0] == "const":
+        return set()
+    return set().union(*(leaves(a) for a in node[1:]))
+
+
+def is_leaf(node: tuple) -> bool:
+    return node[0] in ("name", "const")
+
+
+def const(value: float, dtype: Any) -> str:
+    """The literal ``value`` for an array of ``dtype``: the name of a NumPy scalar of that
+    dtype where it is a real float (NumPy would convert a Python float to the array's dtype
+    on every call; the scalar is that same value, converted once), else the Python float.
+
+    >>> import numpy as np
+    >>> const(1.0, np.dtype(np.float32)), const(1.0, np.dtype(np.int64))
+    ('ONE_float32', '1.0')
+    >>> const(0.5, np.dtype(np.float64))
+    'K_float64_3fe0000000000000'
+    """
+    name = getattr(dtype, "name", "")
+    if f"ONE_{name}" not in TYPED:
+        return repr(float(value))
+    if value == 1.0:
+        return f"ONE_{name}"
+    if value == 0.0 and not str(value).startswith("-"):
+        return f"ZERO_{name}"
+    return f"K_{name}_{struct.pack('>d', float(value)).hex()}"
+
+
+_CONST = re.compile(r"\bK_(float16|float32|float64)_([0-9a-f]{16})\b")
+
+
+def constants_in(source: str) -> dict:
+    """The typed scalars (:func:`const`) that a program's ``source`` names, for its env.
+
+    >>> constants_in("np.multiply(x, K_float32_3fe0000000000000, o)")
+    {'K_float32_3fe0000000000000': np.float32(0.5)}
+    """
+    return {m.group(0): np.dtype(m.group(1)).type(
+        struct.unpack(">d", bytes.fromhex(m.group(2)))[0]) for m in _CONST.finditer(source)}
+
+
+def emit(node: tuple, names: dict, dtype: Any, params: dict, c: str, C: str, temps: list,
+         *, skip_g: bool = False, negated: str | None = None) -> list:
+    """Lines computing ``node`` into ``c`` (its first write is ``c = np.f(..., C)``).
+    ``names`` maps the formula's names to expressions, ``params`` gives the numbers of the
+    others; ``temps``: scratch buffers, as many as :func:`count_temps` says. ``skip_g``: the
+    gradient ``g`` is exactly 1, so a product by it is left out. ``negated``: the input of
+    that name holds minus its value, so the formula's ``-name`` reads it as it is."""
+    e = _Emitter(names, dtype, params, c, C, list(temps), skip_g, negated)
+    e.value(node, c)
+    return e.lines
+
+
+def count_temps(node: tuple, names: dict, dtype: Any, params: dict, **kw: Any) -> int:
+    """How many scratch buffers :func:`emit` needs for ``node``."""
+    spare = [f"T{j}_" for j in range(32)]
+    lines = emit(node, names, dtype, params, "c", "C", spare, **kw)
+    return sum(any(re.search(rf"\b{t}\b", line) for line in lines) for t in spare)
+
+
+class _Emitter:
+    def __init__(self, names, dtype, params, c, C, temps, skip_g, negated):
+        self.names, self.dtype, self.params = names, dtype, params
+        self.c, self.C, self.temps = c, C, temps
+        self.skip_g, self.negated = skip_g, negated
+        self.lines: list = []
+        self.first = True
+
+    def leaf(self, n: tuple) -> str:
+        if n[0] == "const":
+            return const(n[1], self.dtype)
+        if n[1] in self.names:
+            return self.names[n[1]]
+        value = self.params[n[1]]  # a static parameter: a number (KeyError: not lowered)
+        if type(value) not in (int, float):
+            raise KeyError(n[1])
+        return const(float(value), self.dtype)
+
+    def value(self, n: tuple, dest: str | None) -> str:
+        if is_leaf(n):
+            return self.leaf(n)
+        if self.negated is not None and n == ("negative", ("name", self.negated)):
+            return self.names[self.negated]
+        fn, args = n[0], n[1:]
+        if fn in MASKS:  # inline: the 0/1 mask NumPy makes, converted where it is used
+            if not all(is_leaf(a) for a in args):
+                raise KeyError(fn)
+            return f"np.{fn}({', '.join(self.leaf(a) for a in args)})"
+        if self.skip_g and fn == "multiply" and G in args:
+            other = args[1] if args[0] == G else args[0]
+            if not is_leaf(other) and other[0] not in MASKS:
+                return self.value(other, dest)
+        vals, mine = [], False
+        for a in args:
+            if is_leaf(a) or a[0] in MASKS:
+                vals.append(self.value(a, None))
+            elif not mine:
+                vals.append(self.value(a, dest))
+                mine = True
+            else:
+                vals.append(self.value(a, self.temps.pop(0)))
+        # (NumPy deprecates a positional output for maximum and minimum)
+        call = f"np.{fn}({', '.join(vals)}, " + ("out=" if fn in ("maximum", "minimum") else "")
+        if dest == self.c and self.first:
+            self.first = False
+            self.lines.append(f"{dest} = {call}{self.C})")
+        else:
+            self.lines.append(f"{call}{dest})")
+        return dest
