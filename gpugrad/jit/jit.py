@@ -57,6 +57,9 @@ def compile(fn: Callable | None = None, *, cache_size: int = 32) -> Any:  # noqa
     of them (tuples, lists, dicts) and other hashable values, and returns a Tensor or a pytree
     of them. Python control flow on a traced value (``if t > 0:``, ``float(t)``) raises an
     error naming the line; use ``gg.where`` instead, or compute that value outside ``fn``.
+    A value ``fn`` reads from outside its arguments (a closed-over or global number, string,
+    Tensor; gpugrad.jit.guards lists what is guarded) that changes makes the next call trace
+    again (``cache_info().retraces``); Variables are read fresh on every call instead.
 
     Parameters
     ----------
