@@ -245,7 +245,7 @@ def test_retraces_on_new_shape_or_dtype_not_on_new_values(numpy_backend):
     for _ in range(3):
         f(gg.asarray(rng.standard_normal(3)))
     assert len(calls) == 1
-    assert f.cache_info() == (2, 1, 1, 32)
+    assert f.cache_info() == (2, 1, 1, 32, 0)
     f(gg.asarray(rng.standard_normal(4)))
     f(gg.asarray(rng.standard_normal(3).astype("float32")))
     f(gg.Variable(rng.standard_normal(3)))  # requires_grad is part of the signature

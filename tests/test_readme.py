@@ -115,6 +115,8 @@ def _check_compile(ns, out):
     info = ns["step"].cache_info()
     assert (info.hits, info.misses, info.traces) == (2, 1, 1)
     np.testing.assert_allclose(gg.to_numpy(gg.sum(ns["p"], axis=-1)), np.ones(5), rtol=1e-6)
+    assert ns["scaled"].cache_info() == (1, 2, 1, 32, 1)  # the rebound scale traced again
+    assert "6.0\n30.0\n30.0\n" in out and float(ns["scaled"](ns["ones"])) == 30.0
 
 
 def _check_training(ns, out):

@@ -1,6 +1,7 @@
 """``gg.compile``'s front end: it traces eager code into graphs and runs them on the tape.
 
 - ``jit``: ``gg.compile(fn)``, the cache of traced programs per input signature;
+- ``guards``: what a trace read from outside its arguments, checked on each call;
 - ``tape``: each compiled call recorded as one op on the eager tape, so ``loss.backward()``
   and ``opt.step()`` work as they do eagerly;
 - ``whole``: a loss's learnt program called directly, its gradients (computed with the

@@ -15,6 +15,11 @@ The signature is the pytree structure of the arguments, and per array argument i
 shape, dtype, backend, device and ``requires_grad``; other arguments (ints, strings, ...)
 are part of it by value, so they must be hashable. Grad mode is part of it too. The traces of
 one compiled function live in an LRU cache of ``cache_size`` entries (32 by default).
+
+Each trace also keeps guards (gpugrad.jit.guards): what ``fn`` read from outside its
+arguments (closed-over and global numbers, strings and Tensors, module attributes, ...). A
+call whose signature has a trace whose guards fail traces again, in its place, and
+``cache_info().retraces`` counts it.
 """
 
 from __future__ import annotations
@@ -31,11 +36,14 @@ from .. import errors as E
 from ..graph import Symbol
 from ..pytree import tree_flatten
 from ..tensor import Tensor, _grad_enabled
+from .guards import guard_of
 from .tape import Entry
 
-CacheInfo = namedtuple("CacheInfo", "hits misses traces maxsize")
+CacheInfo = namedtuple("CacheInfo", "hits misses traces maxsize retraces")
 """``hits``: calls that reused a trace; ``misses``: calls that traced; ``traces``: how many
-traces the cache holds now; ``maxsize``: the bound."""
+traces the cache holds now; ``maxsize``: the bound; ``retraces``: the misses whose signature
+had a trace, traced again because a value it read from outside its arguments changed (its
+guards, gpugrad.jit.guards)."""
 
 _SCALARS = (int, float, bool, complex, str, bytes, type(None))
 _NESTED = (tuple, list, dict)
@@ -49,6 +57,9 @@ def compile(fn: Callable | None = None, *, cache_size: int = 32) -> Any:  # noqa
     of them (tuples, lists, dicts) and other hashable values, and returns a Tensor or a pytree
     of them. Python control flow on a traced value (``if t > 0:``, ``float(t)``) raises an
     error naming the line; use ``gg.where`` instead, or compute that value outside ``fn``.
+    A value ``fn`` reads from outside its arguments (a closed-over or global number, string,
+    Tensor; gpugrad.jit.guards lists what is guarded) that changes makes the next call trace
+    again (``cache_info().retraces``); Variables are read fresh on every call instead.
 
     Parameters
     ----------
@@ -74,7 +85,7 @@ def compile(fn: Callable | None = None, *, cache_size: int = 32) -> Any:  # noqa
     >>> gg.to_numpy(W.grad).ravel()
     array([0., 0.])
     >>> step.cache_info()
-    CacheInfo(hits=0, misses=1, traces=1, maxsize=32)
+    CacheInfo(hits=0, misses=1, traces=1, maxsize=32, retraces=0)
     """
     if fn is None:
         return lambda f: Compiled(f, cache_size)
@@ -96,11 +107,12 @@ class Compiled:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.retraces = 0
         self._last: tuple = ((), None)  # the last key looked up and its entry
 
     def cache_info(self) -> CacheInfo:
         """How many calls reused a trace, how many traced, and how many traces are kept."""
-        return CacheInfo(self.hits, self.misses, len(self._cache), self.maxsize)
+        return CacheInfo(self.hits, self.misses, len(self._cache), self.maxsize, self.retraces)
 
     def cache_clear(self) -> None:
         """Drop every trace (the next call traces again)."""
@@ -117,9 +129,9 @@ class Compiled:
             return self.fn(*args, **kwargs)
         key, leaves, structure, arrays = sig
         last, entry = self._last
-        if key == last:  # the usual case: no hashing (NumPy hashes a dtype slowly)
-            with self._lock:  # (and it is the most recent entry already)
-                self.hits += 1
+        if key == last and (entry.guard is None or entry.guard()):
+            with self._lock:  # the usual case: no hashing (NumPy hashes a dtype slowly),
+                self.hits += 1  # and it is the most recent entry already
         else:
             entry = self._entry(key, leaves, structure, arrays, bool(kwargs))
         return entry.run(leaves)
@@ -166,15 +178,20 @@ class Compiled:
         """The trace of signature ``key``: from the cache, else traced now (and cached)."""
         with self._lock:
             entry = self._cache.get(key)
-            if entry is not None:
+            if entry is not None and (entry.guard is None or entry.guard()):
                 self._cache.move_to_end(key)
                 self.hits += 1
             else:
                 self.misses += 1
+                if entry is not None:  # a value the trace read has changed: trace again
+                    self.retraces += 1
+                    entry = None
         if entry is None:
             if structure is None:
                 structure = (tuple, None, [None] * len(leaves))
+            guard = guard_of(self.fn, Compiled)  # the values the trace is about to read
             entry = Entry(self.fn, list(leaves), structure, arrays, has_kwargs)
+            entry.guard = guard
             with self._lock:
                 self._cache[key] = entry
                 while len(self._cache) > self.maxsize:

@@ -38,6 +38,10 @@ from .whole import CompiledCall, Direct, Done, anomaly_on, done_node, never
 class Entry:
     """One trace: its schedule(s), the argument Placeholders and how outputs are rebuilt."""
 
+    guard: Any = None
+    """The check that what the trace read from outside its arguments is unchanged
+    (gpugrad.jit.guards; None: it read nothing to guard). ``gg.compile`` sets it."""
+
     def __init__(self, fn: Callable, leaves: list, structure: Any, arrays: list,
                  has_kwargs: bool) -> None:
         self.name = getattr(fn, "__name__", "fn")
