@@ -87,8 +87,9 @@ class Tensor(ArrayOps):
     (2, array([5., 3.]))
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "xp", "_node", "name", "_vlog",
-                 "__weakref__")
+    # _view / _views (gpugrad.views): set on a view and on a base that has views only
+    __slots__ = ("data", "grad", "requires_grad", "xp", "_node", "name", "_vlog", "_view",
+                 "_views", "__weakref__")
 
     def __init__(self, data: Any, requires_grad: bool = False, *, name: str | None = None,
                  xp: Any = None, _node: Any = None) -> None:

@@ -1,0 +1,258 @@
+"""Views: Tensors that share memory with a base Tensor, with PyTorch's semantics under autograd.
+
+Basic slicing (``t[1:3]``, ``t[0, ...]``), ``.T``/``.mT``/``permute_dims``, ``reshape`` where the
+backend gives a view, ``expand_dims`` and ``squeeze`` return a view: a Tensor whose array
+shares memory with its base's, which remembers its base (the root one: a view of a view
+points at the first base) and the ops that made it from that base. A view shares its base's
+version counter.
+
+In-place writes then behave as in PyTorch, with or without history (see gpugrad.inplace):
+
+- without history (a constant, or a Variable under ``no_grad``), the write goes into the
+  shared memory, so the base and all its views see it, as in NumPy;
+- with history (or writing a value that requires gradients), a write into a view is recorded
+  as a copy into a slice of the base, as torch's CopySlices: the base gets the new history
+  ``base = base_old with view replaced by new_view`` (``setitem``, or the view's inverse for
+  ``reshape``/transposes), and every live view of that base is recomputed from the new base,
+  so each sees the write and its history goes through the copy;
+- a write into the base itself (out of place under autograd) is seen by its views the same
+  way.
+
+Results that share memory but cannot be written through exactly (``real``/``imag`` of a
+complex Tensor, ``broadcast_to``, and any view of those) refuse in-place writes with an error
+that says what to do.
+
+>>> import gpugrad as gg
+>>> x = gg.Variable([1.0, 2.0, 3.0])
+>>> y = x * 2.0
+>>> v = y[0:2]
+>>> v += 10.0
+>>> gg.to_numpy(y)
+array([12., 14.,  6.])
+>>> gg.sum(y * y).backward()
+>>> gg.to_numpy(x.grad)
+array([48., 56., 24.])
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+
+from . import binding
+from . import errors as E
+from . import registry as R
+from . import versions
+from .ops import complexes, indexing, linalg, shape
+from .tensor import Tensor, _grad_enabled
+from .versions import version_of
+
+
+class View:
+    """What a view Tensor keeps (its ``_view`` slot): the root ``base`` and the ``steps``
+    ((op, params) pairs) that make the view from it."""
+
+    __slots__ = ("base", "steps")
+
+    def __init__(self, base: Tensor, steps: tuple) -> None:
+        self.base = base
+        self.steps = steps
+
+
+class Opaque:
+    """``_view`` of a result that shares memory with its input but cannot be written through
+    exactly (``real``, ``imag``, ``broadcast_to``, and views of those)."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+def _shares(src: Any, out: Any) -> bool:
+    """Do the arrays share memory? NumPy and array_api_strict (through its NumPy array)
+    exactly; CuPy by bounds; other libraries never."""
+    if type(src) is np.ndarray:
+        return type(out) is np.ndarray and np.may_share_memory(src, out)
+    a, b = getattr(src, "_array", None), getattr(out, "_array", None)
+    if type(a) is np.ndarray and type(b) is np.ndarray:  # array_api_strict
+        return np.may_share_memory(a, b)
+    if type(src).__module__.startswith("cupy") and type(out).__module__.startswith("cupy"):
+        import cupy
+
+        return bool(cupy.may_share_memory(src, out))
+    return False
+
+
+def link(op: Any, args: tuple, params: dict, out: Any) -> Any:
+    """Make ``out`` (the result of view op ``op`` on ``args[0]``) a view of its base if their
+    arrays share memory; returns ``out``."""
+    src = args[0] if args else None
+    if not isinstance(out, Tensor) or not isinstance(src, Tensor) or not _shares(
+            src.data, out.data):
+        return out
+    info = getattr(src, "_view", None)
+    if type(info) is Opaque:
+        out._view = info
+        return out
+    if info is None:
+        base, steps = src, ((op, params),)
+    else:
+        base, steps = info.base, info.steps + ((op, params),)
+    out._view = View(base, steps)
+    out._vlog = version_of(base)
+    views = getattr(base, "_views", None)
+    if views is None:
+        views = base._views = weakref.WeakSet()
+    views.add(out)
+    return out
+
+
+def opaque(why: str) -> Any:
+    def mark(op: Any, args: tuple, params: dict, out: Any) -> Any:
+        src = args[0] if args else None
+        if isinstance(out, Tensor) and isinstance(src, Tensor) and _shares(src.data, out.data):
+            out._view = Opaque(f"{why} ({op.name} of a Tensor)")
+        return out
+    return mark
+
+
+class _ViewOp(R.Op):
+    """A registered op whose eager result may share memory with its input: after the engine
+    runs it, its result is linked to its base (ops that take no views pay nothing)."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any, **params: Any) -> Any:
+        if params:
+            if len(args) != self.nkw or not self.front_only.isdisjoint(params):
+                return self._call_front(args, params)
+        elif len(args) != self.nbare:
+            return self._call_front(args, params)
+        return _AFTER[self.name](self, args, params, R._dispatch(self, args, params))
+
+    def run(self, *args: Any, **params: Any) -> Any:
+        if params:
+            params = binding.check_params(self.name, params)
+        return _AFTER[self.name](self, args, params, R._dispatch(self, args, params))
+
+
+_AFTER: dict = {}
+for _op in (indexing.getitem, linalg.matrix_transpose, linalg.permute_dims, shape.reshape,
+            shape.expand_dims, shape.squeeze):
+    _AFTER[_op.name] = link
+_AFTER["real"] = _AFTER["imag"] = opaque(
+    "it is the real or imaginary part of a complex Tensor, which gpugrad cannot write through")
+_AFTER["broadcast_to"] = opaque(
+    "several of its elements are one element of its input")
+for _op in (indexing.getitem, linalg.matrix_transpose, linalg.permute_dims, shape.reshape,
+            shape.expand_dims, shape.squeeze, complexes.real, complexes.imag,
+            shape.broadcast_to):
+    _op.__class__ = _ViewOp
+
+
+# --- writing through a view ----------------------------------------------------------------
+
+def _raw(op: Any, x: Any, params: dict) -> Any:
+    """``op`` on ``x`` without linking a view (the engine's dispatcher itself)."""
+    return R._dispatch(op, (x,), params)
+
+
+def _inverse(axes: tuple) -> tuple:
+    n = len(axes)
+    inv = [0] * n
+    for i, a in enumerate(axes):
+        inv[a % n] = i
+    return tuple(inv)
+
+
+def _put(op: Any, params: dict, src: Tensor, value: Tensor) -> Tensor:
+    """``src`` with ``op(src, **params)`` replaced by ``value`` (a recorded op)."""
+    name = op.name
+    if name == "getitem":
+        return R._dispatch(indexing.setitem, (src, value), {"key": params["key"]})
+    if name == "matrix_transpose":
+        return _raw(op, value, {})
+    if name == "permute_dims":
+        return _raw(op, value, {"axes": _inverse(tuple(params["axes"]))})
+    return _raw(shape.reshape, value, {"shape": tuple(src.shape)})  # reshape, expand, squeeze
+
+
+def refuse(t: Tensor, what: str) -> None:
+    """Raise if ``t`` is a view that cannot be written in place here."""
+    info = t._view
+    if type(info) is Opaque:
+        raise E.OpError(E.at(
+            f"{what}: this Tensor {E.show(t.shape)} shares memory with another Tensor, but "
+            f"{info.why}; write into a copy instead (t = t + 0 makes one), or compute the "
+            "new value out of place"))
+    base = info.base
+    if base.requires_grad and base._node is None and _grad_enabled.get():
+        name = f" {base.name!r}" if base.name else ""
+        raise E.GradientError(E.at(
+            f"{what}: this Tensor {E.show(t.shape)} is a view of the {type(base).__name__}"
+            f"{name} {E.show(base.shape)}, which requires gradients, so it cannot be changed "
+            "in place while gradients are recorded; update it inside "
+            "`with gpugrad.no_grad():`, or take a copy first (v = v + 0)"))
+
+
+def write_through(t: Tensor, new: Tensor) -> None:
+    """View ``t`` takes the value ``new``: its base gets ``base with t replaced by new`` (out
+    of place, recorded under grad mode) and every view of the base is recomputed from it."""
+    info = t._view
+    base = info.base
+    chain = [base]
+    for op, params in info.steps[:-1]:
+        chain.append(_raw(op, chain[-1], params))
+    value = new
+    for (op, params), src in zip(reversed(info.steps), reversed(chain)):
+        value = _put(op, params, src, value)
+    rebase(base, value)
+
+
+def rebase(base: Tensor, new: Tensor) -> None:
+    """``base`` takes ``new``'s value (and history, if it has one); its views follow."""
+    views = getattr(base, "_views", None)
+    base.data = _like(base.xp, base.data, new.data) if views else new.data
+    if new._node is not None:
+        base._node = new._node
+        base.requires_grad = True
+    versions.rebound(base)
+    refresh(base)
+
+
+def _like(xp: Any, old: Any, arr: Any) -> Any:
+    """``arr``, laid out in memory as ``old`` was (so a reshape that was a view stays one)."""
+    if _strides(old) == _strides(arr):
+        return arr
+    out = xp.empty_like(old)
+    out[...] = arr
+    return out
+
+
+def _strides(a: Any) -> Any:
+    s = getattr(a, "strides", None)
+    if s is None:
+        s = getattr(getattr(a, "_array", None), "strides", None)
+    return s
+
+
+def refresh(base: Tensor) -> None:
+    """Recompute every live view of ``base`` from its current value; under grad mode each
+    view's history becomes its view ops on the base's."""
+    views = getattr(base, "_views", None)
+    if not views:
+        return
+    record = _grad_enabled.get()
+    vlog = base._vlog
+    for v in list(views):
+        cur = base
+        for op, params in v._view.steps:
+            cur = _raw(op, cur, params)
+        v.data = cur.data
+        if record or v._node is None:
+            v._node = cur._node
+            v.requires_grad = cur.requires_grad
+        v._vlog = vlog
