@@ -126,12 +126,12 @@ class _ViewOp(R.Op):
     __slots__ = ()
 
     def __call__(self, *args: Any, **params: Any) -> Any:
-        if params:
-            if len(args) != self.nkw or not self.front_only.isdisjoint(params):
-                return self._call_front(args, params)
-        elif len(args) != self.nbare:
-            return self._call_front(args, params)
-        return _AFTER[self.name](self, args, params, R._dispatch(self, args, params))
+        out = R.Op.__call__(self, *args, **params)
+        if isinstance(out, Tensor) and getattr(out, "_view", None) is None:
+            # the rule's own form went straight to the engine (any other form went through
+            # ``run``, below, which linked a view): ``params`` are the rule's
+            _AFTER[self.name](self, args, params, out)
+        return out
 
     def run(self, *args: Any, **params: Any) -> Any:
         if params:

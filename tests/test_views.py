@@ -82,6 +82,25 @@ def test_a_write_through_mT_of_a_stack_reaches_the_base(bk):
     np.testing.assert_array_equal(host(x.grad), scale)
 
 
+def test_permute_dims_is_a_view_and_a_reshape_that_copies_is_not(bk):
+    a = np.arange(6.0).reshape(1, 2, 3)
+    x = var(bk, a)
+    y = x * 1.0
+    p = gg.permute_dims(y, (2, 0, 1))      # (3, 1, 2)
+    p[2] += 100.0                          # y[..., 2]
+    flat = y.mT.reshape(-1)                # NumPy copies here: not a view, in both modes
+    flat += 1.0
+    want = a.copy()
+    want[..., 2] += 100.0
+    np.testing.assert_array_equal(host(y), want)
+    gg.sum(y * y).backward()
+    np.testing.assert_array_equal(host(x.grad), 2.0 * want)
+    c = const(bk, a)
+    flat = c.mT.reshape(-1)
+    flat += 1.0
+    np.testing.assert_array_equal(host(c), a)
+
+
 def test_a_write_through_a_reshape_view_reaches_the_base(bk):
     x = var(bk, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     y = x * 1.0
