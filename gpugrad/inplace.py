@@ -12,7 +12,9 @@ Three cases, decided per call:
   ``t.data``, and the write is noted (see ``gpugrad.versions``) so that backward refuses an
   array that an op saved before the write.
 
-Every case bumps ``t.version``.
+Every case bumps ``t.version``. A view (see ``gpugrad.views``) writes into the shared memory
+where its base has no history; otherwise the write runs out of place and its base takes it,
+as a recorded copy into the slice, and every view of the base follows.
 """
 
 from __future__ import annotations

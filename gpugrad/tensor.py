@@ -77,7 +77,10 @@ class Tensor(ArrayOps):
     recorded, so arrays saved for backward are never overwritten. Elsewhere (a constant, or a
     Variable under ``no_grad``) they write into ``data``; if an op saved that array for
     backward, backward then raises and names the op and both versions. Writes made directly
-    into ``.data`` or into an array wrapped with ``Tensor(array)`` are not tracked.
+    into ``.data`` or into an array wrapped with ``Tensor(array)`` are not tracked. A view
+    (basic slice, ``.T``, ``.mT``, ``reshape``, ``expand_dims``, ``squeeze``) shares memory
+    and the version counter with its base, and in-place writes reach the base through it, as
+    in PyTorch (see gpugrad.views).
 
     >>> import gpugrad as gg
     >>> c = gg.asarray([1.0, 2.0])

@@ -41,10 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from . import binding
+from . import binding, versions
 from . import errors as E
 from . import registry as R
-from . import versions
 from .ops import complexes, indexing, linalg, shape
 from .tensor import Tensor, _grad_enabled
 from .versions import version_of
@@ -75,7 +74,12 @@ def _shares(src: Any, out: Any) -> bool:
     """Do the arrays share memory? NumPy and array_api_strict (through its NumPy array)
     exactly; CuPy by bounds; other libraries never."""
     if type(src) is np.ndarray:
-        return type(out) is np.ndarray and np.may_share_memory(src, out)
+        if type(out) is not np.ndarray:
+            return False
+        owner = out.base  # a NumPy view's base is the array that owns the memory
+        if owner is None:
+            return False
+        return owner is src or owner is src.base or np.may_share_memory(src, out)
     a, b = getattr(src, "_array", None), getattr(out, "_array", None)
     if type(a) is np.ndarray and type(b) is np.ndarray:  # array_api_strict
         return np.may_share_memory(a, b)
@@ -105,8 +109,11 @@ def link(op: Any, args: tuple, params: dict, out: Any) -> Any:
     out._vlog = version_of(base)
     views = getattr(base, "_views", None)
     if views is None:
-        views = base._views = weakref.WeakSet()
-    views.add(out)
+        base._views = [weakref.ref(out)]
+    else:
+        views.append(weakref.ref(out))
+        if not len(views) & 63:  # now and then, forget the views that are gone
+            views[:] = [r for r in views if r() is not None]
     return out
 
 
@@ -247,7 +254,9 @@ def refresh(base: Tensor) -> None:
         return
     record = _grad_enabled.get()
     vlog = base._vlog
-    for v in list(views):
+    live = [v for v in (r() for r in views) if v is not None]
+    views[:] = [weakref.ref(v) for v in live]
+    for v in live:
         cur = base
         for op, params in v._view.steps:
             cur = _raw(op, cur, params)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import const, host, var
 
 import gpugrad as gg
-from helpers import const, host, var
 
 
 def _y(bk, values, history):
@@ -46,7 +46,7 @@ def test_with_or_without_history_the_values_are_numpy_s(bk):
     rv *= 3.0
     ref += 1.0
     for history in (False, True):
-        x, y = _y(bk, [1.0, 2.0, 3.0, 4.0], history)
+        _x, y = _y(bk, [1.0, 2.0, 3.0, 4.0], history)
         v = y[1:3]
         v *= 3.0
         y += 1.0
@@ -271,7 +271,7 @@ def test_broadcast_to_refuses_writes_with_history():
 
 
 def test_integer_array_indexing_copies_and_its_setitem_says_what_to_use(bk):
-    x, y = _y(bk, [1.0, 2.0, 3.0], history=True)
+    _x, y = _y(bk, [1.0, 2.0, 3.0], history=True)
     picked = y[np.array([0, 2])]            # a copy, as in NumPy and PyTorch
     picked += 1.0
     np.testing.assert_array_equal(host(y), [2.0, 4.0, 6.0])
@@ -283,3 +283,14 @@ def test_integer_array_indexing_copies_and_its_setitem_says_what_to_use(bk):
     np.testing.assert_array_equal(host(row), [2.0, 4.0])
     row[0:1] = 0.0                          # a basic key through the view reaches y
     np.testing.assert_array_equal(host(y), [0.0, 4.0, 6.0])
+
+
+def test_a_shallow_copy_of_a_view_is_a_view_of_the_same_base(bk):
+    import copy
+
+    _x, y = _y(bk, [1.0, 2.0, 3.0], history=True)
+    v = copy.copy(y[1:])
+    v -= 1.0
+    np.testing.assert_array_equal(host(y), [2.0, 3.0, 5.0])
+    y *= 2.0
+    np.testing.assert_array_equal(host(v), [6.0, 10.0])
