@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from . import binding, versions
+from . import binding, hooks, versions
 from . import errors as E
 from . import registry as R
 from .ops import complexes, indexing, linalg, shape
@@ -203,6 +203,12 @@ def refuse(t: Tensor, what: str) -> None:
             f"{name} {E.show(base.shape)}, which requires gradients, so it cannot be changed "
             "in place while gradients are recorded; update it inside "
             "`with gpugrad.no_grad():`, or take a copy first (v = v + 0)"))
+    if base.requires_grad and not t.requires_grad and _grad_enabled.get():
+        raise E.GradientError(E.at(
+            f"{what}: this Tensor {E.show(t.shape)} is a view made under no_grad of a Tensor "
+            "that requires gradients, so a recorded write through it would be ambiguous; "
+            "take the view again under grad mode, or make the change inside "
+            "`with gpugrad.no_grad():`"))
 
 
 def write_through(t: Tensor, new: Tensor) -> None:
@@ -226,8 +232,7 @@ def rebase(base: Tensor, new: Tensor) -> None:
     if new._node is not None:
         base._node = new._node
         base.requires_grad = True
-    versions.rebound(base)
-    refresh(base)
+    versions.rebound(base)  # (which recomputes its views: see refresh)
 
 
 def _like(xp: Any, old: Any, arr: Any) -> Any:
@@ -254,14 +259,20 @@ def refresh(base: Tensor) -> None:
         return
     record = _grad_enabled.get()
     vlog = base._vlog
-    live = [v for v in (r() for r in views) if v is not None]
+    live = [v for v in (r() for r in views) if v is not None and type(v._view) is View]
     views[:] = [weakref.ref(v) for v in live]
     for v in live:
         cur = base
         for op, params in v._view.steps:
             cur = _raw(op, cur, params)
         v.data = cur.data
+        if not _shares(base.data, cur.data):  # the new array's layout made this one a copy
+            v._view = Opaque("its base was given a new array in which this view is a copy "
+                             "(take the view again from the base)")
         if record or v._node is None:
             v._node = cur._node
             v.requires_grad = cur.requires_grad
         v._vlog = vlog
+
+
+hooks.follow = refresh  # a Tensor that got a new array (versions.rebound): its views follow

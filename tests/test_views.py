@@ -294,3 +294,28 @@ def test_a_shallow_copy_of_a_view_is_a_view_of_the_same_base(bk):
     np.testing.assert_array_equal(host(y), [2.0, 3.0, 5.0])
     y *= 2.0
     np.testing.assert_array_equal(host(v), [6.0, 10.0])
+
+
+def test_views_of_a_parameter_follow_load_state_dict(numpy_backend):
+    lin = gg.nn.Linear(2, 3)
+    wT = lin.weight.mT
+    lin.load_state_dict({"weight": np.arange(6.0).reshape(lin.weight.shape),
+                         "bias": np.zeros(lin.bias.shape)})
+    np.testing.assert_array_equal(gg.to_numpy(wT), np.arange(6.0).reshape(lin.weight.shape).T)
+    with gg.no_grad():
+        wT[0] = -1.0
+    assert float(gg.sum(lin.weight == -1.0)) == wT.shape[1]
+
+
+def test_a_view_made_under_no_grad_is_not_written_under_grad_mode(bk):
+    x, y = _y(bk, [1.0, 2.0, 3.0], history=True)
+    with gg.no_grad():
+        v = y[0:2]
+    with pytest.raises(gg.GradientError, match=r"made under no_grad.*again"):
+        v += 1.0
+    np.testing.assert_array_equal(host(y), [2.0, 4.0, 6.0])
+    with gg.no_grad():
+        v += 1.0                           # not recorded: y's history stays x * 2
+    np.testing.assert_array_equal(host(y), [3.0, 5.0, 6.0])
+    gg.sum(y).backward()
+    np.testing.assert_array_equal(host(x.grad), [2.0, 2.0, 2.0])
