@@ -96,6 +96,10 @@ def link(op: Any, args: tuple, params: dict, out: Any) -> Any:
     src = args[0] if args else None
     if not isinstance(out, Tensor) or not isinstance(src, Tensor) or not _shares(
             src.data, out.data):
+        if getattr(out, "_gpugrad_symbolic", False):  # a graph (or gg.compile trace) value
+            _alias(out)
+            if getattr(src, "_gpugrad_symbolic", False):
+                _alias(src)
         return out
     info = getattr(src, "_view", None)
     if type(info) is Opaque:
@@ -134,7 +138,7 @@ class _ViewOp(R.Op):
 
     def __call__(self, *args: Any, **params: Any) -> Any:
         out = R.Op.__call__(self, *args, **params)
-        if isinstance(out, Tensor) and getattr(out, "_view", None) is None:
+        if getattr(out, "_view", None) is None:
             # the rule's own form went straight to the engine (any other form went through
             # ``run``, below, which linked a view): ``params`` are the rule's
             _AFTER[self.name](self, args, params, out)
@@ -158,6 +162,30 @@ for _op in (indexing.getitem, linalg.matrix_transpose, linalg.permute_dims, shap
             shape.expand_dims, shape.squeeze, complexes.real, complexes.imag,
             shape.broadcast_to):
     _op.__class__ = _ViewOp
+
+
+_aliased: dict = {}
+"""id -> weak reference, of the graph Symbols that are views or that views were taken of (by
+id: a Symbol's ``==`` builds a graph node, so it cannot go in a set)."""
+
+
+def _alias(s: Any) -> None:
+    key = id(s)
+    _aliased[key] = weakref.ref(s, lambda _, key=key: _aliased.pop(key, None))
+
+
+def refuse_symbol(s: Any, what: str) -> Any:
+    """``s`` (a graph Symbol, about to take ``s += u``), if no view is involved: a graph
+    cannot write through views as eager code does, so that is refused."""
+    ref = _aliased.get(id(s))
+    if ref is not None and ref() is s:
+        raise TypeError(E.at(
+            f"{what} on a graph value that is a view of another, or that a view was taken of "
+            "(inside gg.compile, or a Placeholder graph): the write cannot reach the other "
+            "one as it would in eager code; compute the new value out of place, e.g. "
+            "y = gpugrad.setitem(y, y[1:] * 2.0, key=(slice(1, None),)) in place of "
+            "y[1:] *= 2.0"))
+    return s
 
 
 # --- writing through a view ----------------------------------------------------------------

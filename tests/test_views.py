@@ -319,3 +319,43 @@ def test_a_view_made_under_no_grad_is_not_written_under_grad_mode(bk):
     np.testing.assert_array_equal(host(y), [3.0, 5.0, 6.0])
     gg.sum(y).backward()
     np.testing.assert_array_equal(host(x.grad), [2.0, 2.0, 2.0])
+
+
+def _write_through_view(a):
+    y = a * 1.0
+    v = y[1:]
+    v *= a[0:2]
+    return gg.sum(y * y)
+
+
+def _write_into_viewed_base(a):
+    y = a * 1.0
+    v = y[1:]
+    y += 1.0
+    return gg.sum(v)
+
+
+def _write_without_views(a):
+    y = a * 1.0
+    y += 1.0
+    return gg.sum(y * y)
+
+
+def test_gg_compile_refuses_writes_it_cannot_make_as_eager_code_does(numpy_backend):
+    a = gg.Variable(np.array([1.0, 2.0, 3.0]))
+    assert float(_write_through_view(a)) == 41.0   # eager: y = [1, 2, 6]
+    assert float(_write_into_viewed_base(a)) == 7.0
+    for fn in (_write_through_view, _write_into_viewed_base):
+        with pytest.raises(TypeError, match=r"view .*out of place, e.g. y = gpugrad.setitem"):
+            gg.compile(fn)(a)
+    assert float(gg.compile(_write_without_views)(a)) == float(_write_without_views(a)) == 29.0
+
+
+def test_a_placeholder_graph_refuses_an_in_place_op_on_a_view():
+    x = gg.Placeholder((3,), "float64", name="x")
+    head = x[0:2]
+    with pytest.raises(TypeError, match=r"\*= on a graph value that is a view"):
+        head *= 2.0
+    h = x * 2.0
+    h += 1.0                               # no view involved: h = h + 1, as before
+    np.testing.assert_array_equal(gg.to_numpy(h.eval({x: np.ones(3)})), [3.0, 3.0, 3.0])
