@@ -20,7 +20,9 @@ In-place writes then behave as in PyTorch, with or without history (see gpugrad.
 
 Results that share memory but cannot be written through exactly (``real``/``imag`` of a
 complex Tensor, ``broadcast_to``, and any view of those) refuse in-place writes with an error
-that says what to do.
+that says what to do. In a graph (a Placeholder graph, or a ``gg.compile`` trace) values are
+never written in place: ``s += u`` builds ``s + u``, and is refused where ``s`` is a view or a
+view was taken of it, since eager code would have written through.
 
 >>> import gpugrad as gg
 >>> x = gg.Variable([1.0, 2.0, 3.0])
@@ -122,10 +124,14 @@ def link(op: Any, args: tuple, params: dict, out: Any) -> Any:
 
 
 def opaque(why: str) -> Any:
+    """What runs after an op whose result may share memory with its input but cannot be
+    written through: it marks such a result :class:`Opaque`, explaining ``why``."""
     def mark(op: Any, args: tuple, params: dict, out: Any) -> Any:
         src = args[0] if args else None
         if isinstance(out, Tensor) and isinstance(src, Tensor) and _shares(src.data, out.data):
             out._view = Opaque(f"{why} ({op.name} of a Tensor)")
+        elif getattr(out, "_gpugrad_symbolic", False):
+            _alias(out)
         return out
     return mark
 
