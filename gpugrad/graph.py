@@ -31,6 +31,7 @@ from .operators import ArrayOps
 from .registry import Op
 from .serialize import set_symbol_state, symbol_state
 from .tensor import Tensor
+from .views import refuse_symbol
 
 
 class Symbol(ArrayOps):
@@ -60,6 +61,20 @@ class Symbol(ArrayOps):
 
     def __setstate__(self, state: dict) -> None:
         set_symbol_state(self, state)
+
+    # ``s += u`` builds ``s + u``; where ``s`` is a view or has views, eager code would write
+    # through to them, so that is refused (see gpugrad.views.refuse_symbol)
+    def __iadd__(self, other: Any) -> Any:
+        return refuse_symbol(self, "+=").__add__(other)
+
+    def __isub__(self, other: Any) -> Any:
+        return refuse_symbol(self, "-=").__sub__(other)
+
+    def __imul__(self, other: Any) -> Any:
+        return refuse_symbol(self, "*=").__mul__(other)
+
+    def __itruediv__(self, other: Any) -> Any:
+        return refuse_symbol(self, "/=").__truediv__(other)
 
     def eval(self, feed: Mapping | None = None) -> Any:
         """Run the graph forward and return this node's value as a backend array."""

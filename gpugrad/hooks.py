@@ -34,6 +34,10 @@ setitem: Callable[..., None] | None = None
 update: Callable[..., Any] | None = None
 """``update(t, other, op_name)``: ``t += other`` and the like (gpugrad.inplace)."""
 
+follow: Callable[..., None] | None = None
+"""``follow(base)``: recompute the views of a Tensor that got a new array
+(gpugrad.views; gpugrad.versions.rebound calls it for a Tensor that has views)."""
+
 namespace: Any = None
 """The differentiable array-API namespace, ``gpugrad.array_api``: ``t.__array_namespace__()``,
 the operators the standard has and gpugrad has no op for (``& | ^ ~ << >> % //``), and the

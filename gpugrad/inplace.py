@@ -12,7 +12,9 @@ Three cases, decided per call:
   ``t.data``, and the write is noted (see ``gpugrad.versions``) so that backward refuses an
   array that an op saved before the write.
 
-Every case bumps ``t.version``.
+Every case bumps ``t.version``. A view (see ``gpugrad.views``) writes into the shared memory
+where its base has no history; otherwise the write runs out of place and its base takes it,
+as a recorded copy into the slice, and every view of the base follows.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from . import hooks
 from . import errors as E
 from . import diagnose as D
 from . import versions
+from . import views
 from .eager import _mix_error
 from .registry import registry
 from .tensor import Tensor, _grad_enabled
@@ -40,7 +43,7 @@ def update(t: Tensor, other: Any, op: str) -> Tensor:
     """``t += other`` (or ``-=``, ``*=``, ``/=``, by ``op``); returns ``t``."""
     what = f"{op} (in place, {_SYMBOL[op]})"
     _refuse_leaf(t, what)
-    if t._node is not None or _tracked(other):
+    if _out_of_place(t, other):
         return _take_result(t, registry[op](t, other), what)
     value = _value(t, other, what)
     shape = tuple(getattr(value, "shape", ()))
@@ -59,8 +62,7 @@ def update(t: Tensor, other: Any, op: str) -> Tensor:
     if out is data:
         versions.wrote(t, data, E.call_site())
     else:  # a backend without in-place operators gave a new array
-        t.data = out
-        versions.rebound(t)
+        _take_result(t, Tensor(out, xp=t.xp), what)
     return t
 
 
@@ -76,7 +78,7 @@ def setitem(t: Tensor, key: Any, value: Any) -> None:
             "gpugrad.where(mask, value, x)"))
     mask = _mask(t, key)
     if mask is not None:
-        if t._node is not None or _tracked(value):
+        if _out_of_place(t, value):
             _take_result(t, registry["setitem_mask"](t, value, mask), what)
             return
         if mask.ndim > len(t.shape) or tuple(mask.shape) != t.shape[:mask.ndim]:
@@ -85,7 +87,7 @@ def setitem(t: Tensor, key: Any, value: Any) -> None:
                 f"of the Tensor {E.show(t.shape)}; a mask needs mask.shape == "
                 "t.shape[:mask.ndim]"))
         key = mask
-    elif t._node is not None or _tracked(value):
+    elif _out_of_place(t, value):
         _take_result(t, _recorded_setitem(t, key, value), what)
         return
     value = _value(t, value, what)
@@ -99,12 +101,27 @@ def setitem(t: Tensor, key: Any, value: Any) -> None:
 
 
 def _refuse_leaf(t: Tensor, what: str) -> None:
+    if getattr(t, "_view", None) is not None:
+        views.refuse(t, what)
     if t.requires_grad and t._node is None and _grad_enabled.get():
         name = f" {t.name!r}" if t.name else ""
         raise E.GradientError(E.at(
             f"{what}: {type(t).__name__}{name} {E.show(t.shape)} requires gradients, so it "
             "cannot be changed in place while gradients are recorded; update it inside "
             "`with gpugrad.no_grad():` (as optimizers do), or compute a new Tensor instead"))
+
+
+def _out_of_place(t: Tensor, value: Any) -> bool:
+    """Must the update run out of place (recorded)? Yes for a Tensor with history or a
+    value that requires gradients; for a view, also when its base has history (the write
+    becomes a copy into the base, see gpugrad.views); a view of a constant or of a leaf
+    that is written without recording goes into the shared memory."""
+    info = getattr(t, "_view", None)
+    if info is None:
+        return t._node is not None or _tracked(value)
+    if _grad_enabled.get() and (t.requires_grad or _tracked(value)):
+        return True
+    return info.base._node is not None
 
 
 def _tracked(value: Any) -> bool:
@@ -121,11 +138,10 @@ def _take_result(t: Tensor, new: Tensor, what: str) -> Tensor:
         raise E.DtypeError(E.at(
             f"{what}: the result has dtype {B.dtype_name(new.dtype)}, but an in-place update "
             f"keeps the Tensor's dtype {B.dtype_name(t.dtype)}"))
-    t.data = new.data
-    if new._node is not None:
-        t._node = new._node
-        t.requires_grad = True
-    versions.rebound(t)
+    if getattr(t, "_view", None) is not None:
+        views.write_through(t, new)  # the base takes the write, and t is recomputed from it
+        return t
+    views.rebase(t, new)  # (its views, if any, follow)
     return t
 
 

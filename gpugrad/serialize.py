@@ -156,9 +156,12 @@ def deepcopy_tensor(t: Any, memo: dict) -> Any:
 def copy_tensor(t: Any) -> Any:
     """``Tensor.__copy__``: a new Tensor object sharing data, grad, tape and version."""
     out = type(t).__new__(type(t))
-    for slot in ("data", "grad", "requires_grad", "xp", "_node", "name", "_vlog"):
+    for slot in ("data", "grad", "requires_grad", "xp", "_node", "name", "_vlog", "_view"):
         if hasattr(t, slot):
             setattr(out, slot, getattr(t, slot))
+    views = getattr(getattr(getattr(t, "_view", None), "base", None), "_views", None)
+    if views is not None:  # a copy of a view is a view of the same base (gpugrad.views)
+        views.append(weakref.ref(out))
     return out
 
 

@@ -77,7 +77,10 @@ class Tensor(ArrayOps):
     recorded, so arrays saved for backward are never overwritten. Elsewhere (a constant, or a
     Variable under ``no_grad``) they write into ``data``; if an op saved that array for
     backward, backward then raises and names the op and both versions. Writes made directly
-    into ``.data`` or into an array wrapped with ``Tensor(array)`` are not tracked.
+    into ``.data`` or into an array wrapped with ``Tensor(array)`` are not tracked. A view
+    (basic slice, ``.T``, ``.mT``, ``reshape``, ``expand_dims``, ``squeeze``) shares memory
+    and the version counter with its base, and in-place writes reach the base through it, as
+    in PyTorch (see gpugrad.views).
 
     >>> import gpugrad as gg
     >>> c = gg.asarray([1.0, 2.0])
@@ -87,8 +90,9 @@ class Tensor(ArrayOps):
     (2, array([5., 3.]))
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "xp", "_node", "name", "_vlog",
-                 "__weakref__")
+    # _view / _views (gpugrad.views): set on a view and on a base that has views only
+    __slots__ = ("data", "grad", "requires_grad", "xp", "_node", "name", "_vlog", "_view",
+                 "_views", "__weakref__")
 
     def __init__(self, data: Any, requires_grad: bool = False, *, name: str | None = None,
                  xp: Any = None, _node: Any = None) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from . import hooks
 from .errors import GradientError, at, show
 
 sequence = itertools.count()
@@ -126,6 +127,8 @@ def rebound(t: Any) -> None:
     old = getattr(t, "_vlog", None)
     t._vlog = Version(old.count + 1, old.last, old.recent, old.site) if old is not None \
         else Version(1)
+    if getattr(t, "_views", None):  # its views (gpugrad.views) are recomputed from it
+        hooks.follow(t)
 
 
 def _checksum(a: np.ndarray) -> int:

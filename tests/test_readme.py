@@ -109,6 +109,10 @@ def _check_graphs(ns, out):
 def _check_eager(ns, out):
     assert ns["W"].grad.shape == (3, 2) and ns["b"].grad.shape == (2,)
     np.testing.assert_allclose(gg.to_numpy(ns["v"]), [0.8, -2.0, 2.4], rtol=1e-12)
+    # views: a write through a view reaches its base and the gradient (docs/eager.md)
+    np.testing.assert_allclose(gg.to_numpy(ns["x"].grad), [48.0, 56.0, 24.0], rtol=1e-12)
+    np.testing.assert_allclose(gg.to_numpy(ns["head"]), [13.0, 15.0], rtol=1e-12)
+    assert "[12. 14.  6.]" in out
 
 
 def _check_compile(ns, out):
