@@ -23,6 +23,8 @@ for a real loss L of z = x + iy, ``z.grad`` = dL/dx + i dL/dy.
 
 from __future__ import annotations
 
+import operator
+
 from .. import backend as B
 from ..registry import defop
 from .complexes import is_complex, real_only
@@ -132,6 +134,24 @@ def _c2c(name, inverse, one_d):
     return forward, vjp
 
 
+def statics(**kw):
+    """The static parameters a call gave, in the rule's form: None left out (the rule's
+    default), ``s`` a tuple and ``n`` an int (anything with ``__index__``), an int ``axes``
+    (the shifts take one) a 1-tuple."""
+    out = {}
+    for k, v in kw.items():
+        if v is None:
+            continue
+        if k == "s":
+            v = tuple(operator.index(i) for i in v)
+        elif k == "n":
+            v = operator.index(v)
+        elif k == "axes" and not isinstance(v, (tuple, list)):
+            v = (v,)
+        out[k] = v
+    return out
+
+
 def _declare(name, forward, vjp, one_d, doc, kind="c2c"):
     if one_d:
         def rule(xp, x, *, n=None, axis=-1, norm="backward"):
@@ -150,13 +170,13 @@ def _declare(name, forward, vjp, one_d, doc, kind="c2c"):
             return vjp(xp, g, res, s=s, axes=axes, norm=norm)
     op.defvjp(grad)
     if one_d:
-        @op.defsignature
+        @op.defsignature(direct=False)
         def front(x, /, n=None, axis=-1, norm="backward"):
-            return op.run(x, n=n, axis=axis, norm=norm)
+            return op.run(x, **statics(n=n, axis=axis, norm=norm))
     else:
-        @op.defsignature
+        @op.defsignature(direct=False)
         def front(x, /, s=None, axes=None, norm="backward"):
-            return op.run(x, s=s, axes=axes, norm=norm)
+            return op.run(x, **statics(s=s, axes=axes, norm=norm))
     op.shape_rule = _shape_rule(name, kind, one_d)
     op.dtype_rule = _dtype_rule(kind)
     return op
@@ -273,7 +293,7 @@ irfftn = _declare("irfftn", *_c2r("irfftn", False), False,
 hfft = _declare("hfft", *_c2r("hfft", True), True,
                 "the real transform of length n of a signal with Hermitian symmetry given by "
                 "its first half: irfft(conj(z)) with the dual norm;  the gradient composes those",
-               "c2r")
+                "c2r")
 
 
 # --- shifts ----------------------------------------------------------------------------------
@@ -300,11 +320,11 @@ for _op in (fftshift, ifftshift):
     _op.dtype_rule = _dtype_rule("same")
 
 
-@fftshift.defsignature
+@fftshift.defsignature(direct=False)
 def _fftshift(x, /, axes=None):
-    return fftshift.run(x, axes=axes)
+    return fftshift.run(x, **statics(axes=axes))
 
 
-@ifftshift.defsignature
+@ifftshift.defsignature(direct=False)
 def _ifftshift(x, /, axes=None):
-    return ifftshift.run(x, axes=axes)
+    return ifftshift.run(x, **statics(axes=axes))
