@@ -9,9 +9,9 @@ the one-sided spectra's gradients, complex gradients) are in docs/fft.md.
 >>> X = gg.fft.rfft(x)                       # 3 bins: DC, 1, Nyquist
 >>> np.round(gg.to_numpy(X), 6)
 array([2.+0.j, 1.-3.j, 0.+0.j])
->>> gg.sum(gg.real(X)).backward()            # d/dx of the sum of the real parts
+>>> gg.sum(gg.real(X)).backward()            # d/dx_j = sum_k cos(2 pi jk/4), k = 0, 1, 2
 >>> gg.to_numpy(x.grad)
-array([3., 1., 1., 1.])
+array([3., 0., 1., 0.])
 >>> gg.to_numpy(gg.fft.fftfreq(4, d=0.5))
 array([ 0. ,  0.5, -1. , -0.5])
 """

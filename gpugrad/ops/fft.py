@@ -42,7 +42,7 @@ def _check_norm(name, norm):
         raise ValueError(f"{name}: norm must be one of {NORMS}, got {norm!r}")
 
 
-def plan(name, shape, s, axes, *, c2r=False):
+def _plan(name, shape, s, axes, *, c2r=False):
     """The transform's (axes, lengths) for an input of ``shape``: the standard's rules (no
     ``axes``: the last len(s) axes, or every axis; no ``s`` or an entry -1: the input's
     length, and for a complex-to-real transform 2 (m - 1) along the last axis)."""
@@ -72,7 +72,7 @@ def _bad_axis(name, axis, ndim):
 
 
 def _plan1(name, shape, n, axis, *, c2r=False):
-    return plan(name, shape, None if n is None else (n,), (axis,), c2r=c2r)
+    return _plan(name, shape, None if n is None else (n,), (axis,), c2r=c2r)
 
 
 # --- helpers the rules share (array-API calls only) -----------------------------------------
@@ -87,7 +87,7 @@ def _along(ax, sl):
     return (slice(None),) * ax + (sl, ...)
 
 
-def resize(xp, a, axes, sizes):
+def _resize(xp, a, axes, sizes):
     """``a`` truncated or zero-padded at the end of each axis to its size: the adjoint of the
     padding/truncation an ``n``/``s`` argument does."""
     for ax, m in zip(axes, sizes):
@@ -102,7 +102,7 @@ def resize(xp, a, axes, sizes):
     return a
 
 
-def scale_mirrored(xp, h, ax, n, k):
+def _scale_mirrored(xp, h, ax, n, k):
     """The half spectrum ``h`` (n//2 + 1 bins along ``ax`` for a length-n signal) with the
     bins that have a mirror image (1 .. (n-1)//2: all but DC and Nyquist) times ``k``."""
     c = (n - 1) // 2
@@ -121,20 +121,20 @@ def _c2c(name, inverse, one_d):
         _check_norm(name, kw["norm"])
         if one_d:
             return getattr(xp.fft, name)(_as_complex(xp, x), **kw), tuple(x.shape)
-        axes, sizes = plan(name, x.shape, kw["s"], kw["axes"])
+        axes, sizes = _plan(name, x.shape, kw["s"], kw["axes"])
         return getattr(xp.fft, name)(_as_complex(xp, x), s=sizes, axes=axes,
                                      norm=kw["norm"]), tuple(x.shape)
 
     def vjp(xp, g, in_shape, **kw):
         axes, _ = (_plan1(name, in_shape, kw["n"], kw["axis"]) if one_d
-                   else plan(name, in_shape, kw["s"], kw["axes"]))
+                   else _plan(name, in_shape, kw["s"], kw["axes"]))
         back = getattr(xp.fft, adjoint + "n")(g, axes=axes, norm=DUAL[kw["norm"]])
-        return (resize(xp, back, axes, [in_shape[a] for a in axes]),)
+        return (_resize(xp, back, axes, [in_shape[a] for a in axes]),)
 
     return forward, vjp
 
 
-def statics(**kw):
+def _statics(**kw):
     """The static parameters a call gave, in the rule's form: None left out (the rule's
     default), ``s`` a tuple and ``n`` an int (anything with ``__index__``), an int ``axes``
     (the shifts take one) a 1-tuple."""
@@ -172,11 +172,11 @@ def _declare(name, forward, vjp, one_d, doc, kind="c2c"):
     if one_d:
         @op.defsignature(direct=False)
         def front(x, /, n=None, axis=-1, norm="backward"):
-            return op.run(x, **statics(n=n, axis=axis, norm=norm))
+            return op.run(x, **_statics(n=n, axis=axis, norm=norm))
     else:
         @op.defsignature(direct=False)
         def front(x, /, s=None, axes=None, norm="backward"):
-            return op.run(x, **statics(s=s, axes=axes, norm=norm))
+            return op.run(x, **_statics(s=s, axes=axes, norm=norm))
     op.shape_rule = _shape_rule(name, kind, one_d)
     op.dtype_rule = _dtype_rule(kind)
     return op
@@ -204,18 +204,17 @@ def _dtype_rule(kind):
                                   else table.get(facts[0][1], facts[0][1]))
 
 
-fft = _declare("fft", *_c2c("fft", False, True), True,
-               "the 1-d discrete Fourier transform along axis (length n);  "
-               "the gradient is ifft(g) with the dual norm")
-ifft = _declare("ifft", *_c2c("ifft", True, True), True,
-                "the 1-d inverse discrete Fourier transform;  the gradient is fft(g) with the "
-                "dual norm")
-fftn = _declare("fftn", *_c2c("fftn", False, False), False,
-                "the n-d discrete Fourier transform over axes (lengths s);  the gradient is "
-                "ifftn(g) with the dual norm")
-ifftn = _declare("ifftn", *_c2c("ifftn", True, False), False,
-                 "the n-d inverse discrete Fourier transform;  the gradient is fftn(g) with "
-                 "the dual norm")
+fft, ifft, fftn, ifftn = (_declare(name, *_c2c(name, inverse, one_d), one_d, doc) for
+                          name, inverse, one_d, doc in [
+    ("fft", False, True, "the 1-d discrete Fourier transform along axis (length n);  the "
+     "gradient is ifft(g) with the dual norm"),
+    ("ifft", True, True, "the 1-d inverse discrete Fourier transform;  the gradient is fft(g) "
+     "with the dual norm"),
+    ("fftn", False, False, "the n-d discrete Fourier transform over axes (lengths s);  the "
+     "gradient is ifftn(g) with the dual norm"),
+    ("ifftn", True, False, "the n-d inverse discrete Fourier transform;  the gradient is "
+     "fftn(g) with the dual norm"),
+])
 
 
 # --- real to complex, complex to real --------------------------------------------------------
@@ -223,7 +222,7 @@ ifftn = _declare("ifftn", *_c2c("ifftn", True, False), False,
 def _plan_any(name, shape, kw, c2r=False):
     if "axis" in kw:
         return _plan1(name, shape, kw["n"], kw["axis"], c2r=c2r)
-    return plan(name, shape, kw["s"], kw["axes"], c2r=c2r)
+    return _plan(name, shape, kw["s"], kw["axes"], c2r=c2r)
 
 
 def _r2c(name, conj_out):
@@ -244,9 +243,9 @@ def _r2c(name, conj_out):
         norm = DUAL[kw["norm"]]
         if conj_out:  # through the conj, and rfft with the dual norm
             g, norm = xp.conj(g), kw["norm"]
-        h = scale_mirrored(xp, g, axes[-1], sizes[-1], 0.5)
+        h = _scale_mirrored(xp, g, axes[-1], sizes[-1], 0.5)
         back = xp.fft.irfftn(h, s=sizes, axes=axes, norm=norm)
-        return (resize(xp, back, axes, [in_shape[a] for a in axes]),)
+        return (_resize(xp, back, axes, [in_shape[a] for a in axes]),)
 
     return forward, vjp
 
@@ -267,64 +266,53 @@ def _c2r(name, conj_in):
     def vjp(xp, g, in_shape, **kw):
         axes, sizes = _plan_any(name, in_shape, kw, c2r=True)
         norm = kw["norm"] if conj_in else DUAL[kw["norm"]]
-        back = scale_mirrored(xp, xp.fft.rfftn(g, axes=axes, norm=norm), axes[-1], sizes[-1], 2.0)
+        back = _scale_mirrored(xp, xp.fft.rfftn(g, axes=axes, norm=norm), axes[-1], sizes[-1], 2.0)
         if conj_in:
             back = xp.conj(back)
-        return (resize(xp, back, axes, [in_shape[a] for a in axes]),)
+        return (_resize(xp, back, axes, [in_shape[a] for a in axes]),)
 
     return forward, vjp
 
 
-rfft = _declare("rfft", *_r2c("rfft", False), True,
-                "the first n//2 + 1 bins of the 1-d transform of a real signal;  the gradient "
-                "is irfft(g) with the mirrored bins halved, the dual norm", "r2c")
-rfftn = _declare("rfftn", *_r2c("rfftn", False), False,
-                 "the n-d transform of a real signal, half the last axis;  the gradient is "
-                 "irfftn(g) with the mirrored bins halved, the dual norm", "r2c")
-ihfft = _declare("ihfft", *_r2c("ihfft", True), True,
-                 "the inverse transform of a real signal with Hermitian symmetry, n//2 + 1 "
-                 "bins: conj(rfft(x)) with the dual norm;  the gradient composes those", "r2c")
-irfft = _declare("irfft", *_c2r("irfft", False), True,
-                 "the real signal of length n whose half spectrum is z;  the gradient is "
-                 "rfft(g) with the mirrored bins doubled, the dual norm", "c2r")
-irfftn = _declare("irfftn", *_c2r("irfftn", False), False,
-                  "the n-d real signal whose half spectrum (last axis) is z;  the gradient "
-                  "is rfftn(g) with the mirrored bins doubled, the dual norm", "c2r")
-hfft = _declare("hfft", *_c2r("hfft", True), True,
-                "the real transform of length n of a signal with Hermitian symmetry given by "
-                "its first half: irfft(conj(z)) with the dual norm;  the gradient composes those",
-                "c2r")
+_HALF_SPECTRUM = [  # name, kind, conj, 1-d, what it is (each gradient: the module docstring)
+    ("rfft", "r2c", False, True, "the first n//2 + 1 bins of a real signal's transform"),
+    ("rfftn", "r2c", False, False, "the n-d transform of a real signal, half the last axis"),
+    ("ihfft", "r2c", True, True, "conj(rfft(x)) with the dual norm: n//2 + 1 bins"),
+    ("irfft", "c2r", False, True, "the real signal of length n whose half spectrum is z"),
+    ("irfftn", "c2r", False, False, "the n-d real signal whose half spectrum (last axis) is z"),
+    ("hfft", "c2r", True, True, "irfft(conj(z)) with the dual norm: a Hermitian signal"),
+]
+_GRADIENT = {"r2c": "irfft(g) with the mirrored bins halved, the dual norm",
+             "c2r": "rfft(g) with the mirrored bins doubled, the dual norm"}
+rfft, rfftn, ihfft, irfft, irfftn, hfft = (
+    _declare(name, *(_r2c if kind == "r2c" else _c2r)(name, conj), one_d,
+             f"{what};  the gradient is {_GRADIENT[kind]}" if not conj else
+             f"{what};  the gradient composes conj's with {kind == 'r2c' and 'r' or 'ir'}fft's",
+             kind)
+    for name, kind, conj, one_d, what in _HALF_SPECTRUM)
 
 
 # --- shifts ----------------------------------------------------------------------------------
 
-@defop("fftshift")
-def fftshift(xp, x, *, axes=None):
-    """x rolled by n//2 along axes (all by default): the zero frequency to the middle;  the
-    gradient is ifftshift(g)"""
-    return xp.fft.fftshift(x, axes=axes), None
+def _shift(name, other, doc):
+    def rule(xp, x, *, axes=None):
+        return getattr(xp.fft, name)(x, axes=axes), None
+
+    rule.__doc__ = doc
+    rule.__name__ = rule.__qualname__ = name
+    op = defop(name)(rule)
+    op.defvjp(lambda xp, g, res, *, axes=None: (getattr(xp.fft, other)(g, axes=axes),))
+    op.shape_rule = lambda shapes, params: tuple(shapes[0])
+    op.dtype_rule = _dtype_rule("same")
+
+    @op.defsignature(direct=False)
+    def front(x, /, axes=None):
+        return op.run(x, **_statics(axes=axes))
+
+    return op
 
 
-fftshift.defvjp(lambda xp, g, res, *, axes=None: (xp.fft.ifftshift(g, axes=axes),))
-
-
-@defop("ifftshift")
-def ifftshift(xp, x, *, axes=None):
-    """the inverse of fftshift;  the gradient is fftshift(g)"""
-    return xp.fft.ifftshift(x, axes=axes), None
-
-
-ifftshift.defvjp(lambda xp, g, res, *, axes=None: (xp.fft.fftshift(g, axes=axes),))
-for _op in (fftshift, ifftshift):
-    _op.shape_rule = lambda shapes, params: tuple(shapes[0])
-    _op.dtype_rule = _dtype_rule("same")
-
-
-@fftshift.defsignature(direct=False)
-def _fftshift(x, /, axes=None):
-    return fftshift.run(x, **statics(axes=axes))
-
-
-@ifftshift.defsignature(direct=False)
-def _ifftshift(x, /, axes=None):
-    return ifftshift.run(x, **statics(axes=axes))
+fftshift = _shift("fftshift", "ifftshift", "x rolled by n//2 along axes (all by default): the "
+                  "zero frequency to the middle;  the gradient is ifftshift(g)")
+ifftshift = _shift("ifftshift", "fftshift", "the inverse of fftshift;  the gradient is "
+                   "fftshift(g)")
