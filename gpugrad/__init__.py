@@ -62,6 +62,7 @@ sum = registry["sum"]  # noqa: A001
 pow = registry["pow"]  # noqa: A001
 # the standard's conj/real/imag also take real input (x itself, or zeros for imag)
 conj, real, imag = array_api.conj, array_api.real, array_api.imag  # noqa: E402
+fft = array_api.fft  # the standard's fft extension (the module; its ops are also gg.rfft, ...)
 
 __all__ = [
     "AnomalyError", "Backend", "BackendError", "DtypeError", "FeedError", "GradientError",

@@ -103,6 +103,9 @@ def dtype_rule_of(op: Any) -> Callable[..., Any] | None:
     declared by scalar formulas (erf, gelu, ...), the floating type of its inputs."""
     if not op.forward.__module__.startswith("gpugrad.ops"):
         return None
+    own = op.__dict__.get("dtype_rule")  # declared with the op (gpugrad.ops.fft)
+    if own is not None:
+        return own
     return DTYPES.get(op.name) or (_floating if op.scalar is not None else None)
 
 

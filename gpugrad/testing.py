@@ -53,7 +53,8 @@ def check_grad(fn: Callable[..., Any], *inputs: Any, eps: float = 1e-6, rtol: fl
     b = B.current()
     arrays = [B.to_backend(a.data if isinstance(a, Tensor) else a, None, b) for a in inputs]
     xp = B.namespace_of(arrays[0])
-    if any(B.is_complex(xp, a.dtype) for a in arrays):
+    if any(B.is_complex(xp, a.dtype) for a in arrays) or B.is_complex(
+            xp, fn(*[Tensor(a) for a in arrays]).dtype):  # real inputs, complex output (rfft)
         return check_grad_complex(fn, *arrays, eps=eps, rtol=rtol, atol=atol, wrt=wrt)
     positions = [i for i, a in enumerate(arrays) if B.is_floating(xp, a.dtype)]
     if wrt is not None:

@@ -100,6 +100,8 @@ class OpCase:
         out = []
         for gen, s in zip(self.gens, shapes or self.shapes):
             a = gen(rng, s)
+            if a.dtype.kind == "c":  # complex makers (fft): the complex type of float_dtype
+                a = a.astype({"float32": "complex64"}.get(float_dtype, "complex128"))
             out.append(a.astype(float_dtype) if a.dtype.kind == "f" else a)
         return out
 
@@ -474,6 +476,9 @@ CASES += [
     for variant, shape, m, vshape in SETITEM_MASK_ARGS
 ]
 
+from op_cases_fft import FFT_CASES  # noqa: E402  (the fft extension's rows)
+
+CASES += FFT_CASES
 BY_ID = {c.id: c for c in CASES}
 GRAD_CASES = [c for c in CASES if c.differentiable]
 BINARY_CASES = [c for c in CASES if c.kind == "binary"]

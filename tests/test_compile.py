@@ -31,7 +31,7 @@ def _close(a, b):
 
 def _args(case, bk, rng):
     hosts = case.hosts(rng, bk, float_dtype="float64")
-    return [gg.Variable(h) if h.dtype.kind == "f" else gg.asarray(h) for h in hosts]
+    return [gg.Variable(h) if h.dtype.kind in "fc" else gg.asarray(h) for h in hosts]
 
 
 def _grads_of(fn, args, seed):

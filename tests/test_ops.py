@@ -39,7 +39,8 @@ from op_cases import (
 
 # --- helpers --------------------------------------------------------------------------------
 
-FORWARD_TOL = {"float32": (1e-5, 1e-6), "float64": (1e-11, 1e-13)}
+FORWARD_TOL = {"float32": (1e-5, 1e-6), "float64": (1e-11, 1e-13),
+               "complex64": (1e-5, 1e-5), "complex128": (1e-11, 1e-12)}
 
 
 def assert_matches(out: gg.Tensor, expect: Any, bk) -> None:
@@ -48,7 +49,7 @@ def assert_matches(out: gg.Tensor, expect: Any, bk) -> None:
     expect = np.asarray(expect)
     assert got.shape == expect.shape
     assert got.dtype == expect.dtype, f"got {got.dtype}, NumPy gives {expect.dtype}"
-    if got.dtype.kind == "f":
+    if got.dtype.kind in "fc":
         rtol, atol = FORWARD_TOL[got.dtype.name]
         np.testing.assert_allclose(got, expect, rtol=rtol, atol=atol, equal_nan=True)
     else:
@@ -81,16 +82,19 @@ def run_backward(case, hosts, bk, rng):
     """Forward + backward with Variables for the floating inputs; checks each gradient's dtype,
     shape and device, and that neither the inputs nor the seed were mutated. Returns the grads.
     """
-    args = [gg.Variable(h) if h.dtype.kind == "f" else gg.asarray(h) for h in hosts]
+    args = [gg.Variable(h) if h.dtype.kind in "fc" else gg.asarray(h) for h in hosts]
     before = [copy_host(a) for a in args]
     out = case.fn(*args)
-    floating = B.is_floating(out.xp, out.dtype)
+    floating = B.is_inexact(out.xp, out.dtype)
     if not (gg.registry[case.name].differentiable and floating):
         assert not out.requires_grad
         with pytest.raises(gg.GradientError):
             out.backward(grad=gg.asarray(np.ones(out.shape, dtype=bk.float_dtype)))
         return None
-    seed = gg.asarray(rng.standard_normal(out.shape).astype(gg.to_numpy(out).dtype))
+    seed = rng.standard_normal(out.shape)
+    if B.is_complex(out.xp, out.dtype):  # a complex output gets a complex seed (fft)
+        seed = seed + 1j * rng.standard_normal(out.shape)
+    seed = gg.asarray(seed.astype(gg.to_numpy(out).dtype))
     seed_before = copy_host(seed)
     out.backward(grad=seed)
     grads = []

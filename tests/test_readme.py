@@ -155,6 +155,14 @@ def _check_complex(ns, out):
     np.testing.assert_allclose(gg.to_numpy(ns["z"]), gg.to_numpy(ns["c"]), atol=1e-6)
 
 
+def _check_fft(ns, out):
+    np.testing.assert_allclose(gg.to_numpy(ns["x"].grad), ns["by_hand"], rtol=1e-12)
+    alt = ns["alt"]
+    np.testing.assert_allclose(ns["H"], 6 * np.eye(6) + 1.0 + np.outer(alt, alt), atol=1e-12)
+    np.testing.assert_allclose(gg.to_numpy(ns["freq"]), np.fft.fftshift(np.fft.fftfreq(6, 0.5)))
+    assert "[ 9. 20.  3.  2.  6. 26.]" in out and "[-1.    -0.667 -0.333  0. " in out
+
+
 def _check_errors(ns, out):
     for words in ("are not aligned", "silently upcast", "expected version 0, found version 1",
                   "the feed is keyed by its name 'x'"):
@@ -170,7 +178,7 @@ PAGE_CHECKS = {
     "compile.md": _check_compile, "training.md": _check_training,
     "save-load.md": _check_save_load, "distributed.md": _check_distributed,
     "ops.md": _check_ops, "array-api.md": _check_array_api, "complex.md": _check_complex,
-    "errors.md": _check_errors, "testing.md": _check_testing,
+    "fft.md": _check_fft, "errors.md": _check_errors, "testing.md": _check_testing,
 }
 
 

@@ -132,6 +132,7 @@ from ._elementwise import (
     trunc,
     where,
 )
+from . import fft
 from ._manipulation import (
     broadcast_arrays,
     broadcast_shapes,
@@ -194,7 +195,7 @@ __all__ = [
     "bitwise_or", "bitwise_right_shift", "bitwise_xor", "broadcast_arrays", "broadcast_shapes",
     "broadcast_to", "can_cast", "ceil", "clip", "concat", "conj", "copysign", "cos", "cosh",
     "count_nonzero", "cumulative_prod", "cumulative_sum", "diff", "divide", "e", "empty",
-    "empty_like", "equal", "exp", "expand_dims", "expm1", "eye", "finfo", "flip", "floor",
+    "empty_like", "equal", "exp", "expand_dims", "expm1", "eye", "fft", "finfo", "flip", "floor",
     "floor_divide", "from_dlpack", "full", "full_like", "gradient_support", "greater",
     "greater_equal", "hypot", "iinfo", "imag", "inf", "isdtype", "isfinite", "isin", "isinf",
     "isnan", "less", "less_equal", "linspace", "log", "log1p", "log2", "log10", "logaddexp",

@@ -220,7 +220,7 @@ class Entry:
         needs = (True,) * len(inputs)
         nodes = []
         for k, v in enumerate(values):
-            if not B.is_floating(xp, v.dtype):
+            if not B.is_inexact(xp, v.dtype):
                 nodes.append(None)
                 continue
             state = _State(self, sched, saved, feed, self.grad_args, k, len(inputs))

@@ -5,11 +5,11 @@
 """
 
 from ..registry import Op, defop, registry, unregister
-from . import (activations, arithmetic, compare, complexes, elementwise, indexing, linalg, masking,
-               reductions, scan, shape, softmax, trig)
+from . import (activations, arithmetic, compare, complexes, elementwise, fft, indexing, linalg,
+               masking, reductions, scan, shape, softmax, trig)
 from . import cuda  # noqa: E402, F401  (CuPy fast paths; imports CuPy only when used)
 from . import signatures  # noqa: F401  (each op's user-facing call)
 
 __all__ = ["Op", "defop", "registry", "unregister", "activations", "arithmetic", "compare",
-           "complexes", "elementwise", "indexing", "linalg", "masking", "reductions", "scan",
+           "complexes", "elementwise", "fft", "indexing", "linalg", "masking", "reductions", "scan",
            "shape", "softmax", "trig"]
