@@ -498,17 +498,21 @@ def _linalg(name):
     return gg.registry["linalg_" + name]
 
 
-def _spd(x):
-    eye = gg.array_api.eye(x.shape[-1], dtype=x.dtype, device=x.device)
-    return gg.matmul(x, gg.matrix_transpose(x)) + eye * 3.0
+def spd(r, s):  # symmetric positive definite, eigenvalues >= 3
+    a = normal(r, s)
+    return a @ np.swapaxes(a, -1, -2) + 3.0 * np.eye(s[-1])
+
+
+def _half_sym(x):
+    return (x + gg.matrix_transpose(x)) * 0.5
 
 
 def _sym(x):
     return x + gg.matrix_transpose(x)
 
 
-def _spd_ref(x):
-    return x @ np.swapaxes(x, -1, -2) + 3.0 * np.eye(x.shape[-1], dtype=x.dtype)
+def _half_sym_ref(x):
+    return (x + np.swapaxes(x, -1, -2)) * x.dtype.type(0.5)
 
 
 def _flat(*parts):
@@ -537,10 +541,10 @@ CASES += [
            ((2, 3, 3), (3, 2))),
     OpCase("linalg_det", _linalg("det"), np.linalg.det, (well,), ((2, 3, 3),)),
     OpCase("linalg_slogdet", _linalg("slogdet"), _slogdet_ref, (well,), ((2, 3, 3),)),
-    OpCase("linalg_cholesky", lambda x: _linalg("cholesky")(_spd(x)),
-           lambda x: np.linalg.cholesky(_spd_ref(x)), (normal,), ((2, 3, 3),)),
-    OpCase("linalg_cholesky", lambda x: _linalg("cholesky")(_spd(x), upper=True),
-           lambda x: np.swapaxes(np.linalg.cholesky(_spd_ref(x)), -1, -2), (normal,),
+    OpCase("linalg_cholesky", lambda x: _linalg("cholesky")(_half_sym(x)),
+           lambda x: np.linalg.cholesky(_half_sym_ref(x)), (spd,), ((2, 3, 3),)),
+    OpCase("linalg_cholesky", lambda x: _linalg("cholesky")(_half_sym(x), upper=True),
+           lambda x: np.swapaxes(np.linalg.cholesky(_half_sym_ref(x)), -1, -2), (spd,),
            ((3, 3),), variant="upper"),
     OpCase("linalg_eigh", lambda x: gg.square(_linalg("eigh")(_sym(x))), _eigh_ref, (normal,),
            ((2, 3, 3),)),

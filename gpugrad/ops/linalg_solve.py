@@ -8,11 +8,12 @@ all five are twice differentiable. Complex gradients follow PyTorch (see docs/li
 
 from __future__ import annotations
 
+from .. import errors as E
 from ..registry import defop
 from .complexes import cj, is_complex
 
 
-class LinAlgError(ValueError):
+class LinAlgError(E.OpError):
     """A matrix that the requested factorization or solve cannot take (which batch element
     and why is in the message)."""
 

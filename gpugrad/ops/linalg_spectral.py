@@ -14,13 +14,14 @@ a vector raises GaugeError.
 
 from __future__ import annotations
 
+from .. import errors as E
 from ..fpstate import quiet
 from ..registry import defop
 from .complexes import cj, is_complex
 from .linalg_solve import diag_embed, diagonal_of, eye_like, mH
 
 
-class GaugeError(ValueError):
+class GaugeError(E.OpError):
     """The loss depends on the arbitrary phase of complex eigen- or singular vectors."""
 
 
@@ -48,7 +49,7 @@ def _gaps(xp, w):
 def _over_gaps(xp, num, gaps):
     """num / gaps, 0 where num is 0 (a repeated value no loss looks through), inf/NaN where
     a loss depends on the vectors of repeated values (PyTorch's result)."""
-    with quiet(xp):
+    with quiet(xp, divide="ignore", invalid="ignore"):
         return xp.where(num == 0.0, xp.zeros_like(num), num / xp.astype(gaps, num.dtype))
 
 
@@ -84,10 +85,11 @@ def _eigh_vjp(xp, g, res):
     gv = _part(xp, g, n, (n, n), batch)
     vhgv = xp.matmul(mH(xp, v), gv)
     _check_gauge(xp, diagonal_of(xp, vhgv), "eigh")
-    inner = _over_gaps(xp, vhgv, _gaps(xp, w))
-    inner = inner * (1.0 - eye_like(xp, inner)) + diag_embed(xp, xp.real(gw) if is_complex(
-        gw) else gw)
-    return (xp.matmul(v, xp.matmul(inner, mH(xp, v))),)
+    with quiet(xp, divide="ignore", invalid="ignore"):  # inf/NaN: see _over_gaps
+        inner = _over_gaps(xp, vhgv, _gaps(xp, w))
+        inner = inner * (1.0 - eye_like(xp, inner)) + diag_embed(
+            xp, xp.real(gw) if is_complex(gw) else gw)
+        return (xp.matmul(v, xp.matmul(inner, mH(xp, v))),)
 
 
 eigh.defvjp(_eigh_vjp)
@@ -146,7 +148,7 @@ def _svd_vjp(xp, g, res, *, full_matrices=True):
     mid = mid * (1.0 - eye_like(xp, mid)) + diag_embed(xp, xp.astype(gs, u.dtype))
     if is_complex(u):
         mid = mid + diag_embed(xp, diagonal_of(xp, uhgu) / (s_c * 2.0))
-    with quiet(xp):
+    with quiet(xp, divide="ignore", invalid="ignore"):
         if m > k:
             gus = gu / xp.expand_dims(s_c, axis=-2)
             out = xp.matmul(u, mid) + gus - xp.matmul(u, xp.matmul(mH(xp, u), gus))
