@@ -278,3 +278,10 @@ def test_unsupported_gradients_say_why(rng):
         gg.sum(L.qr(b).R).backward()
     with pytest.raises(ValueError, match="square"):
         L.inv(rng.standard_normal((2, 3)))
+
+
+def test_norm_of_a_zero_vector_has_gradient_zero():
+    x = gg.Variable(np.zeros((2, 3)))
+    gg.sum(L.vector_norm(x, axis=-1) + L.matrix_norm(x)).backward()
+    np.testing.assert_array_equal(out(x.grad), 0.0)
+    check_grad(lambda t: L.vector_norm(t, axis=0, keepdims=True), np.array([[0.5], [-2.0]]))

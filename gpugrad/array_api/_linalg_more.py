@@ -13,8 +13,8 @@ import numpy as np
 from ..ops.complexes import is_complex
 from ..tensor import Tensor
 from . import _wrap as W
-from ._creation import astype, eye
-from ._elementwise import abs, multiply, pow, where
+from ._creation import astype, eye, finfo
+from ._elementwise import abs, multiply, pow, sqrt, where
 from ._linalg_core import _mH, _t, inv, solve, svd, svdvals
 from ._manipulation import (broadcast_arrays, expand_dims, matmul, moveaxis, reshape, stack,
                             take, tril, triu)
@@ -91,8 +91,8 @@ def matrix_power(x: Any, n: int, /) -> Tensor:
 @W.mark("composite")
 def vector_norm(x: Any, /, *, axis: Any = None, keepdims: bool = False,
                 ord: float = 2) -> Tensor:
-    """The ``ord``-norm of vectors along ``axis`` (all axes if None). The gradient of the
-    2-norm at a zero vector is NaN (the norm has a kink there)."""
+    """The ``ord``-norm of vectors along ``axis`` (all axes if None). At a zero vector the
+    2-norm's gradient is 0 (PyTorch's choice of subgradient)."""
     x = _t(x)
     if axis is None:
         axis = tuple(range(x.ndim))
@@ -105,8 +105,10 @@ def vector_norm(x: Any, /, *, axis: Any = None, keepdims: bool = False,
         return sum(astype(a != 0.0, a.dtype), axis=axis, keepdims=keepdims)
     if ord == 1:
         return sum(a, axis=axis, keepdims=keepdims)
-    if ord == 2:
-        return sum(a * a, axis=axis, keepdims=keepdims) ** 0.5
+    if ord == 2:  # 0 at a zero vector, with gradient 0 there (PyTorch's subgradient)
+        sq = sum(a * a, axis=axis, keepdims=keepdims)
+        pos = sq > 0.0
+        return where(pos, sqrt(where(pos, sq, 1.0)), 0.0)
     return pow(sum(pow(a, float(ord)), axis=axis, keepdims=keepdims), 1.0 / float(ord))
 
 
@@ -135,8 +137,7 @@ def matrix_norm(x: Any, /, *, keepdims: bool = False, ord: Any = "fro") -> Tenso
 
 def _cutoff(x: Tensor, s: Tensor, rtol: Any) -> Tensor:
     if rtol is None:
-        rtol = float(builtins.max(x.shape[-2], x.shape[-1])) * float(
-            np.finfo(np.dtype(str(s.dtype).split(".")[-1])).eps)
+        rtol = float(builtins.max(x.shape[-2], x.shape[-1])) * float(finfo(s.dtype).eps)
     elif isinstance(rtol, Tensor) and rtol.ndim:
         rtol = expand_dims(rtol, axis=-1)
     return max(s, axis=-1, keepdims=True) * rtol
