@@ -164,16 +164,27 @@ def _svd_vjp(xp, g, res, *, full_matrices=True):
 svd.defvjp(_svd_vjp)
 
 
-def _svd_shape(shapes, params):
-    shape = shapes[0]
-    m, n = shape[-2], shape[-1]
-    if m is None or n is None:
-        return tuple(shape[:-2]) + (None,)
-    us, ss, vs = svd_sizes(m, n, params.get("full_matrices", True))
-    return tuple(shape[:-2]) + (us[0] * us[1] + ss[0] + vs[0] * vs[1],)
+def _packed_shape(sizes, param, default):
+    """The shape rule of an op whose results, of ``sizes(m, n, params[param])``, are packed
+    on one last axis."""
+
+    def rule(shapes, params):
+        shape = shapes[0]
+        m, n = shape[-2], shape[-1]
+        if m is None or n is None:
+            return tuple(shape[:-2]) + (None,)
+        total = 0
+        for part in sizes(m, n, params.get(param, default)):
+            size = 1
+            for d in part:
+                size *= d
+            total += size
+        return tuple(shape[:-2]) + (total,)
+
+    return rule
 
 
-svd.shape_rule = _svd_shape
+svd.shape_rule = _packed_shape(svd_sizes, "full_matrices", True)
 
 
 def qr_sizes(m, n, mode):
@@ -213,14 +224,5 @@ def _qr_vjp(xp, g, res, *, mode="reduced"):
 qr.defvjp(_qr_vjp)
 
 
-def _qr_shape(shapes, params):
-    shape = shapes[0]
-    m, n = shape[-2], shape[-1]
-    if m is None or n is None:
-        return tuple(shape[:-2]) + (None,)
-    qs, rs = qr_sizes(m, n, params.get("mode", "reduced"))
-    return tuple(shape[:-2]) + (qs[0] * qs[1] + rs[0] * rs[1],)
-
-
-qr.shape_rule = _qr_shape
+qr.shape_rule = _packed_shape(qr_sizes, "mode", "reduced")
 
