@@ -121,12 +121,15 @@ def _det_vjp(xp, g, res):
 
 def _adjugate_h(xp, a):
     """adj(A)^H from A = U S V^H: conj(det U det V^H) U diag(prod_{j != i} s_j) V^H, finite
-    for every A (rank n-1 gives the one nonzero term). Products without division: each row of
-    a matrix of s with ones on the diagonal, multiplied out."""
+    for every A (rank n-1 gives the one nonzero term). Products without division: the rows
+    of a matrix of s with ones on the diagonal, multiplied out column by column."""
     u, s, vh = xp.linalg.svd(a, full_matrices=False)
     n = s.shape[-1]
     eye = eye_like(xp, s, n)
-    others = xp.prod(xp.expand_dims(s, axis=-2) * (1.0 - eye) + eye, axis=-1)
+    table = xp.expand_dims(s, axis=-2) * (1.0 - eye) + eye
+    others = table[..., 0]
+    for j in range(1, n):  # multiplies, not prod: twice differentiable as recorded ops
+        others = others * table[..., j]
     phase = cj(xp, xp.linalg.det(u) * xp.linalg.det(vh))
     middle = diag_embed(xp, xp.astype(others, u.dtype))
     return xp.matmul(xp.matmul(u, middle), vh) * xp.expand_dims(
