@@ -556,6 +556,8 @@ CASES += [
            partial(_svd_ref, full_matrices=True), (normal,), ((3, 3),), variant="full_square"),
     OpCase("linalg_qr", _linalg("qr"), lambda x: _flat(*np.linalg.qr(x)), (well,),
            ((2, 4, 3),)),
+    OpCase("linalg_qr", _linalg("qr"), lambda x: _flat(*np.linalg.qr(x)), (well,), ((2, 4),),
+           variant="wide"),
     OpCase("linalg_qr", lambda x: _linalg("qr")(x, mode="complete"),
            lambda x: _flat(*np.linalg.qr(x, mode="complete")), (well,), ((3, 3),),
            variant="complete_square"),

@@ -143,6 +143,9 @@ REAL_GRADS = {
     "vector_norm_3": (lambda a: L.vector_norm(a, ord=3, axis=-1),
                       lambda r: (r.standard_normal((2, 3)),)),
     "matrix_power_-3": (lambda a: L.matrix_power(a, -3), lambda r: (well(r, 2, 2),)),
+    "qr_wide": (lambda a: (lambda f: gg.concat([f.Q, f.R], axis=-1))(L.qr(a)),
+                lambda r: (well(r, 2, 2, 4),)),
+    "qr_complete_square": (lambda a: L.qr(a, mode="complete").Q, lambda r: (well(r, 3, 3),)),
     "cross": (lambda a, b: L.cross(a, b, axis=0), lambda r: (r.standard_normal((3, 2)),
                                                             r.standard_normal((3, 1)))),
     "trace_diagonal": (lambda a: L.trace(a, offset=1)[..., None] * L.diagonal(a), lambda r: (
@@ -180,6 +183,8 @@ COMPLEX_GRADS = {
     "svd_projector_wide": (lambda a: (lambda v: gg.matmul(gg.conj(gg.matrix_transpose(v)), v))(
         L.svd(a, full_matrices=False).Vh), lambda r: (cwell(r, 2, 3),)),
     "qr": (lambda a: L.qr(a).R + L.qr(a).Q[0, 0], lambda r: (cwell(r, 3, 2),)),
+    "qr_wide": (lambda a: (lambda f: gg.concat([f.Q, f.R], axis=-1))(L.qr(a)),
+                lambda r: (cwell(r, 2, 3),)),
 }
 
 
@@ -273,9 +278,9 @@ def test_unsupported_gradients_say_why(rng):
     a = gg.Variable(rng.standard_normal((3, 2)))
     with pytest.raises(ValueError, match="full_matrices=False"):
         gg.sum(L.svd(a).U).backward()
-    b = gg.Variable(rng.standard_normal((2, 3)))
-    with pytest.raises(ValueError, match="M >= N"):
-        gg.sum(L.qr(b).R).backward()
+    b = gg.Variable(rng.standard_normal((3, 2)))
+    with pytest.raises(ValueError, match="mode='reduced'"):
+        gg.sum(L.qr(b, mode="complete").Q).backward()
     with pytest.raises(ValueError, match="square"):
         L.inv(rng.standard_normal((2, 3)))
 

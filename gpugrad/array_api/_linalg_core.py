@@ -144,7 +144,8 @@ def svdvals(x: Any, /) -> Tensor:
 
 @W.mark("composite")
 def qr(x: Any, /, *, mode: str = "reduced") -> QRResult:
-    """x = Q R (``mode="reduced"`` or ``"complete"``); differentiable for M >= N (reduced)."""
+    """x = Q R (``mode="reduced"`` or ``"complete"``); differentiable except for the extra
+    columns of Q of a tall matrix in ``"complete"`` mode."""
     x = _t(x)
     m, n, batch = x.shape[-2], x.shape[-1], tuple(x.shape[:-2])
     qs, rs = D.qr_sizes(m, n, mode)

@@ -195,7 +195,8 @@ def qr_sizes(m, n, mode):
 @defop("linalg_qr")
 def qr(xp, a, *, mode="reduced"):
     """A = Q R, packed as Q then R on one axis;  d/dA (M >= N, PyTorch's formula) =
-    (g_Q + Q syminvadj(triu(g_R R^H - Q^H g_Q))) R^-H"""
+    (g_Q + Q syminvadj(triu(g_R R^H - Q^H g_Q))) R^-H; M < N: the same for the leading
+    square block, and Q g_R2 for the rest"""
     if mode not in ("reduced", "complete"):
         raise ValueError(f"qr: mode must be 'reduced' or 'complete', got {mode!r}")
     q, r = xp.linalg.qr(a, mode=mode)
@@ -206,19 +207,31 @@ def qr(xp, a, *, mode="reduced"):
 def _qr_vjp(xp, g, res, *, mode="reduced"):
     q, r = res
     m, n = q.shape[-2], r.shape[-1]
-    if m < n or (mode == "complete" and m > n):
-        raise ValueError(f"qr backward: defined for M >= N with mode='reduced' (or square "
-                         f"matrices), got {m} x {n} with mode={mode!r}")
+    if mode == "complete" and m > n:
+        raise ValueError(f"qr backward: the extra columns of Q of mode='complete' are not "
+                         f"unique, so a {m} x {n} matrix has no gradient there; use "
+                         "mode='reduced'")
     batch = tuple(q.shape[:-2])
     qs, rs = qr_sizes(m, n, mode)
     gq = _part(xp, g, 0, qs, batch)
     gr = _part(xp, g, qs[0] * qs[1], rs, batch)
+    if m >= n:
+        return (_qr_tall(xp, q, r, gq, gr),)
+    # wide: A = [X | Y] with X = Q R1 square and Y = Q R2 (PyTorch's split)
+    r1, r2, gr1, gr2 = r[..., :, :m], r[..., :, m:], gr[..., :, :m], gr[..., :, m:]
+    y = xp.matmul(q, r2)
+    gx = _qr_tall(xp, q, r1, gq + xp.matmul(y, mH(xp, gr2)), gr1)
+    return (xp.concat([gx, xp.matmul(q, gr2)], axis=-1),)
+
+
+def _qr_tall(xp, q, r, gq, gr):
+    """(g_Q + Q syminvadj(triu(g_R R^H - Q^H g_Q))) R^-H, for M >= N."""
     x = xp.triu(xp.matmul(gr, mH(xp, r)) - xp.matmul(mH(xp, q), gq))
     sym = x + mH(xp, x)
     sym = sym - diag_embed(xp, xp.astype(xp.real(diagonal_of(xp, x)), x.dtype)
                            if is_complex(x) else diagonal_of(xp, x))
     y = gq + xp.matmul(q, sym)
-    return (mH(xp, xp.linalg.solve(r, mH(xp, y))),)  # Y R^-H
+    return mH(xp, xp.linalg.solve(r, mH(xp, y)))  # Y R^-H
 
 
 qr.defvjp(_qr_vjp)
