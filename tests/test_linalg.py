@@ -290,3 +290,13 @@ def test_norm_of_a_zero_vector_has_gradient_zero():
     gg.sum(L.vector_norm(x, axis=-1) + L.matrix_norm(x)).backward()
     np.testing.assert_array_equal(out(x.grad), 0.0)
     check_grad(lambda t: L.vector_norm(t, axis=0, keepdims=True), np.array([[0.5], [-2.0]]))
+
+
+def test_cholesky_and_eigh_gradients_are_hermitian(rng):
+    """PyTorch's convention: the gradient of a non-symmetric input is the Hermitian one."""
+    a = spd(rng, 3, 3) + 0.5 * np.triu(rng.standard_normal((3, 3)), 1)  # lower triangle SPD
+    weights = gg.asarray(rng.standard_normal((3, 3)))
+    for f in (lambda t: L.cholesky(t), lambda t: L.eigh(t).eigenvectors ** 2):
+        x = gg.Variable(a)
+        gg.sum(f(x) * weights).backward()
+        np.testing.assert_allclose(out(x.grad), out(x.grad).T, atol=1e-12)
