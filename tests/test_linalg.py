@@ -185,6 +185,13 @@ COMPLEX_GRADS = {
     "qr": (lambda a: L.qr(a).R + L.qr(a).Q[0, 0], lambda r: (cwell(r, 3, 2),)),
     "qr_wide": (lambda a: (lambda f: gg.concat([f.Q, f.R], axis=-1))(L.qr(a)),
                 lambda r: (cwell(r, 2, 3),)),
+    "pinv": (L.pinv, lambda r: (cwell(r, 3, 2),)),
+    "vector_norm": (lambda a: L.vector_norm(a, axis=-1), lambda r: (cwell(r, 2, 3),)),
+    "matrix_norm_2": (lambda a: L.matrix_norm(a, ord=2), lambda r: (cwell(r, 2, 2),)),
+    "cho_solve": (lambda a, b: L.cho_solve(L.cholesky(herm(a)), b),
+                  lambda r: (hpd(r, 2), cwell(r, 2, 1))),
+    "solve_triangular_right": (lambda a, b: L.solve_triangular(a, b, left=False),
+                               lambda r: (cwell(r, 2, 2), cwell(r, 1, 2))),
 }
 
 
