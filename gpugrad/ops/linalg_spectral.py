@@ -17,7 +17,7 @@ from __future__ import annotations
 from .. import errors as E
 from ..fpstate import quiet
 from ..registry import defop
-from .complexes import cj, is_complex
+from .complexes import is_complex
 from .linalg_solve import diag_embed, diagonal_of, eye_like, mH
 
 
