@@ -54,7 +54,8 @@ from . import distributed  # noqa: E402
 from ._version import __version__  # noqa: E402
 
 # One top-level function per registered op: gpugrad.add, gpugrad.matmul, ...
-globals().update({name: op for name, op in registry.items()})
+globals().update({name: op for name, op in registry.items() if not name.startswith("linalg_")})
+linalg = array_api.linalg  # gg.linalg: the standard's linalg extension (its ops are there)
 abs = registry["abs"]  # noqa: A001  (shadowing the builtin is the array-API name)
 max = registry["max"]  # noqa: A001
 min = registry["min"]  # noqa: A001
@@ -70,7 +71,8 @@ __all__ = [
     "Symbol", "Tensor", "Variable", "asarray", "backend_info", "gradients",
     "is_grad_enabled", "minimize", "nn", "no_grad", "ops", "optim", "data", "datasets",
     "registry", "set_backend", "testing",
-    "to_dot", "to_numpy", "use_backend", "value_and_gradients", *registry.keys(),
+    "to_dot", "to_numpy", "use_backend", "value_and_gradients", "linalg",
+    *(k for k in registry.keys() if not k.startswith("linalg_")),
     "array_api", "functional", "higher", "grad", "value_and_grad", "vjp", "jacobian", "hvp",
     "hessian", "compile", "checkpoint", "from_dlpack", "load", "save", "distributed",
 ]

@@ -206,6 +206,10 @@ for _name in ("equal", "not_equal", "less", "less_equal", "greater", "greater_eq
     DTYPES[_name] = lambda facts, params: "bool"
 DTYPES["where"] = lambda facts, params: _promote(facts, params, skip=1)
 DTYPES["softmax_cross_entropy"] = _first
+for _name in ("linalg_inv", "linalg_det", "linalg_slogdet", "linalg_cholesky", "linalg_eigh",
+              "linalg_svd", "linalg_qr"):
+    DTYPES[_name] = _first
+DTYPES["linalg_solve"] = _promote
 DTYPES["conj"] = _first
 _REAL_PART = {"complex64": "float32", "complex128": "float64"}
 DTYPES["real"] = DTYPES["imag"] = lambda facts, params: (

@@ -151,6 +151,14 @@ def _check_array_api(ns, out):
     assert ns["grad_t"].requires_grad and "True" in out
 
 
+def _check_linalg(ns, out):
+    (analytic,) = _floats_after(out, "d nll / d ell:")
+    (numeric,) = _floats_after(out, "numeric:")
+    assert abs(analytic - numeric) <= 1e-5 * (1.0 + abs(numeric)), out
+    assert "GaugeError: eigh backward: complex vectors" in out
+    assert "phase-free loss, gradient finite: True" in out
+
+
 def _check_complex(ns, out):
     np.testing.assert_allclose(gg.to_numpy(ns["z"]), gg.to_numpy(ns["c"]), atol=1e-6)
 
@@ -178,7 +186,8 @@ PAGE_CHECKS = {
     "compile.md": _check_compile, "training.md": _check_training,
     "save-load.md": _check_save_load, "distributed.md": _check_distributed,
     "ops.md": _check_ops, "array-api.md": _check_array_api, "complex.md": _check_complex,
-    "fft.md": _check_fft, "errors.md": _check_errors, "testing.md": _check_testing,
+    "fft.md": _check_fft, "linalg.md": _check_linalg,
+    "errors.md": _check_errors, "testing.md": _check_testing,
 }
 
 

@@ -186,6 +186,8 @@ from ._reductions import (
     var,
 )
 
+from . import linalg  # noqa: E402  (the linalg extension)
+
 __array_api_version__ = "2024.12"
 
 __all__ = [
@@ -198,7 +200,7 @@ __all__ = [
     "empty_like", "equal", "exp", "expand_dims", "expm1", "eye", "fft", "finfo", "flip", "floor",
     "floor_divide", "from_dlpack", "full", "full_like", "gradient_support", "greater",
     "greater_equal", "hypot", "iinfo", "imag", "inf", "isdtype", "isfinite", "isin", "isinf",
-    "isnan", "less", "less_equal", "linspace", "log", "log1p", "log2", "log10", "logaddexp",
+    "isnan", "less", "less_equal", "linalg", "linspace", "log", "log1p", "log2", "log10", "logaddexp",
     "logical_and", "logical_not", "logical_or", "logical_xor", "matmul", "matrix_transpose", "max",
     "maximum", "mean", "meshgrid", "min", "minimum", "moveaxis", "multiply", "nan", "negative",
     "newaxis", "nextafter", "nonzero", "not_equal", "ones", "ones_like", "permute_dims", "pi",

@@ -7,9 +7,10 @@
 from ..registry import Op, defop, registry, unregister
 from . import (activations, arithmetic, compare, complexes, elementwise, fft, indexing, linalg,
                masking, reductions, scan, shape, softmax, trig)
+from . import linalg_solve, linalg_spectral  # noqa: E402  (gpugrad.array_api.linalg's ops)
 from . import cuda  # noqa: E402, F401  (CuPy fast paths; imports CuPy only when used)
 from . import signatures  # noqa: F401  (each op's user-facing call)
 
 __all__ = ["Op", "defop", "registry", "unregister", "activations", "arithmetic", "compare",
            "complexes", "elementwise", "fft", "indexing", "linalg", "masking", "reductions", "scan",
-           "shape", "softmax", "trig"]
+           "shape", "softmax", "trig", "linalg_solve", "linalg_spectral"]
