@@ -18,6 +18,10 @@ In-place writes then behave as in PyTorch, with or without history (see gpugrad.
 - a write into the base itself (out of place under autograd) is seen by its views the same
   way.
 
+Which ops make views, and how a write goes back through each, is part of the op's own
+declaration (``op.defview`` in its family's file); this module is the mechanism that honours
+it (the registry hands it each such op's result through ``hooks.view``).
+
 Results that share memory but cannot be written through exactly (``real``/``imag`` of a
 complex Tensor, ``broadcast_to``, and any view of those) refuse in-place writes with an error
 that says what to do. In a graph (a Placeholder graph, or a ``gg.compile`` trace) values are
