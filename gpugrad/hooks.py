@@ -38,6 +38,10 @@ follow: Callable[..., None] | None = None
 """``follow(base)``: recompute the views of a Tensor that got a new array
 (gpugrad.views; gpugrad.versions.rebound calls it for a Tensor that has views)."""
 
+view: Callable[..., Any] | None = None
+"""``view(op, args, params, out) -> out``: after an op declared a view op (``op.defview``)
+ran, link its result to its base when they share memory (gpugrad.views)."""
+
 namespace: Any = None
 """The differentiable array-API namespace, ``gpugrad.array_api``: ``t.__array_namespace__()``,
 the operators the standard has and gpugrad has no op for (``& | ^ ~ << >> % //``), and the

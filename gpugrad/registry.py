@@ -30,7 +30,7 @@ import inspect
 import types
 from typing import Any, Callable
 
-from . import binding
+from . import binding, hooks
 from . import errors as E
 
 _ops: dict[str, "Op"] = {}
@@ -69,6 +69,7 @@ class Op:
         "front",
         "scalar",
         "lowering",
+        "view",
         "__dict__",
     )
 
@@ -115,6 +116,8 @@ class Op:
         self.scalar: tuple[str, tuple[str | None, ...]] | None = None
         # a non-elementwise op's own NumPy lowering for planned programs (see deflower)
         self.lowering: Any = None
+        # a view op's write-back rule, or why its result cannot be written through (defview)
+        self.view: Callable[..., Any] | str | None = None
 
     def defvjp(self, *rules: Callable[..., Any] | None) -> Any:
         """Register the VJP: one rule returning all gradients, or one rule per input.
@@ -180,6 +183,30 @@ class Op:
         self.lowering = lowering
         return lowering
 
+    def defview(self, write_back: Callable[..., Any] | str) -> Any:
+        """Declare that the op's result may be a view of its first input (share its memory),
+        and how an in-place write into that view goes back to the input: ``write_back(src,
+        value, **params)`` returns the op call ``(op, args, params)`` that gives ``src`` with
+        ``self(src, **params)`` replaced by ``value`` (a ``setitem`` for a slice, the inverse
+        permutation for a transpose). A str instead says why the result cannot be written
+        through (writes into it are refused with that reason). The engine links such a result
+        to its base when the arrays do share memory (see gpugrad.views). Returns
+        ``write_back``.
+
+        >>> import gpugrad as gg
+        >>> x = gg.asarray([[[1.0, 2.0, 3.0]]])
+        >>> op, args, params = gg.ops.registry["reshape"].view(x, "new", shape=(3,))
+        >>> op.name, args, params
+        ('reshape', ('new',), {'shape': (1, 1, 3)})
+        >>> op, args, params = gg.ops.registry["permute_dims"].view(x, "new", axes=(2, 0, 1))
+        >>> op.name, args, params
+        ('permute_dims', ('new',), {'axes': (1, 2, 0)})
+        >>> gg.ops.registry["broadcast_to"].view
+        'several of its elements are one element of its input'
+        """
+        self.view = write_back
+        return write_back
+
     def grads(self, xp: Any, g: Any, res: Any, needs: tuple[bool, ...], params: dict) -> Any:
         """Gradients for the inputs flagged in ``needs`` (others may be None)."""
         if self.vjps is not None:
@@ -240,7 +267,10 @@ class Op:
             if type(seq) is not list and type(seq) is not tuple:
                 return self._call_front(args, params)
             args = tuple(seq)
-        return _dispatch(self, args, params)
+        out = _dispatch(self, args, params)
+        if self.view is None:
+            return out
+        return hooks.view(self, args, params, out)
 
     def pair(self, a: Any, b: Any) -> Any:
         """``self(a, b)`` without the signature check, for an op whose rule takes exactly two
@@ -254,7 +284,10 @@ class Op:
             args = binding.check_sequence(self.name, args[0] if len(args) == 1 else args)
         if params:
             params = binding.check_params(self.name, params)
-        return _dispatch(self, args, params)
+        out = _dispatch(self, args, params)
+        if self.view is None:
+            return out
+        return hooks.view(self, args, params, out)
 
     def _call_front(self, args: tuple, params: dict) -> Any:
         front = self.front

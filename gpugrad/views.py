@@ -18,6 +18,10 @@ In-place writes then behave as in PyTorch, with or without history (see gpugrad.
 - a write into the base itself (out of place under autograd) is seen by its views the same
   way.
 
+Which ops make views, and how a write goes back through each, is part of the op's own
+declaration (``op.defview`` in its family's file); this module is the mechanism that honours
+it (the registry hands it each such op's result through ``hooks.view``).
+
 Results that share memory but cannot be written through exactly (``real``/``imag`` of a
 complex Tensor, ``broadcast_to``, and any view of those) refuse in-place writes with an error
 that says what to do. In a graph (a Placeholder graph, or a ``gg.compile`` trace) values are
@@ -43,10 +47,9 @@ from typing import Any
 
 import numpy as np
 
-from . import binding, hooks, versions
+from . import hooks, versions
 from . import errors as E
 from . import registry as R
-from .ops import complexes, indexing, linalg, shape
 from .tensor import Tensor, _grad_enabled
 from .versions import version_of
 
@@ -93,15 +96,19 @@ def _shares(src: Any, out: Any) -> bool:
 
 
 def link(op: Any, args: tuple, params: dict, out: Any) -> Any:
-    """Make ``out`` (the result of view op ``op`` on ``args[0]``) a view of its base if their
-    arrays share memory; returns ``out``."""
+    """After view op ``op`` (one that declared ``op.defview``) ran on ``args[0]``: make
+    ``out`` a view of its base if their arrays share memory, or mark it :class:`Opaque` if
+    the op said its result cannot be written through; returns ``out``."""
     src = args[0] if args else None
     if not isinstance(out, Tensor) or not isinstance(src, Tensor) or not _shares(
             src.data, out.data):
         if getattr(out, "_gpugrad_symbolic", False):  # a graph (or gg.compile trace) value
             _alias(out)
-            if getattr(src, "_gpugrad_symbolic", False):
+            if getattr(src, "_gpugrad_symbolic", False) and type(op.view) is not str:
                 _alias(src)
+        return out
+    if type(op.view) is str:
+        out._view = Opaque(f"{op.view} ({op.name} of a Tensor)")
         return out
     info = getattr(src, "_view", None)
     if type(info) is Opaque:
@@ -123,51 +130,7 @@ def link(op: Any, args: tuple, params: dict, out: Any) -> Any:
     return out
 
 
-def opaque(why: str) -> Any:
-    """What runs after an op whose result may share memory with its input but cannot be
-    written through: it marks such a result :class:`Opaque`, explaining ``why``."""
-    def mark(op: Any, args: tuple, params: dict, out: Any) -> Any:
-        src = args[0] if args else None
-        if isinstance(out, Tensor) and isinstance(src, Tensor) and _shares(src.data, out.data):
-            out._view = Opaque(f"{why} ({op.name} of a Tensor)")
-        elif getattr(out, "_gpugrad_symbolic", False):
-            _alias(out)
-        return out
-    return mark
-
-
-class _ViewOp(R.Op):
-    """A registered op whose eager result may share memory with its input: after the engine
-    runs it, its result is linked to its base (ops that take no views pay nothing)."""
-
-    __slots__ = ()
-
-    def __call__(self, *args: Any, **params: Any) -> Any:
-        out = R.Op.__call__(self, *args, **params)
-        if getattr(out, "_view", None) is None:
-            # the rule's own form went straight to the engine (any other form went through
-            # ``run``, below, which linked a view): ``params`` are the rule's
-            _AFTER[self.name](self, args, params, out)
-        return out
-
-    def run(self, *args: Any, **params: Any) -> Any:
-        if params:
-            params = binding.check_params(self.name, params)
-        return _AFTER[self.name](self, args, params, R._dispatch(self, args, params))
-
-
-_AFTER: dict = {}
-for _op in (indexing.getitem, linalg.matrix_transpose, linalg.permute_dims, shape.reshape,
-            shape.expand_dims, shape.squeeze):
-    _AFTER[_op.name] = link
-_AFTER["real"] = _AFTER["imag"] = opaque(
-    "it is the real or imaginary part of a complex Tensor, which gpugrad cannot write through")
-_AFTER["broadcast_to"] = opaque(
-    "several of its elements are one element of its input")
-for _op in (indexing.getitem, linalg.matrix_transpose, linalg.permute_dims, shape.reshape,
-            shape.expand_dims, shape.squeeze, complexes.real, complexes.imag,
-            shape.broadcast_to):
-    _op.__class__ = _ViewOp
+hooks.view = link  # what the registry calls after an op that declared itself a view op
 
 
 _aliased: dict = {}
@@ -201,24 +164,11 @@ def _raw(op: Any, x: Any, params: dict) -> Any:
     return R._dispatch(op, (x,), params)
 
 
-def _inverse(axes: tuple) -> tuple:
-    n = len(axes)
-    inv = [0] * n
-    for i, a in enumerate(axes):
-        inv[a % n] = i
-    return tuple(inv)
-
-
 def _put(op: Any, params: dict, src: Tensor, value: Tensor) -> Tensor:
-    """``src`` with ``op(src, **params)`` replaced by ``value`` (a recorded op)."""
-    name = op.name
-    if name == "getitem":
-        return R._dispatch(indexing.setitem, (src, value), {"key": params["key"]})
-    if name == "matrix_transpose":
-        return _raw(op, value, {})
-    if name == "permute_dims":
-        return _raw(op, value, {"axes": _inverse(tuple(params["axes"]))})
-    return _raw(shape.reshape, value, {"shape": tuple(src.shape)})  # reshape, expand, squeeze
+    """``src`` with ``op(src, **params)`` replaced by ``value`` (a recorded op): the op call
+    that ``op``'s declared write-back rule gives (``op.defview``)."""
+    back, args, kw = op.view(src, value, **params)
+    return R._dispatch(back, args, kw)
 
 
 def refuse(t: Tensor, what: str) -> None:

@@ -270,6 +270,36 @@ def test_broadcast_to_refuses_writes_with_history():
     np.testing.assert_array_equal(host(x), [1.0, 2.0])
 
 
+def test_an_op_is_a_view_op_by_its_declaration_alone(numpy_backend):
+    """A user op that declares ``defview`` gets the built-in view ops' treatment (and they
+    are plain Ops: the declaration, not a class, makes a view op)."""
+    for name in ("getitem", "matrix_transpose", "permute_dims", "reshape", "expand_dims",
+                 "squeeze", "real", "imag", "broadcast_to"):
+        assert type(gg.registry[name]) is gg.ops.Op and gg.registry[name].view is not None
+    assert gg.registry["add"].view is None
+
+    @gg.ops.defop("flip_example")
+    def flip(xp, x):
+        """x reversed along axis 0; the gradient is reversed back"""
+        return xp.flip(x, axis=0), None
+
+    flip.defvjp(lambda xp, g, res: (xp.flip(g, axis=0),))
+    flip.defview(lambda src, value: (flip, (value,), {}))
+    try:
+        x = gg.Variable(np.array([1.0, 2.0, 3.0]))
+        y = x * 2.0
+        f = flip(y)
+        f[0:1] += 10.0                     # through a slice of the flip, into y's last element
+        np.testing.assert_array_equal(host(y), [2.0, 4.0, 16.0])
+        gg.sum(y * y).backward()           # y = [2x0, 2x1, 2x2 + 10]: d/dx = 4 y
+        np.testing.assert_array_equal(host(x.grad), [8.0, 16.0, 64.0])
+        flip.defview("the example says so")
+        with pytest.raises(gg.OpError, match=r"the example says so \(flip_example of"):
+            flip(y)[0:1] += 1.0
+    finally:
+        gg.ops.unregister("flip_example")
+
+
 def test_integer_array_indexing_copies_and_its_setitem_says_what_to_use(bk):
     _x, y = _y(bk, [1.0, 2.0, 3.0], history=True)
     picked = y[np.array([0, 2])]            # a copy, as in NumPy and PyTorch

@@ -50,6 +50,10 @@ def conj(xp, z):
 conj.defvjp(lambda xp, g, res: (cj(xp, g),))
 
 
+# real and imag of a complex array share its memory, but a write cannot go back exactly
+_PART = "it is the real or imaginary part of a complex Tensor, which gpugrad cannot write through"
+
+
 @defop("real")
 def real(xp, z):
     """x for z = x + iy;  d/dx = 1, d/dy = 0, so z.grad = g (+ 0i)"""
@@ -57,6 +61,7 @@ def real(xp, z):
 
 
 real.defvjp(lambda xp, g, res: (g,))
+real.defview(_PART)
 
 
 @defop("imag")
@@ -74,3 +79,4 @@ def _imag_vjp(xp, g, dtype):
 
 
 imag.defvjp(_imag_vjp)
+imag.defview(_PART)

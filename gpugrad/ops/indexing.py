@@ -202,6 +202,8 @@ def _setitem_dvalue(xp, g, in_shape, *, key):
 
 
 setitem.defvjp(_setitem_dx, _setitem_dvalue)
+# a basic slice is a view: a write into it goes back as x with x[key] replaced
+getitem.defview(lambda src, value, *, key: (setitem, (src, value), {"key": key}))
 
 
 @defop("take_along_axis")

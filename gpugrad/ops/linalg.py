@@ -54,6 +54,8 @@ def matrix_transpose(xp, x):
 
 
 matrix_transpose.defvjp(lambda xp, g, res: (xp.matrix_transpose(g),))
+# a view: a write into it goes back transposed again
+matrix_transpose.defview(lambda src, value: (matrix_transpose, (value,), {}))
 
 
 @defop("permute_dims")
@@ -62,15 +64,21 @@ def permute_dims(xp, x, *, axes):
     return xp.permute_dims(x, tuple(axes)), None
 
 
-def _permute_vjp(xp, g, res, *, axes):
+def _inverse(axes):
     n = len(axes)
     inverse = [0] * n
     for i, a in enumerate(axes):
         inverse[a % n] = i
-    return (xp.permute_dims(g, tuple(inverse)),)
+    return tuple(inverse)
+
+
+def _permute_vjp(xp, g, res, *, axes):
+    return (xp.permute_dims(g, _inverse(axes)),)
 
 
 permute_dims.defvjp(_permute_vjp)
+# a view: a write into it goes back through the inverse permutation
+permute_dims.defview(lambda src, value, *, axes: (permute_dims, (value,), {"axes": _inverse(axes)}))
 
 
 @defop("linear")

@@ -1,5 +1,6 @@
 """Shape ops: reshape, expand_dims, squeeze, broadcast_to, concat, stack. Their gradients
-only move data around."""
+only move data around. reshape (where the backend gives a view), expand_dims and squeeze
+return views of their input; a write into one goes back as its reshape to the input's shape."""
 
 from ..registry import defop
 
@@ -13,6 +14,14 @@ def reshape(xp, x, *, shape):
 reshape.defvjp(lambda xp, g, in_shape, *, shape: (xp.reshape(g, in_shape),))
 
 
+def _reshape_back(src, value, **params):
+    """A view written into goes back to its input as the new value reshaped to src's shape."""
+    return reshape, (value,), {"shape": tuple(src.shape)}
+
+
+reshape.defview(_reshape_back)
+
+
 @defop("expand_dims")
 def expand_dims(xp, x, *, axis=0):
     """x with a new axis of length 1;  the gradient drops it again"""
@@ -20,6 +29,7 @@ def expand_dims(xp, x, *, axis=0):
 
 
 expand_dims.defvjp(lambda xp, g, in_shape, *, axis=0: (xp.reshape(g, in_shape),))
+expand_dims.defview(_reshape_back)
 
 
 @defop("squeeze")
@@ -29,6 +39,7 @@ def squeeze(xp, x, *, axis):
 
 
 squeeze.defvjp(lambda xp, g, in_shape, *, axis: (xp.reshape(g, in_shape),))
+squeeze.defview(_reshape_back)
 
 
 @defop("broadcast_to")
@@ -38,6 +49,7 @@ def broadcast_to(xp, x, *, shape):
 
 
 broadcast_to.defvjp(lambda xp, g, res, *, shape: (g,))
+broadcast_to.defview("several of its elements are one element of its input")
 
 
 def _split(g, sizes, axis):
