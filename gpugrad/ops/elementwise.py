@@ -203,9 +203,10 @@ def _tie_split(xp, g, mine, other, wins):
     return xp.where(wins, g, xp.where(tie, g * 0.5, 0.0))
 
 
-# the scalar formulas of _tie_split ("x != x" is 1 at a NaN): the winner, then the tie
-_WINS = "g * (({w}) + ({m} != {m}) * ({o} == {o}) + (({m} == {o}) + ({m} != {m}) * ({o} != {o}))" \
-    " * 0.5)"
+# _tie_split as a scalar formula ("x != x" is 1 at a NaN): 1 for the winner, 1/2 for a tie,
+# and for a NaN 1 against a number, 1/2 against a NaN (no product of two masks: NumPy would
+# make its first buffer bool)
+_WINS = "g * (({w}) + ({m} == {o}) * 0.5 + ({m} != {m}) * (1 - ({o} != {o}) * 0.5))"
 
 
 @defop("maximum")
