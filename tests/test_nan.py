@@ -45,6 +45,29 @@ CASES = [
     # d/da = b a**(b-1), d/db = a**b log(a): 3 * 2**2 = 12, 2**3 log 2 = 8 log 2
     ("pow", lambda a, b: a ** b,
      [[NAN, 2.0], [2.0, 3.0]], [[NAN, 12.0], [NAN, 8.0 * math.log(2.0)]]),
+    # logaddexp(z, 0) - y z, mean of 2: d/dz = (sigmoid(z) - y) / 2, NaN at z = NaN;
+    # d/dy = -z / 2
+    ("bce-with-logits", lambda z, y: gg.nn.binary_cross_entropy_with_logits(z, y),
+     [[NAN, 0.0], [1.0, 0.0]], [[NAN, 0.25], [NAN, 0.0]]),
+    # array bounds: a NaN x passes g; a NaN bound is the output, and takes g
+    ("clip-array-bound", lambda x, lo: gg.clip(x, lo, 4.0),
+     [[NAN, 1.0, 1.0, 5.0], [0.0, NAN, 2.0, 0.0]],
+     [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0]]),
+    ("clip-nan-scalar-bound", lambda x, hi: gg.clip(x, NAN, hi),
+     [[1.0, 2.0], [0.5, 3.0]], [[0.0, 0.0], [0.0, 0.0]]),
+    # a NaN entry makes its row NaN, and its row's gradient; quiet though exp(1000)
+    # overflows once the NaN row is shifted by 0
+    ("logsumexp-rows", lambda x: gg.logsumexp(x, axis=1),
+     [[[1000.0, NAN], [0.0, 0.0]]], [[[NAN, NAN], [0.5, 0.5]]]),
+    # d/dx of softmax(x)[:, 0] = s (e0 - s0): [1/4, -1/4] at s = [1/2, 1/2]
+    ("softmax-rows", lambda x: gg.softmax(x, axis=1)[:, 0],
+     [[[1000.0, NAN], [0.0, 0.0]]], [[[NAN, NAN], [0.25, -0.25]]]),
+    ("log-softmax-rows", lambda x: gg.log_softmax(x, axis=1),
+     [[[1000.0, NAN], [0.0, 0.0]]], [[[NAN, NAN], [0.0, 0.0]]]),
+    # d/dz = softmax - onehot: [1/2 - 1, 1/2] for the row without NaN
+    ("cross-entropy-rows", lambda z: gg.softmax_cross_entropy(
+        z, gg.asarray(np.array([1, 0]))), [[[1000.0, NAN], [0.0, 0.0]]],
+     [[[NAN, NAN], [-0.5, 0.5]]]),
 ]
 IDS = [c[0] for c in CASES]
 
@@ -124,3 +147,13 @@ def test_no_nan_no_change(bk):
     a, b = gg.Variable(np.array([1.0, 2.0, 3.0], dt)), gg.Variable(np.array([1.0, 5.0, 0.0], dt))
     gg.sum(gg.maximum(a, b) + gg.minimum(a, b) * 2.0 + gg.relu(a - 2.0)).backward()
     _check([a.grad, b.grad], [[1.5, 2.0, 2.0], [1.5, 1.0, 2.0]], dt)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in remainder")
+def test_remainder_divisor_gradient_is_nan_at_a_nan(bk):
+    """d/dx2 = -floor(x1 / x2): NaN where an input is NaN (it was 0), as torch's."""
+    dt = bk.float_dtype
+    a = gg.Variable(np.array([NAN, 5.0, 7.0], dt))
+    b = gg.Variable(np.array([2.0, NAN, 2.0], dt))
+    gg.sum(gg.array_api.remainder(a, b)).backward()
+    _check([a.grad, b.grad], [[1.0, 1.0, 1.0], [NAN, NAN, -3.0]], dt)

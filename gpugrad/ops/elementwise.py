@@ -266,7 +266,8 @@ where.defvjp(
 def clip(xp, x, *, min=None, max=None):
     """x limited to [min, max];  d/dx = 1 on the closed interval, 0 outside.  NaN: the
     output is x's NaN and the gradient g, as relu's (torch.clamp gives 0 there, dropping
-    the NaN from the gradient; gpugrad keeps clip(x, min=0) and relu alike).
+    the NaN from the gradient; gpugrad keeps clip(x, min=0) and relu alike). A NaN bound
+    makes every output NaN, as NumPy's clip, and x's gradient 0.
 
     >>> import gpugrad as gg
     >>> x = gg.Variable([-1.0, float("nan"), 0.5, 3.0])
@@ -278,7 +279,9 @@ def clip(xp, x, *, min=None, max=None):
 
 
 def _clip_vjp(xp, g, x, *, min=None, max=None):
-    outside = None  # (a NaN is outside neither bound)
+    if (min is not None and min != min) or (max is not None and max != max):
+        return (xp.zeros_like(g),)  # a NaN bound: every output is that NaN, none is x
+    outside = None  # (a NaN x is outside neither bound)
     if min is not None:
         outside = x < min
     if max is not None:
