@@ -39,6 +39,7 @@ CASES = [
     ("clip-min", lambda x: gg.clip(x, min=0.0), [[-1.0, NAN, 2.0]], [[0.0, 1.0, 1.0]]),
     ("clip-max", lambda x: gg.clip(x, max=1.0), [[-1.0, NAN, 2.0]], [[1.0, 1.0, 0.0]]),
     ("relu", lambda x: gg.relu(x), [[-1.0, 0.0, NAN, 2.0]], [[0.0, 0.0, 1.0, 1.0]]),
+    ("relu-0d", lambda x: gg.relu(x), [NAN], [1.0]),
     # d/da = exp(a - out): NaN where out is; 1/2 each at logaddexp(0, 0)
     ("logaddexp", lambda a, b: gg.logaddexp(a, b),
      [[NAN, 0.0], [1.0, 0.0]], [[NAN, 0.5], [NAN, 0.5]]),

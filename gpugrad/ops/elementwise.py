@@ -191,6 +191,8 @@ relu.defscalar("maximum(x, 0)", "g * (out != 0)")
 def _relu_vjp_numpy(xp, g, x):
     """NumPy fast path: g times the 0/1 mask, no masked select (the mask negated in place:
     a pass over bytes, an eighth of one over float64)."""
+    if x.ndim == 0:  # NumPy's 0-d comparison is a scalar, with no buffer to negate in
+        return relu.vjp(xp, g, x)
     mask = xp.less_equal(x, 0.0)
     xp.logical_not(mask, out=mask)
     return (g * mask,)
