@@ -119,13 +119,15 @@ def copysign(x1: Any, x2: Any, /) -> Tensor:
 def remainder(x1: Any, x2: Any, /) -> Tensor:
     """x1 - x2 floor(x1 / x2), with the sign of x2;  d/dx1 = 1, d/dx2 = -floor(x1/x2).
 
-    The value is the backend's (exact); the gradient terms are added as exact zeros."""
+    The value is the backend's (exact); the gradient terms are added as exact zeros. Where
+    floor(x1/x2) is infinite (x2 = 0) d/dx2 is 0; where it is NaN (a NaN input, or x1
+    infinite: the value is NaN there too) d/dx2 is NaN, as torch's."""
     x1, x2 = W.promote(x1, x2)
     out = _remainder(x1, x2)
     if not W.requires_grad(x1, x2):
         return out
     q = _floor_divide(x1, x2)
-    q = where(isfinite(q), q, 0.0)
+    q = where(isinf(q), 0.0, q)
     for x, scale in ((x1, 1.0), (x2, -q)):
         if isinstance(x, Tensor) and x.requires_grad:
             out = out + (x - x.detach()) * scale

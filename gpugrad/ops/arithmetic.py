@@ -67,7 +67,7 @@ def pow(xp, a, b):
     """a ** b (b an array or a scalar);  d/da = b a**(b-1),  d/db = a**b log(a).
 
     Conventions: d/da is 0 where b == 0 (also at a == 0); d/db is 0 where a <= 0, where the
-    real logarithm does not exist.
+    real logarithm does not exist, and NaN where a is NaN (as torch).
     """
     out = a**b
     return out, (a, b, out)
@@ -90,8 +90,8 @@ def _pow_db(xp, g, res):
     a, b, out = res
     if is_complex(out):
         return _pow_db_complex(xp, g, a, out)
-    safe = xp.where(a > 0, a, 1.0)
-    return xp.where(a > 0, g * out * xp.log(safe), 0.0)
+    low = a <= 0  # (False at a NaN, whose gradient is then NaN)
+    return xp.where(low, 0.0, g * out * xp.log(xp.where(low, 1.0, a)))
 
 
 def _pow_da_complex(xp, g, a, b):

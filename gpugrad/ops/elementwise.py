@@ -3,6 +3,10 @@ maximum, minimum, where, clip, astype.
 
 Kinks follow PyTorch: relu'(0) = 0, abs'(0) = 0, maximum(a, a) gives half to each input,
 clip passes the gradient on its closed interval [min, max].
+
+A NaN input is never dropped from the gradient where its value reaches the output: relu and
+clip pass g at a NaN (their output is that NaN), maximum and minimum give g to the NaN input
+(the one their output is), and abs gives g * sign(NaN) = NaN.
 """
 
 from ..fpstate import OVER_RAISED, enter, leave, quiet, state_with
@@ -165,54 +169,91 @@ sigmoid.def_fast_path("numpy-overflow-raises", forward=_sigmoid_numpy_in_raising
 
 @defop("relu")
 def relu(xp, x):
-    """max(x, 0);  d/dx = 1 where x > 0, else 0 (relu'(0) = 0).  NaN stays NaN."""
+    """max(x, 0);  d/dx = 1 where x > 0, else 0 (relu'(0) = 0).  NaN stays NaN, and its
+    gradient is g, as torch's (whose rule masks by the output: 0 where out <= 0): the mask
+    is ``not (x <= 0)``.
+
+    >>> import gpugrad as gg
+    >>> x = gg.Variable([-1.0, 0.0, float("nan"), 2.0])
+    >>> gg.sum(gg.relu(x)).backward(); gg.to_numpy(x.grad).tolist()
+    [0.0, 0.0, 1.0, 1.0]
+    """
     return xp.maximum(x, 0.0), x
 
 
-relu.defvjp(lambda xp, g, x: (xp.where(x > 0, g, 0.0),))
-relu.defscalar("maximum(x, 0)", "g * (x > 0)")  # as the NumPy fast path
+relu.defvjp(lambda xp, g, x: (xp.where(x <= 0, 0.0, g),))
+# the same 0/1 mask read from the output (0 exactly where x <= 0; NaN where x is): a planned
+# program may then write the output over x's buffer. (Eager rules keep x: keeping the output
+# alive instead costs NumPy a fresh allocation per step, several times the mask's cost.)
+relu.defscalar("maximum(x, 0)", "g * (out != 0)")
 
 
 def _relu_vjp_numpy(xp, g, x):
-    """NumPy fast path: g times the 0/1 mask, no masked select."""
-    return (g * (x > 0),)
+    """NumPy fast path: g times the 0/1 mask, no masked select (the mask negated in place:
+    a pass over bytes, an eighth of one over float64)."""
+    if x.ndim == 0:  # NumPy's 0-d comparison is a scalar, with no buffer to negate in
+        return relu.vjp(xp, g, x)
+    mask = xp.less_equal(x, 0.0)
+    xp.logical_not(mask, out=mask)
+    return (g * mask,)
 
 
 relu.def_fast_path("numpy", vjp=_relu_vjp_numpy)
 
 
-def _tie_split(xp, g, a, b, wins):
-    return xp.where(wins, g, xp.where(a == b, g * 0.5, 0.0))
+def _tie_split(xp, g, mine, other, wins):
+    """g where ``mine`` is the selected input (``wins``, or a NaN against a number), half of
+    g on a tie (equal, or both NaN), else 0."""
+    mine_nan, other_nan = xp.isnan(mine), xp.isnan(other)
+    wins = xp.logical_or(wins, xp.logical_and(mine_nan, xp.logical_not(other_nan)))
+    tie = xp.logical_or(mine == other, xp.logical_and(mine_nan, other_nan))
+    return xp.where(wins, g, xp.where(tie, g * 0.5, 0.0))
+
+
+# _tie_split as a scalar formula ("x != x" is 1 at a NaN): 1 for the winner, 1/2 for a tie,
+# and for a NaN 1 against a number, 1/2 against a NaN (no product of two masks: NumPy would
+# make its first buffer bool)
+_WINS = "g * (({w}) + ({m} == {o}) * 0.5 + ({m} != {m}) * (1 - ({o} != {o}) * 0.5))"
 
 
 @defop("maximum")
 def maximum(xp, a, b):
-    """max(a, b) elementwise;  the larger input gets g, ties split g evenly"""
+    """max(a, b) elementwise;  the larger input gets g, ties split g evenly.  NaN: the
+    output is the NaN, and the NaN input gets g (both NaN: half each, as a tie); the other
+    input gets 0, as its value does not reach the output (torch gives g to both inputs).
+
+    >>> import gpugrad as gg
+    >>> a, b = gg.Variable([float("nan"), 1.0]), gg.Variable([2.0, 1.0])
+    >>> gg.sum(gg.maximum(a, b)).backward()
+    >>> gg.to_numpy(a.grad).tolist(), gg.to_numpy(b.grad).tolist()
+    ([1.0, 0.5], [0.0, 0.5])
+    """
     real_only("maximum", a, b)
     return xp.maximum(a, b), (a, b)
 
 
 maximum.defvjp(
     lambda xp, g, res: _tie_split(xp, g, res[0], res[1], res[0] > res[1]),
-    lambda xp, g, res: _tie_split(xp, g, res[0], res[1], res[1] > res[0]),
+    lambda xp, g, res: _tie_split(xp, g, res[1], res[0], res[1] > res[0]),
 )
-maximum.defscalar("maximum(a, b)", "g * ((a > b) + (a == b) * 0.5)",
-                  "g * ((b > a) + (a == b) * 0.5)")
+maximum.defscalar("maximum(a, b)", _WINS.format(w="a > b", m="a", o="b"),
+                  _WINS.format(w="b > a", m="b", o="a"))
 
 
 @defop("minimum")
 def minimum(xp, a, b):
-    """min(a, b) elementwise;  the smaller input gets g, ties split g evenly"""
+    """min(a, b) elementwise;  the smaller input gets g, ties split g evenly.  NaN: as
+    maximum, the NaN input gets g (both NaN: half each), the other 0."""
     real_only("minimum", a, b)
     return xp.minimum(a, b), (a, b)
 
 
 minimum.defvjp(
     lambda xp, g, res: _tie_split(xp, g, res[0], res[1], res[0] < res[1]),
-    lambda xp, g, res: _tie_split(xp, g, res[0], res[1], res[1] < res[0]),
+    lambda xp, g, res: _tie_split(xp, g, res[1], res[0], res[1] < res[0]),
 )
-minimum.defscalar("minimum(a, b)", "g * ((a < b) + (a == b) * 0.5)",
-                  "g * ((b < a) + (a == b) * 0.5)")
+minimum.defscalar("minimum(a, b)", _WINS.format(w="a < b", m="a", o="b"),
+                  _WINS.format(w="b < a", m="b", o="a"))
 
 
 @defop("where")
@@ -230,18 +271,29 @@ where.defvjp(
 
 @defop("clip")
 def clip(xp, x, *, min=None, max=None):
-    """x limited to [min, max];  d/dx = 1 on the closed interval, 0 outside"""
+    """x limited to [min, max];  d/dx = 1 on the closed interval, 0 outside.  NaN: the
+    output is x's NaN and the gradient g, as relu's (torch.clamp gives 0 there, dropping
+    the NaN from the gradient; gpugrad keeps clip(x, min=0) and relu alike). A NaN bound
+    makes every output NaN, as NumPy's clip, and x's gradient 0.
+
+    >>> import gpugrad as gg
+    >>> x = gg.Variable([-1.0, float("nan"), 0.5, 3.0])
+    >>> gg.sum(gg.clip(x, 0.0, 1.0)).backward(); gg.to_numpy(x.grad).tolist()
+    [0.0, 1.0, 1.0, 0.0]
+    """
     real_only("clip", x)
     return xp.clip(x, min, max), x
 
 
 def _clip_vjp(xp, g, x, *, min=None, max=None):
-    inside = None
+    if (min is not None and min != min) or (max is not None and max != max):
+        return (xp.zeros_like(g),)  # a NaN bound: every output is that NaN, none is x
+    outside = None  # (a NaN x is outside neither bound)
     if min is not None:
-        inside = x >= min
+        outside = x < min
     if max is not None:
-        inside = x <= max if inside is None else xp.logical_and(inside, x <= max)
-    return (g if inside is None else xp.where(inside, g, 0.0),)
+        outside = x > max if outside is None else xp.logical_or(outside, x > max)
+    return (g if outside is None else xp.where(outside, 0.0, g),)
 
 
 clip.defvjp(_clip_vjp)
@@ -271,15 +323,19 @@ astype.defvjp(_astype_vjp)
 def logaddexp(xp, a, b):
     """log(exp(a) + exp(b)), without overflow;  d/da = exp(a - out), d/db = exp(b - out)"""
     real_only("logaddexp", a, b)
-    with quiet(xp):  # logaddexp(-1000, 0) is exactly 0, but NumPy's exp inside underflows
+    # logaddexp(-1000, 0) is exactly 0, but NumPy's exp inside underflows; and NumPy calls
+    # a NaN input's NaN result invalid (other ufuncs pass NaN on quietly; no two numbers give
+    # an invalid logaddexp)
+    with quiet(xp, invalid="ignore"):
         out = xp.logaddexp(a, b)
     return out, (a, b, out)
 
 
 def _logaddexp_share(xp, g, mine, out):
     # where out is -inf both inputs are -inf: no mass to share, gradient 0 instead of nan
-    return xp.where(xp.isfinite(out), g * xp.exp(mine - xp.where(xp.isfinite(out), out, 0.0)),
-                    0.0)
+    # (+inf likewise gives 0); where out is NaN (an input is), the gradients are NaN
+    inf = xp.isinf(out)
+    return xp.where(inf, 0.0, g * xp.exp(mine - xp.where(inf, 0.0, out)))
 
 
 logaddexp.defvjp(

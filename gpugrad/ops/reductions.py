@@ -1,7 +1,9 @@
 """Reductions: sum, mean, max, min over an int or tuple axis, with keepdims.
 
 max/min split the gradient evenly between tied maxima, so a full reduction's gradient
-always sums to g.
+always sums to g. A NaN is the selected element, as in PyTorch: the max (and min) of a
+slice holding a NaN is NaN, and the slice's gradient goes to its NaN entries, split evenly
+between them as between ties.
 """
 
 import math
@@ -104,7 +106,8 @@ mean.def_fast_path("numpy", forward=_mean_numpy, vjp=_mean_vjp_numpy)
 def _extremum_vjp(xp, g, res, *, axis=None, keepdims=False):
     x, out = res
     shape = tuple(x.shape)
-    hit = x == xp.reshape(out, _keep_shape(shape, axis))
+    # a slice's result is NaN exactly where the slice holds a NaN: its NaNs are its hits
+    hit = xp.logical_or(x == xp.reshape(out, _keep_shape(shape, axis)), xp.isnan(x))
     count = xp.sum(xp.astype(hit, x.dtype), axis=axis, keepdims=True)
     share = xp.reshape(g, _keep_shape(shape, axis)) / count
     return (xp.where(hit, share, 0.0),)
@@ -112,7 +115,15 @@ def _extremum_vjp(xp, g, res, *, axis=None, keepdims=False):
 
 @defop("max")
 def max(xp, x, *, axis=None, keepdims=False):
-    """largest element over axis;  g goes to the maxima, split evenly between ties"""
+    """largest element over axis;  g goes to the maxima, split evenly between ties.  NaN:
+    a slice holding a NaN has the max NaN, and its g goes to its NaNs, split evenly (torch's
+    full max: ``max([1, nan, 3])`` gives the gradient ``[0, 1, 0]``)
+
+    >>> import gpugrad as gg
+    >>> x = gg.Variable([1.0, float("nan"), 3.0, float("nan")])
+    >>> gg.max(x).backward(); gg.to_numpy(x.grad).tolist()
+    [0.0, 0.5, 0.0, 0.5]
+    """
     real_only("max", x)
     out = xp.max(x, axis=axis, keepdims=keepdims)
     return out, (x, out)
@@ -123,7 +134,9 @@ max.defvjp(_extremum_vjp)
 
 @defop("min")
 def min(xp, x, *, axis=None, keepdims=False):
-    """smallest element over axis;  g goes to the minima, split evenly between ties"""
+    """smallest element over axis;  g goes to the minima, split evenly between ties.  NaN:
+    a slice holding a NaN has the min NaN, and its g goes to its NaNs, split evenly (as max)
+    """
     real_only("min", x)
     out = xp.min(x, axis=axis, keepdims=keepdims)
     return out, (x, out)

@@ -123,14 +123,18 @@ def _is_scalar(v: Any) -> bool:
 
 @elementwise.clip.defsignature(direct=False)
 def _clip(x: Any, /, min: Any = None, max: Any = None) -> Any:
-    """Scalar bounds use the rule; an array bound is differentiable too (a ``where``)."""
+    """Scalar bounds use the rule; an array bound is differentiable too (a ``where``). A
+    NaN bound gives NaN, as NumPy's clip, and takes the gradient there (x gets 0)."""
     if _is_scalar(min) and _is_scalar(max):
         return elementwise.clip.run(x, min=min, max=max)
     out = x
-    if min is not None:
-        out = elementwise.where(compare.less(out, min), min, out)
-    if max is not None:
-        out = elementwise.where(compare.greater(out, max), max, out)
+    for bound, beyond in ((min, compare.less), (max, compare.greater)):
+        if bound is not None:
+            out = elementwise.where(beyond(out, bound), bound, out)
+            if not _is_scalar(bound):  # NaN where the bound is (bound != bound)
+                out = elementwise.where(compare.not_equal(bound, bound), bound, out)
+            elif bound != bound:
+                out = arithmetic.add(arithmetic.multiply(out, 0.0), bound)
     return out
 
 

@@ -1,6 +1,9 @@
 """Composites the standard lacks: logsumexp, softmax, log_softmax.
 
 Each shifts by a finite max, so large inputs never overflow and -inf entries stay harmless.
+A row whose max is not finite (a NaN or +inf in it) is shifted by 0 instead: its result is
+NaN (or inf) whatever the shift, so an overflow in its exp is no news and stays quiet. A NaN
+entry makes its row's result and gradient NaN, as in torch.
 """
 
 from ..fpstate import quiet
@@ -17,7 +20,7 @@ def _finite_max(xp, x, axis):
 def logsumexp(xp, x, *, axis=None, keepdims=False):
     """log(sum(exp(x))) over axis;  d/dx = softmax(x)"""
     m = _finite_max(xp, x, axis)
-    with quiet(xp):  # entries far below the max underflow to 0 by design
+    with quiet(xp, over="ignore"):  # entries far below the max underflow to 0 by design
         e = xp.exp(x - m)
     total = xp.sum(e, axis=axis, keepdims=True)
     out_k = xp.log(total) + m
@@ -47,7 +50,7 @@ logsumexp.defvjp(_logsumexp_vjp)
 @defop("softmax")
 def softmax(xp, x, *, axis=-1):
     """exp(x) / sum(exp(x)) over axis;  d/dx: s * (g - sum(g * s))"""
-    with quiet(xp):  # entries far below the max underflow to 0 by design
+    with quiet(xp, over="ignore"):  # entries far below the max underflow to 0 by design
         e = xp.exp(x - _finite_max(xp, x, axis))
         out = e / xp.sum(e, axis=axis, keepdims=True)
     return out, out
@@ -66,7 +69,7 @@ def _softmax_vjp(xp, g, s, axis):
 def log_softmax(xp, x, *, axis=-1):
     """x - logsumexp(x) over axis;  d/dx: g - exp(out) * sum(g)"""
     shifted = x - _finite_max(xp, x, axis)
-    with quiet(xp):
+    with quiet(xp, over="ignore"):
         e = xp.exp(shifted)
     out = shifted - xp.log(xp.sum(e, axis=axis, keepdims=True))
     return out, out
@@ -84,7 +87,7 @@ def softmax_cross_entropy(xp, logits, targets, *, axis=-1):
     has logits' shape without that axis);  d/dlogits = g (softmax(logits) - onehot(target)),
     no gradient for the targets"""
     shifted = logits - _finite_max(xp, logits, axis)
-    with quiet(xp):  # entries far below the max underflow to 0 by design
+    with quiet(xp, over="ignore"):  # entries far below the max underflow to 0 by design
         logp = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
     picked = xp.take_along_axis(logp, xp.expand_dims(targets, axis=axis), axis=axis)
     return -xp.squeeze(picked, axis=axis), (logp, targets)
