@@ -201,59 +201,54 @@ def _relu_vjp_numpy(xp, g, x):
 relu.def_fast_path("numpy", vjp=_relu_vjp_numpy)
 
 
-def _tie_split(xp, g, mine, other, wins):
-    """g where ``mine`` is the selected input (``wins``, or a NaN against a number), half of
-    g on a tie (equal, or both NaN), else 0."""
-    mine_nan, other_nan = xp.isnan(mine), xp.isnan(other)
-    wins = xp.logical_or(wins, xp.logical_and(mine_nan, xp.logical_not(other_nan)))
-    tie = xp.logical_or(mine == other, xp.logical_and(mine_nan, other_nan))
-    return xp.where(wins, g, xp.where(tie, g * 0.5, 0.0))
+def _tie_split(xp, g, mine, other, loses):
+    """g, but half of g on a tie and 0 where ``mine`` loses; a comparison with a NaN is
+    false, so at a NaN (either input) both inputs get g, as PyTorch's rule gives them."""
+    return xp.where(mine == other, g * 0.5, xp.where(loses, 0.0, g))
 
 
-# _tie_split as a scalar formula ("x != x" is 1 at a NaN): 1 for the winner, 1/2 for a tie,
-# and for a NaN 1 against a number, 1/2 against a NaN (no product of two masks: NumPy would
-# make its first buffer bool)
-_WINS = "g * (({w}) + ({m} == {o}) * 0.5 + ({m} != {m}) * (1 - ({o} != {o}) * 0.5))"
+# _tie_split as a scalar formula: 1 - loses - tie / 2
+_WINS = "g * (1 - ({l}) - ({m} == {o}) * 0.5)"
 
 
 @defop("maximum")
 def maximum(xp, a, b):
     """max(a, b) elementwise;  the larger input gets g, ties split g evenly.  NaN: the
-    output is the NaN, and the NaN input gets g (both NaN: half each, as a tie); the other
-    input gets 0, as its value does not reach the output (torch gives g to both inputs).
+    output is the NaN, and both inputs get g, as PyTorch gives them (the gradient carries
+    the NaN wherever the loss does).
 
     >>> import gpugrad as gg
     >>> a, b = gg.Variable([float("nan"), 1.0]), gg.Variable([2.0, 1.0])
     >>> gg.sum(gg.maximum(a, b)).backward()
     >>> gg.to_numpy(a.grad).tolist(), gg.to_numpy(b.grad).tolist()
-    ([1.0, 0.5], [0.0, 0.5])
+    ([1.0, 0.5], [1.0, 0.5])
     """
     real_only("maximum", a, b)
     return xp.maximum(a, b), (a, b)
 
 
 maximum.defvjp(
-    lambda xp, g, res: _tie_split(xp, g, res[0], res[1], res[0] > res[1]),
-    lambda xp, g, res: _tie_split(xp, g, res[1], res[0], res[1] > res[0]),
+    lambda xp, g, res: _tie_split(xp, g, res[0], res[1], res[0] < res[1]),
+    lambda xp, g, res: _tie_split(xp, g, res[1], res[0], res[1] < res[0]),
 )
-maximum.defscalar("maximum(a, b)", _WINS.format(w="a > b", m="a", o="b"),
-                  _WINS.format(w="b > a", m="b", o="a"))
+maximum.defscalar("maximum(a, b)", _WINS.format(l="a < b", m="a", o="b"),
+                  _WINS.format(l="b < a", m="b", o="a"))
 
 
 @defop("minimum")
 def minimum(xp, a, b):
     """min(a, b) elementwise;  the smaller input gets g, ties split g evenly.  NaN: as
-    maximum, the NaN input gets g (both NaN: half each), the other 0."""
+    maximum, both inputs get g (PyTorch's rule)."""
     real_only("minimum", a, b)
     return xp.minimum(a, b), (a, b)
 
 
 minimum.defvjp(
-    lambda xp, g, res: _tie_split(xp, g, res[0], res[1], res[0] < res[1]),
-    lambda xp, g, res: _tie_split(xp, g, res[1], res[0], res[1] < res[0]),
+    lambda xp, g, res: _tie_split(xp, g, res[0], res[1], res[0] > res[1]),
+    lambda xp, g, res: _tie_split(xp, g, res[1], res[0], res[1] > res[0]),
 )
-minimum.defscalar("minimum(a, b)", _WINS.format(w="a < b", m="a", o="b"),
-                  _WINS.format(w="b < a", m="b", o="a"))
+minimum.defscalar("minimum(a, b)", _WINS.format(l="a > b", m="a", o="b"),
+                  _WINS.format(l="b > a", m="b", o="a"))
 
 
 @defop("where")
@@ -286,14 +281,13 @@ def clip(xp, x, *, min=None, max=None):
 
 
 def _clip_vjp(xp, g, x, *, min=None, max=None):
-    if (min is not None and min != min) or (max is not None and max != max):
-        return (xp.zeros_like(g),)  # a NaN bound: every output is that NaN, none is x
-    outside = None  # (a NaN x is outside neither bound)
+    # g on the closed interval, as PyTorch: a NaN x, or a NaN bound, compares false: 0
+    inside = None
     if min is not None:
-        outside = x < min
+        inside = x >= min
     if max is not None:
-        outside = x > max if outside is None else xp.logical_or(outside, x > max)
-    return (g if outside is None else xp.where(outside, 0.0, g),)
+        inside = x <= max if inside is None else xp.logical_and(inside, x <= max)
+    return (g if inside is None else xp.where(inside, g, 0.0),)
 
 
 clip.defvjp(_clip_vjp)
