@@ -152,9 +152,3 @@ def result_type(*arrays_and_dtypes: Any) -> Any:
     """The dtype the standard's promotion rules give for these arrays, dtypes and scalars."""
     xp = W.namespace_for(*arrays_and_dtypes)
     return W.native(xp).result_type(*(_dtype_or_array(xp, a) for a in arrays_and_dtypes))
-
-
-@mark("none")
-def __array_namespace_info__() -> Any:
-    """The current backend's inspection object (devices, default dtypes, capabilities)."""
-    return W.native(B.current().xp).__array_namespace_info__()
