@@ -28,6 +28,8 @@ def index(x: Any, key: Any) -> Any:
     if not arrays:
         return indexing.getitem(x, key=key)
     pos = arrays[0]
+    if len(parts) > 1 and _points(x, parts):
+        return _gather_points(x, parts)
     if len(arrays) > 1 or any(not (isinstance(k, slice) and k == slice(None))
                               for i, k in enumerate(parts) if i != pos):
         raise TypeError(
@@ -58,6 +60,37 @@ def index(x: Any, key: Any) -> Any:
                                   and idx.dtype is None):  # a graph node of unknown dtype
         raise TypeError(f"getitem: index arrays must be integers, got {kind or type(idx)}")
     return _take(x, idx, axis=pos)
+
+
+def _points(x: Any, parts: tuple) -> bool:
+    """Whether ``x[parts]`` picks points: ints and integer arrays only, one per leading axis
+    (``x[0, idx]``, ``x[i, j]``), on an eager Tensor."""
+    if getattr(x, "xp", None) is None or len(parts) > len(x.shape):
+        return False
+    return all(isinstance(k, int) or (hasattr(k, "shape") and "int" in str(k.dtype)
+                                      and not getattr(k, "_gpugrad_symbolic", False))
+               for k in parts)
+
+
+def _gather_points(x: Any, parts: tuple) -> Any:
+    """``x[i, j, ...]`` with ints and integer arrays (broadcast together, as NumPy does): one
+    ``take`` from x with its indexed axes flattened, at the flat positions."""
+    xp, k = x.xp, len(parts)
+    dims = x.shape[:k]
+    keys = [p.data if hasattr(p, "requires_grad") and hasattr(p, "xp") else p for p in parts]
+    keys = [xp.asarray(p, device=x.device) if isinstance(p, int) or type(p).__module__ == "numpy"
+            else p for p in keys]  # host ints and NumPy indices cross to x's device
+    flat = None
+    for key, n in zip(xp.broadcast_arrays(*keys), dims):
+        key = xp.astype(key, xp.int64)
+        key = xp.where(key < 0, key + n, key)
+        flat = key if flat is None else flat * n + key
+    rows = 1
+    for n in dims:
+        rows *= n
+    rest = x.shape[k:]
+    picked = _take(shape.reshape(x, (rows, *rest)), xp.reshape(flat, (-1,)), axis=0)
+    return shape.reshape(picked, (*flat.shape, *rest))
 
 
 def _masked(x: Any, mask: Any, key: Any, pos: int, n: int) -> Any:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .. import backend as B
 from ..fpstate import quiet
 from ..ops import arithmetic, compare, complexes, elementwise, trig
 from ..tensor import Tensor
 from . import _wrap as W
-from ._creation import zeros_like
+from ._creation import full_like, zeros_like
 from ._wrap import mark, passthrough
 
 # --- registered ops ----------------------------------------------------------------------
@@ -99,6 +100,10 @@ def hypot(x1: Any, x2: Any, /) -> Tensor:
     """sqrt(x1**2 + x2**2) without overflow: the larger magnitude m is factored out,
     m sqrt((x1/m)**2 + (x2/m)**2). The result does not depend on m, so neither does its
     gradient (x1/h, x2/h); an infinite input gives inf."""
+    if not hasattr(x2, "shape"):  # a Python scalar takes the array's dtype
+        x2 = full_like(W.as_tensor(x1), float(x2))
+    elif not hasattr(x1, "shape"):
+        x1 = full_like(W.as_tensor(x2), float(x1))
     a, b = (abs(v) for v in W.promote(x1, x2))
     m = maximum(a, b)
     safe = where(equal(m, 0.0), 1.0, m)
@@ -165,10 +170,32 @@ def _symbolic(x: Any) -> bool:
 _remainder = passthrough("remainder", "none")
 _floor_divide = passthrough("floor_divide", "zero")
 
+
+@mark("zero")
+def floor_divide(x1: Any, x2: Any, /) -> Tensor:
+    """floor(x1 / x2), piecewise constant (a constant result, gradient 0). Where exactly one
+    input is infinite the standard's special cases hold: ±inf // finite is ±inf, finite //
+    ±inf is a signed zero (NumPy gives NaN and -1 there); both are ``x1 / x2``.
+
+    >>> import gpugrad as gg
+    >>> gg.to_numpy(gg.floor_divide(gg.asarray([7.0, float("inf"), -1.0]), -2.0))
+    array([-4., -inf,  0.])
+    """
+    x1, x2 = W.promote(x1, x2)
+    with quiet(W.namespace_for(x1, x2), invalid="ignore"):  # NumPy's NaN at ±inf, fixed below
+        out = _floor_divide(x1, x2)
+    xp = out.xp
+    if not B.is_floating(xp, out.dtype):
+        return out
+    a, b = (v if B.is_backend_array(v) else xp.full_like(out.data, v)
+            for v in (W.unwrap(x1), W.unwrap(x2)))
+    with quiet(xp, divide="ignore", invalid="ignore"):  # a / b kept where it is ±inf or ±0
+        one_infinite = xp.isinf(a) != xp.isinf(b)
+        return Tensor(xp.where(one_infinite, a / b, out.data), xp=xp)
+
 # --- piecewise constant: gradient 0 ------------------------------------------------------
 ceil = passthrough("ceil", "zero")
 floor = passthrough("floor", "zero")
-floor_divide = passthrough("floor_divide", "zero")
 round = passthrough("round", "zero")
 _sign = passthrough("sign", "zero")
 

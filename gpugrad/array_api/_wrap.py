@@ -15,6 +15,7 @@ Every function of the namespace is marked with how it differentiates (``fn.gradi
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -79,9 +80,11 @@ def requires_grad(*args: Any) -> bool:
 
 
 def unwrap(a: Any) -> Any:
-    """Tensors become their backend arrays (also inside lists and tuples)."""
+    """Tensors become their backend arrays (also inside lists, tuples and dicts' values)."""
     if isinstance(a, Tensor):
         return a.data
+    if isinstance(a, dict):
+        return {k: unwrap(v) for k, v in a.items()}
     if isinstance(a, (list, tuple)):
         return type(a)(unwrap(v) for v in a)
     return a
@@ -161,6 +164,37 @@ def passthrough(name: str, kind: str) -> Callable:
     fn.gradient = kind
     return fn
 
+
+def standard(kind: str) -> Callable[[Callable], Callable]:
+    """Decorator: a function declared by its signature as the standard writes it (the def
+    holds its docstring only), run by ``passthrough``: positional-only arguments go to the
+    backend's function of the same name by position, the others by their standard names.
+    A call the signature does not take raises a TypeError naming the function."""
+
+    def decorate(declared: Callable) -> Callable:
+        name = declared.__name__
+        run = passthrough(name, kind)
+        sig = inspect.signature(declared)
+        positional = [p.name for p in sig.parameters.values()
+                      if p.kind is inspect.Parameter.POSITIONAL_ONLY]
+
+        def fn(*args: Any, **kwargs: Any) -> Any:
+            try:
+                bound = sig.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"gpugrad.array_api.{name}: {exc}") from None
+            given = bound.arguments
+            return run(*(given[n] for n in positional if n in given),
+                       **{n: v for n, v in given.items() if n not in positional})
+
+        fn.__name__ = fn.__qualname__ = name
+        fn.__module__ = declared.__module__
+        fn.__doc__ = declared.__doc__
+        fn.__signature__ = sig
+        fn.gradient = kind
+        return fn
+
+    return decorate
 
 
 def promote(*args: Any) -> tuple:
