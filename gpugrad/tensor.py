@@ -237,7 +237,7 @@ class Tensor(ArrayOps):
                              f"{ns.__array_api_version__}, not {api_version!r}")
         return ns
 
-    def to_device(self, device: Any, /, *, stream: Any = None) -> "Tensor":
+    def to_device(self, device: Any, /, *, stream: Any = None) -> Tensor:
         """This Tensor on ``device`` of its backend: itself where it is there already, else a
         constant copy there (a graph stays on one device, so a Tensor that requires a
         gradient cannot move while gradients are recorded: detach it first).

@@ -38,6 +38,7 @@ from .. import backend as _B
 from .. import hooks as _hooks
 from ..registry import Op as _Op
 from ..registry import registry as _registry
+from . import _names
 from ._creation import (
     arange,
     asarray,
@@ -156,6 +157,7 @@ from ._manipulation import (
     unstack,
     vecdot,
 )
+from ._names import DTYPES
 from ._reductions import (
     all,
     any,
@@ -183,9 +185,6 @@ from ._reductions import (
     var,
 )
 
-from . import _names
-from ._names import DTYPES
-
 __array_api_version__ = "2025.12"
 
 e = _math.e
@@ -194,7 +193,27 @@ nan = _math.nan
 pi = _math.pi
 newaxis = None
 
-__all__ = [*_names.STANDARD, *_names.EXTRAS]
+__all__ = [  # the standard's names (_names.STANDARD) and the extras (_names.EXTRAS)
+    "DTYPES", "KINDS", "__array_namespace_info__", "abs", "acos", "acosh", "add", "all", "any",
+    "arange", "argmax", "argmin", "argsort", "asarray", "asin", "asinh", "astype", "atan",
+    "atan2", "atanh", "bitwise_and", "bitwise_invert", "bitwise_left_shift", "bitwise_or",
+    "bitwise_right_shift", "bitwise_xor", "broadcast_arrays", "broadcast_shapes",
+    "broadcast_to", "can_cast", "ceil", "clip", "concat", "conj", "copysign", "cos", "cosh",
+    "count_nonzero", "cumulative_prod", "cumulative_sum", "diff", "divide", "e", "empty",
+    "empty_like", "equal", "exp", "expand_dims", "expm1", "eye", "finfo", "flip", "floor",
+    "floor_divide", "from_dlpack", "full", "full_like", "gradient_support", "greater",
+    "greater_equal", "hypot", "iinfo", "imag", "inf", "isdtype", "isfinite", "isin", "isinf",
+    "isnan", "less", "less_equal", "linspace", "log", "log1p", "log2", "log10", "logaddexp",
+    "logical_and", "logical_not", "logical_or", "logical_xor", "matmul", "matrix_transpose",
+    "max", "maximum", "mean", "meshgrid", "min", "minimum", "moveaxis", "multiply", "nan",
+    "negative", "newaxis", "nextafter", "nonzero", "not_equal", "ones", "ones_like",
+    "permute_dims", "pi", "positive", "pow", "prod", "real", "reciprocal", "remainder",
+    "repeat", "reshape", "result_type", "roll", "round", "searchsorted", "sign", "signbit",
+    "sin", "sinh", "sort", "sqrt", "square", "squeeze", "stack", "std", "subtract", "sum",
+    "take", "take_along_axis", "tan", "tanh", "tensordot", "tile", "tril", "triu", "trunc",
+    "twice_differentiable", "unique_all", "unique_counts", "unique_inverse", "unique_values",
+    "unstack", "var", "vecdot", "where", "zeros", "zeros_like",
+]
 
 KINDS = {
     "op": "differentiable: a registered op",
@@ -248,6 +267,6 @@ def twice_differentiable(name: str) -> bool:
     return op is None or op.twice_differentiable
 
 
-__all__ += [name for name in _names.EXTENSIONS if name in globals()]  # linalg, fft: where present
+__all__.extend(n for n in _names.EXTENSIONS if n in globals() and n not in __all__)  # if present
 
 _hooks.namespace = _sys.modules[__name__]  # t.__array_namespace__(), t & u, t % u, ...

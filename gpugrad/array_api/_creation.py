@@ -19,7 +19,6 @@ from . import _wrap as W
 from ._wrap import mark, standard
 
 
-
 @standard("none")
 def arange(start: Any, /, stop: Any = None, step: Any = 1, *, dtype: Any = None,
            device: Any = None) -> Tensor:

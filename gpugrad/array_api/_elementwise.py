@@ -179,7 +179,7 @@ def floor_divide(x1: Any, x2: Any, /) -> Tensor:
 
     >>> import gpugrad as gg
     >>> gg.to_numpy(gg.floor_divide(gg.asarray([7.0, float("inf"), -1.0]), -2.0))
-    array([-4., -inf,  0.])
+    array([ -4., -inf,   0.])
     """
     x1, x2 = W.promote(x1, x2)
     with quiet(W.namespace_for(x1, x2), invalid="ignore"):  # NumPy's NaN at ±inf, fixed below
