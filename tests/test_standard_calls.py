@@ -135,3 +135,19 @@ def test_out_of_range_axis_and_mask_raise_index_errors():
         gg.asarray(np.float64(1.0))[gg.asarray(np.zeros(0, dtype=bool))]
     with pytest.raises(gg.OpError):  # and still the OpError it was
         xa.expand_dims(x, axis=-4)
+
+
+def test_every_function_has_a_written_signature():
+    """No ``(*args, **kwargs)``: star-args only where the standard has them."""
+    from gpugrad.array_api import _names
+
+    starred = {"broadcast_arrays", "broadcast_shapes", "meshgrid", "result_type"}
+    for name in _names.STANDARD:
+        fn = getattr(xa, name)
+        if not callable(fn):
+            continue
+        kinds = {p.kind for p in inspect.signature(fn).parameters.values()}
+        assert P.VAR_KEYWORD not in kinds, name
+        assert (P.VAR_POSITIONAL in kinds) == (name in starred), name
+    assert str(inspect.signature(xa.ceil)) == "(x, /)"
+    assert str(inspect.signature(xa.logical_and)) == "(x1, x2, /)"

@@ -194,9 +194,9 @@ def floor_divide(x1: Any, x2: Any, /) -> Tensor:
         return Tensor(xp.where(one_infinite, a / b, out.data), xp=xp)
 
 # --- piecewise constant: gradient 0 ------------------------------------------------------
-ceil = passthrough("ceil", "zero")
-floor = passthrough("floor", "zero")
-round = passthrough("round", "zero")
+ceil = passthrough("ceil", "zero", ("x",))
+floor = passthrough("floor", "zero", ("x",))
+round = passthrough("round", "zero", ("x",))
 _sign = passthrough("sign", "zero")
 
 
@@ -212,23 +212,23 @@ def sign(x: Any, /) -> Tensor:
         return where(zero, 0.0, divide(x, where(zero, 1.0, abs(x))))
     with quiet(x.xp, invalid="ignore"):  # array-api-compat's z/|z| divides 0 by 0 at z = 0
         return _sign(x)
-trunc = passthrough("trunc", "zero")
+trunc = passthrough("trunc", "zero", ("x",))
 
 # --- boolean and integer results: no gradient -----------------------------------------------
-bitwise_and = passthrough("bitwise_and", "none")
-bitwise_invert = passthrough("bitwise_invert", "none")
-bitwise_left_shift = passthrough("bitwise_left_shift", "none")
-bitwise_or = passthrough("bitwise_or", "none")
-bitwise_right_shift = passthrough("bitwise_right_shift", "none")
-bitwise_xor = passthrough("bitwise_xor", "none")
-isfinite = passthrough("isfinite", "none")
-isinf = passthrough("isinf", "none")
-isnan = passthrough("isnan", "none")
-logical_and = passthrough("logical_and", "none")
-logical_not = passthrough("logical_not", "none")
-logical_or = passthrough("logical_or", "none")
-logical_xor = passthrough("logical_xor", "none")
-signbit = passthrough("signbit", "none")
+bitwise_and = passthrough("bitwise_and", "none", ("x1", "x2"))
+bitwise_invert = passthrough("bitwise_invert", "none", ("x",))
+bitwise_left_shift = passthrough("bitwise_left_shift", "none", ("x1", "x2"))
+bitwise_or = passthrough("bitwise_or", "none", ("x1", "x2"))
+bitwise_right_shift = passthrough("bitwise_right_shift", "none", ("x1", "x2"))
+bitwise_xor = passthrough("bitwise_xor", "none", ("x1", "x2"))
+isfinite = passthrough("isfinite", "none", ("x",))
+isinf = passthrough("isinf", "none", ("x",))
+isnan = passthrough("isnan", "none", ("x",))
+logical_and = passthrough("logical_and", "none", ("x1", "x2"))
+logical_not = passthrough("logical_not", "none", ("x",))
+logical_or = passthrough("logical_or", "none", ("x1", "x2"))
+logical_xor = passthrough("logical_xor", "none", ("x1", "x2"))
+signbit = passthrough("signbit", "none", ("x",))
 
 # --- no gradient rule yet: constants only -------------------------------------------------
-nextafter = passthrough("nextafter", "constants")
+nextafter = passthrough("nextafter", "constants", ("x1", "x2"))

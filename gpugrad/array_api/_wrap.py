@@ -135,10 +135,11 @@ def no_gradient_error(name: str) -> NotImplementedError:
     )
 
 
-def passthrough(name: str, kind: str) -> Callable:
+def passthrough(name: str, kind: str, arrays: tuple[str, ...] = ()) -> Callable:
     """A namespace function that runs the backend's ``name`` on plain arrays and returns
     constant Tensors. ``kind`` is ``"none"``, ``"zero"`` or ``"constants"`` (which raises
-    when an input requires a gradient)."""
+    when an input requires a gradient). ``arrays`` names its positional-only parameters
+    (``("x",)``, ``("x1", "x2")``) for its signature, as the standard writes them."""
 
     def fn(*args: Any, **kwargs: Any) -> Any:
         if kind == "constants" and is_grad_enabled() and (
@@ -162,6 +163,9 @@ def passthrough(name: str, kind: str) -> Callable:
                          "requires a gradient"}[kind]
     fn.__doc__ = f"The array-API ``{name}`` on the backend's arrays ({what})."
     fn.gradient = kind
+    if arrays:
+        fn.__signature__ = inspect.Signature(
+            [inspect.Parameter(a, inspect.Parameter.POSITIONAL_ONLY) for a in arrays])
     return fn
 
 
