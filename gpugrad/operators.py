@@ -101,6 +101,13 @@ def _masked(x: Any, mask: Any, key: Any, pos: int, n: int) -> Any:
         raise TypeError(at(
             f"getitem: index {key!r} mixes a boolean mask with other indices; a mask must be "
             "the only index (x[mask], covering x's leading dims), or use gpugrad.where"))
+    k, dims = len(mask.shape), tuple(x.shape)
+    if 0 in mask.shape and k <= len(dims) and all(m in (d, 0) for d, m in zip(dims, mask.shape)):
+        # an empty mask selects nothing (the standard allows a 0 where x's side is not)
+        rows = 1
+        for d in dims[:k]:
+            rows *= d
+        return shape.reshape(x, (rows, *dims[k:]))[0:0]
     return masking.getitem_mask(x, mask)
 
 

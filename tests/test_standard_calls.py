@@ -151,3 +151,25 @@ def test_every_function_has_a_written_signature():
         assert (P.VAR_POSITIONAL in kinds) == (name in starred), name
     assert str(inspect.signature(xa.ceil)) == "(x, /)"
     assert str(inspect.signature(xa.logical_and)) == "(x1, x2, /)"
+
+
+def test_scalar_beside_an_array_takes_its_dtype_in_copysign():
+    out = xa.copysign(0, gg.asarray(np.array([-1.0, 2.0], dtype=np.float32)))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(np.signbit(gg.to_numpy(out)), [True, False])
+
+
+def test_cumulative_sum_has_the_asked_for_dtype():
+    x = gg.asarray(np.array([200, 100], dtype=np.uint8))
+    out = xa.cumulative_sum(x, axis=0, dtype="uint8", include_initial=True)
+    assert out.dtype == np.uint8 and gg.to_numpy(out).tolist() == [0, 200, 44]
+
+
+@pytest.mark.parametrize("shape,mask,want", [((1, 3), (0,), (0, 3)), ((1, 3), (1, 0), (0,)),
+                                             ((2, 0, 3), (2, 0), (0, 3))])
+def test_an_empty_mask_selects_nothing(shape, mask, want):
+    x = gg.Variable(np.ones(shape))
+    out = x[gg.asarray(np.zeros(mask, dtype=bool))]
+    assert out.shape == want
+    gg.sum(out).backward()
+    np.testing.assert_array_equal(gg.to_numpy(x.grad), np.zeros(shape))

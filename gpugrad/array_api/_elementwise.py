@@ -95,15 +95,21 @@ def log10(x: Any, /) -> Tensor:
     return divide(log(x), math.log(10.0))
 
 
+def _scalar_as_array(x1: Any, x2: Any) -> tuple:
+    """A Python scalar beside an array becomes an array of the array's dtype and shape."""
+    if not hasattr(x2, "shape"):
+        return x1, full_like(W.as_tensor(x1), float(x2))
+    if not hasattr(x1, "shape"):
+        return full_like(W.as_tensor(x2), float(x1)), x2
+    return x1, x2
+
+
 @mark("composite")
 def hypot(x1: Any, x2: Any, /) -> Tensor:
     """sqrt(x1**2 + x2**2) without overflow: the larger magnitude m is factored out,
     m sqrt((x1/m)**2 + (x2/m)**2). The result does not depend on m, so neither does its
     gradient (x1/h, x2/h); an infinite input gives inf."""
-    if not hasattr(x2, "shape"):  # a Python scalar takes the array's dtype
-        x2 = full_like(W.as_tensor(x1), float(x2))
-    elif not hasattr(x1, "shape"):
-        x1 = full_like(W.as_tensor(x2), float(x1))
+    x1, x2 = _scalar_as_array(x1, x2)
     a, b = (abs(v) for v in W.promote(x1, x2))
     m = maximum(a, b)
     safe = where(equal(m, 0.0), 1.0, m)
@@ -115,7 +121,7 @@ def hypot(x1: Any, x2: Any, /) -> Tensor:
 @mark("composite")
 def copysign(x1: Any, x2: Any, /) -> Tensor:
     """|x1| with the sign bit of x2;  d/dx1 = ±sign(x1), no gradient to x2."""
-    x1, x2 = W.promote(x1, x2)
+    x1, x2 = W.promote(*_scalar_as_array(x1, x2))
     magnitude = abs(W.as_tensor(x1))
     return where(signbit(W.as_tensor(x2)), negative(magnitude), magnitude)
 

@@ -54,8 +54,8 @@ for _op in (reductions.mean, reductions.max, reductions.min, softmax.logsumexp):
 @scan.cumulative_sum.defsignature
 def _cumulative_sum(x: Any, /, axis: int | None = None, *, dtype: Any = None,
                     include_initial: bool = False) -> Any:
-    return scan.cumulative_sum.run(_as_dtype(x, dtype), axis=axis,
-                                   include_initial=include_initial)
+    return _as_dtype(scan.cumulative_sum.run(_as_dtype(x, dtype), axis=axis,
+                                             include_initial=include_initial), dtype)
 
 
 def _along(op: Any) -> None:
