@@ -65,6 +65,29 @@ pow = registry["pow"]  # noqa: A001
 conj, real, imag = array_api.conj, array_api.real, array_api.imag  # noqa: E402
 fft = array_api.fft  # the standard's fft extension (the module; its ops are also gg.rfft, ...)
 
+# One front door: every name of the array-API standard is also gpugrad.<name>, the namespace's
+# function itself. The registered ops already here stay: they are the same computation, also
+# take graph symbols, and refuse to promote float32 meeting float64 silently (add, divide,
+# matmul, ...), where gpugrad.array_api's wrappers promote as the standard says.
+for _name in array_api._names.STANDARD:
+    globals().setdefault(_name, getattr(array_api, _name))
+for _name in array_api._names.EXTENSIONS:  # gg.linalg, gg.fft where the namespace has them
+    if hasattr(array_api, _name):
+        globals().setdefault(_name, getattr(array_api, _name))
+del _name
+
+
+def __getattr__(name: str):
+    """Dtypes (``gg.float32``, ...) are the current backend's, as in gpugrad.array_api."""
+    if name in array_api.DTYPES:
+        return getattr(array_api, name)
+    raise AttributeError(f"module 'gpugrad' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted({*globals(), *array_api.DTYPES})
+
+
 __all__ = [
     "AnomalyError", "Backend", "BackendError", "DtypeError", "FeedError", "GradientError",
     "OpError", "Placeholder", "detect_anomaly", "is_anomaly_enabled",
@@ -76,3 +99,5 @@ __all__ = [
     "array_api", "functional", "higher", "grad", "value_and_grad", "vjp", "jacobian", "hvp",
     "hessian", "compile", "checkpoint", "from_dlpack", "load", "save", "distributed",
 ]
+__all__ += [n for n in (*array_api._names.STANDARD, *array_api._names.EXTENSIONS)
+            if n in globals() and n not in __all__]

@@ -48,13 +48,17 @@ _BAD = object()
 
 
 def _int(value: Any) -> Any:
-    """``value`` as a Python int if it is an integer (not a bool, not an array), else _BAD."""
+    """``value`` as a Python int if it is an integer (not a bool), else _BAD: anything with
+    ``__index__`` as NumPy takes it (NumPy integer scalars, 0-d integer arrays and Tensors);
+    not a bool, an array with axes, or a graph symbol."""
     if type(value) is int:
         return value
-    if isinstance(value, bool) or hasattr(value, "shape") or hasattr(value, "_gpugrad_symbolic"):
+    if isinstance(value, bool) or hasattr(value, "_gpugrad_symbolic"):
+        return _BAD
+    if hasattr(value, "shape") and (tuple(value.shape) != () or "bool" in str(value.dtype)):
         return _BAD
     try:
-        return operator.index(value)  # NumPy integers
+        return operator.index(value)
     except TypeError:
         return _BAD
 

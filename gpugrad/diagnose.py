@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from . import backend as B
 from .binding import static_problem
-from .errors import OpError, at, call_site, show
+from .errors import OpError, OpIndexError, at, call_site, show
 
 
 def describe(a: Any) -> str:
@@ -190,7 +190,8 @@ def op_error(op: str, signature: Any, arrays: Sequence[Any], params: dict, exc: 
     msg = static_problem(op, signature, params) or shape_problem(op, shapes_of(arrays), params)
     if msg is None:
         msg = f"{op}: {exc} (inputs: {', '.join(describe(a) for a in arrays)})"
-    return OpError(at(msg, site or call_site(2)))
+    kind = OpIndexError if isinstance(exc, IndexError) else OpError
+    return kind(at(msg, site or call_site(2)))
 
 
 def promotion_problem(op: str, arrays: Sequence[Any], out_dtype: Any, xp: Any) -> str | None:

@@ -29,6 +29,11 @@ class OpError(ValueError):
     """An op rejected its inputs; the message names the op, the shapes and the call site."""
 
 
+class OpIndexError(OpError, IndexError):
+    """An op rejected an axis or index out of range (an IndexError, as the array-API standard
+    asks, and an OpError)."""
+
+
 class DtypeError(TypeError):
     """A dtype problem: an integer Tensor asked to require gradients, or float32 meeting
     float64 where the result would silently change precision."""

@@ -28,6 +28,8 @@ def index(x: Any, key: Any) -> Any:
     if not arrays:
         return indexing.getitem(x, key=key)
     pos = arrays[0]
+    if len(parts) > 1 and _points(x, parts):
+        return _gather_points(x, parts)
     if len(arrays) > 1 or any(not (isinstance(k, slice) and k == slice(None))
                               for i, k in enumerate(parts) if i != pos):
         raise TypeError(
@@ -60,6 +62,37 @@ def index(x: Any, key: Any) -> Any:
     return _take(x, idx, axis=pos)
 
 
+def _points(x: Any, parts: tuple) -> bool:
+    """Whether ``x[parts]`` picks points: ints and integer arrays only, one per leading axis
+    (``x[0, idx]``, ``x[i, j]``), on an eager Tensor."""
+    if getattr(x, "xp", None) is None or len(parts) > len(x.shape):
+        return False
+    return all(isinstance(k, int) or (hasattr(k, "shape") and "int" in str(k.dtype)
+                                      and not getattr(k, "_gpugrad_symbolic", False))
+               for k in parts)
+
+
+def _gather_points(x: Any, parts: tuple) -> Any:
+    """``x[i, j, ...]`` with ints and integer arrays (broadcast together, as NumPy does): one
+    ``take`` from x with its indexed axes flattened, at the flat positions."""
+    xp, k = x.xp, len(parts)
+    dims = x.shape[:k]
+    keys = [p.data if hasattr(p, "requires_grad") and hasattr(p, "xp") else p for p in parts]
+    keys = [xp.asarray(p, device=x.device) if isinstance(p, int) or type(p).__module__ == "numpy"
+            else p for p in keys]  # host ints and NumPy indices cross to x's device
+    flat = None
+    for key, n in zip(xp.broadcast_arrays(*keys), dims):
+        key = xp.astype(key, xp.int64)
+        key = xp.where(key < 0, key + n, key)
+        flat = key if flat is None else flat * n + key
+    rows = 1
+    for n in dims:
+        rows *= n
+    rest = x.shape[k:]
+    picked = _take(shape.reshape(x, (rows, *rest)), xp.reshape(flat, (-1,)), axis=0)
+    return shape.reshape(picked, (*flat.shape, *rest))
+
+
 def _masked(x: Any, mask: Any, key: Any, pos: int, n: int) -> Any:
     """``x[mask]``: eager only, since the result's length depends on the data."""
     if getattr(x, "_gpugrad_symbolic", False) or getattr(mask, "_gpugrad_symbolic", False):
@@ -68,6 +101,13 @@ def _masked(x: Any, mask: Any, key: Any, pos: int, n: int) -> Any:
         raise TypeError(at(
             f"getitem: index {key!r} mixes a boolean mask with other indices; a mask must be "
             "the only index (x[mask], covering x's leading dims), or use gpugrad.where"))
+    k, dims = len(mask.shape), tuple(x.shape)
+    if 0 in mask.shape and k <= len(dims) and all(m in (d, 0) for d, m in zip(dims, mask.shape)):
+        # an empty mask selects nothing (the standard allows a 0 where x's side is not)
+        rows = 1
+        for d in dims[:k]:
+            rows *= d
+        return shape.reshape(x, (rows, *dims[k:]))[0:0]
     return masking.getitem_mask(x, mask)
 
 

@@ -236,10 +236,33 @@ class Tensor(ArrayOps):
         """The array-API namespace of Tensors: ``gpugrad.array_api``, whose functions
         differentiate."""
         ns = hooks.namespace
-        if api_version is not None and api_version not in ("2023.12", "2024.12"):
+        if api_version is not None and api_version not in ("2023.12", "2024.12", "2025.12"):
             raise ValueError(f"gpugrad.array_api implements array-API version "
                              f"{ns.__array_api_version__}, not {api_version!r}")
         return ns
+
+    def to_device(self, device: Any, /, *, stream: Any = None) -> Tensor:
+        """This Tensor on ``device`` of its backend: itself where it is there already, else a
+        constant copy there (a graph stays on one device, so a Tensor that requires a
+        gradient cannot move while gradients are recorded: detach it first).
+
+        >>> import gpugrad as gg
+        >>> x = gg.asarray([1.0, 2.0])
+        >>> x.to_device(x.device) is x
+        True
+        """
+        if device == self.device:
+            return self
+        if self.requires_grad and is_grad_enabled():
+            raise NotImplementedError(at(
+                f"to_device: moving a Tensor that requires a gradient from {self.device!r} to "
+                f"{device!r} is not differentiable (a graph stays on one device); call "
+                "t.detach().to_device(...)"))
+        move = getattr(self.data, "to_device", None)
+        kwargs = {} if stream is None else {"stream": stream}
+        data = move(device, **kwargs) if move is not None else self.xp.asarray(
+            self.data, device=device)
+        return Tensor(data, xp=self.xp)
 
     # --- pickle, copy (see gpugrad.serialize) and DLPack ----------------------------------
     def __reduce_ex__(self, protocol: int) -> tuple:

@@ -140,9 +140,10 @@ def test_tensor_namespace_is_gpugrad_array_api(bk):
     x = gg.asarray(np.ones(2, dtype=bk.float_dtype))
     assert x.__array_namespace__() is gg.array_api
     assert x.__array_namespace__(api_version="2024.12") is gg.array_api
+    assert x.__array_namespace__(api_version="2025.12") is gg.array_api
     assert array_api_compat.array_namespace(x) is gg.array_api
-    assert gg.array_api.__array_api_version__ == "2024.12"
-    with pytest.raises(ValueError, match="2024.12"):
+    assert gg.array_api.__array_api_version__ == "2025.12"
+    with pytest.raises(ValueError, match="2025.12"):
         x.__array_namespace__(api_version="2021.12")
 
 

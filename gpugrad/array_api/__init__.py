@@ -30,18 +30,16 @@ True
 array([0.5   , 0.7311])
 """
 
-from __future__ import annotations
+import math as _math
+import sys as _sys
+from typing import Any as _Any
 
-import math
-import sys
-from typing import Any
-
-from .. import backend as B
+from .. import backend as _B
 from .. import hooks as _hooks
-from ..registry import Op
+from ..registry import Op as _Op
 from ..registry import registry as _registry
+from . import _names
 from ._creation import (
-    __array_namespace_info__,
     arange,
     asarray,
     astype,
@@ -133,6 +131,7 @@ from ._elementwise import (
     where,
 )
 from . import fft
+from ._info import __array_namespace_info__
 from ._manipulation import (
     broadcast_arrays,
     broadcast_shapes,
@@ -159,6 +158,7 @@ from ._manipulation import (
     unstack,
     vecdot,
 )
+from ._names import DTYPES
 from ._reductions import (
     all,
     any,
@@ -188,39 +188,35 @@ from ._reductions import (
 
 from . import linalg  # noqa: E402  (the linalg extension)
 
-__array_api_version__ = "2024.12"
+__array_api_version__ = "2025.12"
 
-__all__ = [
-    "DTYPES", "KINDS", "__array_api_version__", "__array_namespace_info__", "abs", "acos", "acosh",
-    "add", "all", "any", "arange", "argmax", "argmin", "argsort", "asarray", "asin", "asinh",
-    "astype", "atan", "atan2", "atanh", "bitwise_and", "bitwise_invert", "bitwise_left_shift",
-    "bitwise_or", "bitwise_right_shift", "bitwise_xor", "broadcast_arrays", "broadcast_shapes",
+e = _math.e
+inf = _math.inf
+nan = _math.nan
+pi = _math.pi
+newaxis = None
+
+__all__ = [  # the standard's names (_names.STANDARD) and the extras (_names.EXTRAS)
+    "DTYPES", "KINDS", "__array_namespace_info__", "abs", "acos", "acosh", "add", "all", "any",
+    "arange", "argmax", "argmin", "argsort", "asarray", "asin", "asinh", "astype", "atan",
+    "atan2", "atanh", "bitwise_and", "bitwise_invert", "bitwise_left_shift", "bitwise_or",
+    "bitwise_right_shift", "bitwise_xor", "broadcast_arrays", "broadcast_shapes",
     "broadcast_to", "can_cast", "ceil", "clip", "concat", "conj", "copysign", "cos", "cosh",
     "count_nonzero", "cumulative_prod", "cumulative_sum", "diff", "divide", "e", "empty",
     "empty_like", "equal", "exp", "expand_dims", "expm1", "eye", "fft", "finfo", "flip", "floor",
     "floor_divide", "from_dlpack", "full", "full_like", "gradient_support", "greater",
     "greater_equal", "hypot", "iinfo", "imag", "inf", "isdtype", "isfinite", "isin", "isinf",
     "isnan", "less", "less_equal", "linalg", "linspace", "log", "log1p", "log2", "log10", "logaddexp",
-    "logical_and", "logical_not", "logical_or", "logical_xor", "matmul", "matrix_transpose", "max",
-    "maximum", "mean", "meshgrid", "min", "minimum", "moveaxis", "multiply", "nan", "negative",
-    "newaxis", "nextafter", "nonzero", "not_equal", "ones", "ones_like", "permute_dims", "pi",
-    "positive", "pow", "prod", "real", "reciprocal", "remainder", "repeat", "reshape",
-    "result_type", "roll", "round", "searchsorted", "sign", "signbit", "sin", "sinh", "sort",
-    "sqrt", "square", "squeeze", "stack", "std", "subtract", "sum", "take", "take_along_axis",
-    "tan", "tanh", "tensordot", "tile", "tril", "triu", "trunc", "twice_differentiable",
-    "unique_all", "unique_counts", "unique_inverse", "unique_values", "unstack", "var", "vecdot",
-    "where", "zeros", "zeros_like",
+    "logical_and", "logical_not", "logical_or", "logical_xor", "matmul", "matrix_transpose",
+    "max", "maximum", "mean", "meshgrid", "min", "minimum", "moveaxis", "multiply", "nan",
+    "negative", "newaxis", "nextafter", "nonzero", "not_equal", "ones", "ones_like",
+    "permute_dims", "pi", "positive", "pow", "prod", "real", "reciprocal", "remainder",
+    "repeat", "reshape", "result_type", "roll", "round", "searchsorted", "sign", "signbit",
+    "sin", "sinh", "sort", "sqrt", "square", "squeeze", "stack", "std", "subtract", "sum",
+    "take", "take_along_axis", "tan", "tanh", "tensordot", "tile", "tril", "triu", "trunc",
+    "twice_differentiable", "unique_all", "unique_counts", "unique_inverse", "unique_values",
+    "unstack", "var", "vecdot", "where", "zeros", "zeros_like",
 ]
-
-e = math.e
-inf = math.inf
-nan = math.nan
-pi = math.pi
-newaxis = None
-
-DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-          "float32", "float64", "complex64", "complex128")
-"""Dtype names; ``gpugrad.array_api.float32`` is the current backend's dtype object."""
 
 KINDS = {
     "op": "differentiable: a registered op",
@@ -232,17 +228,21 @@ KINDS = {
 """What each value of ``gradient_support()`` means."""
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     if name in DTYPES:
-        return getattr(B.current().xp, name)
+        return getattr(_B.current().xp, name)
     raise AttributeError(
         f"module 'gpugrad.array_api' has no attribute {name!r}; it provides the array-API "
         "standard's functions, constants and dtypes (see gradient_support())"
     )
 
 
-def _kind(fn: Any) -> str | None:
-    if isinstance(fn, Op):
+def __dir__() -> list[str]:
+    return sorted({*globals(), *DTYPES})
+
+
+def _kind(fn: _Any) -> str | None:
+    if isinstance(fn, _Op):
         return "op" if fn.differentiable else "none"
     return getattr(fn, "gradient", None)
 
@@ -270,4 +270,6 @@ def twice_differentiable(name: str) -> bool:
     return op is None or op.twice_differentiable
 
 
-_hooks.namespace = sys.modules[__name__]  # t.__array_namespace__(), t & u, t % u, ...
+__all__.extend(n for n in _names.EXTENSIONS if n in globals() and n not in __all__)  # if present
+
+_hooks.namespace = _sys.modules[__name__]  # t.__array_namespace__(), t & u, t % u, ...

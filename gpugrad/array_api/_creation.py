@@ -7,7 +7,7 @@ starts with ``x = xp.asarray(x)`` keeps differentiating.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import backend as B
 from ..errors import at
@@ -16,19 +16,70 @@ from ..ops import shape as shape_ops
 from ..tensor import Tensor
 from ..tensor import asarray as _host_asarray
 from . import _wrap as W
-from ._wrap import mark, passthrough
+from ._wrap import mark, standard
 
-arange = passthrough("arange", "none")
-empty = passthrough("empty", "none")
-empty_like = passthrough("empty_like", "none")
-eye = passthrough("eye", "none")
-full = passthrough("full", "none")
-full_like = passthrough("full_like", "none")
-linspace = passthrough("linspace", "none")
-ones = passthrough("ones", "none")
-ones_like = passthrough("ones_like", "none")
-zeros = passthrough("zeros", "none")
-zeros_like = passthrough("zeros_like", "none")
+
+@standard("none")
+def arange(start: Any, /, stop: Any = None, step: Any = 1, *, dtype: Any = None,
+           device: Any = None) -> Tensor:
+    """Evenly spaced values in the half-open interval [start, stop), ``step`` apart."""
+
+
+@standard("none")
+def empty(shape: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """An array of ``shape`` with unspecified contents."""
+
+
+@standard("none")
+def empty_like(x: Any, /, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """An array of x's shape with unspecified contents."""
+
+
+@standard("none")
+def eye(n_rows: Any, n_cols: Any = None, /, *, k: int = 0, dtype: Any = None,
+        device: Any = None) -> Tensor:
+    """Ones on the ``k``-th diagonal, zeros elsewhere."""
+
+
+@standard("none")
+def full(shape: Any, fill_value: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """An array of ``shape`` filled with ``fill_value``."""
+
+
+@standard("none")
+def full_like(x: Any, /, fill_value: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """An array of x's shape filled with ``fill_value``."""
+
+
+@standard("none")
+def linspace(start: Any, stop: Any, /, num: int, *, dtype: Any = None, device: Any = None,
+             endpoint: bool = True) -> Tensor:
+    """``num`` evenly spaced values from ``start`` to ``stop``."""
+
+
+@standard("none")
+def ones(shape: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """An array of ``shape`` filled with ones.
+
+    >>> import gpugrad as gg
+    >>> gg.to_numpy(gg.ones(2, dtype="float32"))
+    array([1., 1.], dtype=float32)
+    """
+
+
+@standard("none")
+def ones_like(x: Any, /, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """An array of x's shape filled with ones."""
+
+
+@standard("none")
+def zeros(shape: Any, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """An array of ``shape`` filled with zeros."""
+
+
+@standard("none")
+def zeros_like(x: Any, /, *, dtype: Any = None, device: Any = None) -> Tensor:
+    """An array of x's shape filled with zeros."""
 
 
 @mark("none")  # any producer; shares memory where it can
@@ -123,11 +174,29 @@ def can_cast(from_: Any, to: Any, /) -> bool:
     return W.native(xp).can_cast(_dtype_or_array(xp, from_), W.dtype_for(xp, to))
 
 
+class FInfo(NamedTuple):
+    """Machine limits of a floating dtype, as Python numbers (the standard's ``finfo_object``)."""
+
+    bits: int
+    eps: float
+    max: float
+    min: float
+    smallest_normal: float
+    dtype: Any
+
+
 @mark("none")
 def finfo(type: Any, /) -> Any:
-    """Machine limits of a floating dtype (or of an array's dtype)."""
+    """Machine limits of a floating dtype (or of an array's dtype), as Python numbers.
+
+    >>> import gpugrad as gg
+    >>> gg.finfo("float32").eps == 2.0 ** -23, gg.finfo("float64").bits
+    (True, 64)
+    """
     xp = W.namespace_for(type)
-    return W.native(xp).finfo(_dtype_or_array(xp, type))
+    info = W.native(xp).finfo(_dtype_or_array(xp, type))
+    return FInfo(int(info.bits), float(info.eps), float(info.max), float(info.min),
+                 float(info.smallest_normal), info.dtype)
 
 
 @mark("none")
@@ -152,9 +221,3 @@ def result_type(*arrays_and_dtypes: Any) -> Any:
     """The dtype the standard's promotion rules give for these arrays, dtypes and scalars."""
     xp = W.namespace_for(*arrays_and_dtypes)
     return W.native(xp).result_type(*(_dtype_or_array(xp, a) for a in arrays_and_dtypes))
-
-
-@mark("none")
-def __array_namespace_info__() -> Any:
-    """The current backend's inspection object (devices, default dtypes, capabilities)."""
-    return W.native(B.current().xp).__array_namespace_info__()

@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .. import backend as B
 from ..fpstate import quiet
 from ..ops import arithmetic, compare, complexes, elementwise, trig
 from ..tensor import Tensor
 from . import _wrap as W
-from ._creation import zeros_like
+from ._creation import full_like, zeros_like
 from ._wrap import mark, passthrough
 
 # --- registered ops ----------------------------------------------------------------------
@@ -94,11 +95,21 @@ def log10(x: Any, /) -> Tensor:
     return divide(log(x), math.log(10.0))
 
 
+def _scalar_as_array(x1: Any, x2: Any) -> tuple:
+    """A Python scalar beside an array becomes an array of the array's dtype and shape."""
+    if not hasattr(x2, "shape"):
+        return x1, full_like(W.as_tensor(x1), float(x2))
+    if not hasattr(x1, "shape"):
+        return full_like(W.as_tensor(x2), float(x1)), x2
+    return x1, x2
+
+
 @mark("composite")
 def hypot(x1: Any, x2: Any, /) -> Tensor:
     """sqrt(x1**2 + x2**2) without overflow: the larger magnitude m is factored out,
     m sqrt((x1/m)**2 + (x2/m)**2). The result does not depend on m, so neither does its
     gradient (x1/h, x2/h); an infinite input gives inf."""
+    x1, x2 = _scalar_as_array(x1, x2)
     a, b = (abs(v) for v in W.promote(x1, x2))
     m = maximum(a, b)
     safe = where(equal(m, 0.0), 1.0, m)
@@ -110,7 +121,7 @@ def hypot(x1: Any, x2: Any, /) -> Tensor:
 @mark("composite")
 def copysign(x1: Any, x2: Any, /) -> Tensor:
     """|x1| with the sign bit of x2;  d/dx1 = ±sign(x1), no gradient to x2."""
-    x1, x2 = W.promote(x1, x2)
+    x1, x2 = W.promote(*_scalar_as_array(x1, x2))
     magnitude = abs(W.as_tensor(x1))
     return where(signbit(W.as_tensor(x2)), negative(magnitude), magnitude)
 
@@ -167,11 +178,33 @@ def _symbolic(x: Any) -> bool:
 _remainder = passthrough("remainder", "none")
 _floor_divide = passthrough("floor_divide", "zero")
 
+
+@mark("zero")
+def floor_divide(x1: Any, x2: Any, /) -> Tensor:
+    """floor(x1 / x2), piecewise constant (a constant result, gradient 0). Where exactly one
+    input is infinite the standard's special cases hold: ±inf // finite is ±inf, finite //
+    ±inf is a signed zero (NumPy gives NaN and -1 there); both are ``x1 / x2``.
+
+    >>> import gpugrad as gg
+    >>> gg.to_numpy(gg.floor_divide(gg.asarray([7.0, float("inf"), -1.0]), -2.0))
+    array([ -4., -inf,   0.])
+    """
+    x1, x2 = W.promote(x1, x2)
+    with quiet(W.namespace_for(x1, x2), invalid="ignore"):  # NumPy's NaN at ±inf, fixed below
+        out = _floor_divide(x1, x2)
+    xp = out.xp
+    if not B.is_floating(xp, out.dtype):
+        return out
+    a, b = (v if B.is_backend_array(v) else xp.full_like(out.data, v)
+            for v in (W.unwrap(x1), W.unwrap(x2)))
+    with quiet(xp, divide="ignore", invalid="ignore"):  # a / b kept where it is ±inf or ±0
+        one_infinite = xp.isinf(a) != xp.isinf(b)
+        return Tensor(xp.where(one_infinite, a / b, out.data), xp=xp)
+
 # --- piecewise constant: gradient 0 ------------------------------------------------------
-ceil = passthrough("ceil", "zero")
-floor = passthrough("floor", "zero")
-floor_divide = passthrough("floor_divide", "zero")
-round = passthrough("round", "zero")
+ceil = passthrough("ceil", "zero", ("x",))
+floor = passthrough("floor", "zero", ("x",))
+round = passthrough("round", "zero", ("x",))
 _sign = passthrough("sign", "zero")
 
 
@@ -187,23 +220,23 @@ def sign(x: Any, /) -> Tensor:
         return where(zero, 0.0, divide(x, where(zero, 1.0, abs(x))))
     with quiet(x.xp, invalid="ignore"):  # array-api-compat's z/|z| divides 0 by 0 at z = 0
         return _sign(x)
-trunc = passthrough("trunc", "zero")
+trunc = passthrough("trunc", "zero", ("x",))
 
 # --- boolean and integer results: no gradient -----------------------------------------------
-bitwise_and = passthrough("bitwise_and", "none")
-bitwise_invert = passthrough("bitwise_invert", "none")
-bitwise_left_shift = passthrough("bitwise_left_shift", "none")
-bitwise_or = passthrough("bitwise_or", "none")
-bitwise_right_shift = passthrough("bitwise_right_shift", "none")
-bitwise_xor = passthrough("bitwise_xor", "none")
-isfinite = passthrough("isfinite", "none")
-isinf = passthrough("isinf", "none")
-isnan = passthrough("isnan", "none")
-logical_and = passthrough("logical_and", "none")
-logical_not = passthrough("logical_not", "none")
-logical_or = passthrough("logical_or", "none")
-logical_xor = passthrough("logical_xor", "none")
-signbit = passthrough("signbit", "none")
+bitwise_and = passthrough("bitwise_and", "none", ("x1", "x2"))
+bitwise_invert = passthrough("bitwise_invert", "none", ("x",))
+bitwise_left_shift = passthrough("bitwise_left_shift", "none", ("x1", "x2"))
+bitwise_or = passthrough("bitwise_or", "none", ("x1", "x2"))
+bitwise_right_shift = passthrough("bitwise_right_shift", "none", ("x1", "x2"))
+bitwise_xor = passthrough("bitwise_xor", "none", ("x1", "x2"))
+isfinite = passthrough("isfinite", "none", ("x",))
+isinf = passthrough("isinf", "none", ("x",))
+isnan = passthrough("isnan", "none", ("x",))
+logical_and = passthrough("logical_and", "none", ("x1", "x2"))
+logical_not = passthrough("logical_not", "none", ("x",))
+logical_or = passthrough("logical_or", "none", ("x1", "x2"))
+logical_xor = passthrough("logical_xor", "none", ("x1", "x2"))
+signbit = passthrough("signbit", "none", ("x",))
 
 # --- no gradient rule yet: constants only -------------------------------------------------
-nextafter = passthrough("nextafter", "constants")
+nextafter = passthrough("nextafter", "constants", ("x1", "x2"))

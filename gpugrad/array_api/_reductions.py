@@ -14,7 +14,7 @@ from ..tensor import Tensor
 from . import _wrap as W
 from ._elementwise import sqrt
 from ._manipulation import concat, take_along_axis
-from ._wrap import mark, passthrough
+from ._wrap import mark, standard
 
 # registered ops, whose signatures take the standard's calls (and ``sum(x, 0)``)
 sum = reductions.sum
@@ -69,19 +69,78 @@ def sort(x: Any, /, *, axis: int = -1, descending: bool = False,
     return take_along_axis(x, order, axis=axis)
 
 
-all = passthrough("all", "none")
-any = passthrough("any", "none")
-argmax = passthrough("argmax", "none")
-argmin = passthrough("argmin", "none")
-argsort = passthrough("argsort", "none")
-count_nonzero = passthrough("count_nonzero", "none")
-isin = passthrough("isin", "none")
-nonzero = passthrough("nonzero", "none")
-searchsorted = passthrough("searchsorted", "none")
+@standard("none")
+def all(x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Tensor:
+    """Whether every element (along ``axis``) is true."""
 
-cumulative_prod = passthrough("cumulative_prod", "constants")
-prod = passthrough("prod", "constants")
-unique_all = passthrough("unique_all", "constants")
-unique_counts = passthrough("unique_counts", "constants")
-unique_inverse = passthrough("unique_inverse", "constants")
-unique_values = passthrough("unique_values", "constants")
+
+@standard("none")
+def any(x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Tensor:
+    """Whether any element (along ``axis``) is true."""
+
+
+@standard("none")
+def argmax(x: Any, /, *, axis: int | None = None, keepdims: bool = False) -> Tensor:
+    """The index of the (first) largest element along ``axis`` (of the flattened x if None)."""
+
+
+@standard("none")
+def argmin(x: Any, /, *, axis: int | None = None, keepdims: bool = False) -> Tensor:
+    """The index of the (first) smallest element along ``axis`` (of the flattened x if None)."""
+
+
+@standard("none")
+def argsort(x: Any, /, *, axis: int = -1, descending: bool = False,
+            stable: bool = True) -> Tensor:
+    """The indices that sort x along ``axis``."""
+
+
+@standard("none")
+def count_nonzero(x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Tensor:
+    """How many elements (along ``axis``) are not zero."""
+
+
+@standard("none")
+def isin(x1: Any, x2: Any, /, *, invert: bool = False) -> Tensor:
+    """Whether each element of x1 is in x2 (is not, with ``invert``)."""
+
+
+@standard("none")
+def nonzero(x: Any, /) -> tuple:
+    """The indices of the elements that are not zero, one array per axis."""
+
+
+@standard("none")
+def searchsorted(x1: Any, x2: Any, /, *, side: str = "left", sorter: Any = None) -> Tensor:
+    """The indices where x2's elements would go into the sorted x1, keeping it sorted."""
+
+
+@standard("constants")
+def cumulative_prod(x: Any, /, *, axis: int | None = None, dtype: Any = None,
+                    include_initial: bool = False) -> Tensor:
+    """Running product along ``axis`` (constants only: no gradient rule yet)."""
+
+
+@standard("constants")
+def prod(x: Any, /, *, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Tensor:
+    """Product of the elements (along ``axis``) (constants only: no gradient rule yet)."""
+
+
+@standard("constants")
+def unique_all(x: Any, /) -> tuple:
+    """Unique values, first indices, inverse indices and counts (constants only)."""
+
+
+@standard("constants")
+def unique_counts(x: Any, /) -> tuple:
+    """Unique values and their counts (constants only)."""
+
+
+@standard("constants")
+def unique_inverse(x: Any, /) -> tuple:
+    """Unique values and the inverse indices (constants only)."""
+
+
+@standard("constants")
+def unique_values(x: Any, /) -> Tensor:
+    """The unique values (constants only)."""

@@ -15,6 +15,7 @@ Every function of the namespace is marked with how it differentiates (``fn.gradi
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -79,9 +80,11 @@ def requires_grad(*args: Any) -> bool:
 
 
 def unwrap(a: Any) -> Any:
-    """Tensors become their backend arrays (also inside lists and tuples)."""
+    """Tensors become their backend arrays (also inside lists, tuples and dicts' values)."""
     if isinstance(a, Tensor):
         return a.data
+    if isinstance(a, dict):
+        return {k: unwrap(v) for k, v in a.items()}
     if isinstance(a, (list, tuple)):
         return type(a)(unwrap(v) for v in a)
     return a
@@ -132,10 +135,11 @@ def no_gradient_error(name: str) -> NotImplementedError:
     )
 
 
-def passthrough(name: str, kind: str) -> Callable:
+def passthrough(name: str, kind: str, arrays: tuple[str, ...] = ()) -> Callable:
     """A namespace function that runs the backend's ``name`` on plain arrays and returns
     constant Tensors. ``kind`` is ``"none"``, ``"zero"`` or ``"constants"`` (which raises
-    when an input requires a gradient)."""
+    when an input requires a gradient). ``arrays`` names its positional-only parameters
+    (``("x",)``, ``("x1", "x2")``) for its signature, as the standard writes them."""
 
     def fn(*args: Any, **kwargs: Any) -> Any:
         if kind == "constants" and is_grad_enabled() and (
@@ -159,8 +163,42 @@ def passthrough(name: str, kind: str) -> Callable:
                          "requires a gradient"}[kind]
     fn.__doc__ = f"The array-API ``{name}`` on the backend's arrays ({what})."
     fn.gradient = kind
+    if arrays:
+        fn.__signature__ = inspect.Signature(
+            [inspect.Parameter(a, inspect.Parameter.POSITIONAL_ONLY) for a in arrays])
     return fn
 
+
+def standard(kind: str) -> Callable[[Callable], Callable]:
+    """Decorator: a function declared by its signature as the standard writes it (the def
+    holds its docstring only), run by ``passthrough``: positional-only arguments go to the
+    backend's function of the same name by position, the others by their standard names.
+    A call the signature does not take raises a TypeError naming the function."""
+
+    def decorate(declared: Callable) -> Callable:
+        name = declared.__name__
+        run = passthrough(name, kind)
+        sig = inspect.signature(declared)
+        positional = [p.name for p in sig.parameters.values()
+                      if p.kind is inspect.Parameter.POSITIONAL_ONLY]
+
+        def fn(*args: Any, **kwargs: Any) -> Any:
+            try:
+                bound = sig.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"gpugrad.array_api.{name}: {exc}") from None
+            given = bound.arguments
+            return run(*(given[n] for n in positional if n in given),
+                       **{n: v for n, v in given.items() if n not in positional})
+
+        fn.__name__ = fn.__qualname__ = name
+        fn.__module__ = declared.__module__
+        fn.__doc__ = declared.__doc__
+        fn.__signature__ = sig
+        fn.gradient = kind
+        return fn
+
+    return decorate
 
 
 def promote(*args: Any) -> tuple:

@@ -20,7 +20,7 @@ def _check(xp, x, mask, op):
         raise TypeError(f"the mask must be boolean, got dtype {mask.dtype}")
     k = mask.ndim
     if k > x.ndim or tuple(mask.shape) != tuple(x.shape)[:k]:
-        raise ValueError(
+        raise IndexError(
             f"mask of shape {tuple(mask.shape)} does not cover the leading dims of x "
             f"{tuple(x.shape)}; {op} needs mask.shape == x.shape[:mask.ndim]")
 

@@ -36,7 +36,9 @@ def _as_dtype(x: Any, dtype: Any) -> Any:
 
 @reductions.sum.defsignature
 def _sum(x: Any, /, axis: Any = None, *, dtype: Any = None, keepdims: bool = False) -> Any:
-    return reductions.sum.run(_as_dtype(x, dtype), axis=axis, keepdims=keepdims)
+    # NumPy sums small integers in a wider type; the result has the asked-for dtype
+    return _as_dtype(reductions.sum.run(_as_dtype(x, dtype), axis=axis, keepdims=keepdims),
+                     dtype)
 
 
 def _reduction(op: Any) -> None:
@@ -52,8 +54,8 @@ for _op in (reductions.mean, reductions.max, reductions.min, softmax.logsumexp):
 @scan.cumulative_sum.defsignature
 def _cumulative_sum(x: Any, /, axis: int | None = None, *, dtype: Any = None,
                     include_initial: bool = False) -> Any:
-    return scan.cumulative_sum.run(_as_dtype(x, dtype), axis=axis,
-                                   include_initial=include_initial)
+    return _as_dtype(scan.cumulative_sum.run(_as_dtype(x, dtype), axis=axis,
+                                             include_initial=include_initial), dtype)
 
 
 def _along(op: Any) -> None:
