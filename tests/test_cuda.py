@@ -111,10 +111,8 @@ def test_generated_kernels_match_portable_rules(cp, name, dtype):
     n = len(cuda.generated(op).inputs)
     arrays = [cp.asarray(h.astype(dtype)) for h in _host_points(n)]
     fast = op.fast_forward["cupy"]
-    fast(xp, *(a.copy() for a in arrays))  # the first call learns what the rule saves
+    fout, fres = fast(xp, *arrays)  # (the first use learns what the rule saves)
     assert fast.__self__.layout not in (None, False)
-    before = cuda.kernel.cache_info().currsize
-    fout, fres = fast(xp, *arrays)
     sout, sres = op.forward(xp, *arrays)
     _close(cp.asnumpy(fout), cp.asnumpy(sout), dtype, f"{name} forward")
     g = cp.asarray(np.random.default_rng(0).standard_normal(sout.shape).astype(dtype))
@@ -125,7 +123,7 @@ def test_generated_kernels_match_portable_rules(cp, name, dtype):
             gf, gs = op.fast_vjp["cupy"](xp, g, fres)[k], op.vjp(xp, g, sres)[k]
         _close(cp.asnumpy(cp.broadcast_to(gf, gs.shape)), cp.asnumpy(gs), dtype,
                f"{name} vjp {k}")
-    assert cuda.kernel.cache_info().currsize >= max(before, 1)  # a generated kernel ran
+    assert cuda.kernel.cache_info().currsize >= 1  # a generated kernel ran
 
 
 @pytest.mark.gpu
@@ -134,13 +132,13 @@ def test_generated_paths_in_an_eager_model_match_numpy(cp):
     rng = np.random.default_rng(0)
     host = [rng.standard_normal((16, 8)), rng.standard_normal((8, 8)), rng.standard_normal(8)]
     grads = []
-    for to in (np.asarray, cp.asarray, cp.asarray):  # (CuPy's first run learns the rules)
+    for to in (np.asarray, cp.asarray):
         x, w, b = (gg.Variable(to(h)) for h in host)
         h = gg.silu(x @ w) * gg.sigmoid(b) + gg.tanh(gg.maximum(x, b) - gg.relu(b))
         loss = gg.sum(gg.log1p(gg.exp(-gg.abs(h))) / (gg.square(h) + 1.0))
         loss.backward()
         grads.append([gg.to_numpy(t.grad) for t in (x, w, b)])
-    for fast, slow in zip(grads[2], grads[0]):
+    for fast, slow in zip(grads[1], grads[0]):
         np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-300)
 
 

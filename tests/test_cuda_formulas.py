@@ -239,3 +239,79 @@ def test_nvrtc_check_catches_a_broken_kernel():
     rc, log = nvrtc.compile_ptx(NVRTC, cuda.raw_source(src, "float"), "broken",
                                 ("--gpu-architecture=compute_80",))
     assert rc != 0 and "erf_missing" in log
+
+
+# --- the fast path's plumbing, with the kernels run as Python on the CPU ---------------------
+
+@pytest.fixture
+def host_kernels(monkeypatch):
+    """The generated fast paths with NumPy arrays standing in for CuPy's and each kernel run
+    by :func:`run_c`."""
+    def fake(src):
+        return lambda *args: run_c(src, dict(zip(cuda.arg_names(src.in_params), args)))
+
+    monkeypatch.setattr(cuda, "is_cupy_array", lambda a: isinstance(a, np.ndarray))
+    monkeypatch.setattr(cuda, "kernel", fake)
+
+
+@pytest.mark.parametrize("name", GENERATED)
+def test_the_fast_path_saves_what_the_rule_saves_and_reads_it_back(host_kernels, name):
+    op = gg.registry[name]
+    fast = cuda._FastPath(op, cuda.generated(op))
+    arrays = [np.linspace(-2.0, 3.0, 7) * (k + 1) + 0.25 for k in range(len(fast.gen.inputs))]
+    if name in ("log", "log1p", "sqrt"):
+        arrays = [np.abs(a) for a in arrays]
+    out, res = fast.forward(np, *arrays)
+    assert fast.layout not in (None, False)
+    want_out, want_res = op.forward(np, *arrays)
+    np.testing.assert_allclose(out, want_out, rtol=1e-12)
+    # the fast forward saves the rule's own arrays: the portable VJP reads them as its own
+    g = np.cos(np.arange(out.size, dtype=np.float64))
+    needs = (True,) * len(arrays)
+    for a, b in zip(op.grads(np, g, res, needs, {}), op.grads(np, g, want_res, needs, {})):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    got = ([fast.vjp_rule(k)(np, g, res) for k in range(len(arrays))] if op.vjps is not None
+           else fast.vjp(np, g, res))
+    for a, b in zip(got, op.grads(np, g, want_res, needs, {})):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-300)
+
+
+def test_the_fast_path_leaves_what_it_cannot_run_to_the_rule(host_kernels, monkeypatch):
+    op = gg.registry["multiply"]
+    fast = cuda._FastPath(op, cuda.generated(op))
+    monkeypatch.setattr(cuda, "kernel", lambda src: pytest.fail(f"{src.name} ran"))
+    x32, x64 = np.ones(3, np.float32), np.ones(3)
+    for args in ((x64, 2.0), (x32, x64), (np.ones(3, np.complex128), x64),
+                 (np.ones(3, np.int64), np.ones(3, np.int64))):
+        out, _ = fast.forward(np, *args)
+        np.testing.assert_array_equal(out, op.forward(np, *args)[0])
+
+
+def test_the_engine_runs_the_generated_paths_as_it_runs_the_rules(host_kernels, monkeypatch):
+    rng = np.random.default_rng(0)
+    host = [rng.standard_normal((5, 4)), rng.standard_normal((4, 4)), rng.standard_normal(4)]
+
+    def grads():
+        x, w, b = (gg.Variable(h.copy()) for h in host)
+        h = gg.silu(x @ w) * gg.sigmoid(b) + gg.tanh(gg.maximum(x, b) - gg.relu(b))
+        loss = gg.sum(gg.log1p(gg.exp(-gg.abs(h))) / gg.square(h))
+        loss.backward()
+        return [t.grad.data for t in (x, w, b)]
+
+    want = grads()
+    fast_paths = []
+    for name in GENERATED:  # the generated paths stand in for NumPy's own
+        op = gg.registry[name]
+        fast = cuda._FastPath(op, cuda.generated(op))
+        fast_paths.append(fast)
+        monkeypatch.setitem(op.fast_forward, "numpy", fast.forward)
+        if op.vjps is not None:
+            monkeypatch.setitem(op.fast_vjps, "numpy", tuple(
+                fast.vjp_rule(k) for k in range(len(op.vjps))))
+        else:
+            monkeypatch.setitem(op.fast_vjp, "numpy", fast.vjp)
+    for a, b in zip(grads(), want):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    used = {f.op.name for f in fast_paths if f.layout not in (None, False)}
+    assert {"silu", "sigmoid", "tanh", "maximum", "relu", "log1p", "exp", "abs", "square",
+            "multiply", "add", "subtract", "divide", "negative"} <= used

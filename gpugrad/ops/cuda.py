@@ -8,12 +8,13 @@ path keeps it. Kernels compile with ``--fmad=false``: each ``*`` and ``+`` round
 as NumPy's steps do.
 
 The kernels run on float32 and float64 arrays of one dtype; anything else (complex, float16,
-integers, Python scalars, mixed dtypes, static parameters) runs the portable rule. The first
-call of an op runs the portable rule too, and reads from it which of its inputs and output
-the rule saves for the backward (:func:`saved_names`), so the fast forward saves the same
-(a compiled program may pair it with the portable VJP) and the fast VJP reads them by name;
-a VJP formula naming ``out`` where the rule saves only the inputs computes it from the
-forward formula.
+integers, Python scalars, mixed dtypes, static parameters) runs the portable rule. On its
+first use an op's portable rule runs once on one-element arrays, and shows which of its
+inputs and output it saves for the backward (:func:`saved_names`): the fast forward saves
+the same (a compiled program may pair it with the portable VJP), and the fast VJP reads them
+by name. A VJP formula naming ``out`` where the rule saves only the inputs computes it from
+the forward formula. Every call on the user's data, the first included, runs the kernel, so
+results never depend on what ran before.
 
 >>> src = generated(registry["sigmoid"]).forward
 >>> src.operation
@@ -202,19 +203,26 @@ class _FastPath:
         if params or layout is False or _dtype(arrays) is None:
             return self.op.forward(xp, *arrays, **params)
         if layout is None:
-            out, res = self.op.forward(xp, *arrays)
-            self.learn(saved_names(self.gen, arrays, out, res))
-            return out, res
+            layout = self.learn(self.probe(xp, arrays[0].dtype))
+            if layout is False:
+                return self.op.forward(xp, *arrays)
         out = kernel(self.gen.forward)(*arrays)
         return out, _rebuild(layout, dict(zip(self.gen.inputs, arrays), out=out))
 
-    def learn(self, layout: Any) -> None:
-        if layout is None or layout is False:
-            self.layout = layout
-            return
-        saved = frozenset(layout if isinstance(layout, tuple) else (layout,))
-        self.vjp_sources = tuple(self.gen.vjp(k, saved) for k in range(len(self.gen.inputs)))
+    def probe(self, xp: Any, dtype: Any) -> Any:
+        """What the portable forward saves (:func:`saved_names`), read from one run on
+        one-element arrays, so that every call on the user's data runs the kernel."""
+        arrays = tuple(xp.full((1,), 0.5, dtype=dtype) for _ in self.gen.inputs)
+        out, res = self.op.forward(xp, *arrays)
+        return saved_names(self.gen, arrays, out, res)
+
+    def learn(self, layout: Any) -> Any:
+        if layout is not None and layout is not False:
+            saved = frozenset(layout if isinstance(layout, tuple) else (layout,))
+            self.vjp_sources = tuple(self.gen.vjp(k, saved)
+                                     for k in range(len(self.gen.inputs)))
         self.layout = layout
+        return layout
 
     def grad(self, k: int, xp: Any, g: Any, res: Any, params: dict) -> Any:
         """Input ``k``'s gradient by its kernel, or NotImplemented where it has none here."""
