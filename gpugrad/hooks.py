@@ -46,3 +46,7 @@ namespace: Any = None
 """The differentiable array-API namespace, ``gpugrad.array_api``: ``t.__array_namespace__()``,
 the operators the standard has and gpugrad has no op for (``& | ^ ~ << >> % //``), and the
 names NumPy's refusals suggest."""
+
+scalar_declared: Callable[[Any], Any] | None = None
+"""``scalar_declared(op)``: called by ``Op.defscalar`` once an op's scalar formulas are
+declared (gpugrad.ops.cuda: the CuPy fast path generated from them)."""

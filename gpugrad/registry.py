@@ -162,14 +162,17 @@ class Op:
         true, else 0), numbers and the functions ``exp log log1p sqrt tanh abs sign maximum
         minimum``. It states the op's arithmetic in the order the op's NumPy rule computes
         it, so code derived from it (the planned program's ``out=`` steps, fused kernels)
-        gives the rule's numbers. A formula naming anything else is kept, but not derived
-        from: the op then runs its rules there.
+        gives the rule's numbers; the op's CuPy kernels are generated from it too
+        (gpugrad.ops.cuda). A formula naming anything else is kept, but not derived from:
+        the op then runs its rules there.
 
         >>> import gpugrad as gg
         >>> gg.ops.registry["tanh"].scalar
         ('tanh(x)', ('g * (1 - out * out)',))
         """
         self.scalar = (forward, tuple(vjps))
+        if hooks.scalar_declared is not None:
+            hooks.scalar_declared(self)
 
     def deflower(self, lowering: Any) -> Any:
         """Declare a non-elementwise op's NumPy lowering for planned programs: an object with

@@ -48,11 +48,12 @@ def test_importing_gpugrad_does_not_import_cupy():
 def test_cupy_fast_paths_are_registered_but_never_chosen_off_cupy(bk, monkeypatch):
     op = gg.registry["sigmoid"]
     assert "cupy" in op.fast_forward and "cupy" in op.fast_vjp
+    assert op.fast_forward["cupy"].__self__.gen == cuda.generated(op)  # from its formulas
 
     def boom(*args, **kwargs):
         raise AssertionError("a CuPy kernel ran on a CPU backend")
 
-    monkeypatch.setattr(cuda, "_kernels", boom)
+    monkeypatch.setattr(cuda, "kernel", boom)
     monkeypatch.setitem(op.fast_forward, "cupy", boom)
     monkeypatch.setitem(op.fast_vjp, "cupy", boom)
     x = gg.Variable(np.array([-3.0, 0.0, 2.0], dtype=bk.float_dtype))
@@ -75,23 +76,70 @@ def cp():
         yield cupy
 
 
+GENERATED = sorted(op.name for op in gg.registry.values() if cuda.generated(op) is not None)
+EDGES = [0.0, -0.0, 1.0, -1.0, 0.5, -2.5, 3.0, 1e-30, -1e-30, 1e30, -1e30, 80.0, -80.0, 90.0,
+         -90.0, 720.0, -720.0, 1e5, -1e5, np.inf, -np.inf, np.nan]
+
+
+def _host_points(n: int) -> list:
+    rng = np.random.default_rng(n)
+    if n == 1:
+        return [np.concatenate([EDGES, np.linspace(-120, 120, 4001)])]
+    a, b = np.array([(x, y) for x in EDGES for y in EDGES]).T
+    c, d = rng.standard_normal((2, 400)) * 4
+    d[:50] = c[:50]  # ties
+    return [np.concatenate([a, c]), np.concatenate([b, d])]
+
+
+def _close(fast, slow, dtype, what):
+    """Equal but for a few ulps of the formulas' order (the generated kernel) against the
+    rule's, and for results below the smallest normal number (sigmoid's formula gives 0 where
+    exp(-x) overflows; the stable rule a subnormal)."""
+    info = np.finfo(dtype)
+    np.testing.assert_allclose(fast, slow, rtol=8 * float(info.eps), atol=float(info.tiny),
+                               equal_nan=True, err_msg=what)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", GENERATED)
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_GPU, reason="needs CuPy and a CUDA GPU")
-def test_sigmoid_kernels_match_portable_rule(cp, dtype):
+def test_generated_kernels_match_portable_rules(cp, name, dtype):
     import array_api_compat.cupy as xp
 
-    op = gg.registry["sigmoid"]
-    host = np.concatenate([np.linspace(-120, 120, 4001), [0.0, -0.0, np.inf, -np.inf]])
-    x = cp.asarray(host.astype(dtype))
-    fast, fres = op.fast_forward["cupy"](xp, x)
-    slow, sres = op.forward(xp, x)
-    rtol = 1e-6 if dtype == "float32" else 1e-14
-    np.testing.assert_allclose(cp.asnumpy(fast), cp.asnumpy(slow), rtol=rtol, atol=0)
-    g = cp.asarray(np.random.default_rng(0).standard_normal(host.shape).astype(dtype))
-    (gf,) = op.fast_vjp["cupy"](xp, g, fres)
-    (gs,) = op.vjp(xp, g, sres)
-    np.testing.assert_allclose(cp.asnumpy(gf), cp.asnumpy(gs), rtol=rtol, atol=1e-30)
+    op = gg.registry[name]
+    n = len(cuda.generated(op).inputs)
+    arrays = [cp.asarray(h.astype(dtype)) for h in _host_points(n)]
+    fast = op.fast_forward["cupy"]
+    fout, fres = fast(xp, *arrays)  # (the first use learns what the rule saves)
+    assert fast.__self__.layout not in (None, False)
+    sout, sres = op.forward(xp, *arrays)
+    _close(cp.asnumpy(fout), cp.asnumpy(sout), dtype, f"{name} forward")
+    g = cp.asarray(np.random.default_rng(0).standard_normal(sout.shape).astype(dtype))
+    for k in range(n):
+        if op.vjps is not None:
+            gf, gs = op.fast_vjps["cupy"][k](xp, g, fres), op.vjps[k](xp, g, sres)
+        else:
+            gf, gs = op.fast_vjp["cupy"](xp, g, fres)[k], op.vjp(xp, g, sres)[k]
+        _close(cp.asnumpy(cp.broadcast_to(gf, gs.shape)), cp.asnumpy(gs), dtype,
+               f"{name} vjp {k}")
+    assert cuda.kernel.cache_info().currsize >= 1  # a generated kernel ran
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="needs CuPy and a CUDA GPU")
+def test_generated_paths_in_an_eager_model_match_numpy(cp):
+    rng = np.random.default_rng(0)
+    host = [rng.standard_normal((16, 8)), rng.standard_normal((8, 8)), rng.standard_normal(8)]
+    grads = []
+    for to in (np.asarray, cp.asarray):
+        x, w, b = (gg.Variable(to(h)) for h in host)
+        h = gg.silu(x @ w) * gg.sigmoid(b) + gg.tanh(gg.maximum(x, b) - gg.relu(b))
+        loss = gg.sum(gg.log1p(gg.exp(-gg.abs(h))) / (gg.square(h) + 1.0))
+        loss.backward()
+        grads.append([gg.to_numpy(t.grad) for t in (x, w, b)])
+    for fast, slow in zip(grads[1], grads[0]):
+        np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-300)
 
 
 def _two_runs(cp, make_opt, steps=4):

@@ -17,19 +17,15 @@ np.multiply(g1, c, c)
 
 from __future__ import annotations
 
-import ast
-import functools
 import re
 import struct
 from typing import Any
 
 import numpy as np
 
-UFUNCS = {"exp", "log", "log1p", "sqrt", "tanh", "sign", "maximum", "minimum", "square",
-          "reciprocal", "abs"}
-BINOPS = {ast.Add: "add", ast.Sub: "subtract", ast.Mult: "multiply", ast.Div: "divide"}
-COMPARES = {ast.Gt: "greater", ast.GtE: "greater_equal", ast.Lt: "less",
-            ast.LtE: "less_equal", ast.Eq: "equal", ast.NotEq: "not_equal"}
+from ..scalar_formula import (  # noqa: F401  (one parser: re-exported here)
+    BINOPS, COMPARES, UFUNCS, is_leaf, leaves, parse)
+
 MASKS = set(COMPARES.values())
 G = ("name", "g")
 
@@ -37,56 +33,6 @@ TYPED = {f"{word}_{np.dtype(t).name}": t(value) for t in (np.float16, np.float32
          for word, value in (("ONE", 1.0), ("ZERO", 0.0))}
 """The typed constants 1 and 0 that :func:`const` names (every planned program's env holds
 them)."""
-
-
-@functools.cache
-def parse(formula: str) -> tuple | None:
-    """``formula`` as a tree: ``("name", n)``, ``("const", v)`` or ``(ufunc, *operands)``;
-    None where it uses something without a NumPy ufunc (the op's rules run there).
-
-    >>> parse("maximum(x, 0)"), parse("erf(x)")
-    (('maximum', ('name', 'x'), ('const', 0.0)), None)
-    """
-    try:
-        return _node(ast.parse(formula, mode="eval").body)
-    except (SyntaxError, _Unsupported):
-        return None
-
-
-class _Unsupported(Exception):
-    pass
-
-
-def _node(e: ast.AST) -> tuple:
-    if isinstance(e, ast.Name):
-        return ("name", e.id)
-    if isinstance(e, ast.Constant) and type(e.value) in (int, float):
-        return ("const", float(e.value))
-    if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.USub):
-        a = _node(e.operand)
-        return ("const", -a[1]) if a[0] == "const" else ("negative", a)
-    if isinstance(e, ast.BinOp) and type(e.op) in BINOPS:
-        return (BINOPS[type(e.op)], _node(e.left), _node(e.right))
-    if isinstance(e, ast.Compare) and len(e.ops) == 1 and type(e.ops[0]) in COMPARES:
-        return (COMPARES[type(e.ops[0])], _node(e.left), _node(e.comparators[0]))
-    if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in UFUNCS \
-            and not e.keywords:
-        name = "absolute" if e.func.id == "abs" else e.func.id
-        return (name, *(_node(a) for a in e.args))
-    raise _Unsupported(ast.dump(e))
-
-
-def leaves(node: tuple) -> set:
-    """The names a formula tree reads."""
-    if node[0] == "name":
-        return {node[1]}
-    if node[0] == "const":
-        return set()
-    return set().union(*(leaves(a) for a in node[1:]))
-
-
-def is_leaf(node: tuple) -> bool:
-    return node[0] in ("name", "const")
 
 
 def const(value: float, dtype: Any) -> str:

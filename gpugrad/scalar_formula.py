@@ -1,0 +1,134 @@
+"""Scalar formulas (``Op.defscalar``) parsed once, and written as CUDA C expressions.
+
+One parser for every consumer: the planned program's NumPy ``out=`` chains
+(gpugrad.compiler.formula) and the CuPy kernels generated for each op (gpugrad.ops.cuda)
+read the same tree. A tree is ``("name", n)``, ``("const", v)`` or ``(ufunc, *operands)``,
+with NumPy's ufunc names. This module imports nothing from gpugrad, so every layer may use it.
+
+:func:`cuda` writes a tree as a C expression over a type ``T`` (float or double) with NumPy's
+semantics: ``maximum``/``minimum`` propagate NaN and return the second operand on a tie (C's
+``fmax`` drops a NaN), ``sign`` is 0 at ±0 and NaN at NaN, a comparison is 1 or 0, and each
+number is a constant of type ``T``.
+
+>>> cuda(parse("g * (out * (1 - out))"))
+'(v_g * (v_out * ((T)1.0 - v_out)))'
+>>> cuda(parse("maximum(x, 0)"))
+'((v_x > (T)0.0 || v_x != v_x) ? v_x : (T)0.0)'
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+
+UFUNCS = {"exp", "log", "log1p", "sqrt", "tanh", "sign", "maximum", "minimum", "square",
+          "reciprocal", "abs"}
+BINOPS = {ast.Add: "add", ast.Sub: "subtract", ast.Mult: "multiply", ast.Div: "divide"}
+COMPARES = {ast.Gt: "greater", ast.GtE: "greater_equal", ast.Lt: "less",
+            ast.LtE: "less_equal", ast.Eq: "equal", ast.NotEq: "not_equal"}
+
+
+@functools.cache
+def parse(formula: str) -> tuple | None:
+    """``formula`` as a tree: ``("name", n)``, ``("const", v)`` or ``(ufunc, *operands)``;
+    None where it uses something without a NumPy ufunc (the op's rules run there).
+
+    >>> parse("maximum(x, 0)"), parse("erf(x)")
+    (('maximum', ('name', 'x'), ('const', 0.0)), None)
+    """
+    try:
+        return _node(ast.parse(formula, mode="eval").body)
+    except (SyntaxError, _Unsupported):
+        return None
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _node(e: ast.AST) -> tuple:
+    if isinstance(e, ast.Name):
+        return ("name", e.id)
+    if isinstance(e, ast.Constant) and type(e.value) in (int, float):
+        return ("const", float(e.value))
+    if isinstance(e, ast.UnaryOp) and isinstance(e.op, ast.USub):
+        a = _node(e.operand)
+        return ("const", -a[1]) if a[0] == "const" else ("negative", a)
+    if isinstance(e, ast.BinOp) and type(e.op) in BINOPS:
+        return (BINOPS[type(e.op)], _node(e.left), _node(e.right))
+    if isinstance(e, ast.Compare) and len(e.ops) == 1 and type(e.ops[0]) in COMPARES:
+        return (COMPARES[type(e.ops[0])], _node(e.left), _node(e.comparators[0]))
+    if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in UFUNCS \
+            and not e.keywords:
+        name = "absolute" if e.func.id == "abs" else e.func.id
+        return (name, *(_node(a) for a in e.args))
+    raise _Unsupported(ast.dump(e))
+
+
+def leaves(node: tuple) -> set:
+    """The names a formula tree reads."""
+    if node[0] == "name":
+        return {node[1]}
+    if node[0] == "const":
+        return set()
+    return set().union(*(leaves(a) for a in node[1:]))
+
+
+def is_leaf(node: tuple) -> bool:
+    return node[0] in ("name", "const")
+
+
+def substitute(node: tuple, name: str, value: tuple) -> tuple:
+    """``node`` with every leaf ``name`` replaced by the tree ``value``.
+
+    >>> substitute(parse("g * out"), "out", parse("exp(x)"))
+    ('multiply', ('name', 'g'), ('exp', ('name', 'x')))
+    """
+    if node == ("name", name):
+        return value
+    if is_leaf(node):
+        return node
+    return (node[0], *(substitute(a, name, value) for a in node[1:]))
+
+
+_C_BINARY = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
+_C_COMPARE = {"greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<=",
+              "equal": "==", "not_equal": "!="}
+_C_CALL = {"exp": "exp", "log": "log", "log1p": "log1p", "sqrt": "sqrt", "tanh": "tanh",
+           "absolute": "fabs"}
+
+
+def c_name(name: str) -> str:
+    """The C identifier of a formula's name (prefixed: clear of CuPy's own ``i``, ``_ind``)."""
+    return f"v_{name}"
+
+
+def cuda(node: tuple) -> str:
+    """``node`` as a fully parenthesised CUDA C expression of type ``T``; names become
+    :func:`c_name`'s identifiers (a static parameter's name too: the caller declares it)."""
+    kind = node[0]
+    if kind == "name":
+        return c_name(node[1])
+    if kind == "const":
+        return f"(T){node[1]!r}" if node[1] >= 0 else f"(T)({node[1]!r})"
+    a = [cuda(x) for x in node[1:]]
+    if kind in _C_BINARY:
+        return f"({a[0]} {_C_BINARY[kind]} {a[1]})"
+    if kind in _C_COMPARE:
+        return f"({a[0]} {_C_COMPARE[kind]} {a[1]} ? (T)1.0 : (T)0.0)"
+    if kind in _C_CALL:
+        return f"{_C_CALL[kind]}({a[0]})"
+    if kind == "negative":
+        return f"(-{a[0]})"
+    if kind == "square":
+        return f"({a[0]} * {a[0]})"
+    if kind == "reciprocal":
+        return f"((T)1.0 / {a[0]})"
+    if kind in ("maximum", "minimum"):  # NumPy's: a NaN wins, a tie gives the second
+        op = ">" if kind == "maximum" else "<"
+        return f"(({a[0]} {op} {a[1]} || {a[0]} != {a[0]}) ? {a[0]} : {a[1]})"
+    if kind == "sign":  # NumPy's: +0 at ±0, NaN at NaN
+        x = a[0]
+        return (f"({x} > (T)0.0 ? (T)1.0 : ({x} < (T)0.0 ? (T)(-1.0) : "
+                f"({x} == (T)0.0 ? (T)0.0 : {x})))")
+    raise KeyError(kind)
