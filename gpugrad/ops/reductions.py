@@ -186,7 +186,11 @@ class _FullMeanLowering(_FullSumLowering):
         if not _FullMeanLowering.applies(info, out, params, ctx):
             return None
         n = float(math.prod(info[0][0]))
-        # as the rule: g / n in g's dtype (1 / n in it, where g is exactly 1)
+        # as the rule: g / n in g's dtype (1 / n in it, where g is exactly 1: worked out
+        # now, in that dtype, and named as a constant of it)
+        if one and getattr(out[1], "kind", "") == "f":
+            k = ctx.const(float(out[1].type(1.0) / n), out[1])
+            return [], lambda c, C, T: [f"{c} = {k}"], "scalar", []
         src = ctx.const(1.0, out[1]) if one else g
         return [] if one else [g], lambda c, C, T: [f"{c} = {src} / {n!r}"], "scalar", []
 
