@@ -144,11 +144,17 @@ class _FullSumLowering:
             and x is not ctx.SCALAR and bool(x[0]) and x[1] == out[1] and out[0] == () \
             and getattr(out[1], "kind", "") == "f"
 
+    reads_negated = True  # its input may hold minus its value (gpugrad.compiler.rewrite)
+
     @staticmethod
-    def forward(ins, info, out, params, ctx):
+    def forward(ins, info, out, params, ctx, negated=False):
         if not _FullSumLowering.applies(info, out, params, ctx):
             return None
         a = ins[0]
+        if negated:  # -(sum of -a): exact, rounding to nearest is symmetric
+            return lambda o, dst: [f"{o} = np.add.reduce({a}, axis=None, out={dst})",
+                                   f"np.negative({o}, {o})"] if dst != "None" else \
+                [f"{o} = asarray(-np.add.reduce({a}, axis=None))"]
         return lambda o, dst: [f"{o} = np.add.reduce({a}, axis=None, out={dst})"] \
             if dst != "None" else [f"{o} = asarray(np.add.reduce({a}, axis=None))"]
 
@@ -174,11 +180,12 @@ class _FullMeanLowering(_FullSumLowering):
         return _FullSumLowering.applies(info, out, params, ctx) and math.prod(info[0][0]) > 0
 
     @staticmethod
-    def forward(ins, info, out, params, ctx):
+    def forward(ins, info, out, params, ctx, negated=False):
         if not _FullMeanLowering.applies(info, out, params, ctx):
             return None
         a, n = ins[0], math.prod(info[0][0])
-        return lambda o, dst: [f"s_ = np.add.reduce({a}, axis=None)",
+        minus = "-" if negated else ""  # (see _FullSumLowering)
+        return lambda o, dst: [f"s_ = {minus}np.add.reduce({a}, axis=None)",
                                f"{o} = asarray(s_.dtype.type(s_ / INTP{n}))"]
 
     @staticmethod
