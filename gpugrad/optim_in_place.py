@@ -192,7 +192,7 @@ def apply(opt: Any, pairs: list) -> None:
         later = None
     refs: list = []  # the write log's reference to each written array
     try:
-        with _quiet(pairs[0][0].xp), no_grad() if later is None else _NOTHING:
+        with _quiet(pairs[0][0].xp, later is None):
             for p, g in pairs:
                 P = p.data
                 if later is None:
@@ -226,11 +226,16 @@ def apply(opt: Any, pairs: list) -> None:
 _NOTHING = contextlib.nullcontext()
 
 
-def _quiet(xp: Any) -> Any:
-    """Tiny moments underflow quietly (a context only where one is needed)."""
-    if xp is np:
-        return _loud() or _NOTHING
-    return quiet(xp)
+def _quiet(xp: Any, general: bool) -> Any:
+    """Tiny moments underflow quietly (a context only where one is needed); ``general``
+    (an overridden ``update``): under no_grad as well."""
+    q = (_loud() or _NOTHING) if xp is np else quiet(xp)
+    if not general:
+        return q
+    both = contextlib.ExitStack()
+    both.enter_context(q)
+    both.enter_context(no_grad())
+    return both
 
 
 class Lowering:
