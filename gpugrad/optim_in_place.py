@@ -88,7 +88,7 @@ def _states(opt: Any, f: Any, p: Any, P: Any, st: dict) -> list:
     """``p``'s state arrays in ``f``'s order, created (with their initial values) where
     missing."""
     try:
-        return [st[k] for k in f.names]
+        return list(map(st.__getitem__, f.names))  # (no comprehension's frame per call)
     except KeyError:
         start = opt.initial()
         xp = p.xp
@@ -246,8 +246,8 @@ class Lowering:
     each step calls :meth:`start` (which reads the hyperparameters), then :meth:`update` for
     each parameter, in place on NumPy arrays."""
 
-    __slots__ = ("counts_steps", "fixed", "fold_lr", "known", "later", "names", "opt",
-                 "options", "temps")
+    __slots__ = ("counts_steps", "fixed", "fold_lr", "hoisted", "known", "later", "names",
+                 "opt", "options", "temps")
 
     def __init__(self, opt: Any) -> None:
         self.opt, self.counts_steps = opt, opt.counts_steps
@@ -261,6 +261,8 @@ class Lowering:
         self.options = _options(opt)
         self.later = form(type(opt).formula, self.options, False)
         self.fixed = None if self.counts_steps else opt.scalars(0)
+        # what the code of a parameter with state reads, where it is the same for each one
+        self.hoisted = None if self.fixed is None else self.later.prologue(self.fixed)
         self.known: dict = {}
 
     def initial(self, name: str) -> float:
@@ -275,7 +277,8 @@ class Lowering:
         if not st and f.names:
             f = form(type(opt).formula, self.options, True)
         S = _states(opt, f, p, P, st)
-        h = _hoisted(opt, f, self.fixed, p, self.known)
+        h = self.hoisted if f is self.later and self.hoisted is not None else \
+            _hoisted(opt, f, self.fixed, p, self.known)
         if len(T) < f.temps:
             T = T + tuple(np.empty_like(P) for _ in range(f.temps - len(T)))
         f.fn(P, g, S, T, h)
