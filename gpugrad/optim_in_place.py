@@ -88,7 +88,7 @@ def _states(opt: Any, f: Any, p: Any, P: Any, st: dict) -> list:
     """``p``'s state arrays in ``f``'s order, created (with their initial values) where
     missing."""
     try:
-        return [st[k] for k in f.names]
+        return list(map(st.__getitem__, f.names))  # (no comprehension's frame per call)
     except KeyError:
         start = opt.initial()
         xp = p.xp
@@ -192,7 +192,7 @@ def apply(opt: Any, pairs: list) -> None:
         later = None
     refs: list = []  # the write log's reference to each written array
     try:
-        with _quiet(pairs[0][0].xp), no_grad() if later is None else _NOTHING:
+        with _quiet(pairs[0][0].xp, later is None):
             for p, g in pairs:
                 P = p.data
                 if later is None:
@@ -226,11 +226,16 @@ def apply(opt: Any, pairs: list) -> None:
 _NOTHING = contextlib.nullcontext()
 
 
-def _quiet(xp: Any) -> Any:
-    """Tiny moments underflow quietly (a context only where one is needed)."""
-    if xp is np:
-        return _loud() or _NOTHING
-    return quiet(xp)
+def _quiet(xp: Any, general: bool) -> Any:
+    """Tiny moments underflow quietly (a context only where one is needed); ``general``
+    (an overridden ``update``): under no_grad as well."""
+    q = (_loud() or _NOTHING) if xp is np else quiet(xp)
+    if not general:
+        return q
+    both = contextlib.ExitStack()
+    both.enter_context(q)
+    both.enter_context(no_grad())
+    return both
 
 
 class Lowering:
@@ -241,8 +246,8 @@ class Lowering:
     each step calls :meth:`start` (which reads the hyperparameters), then :meth:`update` for
     each parameter, in place on NumPy arrays."""
 
-    __slots__ = ("counts_steps", "fixed", "fold_lr", "known", "later", "names", "opt",
-                 "options", "temps")
+    __slots__ = ("counts_steps", "fixed", "fold_lr", "hoisted", "known", "later", "names",
+                 "opt", "options", "temps")
 
     def __init__(self, opt: Any) -> None:
         self.opt, self.counts_steps = opt, opt.counts_steps
@@ -256,6 +261,8 @@ class Lowering:
         self.options = _options(opt)
         self.later = form(type(opt).formula, self.options, False)
         self.fixed = None if self.counts_steps else opt.scalars(0)
+        # what the code of a parameter with state reads, where it is the same for each one
+        self.hoisted = None if self.fixed is None else self.later.prologue(self.fixed)
         self.known: dict = {}
 
     def initial(self, name: str) -> float:
@@ -270,7 +277,8 @@ class Lowering:
         if not st and f.names:
             f = form(type(opt).formula, self.options, True)
         S = _states(opt, f, p, P, st)
-        h = _hoisted(opt, f, self.fixed, p, self.known)
+        h = self.hoisted if f is self.later and self.hoisted is not None else \
+            _hoisted(opt, f, self.fixed, p, self.known)
         if len(T) < f.temps:
             T = T + tuple(np.empty_like(P) for _ in range(f.temps - len(T)))
         f.fn(P, g, S, T, h)

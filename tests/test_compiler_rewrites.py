@@ -309,3 +309,29 @@ def test_a_bias_gradient_is_one_matrix_vector_product(dtype, numpy_backend):
             np.testing.assert_allclose(a, e, **tol)
     src = next(iter(loss._schedules[((b, c), np)].programs.values())).source
     assert src.count(f"np.dot(ONES5_{dtype}") == 2 and "np.negative(c" in src
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("red", ["mean", "sum"])
+def test_cross_entropy_read_by_a_full_reduction_leaves_its_negation_to_it(red, dtype,
+                                                                          numpy_backend):
+    """A cross-entropy read only by a full mean or sum writes ``logp[row, target]`` and the
+    reduction negates its scalar: the loss has the same bits as the first (unrewritten) run.
+    Read by anything else too, it negates its rows itself."""
+    rng = np.random.default_rng(3)
+    z = gg.Placeholder((None, 4), dtype, name="z")
+    t = gg.Placeholder((None,), "int64", name="t")
+    w = gg.Variable(rng.standard_normal(4).astype(dtype))
+    feed = {z: (rng.standard_normal((7, 4)) * 3).astype(dtype), t: rng.integers(0, 4, 7)}
+    loss = nn.cross_entropy(z * w, t, reduction=red)
+    v0, g0 = gg.value_and_gradients(loss, [w], feed=feed)
+    v1, g1 = gg.value_and_gradients(loss, [w], feed=feed)
+    np.testing.assert_array_equal(_np(v1), _np(v0))  # the loss: the same bits
+    assert_orders_agree(_np(g1[0]), _np(g0[0]), **TOL)  # (its backward adds in its order)
+    (prog,) = loss._schedules[((w,), np)].programs.values()
+    assert "-np.add.reduce(v" in prog.source or "np.negative(v" in prog.source
+    assert "np.negative(s" not in prog.source
+    rows = nn.cross_entropy(z * w, t, reduction="none")
+    both = gg.sum(rows) + gg.sum(rows * rows)
+    src = _first_and_planned(both, [w], feed)
+    assert "np.negative(s" in src

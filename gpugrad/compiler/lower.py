@@ -111,7 +111,10 @@ def forward(op: Any, ins: list, info: list, out: tuple, params: dict,
     shape, dtype = out
     if op.lowering is not None:
         em = getattr(op.lowering, "forward", None)
-        em = em and em(ins, info, out, params, CTX)
+        if negated and getattr(op.lowering, "reads_negated", False):
+            em = em and em(ins, info, out, params, CTX, negated=True)
+        else:
+            em = em and em(ins, info, out, params, CTX)
         if em is None or isinstance(em, Forward):
             return em
         return Forward(lambda o, dst, *T: em(o, dst), [], ())

@@ -114,9 +114,9 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     for k, (op, ins, params, o) in enumerate(steps):
         low = lowered(k, ins[0] in negated if ins else False)
         if low is not None and k in neg_producers and lowered(neg_producers[k], True):
-            em, temps = op.lowering.negated([f"v{i}" for i in ins], info_of(ins), shapes[o],
-                                            params, lower.CTX)  # it writes minus its value
-            low = lower.Forward(em, temps, ())
+            got = op.lowering.negated([f"v{i}" for i in ins], info_of(ins), shapes[o],
+                                      params, lower.CTX)  # it writes minus its value
+            low = got if isinstance(got, lower.Forward) else lower.Forward(*got, ())
             negated.add(o)
         if low is not None:
             low_f[k] = low

@@ -7,7 +7,10 @@
 - **A negation moved into its producer.** A step whose lowering can write minus its value
   (``linear``: ``(-b) - x @ W``, exactly ``-(x @ W + b)``), read only by a step whose scalar
   formula starts by negating its input (``sigmoid``), writes the negation, and the consumer
-  starts at its next operation: one pass over the activations fewer.
+  starts at its next operation: one pass over the activations fewer. Likewise a step whose
+  forward ends by negating (``softmax_cross_entropy``'s ``-logp[target]``) read only by a
+  full sum or mean (``lowering.reads_negated``): the producer leaves its negation out and
+  the reduction negates its scalar instead (exact: rounding to nearest is symmetric).
 
 The other rewrites live with the lowering (``gpugrad.compiler.lower``): elementwise forward
 and backward in place, bias add and bias gradient without broadcast temporaries, the
@@ -35,14 +38,22 @@ def negated_producers(steps: list, readers: dict, keep: set, shapes: list) -> di
     found = {}
     by_input: dict = {}
     for j, (op, ins, _, out) in enumerate(steps):
-        if len(ins) == 1 and starts_negated(op):
+        if len(ins) == 1 and (starts_negated(op) or reads_negated(op)):
             by_input[ins[0]] = j
     for k, (op, ins, _, out) in enumerate(steps):
         if getattr(op.lowering, "negated", None) is None or out in keep \
-                or readers.get(out, 0) != 1 or out not in by_input or shapes[out] is None:
+                or readers.get(out, 0) != 1 or out not in by_input or shapes[out] is None \
+                or getattr(shapes[out][1], "kind", "") != "f":
             continue
         j = by_input[out]
-        if shapes[steps[j][3]] == shapes[out] and len(shapes[out][0]) == 2 \
-                and getattr(shapes[out][1], "kind", "") == "f":
+        if reads_negated(steps[j][0]):  # a reduction: worth it where the negation was a pass
+            if getattr(op.lowering, "ends_negated", False):
+                found[k] = j
+        elif shapes[steps[j][3]] == shapes[out] and len(shapes[out][0]) == 2:
             found[k] = j
     return found
+
+
+def reads_negated(op: Any) -> bool:
+    """Whether ``op``'s lowering can read its single input holding minus its value."""
+    return getattr(op.lowering, "reads_negated", False)

@@ -157,11 +157,17 @@ class _FullSumLowering:
             and x is not ctx.SCALAR and bool(x[0]) and x[1] == out[1] and out[0] == () \
             and getattr(out[1], "kind", "") == "f"
 
+    reads_negated = True  # its input may hold minus its value (gpugrad.compiler.rewrite)
+
     @staticmethod
-    def forward(ins, info, out, params, ctx):
+    def forward(ins, info, out, params, ctx, negated=False):
         if not _FullSumLowering.applies(info, out, params, ctx):
             return None
         a = ins[0]
+        if negated:  # -(sum of -a): exact, rounding to nearest is symmetric
+            return lambda o, dst: [f"{o} = np.add.reduce({a}, axis=None, out={dst})",
+                                   f"np.negative({o}, {o})"] if dst != "None" else \
+                [f"{o} = asarray(-np.add.reduce({a}, axis=None))"]
         return lambda o, dst: [f"{o} = np.add.reduce({a}, axis=None, out={dst})"] \
             if dst != "None" else [f"{o} = asarray(np.add.reduce({a}, axis=None))"]
 
@@ -187,11 +193,12 @@ class _FullMeanLowering(_FullSumLowering):
         return _FullSumLowering.applies(info, out, params, ctx) and math.prod(info[0][0]) > 0
 
     @staticmethod
-    def forward(ins, info, out, params, ctx):
+    def forward(ins, info, out, params, ctx, negated=False):
         if not _FullMeanLowering.applies(info, out, params, ctx):
             return None
         a, n = ins[0], math.prod(info[0][0])
-        return lambda o, dst: [f"s_ = np.add.reduce({a}, axis=None)",
+        minus = "-" if negated else ""  # (see _FullSumLowering)
+        return lambda o, dst: [f"s_ = {minus}np.add.reduce({a}, axis=None)",
                                f"{o} = asarray(s_.dtype.type(s_ / INTP{n}))"]
 
     @staticmethod
@@ -199,7 +206,11 @@ class _FullMeanLowering(_FullSumLowering):
         if not _FullMeanLowering.applies(info, out, params, ctx):
             return None
         n = float(math.prod(info[0][0]))
-        # as the rule: g / n in g's dtype (1 / n in it, where g is exactly 1)
+        # as the rule: g / n in g's dtype (1 / n in it, where g is exactly 1: worked out
+        # now, in that dtype, and named as a constant of it)
+        if one and getattr(out[1], "kind", "") == "f":
+            k = ctx.const(float(out[1].type(1.0) / n), out[1])
+            return [], lambda c, C, T: [f"{c} = {k}"], "scalar", []
         src = ctx.const(1.0, out[1]) if one else g
         return [] if one else [g], lambda c, C, T: [f"{c} = {src} / {n!r}"], "scalar", []
 

@@ -172,8 +172,16 @@ class _CrossEntropyLowering:
             and len(z[0]) == 2 and len(t[0]) == 1 and z[0][0] == t[0][0] \
             and getattr(t[1], "kind", "") in "iu" and getattr(z[1], "char", "") in "fd"
 
+    ends_negated = True  # its last pass negates: ``negated`` leaves it out (a full sum or
+    # mean reading the loss negates its scalar instead, see gpugrad.compiler.rewrite)
+
     @staticmethod
-    def forward(ins, info, out, params, ctx):
+    def negated(ins, info, out, params, ctx):
+        """The forward writing ``logp[row, target]``, minus the loss."""
+        return _CrossEntropyLowering.forward(ins, info, out, params, ctx, True)
+
+    @staticmethod
+    def forward(ins, info, out, params, ctx, minus=False):
         if not _CrossEntropyLowering.applies(info, out, params):
             return None
         z, t = ins
@@ -190,6 +198,7 @@ class _CrossEntropyLowering:
                     "if not isfinite(np.add.reduce(m_, axis=None)):",
                     "    m_ = np.where(np.isfinite(m_), m_, 0.0)",
                     *("    " + line for line in body),
+                    f"{o} = {logp}[{ar}, {t}]" if minus else
                     f"{o} = np.negative({logp}[{ar}, {t}], {dst})"]
         return ctx.Forward(emit, [info[0]], (), [info[0]])
 
