@@ -22,17 +22,18 @@ array([[ 0.2727, -0.0909],
 
 from __future__ import annotations
 
-from ._linalg_core import (EighResult, GaugeError, LinAlgError, QRResult, SlogdetResult,
-                           SVDResult, cholesky, det, eigh, eigvalsh, inv, qr, slogdet, solve,
-                           svd, svdvals)
+from ._linalg_core import (EighResult, EigResult, GaugeError, LinAlgError, QRResult,
+                           SlogdetResult, SVDResult, cholesky, det, eig, eigh, eigvals, eigvalsh,
+                           inv, qr, slogdet, solve, svd, svdvals)
 from ._linalg_more import (cho_solve, cross, diagonal, matrix_norm, matrix_power, matrix_rank,
                            outer, pinv, solve_triangular, trace, vector_norm)
 from ._manipulation import matmul, matrix_transpose, tensordot, vecdot
 
 __all__ = [
-    "cholesky", "cross", "det", "diagonal", "eigh", "eigvalsh", "inv", "matmul", "matrix_norm",
-    "matrix_power", "matrix_rank", "matrix_transpose", "outer", "pinv", "qr", "slogdet",
-    "solve", "svd", "svdvals", "tensordot", "trace", "vecdot", "vector_norm",
-    "solve_triangular", "cho_solve", "EighResult", "QRResult", "SVDResult", "SlogdetResult",
+    "cholesky", "cross", "det", "diagonal", "eig", "eigh", "eigvals", "eigvalsh", "inv",
+    "matmul", "matrix_norm", "matrix_power", "matrix_rank", "matrix_transpose", "outer", "pinv",
+    "qr", "slogdet", "solve", "svd", "svdvals", "tensordot", "trace", "vecdot", "vector_norm",
+    "solve_triangular", "cho_solve", "EigResult", "EighResult", "QRResult", "SVDResult",
+    "SlogdetResult",
     "LinAlgError", "GaugeError",
 ]
