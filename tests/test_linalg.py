@@ -96,7 +96,8 @@ class _OnBackend:
 
 
 def test_every_standard_function_is_there():
-    names = ["cholesky", "cross", "det", "diagonal", "eigh", "eigvalsh", "inv", "matmul",
+    names = ["cholesky", "cross", "det", "diagonal", "eig", "eigh", "eigvals", "eigvalsh", "inv",
+             "matmul",
              "matrix_norm", "matrix_power", "matrix_rank", "matrix_transpose", "outer", "pinv",
              "qr", "slogdet", "solve", "svd", "svdvals", "tensordot", "trace", "vecdot",
              "vector_norm"]
