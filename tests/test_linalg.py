@@ -329,3 +329,10 @@ def test_vecdot_keeps_integer_dtypes_and_checks_lengths():
     assert str(r.dtype) == "uint8" and int(r) == int(np.vecdot(a, a))
     with pytest.raises(ValueError, match="lengths 3 and 1"):
         L.vecdot(gg.asarray(np.ones((2, 3))), gg.asarray(np.ones((1,))))
+
+
+def test_pinv_takes_an_rtol_array_of_another_precision():
+    x = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    p = L.pinv(gg.asarray(x), rtol=gg.asarray(np.array(1e-3)))
+    assert str(p.dtype) == "float32"
+    np.testing.assert_allclose(gg.to_numpy(p), np.linalg.pinv(x), rtol=1e-5)
