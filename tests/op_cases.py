@@ -567,5 +567,42 @@ CASES += [
            lambda x: _flat(*np.linalg.qr(x, mode="complete")), (well,), ((3, 3),),
            variant="complete_square"),
 ]
+
+
+# eig (general matrices, complex results): distinct eigenvalues, real ones and a complex pair;
+# the loss reads Re/Im of the eigenvalues and |v|^2 of the vectors (invariant to their phases).
+
+
+def _eig_real(r, s):
+    return normal(r, s) * 0.3 + np.diag(np.arange(1.0, s[-1] + 1.0))
+
+
+def _eig_pair(r, s):  # eigenvalues near 1 and +-2i
+    return normal(r, s) * 0.2 + np.array([[0.0, -2.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _eig_complex(r, s):
+    return (normal(r, s) + 1j * normal(r, s)) * 0.3 + np.diag(np.arange(1.0, s[-1] + 1.0))
+
+
+def _eig_loss(x):
+    p = _linalg("eig")(x)
+    n = x.shape[-1]
+    w = p[..., :n]
+    return gg.concat([gg.real(w), gg.imag(w), gg.real(p * gg.conj(p))[..., n:]], axis=-1)
+
+
+def _eig_ref(x):
+    w, v = np.linalg.eig(x)
+    vv = np.abs(v) ** 2
+    return np.concatenate([w.real, w.imag, vv.reshape(vv.shape[:-2] + (-1,))], axis=-1)
+
+
+CASES += [
+    OpCase("linalg_eig", _eig_loss, _eig_ref, (_eig_real,), ((2, 3, 3),)),
+    OpCase("linalg_eig", _eig_loss, _eig_ref, (_eig_pair,), ((3, 3),), variant="complex_pair"),
+    OpCase("linalg_eig", _eig_loss, _eig_ref, (_eig_complex,), ((2, 3, 3),),
+           variant="complex_input"),
+]
 BY_ID = {c.id: c for c in CASES}
 GRAD_CASES = [c for c in CASES if c.differentiable]

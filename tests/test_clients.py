@@ -3,8 +3,9 @@ and scikit-learn (``array_api_dispatch=True``). Their results equal NumPy's, and
 differentiates through the ones that keep arrays. Needs the ``clients`` extra; skipped where
 it is absent.
 
-scikit-learn's estimators that use ``xp.linalg`` (PCA, LinearDiscriminantAnalysis, Ridge)
-need gpugrad.array_api.linalg; they are checked here once it exists.
+scikit-learn's estimators that use ``xp.linalg`` (PCA with svd_solver="full",
+LinearDiscriminantAnalysis with solver="svd") run on gg.linalg, equal NumPy, and their fitted
+arrays differentiate with respect to the data (checked against finite differences).
 """
 
 import os
@@ -97,11 +98,65 @@ def test_scikit_learn_scalers_on_tensors():
 
 def test_scikit_learn_linalg_estimators():
     sklearn = pytest.importorskip("sklearn")
-    if not hasattr(gg.array_api, "linalg"):
-        pytest.skip("gpugrad.array_api.linalg is not here yet (another part of the issue)")
     from sklearn.decomposition import PCA
 
     with sklearn.config_context(array_api_dispatch=True):
         out = PCA(n_components=2, svd_solver="full").fit_transform(gg.asarray(A))
+        white = PCA(n_components=3, svd_solver="full", whiten=True).fit(gg.asarray(LX))
+        white_x = white.transform(gg.asarray(LX))
     want = PCA(n_components=2, svd_solver="full").fit_transform(A)
     np.testing.assert_allclose(np.abs(gg.to_numpy(out)), np.abs(want), rtol=1e-9, atol=1e-12)
+    ref = PCA(n_components=3, svd_solver="full", whiten=True).fit(LX)
+    assert isinstance(white.explained_variance_ratio_, gg.Tensor)
+    np.testing.assert_allclose(np.abs(gg.to_numpy(white_x)),
+                               np.abs(ref.transform(LX)), rtol=1e-9, atol=1e-12)
+
+
+LX = np.random.default_rng(9).standard_normal((12, 4)) + np.repeat([[0.0], [1.5], [-1.0]], 4,
+                                                                   axis=0)
+LY = np.repeat([0, 1, 2], 4)
+
+
+def test_scikit_learn_lda_svd_on_tensors():
+    sklearn = pytest.importorskip("sklearn")
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis as LDA
+
+    with sklearn.config_context(array_api_dispatch=True):
+        m = LDA(solver="svd").fit(gg.asarray(LX), gg.asarray(LY))
+        t, p, pp = (f(gg.asarray(LX)) for f in (m.transform, m.predict, m.predict_proba))
+    ref = LDA(solver="svd").fit(LX, LY)
+    assert all(isinstance(r, gg.Tensor) for r in (t, p, pp))
+    np.testing.assert_allclose(np.abs(gg.to_numpy(t)), np.abs(ref.transform(LX)), rtol=1e-9,
+                               atol=1e-12)
+    np.testing.assert_array_equal(gg.to_numpy(p), ref.predict(LX))
+    np.testing.assert_allclose(gg.to_numpy(pp), ref.predict_proba(LX), rtol=1e-9, atol=1e-12)
+
+
+def _pca_variance(sklearn, x):
+    from sklearn.decomposition import PCA
+
+    return gg.sum(PCA(n_components=2, svd_solver="full").fit(x).explained_variance_)
+
+
+def _lda_proba(sklearn, x):
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis as LDA
+
+    m = LDA(solver="svd").fit(x, gg.asarray(LY))
+    return gg.sum(m.predict_proba(x)[:, 0] * gg.asarray(np.arange(12.0)))
+
+
+@pytest.mark.parametrize("loss", [_pca_variance, _lda_proba], ids=["pca", "lda"])
+def test_scikit_learn_linalg_estimators_differentiate(loss):
+    sklearn = pytest.importorskip("sklearn")
+    with sklearn.config_context(array_api_dispatch=True):
+        x = gg.Variable(LX)
+        loss(sklearn, x).backward()
+        fd = np.zeros_like(LX)
+        h = 1e-6
+        for i, j in np.ndindex(*LX.shape):
+            e = np.zeros_like(LX)
+            e[i, j] = h
+            fd[i, j] = (float(loss(sklearn, gg.asarray(LX + e)))
+                        - float(loss(sklearn, gg.asarray(LX - e)))) / (2 * h)
+    assert np.abs(fd).max() > 0.1
+    np.testing.assert_allclose(gg.to_numpy(x.grad), fd, rtol=1e-5, atol=1e-6)

@@ -96,7 +96,8 @@ class _OnBackend:
 
 
 def test_every_standard_function_is_there():
-    names = ["cholesky", "cross", "det", "diagonal", "eigh", "eigvalsh", "inv", "matmul",
+    names = ["cholesky", "cross", "det", "diagonal", "eig", "eigh", "eigvals", "eigvalsh", "inv",
+             "matmul",
              "matrix_norm", "matrix_power", "matrix_rank", "matrix_transpose", "outer", "pinv",
              "qr", "slogdet", "solve", "svd", "svdvals", "tensordot", "trace", "vecdot",
              "vector_norm"]
@@ -307,3 +308,31 @@ def test_cholesky_and_eigh_gradients_are_hermitian(rng):
         x = gg.Variable(a)
         gg.sum(f(x) * weights).backward()
         np.testing.assert_allclose(out(x.grad), out(x.grad).T, atol=1e-12)
+
+
+# --- what the official suite found (ci/array-api-suite) ---------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+def test_empty_batches_factorize_and_differentiate(dtype):
+    for f in (L.eigvalsh, lambda x: L.eigh(x).eigenvectors, lambda x: L.svd(x).U, L.svdvals,
+              lambda x: L.qr(x).R, L.pinv, lambda x: gg.abs(L.eig(x).eigenvectors)):
+        x = gg.Variable(np.zeros((0, 2, 2), dtype=dtype))
+        y = f(x)
+        assert y.shape[0] == 0
+        gg.sum(gg.real(y) if "complex" in str(y.dtype) else y).backward()
+        assert x.grad.shape == (0, 2, 2) and x.grad.dtype == x.dtype
+
+
+def test_vecdot_keeps_integer_dtypes_and_checks_lengths():
+    a = np.array([200, 100], dtype=np.uint8)
+    r = L.vecdot(gg.asarray(a), gg.asarray(a))
+    assert str(r.dtype) == "uint8" and int(r) == int(np.vecdot(a, a))
+    with pytest.raises(ValueError, match="lengths 3 and 1"):
+        L.vecdot(gg.asarray(np.ones((2, 3))), gg.asarray(np.ones((1,))))
+
+
+def test_pinv_takes_an_rtol_array_of_another_precision():
+    x = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    p = L.pinv(gg.asarray(x), rtol=gg.asarray(np.array(1e-3)))
+    assert str(p.dtype) == "float32"
+    np.testing.assert_allclose(gg.to_numpy(p), np.linalg.pinv(x), rtol=1e-5)

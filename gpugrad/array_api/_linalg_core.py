@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..ops import linalg_eig as G
 from ..ops import linalg_solve as S
 from ..ops import linalg_spectral as D
 from ..ops.complexes import is_complex
@@ -20,6 +21,11 @@ GaugeError = D.GaugeError
 
 
 class EighResult(NamedTuple):
+    eigenvalues: Any
+    eigenvectors: Any
+
+
+class EigResult(NamedTuple):
     eigenvalues: Any
     eigenvectors: Any
 
@@ -120,6 +126,33 @@ def eigh(x: Any, /) -> EighResult:
 def eigvalsh(x: Any, /) -> Tensor:
     """The eigenvalues of Hermitian matrices, ascending."""
     return eigh(x).eigenvalues
+
+
+@W.mark("composite")
+def eig(x: Any, /) -> EigResult:
+    """Eigenvalues and eigenvectors (columns, unit norm) of general square matrices, complex
+    even for real input. A loss that depends on the vectors' free phases raises GaugeError.
+
+    >>> import numpy as np, gpugrad as gg
+    >>> A = gg.Variable(np.array([[0.0, -2.0], [2.0, 0.0]]))
+    >>> w, v = gg.linalg.eig(A)
+    >>> gg.to_numpy(w)
+    array([0.+2.j, 0.-2.j])
+    >>> gg.sum(gg.imag(w) ** 2).backward()
+    >>> gg.to_numpy(A.grad)
+    array([[ 0., -4.],
+           [ 4.,  0.]])
+    """
+    x = _t(x)
+    n, batch = x.shape[-1], tuple(x.shape[:-2])
+    p = G.eig(x)
+    return EigResult(p[..., :n], _part(p, n, (n, n), batch))
+
+
+@W.mark("composite")
+def eigvals(x: Any, /) -> Tensor:
+    """The eigenvalues of general square matrices, complex (in the order eig gives)."""
+    return eig(x).eigenvalues
 
 
 @W.mark("composite")

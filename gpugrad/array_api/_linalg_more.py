@@ -138,8 +138,12 @@ def matrix_norm(x: Any, /, *, keepdims: bool = False, ord: Any = "fro") -> Tenso
 def _cutoff(x: Tensor, s: Tensor, rtol: Any) -> Tensor:
     if rtol is None:
         rtol = float(builtins.max(x.shape[-2], x.shape[-1])) * float(finfo(s.dtype).eps)
-    elif isinstance(rtol, Tensor) and rtol.ndim:
-        rtol = expand_dims(rtol, axis=-1)
+    elif hasattr(rtol, "dtype"):  # an array: compared in s's precision (float32 x, float64 rtol)
+        rtol = _t(rtol)
+        if rtol.dtype != s.dtype:
+            rtol = astype(rtol, s.dtype)
+        if rtol.ndim:
+            rtol = expand_dims(rtol, axis=-1)
     return max(s, axis=-1, keepdims=True) * rtol
 
 

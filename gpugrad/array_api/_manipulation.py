@@ -16,7 +16,7 @@ from ..ops import complexes, indexing, linalg, reductions
 from ..ops import shape as shape_ops
 from ..tensor import Tensor
 from . import _wrap as W
-from ._creation import zeros_like
+from ._creation import astype, zeros_like
 from ._elementwise import multiply, where
 from ._wrap import mark
 
@@ -203,10 +203,25 @@ def tensordot(x1: Any, x2: Any, /, *, axes: int | tuple = 2) -> Tensor:
 
 @mark("composite")
 def vecdot(x1: Any, x2: Any, /, *, axis: int = -1) -> Tensor:
-    """Dot products of vectors along ``axis`` (broadcast first): sum(conj(x1) * x2, axis)."""
+    """Dot products of vectors along ``axis`` (broadcast first): sum(conj(x1) * x2, axis),
+    in the promoted dtype of x1 and x2 (uint8 stays uint8). The two vector lengths must be
+    equal: they are not broadcast."""
+    s1, s2 = tuple(np.shape(x1)), tuple(np.shape(x2))
+    n1, n2 = _len_at(s1, axis, s2), _len_at(s2, axis, s1)
+    if n1 != n2 and None not in (n1, n2):  # None: unknown until fed (graph front end)
+        raise ValueError(f"vecdot: the vectors along axis {axis} have lengths {n1} and {n2} "
+                         f"(shapes {s1} and {s2})")
     if complexes.is_complex(x1):
         x1 = complexes.conj(x1)
-    return reductions.sum(multiply(x1, x2), axis=axis)  # multiply promotes
+    prod = multiply(x1, x2)  # multiply promotes
+    out = reductions.sum(prod, axis=axis)
+    return out if out.dtype == prod.dtype else astype(out, prod.dtype)  # integer sums widen
+
+
+def _len_at(shape: tuple, axis: int, other: tuple) -> int | None:
+    """The size along ``axis`` of ``shape`` padded to ``other``'s number of dimensions."""
+    shape = (1,) * (len(other) - len(shape)) + shape
+    return shape[axis] if -len(shape) <= axis < len(shape) else None
 
 
 def _triangle(x: Any, k: int, lower: bool) -> Tensor:

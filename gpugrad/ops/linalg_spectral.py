@@ -30,7 +30,8 @@ def _batch(a):
 
 
 def _flat(xp, a, batch):
-    return xp.reshape(a, batch + (-1,))
+    """The last two axes as one (explicit size: -1 is ambiguous for an empty batch)."""
+    return xp.reshape(a, batch + (a.shape[-2] * a.shape[-1],))
 
 
 def _part(xp, p, start, shape, batch):
@@ -54,7 +55,7 @@ def _over_gaps(xp, num, gaps):
 
 
 def _check_gauge(xp, diag, name):
-    if not is_complex(diag):
+    if not is_complex(diag) or 0 in diag.shape:
         return
     im = xp.abs(xp.imag(diag))
     tol = 1e-3 if "complex64" in str(diag.dtype) else 1e-6
