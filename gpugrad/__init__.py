@@ -51,7 +51,7 @@ from_dlpack = array_api.from_dlpack
 from . import checkpoint, serialize  # noqa: E402,F401
 from . import distributed  # noqa: E402
 
-from ._version import __version__  # noqa: E402
+from ._version import __version__  # noqa: E402, F401  (gpugrad.__version__)
 
 # One top-level function per registered op: gpugrad.add, gpugrad.matmul, ...
 globals().update({name: op for name, op in registry.items() if not name.startswith("linalg_")})

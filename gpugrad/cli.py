@@ -60,8 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "$GPUGRAD_BACKEND, else numpy)")
     t.add_argument("--hidden", default="64,64", type=check.hidden_sizes,
                    help="hidden layer sizes, each 1 or more (default 64,64)")
-    t.add_argument("--activation", default="sigmoid", help="sigmoid, tanh or relu")
-    t.add_argument("--optimizer", default="adam", help="sgd, adam, adamw, rmsprop or adagrad (default adam)")
+    t.add_argument("--activation", default="sigmoid",
+                   help="sigmoid, tanh, relu, softplus, gelu or silu (default sigmoid)")
+    t.add_argument("--optimizer", default="adam",
+                   help="sgd, adam, adamw, rmsprop or adagrad (default adam)")
     t.add_argument("--lr", type=check.learning_rate, default=None,
                    help="learning rate, a finite number above 0 (default 0.01 for "
                    "adam, adamw, rmsprop and adagrad, 0.5 for sgd; on --resume, the checkpoint's)")
