@@ -36,6 +36,7 @@ from .tensor import (
     GradientError,
     OpError,
     Tensor,
+    TracedValueWarning,
     Variable,
     is_grad_enabled,
     no_grad,
@@ -89,7 +90,7 @@ def __dir__() -> list:
 
 
 __all__ = [
-    "AnomalyError", "Backend", "BackendError", "DtypeError", "FeedError", "GradientError",
+    "AnomalyError", "Backend", "BackendError", "DtypeError", "FeedError", "GradientError", "TracedValueWarning",
     "OpError", "Placeholder", "detect_anomaly", "is_anomaly_enabled",
     "Symbol", "Tensor", "Variable", "asarray", "backend_info", "gradients",
     "is_grad_enabled", "minimize", "nn", "no_grad", "ops", "optim", "data", "datasets",

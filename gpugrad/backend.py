@@ -308,6 +308,7 @@ def to_numpy(x: Any) -> np.ndarray:
     array([1., 2.])
     """
     if hasattr(x, "requires_grad") and hasattr(x, "xp"):  # a Tensor
+        x.leaving_as("gg.to_numpy")  # warns inside a transform (gpugrad.tensor.leaving)
         x = x.data
     if isinstance(x, (np.ndarray, np.generic)):
         return np.asarray(x)

@@ -79,3 +79,9 @@ def show(shape: Sequence[int | None]) -> str:
     """A shape as Python writes a tuple; None (any size) stays None."""
     shape = tuple(shape)
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+class TracedValueWarning(UserWarning):
+    """A differentiated value was turned into a Python number or a NumPy array inside a
+    transform (``gg.grad``, ``gg.jacobian``, ...): what is computed from it carries no
+    gradient. Shown once per line of user code, as Python shows warnings."""

@@ -36,7 +36,6 @@ array([ 6., 12.])
 
 from __future__ import annotations
 
-import contextvars
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,11 +47,12 @@ from . import backend as B
 from .higher import Tape, recording
 from .ops import shape as shape_ops
 from .pytree import tree_flatten, tree_map, tree_unflatten
-from .tensor import Tensor, is_grad_enabled
+from .tensor import Tensor, is_grad_enabled, transform_depth
 
-_depth: contextvars.ContextVar[int] = contextvars.ContextVar("gpugrad_transforms", default=0)
-"""How many transforms are evaluating their function here: inside one, results stay Tensors
-so the outer transform can differentiate them."""
+_depth = transform_depth
+"""How many transforms are evaluating their function here (gpugrad.tensor holds it, for its
+warning on float() of a differentiated value): inside one, results stay Tensors so the outer
+transform can differentiate them."""
 
 
 # --- one call of a transformed function ---------------------------------------------------

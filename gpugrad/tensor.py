@@ -13,17 +13,36 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import warnings
 from typing import Any, Callable
 
 import numpy as np
 
 from . import backend as B
 from . import hooks
-from .errors import DtypeError, GradientError, OpError, at  # noqa: F401  (re-exported)
+from .errors import DtypeError, GradientError, OpError, TracedValueWarning, at  # noqa: F401
 from .fpstate import quiet
 from .operators import ArrayOps
 from .serialize import copy_tensor, deepcopy_tensor, reduce_tensor
 from .versions import version_of
+
+transform_depth: contextvars.ContextVar[int] = contextvars.ContextVar(
+    "gpugrad_transforms", default=0)
+"""How many transforms (gg.grad, gg.jacobian, ...) are evaluating their function here;
+gpugrad.functional counts them."""
+
+
+def leaving(t: "Tensor", how: str, stacklevel: int = 3) -> None:
+    """Warn (once per user line) when ``how`` (``float()``, ``.item()``, ``gg.to_numpy``)
+    takes a differentiated value out of gpugrad inside a transform: what the function
+    computes from the number has no gradient, as in PyTorch."""
+    if t.requires_grad and transform_depth.get() > 0:
+        warnings.warn(
+            f"{how} of a Tensor that depends on a differentiated input, inside a transform: "
+            "the result is a plain number or array, so nothing computed from it has a "
+            "gradient; keep the computation in gpugrad ops (gg.sum, gg.mean, ...)",
+            TracedValueWarning, stacklevel=stacklevel)
+
 
 _grad_enabled: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "gpugrad_grad_enabled", default=True
@@ -150,9 +169,11 @@ class Tensor(ArrayOps):
             yield self[i]
 
     def __float__(self) -> float:
+        leaving(self, "float()")
         return float(self.data)
 
     def __int__(self) -> int:
+        leaving(self, "int()")
         return int(self.data)
 
     def __bool__(self) -> bool:
@@ -170,8 +191,13 @@ class Tensor(ArrayOps):
                 "one-element Tensor, or t.astype('int64') to truncate floats first"))
         return int(self.data)
 
+    def leaving_as(self, how: str) -> None:
+        """See :func:`leaving` (for gpugrad.backend.to_numpy, below this module)."""
+        leaving(self, how, stacklevel=4)
+
     def item(self) -> float:
         """The value of a one-element Tensor as a Python number (a device-to-host copy)."""
+        leaving(self, ".item()")
         return B.to_numpy(self.data).item()
 
     def __repr__(self) -> str:
