@@ -32,6 +32,7 @@ threads stepping one optimizer at once do not share it: the second runs the port
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import weakref
 from typing import Any
@@ -338,6 +339,52 @@ class Lowering:
 
     def initial(self, name: str) -> float:
         return self.opt.initial().get(name, 0.0)
+
+    def begin(self) -> tuple:
+        """:meth:`start`, then for each of ``opt.params`` what its update is called with:
+        three lists ``fns, S, h``, so that ``fns[i](P, g, S[i], T, h[i])`` updates the
+        ``i``-th parameter (``P``, ``g``, ``T`` as for :meth:`update`, with ``temps`` scratch
+        arrays). A parameter without state yet gets :meth:`update` itself."""
+        self.start()
+        opt, f = self.opt, self.later
+        params, names, n = opt.params, f.names, len(opt.params)
+        sts = list(map(opt.state.__getitem__, params))
+        if names and not all(sts):  # some first update (it makes the state)
+            return self._begin_each(sts)
+        try:
+            S = [list(map(st.__getitem__, names)) for st in sts] if names else [()] * n
+        except KeyError:  # some state array is missing
+            return self._begin_each(sts)
+        h = self.hoisted
+        if h is not None:
+            return [f.fn] * n, S, [h] * n
+        steps = opt.param_steps  # each parameter counts its own updates
+        ts = [steps.get(p, 0) + 1 for p in params]
+        steps.update(zip(params, ts))
+        known = self.known
+        for t in set(ts):
+            known[f, t] = f.prologue(opt.scalars(t))
+        return [f.fn] * n, S, [known[f, t] for t in ts]
+
+    def _begin_each(self, sts: list) -> tuple:
+        opt, f = self.opt, self.later
+        fns: list = []
+        S: list = []
+        H: list = []
+        for p, st in zip(opt.params, sts):
+            if f.names and not st:
+                fns.append(functools.partial(self._first, p))
+                S.append(None)
+                H.append(None)
+                continue
+            fns.append(f.fn)
+            S.append(_states(opt, f, p, p.data, st))
+            H.append(self.hoisted if self.hoisted is not None else
+                     _hoisted(opt, f, self.fixed, p, self.known))
+        return fns, S, H
+
+    def _first(self, p: Any, P: Any, g: Any, S: Any, T: tuple, h: Any) -> None:
+        self.update(p, P, g, *T)
 
     def update(self, p: Any, P: Any, g: Any, *T: Any) -> None:
         """``p``'s update (``P``: its real floating NumPy array; ``g`` of its shape and
