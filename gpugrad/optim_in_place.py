@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 import threading
 import weakref
 from typing import Any
@@ -352,19 +353,23 @@ class Lowering:
         if names and not all(sts):  # some first update (it makes the state)
             return self._begin_each(sts)
         try:
-            S = [list(map(st.__getitem__, names)) for st in sts] if names else [()] * n
+            if len(names) > 1:
+                S = list(map(operator.itemgetter(*names), sts))
+            else:  # (one name: the getter gives the array itself; no state: nothing)
+                S = list(zip(map(operator.itemgetter(*names), sts))) if names else [()] * n
         except KeyError:  # some state array is missing
             return self._begin_each(sts)
         h = self.hoisted
         if h is not None:
             return [f.fn] * n, S, [h] * n
         steps = opt.param_steps  # each parameter counts its own updates
-        ts = [steps.get(p, 0) + 1 for p in params]
-        steps.update(zip(params, ts))
-        known = self.known
-        for t in set(ts):
-            known[f, t] = f.prologue(opt.scalars(t))
-        return [f.fn] * n, S, [known[f, t] for t in ts]
+        ts = list(map(steps.get, params))
+        t = ts[0]
+        if t is not None and ts.count(t) == n:  # (as they do unless some were skipped)
+            steps.update(zip(params, [t + 1] * n))
+            return [f.fn] * n, S, [f.prologue(opt.scalars(t + 1))] * n
+        known, fixed = self.known, self.fixed
+        return [f.fn] * n, S, [_hoisted(opt, f, fixed, p, known) for p in params]
 
     def _begin_each(self, sts: list) -> tuple:
         opt, f = self.opt, self.later
