@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping
 from .errors import at
 from .graph import train_step, value_and_gradients
 from .nn.module import StateDictError, _onto
-from .optim_in_place import Lowering, apply, declared, portable_update
+from .optim_in_place import Lowering, apply, declared, portable_update, step_planned
 from .serialize import optimizer_state
 from .tensor import Tensor, Variable
 
@@ -99,6 +99,9 @@ class Optimizer:
         skipped)."""
         if WRAPPED and self in WRAPPED:
             _refuse_wrapped(self, "step")
+        if type(self)._apply is Optimizer._apply and "_apply" not in self.__dict__ \
+                and step_planned(self):  # nothing changed since the last step: the short way
+            return
         self._apply([(p, p.grad) for p in self.params if p.grad is not None])
 
     def minimize(self, loss: Any, feed: Mapping | None = None, compiled: bool = True) -> Any:

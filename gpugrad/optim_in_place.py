@@ -32,6 +32,8 @@ threads stepping one optimizer at once do not share it: the second runs the port
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 import threading
 import weakref
 from typing import Any
@@ -56,12 +58,13 @@ def declared(opt: Any) -> bool:
 class Scratch:
     """The scratch arrays of one optimizer (never pickled or copied: a copy starts empty)."""
 
-    __slots__ = ("bases", "busy", "views")
+    __slots__ = ("bases", "busy", "plan", "views")
 
     def __init__(self) -> None:
         self.bases: dict = {}  # dtype -> flat array
         self.views: dict = {}  # parameter -> (weak reference to its array, views of the base)
         self.busy = threading.Lock()
+        self.plan: tuple | None = None  # what the last step did, if step_planned can redo it
 
     def __reduce__(self) -> tuple:
         return (Scratch, ())
@@ -215,12 +218,82 @@ def apply(opt: Any, pairs: list) -> None:
                     refs.append(versions.refs((P,))[0])
                 else:
                     versions.rebound(p)
+        if later is not None and scratch:
+            scratch.plan = _plan(opt, pairs, later, options, views)
     finally:  # the writes made before any failure still count
         if later is not None and scratch:
             scratch.busy.release()
         if written:
             versions.wrote_arrays(written, refs,
                                   f"{type(opt).__name__} step called at {call_site()}")
+
+
+def _plan(opt: Any, pairs: list, later: Any, options: tuple, views: dict) -> tuple | None:
+    """What :func:`step_planned` needs to redo this step, or None where some parameter did
+    not take the in-place path (or had no gradient)."""
+    params = opt.params
+    if len(pairs) != len(params):
+        return None
+    refs, T = [], []
+    for q, (p, _) in zip(params, pairs):
+        e = views.get(p)
+        if p is not q or e is None or e[0]() is not p.data or len(e[1]) < later.temps:
+            return None
+        refs.append(e[0])
+        T.append(e[1])
+    cls = type(opt)
+    return list(params), refs, T, later, options, cls, cls.update
+
+
+def step_planned(opt: Any) -> bool:
+    """``opt.step()`` the way the last step went, when nothing it depends on changed: the
+    same parameters, arrays and options, NumPy gradients of their shape and dtype, state
+    already made, the same ``update``. The hyperparameters are read again (a schedule may
+    change ``lr``). False (and nothing done) otherwise: then :func:`apply` runs."""
+    scratch = opt.__dict__.get("_scratch")
+    plan = scratch.plan if scratch is not None else None
+    if plan is None:
+        return False
+    params, refs, views, later, options, cls, update = plan
+    if type(opt) is not cls or cls.update is not update or "update" in opt.__dict__ \
+            or len(opt.params) != len(params) or _options(opt) != options:
+        return False
+    names, state, ndarray = later.names, opt.state, np.ndarray
+    arrays, grads, states = [], [], []
+    for p, q, ref in zip(opt.params, params, refs):
+        P, g = p.data, p.grad
+        if p is not q or ref() is not P or type(g) is not ndarray or g.dtype is not P.dtype \
+                or g.shape != P.shape:
+            return False
+        if names:
+            st = state[p]
+            try:
+                states.append(list(map(st.__getitem__, names)))
+            except KeyError:  # no state yet (or some of it was removed)
+                return False
+        else:
+            states.append(())
+        arrays.append(P)
+        grads.append(g)
+    if not scratch.busy.acquire(False):  # another thread is stepping this optimizer
+        return False
+    n = 0
+    try:
+        opt.steps += 1
+        fixed = None if opt.counts_steps else opt.scalars(0)
+        h = later.prologue(fixed) if fixed is not None else None
+        fn, known = later.fn, {}
+        with _loud() or _NOTHING:  # tiny moments underflow quietly
+            for p, P, g, S, T in zip(params, arrays, grads, states, views):
+                fn(P, g, S, T, h if h is not None else _hoisted(opt, later, None, p, known))
+                n += 1
+    finally:  # the writes made before any failure still count
+        scratch.busy.release()
+        if n:
+            versions.wrote_arrays(params[:n] if n < len(params) else params,
+                                  refs[:n] if n < len(refs) else refs,
+                                  f"{type(opt).__name__} step called at {call_site()}")
+    return True
 
 
 _NOTHING = contextlib.nullcontext()
@@ -267,6 +340,56 @@ class Lowering:
 
     def initial(self, name: str) -> float:
         return self.opt.initial().get(name, 0.0)
+
+    def begin(self) -> tuple:
+        """:meth:`start`, then for each of ``opt.params`` what its update is called with:
+        three lists ``fns, S, h``, so that ``fns[i](P, g, S[i], T, h[i])`` updates the
+        ``i``-th parameter (``P``, ``g``, ``T`` as for :meth:`update`, with ``temps`` scratch
+        arrays). A parameter without state yet gets :meth:`update` itself."""
+        self.start()
+        opt, f = self.opt, self.later
+        params, names, n = opt.params, f.names, len(opt.params)
+        sts = list(map(opt.state.__getitem__, params))
+        if names and not all(sts):  # some first update (it makes the state)
+            return self._begin_each(sts)
+        try:
+            if len(names) > 1:
+                S = list(map(operator.itemgetter(*names), sts))
+            else:  # (one name: the getter gives the array itself; no state: nothing)
+                S = list(zip(map(operator.itemgetter(*names), sts))) if names else [()] * n
+        except KeyError:  # some state array is missing
+            return self._begin_each(sts)
+        h = self.hoisted
+        if h is not None:
+            return [f.fn] * n, S, [h] * n
+        steps = opt.param_steps  # each parameter counts its own updates
+        ts = list(map(steps.get, params))
+        t = ts[0]
+        if t is not None and ts.count(t) == n:  # (as they do unless some were skipped)
+            steps.update(zip(params, [t + 1] * n))
+            return [f.fn] * n, S, [f.prologue(opt.scalars(t + 1))] * n
+        known, fixed = self.known, self.fixed
+        return [f.fn] * n, S, [_hoisted(opt, f, fixed, p, known) for p in params]
+
+    def _begin_each(self, sts: list) -> tuple:
+        opt, f = self.opt, self.later
+        fns: list = []
+        S: list = []
+        H: list = []
+        for p, st in zip(opt.params, sts):
+            if f.names and not st:
+                fns.append(functools.partial(self._first, p))
+                S.append(None)
+                H.append(None)
+                continue
+            fns.append(f.fn)
+            S.append(_states(opt, f, p, p.data, st))
+            H.append(self.hoisted if self.hoisted is not None else
+                     _hoisted(opt, f, self.fixed, p, self.known))
+        return fns, S, H
+
+    def _first(self, p: Any, P: Any, g: Any, S: Any, T: tuple, h: Any) -> None:
+        self.update(p, P, g, *T)
 
     def update(self, p: Any, P: Any, g: Any, *T: Any) -> None:
         """``p``'s update (``P``: its real floating NumPy array; ``g`` of its shape and

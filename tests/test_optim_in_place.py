@@ -307,3 +307,41 @@ def test_a_step_that_fails_part_way_records_the_writes_it_made(planned, numpy_ba
         opt.step()
     assert (w.version, u.version) == (before[0] + 1, before[1])
     np.testing.assert_array_equal(w.data, [-9.0 - 10.0 * planned])
+
+
+def test_a_repeated_step_redoes_the_last_plan_and_sees_what_changed(numpy_backend, monkeypatch):
+    """From the second step on, opt.step() takes the short way (the last step's plan); a new
+    lr, a missing gradient or a rebound array sends it back to the general loop, with the
+    same numbers as an optimizer that never had a plan."""
+    from gpugrad import optim_in_place
+
+    taken = []
+    real = optim_in_place.step_planned
+
+    def spy(opt):
+        taken.append(real(opt))
+        return taken[-1]
+
+    monkeypatch.setattr(optim, "step_planned", spy)
+    a, b = gg.Variable(np.array([1.0, 2.0])), gg.Variable(np.array([3.0]))
+    ref_a, ref_b = gg.Variable(a.data.copy()), gg.Variable(b.data.copy())
+    opt, ref = optim.Adam([a, b], lr=0.1), optim.Adam([ref_a, ref_b], lr=0.1)
+    grads = [np.array([0.5, -1.0]), np.array([2.0])]
+
+    def both(ga, gb):
+        a.grad, b.grad, ref_a.grad, ref_b.grad = ga, gb, ga, gb
+        opt.step()
+        ref._apply([(p, q.grad) for p, q in ((ref_a, a), (ref_b, b)) if q.grad is not None])
+
+    both(*grads)
+    both(*grads)
+    opt.lr = ref.lr = 0.01  # a schedule's change is read on the short way too
+    both(*grads)
+    both(grads[0], None)  # b has no gradient: the general loop
+    both(*grads)
+    assert taken == [False, True, True, False, False]
+    both(*grads)
+    assert taken[-1] is True
+    for p, q in ((a, ref_a), (b, ref_b)):
+        np.testing.assert_array_equal(p.data, q.data)
+        assert p.version == q.version

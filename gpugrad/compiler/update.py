@@ -51,7 +51,9 @@ def instructions(opt: Any, sched: Any, grads: list, shapes: list, env: dict,
             f"apply(opt, PARAMS, [{names}])"], False)]
     fold = rewrite.fold_lr(low)
     env["LOW"] = low
-    out = [] if fold else [plan.Instr([], [], lambda outs, temps: ["LOW.start()"], False)]
+    # this step's code, state arrays and scalars of each parameter (Lowering.begin)
+    out = [] if fold else [plan.Instr([], [], lambda outs, temps: [
+        "UF_, US_, UH_ = LOW.begin()"], False)]
     for i, (slot, g) in enumerate(zip(sched.wrt, grads)):
         P = f"v{slot}"
         if fold:
@@ -59,7 +61,8 @@ def instructions(opt: Any, sched: Any, grads: list, shapes: list, env: dict,
                 f"np.subtract({P}, {g}, out={P})"], True))
             continue
         out.append(plan.Instr([g, P], [], lambda outs, temps, g=g, P=P, i=i: [
-            f"LOW.update(PARAMS[{i}], {P}, {g}, {', '.join(temps)})"], True,
+            f"UF_[{i}]({P}, {g}, US_[{i}], ({''.join(t + ', ' for t in temps)}), UH_[{i}])"],
+            True,
             temps=[shapes[slot]] * low.temps))
     out.append(plan.Instr([], [], lambda outs, temps: ["bump(opt, SITE)"], False))
     return out

@@ -109,6 +109,7 @@ class Compiled:
         self.misses = 0
         self.retraces = 0
         self._last: tuple = ((), None)  # the last key looked up and its entry
+        self._fast: tuple | None = None  # the same, where it was for NumPy Tensors only
 
     def cache_info(self) -> CacheInfo:
         """How many calls reused a trace, how many traced, and how many traces are kept."""
@@ -119,11 +120,27 @@ class Compiled:
         with self._lock:
             self._cache.clear()
             self._last = ((), None)
+            self._fast = None
 
     def __repr__(self) -> str:
         return f"<gg.compile of {getattr(self.fn, '__qualname__', self.fn)!r}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        fast = self._fast
+        if fast is not None and not kwargs and len(args) == len(fast[2]) \
+                and _grad_enabled.get() is fast[1]:
+            entry = fast[0]  # the last call's signature was NumPy Tensors only: is this one's?
+            for a, (shape, dtype, grad) in zip(args, fast[2]):
+                if not isinstance(a, Tensor) or a.xp is not np:
+                    break
+                data = a.data
+                if data.shape != shape or data.dtype is not dtype or a.requires_grad is not grad:
+                    break
+            else:
+                if entry.guard is None or entry.guard():
+                    with self._lock:
+                        self.hits += 1
+                    return entry.run(args)
         sig = self._signature(args, kwargs)
         if sig is None:  # inside another trace, or graph code: build the graph
             return self.fn(*args, **kwargs)
@@ -134,6 +151,10 @@ class Compiled:
                 self.hits += 1  # and it is the most recent entry already
         else:
             entry = self._entry(key, leaves, structure, arrays, bool(kwargs))
+        self._fast = (entry, key[1], tuple(
+            (a.data.shape, a.data.dtype, a.requires_grad) for a in args)) \
+            if structure is None and all(isinstance(a, Tensor) and a.xp is np for a in args) \
+            else None
         return entry.run(leaves)
 
     def _signature(self, args: tuple, kwargs: dict, nested: bool = False) -> tuple | None:
