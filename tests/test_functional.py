@@ -90,6 +90,7 @@ _CUT = {
 }
 
 
+@pytest.mark.filterwarnings("ignore::gpugrad.TracedValueWarning")  # (tests/test_traced_values.py)
 @pytest.mark.parametrize("cause", list(_CUT))
 @pytest.mark.parametrize("transform", ["grad", "value_and_grad", "jacobian", "vjp"])
 def test_a_result_cut_from_the_graph_is_refused_not_zeros(transform, cause):
