@@ -4,7 +4,7 @@ differentiates through the ones that keep arrays. Needs the ``clients`` extra; s
 it is absent.
 
 scikit-learn's estimators that use ``xp.linalg`` (PCA with svd_solver="full",
-LinearDiscriminantAnalysis with solver="svd") run on gg.linalg, equal NumPy, and their fitted
+LinearDiscriminantAnalysis with solver="svd") run on gg.linalg and equal NumPy; PCA's fitted
 arrays differentiate with respect to the data (checked against finite differences).
 """
 
@@ -138,14 +138,11 @@ def _pca_variance(sklearn, x):
     return gg.sum(PCA(n_components=2, svd_solver="full").fit(x).explained_variance_)
 
 
-def _lda_proba(sklearn, x):
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis as LDA
-
-    m = LDA(solver="svd").fit(x, gg.asarray(LY))
-    return gg.sum(m.predict_proba(x)[:, 0] * gg.asarray(np.arange(12.0)))
-
-
-@pytest.mark.parametrize("loss", [_pca_variance, _lda_proba], ids=["pca", "lda"])
+# PCA only: LDA's "svd" solver takes the SVD of the centred class means, which has a zero
+# singular value by construction. Where LAPACK returns it as exactly 0 (it does with
+# OpenBLAS's Haswell kernel, not with SkylakeX's) the SVD's gradient is NaN there, as
+# PyTorch's is (docs/linalg.md); LDA's forward is compared with NumPy above.
+@pytest.mark.parametrize("loss", [_pca_variance], ids=["pca"])
 def test_scikit_learn_linalg_estimators_differentiate(loss):
     sklearn = pytest.importorskip("sklearn")
     with sklearn.config_context(array_api_dispatch=True):
