@@ -213,11 +213,15 @@ def value_and_grad(f: Callable, argnums: int | Sequence[int] = 0,
 
     A result with no path to the arguments has zero gradient (JAX's rule); a result that is
     not a Tensor at all (``float()``, ``.item()``, ``gg.to_numpy`` on a traced value) is an
-    error, since its zeros would be wrong:
+    error, since its zeros would be wrong (and the ``float()`` itself warns first, with a
+    ``gg.TracedValueWarning`` at its line):
 
     >>> gg.value_and_grad(lambda x: gg.asarray(2.0))(np.array([1.0]))
     (array(2.), array([0.]))
-    >>> gg.value_and_grad(lambda x: float(gg.sum(x * x)))(np.array([1.0]))
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", gg.TracedValueWarning)
+    ...     gg.value_and_grad(lambda x: float(gg.sum(x * x)))(np.array([1.0]))
     ... # doctest: +ELLIPSIS
     Traceback (most recent call last):
     TypeError: value_and_grad: the function returned a float (1.0), not a gpugrad Tensor, ...
