@@ -202,3 +202,33 @@ def test_guards_name_what_they_read():
                                 "module attribute sum", "global _helper", "global SETTINGS",
                                 "module attribute shift"}
     assert guard_of(lambda x: x, Compiled) is None
+
+
+def test_a_repeated_call_of_the_same_signature_still_sees_what_changed(numpy_backend):
+    """The short way for a call like the last (NumPy Tensors of the same shapes, dtypes and
+    requires_grad) gives way to the full signature when grad mode, the argument kinds or
+    a value the trace read change."""
+    calls = []
+    scale = 2.0
+
+    @gg.compile
+    def f(x, y):
+        calls.append(1)
+        return gg.sum(x * y) * scale
+
+    x, y = gg.asarray(np.array([1.0, 2.0])), gg.asarray(np.array([3.0, 4.0]))
+    assert float(f(x, y)) == float(f(x, y)) == 22.0 and len(calls) == 1
+    with gg.no_grad():
+        assert float(f(x, y)) == 22.0
+    assert len(calls) == 2
+    y.data[...] = [5.0, 6.0]
+    assert float(f(x, y)) == 34.0 and len(calls) == 2  # (the first trace, from the cache)
+    assert float(f(x, np.array([3.0, 4.0]))) == 22.0 and len(calls) == 2  # an ndarray
+    x32, y32 = (gg.asarray(np.array(v, "float32")) for v in ([1.0, 2.0], [3.0, 4.0]))
+    assert float(f(x32, y32)) == 22.0
+    assert len(calls) == 3
+    assert float(f(x, y)) == float(f(x, y)) == 34.0 and len(calls) == 3
+    scale = 3.0  # a value the trace read: the guard sends it to trace again
+    assert float(f(x, y)) == 51.0 and len(calls) == 4
+    f.cache_clear()
+    assert float(f(x, y)) == 51.0 and len(calls) == 5
