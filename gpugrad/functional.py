@@ -49,10 +49,6 @@ from .ops import shape as shape_ops
 from .pytree import tree_flatten, tree_map, tree_unflatten
 from .tensor import Tensor, is_grad_enabled, transform_depth
 
-_depth = transform_depth
-"""How many transforms are evaluating their function here (gpugrad.tensor holds it, for its
-warning on float() of a differentiated value): inside one, results stay Tensors so the outer
-transform can differentiate them."""
 
 
 # --- one call of a transformed function ---------------------------------------------------
@@ -65,7 +61,7 @@ class _Call:
         self.argnums = (argnums,) if self.single else tuple(argnums)
         self.given = args
         everything = tree_flatten((args, extra))[0]
-        self.keep = _depth.get() > 0 or any(isinstance(v, Tensor) for v in everything)
+        self.keep = transform_depth.get() > 0 or any(isinstance(v, Tensor) for v in everything)
         self.create = self.keep and is_grad_enabled()
         # arrays that are not differentiated become constant Tensors too, so array-API code
         # sees one namespace (gpugrad.array_api) for all of its arguments
@@ -81,7 +77,7 @@ class _Call:
             self.args[i] = tree_unflatten(structure, made)
 
     def run(self, f: Callable, kwargs: dict, what: str) -> Any:
-        token = _depth.set(_depth.get() + 1)
+        token = transform_depth.set(transform_depth.get() + 1)
         try:
             with recording():
                 return f(*self.args, **kwargs)
@@ -96,7 +92,7 @@ class _Call:
                 "differentiate one array, pass an array: np.array(...) or gg.asarray(...)"
             ) from exc
         finally:
-            _depth.reset(token)
+            transform_depth.reset(token)
 
     def _sequence_of_numbers(self) -> int | None:
         """The first differentiated argument that is a list or tuple of Python numbers."""

@@ -75,7 +75,7 @@ class no_grad:
         return wrapped
 
 
-_whole_sweeps = hooks.whole_sweeps  # (the name gpugrad.jit.whole installs its sweep under)
+_whole_sweeps = hooks.whole_sweeps  # gpugrad.jit.whole fills it (a global: read per backward)
 
 
 def is_grad_enabled() -> bool:

@@ -17,8 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import eager, versions
-from .. import tensor as _tensor
+from .. import eager, hooks, versions
 from ..eager import FREED, Node
 from ..registry import Op
 from ..tensor import Tensor, no_grad
@@ -130,7 +129,7 @@ def whole_sweep(root: Tensor, retain_graph: bool) -> bool:
     return True
 
 
-_tensor._whole_sweeps[CompiledCall] = whole_sweep
+hooks.whole_sweeps[CompiledCall] = whole_sweep
 
 
 def never(xp: Any, *args: Any, **params: Any) -> Any:
