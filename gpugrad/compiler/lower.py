@@ -41,6 +41,43 @@ class Forward(NamedTuple):
     temps: list
     over: tuple
     saved: list = []
+    scalar: tuple | None = None  # the step as one formula over value names (see resolve)
+    epilogue: tuple | None = None  # (emit of the product alone, formula over "o" after it)
+
+
+class Backward(NamedTuple):
+    """A lowered gradient: ``emit(c, C, T) -> lines`` reading ``reads``; ``alias`` True
+    when it is ``g`` itself, ``"scalar"`` when it is a 0-d ``g`` standing for its broadcast;
+    ``temps``: its scratch buffers. ``scalar``: the gradient as one formula over value names
+    (see :func:`resolve`) where it is elementwise at ``g``'s shape (fusion reads it)."""
+
+    reads: list
+    emit: Callable | None
+    alias: Any
+    temps: list
+    scalar: tuple | None = None
+
+
+def resolve(node: tuple, names: dict, params: dict, negated: str | None = None) -> tuple:
+    """``node`` with each name replaced by the value it reads (``("name", value name)``)
+    and each static parameter by its number; ``negated``: that input holds minus its value,
+    so the formula's ``-name`` reads it as it is. KeyError where a parameter is no number.
+
+    >>> resolve(F.parse("g * (1 - out)"), {"g": "g1", "out": "v2"}, {})
+    ('multiply', ('name', 'g1'), ('subtract', ('const', 1.0), ('name', 'v2')))
+    """
+    if negated is not None and node == ("negative", ("name", negated)):
+        return ("name", names[negated])
+    if node[0] == "name":
+        if node[1] in names:
+            return ("name", names[node[1]])
+        value = params[node[1]]
+        if type(value) not in (int, float):
+            raise KeyError(node[1])
+        return ("const", float(value))
+    if node[0] == "const":
+        return node
+    return (node[0], *(resolve(a, names, params, negated) for a in node[1:]))
 
 
 def column_sum(g: str, gshape: tuple, dtype: Any, c: str, C: str) -> list:
@@ -135,7 +172,8 @@ def forward(op: Any, ins: list, info: list, out: tuple, params: dict,
     over = tuple(k for k, i in enumerate(ins) if i is not None and not any(
         re.search(rf"\b{i}\b", line) for line in lines[head + 1:]))
     return Forward(lambda o, dst, *T: F.emit(node, names, dtype, params, o, dst, list(T),
-                                             **kw), [out] * n, over)
+                                             **kw), [out] * n, over,
+                   scalar=resolve(node, names, params, kw["negated"]))
 
 
 def starts_negated(op: Any) -> bool:
@@ -196,7 +234,7 @@ def backward(op: Any, pos: int, g: str, ins: list, info: list, o: str,
         text = em and em(pos, g, ins, info, o, out, params, CTX, one=one, scalar_g=scalar_g,
                          **kw)
         if not isinstance(text, str):
-            return text
+            return text if text is None or isinstance(text, Backward) else Backward(*text)
     elif op.scalar is not None and pos < len(op.scalar[1]):
         text = op.scalar[1][pos]
     else:
@@ -212,8 +250,9 @@ def backward(op: Any, pos: int, g: str, ins: list, info: list, o: str,
     if node == F.G or neg:
         if not axes:  # the gradient is g itself, or its negation
             if neg:
-                return [g], lambda c, C, T: [f"{c} = np.negative({g}, {C})"], False, []
-            return [g], lambda c, C, T: [f"{c} = {g}"], True, []
+                return Backward([g], lambda c, C, T: [f"{c} = np.negative({g}, {C})"], False,
+                                [], ("negative", ("name", g)))
+            return Backward([g], lambda c, C, T: [f"{c} = {g}"], True, [])
 
         def total(c: str, C: str) -> list:
             if axes == (0,) and len(gshape) == 2 and len(shape) == 1:  # a bias: one BLAS call
@@ -221,8 +260,9 @@ def backward(op: Any, pos: int, g: str, ins: list, info: list, o: str,
             return [f"{c} = np.add.reduce({g}, {red}, out={C})"]
         # -(sum of g) is exactly the sum of -g (rounding is symmetric): negate once, after
         if neg:
-            return [g], lambda c, C, T: [*total(c, C), f"np.negative({c}, {c})"], False, []
-        return [g], lambda c, C, T: total(c, C), False, []
+            return Backward([g], lambda c, C, T: [*total(c, C), f"np.negative({c}, {c})"],
+                            False, [])
+        return Backward([g], lambda c, C, T: total(c, C), False, [])
     skip = one and F.G in node[1:] and node[0] == "multiply"
     try:
         n = F.count_temps(node, names, dtype, params, skip_g=skip)
@@ -231,13 +271,14 @@ def backward(op: Any, pos: int, g: str, ins: list, info: list, o: str,
         return None
     reads = [names[v] for v in sorted(F.leaves(node)) if v in names]
     if not axes:
-        return (reads, lambda c, C, T: F.emit(node, names, dtype, params, c, C, list(T),
-                                              skip_g=skip), False, [out] * n)
+        return Backward(reads, lambda c, C, T: F.emit(node, names, dtype, params, c, C,
+                                                      list(T), skip_g=skip), False,
+                        [out] * n, resolve(node, names, params))
 
     def reduced(c: str, C: str, T: list) -> list:  # at g's shape in T[0], then summed
         lines = F.emit(node, names, dtype, params, T[0], T[0], list(T[1:]), skip_g=skip)
         return lines + [f"{c} = np.add.reduce({T[0]}, {red}, out={C})"]
-    return reads, reduced, False, [out] * (n + 1)
+    return Backward(reads, reduced, False, [out] * (n + 1))
 
 
 CTX = types.SimpleNamespace(const=const, column_sum=column_sum, SCALAR=SCALAR,

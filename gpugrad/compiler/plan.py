@@ -47,6 +47,7 @@ class Instr:
     alias: dict = field(default_factory=dict)
     temps: list = field(default_factory=list)
     inplace: dict = field(default_factory=dict)
+    scalar: tuple | None = None  # its one value as a formula over value names (fusion)
 
 
 def assign(prog: list, escapes: set) -> tuple[dict, list]:

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import fpstate
+from .. import fpstate, scalar_formula
 from ..eager import as_array, fit
 from ..registry import gradient_tuple
-from . import formula, lower, plan, rewrite, update
+from . import formula, fuse, lower, native, plan, rewrite, tier, update
 from .codegen import build as build_function
 
 GUARDED = "numpy-overflow-raises"
@@ -37,14 +37,22 @@ def _acc(xp: Any, *cs: Any) -> Any:
 
 
 class Program:
-    """One compiled, planned run; call it with the vals list (feeds filled in)."""
+    """One compiled, planned run; call it with the vals list (feeds filled in).
+    ``tier``: "numpy", or "native" once its fusion groups run as compiled kernels
+    (gpugrad.compiler.tier switches it; ``kernels``: its groups, ``(name, Group)``)."""
 
-    def __init__(self, fn: Any, buffers: list, source: str, xp: Any) -> None:
+    def __init__(self, fn: Any, buffers: list, source: str, xp: Any,
+                 kernels: list = ()) -> None:
         self.fn = fn
         self.buffers = buffers
         self.source = source
         self.xp = xp
+        self.kernels = list(kernels)
+        self.tier = "numpy"
         self.busy = threading.Lock()  # the buffers serve one run at a time
+        self.runs = 0
+        self.first: float | None = None
+        self.remake: Any = None  # builds the native tier (see gpugrad.compiler.tier)
 
     def __call__(self, feeds: list, datas: list, opt: Any) -> tuple | None:
         """``feeds``: the Placeholders' values, ``datas``: the Tensors' arrays, in the
@@ -53,17 +61,22 @@ class Program:
         if not self.busy.acquire(False):
             return None
         try:
+            self.runs += 1
+            if not self.runs & 63 and self.remake is not None:
+                tier.tick(self)
             return self.fn(self.xp, feeds, datas, self.buffers, None, opt)
         finally:
             self.busy.release()
 
 
 def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool = False,
-          value: bool = True) -> Program:
+          value: bool = True, native: bool = False) -> Program:
     """The program for ``sched`` at the signature whose slot shapes are ``shapes``.
     ``seeded``: the caller passes the seed gradient (else the program starts from ones, or
     from ``opt.lr`` for plain SGD). ``value=False``: only the gradients are wanted, so the
-    steps that only the value needs are left out (the program then returns None for it)."""
+    steps that only the value needs are left out (the program then returns None for it).
+    ``native``: the native tier's program (gpugrad.compiler.tier): each fusion group of
+    elementwise steps (gpugrad.compiler.fuse) runs as one compiled kernel."""
     xp = sched.xp
     # NumPy lowering, rewrites and in-place updates are written for real values; a complex
     # value anywhere runs the registered rules (which conjugate) and the optimizer's own step
@@ -84,8 +97,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             readers[i] = readers.get(i, 0) + 1
     in_back = {k for k, *_ in sched.back}
     needs_of = {k: needs for k, _, _, _, _, _, needs in sched.back}
-    neg_producers = rewrite.negated_producers(steps, readers, keep, shapes) if numpy \
-        else set()
+    neg_producers = rewrite.negated_producers(steps, readers, keep, shapes) \
+        if numpy and not native else set()  # a kernel negates for free
     negated: set = set()  # outputs of those producers, once lowered (they hold minus it)
 
     def info_of(ins: list) -> list:
@@ -118,6 +131,20 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                                       params, lower.CTX)  # it writes minus its value
             low = got if isinstance(got, lower.Forward) else lower.Forward(*got, ())
             negated.add(o)
+        if low is not None and native and low.epilogue is not None:
+            low_f[k] = low  # the product, then its elementwise epilogue (a fusion member)
+            product, tail = low.epilogue
+            p = f"p{o}"
+            fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [(p, *shapes[o])],
+                                        lambda outs, temps, em=product, p=p: em(p, outs[0]),
+                                        True))
+            tail = lower.resolve(tail, {n: n for n in _names(tail)} | {"o": p}, {})
+            fwd_lines.append(plan.Instr(_names(tail), [(f"v{o}", *shapes[o])],
+                                        lambda outs, temps, t=tail, o=o: formula.emit(
+                                            t, {n: n for n in _names(t)}, None, {},
+                                            f"v{o}", outs[0], []),
+                                        True, inplace={f"v{o}": [p]}, scalar=tail))
+            continue
         if low is not None:
             low_f[k] = low
             over = [f"v{ins[j]}" for j in low.over if shapes[ins[j]] == shapes[o]]
@@ -130,7 +157,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 return em(f"v{o}", outs[0], *temps)
             fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [
                 (f"v{o}", *shapes[o]), *[(n, *sv) for n, sv in zip(saved, low.saved)]],
-                emit, True, inplace={f"v{o}": over}, temps=low.temps))
+                emit, True, inplace={f"v{o}": over}, temps=low.temps,
+                scalar=None if saved else low.scalar))
             continue
         fwd = sched.fsteps[k][0]
         if numpy:
@@ -177,7 +205,11 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                     lines = [f"{name} = np.add({names[0]}, {names[1]}, {outs[0]})"]
                     lines += [f"np.add({name}, {c}, {name})" for c in names[2:]]
                     return lines
-                prog.append(plan.Instr(names, [(name, *shapes[slot])], emit, True))
+                total: tuple = ("name", names[0])
+                for c in names[1:]:
+                    total = ("add", total, ("name", c))
+                prog.append(plan.Instr(names, [(name, *shapes[slot])], emit, True,
+                                       scalar=total))
                 gname[slot] = (name, False)
             else:
                 names = ", ".join(c for c, _ in cs)
@@ -216,10 +248,11 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 for pos, need in enumerate(needs):
                     if not need:
                         continue
-                    reads, em, alias, temps = lower.backward(
+                    got = lower.backward(
                         op, pos, g, [f"v{i}" for i in ins], info, f"v{o}", shapes[o],
                         params, one=unit and g == "seed_", saved=saved_of.get(k, ()),
                         scalar_g=g in scalar)
+                    reads, em, alias, temps = got[:4]
                     c = f"c{k}_{pos}"
                     if alias == "scalar":  # a 0-d gradient standing for its broadcast
                         if em is not None:  # computed from g (a mean's g / n)
@@ -234,7 +267,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                     prog.append(plan.Instr(
                         reads, [(c, *shapes[ins[pos]])],
                         lambda outs, tmps, em=em, c=c: em(c, outs[0], tmps), True,
-                        alias={c: g} if alias else {}, temps=temps))
+                        alias={c: g} if alias else {}, temps=temps,
+                        scalar=("name", g) if alias else got.scalar))
                     contrib.setdefault(ins[pos], []).append((c, False))
                 continue
             prog.append(_generic_backward(env, k, o, g, maybe, op, params, ins, needs, shapes,
@@ -258,9 +292,57 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     if grads and not value and numpy and shapes[out] is not None:
         prog, n_forward = _prune(prog, n_forward, results[1:])
         results[0] = "None"
+    if native:
+        prog, n_forward = _fused(prog, n_forward, sched, shapes, scalar, escapes | set(results),
+                                 env)
     where, buffers = plan.assign(prog, escapes)
-    return _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads,
-                 opt, seeded)
+    env["PLANNED"] = set(where)
+    made = _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads, opt,
+                 seeded)
+    if numpy and not native:
+        tier.offer(made, lambda: build(sched, shapes, grads, opt, seeded, value, native=True))
+    return made
+
+
+def _names(node: tuple) -> list:
+    return sorted(formula.leaves(node))
+
+
+def _fused(prog: list, n_forward: int, sched: Any, shapes: list, scalar: set, keep: set,
+           env: dict) -> tuple[list, int]:
+    """``prog`` with each fusion group's run of instructions replaced by a call of its
+    compiled kernel (gpugrad.compiler.native), and the new length of its forward block."""
+    info: dict = {}
+    numbers: dict = {}  # a Python number in the graph is a constant of the program
+    for i, s in enumerate(shapes):
+        if s is not None:
+            info[f"v{i}"] = s
+        elif type(sched.template[i]) in (int, float):
+            numbers[f"v{i}"] = ("const", float(sched.template[i]))
+    for ins in prog:
+        if ins.scalar is not None and numbers:
+            for name in set(_names(ins.scalar)) & numbers.keys():
+                ins.scalar = scalar_formula.substitute(ins.scalar, name, numbers[name])
+    if shapes[sched.out] is not None:
+        info["seed_"] = ((), shapes[sched.out][1])
+        info.update((c, ((), shapes[sched.out][1])) for c in scalar)
+    found = fuse.runs(prog, info, keep, breaks={n_forward})
+    kernels = [(f"N{j}", g) for j, (_, _, g) in enumerate(found)]
+    env["KERNELS"] = kernels  # compiled and bound by gpugrad.compiler.tier
+    env["overflow"] = _overflow
+    out, k, fwd = [], 0, n_forward
+    for (start, stop, g), (name, _) in zip(found, kernels):
+        out += prog[k:start]
+        out.append(native.instruction(g, name, env))
+        if start < n_forward:
+            fwd -= stop - start - 1
+        k = stop
+    return out + prog[k:], fwd
+
+
+def _overflow() -> None:
+    """What NumPy's error state says of an overflow in exp (a kernel saw one)."""
+    np.exp(np.full(1, 1000.0))
 
 
 def _prune(prog: list, n_forward: int, roots: list) -> tuple[list, int]:
@@ -387,7 +469,7 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
     env.update(formula.constants_in(source))
     fn = build_function(source, env, "program")
     bufs = [xp.empty(shape, dtype=dtype) if numpy else None for shape, dtype in buffers]
-    return Program(fn, bufs, source, xp)
+    return Program(fn, bufs, source, xp, env.get("KERNELS", []))
 
 
 def _within(flags: str, body: list) -> list:

@@ -209,7 +209,9 @@ class _LinearLowering(_MatmulLowering):
         if not _LinearLowering.applies(info):
             return None
         a, w, b = ins
-        return lambda o, dst: [f"{o} = np.dot({a}, {w}, {dst})", f"np.add({o}, {b}, {o})"]
+        product = (lambda o, dst: [f"{o} = np.dot({a}, {w}, {dst})"])  # noqa: E731
+        return ctx.Forward(lambda o, dst: [*product(o, dst), f"np.add({o}, {b}, {o})"], [], (),
+                           epilogue=(product, ("add", ("name", "o"), ("name", b))))
 
     @staticmethod
     def negated(ins, info, out, params, ctx):

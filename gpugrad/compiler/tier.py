@@ -1,0 +1,97 @@
+"""Tiers: a planned program starts as NumPy code and goes native once it is hot.
+
+The first tier is the planned NumPy program (gpugrad.compiler.program): it runs from the
+second call on, and it is what runs wherever numba is not installed or ``GPUGRAD_JIT=0``.
+A program is *hot* once it has run :data:`HOT_RUNS` times and :data:`HOT_SECONDS` have
+passed since its first run; then a background thread builds its native tier (the same
+program with each fusion group as one kernel, gpugrad.compiler.native), compiles it (or
+loads it from the disk cache) and switches the program over between two runs. No run
+waits for a compile: until the switch, the NumPy tier runs.
+
+``GPUGRAD_JIT``: unset or ``1``, as above; ``0``, never native; ``now``, native from the
+first planned run, compiled before it (for tests and benchmarks).
+
+>>> import os
+>>> mode() in ("0", "1", "now")
+True
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import time
+import warnings
+from typing import Any, Callable
+
+from . import native
+
+HOT_RUNS = 256
+"""Runs before a program may go native (checked every 64 runs)."""
+HOT_SECONDS = 1.0
+"""Seconds from a program's first run before it may go native."""
+
+_threads: list = []
+_lock = threading.Lock()
+
+
+def mode() -> str:
+    got = os.environ.get("GPUGRAD_JIT", "1").strip().lower()
+    return got if got in ("0", "now") else "1"
+
+
+def available() -> bool:
+    """Whether the native tier can run here (numba is installed and not turned off)."""
+    return mode() != "0" and importlib.util.find_spec("numba") is not None
+
+
+def offer(prog: Any, remake: Callable) -> None:
+    """Give ``prog`` (a NumPy-tier program) the way to its native tier, ``remake()`` (the
+    same program built with fusion groups). With ``GPUGRAD_JIT=now`` it switches now."""
+    if not available():
+        return
+    if mode() == "now":
+        switch(prog, remake)
+        return
+    prog.remake = remake
+
+
+def tick(prog: Any) -> None:
+    """Called every 64th run of ``prog``: start its native tier once it is hot."""
+    now = time.perf_counter()
+    if prog.first is None:
+        prog.first = now
+        return
+    if prog.runs >= HOT_RUNS and now - prog.first >= HOT_SECONDS:
+        remake, prog.remake = prog.remake, None
+        t = threading.Thread(target=switch, args=(prog, remake), daemon=True,
+                             name="gpugrad native tier")
+        with _lock:
+            _threads.append(t)
+        t.start()
+
+
+def switch(prog: Any, remake: Callable) -> None:
+    """Build, compile and bind the native program, then put it in ``prog``'s place."""
+    try:
+        new = remake()
+        if new.kernels:
+            module = native.load(native.module_source(new.kernels))
+            new.fn.__globals__.update({n: getattr(module, n) for n, _ in new.kernels})
+    except Exception as e:  # the NumPy tier goes on; say why once
+        warnings.warn(f"gpugrad: the native tier could not be built ({type(e).__name__}: "
+                      f"{e}); the planned NumPy program goes on", RuntimeWarning, stacklevel=2)
+        return
+    with prog.busy:
+        prog.fn, prog.buffers, prog.source = new.fn, new.buffers, new.source
+        prog.kernels, prog.tier = new.kernels, "native"
+
+
+def wait(timeout: float | None = None) -> None:
+    """Wait for the native tiers being built now (benchmarks call it after warming up)."""
+    with _lock:
+        running = list(_threads)
+        _threads.clear()
+    for t in running:
+        t.join(timeout)
