@@ -21,7 +21,7 @@ import numpy as np
 from .. import fpstate
 from ..eager import as_array, fit
 from ..registry import gradient_tuple
-from . import formula, lower, plan, rewrite, update
+from . import formula, listing, lower, plan, rewrite, update
 from .codegen import build as build_function
 
 GUARDED = "numpy-overflow-raises"
@@ -112,6 +112,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     saved_of: dict = {}  # step -> names of the values its lowered forward saves
     fwd_lines: list = []  # instructions of the forward block
     for k, (op, ins, params, o) in enumerate(steps):
+        ftag = listing.tag(op.name, sched.sites[k])
         low = lowered(k, ins[0] in negated if ins else False)
         if low is not None and k in neg_producers and lowered(neg_producers[k], True):
             got = op.lowering.negated([f"v{i}" for i in ins], info_of(ins), shapes[o],
@@ -130,7 +131,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 return em(f"v{o}", outs[0], *temps)
             fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [
                 (f"v{o}", *shapes[o]), *[(n, *sv) for n, sv in zip(saved, low.saved)]],
-                emit, True, inplace={f"v{o}": over}, temps=low.temps))
+                emit, True, inplace={f"v{o}": over}, temps=low.temps, tag=ftag))
             continue
         fwd = sched.fsteps[k][0]
         if numpy:
@@ -148,7 +149,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 else f"v{o} = o_"
             return [f"o_, {r} = F{k}(xp, {args}{kw})", fix]
         defines = [(f"v{o}", None, None)] + ([(r, None, None)] if r != "_" else [])
-        fwd_lines.append(plan.Instr([f"v{i}" for i in ins], defines, emit, False))
+        fwd_lines.append(plan.Instr([f"v{i}" for i in ins], defines, emit, False, tag=ftag))
     prog += fwd_lines
     n_forward = len(prog)
 
@@ -177,15 +178,28 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                     lines = [f"{name} = np.add({names[0]}, {names[1]}, {outs[0]})"]
                     lines += [f"np.add({name}, {c}, {name})" for c in names[2:]]
                     return lines
-                prog.append(plan.Instr(names, [(name, *shapes[slot])], emit, True))
+                prog.append(plan.Instr(names, [(name, *shapes[slot])], emit, True,
+                                       tag=sum_tag(slot)))
                 gname[slot] = (name, False)
             else:
                 names = ", ".join(c for c, _ in cs)
                 prog.append(plan.Instr([c for c, _ in cs], [(name, None, None)],
                                        lambda outs, temps, name=name, names=names:
-                                       [f"{name} = acc(xp, {names})"], False))
+                                       [f"{name} = acc(xp, {names})"], False,
+                                       tag=sum_tag(slot)))
                 gname[slot] = (name, any(m for _, m in cs))
         return gname[slot]
+
+    producer = {o: k for k, (_, _, _, o) in enumerate(steps)}
+    leaf_names = {s: getattr(a, "name", None) or "input" for s, a in
+                  (*sched.placeholders, *sched.tensors)}
+
+    def sum_tag(slot: int) -> str:
+        """The tag of the sum of ``slot``'s gradient contributions."""
+        k = producer.get(slot)
+        if k is None:
+            return listing.tag(leaf_names.get(slot, "input"), None, "gradient sum")
+        return listing.tag(steps[k][0].name, sched.sites[k], "gradient sum")
 
     scalar: set = set()  # 0-d gradients standing for their broadcast (a full sum's)
 
@@ -203,7 +217,10 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     unit = grads and not seeded and not update.folds(opt, numpy)
     if grads:
         contrib[out] = [("seed_", False)]
+        vjp_tag, start = "", len(prog)
         for k, o, _, op, params, ins, needs in sched.back:
+            _label(prog, start, vjp_tag)  # the previous step's instructions
+            vjp_tag, start = listing.tag(op.name, sched.sites[k], "vjp"), len(prog)
             g, maybe = grad_of(o)
             if g is None:
                 continue
@@ -239,20 +256,25 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 continue
             prog.append(_generic_backward(env, k, o, g, maybe, op, params, ins, needs, shapes,
                                           sched.backend, numpy, contrib))
+        _label(prog, start, vjp_tag)
     results = [f"v{out}"]
     if grads:
         for s in sched.wrt:
+            start = len(prog)
             g, maybe = grad_of(s)
             if g is not None:
                 g = full(g, s)
             if g is None or maybe:
                 g = _guard(prog, g, shapes[s], zeros=True)
+            _label(prog, start, listing.tag(leaf_names.get(s, "input"), None, "gradient"))
             results.append(g)
     escapes = {f"v{out}", "seed_"}
     if opt is None:
         escapes |= set(results)
     else:
+        start = len(prog)
         prog += update.instructions(opt, sched, results[1:], shapes, env, numpy)
+        _label(prog, start, listing.tag(f"{type(opt).__name__} update"))
     if shapes[out] is not None:
         env["SEED_SHAPE"], env["SEED_DTYPE"] = shapes[out]
     if grads and not value and numpy and shapes[out] is not None:
@@ -362,7 +384,7 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
             outs = [f"B{where[n]}" if n in where else "None" for n, *_ in ins.defines]
             temps = [f"B{where[f'~{k}.{t}']}" for t in range(len(ins.temps))]
             env.update(getattr(ins, "env", {}))
-            out += [ind + line for line in ins.emit(outs, temps)]
+            out += [ind + line for line in listing.tagged(ins.emit(outs, temps), ins.tag)]
             if k in drops:
                 out.append(ind + " = ".join(sorted(drops[k])) + " = None")
         return out
@@ -375,16 +397,19 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
         r = results[0]
         known = "SEED_DTYPE" in env  # the value's shape and dtype (it may be left out)
         dt, sh = ("SEED_DTYPE", "SEED_SHAPE") if known else (f"{r}.dtype", f"{r}.shape")
-        lines.append(f"    seed_ = np.array({seed}, {dt}).reshape({sh})" if numpy
-                     else f"    seed_ = xp.full_like({r}, {seed})")  # NumPy: no Python layers
+        lines += listing.tagged([f"    seed_ = np.array({seed}, {dt}).reshape({sh})" if numpy
+                                 else f"    seed_ = xp.full_like({r}, {seed})"],  # NumPy: no
+                                "backward seed" + (" (the learning rate)"  # Python layers
+                                                   if seed != "1.0" else ""))
     if numpy:  # a tiny gradient or update is not an error (see gpugrad.fpstate)
         lines += _within("UNDER_IGNORED", block(prog[n_forward:], n_forward, "        "))
     else:
         lines += block(prog[n_forward:], n_forward, "    ")
     lines.append(f"    return {results[0]}, [{', '.join(results[1:])}]")
     source = "\n".join(lines)
-    env.update(lower.vectors_in(source))
-    env.update(formula.constants_in(source))
+    code = listing.untagged(source)  # (a tag never adds a name)
+    env.update(lower.vectors_in(code))
+    env.update(formula.constants_in(code))
     fn = build_function(source, env, "program")
     bufs = [xp.empty(shape, dtype=dtype) if numpy else None for shape, dtype in buffers]
     return Program(fn, bufs, source, xp)
@@ -396,6 +421,13 @@ def _within(flags: str, body: list) -> list:
         return []
     return [f"    tok_ = fp_enter(fp_state({flags}))", "    try:", *body, "    finally:",
             "        fp_leave(tok_)"]
+
+
+def _label(prog: list, start: int, tag: str) -> None:
+    """Tag the instructions from ``start`` on that have no tag yet."""
+    for ins in prog[start:]:
+        if not ins.tag:
+            ins.tag = tag
 
 
 def _is_leaf(name: str, prog: list) -> bool:
