@@ -88,7 +88,7 @@ def listing(prog: Any) -> str:
     parts = [prog.source]
     fn = getattr(prog, "fn", None)
     low = fn.__globals__.get("LOW") if fn is not None else None
-    if low is not None and "UF_[" in prog.source:  # the optimizer's update (gpugrad.optim_rule), called per parameter
+    if low is not None and "UF_[" in prog.source:  # an optimizer's update, per parameter
         parts.append(f"# UF_[i], the {type(low.opt).__name__} update of parameter i "
                      f"(from {type(low.opt).__name__}.formula):\n{low.later.source}")
     return "\n\n".join(parts)
