@@ -269,9 +269,7 @@ def _emit(nodes: list, targets: dict, leaf: dict) -> tuple:
 
 
 def _compile_named(lines: list, name: str) -> Callable:
-    scope = {"math": math}
-    exec(compile("\n".join(lines), "<gpugrad optimizer scalars>", "exec"), scope)  # noqa: S102
-    return scope[name]
+    return build("\n".join(lines), {"math": math}, name)
 
 
 def portable(formula: Callable, options: tuple, first: bool, xp: Any, P: Any, g: Any,

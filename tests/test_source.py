@@ -12,6 +12,7 @@ import traceback
 
 import numpy as np
 import pytest
+from helpers import var
 
 import gpugrad as gg
 from gpugrad import optim
@@ -93,6 +94,23 @@ def test_graph_source_is_the_text_that_runs():
     assert inspect.getsource(prog.fn) == prog.source + "\n"
     # once filed, the filed program is what source() shows
     assert loss.source(feed, opt=opt) == shown
+
+
+def test_source_on_every_backend_is_tagged_and_is_what_runs(bk):
+    x = gg.Placeholder((None, 3), bk.float_dtype, name="x")
+    W = var(bk, np.linspace(-1.0, 1.0, 6).reshape(3, 2), name="W")
+    loss = gg.sum(gg.tanh(x @ W)) + gg.sum(W * W)  # <two uses>
+    opt = optim.SGD([W], lr=0.1)
+    feed = {x: np.ones((4, 3), bk.float_dtype)}
+    shown = loss.source(feed, opt=opt)
+    at = f"{HERE}:{_line('two uses')}"
+    assert {f"tanh  {at}", f"tanh (vjp)  {at}", f"matmul (vjp)  {at}", "W (gradient sum)",
+            "SGD update"} <= _tags(shown)
+    for _ in range(2):
+        opt.minimize(loss, feed=feed)
+    (sched,) = loss._schedules.values()
+    (prog,) = sched.programs.values()
+    assert listing(prog) == shown
 
 
 def test_tags_are_comments_only():

@@ -54,6 +54,33 @@ def untagged(source: str) -> str:
     return "\n".join(line.split(MARK, 1)[0] for line in source.split("\n"))
 
 
+class Tags:
+    """The tags of a schedule's instructions: ``step(k, role)`` for step ``k``'s code,
+    ``value(slot, role)`` for code about a value (its producer's step, or the name of the
+    Variable or Placeholder it is)."""
+
+    def __init__(self, sched: Any) -> None:
+        self.sched = sched
+        self.producer = {o: k for k, (*_, o) in enumerate(sched.steps)}
+        self.names = {s: getattr(a, "name", None) or "input"
+                      for s, a in (*sched.placeholders, *sched.tensors)}
+
+    def step(self, k: int, role: str = "") -> str:
+        return tag(self.sched.steps[k][0].name, self.sched.sites[k], role)
+
+    def value(self, slot: int, role: str) -> str:
+        k = self.producer.get(slot)
+        return self.step(k, role) if k is not None else \
+            tag(self.names.get(slot, "input"), None, role)
+
+
+def label(prog: list, start: int, text: str) -> None:
+    """Tag the instructions ``prog[start:]`` (gpugrad.compiler.plan.Instr) that have none."""
+    for ins in prog[start:]:
+        if not ins.tag:
+            ins.tag = text
+
+
 def register(source: str, name: str) -> str:
     """The file name to compile generated ``source`` under (``name``: what it defines). Its
     lines go into ``linecache`` (removed by :func:`forget` when the code is gone); with

@@ -111,8 +111,9 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     low_f: dict = {}
     saved_of: dict = {}  # step -> names of the values its lowered forward saves
     fwd_lines: list = []  # instructions of the forward block
+    tags = listing.Tags(sched)
     for k, (op, ins, params, o) in enumerate(steps):
-        ftag = listing.tag(op.name, sched.sites[k])
+        ftag = tags.step(k)
         low = lowered(k, ins[0] in negated if ins else False)
         if low is not None and k in neg_producers and lowered(neg_producers[k], True):
             got = op.lowering.negated([f"v{i}" for i in ins], info_of(ins), shapes[o],
@@ -179,27 +180,16 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                     lines += [f"np.add({name}, {c}, {name})" for c in names[2:]]
                     return lines
                 prog.append(plan.Instr(names, [(name, *shapes[slot])], emit, True,
-                                       tag=sum_tag(slot)))
+                                       tag=tags.value(slot, "gradient sum")))
                 gname[slot] = (name, False)
             else:
                 names = ", ".join(c for c, _ in cs)
                 prog.append(plan.Instr([c for c, _ in cs], [(name, None, None)],
                                        lambda outs, temps, name=name, names=names:
                                        [f"{name} = acc(xp, {names})"], False,
-                                       tag=sum_tag(slot)))
+                                       tag=tags.value(slot, "gradient sum")))
                 gname[slot] = (name, any(m for _, m in cs))
         return gname[slot]
-
-    producer = {o: k for k, (_, _, _, o) in enumerate(steps)}
-    leaf_names = {s: getattr(a, "name", None) or "input" for s, a in
-                  (*sched.placeholders, *sched.tensors)}
-
-    def sum_tag(slot: int) -> str:
-        """The tag of the sum of ``slot``'s gradient contributions."""
-        k = producer.get(slot)
-        if k is None:
-            return listing.tag(leaf_names.get(slot, "input"), None, "gradient sum")
-        return listing.tag(steps[k][0].name, sched.sites[k], "gradient sum")
 
     scalar: set = set()  # 0-d gradients standing for their broadcast (a full sum's)
 
@@ -219,8 +209,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         contrib[out] = [("seed_", False)]
         vjp_tag, start = "", len(prog)
         for k, o, _, op, params, ins, needs in sched.back:
-            _label(prog, start, vjp_tag)  # the previous step's instructions
-            vjp_tag, start = listing.tag(op.name, sched.sites[k], "vjp"), len(prog)
+            listing.label(prog, start, vjp_tag)  # the previous step's instructions
+            vjp_tag, start = tags.step(k, "vjp"), len(prog)
             g, maybe = grad_of(o)
             if g is None:
                 continue
@@ -256,7 +246,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 continue
             prog.append(_generic_backward(env, k, o, g, maybe, op, params, ins, needs, shapes,
                                           sched.backend, numpy, contrib))
-        _label(prog, start, vjp_tag)
+        listing.label(prog, start, vjp_tag)
     results = [f"v{out}"]
     if grads:
         for s in sched.wrt:
@@ -266,7 +256,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 g = full(g, s)
             if g is None or maybe:
                 g = _guard(prog, g, shapes[s], zeros=True)
-            _label(prog, start, listing.tag(leaf_names.get(s, "input"), None, "gradient"))
+            listing.label(prog, start, tags.value(s, "gradient"))
             results.append(g)
     escapes = {f"v{out}", "seed_"}
     if opt is None:
@@ -274,7 +264,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     else:
         start = len(prog)
         prog += update.instructions(opt, sched, results[1:], shapes, env, numpy)
-        _label(prog, start, listing.tag(f"{type(opt).__name__} update"))
+        listing.label(prog, start, listing.tag(f"{type(opt).__name__} update"))
     if shapes[out] is not None:
         env["SEED_SHAPE"], env["SEED_DTYPE"] = shapes[out]
     if grads and not value and numpy and shapes[out] is not None:
@@ -397,10 +387,10 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
         r = results[0]
         known = "SEED_DTYPE" in env  # the value's shape and dtype (it may be left out)
         dt, sh = ("SEED_DTYPE", "SEED_SHAPE") if known else (f"{r}.dtype", f"{r}.shape")
-        lines += listing.tagged([f"    seed_ = np.array({seed}, {dt}).reshape({sh})" if numpy
-                                 else f"    seed_ = xp.full_like({r}, {seed})"],  # NumPy: no
-                                "backward seed" + (" (the learning rate)"  # Python layers
-                                                   if seed != "1.0" else ""))
+        line = (f"    seed_ = np.array({seed}, {dt}).reshape({sh})" if numpy
+                else f"    seed_ = xp.full_like({r}, {seed})")  # NumPy: no Python layers
+        lines += listing.tagged([line], "backward seed" + (" (the learning rate)"
+                                                           if seed != "1.0" else ""))
     if numpy:  # a tiny gradient or update is not an error (see gpugrad.fpstate)
         lines += _within("UNDER_IGNORED", block(prog[n_forward:], n_forward, "        "))
     else:
@@ -421,13 +411,6 @@ def _within(flags: str, body: list) -> list:
         return []
     return [f"    tok_ = fp_enter(fp_state({flags}))", "    try:", *body, "    finally:",
             "        fp_leave(tok_)"]
-
-
-def _label(prog: list, start: int, tag: str) -> None:
-    """Tag the instructions from ``start`` on that have no tag yet."""
-    for ins in prog[start:]:
-        if not ins.tag:
-            ins.tag = tag
 
 
 def _is_leaf(name: str, prog: list) -> bool:
