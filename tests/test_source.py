@@ -228,3 +228,12 @@ def test_source_dir_writes_each_module_to_a_real_file(tmp_path, monkeypatch):
         opt2.minimize(loss2, feed={x2: np.ones((4, 3))})
     (prog2,) = loss2._schedules[((W2,), np)].programs.values()
     assert prog2.fn.__code__.co_filename == path
+
+
+def test_an_unwritable_source_dir_is_named(tmp_path, monkeypatch):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    monkeypatch.setenv("GPUGRAD_SOURCE_DIR", str(blocker / "generated"))
+    x = gg.Placeholder((2,), "float64", name="x")
+    with pytest.raises(OSError, match="GPUGRAD_SOURCE_DIR=.*cannot write the generated"):
+        (x * 2.0).eval({x: np.zeros(2)})

@@ -5,8 +5,8 @@
   optimizer's ``# SGD update``). Tags are comments: the code runs the same with or without.
 - :func:`register` gives each generated module a file name of its own and puts its lines
   in ``linecache``, so tracebacks and pdb show them; with ``GPUGRAD_SOURCE_DIR=dir`` the
-  module is also written to ``dir`` (one file per distinct source, named by a hash of it)
-  and compiled under that real path, where a debugger can set breakpoints.
+  module is written to ``dir`` instead (one file per distinct source, named by a hash of
+  it) and compiled under that real path, where a debugger can set breakpoints.
 - :func:`listing` is what ``.source`` hands the user: a program's source, then the source
   of each kernel it calls (the optimizer's in-place update).
 
@@ -91,11 +91,16 @@ def register(source: str, name: str) -> str:
         digest = hashlib.sha256(source.encode()).hexdigest()[:16]
         path = os.path.abspath(os.path.join(folder, f"gpugrad_{name}_{digest}.py"))
         if not os.path.exists(path):
-            os.makedirs(folder, exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(source + "\n")
-            os.replace(tmp, path)  # another process writing the same file writes the same text
+            try:
+                os.makedirs(folder, exist_ok=True)
+                with open(tmp, "w", encoding="utf-8") as f:
+                    f.write(source + "\n")
+                os.replace(tmp, path)  # another process writing it writes the same text
+            except OSError as exc:
+                raise OSError(f"GPUGRAD_SOURCE_DIR={folder!r}: cannot write the generated "
+                              f"module {path}: {exc}; set it to a writable folder, or unset "
+                              "it") from exc
         return path
     filename = f"<gpugrad {name} {next(_serial)}>"
     lines = [line + "\n" for line in source.split("\n")]
