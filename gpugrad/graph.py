@@ -24,6 +24,7 @@ import numpy as np
 from . import backend as B
 from . import errors as E
 from . import shapes
+from .compiler.listing import listing
 from .compiler.schedule import FeedError, Schedule
 from .binding import static_problem
 from .eager import Node, backend_name, set_symbolic_builder
@@ -79,6 +80,29 @@ class Symbol(ArrayOps):
     def eval(self, feed: Mapping | None = None) -> Any:
         """Run the graph forward and return this node's value as a backend array."""
         return self._schedule(())[0].run(feed or {}, False)[0]
+
+    def source(self, feed: Mapping | None = None, wrt: Sequence[Any] | None = None,
+               opt: Any = None) -> str:
+        """The Python that runs this graph for ``feed``'s shapes and dtypes, each line
+        tagged with its op and the line of your code that built it (docs/debugging.md): what
+        ``.eval(feed)`` runs, with ``wrt`` what ``gg.value_and_gradients(self, wrt, feed)``
+        runs, with ``opt`` what ``opt.minimize(self, feed)`` runs (the update's kernel
+        follows). It runs the forward sweep once for the shapes; nothing is updated.
+
+        >>> import numpy as np, gpugrad as gg
+        >>> x = gg.Placeholder((None, 2), "float64", name="x")
+        >>> W = gg.Variable(np.ones((2, 1)), name="W")
+        >>> loss = gg.sum(gg.sigmoid(x @ W))
+        >>> src = loss.source({x: np.zeros((3, 2))}, opt=gg.optim.SGD([W], lr=0.1))
+        >>> [line.split("# ")[1] for line in src.splitlines() if "np.exp" in line]
+        ['sigmoid  <doctest gpugrad.graph.Symbol.source[3]>:1']
+        >>> "# SGD update" in src
+        True
+        """
+        if opt is not None:
+            wrt = opt.params
+        sched = self._schedule(_as_tuple(wrt) if wrt is not None else ())[0]
+        return listing(sched.program_for(feed or {}, wrt is not None, opt))
 
     def _schedule(self, wrt: tuple) -> tuple["Schedule", Any]:
         xp = B.current().xp

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from . import backend as B
+from .compiler.codegen import build
 
 _UFUNC = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide",
           "neg": "negative", "sqrt": "sqrt"}
@@ -162,9 +163,9 @@ def form(formula: Callable, options: tuple, first: bool) -> Form:
 
 
 def _compile(source: str) -> Callable:
-    scope = {"np": np, "math": math}
-    exec(compile(source, "<gpugrad optimizer update>", "exec"), scope)  # noqa: S102
-    return scope["update"]
+    """The ``update`` function of ``source`` (its lines shown by tracebacks and pdb, as
+    every generated module's are: gpugrad.compiler.listing)."""
+    return build(source, {"np": np, "math": math}, "update")
 
 
 def _emit(nodes: list, targets: dict, leaf: dict) -> tuple:
@@ -268,9 +269,7 @@ def _emit(nodes: list, targets: dict, leaf: dict) -> tuple:
 
 
 def _compile_named(lines: list, name: str) -> Callable:
-    scope = {"math": math}
-    exec(compile("\n".join(lines), "<gpugrad optimizer scalars>", "exec"), scope)  # noqa: S102
-    return scope[name]
+    return build("\n".join(lines), {"math": math}, name)
 
 
 def portable(formula: Callable, options: tuple, first: bool, xp: Any, P: Any, g: Any,

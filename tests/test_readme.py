@@ -123,6 +123,14 @@ def _check_compile(ns, out):
     assert "6.0\n30.0\n30.0\n" in out and float(ns["scaled"](ns["ones"])) == 30.0
 
 
+def _check_debugging(ns, out):
+    for tag in ("# matmul  debugging.md:6", "# sigmoid  debugging.md:6",
+                "# sigmoid (vjp)  debugging.md:6", "# mean (vjp)  debugging.md:7",
+                "# SGD update", "# tanh (vjp)  debugging.md:"):
+        assert tag in out, tag
+    assert ns["step"].cache_info().traces == 1 and ns["W"].grad is None
+
+
 def _check_training(ns, out):
     losses = _floats_after(out, "last batch loss")
     assert len(losses) == 2 and all(0.0 < v < math.log(10.0) for v in losses), out
@@ -183,7 +191,8 @@ def _check_testing(ns, out):
 
 PAGE_CHECKS = {
     "backends.md": _check_backends, "graphs.md": _check_graphs, "eager.md": _check_eager,
-    "compile.md": _check_compile, "training.md": _check_training,
+    "compile.md": _check_compile, "debugging.md": _check_debugging,
+    "training.md": _check_training,
     "save-load.md": _check_save_load, "distributed.md": _check_distributed,
     "ops.md": _check_ops, "array-api.md": _check_array_api, "complex.md": _check_complex,
     "fft.md": _check_fft, "linalg.md": _check_linalg,

@@ -15,7 +15,9 @@ A graph goes through the passes in this order:
   that produces it), ``lower`` writes NumPy steps with ``out=`` from the op declarations
   (elementwise ops' scalar formulas through ``formula``, other ops' own lowerings; a full
   sum's gradient stays 0-d), and ``plan`` gives their values buffers by liveness, kept
-  across runs, letting an elementwise step write over an input it reads for the last time.
+  across runs, letting an elementwise step write over an input it reads for the last time;
+- ``listing``: each generated line tagged with its op and the user's line that built it,
+  the text ``.source`` hands back, and the file names that tracebacks and debuggers read.
 
 ``gg.compile`` (the package gpugrad.jit, above gpugrad.graph) traces eager code into the
 same graphs and runs them through these passes.
@@ -36,5 +38,5 @@ same graphs and runs them through these passes.
 >>> _ = gg.gradients(loss, [W], feed={x: np.zeros((3, 2))})  # planned from here on
 >>> (prog,) = sched.programs.values()
 >>> print(prog.source.split("try:")[1].splitlines()[1].strip())
-v2 = np.dot(v0, v1, B0)
+v2 = np.dot(v0, v1, B0)  # matmul  <doctest gpugrad.compiler[4]>:1
 """

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..eager import as_array, fit
 from ..registry import gradient_tuple
+from . import listing
 
 
 def _args(ins: tuple, k: int, params: dict) -> str:
@@ -19,33 +20,39 @@ def _args(ins: tuple, k: int, params: dict) -> str:
     return ", ".join(["xp", *parts])
 
 
-def forward_source(steps: list, keep_res: list, frees: list, numpy: bool) -> tuple[str, dict]:
-    """``forward(xp, v, res, meta, grads)`` running every step in order."""
+def forward_source(steps: list, keep_res: list, frees: list, numpy: bool,
+                   labels: list | None = None) -> tuple[str, dict]:
+    """``forward(xp, v, res, meta, grads)`` running every step in order. ``labels``: each
+    step's (op name, ``file:line``), its lines' tag (gpugrad.compiler.listing)."""
     env: dict[str, Any] = {"ndarray": np.ndarray, "asarray": np.asarray}
     lines = ["def forward(xp, v, res, meta, grads):"]
     for k, (fwd, ins, params, out) in enumerate(steps):
         env[f"F{k}"] = fwd
         if params:
             env[f"P{k}"] = params
-        lines.append(f"    o, r = F{k}({_args(ins, k, params)})")
+        step = [f"    o, r = F{k}({_args(ins, k, params)})"]
         if numpy:
-            lines.append("    v[%d] = o if type(o) is ndarray else asarray(o)" % out)
+            step.append("    v[%d] = o if type(o) is ndarray else asarray(o)" % out)
         else:
-            lines.append(f"    v[{out}] = o")
+            step.append(f"    v[{out}] = o")
         if keep_res[k]:
-            lines.append(f"    if grads: res[{k}] = r")
+            step.append(f"    if grads: res[{k}] = r")
         for i in frees[k]:
-            lines.append(f"    o = v[{i}]; meta[{i}] = (o.shape, o.dtype); v[{i}] = None")
+            step.append(f"    o = v[{i}]; meta[{i}] = (o.shape, o.dtype); v[{i}] = None")
+        lines += listing.tagged(step, listing.tag(*labels[k]) if labels else "")
     lines.append("    return None")
     return "\n".join(lines), env
 
 
-def backward_source(back: list, backend: str, numpy: bool, freed: set) -> tuple[str, dict]:
-    """``backward(xp, v, res, meta, gv)`` running the VJP steps in reverse order."""
+def backward_source(back: list, backend: str, numpy: bool, freed: set,
+                    labels: list | None = None) -> tuple[str, dict]:
+    """``backward(xp, v, res, meta, gv)`` running the VJP steps in reverse order (``labels``
+    as for :func:`forward_source`)."""
     env: dict[str, Any] = {"ndarray": np.ndarray, "fit": fit, "as_array": as_array,
                            "check": gradient_tuple}
     lines = ["def backward(xp, v, res, meta, gv):"]
     for k, out, drop, op, params, ins, needs in back:
+        start = len(lines)
         if params:
             env[f"P{k}"] = params
         kw = f", **P{k}" if params else ""
@@ -67,6 +74,8 @@ def backward_source(back: list, backend: str, numpy: bool, freed: set) -> tuple[
             for pos, slot in wanted:
                 lines.append(f"        gi = gs[{pos}]")
                 lines += _accumulate(slot, numpy, slot in freed)
+        if labels:
+            lines[start:] = listing.tagged(lines[start:], listing.tag(*labels[k], "vjp"))
     lines.append("    return None")
     return "\n".join(lines), env
 
@@ -92,6 +101,11 @@ def _accumulate(slot: int, numpy: bool, freed: bool) -> list[str]:
 
 
 def build(source: str, env: dict, name: str) -> Callable:
+    """The function ``name`` that ``source`` defines, run in a copy of ``env``. Tracebacks,
+    pdb and ``GPUGRAD_SOURCE_DIR`` see its lines (gpugrad.compiler.listing)."""
     namespace = dict(env)
-    exec(compile(source, f"<gpugrad schedule {name}>", "exec"), namespace)  # noqa: S102
-    return namespace[name]
+    filename = listing.register(source, name)
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102
+    fn = namespace[name]
+    listing.forget(fn, filename)
+    return fn

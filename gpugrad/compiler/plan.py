@@ -38,7 +38,9 @@ class Instr:
     ``alias`` maps a defined value to a read value whose memory it shares (a gradient passed
     on unchanged); ``temps`` are scratch buffers (shape, dtype) used only inside it;
     ``inplace`` maps a defined value to read values whose buffer it may take when they are
-    read for the last time here (elementwise code that may write over its input)."""
+    read for the last time here (elementwise code that may write over its input); ``tag``
+    names the op and the user's line it comes from, a comment on each of its lines
+    (gpugrad.compiler.listing)."""
 
     reads: list
     defines: list
@@ -48,6 +50,7 @@ class Instr:
     temps: list = field(default_factory=list)
     inplace: dict = field(default_factory=dict)
     scalar: tuple | None = None  # its one value as a formula over value names (fusion)
+    tag: str = ""
 
 
 def assign(prog: list, escapes: set) -> tuple[dict, list]:

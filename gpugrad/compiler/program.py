@@ -21,7 +21,7 @@ import numpy as np
 from .. import fpstate, scalar_formula
 from ..eager import as_array, fit
 from ..registry import gradient_tuple
-from . import formula, fuse, lower, native, plan, rewrite, tier, update
+from . import formula, fuse, listing, lower, native, plan, rewrite, tier, update
 from .codegen import build as build_function
 
 GUARDED = "numpy-overflow-raises"
@@ -124,7 +124,9 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     low_f: dict = {}
     saved_of: dict = {}  # step -> names of the values its lowered forward saves
     fwd_lines: list = []  # instructions of the forward block
+    tags = listing.Tags(sched)
     for k, (op, ins, params, o) in enumerate(steps):
+        ftag = tags.step(k)
         low = lowered(k, ins[0] in negated if ins else False)
         if low is not None and k in neg_producers and lowered(neg_producers[k], True):
             got = op.lowering.negated([f"v{i}" for i in ins], info_of(ins), shapes[o],
@@ -137,13 +139,14 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             p = f"p{o}"
             fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [(p, *shapes[o])],
                                         lambda outs, temps, em=product, p=p: em(p, outs[0]),
-                                        True))
+                                        True, tag=ftag))
             tail = lower.resolve(tail, {n: n for n in _names(tail)} | {"o": p}, {})
             fwd_lines.append(plan.Instr(_names(tail), [(f"v{o}", *shapes[o])],
                                         lambda outs, temps, t=tail, o=o: formula.emit(
                                             t, {n: n for n in _names(t)}, None, {},
                                             f"v{o}", outs[0], []),
-                                        True, inplace={f"v{o}": [p]}, scalar=tail))
+                                        True, inplace={f"v{o}": [p]}, scalar=tail,
+                                        tag=ftag))
             continue
         if low is not None:
             low_f[k] = low
@@ -157,7 +160,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 return em(f"v{o}", outs[0], *temps)
             fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [
                 (f"v{o}", *shapes[o]), *[(n, *sv) for n, sv in zip(saved, low.saved)]],
-                emit, True, inplace={f"v{o}": over}, temps=low.temps,
+                emit, True, inplace={f"v{o}": over}, temps=low.temps, tag=ftag,
                 scalar=None if saved else low.scalar))
             continue
         fwd = sched.fsteps[k][0]
@@ -176,7 +179,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 else f"v{o} = o_"
             return [f"o_, {r} = F{k}(xp, {args}{kw})", fix]
         defines = [(f"v{o}", None, None)] + ([(r, None, None)] if r != "_" else [])
-        fwd_lines.append(plan.Instr([f"v{i}" for i in ins], defines, emit, False))
+        fwd_lines.append(plan.Instr([f"v{i}" for i in ins], defines, emit, False, tag=ftag))
     prog += fwd_lines
     n_forward = len(prog)
 
@@ -209,13 +212,14 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 for c in names[1:]:
                     total = ("add", total, ("name", c))
                 prog.append(plan.Instr(names, [(name, *shapes[slot])], emit, True,
-                                       scalar=total))
+                                       scalar=total, tag=tags.value(slot, "gradient sum")))
                 gname[slot] = (name, False)
             else:
                 names = ", ".join(c for c, _ in cs)
                 prog.append(plan.Instr([c for c, _ in cs], [(name, None, None)],
                                        lambda outs, temps, name=name, names=names:
-                                       [f"{name} = acc(xp, {names})"], False))
+                                       [f"{name} = acc(xp, {names})"], False,
+                                       tag=tags.value(slot, "gradient sum")))
                 gname[slot] = (name, any(m for _, m in cs))
         return gname[slot]
 
@@ -235,7 +239,10 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     unit = grads and not seeded and not update.folds(opt, numpy)
     if grads:
         contrib[out] = [("seed_", False)]
+        vjp_tag, start = "", len(prog)
         for k, o, _, op, params, ins, needs in sched.back:
+            listing.label(prog, start, vjp_tag)  # the previous step's instructions
+            vjp_tag, start = tags.step(k, "vjp"), len(prog)
             g, maybe = grad_of(o)
             if g is None:
                 continue
@@ -273,20 +280,25 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 continue
             prog.append(_generic_backward(env, k, o, g, maybe, op, params, ins, needs, shapes,
                                           sched.backend, numpy, contrib))
+        listing.label(prog, start, vjp_tag)
     results = [f"v{out}"]
     if grads:
         for s in sched.wrt:
+            start = len(prog)
             g, maybe = grad_of(s)
             if g is not None:
                 g = full(g, s)
             if g is None or maybe:
                 g = _guard(prog, g, shapes[s], zeros=True)
+            listing.label(prog, start, tags.value(s, "gradient"))
             results.append(g)
     escapes = {f"v{out}", "seed_"}
     if opt is None:
         escapes |= set(results)
     else:
+        start = len(prog)
         prog += update.instructions(opt, sched, results[1:], shapes, env, numpy)
+        listing.label(prog, start, listing.tag(f"{type(opt).__name__} update"))
     if shapes[out] is not None:
         env["SEED_SHAPE"], env["SEED_DTYPE"] = shapes[out]
     if grads and not value and numpy and shapes[out] is not None:
@@ -334,6 +346,9 @@ def _fused(prog: list, n_forward: int, sched: Any, shapes: list, scalar: set, ke
     for (start, stop, g), (name, _) in zip(found, kernels):
         out += prog[k:start]
         out.append(native.instruction(g, name, env))
+        tags = list(dict.fromkeys(ins.tag for ins in prog[start:stop] if ins.tag))
+        out[-1].tag = f"fused {stop - start}: " + " | ".join(tags[:4]) + \
+            (f" | +{len(tags) - 4}" if len(tags) > 4 else "")
         if start < n_forward:
             fwd -= stop - start - 1
         k = stop
@@ -444,7 +459,7 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
             outs = [f"B{where[n]}" if n in where else "None" for n, *_ in ins.defines]
             temps = [f"B{where[f'~{k}.{t}']}" for t in range(len(ins.temps))]
             env.update(getattr(ins, "env", {}))
-            out += [ind + line for line in ins.emit(outs, temps)]
+            out += [ind + line for line in listing.tagged(ins.emit(outs, temps), ins.tag)]
             if k in drops:
                 out.append(ind + " = ".join(sorted(drops[k])) + " = None")
         return out
@@ -457,16 +472,19 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
         r = results[0]
         known = "SEED_DTYPE" in env  # the value's shape and dtype (it may be left out)
         dt, sh = ("SEED_DTYPE", "SEED_SHAPE") if known else (f"{r}.dtype", f"{r}.shape")
-        lines.append(f"    seed_ = np.array({seed}, {dt}).reshape({sh})" if numpy
-                     else f"    seed_ = xp.full_like({r}, {seed})")  # NumPy: no Python layers
+        line = (f"    seed_ = np.array({seed}, {dt}).reshape({sh})" if numpy
+                else f"    seed_ = xp.full_like({r}, {seed})")  # NumPy: no Python layers
+        lines += listing.tagged([line], "backward seed" + (" (the learning rate)"
+                                                           if seed != "1.0" else ""))
     if numpy:  # a tiny gradient or update is not an error (see gpugrad.fpstate)
         lines += _within("UNDER_IGNORED", block(prog[n_forward:], n_forward, "        "))
     else:
         lines += block(prog[n_forward:], n_forward, "    ")
     lines.append(f"    return {results[0]}, [{', '.join(results[1:])}]")
     source = "\n".join(lines)
-    env.update(lower.vectors_in(source))
-    env.update(formula.constants_in(source))
+    code = listing.untagged(source)  # (a tag never adds a name)
+    env.update(lower.vectors_in(code))
+    env.update(formula.constants_in(code))
     fn = build_function(source, env, "program")
     bufs = [xp.empty(shape, dtype=dtype) if numpy else None for shape, dtype in buffers]
     return Program(fn, bufs, source, xp, env.get("KERNELS", []))

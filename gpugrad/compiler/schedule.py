@@ -89,10 +89,11 @@ class Schedule:
             for k, (op, ins, params, out) in enumerate(steps)
         ]
         numpy = self.xp is np
+        labels = [(op.name, site) for op, site in zip(self.ops, self.sites)]
         fsrc, fenv = codegen.forward_source([f[:4] for f in self.fsteps], self.keep_res,
-                                            frees, numpy)
+                                            frees, numpy, labels)
         bsrc, benv = codegen.backward_source(back, self.backend, numpy,
-                                             {i for f in frees for i in f})
+                                             {i for f in frees for i in f}, labels)
         self.source = fsrc + "\n\n" + bsrc
         self._forward = codegen.build(fsrc, fenv, "forward")
         # NumPy: a variant run entirely inside errstate(over="raise"), whose rules may skip
@@ -101,7 +102,7 @@ class Schedule:
         guarded = [op.fast_forward.get(GUARDED) for op in self.ops] if numpy else []
         if any(guarded):
             steps = [(g or f[0], *f[1:4]) for g, f in zip(guarded, self.fsteps)]
-            gsrc, genv = codegen.forward_source(steps, self.keep_res, frees, numpy)
+            gsrc, genv = codegen.forward_source(steps, self.keep_res, frees, numpy, labels)
             self._forward_guarded = codegen.build(gsrc, genv, "forward")
         self._backward = codegen.build(bsrc, benv, "backward")
         self.scalars_pending = [k for k, (_, ins, _, _) in enumerate(steps)
@@ -238,6 +239,21 @@ class Schedule:
         key = (tuple([(v.shape, v.dtype) for v in feeds]),
                tuple([(d.shape, d.dtype) for d in datas]))
         return self.programs.get((key, grads, opt, value))
+
+    def program_for(self, feed: Mapping, grads: bool, opt: Any = None,
+                    value: bool = True) -> Any:
+        """The planned program that runs at ``feed``'s signature in this mode (as
+        :meth:`run` or :meth:`train_step` file it): the one filed, else one built the same
+        way from a forward sweep over ``feed`` (run once, step by step, for the shapes; no
+        gradient, no update) and not filed, so later runs go as they would have."""
+        vals = self.template[:]
+        self._feeds(feed, vals)
+        prog = self.programs.get((self._signature(vals), grads, opt, value))
+        if prog is None:
+            vals, _ = checked_forward(self, feed, False, None)
+            shapes = _shapes(Saved(vals, [], {}, True, None, False))
+            prog = program.build(self, shapes, grads, opt, value=value)
+        return prog
 
     def _add_program(self, key: tuple, shapes: list, grads: bool, opt: Any) -> None:
         if len(self.programs) >= MAX_PROGRAMS:

@@ -125,6 +125,30 @@ class Compiled:
     def __repr__(self) -> str:
         return f"<gg.compile of {getattr(self.fn, '__qualname__', self.fn)!r}>"
 
+    def source(self, *args: Any, **kwargs: Any) -> str:
+        """The Python a call with arguments like these runs (docs/debugging.md), each line
+        tagged with its op and the line of ``fn`` that made it; the kernels it calls follow.
+        It traces ``fn`` if that signature has no trace yet (counted in
+        :meth:`cache_info`, as a call would be) and runs the forward sweep once, step by
+        step, for the shapes: no gradient is stored and nothing is updated.
+
+        >>> import numpy as np, gpugrad as gg
+        >>> W = gg.Variable(np.ones((2, 1)), name="W")
+        >>> f = gg.compile(lambda x: gg.sum(gg.sigmoid(x @ W)))
+        >>> src = f.source(gg.asarray(np.zeros((3, 2))))
+        >>> for line in src.splitlines():
+        ...     if "np.dot" in line:
+        ...         print(line.split("# ")[1])
+        matmul  <doctest gpugrad.jit.jit.Compiled.source[2]>:1
+        matmul (vjp)  <doctest gpugrad.jit.jit.Compiled.source[2]>:1
+        """
+        sig = self._signature(args, kwargs)
+        if sig is None:
+            raise TypeError(f"{self!r}.source: pass example arrays (a graph Symbol runs "
+                            "fn's graph code itself; use the graph's .source)")
+        key, leaves, structure, arrays = sig
+        return self._entry(key, leaves, structure, arrays, bool(kwargs)).source(leaves)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         fast = self._fast
         if fast is not None and not kwargs and len(args) == len(fast[2]) \

@@ -30,6 +30,7 @@ from ..graph import Placeholder, Symbol, _lift, compile_trace
 from ..pytree import tree_flatten, tree_unflatten
 from ..registry import Op
 from ..tensor import Tensor, _grad_enabled, made
+from ..compiler.listing import listing
 from ..compiler.schedule import Schedule
 from ..compiler.trace import trace
 from .whole import CompiledCall, Direct, Done, anomaly_on, done_node, never
@@ -168,6 +169,21 @@ class Entry:
         if self.loss:
             return made(value, self.xp, node)
         return self._outputs(leaves, [value], [node], self.xp)
+
+    def source(self, leaves: Sequence) -> str:
+        """The readable code a call with ``leaves`` runs (gpugrad.compiler.listing): a
+        single output's planned program (forward and backward at once where the call is
+        recorded and its output a floating scalar), else the schedule's generic sweeps."""
+        if not self.syms:
+            return f"# gg.compile({self.name}): the function computes nothing to compile"
+        root, whole = self.root, self.whole
+        if whole is None:  # not called yet: a floating scalar, as far as the trace knows
+            dtype = root._dtype
+            whole = root._shape is None or _size(root._shape) == 1 and (
+                dtype is None or B.is_floating(self.xp, B.resolve_dtype(self.xp, dtype)))
+        if len(self.syms) == 1 and (not self.record or whole):
+            return listing(self.sched.program_for(self._feed(leaves, ()), self.record))
+        return listing(self.sched)
 
     def _feed(self, leaves: Sequence, inputs: tuple) -> dict:
         """The schedule's feed: the arrays themselves (the signature already matched their
