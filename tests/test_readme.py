@@ -79,7 +79,7 @@ def test_readme_examples_run_and_train(capsys):
 
 def test_readme_names_the_two_commands():
     text = README.read_text()
-    assert 'pip install -e ".[test,mpi,docs,clients,cuda-check]"' in text
+    assert 'pip install -e ".[test,mpi,docs,clients,cuda-check,jit]"' in text
     assert "python -m pytest -q" in text
     lines = text.splitlines()
     starts = [i for i, line in enumerate(lines) if line.startswith(("Set up", "Run the tests"))]

@@ -1,0 +1,322 @@
+"""The native tier (gpugrad.compiler.fuse, native, tier): fusion groups compiled by numba.
+
+Every op case and random programs give the same value and gradients through the native
+program as through the planned NumPy program (float64: 1e-12 relative; float32 models: a
+few ulps); a program goes native in the background once hot and never waits for it; the
+disk cache makes a second process load the kernels instead of compiling them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+from helpers import assert_orders_agree, assert_ulp_close
+from op_cases import CASES
+
+import gpugrad as gg
+from gpugrad import nn, optim
+from gpugrad.compiler import tier
+
+pytest.importorskip("numba")
+
+TOL = {"rtol": 1e-12, "atol": 1e-14}
+FUSED: dict = {}  # op case -> kernels its native program runs
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("native-cache"))
+
+
+@pytest.fixture
+def native(monkeypatch, cache):
+    """Programs built in the test go native at once (compiled before their first run)."""
+    monkeypatch.setenv("GPUGRAD_CACHE_DIR", cache)
+    monkeypatch.setenv("GPUGRAD_JIT", "now")
+    with gg.use_backend("numpy"):
+        yield
+
+
+def _programs(sym):
+    return [p for s in sym._schedules.values() for p in s.programs.values()]
+
+
+def _both(monkeypatch, run, sym):
+    """``run()`` with the NumPy tier (twice: the second run is the planned program), then
+    the same with the native tier (its programs made anew); returns both results."""
+    monkeypatch.setenv("GPUGRAD_JIT", "0")
+    run()
+    want = run()
+    for s in sym._schedules.values():
+        s.programs.clear()
+    monkeypatch.setenv("GPUGRAD_JIT", "now")
+    run()
+    got = run()
+    return want, got
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.differentiable], ids=lambda c: c.id)
+def test_every_op_native_equals_planned(case, native, monkeypatch):
+    """For every differentiable op case, ``sum(out * out)`` and its gradients: the native
+    program's equal the planned NumPy program's to 1e-12 (float64)."""
+    rng = np.random.default_rng(1234)
+    hosts = case.hosts(rng, None, float_dtype="float64")
+    phs = [gg.Placeholder(h.shape, "float64" if h.dtype.kind == "f" else h.dtype)
+           for h in hosts]
+    try:
+        out = case.fn(*phs)
+        loss = gg.sum(out * out)
+    except (TypeError, AttributeError, ValueError):
+        pytest.skip("the case's call needs concrete inputs")
+    feed = dict(zip(phs, hosts))
+    floats = [p for p, h in zip(phs, hosts) if h.dtype.kind == "f"]
+    if not floats:
+        pytest.skip("no float input")
+
+    def run():
+        return gg.value_and_gradients(loss, floats, feed=feed)
+    try:
+        (v0, g0), (v1, g1) = _both(monkeypatch, run, loss)
+    except (TypeError, AttributeError, ValueError, gg.errors.GradientError) as exc:
+        pytest.skip(f"the graph front end does not run this case: {exc}")
+    FUSED[case.id] = sum(len(p.kernels) for p in _programs(loss) if p.tier == "native")
+    assert_orders_agree(np.asarray(v1), np.asarray(v0), **TOL)
+    for a, b in zip(g1, g0):
+        assert_orders_agree(np.asarray(a), np.asarray(b), **TOL)
+
+
+def test_the_op_cases_fuse():
+    """The op-case test above ran kernels (this file's tests run in order)."""
+    if not FUSED:
+        pytest.skip("the op cases did not run")
+    assert sum(FUSED.values()) >= 40, FUSED
+    for op in ("sigmoid", "tanh", "exp", "log"):
+        assert any(FUSED[c] for c in FUSED if c.startswith(op)), (op, FUSED)
+
+
+
+
+def _fuzz_test():
+    pytest.importorskip("hypothesis")
+    from hypothesis import HealthCheck, assume, given, note, settings
+    from test_fuzz import _loss, programs
+
+    @settings(max_examples=40, derandomize=True, database=None, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                     HealthCheck.data_too_large,
+                                     HealthCheck.function_scoped_fixture])
+    @given(case=programs())
+    def test(case, native, monkeypatch):
+        prog, outputs, weights = case
+        note(repr(prog))
+        hosts = prog.values[:prog.n_inputs]
+        phs = [gg.Placeholder(h.shape, "float64") for h in hosts]
+        try:
+            loss = _loss(prog, outputs, weights)(*phs)
+        except (TypeError, AttributeError, ValueError, IndexError):
+            assume(False)
+        feed = dict(zip(phs, hosts))
+        try:
+            (v0, g0), (v1, g1) = _both(
+                monkeypatch, lambda: gg.value_and_gradients(loss, phs, feed=feed), loss)
+        except (TypeError, AttributeError, ValueError, IndexError):
+            assume(False)
+        assert_orders_agree(np.asarray(v1), np.asarray(v0), **TOL)
+        for a, b in zip(g1, g0):
+            assert_orders_agree(np.asarray(a), np.asarray(b), **TOL)
+    return test
+
+
+test_random_graphs_native_equal_planned = _fuzz_test()
+
+
+def _model(activation, loss_name, dtype, seed=0):
+    model = nn.MLP([12, 16, 16, 5], activation=activation, seed=seed, dtype=dtype)
+    xs = gg.Placeholder((None, 12), dtype, name="x")
+    if loss_name == "cross_entropy":
+        ys = gg.Placeholder((None,), "int64", name="y")
+        loss = nn.cross_entropy(model(xs), ys)
+    else:
+        ys = gg.Placeholder((None, 5), dtype, name="y")
+        loss = nn.mse_loss(model(xs), ys) if loss_name == "mse" else \
+            nn.binary_cross_entropy_with_logits(model(xs), ys)
+    return model, loss, xs, ys
+
+
+def _batch(loss_name, dtype, n=9, seed=3):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 12)).astype(dtype)
+    if loss_name == "cross_entropy":
+        return X, rng.integers(0, 5, n)
+    Y = rng.standard_normal((n, 5)) if loss_name == "mse" else rng.integers(0, 2, (n, 5))
+    return X, Y.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("loss_name", ["cross_entropy", "mse", "bce"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "softplus", "silu"])
+def test_models_train_the_same_natively(activation, loss_name, dtype, native, monkeypatch):
+    """Three SGD-with-momentum steps of an MLP, graph front end: the native program's
+    parameters equal the NumPy tier's (float64 1e-12; float32 4 ulps of each array's
+    magnitude), and the native program did run kernels."""
+    runs = {}
+    for mode in ("0", "now"):
+        monkeypatch.setenv("GPUGRAD_JIT", mode)
+        model, loss, xs, ys = _model(activation, loss_name, dtype)
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for step in range(3):
+            X, Y = _batch(loss_name, dtype, seed=step)
+            opt.minimize(loss, feed={xs: X, ys: Y})
+        runs[mode] = [np.array(p.data) for p in model.parameters()]
+        if mode == "now":
+            progs = _programs(loss)
+            assert progs and all(p.tier == "native" for p in progs)
+            if activation != "softplus":  # (its formula has no NumPy lowering yet)
+                assert sum(len(p.kernels) for p in progs) >= 1
+    for a, b in zip(runs["now"], runs["0"]):
+        if dtype == "float64":
+            assert_orders_agree(a, b, **TOL)
+        else:
+            assert_ulp_close(a, b, ulps=4)
+
+
+def test_gg_compile_goes_native(native):
+    """gg.compile's training step runs the same native program, with the same numbers."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((10, 6)), rng.integers(0, 3, 10)
+    results = []
+    for mode in ("0", "now"):
+        os.environ["GPUGRAD_JIT"] = mode
+        model = nn.MLP([6, 8, 3], activation="tanh", seed=1, dtype="float64")
+        opt = optim.Adam(model.parameters(), lr=0.01)
+
+        step = gg.compile(lambda x, y: nn.cross_entropy(model(x), y))
+        losses = []
+        for _ in range(4):
+            opt.zero_grad()
+            loss = step(gg.asarray(X), gg.asarray(Y))
+            loss.backward()
+            opt.step()
+            losses.append(float(loss))
+        results.append((losses, [np.array(p.data) for p in model.parameters()]))
+    os.environ["GPUGRAD_JIT"] = "now"
+    assert_orders_agree(np.array(results[1][0]), np.array(results[0][0]), **TOL)
+    for a, b in zip(results[1][1], results[0][1]):
+        assert_orders_agree(a, b, **TOL)
+
+
+def _sigmoid_problem(n=64):
+    x = gg.Placeholder((None, 8), "float64", name="x")
+    W = gg.Variable(np.random.default_rng(0).standard_normal((8, 8)) / 3, name="W")
+    loss = gg.sum(gg.tanh(gg.sigmoid(x @ W) * 2.0 - 1.0))
+    X = np.random.default_rng(1).standard_normal((n, 8))
+    return x, W, loss, X
+
+
+def test_a_hot_program_goes_native_in_the_background(monkeypatch, cache):
+    """Tier 1 runs from the start; once hot, a thread compiles and the program switches
+    between two runs; no run waits and every result equals the NumPy tier's."""
+    monkeypatch.setenv("GPUGRAD_CACHE_DIR", cache)
+    monkeypatch.setenv("GPUGRAD_JIT", "1")
+    monkeypatch.setattr(tier, "HOT_RUNS", 128)
+    monkeypatch.setattr(tier, "HOT_SECONDS", 0.0)
+    with gg.use_backend("numpy"):
+        x, W, loss, X = _sigmoid_problem()
+        want = gg.gradients(loss, [W], feed={x: X})[0]
+        (prog,) = _programs(loss)
+        assert prog.tier == "numpy"
+        for _ in range(200):
+            got = gg.gradients(loss, [W], feed={x: X})[0]
+            assert_orders_agree(got, want, **TOL)
+        tier.wait(120)
+        assert prog.tier == "native" and prog.kernels
+        for _ in range(3):
+            assert_orders_agree(gg.gradients(loss, [W], feed={x: X})[0], want, **TOL)
+
+
+def test_jit_0_keeps_the_numpy_program(monkeypatch, cache):
+    monkeypatch.setenv("GPUGRAD_CACHE_DIR", cache)
+    monkeypatch.setenv("GPUGRAD_JIT", "0")
+    monkeypatch.setattr(tier, "HOT_RUNS", 64)
+    monkeypatch.setattr(tier, "HOT_SECONDS", 0.0)
+    with gg.use_backend("numpy"):
+        x, W, loss, X = _sigmoid_problem()
+        for _ in range(300):
+            gg.gradients(loss, [W], feed={x: X})
+        tier.wait(60)
+        (prog,) = _programs(loss)
+        assert prog.tier == "numpy" and "N0(" not in prog.source
+
+
+def test_two_threads_share_a_native_step(native):
+    """Two threads calling one compiled function at once get the single-thread results
+    (one runs the native program, the other the generic code while it is busy)."""
+    x, W, loss, X = _sigmoid_problem(256)
+    Xs = [X * (1 + k / 10) for k in range(8)]
+    want = [np.array(gg.gradients(loss, [W], feed={x: A})[0]) for A in Xs]
+    f = gg.compile(lambda a: gg.grad(lambda w: gg.sum(gg.tanh(gg.sigmoid(a @ w) * 2.0 - 1.0)))(
+        W.data))
+    errors = []
+
+    def work(k):
+        for _ in range(30):
+            for A, w in zip(Xs, want):
+                got = np.asarray(gg.gradients(loss, [W], feed={x: A})[0])
+                if not np.allclose(got, w, rtol=1e-12, atol=1e-14):
+                    errors.append(k)
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert all(p.tier == "native" for p in _programs(loss))
+    assert f is not None
+
+
+def test_overflow_in_a_native_forward_falls_back(native, monkeypatch):
+    """exp overflowing in a kernel of the forward sweep makes the run fall back to the
+    exact rules, as the NumPy tier's overflow does: the same values, no warning."""
+    x = gg.Placeholder((None, 3), "float64", name="x")
+    W = gg.Variable(np.eye(3), name="W")
+    loss = gg.sum(gg.sigmoid(x @ W - 1.0) * 3.0)
+    X = np.array([[-800.0, 0.0, 1.0], [2.0, -3.0, 900.0]])
+    (v0, g0), (v1, g1) = _both(monkeypatch, lambda: gg.value_and_gradients(
+        loss, [W], feed={x: X}), loss)
+    assert np.isfinite(v1) and float(v1) == float(v0)
+    assert_orders_agree(np.asarray(g1[0]), np.asarray(g0[0]), **TOL)
+    assert any(p.kernels for p in _programs(loss))
+
+
+def test_a_second_process_loads_the_kernels_from_the_disk_cache(tmp_path):
+    """The same program in a new process: numba finds every kernel in the cache."""
+    script = textwrap.dedent("""
+        import numpy as np, gpugrad as gg
+        x = gg.Placeholder((None, 8), "float64")
+        W = gg.Variable(np.ones((8, 8)) / 8)
+        loss = gg.sum(gg.tanh(gg.sigmoid(x @ W) * 2.0 - 1.0))
+        X = np.linspace(-1, 1, 40).reshape(5, 8)
+        for _ in range(3):
+            g = gg.gradients(loss, [W], feed={x: X})[0]
+        (prog,) = [p for s in loss._schedules.values() for p in s.programs.values()]
+        fns = [prog.fn.__globals__[n] for n, _ in prog.kernels]
+        print(prog.tier, len(fns), sum(sum(f.stats.cache_hits.values()) > 0 for f in fns),
+              float(np.sum(g)))
+    """)
+    env = dict(os.environ, GPUGRAD_JIT="now", GPUGRAD_CACHE_DIR=str(tmp_path),
+               GPUGRAD_BACKEND="numpy")
+    first, second = (subprocess.run([sys.executable, "-c", script], env=env, text=True,
+                                    capture_output=True, timeout=300) for _ in range(2))
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    t1, n1, hits1, s1 = first.stdout.split()
+    t2, n2, hits2, s2 = second.stdout.split()
+    assert t1 == t2 == "native" and int(n1) >= 1 and n1 == n2
+    assert int(hits1) == 0 and int(hits2) == int(n2)
+    assert s1 == s2
