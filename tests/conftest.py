@@ -11,11 +11,17 @@ marked ``gpu``, where a GPU exists).
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import numpy as np
 import pytest
 
-import gpugrad as gg
+# Programs stay on the NumPy tier unless a test asks for the native one (tests/test_native.py
+# does, and `GPUGRAD_JIT=now pytest` runs the whole suite natively): a program going hot in
+# the middle of an unrelated test would make its timing and memory depend on the machine.
+os.environ.setdefault("GPUGRAD_JIT", "0")
+
+import gpugrad as gg  # noqa: E402
 
 
 def _has_gpu() -> bool:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -258,13 +259,74 @@ def kernel_source(group: Group, name: str) -> str:
     return "\n".join(consts + lines)
 
 
+class Update:
+    """An optimizer's update of several parameters as one kernel: ``body`` is the update of
+    one element as the optimizer's form writes it for CUDA (gpugrad.optim_rule: lines
+    ``T n4 = (h2 * S0);`` and ``P = n25;``), ``hoisted`` the per-step scalars it reads
+    (``h2``, ...), ``states`` how many state arrays a parameter has, ``params`` each
+    parameter's number of dimensions, all of ``dtype``."""
+
+    def __init__(self, body: str, hoisted: list, states: int, params: list, dtype: Any):
+        self.body, self.hoisted, self.states = body, hoisted, states
+        self.params, self.dtype = params, np.dtype(dtype)
+
+    def args(self, j: int) -> list:
+        return [f"P{j}", f"G{j}", *(f"S{j}_{k}" for k in range(self.states)),
+                *(f"H{j}_{h}" for h in self.hoisted)]
+
+    def source(self, name: str) -> str:
+        """Its numba source: for each parameter one loop, reading an element of ``P``, ``G``
+        and each state, computing the form's lines in the parameter's dtype (the scalars
+        converted to it first, as NumPy converts a Python float), writing the new values."""
+        dt = self.dtype.name
+        sig, args, lines = [], [], []
+        for j, ndim in enumerate(self.params):
+            args += self.args(j)
+            sig += [_array_type(dt, ndim)] * (2 + self.states) + ["float64"] * len(
+                self.hoisted)
+        for j, _ in enumerate(self.params):
+            rename = {"P": f"eP{j}", "G": f"eG{j}",
+                      **{f"S{k}": f"eS{j}_{k}" for k in range(self.states)},
+                      **{h: f"c{j}_{h}" for h in self.hoisted}}
+            lines += [f"    p{j} = P{j}.ravel()", f"    g{j} = G{j}.ravel()",
+                      *(f"    s{j}_{k} = S{j}_{k}.ravel()" for k in range(self.states)),
+                      *(f"    c{j}_{h} = np.{dt}(H{j}_{h})" for h in self.hoisted),
+                      f"    for i{j} in range(p{j}.shape[0]):",
+                      f"        eP{j} = p{j}[i{j}]", f"        eG{j} = g{j}[i{j}]",
+                      *(f"        eS{j}_{k} = s{j}_{k}[i{j}]" for k in range(self.states))]
+            for stmt in self.body.split(";"):
+                stmt = stmt.strip()
+                if not stmt:
+                    continue
+                target, expr = (x.strip() for x in stmt.split("=", 1))
+                expr = re.sub(r"\b(sqrt)\(", "np.sqrt(", expr)
+                expr = re.sub(r"\b[A-Za-z_]\w*\b",
+                              lambda m: rename.get(m.group(0), m.group(0)), expr)
+                if target.startswith("T "):
+                    var = target[2:].strip()
+                    lines.append(f"        {var}_{j} = np.{dt}({_suffix(expr, j)})")
+                else:
+                    dest = {"P": f"p{j}"}.get(target) or f"s{j}_{target[1:]}"
+                    lines.append(f"        {dest}[i{j}] = {_suffix(expr, j)}")
+        head = [f'@njit("boolean({", ".join(sig)})", nogil=True, error_model="numpy", '
+                f"cache=True)", f"def {name}({', '.join(args)}):"]
+        return "\n".join(head + lines + ["    return False"])
+
+
+def _suffix(expr: str, j: int) -> str:
+    """The form's temporaries ``n4`` as this parameter's own (``n4_0``)."""
+    return re.sub(r"\bn(\d+)\b", lambda m: f"n{m.group(1)}_{j}", expr)
+
+
 def module_source(kernels: list) -> str:
-    """One module: the prelude and each ``(name, Group)``'s kernel, with the versions that
-    its compiled code depends on in its first line (so they are part of its hash)."""
+    """One module: the prelude and each ``(name, Group or Update)``'s kernel, with the
+    versions that its compiled code depends on in its first line (so they are part of its
+    hash)."""
     import numba  # noqa: PLC0415  (the optional extra, loaded only for the native tier)
 
     head = f"# gpugrad native kernels; numba {numba.__version__}, numpy {np.__version__}"
-    return "\n\n\n".join([head + "\n" + PRELUDE] + [kernel_source(g, n) for n, g in kernels])
+    return "\n\n\n".join([head + "\n" + PRELUDE] + [
+        kernel_source(g, n) if isinstance(g, Group) else g.source(n) for n, g in kernels])
 
 
 def cache_dir() -> Path:

@@ -297,7 +297,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         escapes |= set(results)
     else:
         start = len(prog)
-        prog += update.instructions(opt, sched, results[1:], shapes, env, numpy)
+        prog += update.instructions(opt, sched, results[1:], shapes, env, numpy, native)
         listing.label(prog, start, listing.tag(f"{type(opt).__name__} update"))
     if shapes[out] is not None:
         env["SEED_SHAPE"], env["SEED_DTYPE"] = shapes[out]
@@ -340,6 +340,7 @@ def _fused(prog: list, n_forward: int, sched: Any, shapes: list, scalar: set, ke
         info.update((c, ((), shapes[sched.out][1])) for c in scalar)
     found = fuse.runs(prog, info, keep, breaks={n_forward})
     kernels = [(f"N{j}", g) for j, (_, _, g) in enumerate(found)]
+    kernels += env.pop("KERNELS_UPDATE", [])
     env["KERNELS"] = kernels  # compiled and bound by gpugrad.compiler.tier
     env["overflow"] = _overflow
     out, k, fwd = [], 0, n_forward

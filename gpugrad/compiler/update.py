@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .. import versions
-from . import plan, rewrite
+from . import native, plan, rewrite
 
 
 def bump(opt: Any, site: str) -> None:
@@ -37,9 +39,10 @@ def folds(opt: Any, numpy: bool) -> bool:
 
 
 def instructions(opt: Any, sched: Any, grads: list, shapes: list, env: dict,
-                 numpy: bool) -> list:
+                 numpy: bool, native: bool = False) -> list:
     """The update of every parameter of ``opt`` from the gradients named ``grads`` (in the
-    order of ``sched.wrt``, which is ``opt.params``)."""
+    order of ``sched.wrt``, which is ``opt.params``). ``native``: every parameter in one
+    kernel call (gpugrad.compiler.native.Update), where they share a real float dtype."""
     env["PARAMS"] = opt.params
     env["SITE"] = f"{type(opt).__name__} step (compiled)"
     env["bump"] = bump
@@ -51,6 +54,9 @@ def instructions(opt: Any, sched: Any, grads: list, shapes: list, env: dict,
             f"apply(opt, PARAMS, [{names}])"], False)]
     fold = rewrite.fold_lr(low)
     env["LOW"] = low
+    dtypes = {str(shapes[slot][1]) for slot in sched.wrt}
+    if native and len(dtypes) == 1 and dtypes <= {"float32", "float64"}:
+        return _native(low, fold, sched, grads, shapes, env)
     # this step's code, state arrays and scalars of each parameter (Lowering.begin)
     out = [] if fold else [plan.Instr([], [], lambda outs, temps: [
         "UF_, US_, UH_ = LOW.begin()"], False)]
@@ -66,3 +72,40 @@ def instructions(opt: Any, sched: Any, grads: list, shapes: list, env: dict,
             temps=[shapes[slot]] * low.temps))
     out.append(plan.Instr([], [], lambda outs, temps: ["bump(opt, SITE)"], False))
     return out
+
+
+def _native(low: Any, fold: bool, sched: Any, grads: list, shapes: list, env: dict) -> list:
+    """One instruction updating every parameter through one kernel, ``NU``: for plain SGD
+    (the learning rate folded into the gradient) ``P - G``; else the optimizer form's own
+    element update, run where every parameter has its state and the form is the one the
+    kernel was made from (else each parameter's NumPy update runs, as on the NumPy tier)."""
+    params = [f"v{slot}" for slot in sched.wrt]
+    ndims = [len(shapes[slot][0]) for slot in sched.wrt]
+    dtype = shapes[sched.wrt[0]][1]
+    if fold:
+        kernel = native.Update("T n0 = (P - G);\nP = n0;", [], 0, ndims, dtype)
+        call = ", ".join(f"{P}, {g}" for P, g in zip(params, grads))
+        env["KERNELS_UPDATE"] = [("NU", kernel)]
+        return [plan.Instr([*grads, *params], [], lambda outs, temps: [f"NU({call})"], True),
+                plan.Instr([], [], lambda outs, temps: ["bump(opt, SITE)"], False)]
+    f = low.later
+    ins, outs, body = f.kernel[:3]
+    hoisted = [x.split()[-1] for x in ins.split(",")[1:]]
+    kernel = native.Update(body, hoisted, len(outs.split(",")) - 1, ndims, dtype)
+    env["KERNELS_UPDATE"] = [("NU", kernel)]
+    env["UFORM"], env["UTEMPS"] = f, _temps
+    n = len(params)
+    call = ", ".join(f"{P}, {g}, *US_[{i}], *UH_[{i}]"
+                     for i, (P, g) in enumerate(zip(params, grads)))
+    each = [f"    UF_[{i}]({P}, {g}, US_[{i}], UTEMPS({P}, {low.temps}), UH_[{i}])"
+            for i, (P, g) in enumerate(zip(params, grads))]
+    lines = ["UF_, US_, UH_ = LOW.begin()",
+             f"if LOW.later is UFORM and UF_.count(UFORM.fn) == {n}:", f"    NU({call})",
+             "else:  # a first update (it makes the state), or the options changed", *each,
+             "bump(opt, SITE)"]
+    return [plan.Instr([*grads, *params], [], lambda outs, temps: lines, False)]
+
+
+def _temps(P: Any, k: int) -> tuple:
+    """Scratch arrays for one parameter's NumPy update (the native program's rare path)."""
+    return tuple(np.empty_like(P) for _ in range(k))
