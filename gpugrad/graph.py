@@ -90,6 +90,9 @@ class Symbol(ArrayOps):
 
     @property
     def shape(self) -> tuple:
+        reads = shape_reads.get()
+        if reads is not None:  # gg.compile: a shape read into Python
+            reads.append(self)
         if self._shape is None:
             op = self.op.name if self.op is not None else "?"
             raise AttributeError(
@@ -104,7 +107,7 @@ class Symbol(ArrayOps):
 
     @property
     def ndim(self) -> int:
-        return len(self.shape)
+        return len(self._shape) if self._shape is not None else len(self.shape)
 
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
@@ -152,6 +155,9 @@ class Symbol(ArrayOps):
 
     def __len__(self) -> int:
         shape = self._shape
+        reads = shape_reads.get()
+        if reads is not None:
+            reads.append(self)
         if shape == ():
             raise TypeError(f"len() of a 0-d graph Symbol {self!r}")
         if shape is None or shape[0] is None:
@@ -170,6 +176,11 @@ class Symbol(ArrayOps):
 compile_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "gpugrad_compile_trace", default=None)
 """The name of the function that ``gg.compile`` is tracing here, or None."""
+
+shape_reads: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "gpugrad_shape_reads", default=None)
+"""While ``gg.compile`` traces: the Symbols whose shape the traced Python read (``.shape``,
+``len``), so a trace that read the batch size is specialised on it (gpugrad.jit)."""
 
 
 class TracedValueError(TypeError):
@@ -224,6 +235,9 @@ class Placeholder(Symbol):
 
     @property
     def shape(self) -> tuple:
+        reads = shape_reads.get()
+        if reads is not None:
+            reads.append(self)
         return self.declared_shape
 
     def __repr__(self) -> str:
