@@ -117,6 +117,20 @@ def slot_shapes(sched: Any, seen: list, marks: tuple, n: int) -> list | None:
     return out
 
 
+def follows(tr: Any, seen: list, marks: tuple) -> bool:
+    """Whether the shapes of the graph ``tr`` (a trace, its leaves' shapes ``seen`` at one
+    batch size) follow the batch: the shape rules give every value a shape at
+    :data:`PROBE` whose batch dims, at the size seen, are the sizes the rules give there
+    (not so where a parameter holds the size seen, a reshape to it, say)."""
+    if not any(marks):
+        return True
+    n0 = seen[tr.placeholders[marks.index(True)][0]][0][0]
+    probed = slot_shapes(tr, seen, marks, PROBE)
+    real = slot_shapes(tr, seen, marks, n0)
+    return probed is not None and real is not None and all(
+        p is None or at(p, n0) == r for p, r in zip(probed, real))
+
+
 class Sizing:
     """How a symbolic program's batch-dependent parts are made for one batch size."""
 

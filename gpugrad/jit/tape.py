@@ -70,16 +70,22 @@ class Entry:
                 read = shape_reads.get()
             finally:
                 shape_reads.reset(reads)
-            self._batch(marks(leaves, arrays), read)
+            self._batch(marks(leaves, arrays), read, out)
             self._plan_outputs(out)
         if self.syms:
             self._plan_gradients(leaves)
 
-    def _batch(self, marked: tuple, read: list) -> None:
+    def _batch(self, marked: tuple, read: list, out: Any) -> None:
         """Make the trace serve every batch size (the batch dims of its Placeholders None),
-        unless the traced Python read a shape that depends on the batch size."""
+        unless the traced Python read a shape that depends on the batch size or the graph's
+        shapes do not follow the batch (gpugrad.compiler.batch.follows)."""
         if not any(marked) or _read_batch(read, self.placeholders, marked):
             return
+        batched = {id(ph) for ph, m in zip(self.placeholders, marked) if m}
+        for o in tree_flatten(out)[0]:
+            if isinstance(o, Symbol) and o.op is not None and not batch.follows(
+                    *_probe_input(o, batched)):
+                return
         for ph, m in zip(self.placeholders, marked):
             if m:
                 ph.declared_shape = ph._shape = (None, *ph.declared_shape[1:])
@@ -313,17 +319,23 @@ def _read_batch(read: list, placeholders: list, marked: tuple) -> bool:
             if id(sym) in batched:
                 return True
             continue
-        tr = trace(sym, ())
-        seen = [None] * len(tr.template)
-        for s, ph in tr.placeholders:
-            seen[s] = (ph.declared_shape, None)
-        for s, t in tr.tensors:
-            seen[s] = (tuple(t.shape), None)
-        got = batch.slot_shapes(tr, seen, tuple(id(ph) in batched for _, ph in
-                                                tr.placeholders), batch.PROBE)
+        tr, seen, marks_in = _probe_input(sym, batched)
+        got = batch.slot_shapes(tr, seen, marks_in, batch.PROBE)
         if got is None or batch.symbolic(got[tr.out]):
             return True
     return False
+
+
+def _probe_input(sym: Symbol, batched: set) -> tuple:
+    """The trace of ``sym``'s graph, its leaves' shapes and which of its Placeholders are
+    batched (those in ``batched``), for gpugrad.compiler.batch."""
+    tr = trace(sym, ())
+    seen: list = [None] * len(tr.template)
+    for s, ph in tr.placeholders:
+        seen[s] = (ph.declared_shape, None)
+    for s, t in tr.tensors:
+        seen[s] = (tuple(t.shape), None)
+    return tr, seen, tuple(id(ph) in batched for _, ph in tr.placeholders)
 
 
 def _find(items: list, x: Any) -> int:
