@@ -162,3 +162,29 @@ def test_the_frames_a_program_keeps_are_bounded(numpy_backend):
     (prog,) = sched.programs.values()
     assert sched.builds == 1 and prog.frames.made == 11
     assert len(prog.frames.by_n) == batch.FRAMES and "INV2n_float64" in prog.source
+
+
+def test_every_batch_size_from_1_to_1024_is_one_trace_and_one_program(numpy_backend):
+    """The issue's check, in full: a compiled loss and its gradients at each batch size
+    from 1 to 1024 (against eager at a sample), with one trace and one planned program."""
+    a, b = (nn.MLP([4, 8, 3], activation="tanh", seed=1, dtype="float64") for _ in range(2))
+    step = gg.compile(lambda x, y: nn.cross_entropy(a(x), y))
+    rng = np.random.default_rng(3)
+    for n in range(1, 1025):
+        X, Y = rng.standard_normal((n, 4)), rng.integers(0, 3, n)
+        for m in (a, b):
+            for p in m.parameters():
+                p.grad = None
+        loss = step(gg.asarray(X), gg.asarray(Y))
+        loss.backward()
+        if n % 41 and n not in (1, 2, 3, 31, 32, 33, 1024):
+            continue  # against eager at a sample of the sizes
+        want = nn.cross_entropy(b(gg.asarray(X)), gg.asarray(Y))
+        want.backward()
+        assert_orders_agree(_np(loss), _np(want), **TOL)
+        for p, q in zip(a.parameters(), b.parameters()):
+            assert_orders_agree(_np(p.grad), _np(q.grad), **TOL)
+    info = step.cache_info()
+    assert (info.traces, info.misses, info.hits) == (1, 1, 1023)
+    (entry,) = step._cache.values()
+    assert entry.sched.builds == 1 and len(entry.sched.programs) == 1

@@ -17,6 +17,10 @@ A graph goes through the passes in this order:
   sum's gradient stays 0-d), and ``plan`` gives their values buffers by liveness, kept
   across runs, letting an elementwise step write over an input it reads for the last time.
 
+A program serves every batch size (``batch``): it is filed without the feeds' batch dims,
+planned at a probe batch size, and reads its buffers and batch-sized values from a frame
+made per batch size (specialised on the size where the graph's shapes do not follow it).
+
 ``gg.compile`` (the package gpugrad.jit, above gpugrad.graph) traces eager code into the
 same graphs and runs them through these passes.
 
