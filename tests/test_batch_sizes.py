@@ -145,6 +145,16 @@ def test_a_slice_of_the_batch_runs_right_at_every_size(numpy_backend):
         t = np.tanh(X[:4] @ _np(W.data))
         assert_orders_agree(_np(value), t.sum(), **TOL)
         assert_orders_agree(_np(g), X[:4].T @ (1 - t * t), **TOL)
+    f = gg.compile(lambda x: gg.mean(gg.tanh(x[:4] @ W)))  # the same, traced (a mean: its
+    for n in (8, 8, 2, 2, 9, 3):                           # count is the slice's, 4 rows)
+        X = rng.standard_normal((n, 3))
+        out = f(gg.asarray(X))
+        out.backward()
+        t = np.tanh(X[:4] @ _np(W.data))
+        assert_orders_agree(_np(out), t.mean(), **TOL)
+        assert_orders_agree(_np(W.grad), X[:4].T @ (1 - t * t) / t.size, **TOL)
+        W.grad = None
+    assert f.cache_info().traces == 1
 
 
 def test_the_frames_a_program_keeps_are_bounded(numpy_backend):

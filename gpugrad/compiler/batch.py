@@ -216,11 +216,11 @@ def probe(sched: Any, seen: list, marks: tuple) -> tuple | None:
     probed = slot_shapes(sched, seen, marks, PROBE)
     if probed is None or n0 < 1:
         return None
-    for s, info in enumerate(seen):
-        if info is not None and (probed[s] is None or at(probed[s], n0) != tuple(info[0])):
+    for s, info in enumerate(seen):  # (a constant's slot has no probed shape: its own)
+        if info is not None and probed[s] is not None and at(probed[s], n0) != tuple(info[0]):
             return None  # the rules do not give the shapes the run saw
-    shapes = [(probed[s], info[1]) if info is not None else None
-              for s, info in enumerate(seen)]
+    shapes = [(probed[s] if probed[s] is not None else info[0], info[1])
+              if info is not None else None for s, info in enumerate(seen)]
     return shapes, Sizing(sched, seen, marks, probed)
 
 

@@ -46,6 +46,8 @@ class Schedule:
         self.marks = batch.batched(self.placeholders)  # which feeds' leading dim is the batch
         self.lead = self.marks.index(True) if any(self.marks) else -1
         self._specialised: set = set()  # keys whose program is built per batch size
+        # the last lookup: (opt, grads, value, feeds' and tensors' (shape, dtype), program)
+        self._last: tuple = (False, None, None, (), (), None)
         self.minimizer: Any = None  # the SGD that gpugrad.minimize steps with
 
         leaf = self.tensors[0][1] if self.tensors else None
@@ -234,12 +236,26 @@ class Schedule:
         None: the one lookup :meth:`_run_program` and gg.compile's direct path share. The
         feeds' batch dims are not part of the key (gpugrad.compiler.batch), unless the
         graph's program had to be built for its batch size."""
+        last = self._last
+        if last[0] is opt and last[1] is grads and last[2] is value:  # as the last call?
+            for v, (shape, dtype) in zip(feeds, last[3]):
+                if v.shape != shape or v.dtype is not dtype:
+                    break
+            else:
+                for d, (shape, dtype) in zip(datas, last[4]):
+                    if d.shape != shape or d.dtype is not dtype:
+                        break
+                else:
+                    return last[5]
         tensors = tuple([(d.shape, d.dtype) for d in datas])
         prog = self.programs.get(((batch.key(feeds, self.marks, self.lead), tensors), grads,
                                   opt, value))
         if prog is None and self._specialised:
             prog = self.programs.get(((tuple([(v.shape, v.dtype) for v in feeds]), tensors),
                                       grads, opt, value))
+        if prog is not None:
+            self._last = (opt, grads, value, tuple([(v.shape, v.dtype) for v in feeds]),
+                          tensors, prog)
         return prog
 
     def _add_program(self, vals: list, shapes: list, grads: bool, opt: Any,

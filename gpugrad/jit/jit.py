@@ -16,6 +16,14 @@ shape, dtype, backend, device and ``requires_grad``; other arguments (ints, stri
 are part of it by value, so they must be hashable. Grad mode is part of it too. The traces of
 one compiled function live in an LRU cache of ``cache_size`` entries (32 by default).
 
+The batch size is not part of the signature: the leading dim of the first array argument
+that has one, and of every array argument whose leading dim is that size, is the batch,
+None in the trace's Placeholders, so one trace (and one planned program,
+gpugrad.compiler.batch) serves every batch size. A trace whose Python read a shape that
+depends on the batch (``x.shape[0]``, ``len(x)``), or whose graph's shapes do not follow
+the batch (a reshape to the first batch's size), is specialised on the batch size instead
+(gpugrad.jit.tape.Entry.symbolic).
+
 Each trace also keeps guards (gpugrad.jit.guards): what ``fn`` read from outside its
 arguments (closed-over and global numbers, strings and Tensors, module attributes, ...). A
 call whose signature has a trace whose guards fail traces again, in its place, and

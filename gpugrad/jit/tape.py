@@ -278,7 +278,8 @@ class Entry:
         if not all(type(a) is np.ndarray for a in (*feeds, *datas)):
             return
         prog = sched.numpy_program(feeds, datas, True, None)
-        if prog is not None:
+        # (a trace for every batch size whose program is built per size: none to learn)
+        if prog is not None and (prog.frames is not None or not self.symbolic):
             self.direct = Direct(sched, prog, tensors, self.placeholders, self.arrays, whole)
 
     def _outputs(self, leaves: list, values: list, nodes: list | None, xp: Any) -> Any:
