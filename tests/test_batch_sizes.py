@@ -6,6 +6,7 @@ batch) is specialised or runs generically, and stays right."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from helpers import assert_orders_agree
 
 import gpugrad as gg
@@ -84,6 +85,9 @@ def test_graph_minimize_and_gradients_plan_once_for_every_batch_size(numpy_backe
         _same_params(a, b)
     for sched in loss._schedules.values():  # gradients, and the training step
         assert sched.builds == len(sched.programs) and 1 <= sched.builds <= 2
+        for prog in sched.programs.values():  # cross-entropy's rows and count: per size
+            assert "ARn" in prog.source and "INTPn" in prog.source
+            assert not any(f"AR{n}" in prog.source for n in SIZES)
     modes = sorted(len(s.programs) for s in loss._schedules.values())
     assert sum(modes) == 2  # value_and_gradients and minimize: one program each
 
@@ -131,6 +135,16 @@ def test_a_trace_that_reads_the_batch_size_is_specialised(numpy_backend):
         assert_orders_agree(_np(col(gg.asarray(X))), np.sum(X.sum(0) ** 2) / 3, **TOL)
     assert per_row.cache_info().traces == 3 and calls == [(2, 3), (3, 3), (5, 3)]
     assert col.cache_info().traces == 1
+    W = gg.Variable(rng.standard_normal((3, 2)), name="W")
+    fixed = gg.compile(lambda x: gg.sum(gg.reshape(x, (4, -1)) @ W))  # 4: the first batch
+    for _ in range(2):
+        X = rng.standard_normal((4, 3))
+        assert_orders_agree(_np(fixed(gg.asarray(X))), np.sum(X @ _np(W.data)), **TOL)
+    (entry,) = fixed._cache.values()
+    assert not entry.symbolic  # so another size traces again, and is refused, as eagerly:
+    with pytest.raises(gg.errors.OpError, match="matmul"):  # (4, 6) @ (3, 2)
+        fixed(gg.asarray(rng.standard_normal((8, 3))))
+    assert fixed.cache_info().misses == 2
 
 
 def test_a_slice_of_the_batch_runs_right_at_every_size(numpy_backend):
