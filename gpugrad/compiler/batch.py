@@ -33,6 +33,7 @@ from typing import Any
 
 from .. import shapes as S
 from . import lower
+from .trace import trace
 
 PROBE = 1_000_000_007
 """The batch size a symbolic program is planned at (a prime; no real dim comes near)."""
@@ -129,6 +130,35 @@ def follows(tr: Any, seen: list, marks: tuple) -> bool:
     real = slot_shapes(tr, seen, marks, n0)
     return probed is not None and real is not None and all(
         p is None or at(p, n0) == r for p, r in zip(probed, real))
+
+
+def probe_input(sym: Any, batched: set) -> tuple:
+    """For :func:`follows`: the trace of the graph of ``sym`` (a Symbol that is not a
+    Placeholder), its leaves' shapes and which of its Placeholders are batched (those whose
+    ids are in ``batched``)."""
+    tr = trace(sym, ())
+    seen: list = [None] * len(tr.template)
+    for s, ph in tr.placeholders:
+        seen[s] = (ph.declared_shape, None)
+    for s, t in tr.tensors:
+        seen[s] = (tuple(t.shape), None)
+    return tr, seen, tuple(id(ph) in batched for _, ph in tr.placeholders)
+
+
+def read_batch(read: list, batched: set) -> bool:
+    """Whether a shape that traced Python read (``read``: Symbols) depends on the batch
+    size: a batched Placeholder's (ids in ``batched``), or a value's whose shape the rules
+    give a batch dim at :data:`PROBE` (or cannot tell)."""
+    for sym in read:
+        if sym.op is None:  # a Placeholder
+            if id(sym) in batched:
+                return True
+            continue
+        tr, seen, marks = probe_input(sym, batched)
+        got = slot_shapes(tr, seen, marks, PROBE)
+        if got is None or symbolic(got[tr.out]):
+            return True
+    return False
 
 
 class Sizing:

@@ -79,13 +79,11 @@ class Entry:
         """Make the trace serve every batch size (the batch dims of its Placeholders None),
         unless the traced Python read a shape that depends on the batch size or the graph's
         shapes do not follow the batch (gpugrad.compiler.batch.follows)."""
-        if not any(marked) or _read_batch(read, self.placeholders, marked):
-            return
         batched = {id(ph) for ph, m in zip(self.placeholders, marked) if m}
-        for o in tree_flatten(out)[0]:
-            if isinstance(o, Symbol) and o.op is not None and not batch.follows(
-                    *_probe_input(o, batched)):
-                return
+        if not batched or batch.read_batch(read, batched) or not all(
+                batch.follows(*batch.probe_input(o, batched)) for o in tree_flatten(out)[0]
+                if isinstance(o, Symbol) and o.op is not None):
+            return
         for ph, m in zip(self.placeholders, marked):
             if m:
                 ph.declared_shape = ph._shape = (None, *ph.declared_shape[1:])
@@ -308,35 +306,6 @@ def marks(leaves: Sequence, arrays: list) -> tuple:
             n = shape[0] or -1
         out.append(bool(shape) and n > 0 and shape[0] == n)
     return tuple(out)
-
-
-def _read_batch(read: list, placeholders: list, marked: tuple) -> bool:
-    """Whether a shape that the traced Python read (``read``: Symbols) depends on the batch
-    size: the shape rules give it a batch dim at the probe size (gpugrad.compiler.batch),
-    or cannot tell."""
-    batched = {id(ph) for ph, m in zip(placeholders, marked) if m}
-    for sym in read:
-        if sym.op is None:  # a Placeholder
-            if id(sym) in batched:
-                return True
-            continue
-        tr, seen, marks_in = _probe_input(sym, batched)
-        got = batch.slot_shapes(tr, seen, marks_in, batch.PROBE)
-        if got is None or batch.symbolic(got[tr.out]):
-            return True
-    return False
-
-
-def _probe_input(sym: Symbol, batched: set) -> tuple:
-    """The trace of ``sym``'s graph, its leaves' shapes and which of its Placeholders are
-    batched (those in ``batched``), for gpugrad.compiler.batch."""
-    tr = trace(sym, ())
-    seen: list = [None] * len(tr.template)
-    for s, ph in tr.placeholders:
-        seen[s] = (ph.declared_shape, None)
-    for s, t in tr.tensors:
-        seen[s] = (tuple(t.shape), None)
-    return tr, seen, tuple(id(ph) in batched for _, ph in tr.placeholders)
 
 
 def _find(items: list, x: Any) -> int:
