@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -114,6 +115,8 @@ class Symbol(ArrayOps):
 
     @property
     def shape(self) -> tuple:
+        if shape_reads.get() is not None:  # gg.compile: a shape read into Python
+            _read(self)
         if self._shape is None:
             op = self.op.name if self.op is not None else "?"
             raise AttributeError(
@@ -128,7 +131,7 @@ class Symbol(ArrayOps):
 
     @property
     def ndim(self) -> int:
-        return len(self.shape)
+        return len(self._shape) if self._shape is not None else len(self.shape)
 
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
@@ -176,6 +179,8 @@ class Symbol(ArrayOps):
 
     def __len__(self) -> int:
         shape = self._shape
+        if shape_reads.get() is not None:
+            _read(self)
         if shape == ():
             raise TypeError(f"len() of a 0-d graph Symbol {self!r}")
         if shape is None or shape[0] is None:
@@ -187,6 +192,8 @@ class Symbol(ArrayOps):
         return shape[0]
 
     def __iter__(self):
+        if shape_reads.get() is not None:
+            _read(self)
         for i in range(len(self)):
             yield self[i]
 
@@ -194,6 +201,19 @@ class Symbol(ArrayOps):
 compile_trace: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "gpugrad_compile_trace", default=None)
 """The name of the function that ``gg.compile`` is tracing here, or None."""
+
+shape_reads: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "gpugrad_shape_reads", default=None)
+"""While ``gg.compile`` traces: the Symbols whose shape the traced Python read (``.shape``,
+``len``), so a trace that read the batch size is specialised on it (gpugrad.jit). Reads by
+gpugrad's own code (shape checks) are not listed."""
+
+
+def _read(sym: Symbol) -> None:
+    """Note that the code calling a shape property (two frames up) read ``sym``'s shape,
+    unless that code is gpugrad's own."""
+    if not sys._getframe(2).f_globals.get("__name__", "").startswith("gpugrad."):
+        shape_reads.get().append(sym)
 
 
 class TracedValueError(TypeError):
@@ -248,6 +268,8 @@ class Placeholder(Symbol):
 
     @property
     def shape(self) -> tuple:
+        if shape_reads.get() is not None:
+            _read(self)
         return self.declared_shape
 
     def __repr__(self) -> str:

@@ -246,12 +246,14 @@ def test_retraces_on_new_shape_or_dtype_not_on_new_values(numpy_backend):
         f(gg.asarray(rng.standard_normal(3)))
     assert len(calls) == 1
     assert f.cache_info() == (2, 1, 1, 32, 0)
-    f(gg.asarray(rng.standard_normal(4)))
+    f(gg.asarray(rng.standard_normal(4)))  # another batch size (leading dim): no new trace
+    assert len(calls) == 1
+    f(gg.asarray(rng.standard_normal((3, 2))))
     f(gg.asarray(rng.standard_normal(3).astype("float32")))
     f(gg.Variable(rng.standard_normal(3)))  # requires_grad is part of the signature
     assert len(calls) == 4
     info = f.cache_info()
-    assert (info.hits, info.misses, info.traces) == (2, 4, 4)
+    assert (info.hits, info.misses, info.traces) == (3, 4, 4)
     out = f(gg.asarray(np.array([1.0, 2.0, 3.0])))
     assert float(out) == 14.0 and len(calls) == 4
 
@@ -259,10 +261,10 @@ def test_retraces_on_new_shape_or_dtype_not_on_new_values(numpy_backend):
 def test_cache_is_bounded(numpy_backend):
     f = gg.compile(lambda x: gg.sum(x), cache_size=3)
     for n in range(1, 7):
-        assert float(f(gg.asarray(np.ones(n)))) == n
+        assert float(f(gg.asarray(np.ones((2, n))))) == 2 * n
     assert f.cache_info().traces == 3 and f.cache_info().misses == 6
-    f(gg.asarray(np.ones(6)))  # still cached (most recent)
-    f(gg.asarray(np.ones(1)))  # dropped earlier: traces again
+    f(gg.asarray(np.ones((2, 6))))  # still cached (most recent)
+    f(gg.asarray(np.ones((2, 1))))  # dropped earlier: traces again
     assert f.cache_info().misses == 7 and f.cache_info().traces == 3
     f.cache_clear()
     assert f.cache_info().traces == 0

@@ -182,10 +182,10 @@ def test_cache_info_counts_retraces_per_signature():
     scale = 1.0
     f = gg.compile(lambda x: gg.sum(x) * scale, cache_size=4)
     f(_x())
-    f(gg.asarray(np.ones(2)))  # a new signature: a miss, not a retrace
+    f(gg.asarray(np.ones((2, 1))))  # a new signature: a miss, not a retrace
     scale = 2.0
     assert float(f(_x())) == 12.0  # its trace is stale: traced again, in its place
-    assert float(f(gg.asarray(np.ones(2)))) == 4.0  # the other one too
+    assert float(f(gg.asarray(np.ones((2, 1))))) == 4.0  # the other one too
     assert float(f(_x())) == 12.0
     info = f.cache_info()
     assert (info.hits, info.misses, info.traces, info.retraces) == (1, 4, 2, 2)

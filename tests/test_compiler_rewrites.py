@@ -308,7 +308,7 @@ def test_a_bias_gradient_is_one_matrix_vector_product(dtype, numpy_backend):
         for a, e in zip(g1, g0):
             np.testing.assert_allclose(a, e, **tol)
     src = next(iter(loss._schedules[((b, c), np)].programs.values())).source
-    assert src.count(f"np.dot(ONES5_{dtype}") == 2 and "np.negative(c" in src
+    assert src.count(f"np.dot(ONESn_{dtype}") == 2 and "np.negative(c" in src
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -19,6 +19,10 @@ A graph goes through the passes in this order:
 - ``listing``: each generated line tagged with its op and the user's line that built it,
   the text ``.source`` hands back, and the file names that tracebacks and debuggers read.
 
+A program serves every batch size (``batch``): it is filed without the feeds' batch dims,
+planned at a probe batch size, and reads its buffers and batch-sized values from a frame
+made per batch size (specialised on the size where the graph's shapes do not follow it).
+
 ``gg.compile`` (the package gpugrad.jit, above gpugrad.graph) traces eager code into the
 same graphs and runs them through these passes.
 

@@ -93,26 +93,40 @@ def column_sum(g: str, gshape: tuple, dtype: Any, c: str, C: str) -> list:
     return [f"{c} = np.dot(ONES{gshape[0]}_{dtype.name}, {g}, {C})"]
 
 
-_VECTOR = re.compile(r"\bONES(\d+)_(float32|float64)\b")
-_ROWS = re.compile(r"\bAR(\d+)\b")
-_COUNT = re.compile(r"\bINTP(\d+)\b")
+SIZED = re.compile(r"\b(ONES|AR|INTP|NF|INV)(\d+)((?:_float(?:16|32|64))?)\b")
+"""The names of values made from a size ``n`` (:func:`sized`): in a program independent of
+the batch size (gpugrad.compiler.batch) they are made per batch size instead."""
+
+
+def sized(prefix: str, n: int, suffix: str) -> Any:
+    """The value a sized name stands for: ``ONES{n}_{dtype}`` a read-only vector of ones,
+    ``AR{n}`` the row numbers ``arange(n)``, ``INTP{n}`` the count ``n`` as NumPy's intp,
+    ``NF{n}`` it as a Python float, ``INV{n}_{dtype}`` its reciprocal in that dtype (as
+    the dtype's 1 divided by the int ``n``)."""
+    if prefix == "AR":
+        return np.arange(n)
+    if prefix == "INTP":
+        return np.intp(n)
+    if prefix == "NF":
+        return float(n)
+    dtype = np.dtype(suffix[1:])
+    if prefix == "INV":
+        return dtype.type(dtype.type(1.0) / n)
+    ones = np.ones(n, dtype)
+    ones.flags.writeable = False
+    return ones
 
 
 def vectors_in(source: str) -> dict:
-    """The read-only vectors that a program's ``source`` names, made for its env: ones
-    (``ONES3_float64``) and row numbers (``AR3``, ``arange(3)``); also counts as NumPy's
-    ``intp`` (``INTP3``).
+    """The values of the sized names (:data:`SIZED`) that a program's ``source`` names, for
+    its env: ones (``ONES3_float64``), row numbers (``AR3``, ``arange(3)``), counts as
+    NumPy's ``intp`` (``INTP3``) and as floats (``NF3``), and reciprocals (``INV3_float32``).
 
     >>> vectors_in("c = np.dot(ONES3_float64, g, C); g[AR3, t]")["ONES3_float64"].tolist()
     [1.0, 1.0, 1.0]
     """
-    out = {m.group(0): np.arange(int(m.group(1))) for m in _ROWS.finditer(source)}
-    out.update((m.group(0), np.intp(int(m.group(1)))) for m in _COUNT.finditer(source))
-    for name, n, dtype in {(m.group(0), *m.groups()) for m in _VECTOR.finditer(source)}:
-        ones = np.ones(int(n), dtype)
-        ones.flags.writeable = False
-        out[name] = ones
-    return out
+    return {m.group(0): sized(m.group(1), int(m.group(2)), m.group(3))
+            for m in SIZED.finditer(source)}
 
 
 def _same(info: list, dtype: Any) -> bool:

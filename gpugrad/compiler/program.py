@@ -21,7 +21,7 @@ import numpy as np
 from .. import fpstate, scalar_formula
 from ..eager import as_array, fit
 from ..registry import gradient_tuple
-from . import formula, fuse, listing, lower, native, plan, rewrite, tier, update
+from . import batch, formula, fuse, listing, lower, native, plan, rewrite, tier, update
 from .codegen import build as build_function
 
 GUARDED = "numpy-overflow-raises"
@@ -39,10 +39,14 @@ def _acc(xp: Any, *cs: Any) -> Any:
 class Program:
     """One compiled, planned run; call it with the vals list (feeds filled in).
     ``tier``: "numpy", or "native" once its fusion groups run as compiled kernels
-    (gpugrad.compiler.tier switches it; ``kernels``: its groups, ``(name, Group)``)."""
+    (gpugrad.compiler.tier switches it; ``kernels``: its groups, ``(name, Group)``).
 
-    def __init__(self, fn: Any, buffers: list, source: str, xp: Any,
-                 kernels: list = ()) -> None:
+    A program independent of the batch size (``frames``, gpugrad.compiler.batch) reads
+    its buffers and batch-sized values from the frame of the batch size fed (the leading
+    dim of feed ``frames.sizing.lead``), made the first time that size comes."""
+
+    def __init__(self, fn: Any, buffers: list | None, source: str, xp: Any,
+                 frames: batch.Frames | None = None, kernels: list = ()) -> None:
         self.fn = fn
         self.buffers = buffers
         self.source = source
@@ -53,6 +57,8 @@ class Program:
         self.runs = 0
         self.first: float | None = None
         self.remake: Any = None  # builds the native tier (see gpugrad.compiler.tier)
+        self.frames = frames
+        self.lead = frames.sizing.lead if frames is not None else 0
 
     def __call__(self, feeds: list, datas: list, opt: Any) -> tuple | None:
         """``feeds``: the Placeholders' values, ``datas``: the Tensors' arrays, in the
@@ -64,19 +70,28 @@ class Program:
             self.runs += 1
             if not self.runs & 63 and self.remake is not None:
                 tier.tick(self)
-            return self.fn(self.xp, feeds, datas, self.buffers, None, opt)
+            bufs, frames = self.buffers, self.frames
+            if frames is not None:
+                n = feeds[self.lead].shape[0]
+                bufs = frames.last if n == frames.last_n else frames.get(n)
+                if bufs is None:  # a size the program does not fit: the generic code runs
+                    return None
+            return self.fn(self.xp, feeds, datas, bufs, None, opt)
         finally:
             self.busy.release()
 
 
 def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool = False,
-          value: bool = True, native: bool = False) -> Program:
+          value: bool = True, sizing: batch.Sizing | None = None,
+          native: bool = False) -> Program:
     """The program for ``sched`` at the signature whose slot shapes are ``shapes``.
     ``seeded``: the caller passes the seed gradient (else the program starts from ones, or
     from ``opt.lr`` for plain SGD). ``value=False``: only the gradients are wanted, so the
     steps that only the value needs are left out (the program then returns None for it).
-    ``native``: the native tier's program (gpugrad.compiler.tier): each fusion group of
-    elementwise steps (gpugrad.compiler.fuse) runs as one compiled kernel."""
+    ``sizing``: ``shapes`` are at the probe batch size, and the program is made independent
+    of the batch size (gpugrad.compiler.batch; raises ``batch.Specialise`` where it cannot
+    be). ``native``: the native tier's program (gpugrad.compiler.tier): each fusion group
+    of elementwise steps (gpugrad.compiler.fuse) runs as one compiled kernel."""
     xp = sched.xp
     # NumPy lowering, rewrites and in-place updates are written for real values; a complex
     # value anywhere runs the registered rules (which conjugate) and the optimizer's own step
@@ -310,9 +325,10 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     where, buffers = plan.assign(prog, escapes)
     env["PLANNED"] = set(where)
     made = _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads, opt,
-                 seeded)
+                 seeded, sizing)
     if numpy and not native:
-        tier.offer(made, lambda: build(sched, shapes, grads, opt, seeded, value, native=True))
+        tier.offer(made, lambda: build(sched, shapes, grads, opt, seeded, value,
+                                       sizing and sizing.renewed(), native=True))
     return made
 
 
@@ -383,8 +399,8 @@ def _guard(prog: list, g: str | None, info: Any, zeros: bool = False) -> str:
     prog.append(plan.Instr([g] if g else [], [(name, None, None)],
                            lambda outs, temps: [
                                f"{name} = {src} if {src} is not None else "
-                               f"xp.zeros({shape!r}, dtype=DT_{name}, device=DEV)"], False))
-    prog[-1].env = {f"DT_{name}": dtype}
+                               f"xp.zeros(SH_{name}, dtype=DT_{name}, device=DEV)"], False))
+    prog[-1].env = {f"DT_{name}": dtype, f"SH_{name}": shape}
     return name
 
 
@@ -426,7 +442,7 @@ def _generic_backward(env, k, o, g, maybe, op, params, ins, needs, shapes, backe
 
 
 def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads, opt,
-          seeded) -> Program:
+          seeded, sizing) -> Program:
     env["DEV"] = sched.device
     lines = ["def program(xp, P, D, B, seed_, opt):"]
     where_leaf = {f"v{s}": f"P[{j}]" for j, (s, _) in enumerate(sched.placeholders)}
@@ -438,6 +454,7 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
             env[f"K{name[1:]}"] = sched.template[int(name[1:])]
         lines.append(f"    {name} = {where_leaf.get(name, 'K' + name[1:])}")
     lines += [f"    B{b} = B[{b}]" for b in range(len(buffers))]
+    head = len(lines)
 
     # values left to ordinary allocation are dropped after their last reader, as the
     # generic code frees intermediates, so peak memory stays where it was
@@ -483,12 +500,18 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
         lines += block(prog[n_forward:], n_forward, "    ")
     lines.append(f"    return {results[0]}, [{', '.join(results[1:])}]")
     source = "\n".join(lines)
+    frames = None
+    if sizing is not None:  # the batch-sized parts are read from the frame of a size
+        sizing.buffers = buffers
+        source = batch.symbolic_source(source, env, head, sizing)
+        frames = batch.Frames(sizing, xp, numpy)
     code = listing.untagged(source)  # (a tag never adds a name)
     env.update(lower.vectors_in(code))
     env.update(formula.constants_in(code))
     fn = build_function(source, env, "program")
-    bufs = [xp.empty(shape, dtype=dtype) if numpy else None for shape, dtype in buffers]
-    return Program(fn, bufs, source, xp, env.get("KERNELS", []))
+    bufs = None if frames is not None else [
+        xp.empty(shape, dtype=dtype) if numpy else None for shape, dtype in buffers]
+    return Program(fn, bufs, source, xp, frames, env.get("KERNELS", []))
 
 
 def _within(flags: str, body: list) -> list:

@@ -18,7 +18,7 @@ from .. import errors as E
 from ..eager import _scalars_to_arrays, backend_name, seed_gradient
 from ..fpstate import quiet
 from ..tensor import no_grad
-from . import codegen, program
+from . import batch, codegen, program
 from .interpret import checked_backward, checked_forward
 from .trace import trace
 
@@ -42,6 +42,12 @@ class Schedule:
         self.ops = [op for op, *_ in steps]
         self.steps = steps
         self.programs: dict = {}  # planned programs, per signature (gpugrad.compiler.program)
+        self.builds = 0  # programs planned so far (one serves every batch size: batch.py)
+        self.marks = batch.batched(self.placeholders)  # which feeds' leading dim is the batch
+        self.lead = self.marks.index(True) if any(self.marks) else -1
+        self._specialised: set = set()  # keys whose program is built per batch size
+        # the last lookup: (opt, grads, value, feeds' and tensors' (shape, dtype), program)
+        self._last: tuple = (False, None, None, (), (), None)
         self.minimizer: Any = None  # the SGD that gpugrad.minimize steps with
 
         leaf = self.tensors[0][1] if self.tensors else None
@@ -202,10 +208,9 @@ class Schedule:
         value, saved = self.forward(feed, grads)
         if seed is not None:
             return value, self.backward(saved, seed) if grads else []
-        shapes, key = _shapes(saved), self._signature(saved.vals)
+        vals, shapes = saved.vals, _shapes(saved)
         out = (value, self.backward(saved, seed) if grads else [])
-        if (key, grads, None, want) not in self.programs:  # (present: that run overflowed)
-            self._add_program((key, grads, None, want), shapes, grads, None)
+        self._add_program(vals, shapes, grads, None, want)  # (present: that run overflowed)
         return out
 
     def train_step(self, opt: Any, feed: Mapping) -> Any:
@@ -215,9 +220,7 @@ class Schedule:
         if got is not None:
             return got[0]
         value, saved = self.forward(feed, True)
-        shapes, key = _shapes(saved), self._signature(saved.vals)
-        if (key, True, opt, True) not in self.programs:
-            self._add_program((key, True, opt, True), shapes, True, opt)
+        if self._add_program(saved.vals, _shapes(saved), True, opt, True):
             # the checked forward settled the signature; the step itself runs as the
             # program, as every later step at this signature does, so a training run gives
             # the same bits whichever step a process starts at (a resumed run, say)
@@ -228,17 +231,40 @@ class Schedule:
         opt._apply(list(zip(opt.params, grads)))
         return value
 
-    def _signature(self, vals: list) -> tuple:
-        return (tuple([(tuple(vals[s].shape), vals[s].dtype) for s, _ in self.placeholders]),
-                tuple([(tuple(vals[s].shape), vals[s].dtype) for s, _ in self.tensors]))
+    def forget(self) -> None:
+        """Drop the planned programs: the next runs plan anew (with the tier that
+        ``GPUGRAD_JIT`` says then)."""
+        self.programs.clear()
+        self._specialised.clear()
+        self._last = (False, None, None, (), (), None)
 
     def numpy_program(self, feeds: list, datas: list, grads: bool, opt: Any,
                       value: bool = True) -> Any:
-        """The planned program filed for these NumPy feeds and Variable arrays (and mode),
-        or None: the one lookup :meth:`_run_program` and gg.compile's direct path share."""
-        key = (tuple([(v.shape, v.dtype) for v in feeds]),
-               tuple([(d.shape, d.dtype) for d in datas]))
-        return self.programs.get((key, grads, opt, value))
+        """The planned program filed for these feeds and Variable arrays (and mode), or
+        None: the one lookup :meth:`_run_program` and gg.compile's direct path share. The
+        feeds' batch dims are not part of the key (gpugrad.compiler.batch), unless the
+        graph's program had to be built for its batch size."""
+        last = self._last
+        if last[0] is opt and last[1] is grads and last[2] is value:  # as the last call?
+            for v, (shape, dtype) in zip(feeds, last[3]):
+                if v.shape != shape or v.dtype is not dtype:
+                    break
+            else:
+                for d, (shape, dtype) in zip(datas, last[4]):
+                    if d.shape != shape or d.dtype is not dtype:
+                        break
+                else:
+                    return last[5]
+        tensors = tuple([(d.shape, d.dtype) for d in datas])
+        prog = self.programs.get(((batch.key(feeds, self.marks, self.lead), tensors), grads,
+                                  opt, value))
+        if prog is None and self._specialised:
+            prog = self.programs.get(((tuple([(v.shape, v.dtype) for v in feeds]), tensors),
+                                      grads, opt, value))
+        if prog is not None:
+            self._last = (opt, grads, value, tuple([(v.shape, v.dtype) for v in feeds]),
+                          tensors, prog)
+        return prog
 
     def program_for(self, feed: Mapping, grads: bool, opt: Any = None,
                     value: bool = True) -> Any:
@@ -248,17 +274,56 @@ class Schedule:
         gradient, no update) and not filed, so later runs go as they would have."""
         vals = self.template[:]
         self._feeds(feed, vals)
-        prog = self.programs.get((self._signature(vals), grads, opt, value))
+        feeds = [vals[s] for s, _ in self.placeholders]
+        datas = [vals[s] for s, _ in self.tensors]
+        prog = self.numpy_program(feeds, datas, grads, opt, value)
         if prog is None:
             vals, _ = checked_forward(self, feed, False, None)
             shapes = _shapes(Saved(vals, [], {}, True, None, False))
-            prog = program.build(self, shapes, grads, opt, value=value)
+            specialised = set(self._specialised)
+            prog = self._plan(feeds, datas, shapes, grads, opt, value)[1]
+            self._specialised = specialised  # (nothing filed)
         return prog
 
-    def _add_program(self, key: tuple, shapes: list, grads: bool, opt: Any) -> None:
+    def _add_program(self, vals: list, shapes: list, grads: bool, opt: Any,
+                     value: bool) -> bool:
+        """Plan the program of the signature of ``vals`` (a run's values, whose shapes and
+        dtypes are ``shapes``), unless there is one already. Returns whether it did: one
+        program for every batch size where the graph's shapes follow the batch, else one
+        for this batch size."""
+        feeds = [vals[s] for s, _ in self.placeholders]
+        datas = [vals[s] for s, _ in self.tensors]
+        if self.numpy_program(feeds, datas, grads, opt, value) is not None:
+            return False
         if len(self.programs) >= MAX_PROGRAMS:
             self.programs.pop(next(iter(self.programs)))
-        self.programs[key] = program.build(self, shapes, grads, opt, value=key[3])
+        key, prog = self._plan(feeds, datas, shapes, grads, opt, value)
+        self.programs[key] = prog
+        self.builds += 1
+        return True
+
+    def _plan(self, feeds: list, datas: list, shapes: list, grads: bool, opt: Any,
+              value: bool) -> tuple:
+        """``(key, program)``: the program for these feeds, independent of the batch size
+        where it can be (then filed under a key without it), else for this batch size."""
+        tensors = tuple([(tuple(d.shape), d.dtype) for d in datas])
+        fed = batch.key(feeds, self.marks, self.lead)
+        key = ((fed, tensors), grads, opt, value)
+        prog = None
+        if key not in self._specialised:
+            marks = tuple(bool(f[0]) and f[0][0] is None for f in fed)
+            probed = batch.probe(self, shapes, marks)
+            try:
+                prog = probed and program.build(self, probed[0], grads, opt, value=value,
+                                                sizing=probed[1])
+            except batch.Specialise:
+                prog = None
+        if prog is None:  # planned for this batch size, as its exact signature
+            if fed != (exact := tuple([(tuple(v.shape), v.dtype) for v in feeds])):
+                self._specialised.add(key)
+                key = ((exact, tensors), grads, opt, value)
+            prog = program.build(self, shapes, grads, opt, value=value)
+        return key, prog
 
     def _run_program(self, feed: Mapping, grads: bool, opt: Any,
                      value: bool = True) -> tuple | None:
@@ -286,7 +351,7 @@ class Schedule:
             self._feeds(feed, vals)
             feeds = [vals[s] for s, _ in self.placeholders]
             datas = [vals[s] for s, _ in self.tensors]
-            prog = self.programs.get((self._signature(vals), grads, opt, value))
+            prog = self.numpy_program(feeds, datas, grads, opt, value)
         if prog is None:
             return None
         try:

@@ -85,6 +85,7 @@ def switch(prog: Any, remake: Callable) -> None:
         return
     with prog.busy:
         prog.fn, prog.buffers, prog.source = new.fn, new.buffers, new.source
+        prog.frames, prog.lead = new.frames, new.lead
         prog.kernels, prog.tier = new.kernels, "native"
 
 

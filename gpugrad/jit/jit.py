@@ -16,6 +16,14 @@ shape, dtype, backend, device and ``requires_grad``; other arguments (ints, stri
 are part of it by value, so they must be hashable. Grad mode is part of it too. The traces of
 one compiled function live in an LRU cache of ``cache_size`` entries (32 by default).
 
+The batch size is not part of the signature: the leading dim of the first array argument
+that has one, and of every array argument whose leading dim is that size, is the batch,
+None in the trace's Placeholders, so one trace (and one planned program,
+gpugrad.compiler.batch) serves every batch size. A trace whose Python read a shape that
+depends on the batch (``x.shape[0]``, ``len(x)``), or whose graph's shapes do not follow
+the batch (a reshape to the first batch's size), is specialised on the batch size instead
+(gpugrad.jit.tape.Entry.symbolic).
+
 Each trace also keeps guards (gpugrad.jit.guards): what ``fn`` read from outside its
 arguments (closed-over and global numbers, strings and Tensors, module attributes, ...). A
 call whose signature has a trace whose guards fail traces again, in its place, and
@@ -108,7 +116,7 @@ class Compiled:
         self.hits = 0
         self.misses = 0
         self.retraces = 0
-        self._last: tuple = ((), None)  # the last key looked up and its entry
+        self._last: tuple = ((), 0, None)  # the last key and batch size, and their entry
         self._fast: tuple | None = None  # the same, where it was for NumPy Tensors only
 
     def cache_info(self) -> CacheInfo:
@@ -119,7 +127,7 @@ class Compiled:
         """Drop every trace (the next call traces again)."""
         with self._lock:
             self._cache.clear()
-            self._last = ((), None)
+            self._last = ((), 0, None)
             self._fast = None
 
     def __repr__(self) -> str:
@@ -146,8 +154,8 @@ class Compiled:
         if sig is None:
             raise TypeError(f"{self!r}.source: pass example arrays (a graph Symbol runs "
                             "fn's graph code itself; use the graph's .source)")
-        key, leaves, structure, arrays = sig
-        return self._entry(key, leaves, structure, arrays, bool(kwargs)).source(leaves)
+        key, leaves, structure, arrays, n = sig
+        return self._entry(key, n, leaves, structure, arrays, bool(kwargs)).source(leaves)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         fast = self._fast
@@ -168,13 +176,14 @@ class Compiled:
         sig = self._signature(args, kwargs)
         if sig is None:  # inside another trace, or graph code: build the graph
             return self.fn(*args, **kwargs)
-        key, leaves, structure, arrays = sig
-        last, entry = self._last
-        if key == last and (entry.guard is None or entry.guard()):
+        key, leaves, structure, arrays, n = sig
+        last, last_n, entry = self._last
+        if key == last and (n == last_n or entry.symbolic) and (
+                entry.guard is None or entry.guard()):
             with self._lock:  # the usual case: no hashing (NumPy hashes a dtype slowly),
                 self.hits += 1  # and it is the most recent entry already
         else:
-            entry = self._entry(key, leaves, structure, arrays, bool(kwargs))
+            entry = self._entry(key, n, leaves, structure, arrays, bool(kwargs))
         self._fast = (entry, key[1], tuple(
             (a.data.shape, a.data.dtype, a.requires_grad) for a in args)) \
             if structure is None and all(isinstance(a, Tensor) and a.xp is np for a in args) \
@@ -182,9 +191,11 @@ class Compiled:
         return entry.run(leaves)
 
     def _signature(self, args: tuple, kwargs: dict, nested: bool = False) -> tuple | None:
-        """(key, leaves, structure, positions of the array leaves) of a call, or None when an
-        argument is a graph Symbol. ``structure`` is None for flat positional arguments (the
-        common case, without the pytree walk)."""
+        """(key, leaves, structure, positions of the array leaves, batch size) of a call, or
+        None when an argument is a graph Symbol. ``structure`` is None for flat positional
+        arguments (the common case, without the pytree walk). The batch size is the leading
+        dim of the first array with one (0: none); in the key, the leading dims of the
+        arrays whose leading dim it is (gpugrad.jit.tape.marks) read None."""
         structure = None
         if nested or kwargs:
             leaves, structure = tree_flatten((args, kwargs) if kwargs else args)
@@ -193,6 +204,7 @@ class Compiled:
             leaves = args
             key = [len(args), _grad_enabled.get()]
         arrays = []
+        n = 0
         for i, a in enumerate(leaves):
             if isinstance(a, Tensor):
                 data, xp, grad = a.data, a.xp, a.requires_grad
@@ -214,22 +226,34 @@ class Compiled:
                         "static values")) from None
                 key.append((type(a), a))
                 continue
-            key.append((xp, data.shape, data.dtype, grad, None if xp is np else data.device))
+            shape = tuple(data.shape)
+            if shape:
+                if not n:
+                    n = shape[0] or -1
+                if shape[0] == n:
+                    shape = (None, *shape[1:])
+            key.append((xp, shape, data.dtype, grad, None if xp is np else data.device))
             arrays.append(i)
-        return tuple(key), leaves, structure, arrays
+        return tuple(key), leaves, structure, arrays, max(n, 0)
 
-    def _entry(self, key: tuple, leaves: Any, structure: Any, arrays: list,
+    def _entry(self, key: tuple, n: int, leaves: Any, structure: Any, arrays: list,
                has_kwargs: bool) -> Entry:
-        """The trace of signature ``key``: from the cache, else traced now (and cached)."""
+        """The trace of signature ``key`` at batch size ``n``: from the cache (filed under
+        ``key`` where it serves every batch size, else under ``(*key, n)``), else traced."""
+        filed = key
         with self._lock:
             entry = self._cache.get(key)
+            if entry is None and n:
+                filed = (*key, n)
+                entry = self._cache.get(filed)
             if entry is not None and (entry.guard is None or entry.guard()):
-                self._cache.move_to_end(key)
+                self._cache.move_to_end(filed)
                 self.hits += 1
             else:
                 self.misses += 1
                 if entry is not None:  # a value the trace read has changed: trace again
                     self.retraces += 1
+                    del self._cache[filed]
                     entry = None
         if entry is None:
             if structure is None:
@@ -237,12 +261,13 @@ class Compiled:
             guard = guard_of(self.fn, Compiled)  # the values the trace is about to read
             entry = Entry(self.fn, list(leaves), structure, arrays, has_kwargs)
             entry.guard = guard
+            filed = key if entry.symbolic or not n else (*key, n)
             with self._lock:
-                self._cache[key] = entry
+                self._cache[filed] = entry
                 while len(self._cache) > self.maxsize:
                     self._cache.popitem(last=False)
         with self._lock:
-            self._last = (key, entry)
+            self._last = (key, n, entry)
         return entry
 
 

@@ -26,10 +26,11 @@ from .. import backend as B
 from .. import versions
 from .. import errors as E
 from ..eager import Node, backend_name
-from ..graph import Placeholder, Symbol, _lift, compile_trace
+from ..graph import Placeholder, Symbol, _lift, compile_trace, shape_reads
 from ..pytree import tree_flatten, tree_unflatten
 from ..registry import Op
 from ..tensor import Tensor, _grad_enabled, made
+from ..compiler import batch
 from ..compiler.listing import listing
 from ..compiler.schedule import Schedule
 from ..compiler.trace import trace
@@ -42,6 +43,10 @@ class Entry:
     guard: Any = None
     """The check that what the trace read from outside its arguments is unchanged
     (gpugrad.jit.guards; None: it read nothing to guard). ``gg.compile`` sets it."""
+
+    symbolic: bool = False
+    """Whether the trace serves every batch size: its arguments' batch dims (:func:`marks`)
+    are None in its Placeholders, as the traced Python never read one."""
 
     def __init__(self, fn: Callable, leaves: list, structure: Any, arrays: list,
                  has_kwargs: bool) -> None:
@@ -60,10 +65,30 @@ class Entry:
         rebuilt = tree_unflatten(structure, traced)
         args, kwargs = rebuilt if has_kwargs else (rebuilt, {})
         with B.use_backend(self.backend):
-            out = _call_traced(fn, args, kwargs)
+            reads = shape_reads.set([])
+            try:
+                out = _call_traced(fn, args, kwargs)
+                read = shape_reads.get()
+            finally:
+                shape_reads.reset(reads)
+            self._batch(marks(leaves, arrays), read, out)
             self._plan_outputs(out)
         if self.syms:
             self._plan_gradients(leaves)
+
+    def _batch(self, marked: tuple, read: list, out: Any) -> None:
+        """Make the trace serve every batch size (the batch dims of its Placeholders None),
+        unless the traced Python read a shape that depends on the batch size or the graph's
+        shapes do not follow the batch (gpugrad.compiler.batch.follows)."""
+        batched = {id(ph) for ph, m in zip(self.placeholders, marked) if m}
+        if not batched or batch.read_batch(read, batched) or not all(
+                batch.follows(*batch.probe_input(o, batched)) for o in tree_flatten(out)[0]
+                if isinstance(o, Symbol) and o.op is not None):
+            return
+        for ph, m in zip(self.placeholders, marked):
+            if m:
+                ph.declared_shape = ph._shape = (None, *ph.declared_shape[1:])
+        self.symbolic = True
 
     def _plan_outputs(self, out: Any) -> None:
         outs, self.out_structure = tree_flatten(out)
@@ -267,7 +292,8 @@ class Entry:
         if not all(type(a) is np.ndarray for a in (*feeds, *datas)):
             return
         prog = sched.numpy_program(feeds, datas, True, None)
-        if prog is not None:
+        # (a trace for every batch size whose program is built per size: none to learn)
+        if prog is not None and (prog.frames is not None or not self.symbolic):
             self.direct = Direct(sched, prog, tensors, self.placeholders, self.arrays, whole)
 
     def _outputs(self, leaves: list, values: list, nodes: list | None, xp: Any) -> Any:
@@ -282,6 +308,20 @@ class Entry:
         if self.out_structure is None:  # a single output
             return outs[0]
         return tree_unflatten(self.out_structure, outs)
+
+
+def marks(leaves: Sequence, arrays: list) -> tuple:
+    """Per array argument, whether its leading dim is the batch: the first argument with a
+    dim gives the batch size ``n`` (at least 1), and every argument whose leading dim is
+    ``n`` is batched with it (``gg.compile``'s signature masks the same dims)."""
+    n = 0
+    out = []
+    for i in arrays:
+        shape = _data(leaves[i]).shape
+        if shape and not n:
+            n = shape[0] or -1
+        out.append(bool(shape) and n > 0 and shape[0] == n)
+    return tuple(out)
 
 
 def _find(items: list, x: Any) -> int:

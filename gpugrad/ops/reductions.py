@@ -205,14 +205,17 @@ class _FullMeanLowering(_FullSumLowering):
     def backward(pos, g, ins, info, o, out, params, ctx, one=False, **kw):
         if not _FullMeanLowering.applies(info, out, params, ctx):
             return None
-        n = float(math.prod(info[0][0]))
-        # as the rule: g / n in g's dtype (1 / n in it, where g is exactly 1: worked out
-        # now, in that dtype, and named as a constant of it)
+        n = math.prod(info[0][0])
+        # as the rule: g / n in g's dtype (1 / n in it, where g is exactly 1: ``INV{n}``,
+        # made in that dtype); both named by the count (gpugrad.compiler.lower.sized), so a
+        # program independent of the batch size makes them per size
+        if one and getattr(out[1], "name", "") in ("float16", "float32", "float64"):
+            return [], lambda c, C, T: [f"{c} = INV{n}_{out[1].name}"], "scalar", []
         if one and getattr(out[1], "kind", "") == "f":
-            k = ctx.const(float(out[1].type(1.0) / n), out[1])
+            k = ctx.const(float(out[1].type(1.0) / float(n)), out[1])
             return [], lambda c, C, T: [f"{c} = {k}"], "scalar", []
         src = ctx.const(1.0, out[1]) if one else g
-        return [] if one else [g], lambda c, C, T: [f"{c} = {src} / {n!r}"], "scalar", []
+        return [] if one else [g], lambda c, C, T: [f"{c} = {src} / NF{n}"], "scalar", []
 
 
 mean.deflower(_FullMeanLowering)
