@@ -320,3 +320,53 @@ def test_a_second_process_loads_the_kernels_from_the_disk_cache(tmp_path):
     assert t1 == t2 == "native" and int(n1) >= 1 and n1 == n2
     assert int(hits1) == 0 and int(hits2) == int(n2)
     assert s1 == s2
+
+
+def test_one_native_program_serves_every_batch_size(native, monkeypatch):
+    """The native program is planned once for the batch (gpugrad.compiler.batch): its
+    kernels read sizes from their arrays, so every batch size runs them, with the NumPy
+    tier's numbers."""
+    sizes = (1, 2, 7, 32, 33)
+    want = {}
+    for mode in ("0", "now"):
+        monkeypatch.setenv("GPUGRAD_JIT", mode)
+        model, loss, xs, ys = _model("sigmoid", "cross_entropy", "float64")
+        opt = optim.SGD(model.parameters(), lr=0.1)
+        for n in sizes:
+            X, Y = _batch("cross_entropy", "float64", n=n, seed=n)
+            value = float(opt.minimize(loss, feed={xs: X, ys: Y}))
+            params = [np.array(p.data) for p in model.parameters()]
+            if mode == "0":
+                want[n] = (value, params)
+            else:
+                assert value == pytest.approx(want[n][0], rel=1e-12)
+                for a, b in zip(params, want[n][1]):
+                    assert_orders_agree(a, b, **TOL)
+        if mode == "now":
+            (sched,) = loss._schedules.values()
+            assert sched.builds == 1
+            (prog,) = sched.programs.values()
+            assert prog.tier == "native" and prog.kernels
+
+
+def test_a_bad_label_in_a_native_step_names_the_op(native, monkeypatch):
+    """The cross-entropy's own kernel checks each label: a label out of range gives the
+    error the NumPy tier gives (the step by step run names the op)."""
+    errors = []
+    for mode in ("0", "now"):
+        monkeypatch.setenv("GPUGRAD_JIT", mode)
+        model, loss, xs, ys = _model("sigmoid", "cross_entropy", "float64")
+        opt = optim.SGD(model.parameters(), lr=0.1)
+        X, Y = _batch("cross_entropy", "float64")
+        for _ in range(2):
+            opt.minimize(loss, feed={xs: X, ys: Y})
+        if mode == "now":
+            (prog,) = _programs(loss)
+            assert any(n.startswith("NX") for n, _ in prog.kernels)
+        Y = Y.copy()
+        Y[3] = 7
+        with pytest.raises(Exception) as info:
+            opt.minimize(loss, feed={xs: X, ys: Y})
+        errors.append((type(info.value), str(info.value)))
+    assert errors[0] == errors[1]
+    assert "softmax_cross_entropy" in errors[1][1] or "cross_entropy" in errors[1][1]

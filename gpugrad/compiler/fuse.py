@@ -21,7 +21,7 @@ kernel (gpugrad.compiler.cuda_group). Nothing here names an op.
 ...               scalar=("add", ("name", "a"), ("const", 1.0))),
 ...         Instr(["b"], [("c", (4,), f32)], None, True,
 ...               scalar=("reciprocal", ("name", "b")))]
->>> (start, stop, g), = runs(prog, {"x": ((4,), f32)}, keep={"c"})
+>>> (start, stop, g, _), = runs(prog, {"x": ((4,), f32)}, keep={"c"})
 >>> (start, stop), [m for m, _ in g.members], g.inputs, g.outputs
 ((0, 3), ['a', 'b', 'c'], [('x', (4,))], ['c'])
 """
@@ -29,7 +29,7 @@ kernel (gpugrad.compiler.cuda_group). Nothing here names an op.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,14 +46,16 @@ NUMBER = "number"
 class Group:
     """One fusion group: ``members`` ((value name, formula) in order, each formula reading
     inputs and earlier members), the ``shape`` and ``dtype`` of every member, ``inputs``
-    ((value name, shape), the shape None for a Python number) and ``outputs`` (the members
-    that are stored)."""
+    ((value name, shape), the shape None for a Python number), ``outputs`` (the members
+    that are stored) and ``sums`` ((value name, what it sums, its shape): a member or input
+    summed over the leading axes, a bias's gradient, accumulated in the same loop)."""
 
     members: list
     shape: tuple
     dtype: Any
     inputs: list
     outputs: list
+    sums: list = field(default_factory=list)  # (value, member or input it sums over rows)
 
     def kind(self, shape: tuple | None) -> str:
         """How an input of ``shape`` is read: "full" (the group's shape), "tail" (its
@@ -62,8 +64,10 @@ class Group:
         return _kind(shape, self.shape)
 
     def tail(self) -> int:
-        """The length of the trailing part the "tail" inputs share (1 without any)."""
+        """The length of the trailing part the "tail" inputs and the sums share (1 without
+        any)."""
         sizes = {math.prod(_strip(s)) for _, s in self.inputs if self.kind(s) == "tail"}
+        sizes |= {math.prod(self.shape[len(self.shape) - len(s):]) for _, _, s in self.sums}
         return sizes.pop() if sizes else 1
 
 
@@ -123,7 +127,8 @@ def _fits(ins: Any, info: dict, shape: tuple, dtype: Any, tails: set) -> bool:
 
 
 def runs(prog: list, info: dict, keep: set, breaks: set = frozenset()) -> list:
-    """``[(start, stop, Group)]``: each run of ``prog[start:stop]`` as a group. ``info``
+    """``[(start, stop, Group, absorbed)]``: each run of ``prog[start:stop]`` as a group,
+    with the indices of the later row sums it absorbed (:func:`_row_sums`). ``info``
     maps value names to (shape, dtype), or :data:`NUMBER`; ``keep``: the values handed back
     (always stored); no run goes over an index in ``breaks``. A run of one instruction is
     left as it is unless NumPy would make several calls for it."""
@@ -148,9 +153,41 @@ def runs(prog: list, info: dict, keep: set, breaks: set = frozenset()) -> list:
                 and _fits(prog[stop], info, shape, dtype, tails):
             stop += 1
         if stop - k >= 2 or (stop - k == 1 and _worth_alone(first.scalar)):
-            out.append((k, stop, _group(prog, k, stop, info, keep, tuple(shape), dtype)))
+            g = _group(prog, k, stop, info, keep, tuple(shape), dtype)
+            taken = _row_sums(prog, stop, g, breaks, tails)
+            if taken:  # the absorbed sums are no longer outputs unless read elsewhere
+                g.outputs = [m for m in g.outputs if m in keep or any(
+                    m in ins.reads for j, ins in enumerate(prog[stop:], stop)
+                    if j not in taken)]
+            out.append((k, stop, g, taken))
         k = max(stop, k + 1)
     return out
+
+
+def _row_sums(prog: list, stop: int, g: Group, breaks: set, tails: set) -> list:
+    """The instructions after the run ``prog[:stop]`` of group ``g`` that sum one of its
+    values over the leading axes (``Instr.rows``) and can move up to it (nothing between
+    reads what they define; no break between): they join ``g`` as sums. Returns their
+    indices."""
+    values = {m for m, _ in g.members} | {n for n, s in g.inputs if g.kind(s) == "full"}
+    taken = []
+    for j in range(stop, len(prog)):
+        if j in breaks and j != stop:
+            break
+        ins = prog[j]
+        if ins.rows is None or ins.rows not in values or len(ins.defines) != 1:
+            continue
+        name, shape, dtype = ins.defines[0]
+        if shape is None or np.dtype(dtype) != g.dtype or not shape or \
+                tuple(g.shape[len(g.shape) - len(shape):]) != tuple(shape) or \
+                len(tails | {math.prod(shape)}) > 1:
+            continue
+        if any(name in prog[i].reads for i in range(stop, j)):
+            continue
+        tails.add(math.prod(shape))
+        g.sums.append((name, ins.rows, tuple(shape)))
+        taken.append(j)
+    return taken
 
 
 def _worth_alone(node: tuple) -> bool:

@@ -43,6 +43,7 @@ class Forward(NamedTuple):
     saved: list = []
     scalar: tuple | None = None  # the step as one formula over value names (see resolve)
     epilogue: tuple | None = None  # (emit of the product alone, formula over "o" after it)
+    native: Any = None  # the op's own kernel for the native tier (see NativeKernel)
 
 
 class Backward(NamedTuple):
@@ -56,6 +57,19 @@ class Backward(NamedTuple):
     alias: Any
     temps: list
     scalar: tuple | None = None
+    native: Any = None  # the op's own kernel for the native tier (see NativeKernel)
+    rows: str | None = None  # it is this value summed over its leading axes (fusion)
+
+
+class NativeKernel(NamedTuple):
+    """An op's own kernel for the native tier (gpugrad.compiler.native), declared by its
+    lowering beside the NumPy code (as ``native=`` of :class:`Forward` or
+    :class:`Backward`): ``source(name)``, the numba source of a function ``name`` returning
+    True where its input is out of range; ``call(name, *names)``, its call with the names
+    the step's NumPy code is given (``o, dst, saved, bufs`` forward, ``c, C`` backward)."""
+
+    source: Callable
+    call: Callable
 
 
 def resolve(node: tuple, names: dict, params: dict, negated: str | None = None) -> tuple:
@@ -276,7 +290,9 @@ def backward(op: Any, pos: int, g: str, ins: list, info: list, o: str,
         if neg:
             return Backward([g], lambda c, C, T: [*total(c, C), f"np.negative({c}, {c})"],
                             False, [])
-        return Backward([g], lambda c, C, T: total(c, C), False, [])
+        lead = len(gshape) - len(shape)
+        rows = g if lead > 0 and axes == tuple(range(lead)) else None
+        return Backward([g], lambda c, C, T: total(c, C), False, [], rows=rows)
     skip = one and F.G in node[1:] and node[0] == "multiply"
     try:
         n = F.count_temps(node, names, dtype, params, skip_g=skip)
@@ -296,5 +312,6 @@ def backward(op: Any, pos: int, g: str, ins: list, info: list, o: str,
 
 
 CTX = types.SimpleNamespace(const=const, column_sum=column_sum, SCALAR=SCALAR,
-                            reduce_axes=_reduce_axes, Forward=Forward)
+                            reduce_axes=_reduce_axes, Forward=Forward, Backward=Backward,
+                            NativeKernel=NativeKernel)
 """What an op's own lowering (``Op.deflower``) is handed: the helpers it writes code with."""

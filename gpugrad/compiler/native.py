@@ -209,7 +209,14 @@ def kernel_source(group: Group, name: str) -> str:
         args.append(f"y{j}")
         sig.append(_array_type(dt, len(group.shape)))
         head.append(f"o{j} = y{j}.ravel()")
-    staged = len(arrays) + len(outs) > FUSED_ARRAYS
+    sums: dict = {}  # what is summed -> [the sums' numbers]
+    for j, (_, what, shape) in enumerate(group.sums):
+        args.append(f"r{j}")
+        sig.append(_array_type(dt, len(shape)))
+        head += [f"z{j} = r{j}.ravel()", f"z{j}[:] = 0"]
+        sums.setdefault(what, []).append(j)
+    at = "j@" if tail > 1 else "0"
+    staged = len(arrays) + len(outs) + len(group.sums) > FUSED_ARRAYS
     w = _Writer(dt, where)
     loops: list = []
     if staged:  # one loop per member; a member that is not stored gets a scratch row
@@ -224,9 +231,13 @@ def kernel_source(group: Group, name: str) -> str:
             head.append(f"t{k} = {dest}")
             loops.append(w.lines + [f"t{k}[{index}] = {value}"])
             where[m] = f"t{k}[{index}]"
+        for what, js in sums.items():  # each sum: a loop of its own, after
+            loops.append([f"z{j}[{at}] = np.{dt}(z{j}[{at}] + {where[what]})" for j in js])
     else:  # one loop: each input read once an element, members in registers
         body = [f"u{j} = {e}" for j, (_, e) in enumerate(arrays)]
         where.update((n, f"u{j}") for j, (n, _) in enumerate(arrays))
+        body += [f"z{j}[{at}] = np.{dt}(z{j}[{at}] + {where[what]})"
+                 for what, js in sums.items() if what in where for j in js]
         for k, (m, node) in enumerate(group.members):
             w.lines = []
             value = w.expr(node)
@@ -234,8 +245,11 @@ def kernel_source(group: Group, name: str) -> str:
             where[m] = f"t{k}"
             if m in outs:
                 body.append(f"o{outs[m]}[{index}] = t{k}")
+            body += [f"z{j}[{at}] = np.{dt}(z{j}[{at}] + t{k})" for j in sums.get(m, [])]
         loops.append(body)
-    size = "o0.shape[0]" if group.outputs else "0"
+    size = "o0.shape[0]" if group.outputs else \
+        f"a{[n for n, _ in group.inputs].index(group.sums[0][1])}.shape[0]" \
+        if group.sums and group.sums[0][1] in dict(group.inputs) else "0"
     lines = [f'@njit("boolean({", ".join(sig)})", nogil=True, error_model="numpy", '
              f"cache=True)", f"def {name}({', '.join(args)}):",
              *("    " + h for h in head if h.startswith(("a", "o", "s"))),
@@ -385,8 +399,14 @@ def instruction(group: Group, name: str, env: dict) -> plan.Instr:
             lines.append(f"{m} = {o}" if o != "None" else
                          f"{m} = np.empty(S_{name}, D_{name})")
             args.append(m)
+        for j, ((m, _, shape), o) in enumerate(zip(group.sums, outs[len(group.outputs):])):
+            env[f"S_{name}_{j}"] = shape
+            lines.append(f"{m} = {o}" if o != "None" else
+                         f"{m} = np.empty(S_{name}_{j}, D_{name})")
+            args.append(m)
         return lines + [f"if {name}({', '.join(args)}):", "    overflow()"]
     # an output never shares an input's buffer: where they overlap, the compiled loop falls
     # back to one element at a time (about 5x slower in float32 with exp on 2026-12-06)
-    return plan.Instr([n for n, s in group.inputs], [(m, group.shape, group.dtype)
-                                                     for m in group.outputs], emit, True)
+    return plan.Instr([n for n, s in group.inputs],
+                      [(m, group.shape, group.dtype) for m in group.outputs]
+                      + [(m, shape, group.dtype) for m, _, shape in group.sums], emit, True)

@@ -50,6 +50,7 @@ class Instr:
     temps: list = field(default_factory=list)
     inplace: dict = field(default_factory=dict)
     scalar: tuple | None = None  # its one value as a formula over value names (fusion)
+    rows: str | None = None  # or: its value is this value summed over its leading axes
     tag: str = ""
 
 

@@ -169,7 +169,10 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             saved = [f"s{k}_{j}" for j in range(len(low.saved))]
             saved_of[k] = tuple(saved)
 
-            def emit(outs, temps, em=low.emit, o=o, saved=saved):
+            def emit(outs, temps, em=low.emit, o=o, saved=saved, kern=low.native,
+                     own=_op_kernel(env, low.native) if native else None):
+                if own is not None and "None" not in outs:  # the op's own native kernel
+                    return kern.call(own, f"v{o}", outs[0], saved, outs[1:])
                 if saved:
                     return em(f"v{o}", outs[0], saved, outs[1:], temps)
                 return em(f"v{o}", outs[0], *temps)
@@ -286,11 +289,14 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                         scalar.add(c)
                         contrib.setdefault(ins[pos], []).append((c, False))
                         continue
+                    own = _op_kernel(env, got.native) if native else None
                     prog.append(plan.Instr(
                         reads, [(c, *shapes[ins[pos]])],
-                        lambda outs, tmps, em=em, c=c: em(c, outs[0], tmps), True,
+                        lambda outs, tmps, em=em, c=c, own=own, k=got.native: (
+                            k.call(own, c, outs[0]) if own and outs[0] != "None"
+                            else em(c, outs[0], tmps)), True,
                         alias={c: g} if alias else {}, temps=temps,
-                        scalar=("name", g) if alias else got.scalar))
+                        scalar=("name", g) if alias else got.scalar, rows=got.rows))
                     contrib.setdefault(ins[pos], []).append((c, False))
                 continue
             prog.append(_generic_backward(env, k, o, g, maybe, op, params, ins, needs, shapes,
@@ -355,13 +361,14 @@ def _fused(prog: list, n_forward: int, sched: Any, shapes: list, scalar: set, ke
         info["seed_"] = ((), shapes[sched.out][1])
         info.update((c, ((), shapes[sched.out][1])) for c in scalar)
     found = fuse.runs(prog, info, keep, breaks={n_forward})
-    kernels = [(f"N{j}", g) for j, (_, _, g) in enumerate(found)]
-    kernels += env.pop("KERNELS_UPDATE", [])
+    kernels = [(f"N{j}", g) for j, (_, _, g, _) in enumerate(found)]
+    kernels += env.pop("KERNELS_UPDATE", []) + env.pop("KERNELS_OP", [])
     env["KERNELS"] = kernels  # compiled and bound by gpugrad.compiler.tier
     env["overflow"] = _overflow
-    out, k, fwd = [], 0, n_forward
-    for (start, stop, g), (name, _) in zip(found, kernels):
-        out += prog[k:start]
+    absorbed = {j for *_, taken in found for j in taken}
+    out, k, fwd = [], 0, n_forward - sum(j < n_forward for j in absorbed)
+    for (start, stop, g, _), (name, _) in zip(found, kernels):
+        out += [ins for j, ins in enumerate(prog[k:start], k) if j not in absorbed]
         out.append(native.instruction(g, name, env))
         tags = list(dict.fromkeys(ins.tag for ins in prog[start:stop] if ins.tag))
         out[-1].tag = f"fused {stop - start}: " + " | ".join(tags[:4]) + \
@@ -369,7 +376,16 @@ def _fused(prog: list, n_forward: int, sched: Any, shapes: list, scalar: set, ke
         if start < n_forward:
             fwd -= stop - start - 1
         k = stop
-    return out + prog[k:], fwd
+    return out + [ins for j, ins in enumerate(prog[k:], k) if j not in absorbed], fwd
+
+
+def _op_kernel(env: dict, kernel: Any) -> str | None:
+    """The name an op's own native kernel (``lower.NativeKernel``) gets in the program."""
+    if kernel is None:
+        return None
+    made = env.setdefault("KERNELS_OP", [])
+    made.append((f"NX{len(made)}", kernel))
+    return made[-1][0]
 
 
 def _overflow() -> None:

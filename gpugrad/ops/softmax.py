@@ -200,7 +200,15 @@ class _CrossEntropyLowering:
                     *("    " + line for line in body),
                     f"{o} = {logp}[{ar}, {t}]" if minus else
                     f"{o} = np.negative({logp}[{ar}, {t}], {dst})"]
-        return ctx.Forward(emit, [info[0]], (), [info[0]])
+        dt = info[0][1].name
+        native = None if minus else ctx.NativeKernel(
+            lambda name: _NATIVE_FORWARD.format(name=name, T=dt),
+            lambda name, o, dst, saved, bufs: [
+                f"{o} = {dst}", f"if {name}(np.ascontiguousarray({z}), "
+                f"np.ascontiguousarray({t}, dtype=np.int64), {bufs[0]}, {dst}):",
+                "    raise IndexError('softmax_cross_entropy: a label out of range')",
+                f"{saved[0]} = {bufs[0]}"])
+        return ctx.Forward(emit, [info[0]], (), [info[0]], native=native)
 
     @staticmethod
     def backward(pos, g, ins, info, o, out, params, ctx, saved=(), one=False,
@@ -211,9 +219,66 @@ class _CrossEntropyLowering:
         unit = ctx.const(1.0, info[0][1])
         scale = [] if one else [f"np.multiply({{c}}, {g if scalar_g else g + '[:, None]'}, "
                                 f"{{c}})"]
-        return ([g, t, logp], lambda c, C, T: [
+        dt = info[0][1].name
+        gk = "one" if one else "number" if scalar_g else "rows"
+        native = ctx.NativeKernel(
+            lambda name: _NATIVE_BACKWARD.format(name=name, T=dt, G=_G_TYPE[gk].format(T=dt),
+                                                 scale=_SCALE[gk].format(T=dt)),
+            lambda name, c, C: [f"{c} = {C}", f"{name}({logp}, np.ascontiguousarray({t}, "
+                                f"dtype=np.int64), {_G_ARG[gk].format(g=g)}, {C})"])
+        return ctx.Backward([g, t, logp], lambda c, C, T: [
             f"{c} = np.exp({logp}, {C})", f"{c}[AR{n}, {t}] -= {unit}",
-            *[s.format(c=c) for s in scale]], False, [])
+            *[s.format(c=c) for s in scale]], False, [], native=native)
+
+
+# The native tier's kernels (gpugrad.compiler.native): the NumPy code above, a row at a
+# time (the row's sum added in order, where NumPy adds pairwise: the same up to rounding).
+_NATIVE_FORWARD = """\
+@njit("boolean({T}[:, ::1], int64[::1], {T}[:, ::1], {T}[::1])", nogil=True,
+      error_model="numpy", cache=True)
+def {name}(z, t, logp, out):
+    n, k = z.shape
+    for i in range(n):
+        m = z[i, 0]
+        for j in range(1, k):
+            v = z[i, j]
+            m = v if (v > m or v != v) else m
+        if not (m - m == 0):  # not finite: 0, as the rule does
+            m = np.{T}(0.0)
+        s = np.{T}(0.0)
+        for j in range(k):
+            d = np.{T}(z[i, j] - m)
+            logp[i, j] = d
+            s = np.{T}(s + exp_{T}(d))
+        ls = np.{T}(math.log(s))
+        for j in range(k):
+            logp[i, j] = np.{T}(logp[i, j] - ls)
+        c = t[i]
+        if c < 0:
+            c += k
+        if c < 0 or c >= k:
+            return True
+        out[i] = -logp[i, c]
+    return False
+"""
+_NATIVE_BACKWARD = """\
+@njit("boolean({T}[:, ::1], int64[::1], {G}, {T}[:, ::1])", nogil=True,
+      error_model="numpy", cache=True)
+def {name}(logp, t, g, c):
+    n, k = logp.shape
+    for i in range(n):
+        for j in range(k):
+            c[i, j] = exp_{T}(logp[i, j])
+        r = t[i] + k if t[i] < 0 else t[i]
+        c[i, r] = np.{T}(c[i, r] - np.{T}(1.0))
+        for j in range(k):
+            c[i, j] = {scale}
+    return False
+"""
+_G_TYPE = {"one": "float64", "number": "float64", "rows": "{T}[::1]"}
+_G_ARG = {"one": "1.0", "number": "float({g})", "rows": "np.ascontiguousarray({g})"}
+_SCALE = {"one": "c[i, j]", "number": "np.{T}(c[i, j] * np.{T}(g))",
+          "rows": "np.{T}(c[i, j] * g[i])"}
 
 
 _CrossEntropyLowering.scalar_g = True  # its gradient is g times rows: g may be 0-d
