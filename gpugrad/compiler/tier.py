@@ -43,7 +43,13 @@ def mode() -> str:
 
 def available() -> bool:
     """Whether the native tier can run here (numba is installed and not turned off)."""
-    return mode() != "0" and importlib.util.find_spec("numba") is not None
+    global _numba
+    if _numba is None:
+        _numba = importlib.util.find_spec("numba") is not None
+    return mode() != "0" and _numba
+
+
+_numba: bool | None = None  # whether numba is installed (looked up once)
 
 
 def offer(prog: Any, remake: Callable) -> None:
@@ -57,19 +63,40 @@ def offer(prog: Any, remake: Callable) -> None:
     prog.remake = remake
 
 
+def hot(obj: Any) -> bool:
+    """Called every 64th run of ``obj`` (a program, an optimizer's planned step: it has
+    ``runs`` and ``first``): whether it is hot now."""
+    now = time.perf_counter()
+    if obj.first is None:
+        obj.first = now
+        return False
+    return obj.runs >= HOT_RUNS and now - obj.first >= HOT_SECONDS
+
+
+def background(target: Callable, *args: Any) -> None:
+    """Run ``target(*args)`` on a daemon thread that :func:`wait` can join."""
+    t = threading.Thread(target=target, args=args, daemon=True, name="gpugrad native tier")
+    with _lock:
+        _threads.append(t)
+    t.start()
+
+
 def tick(prog: Any) -> None:
     """Called every 64th run of ``prog``: start its native tier once it is hot."""
-    now = time.perf_counter()
-    if prog.first is None:
-        prog.first = now
-        return
-    if prog.runs >= HOT_RUNS and now - prog.first >= HOT_SECONDS:
+    if hot(prog):
         remake, prog.remake = prog.remake, None
-        t = threading.Thread(target=switch, args=(prog, remake), daemon=True,
-                             name="gpugrad native tier")
-        with _lock:
-            _threads.append(t)
-        t.start()
+        background(switch, prog, remake)
+
+
+def compiled(kernels: list) -> Any:
+    """The module of ``kernels`` (``(name, kernel)`` each), compiled or from the cache;
+    None, with a warning saying why, where it cannot be built."""
+    try:
+        return native.load(native.module_source(kernels))
+    except Exception as e:  # the NumPy tier goes on; say why once
+        warnings.warn(f"gpugrad: the native tier could not be built ({type(e).__name__}: "
+                      f"{e}); the NumPy code goes on", RuntimeWarning, stacklevel=2)
+        return None
 
 
 def switch(prog: Any, remake: Callable) -> None:
