@@ -12,6 +12,7 @@ later run overwrites it.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from typing import Any
@@ -53,6 +54,14 @@ class Program:
         self.runs = 0
         self.first: float | None = None
         self.remake: Any = None  # builds the native tier (see gpugrad.compiler.tier)
+        self.rebuild: Any = None  # build(...) again with this program's arguments
+
+    def fused(self) -> "Program":
+        """This program with its fusion groups, as its native tier has them, built without
+        compiling or loading a kernel (numba need not be installed): ``.kernels`` are the
+        groups ``(name, Group)``, ``.source`` calls them. What gpugrad.compiler.cuda_group
+        writes CUDA kernels from, and counts the launches of."""
+        return self.rebuild(native=True)
 
     def __call__(self, feeds: list, datas: list, opt: Any) -> tuple | None:
         """``feeds``: the Placeholders' values, ``datas``: the Tensors' arrays, in the
@@ -299,6 +308,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     env["PLANNED"] = set(where)
     made = _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads, opt,
                  seeded)
+    made.rebuild = functools.partial(build, sched, shapes, grads, opt, seeded, value)
     if numpy and not native:
         tier.offer(made, lambda: build(sched, shapes, grads, opt, seeded, value, native=True))
     return made
