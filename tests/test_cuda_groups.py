@@ -47,13 +47,6 @@ def _programs(root) -> list:
     return [p for s in root._schedules.values() for p in s.programs.values()]
 
 
-def _quiet():
-    w = warnings.catch_warnings()
-    w.__enter__()
-    warnings.simplefilter("ignore")
-    return w
-
-
 def case_programs(case, dtype: str) -> list:
     """The planned programs of an op case's graph (its value, and the gradients of
     ``sum(out * out)`` where it is differentiable) at ``dtype``; [] where it does not run."""
@@ -61,9 +54,9 @@ def case_programs(case, dtype: str) -> list:
     phs = [gg.Placeholder(h.shape, h.dtype) for h in hosts]
     feed = dict(zip(phs, hosts))
     floats = [p for p, h in zip(phs, hosts) if h.dtype.kind == "f"]
-    quiet = _quiet()
     try:
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
             out = case.fn(*phs)
             first = gg.to_numpy(out.eval(feed=feed))
             root = out
@@ -72,8 +65,6 @@ def case_programs(case, dtype: str) -> list:
                 gg.value_and_gradients(root, floats, feed=feed)
     except (TypeError, AttributeError, ValueError, IndexError, FloatingPointError):
         return []
-    finally:
-        quiet.__exit__(None, None, None)
     return _programs(out) + (_programs(root) if root is not out else [])
 
 
@@ -125,11 +116,13 @@ def model_programs() -> list:
 
 @functools.cache
 def all_groups() -> tuple:
-    """Every distinct group the library forms for the op cases and the benchmark models."""
-    progs = model_programs()
-    for case in CASES:
-        for dtype in DTYPES:
-            progs += case_programs(case, dtype)
+    """Every distinct group the library forms for the op cases and the benchmark models
+    (planned on NumPy, where programs are lowered and grouped, whatever the backend)."""
+    with gg.use_backend("numpy"):
+        progs = model_programs()
+        for case in CASES:
+            for dtype in DTYPES:
+                progs += case_programs(case, dtype)
     seen: dict = {}
     for prog in progs:
         for _, g in prog.fused().kernels:
@@ -311,3 +304,49 @@ def test_group_kernels_run_on_cupy_as_on_the_host(numpy_backend, dtype):
         for a, b, w in zip(outs, routs, want):
             assert_orders_agree(cp.asnumpy(a), w)
             assert_orders_agree(cp.asnumpy(b), w)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cupy() is None, reason="needs CuPy and a CUDA GPU")
+def test_every_group_kernel_loads_with_cupy():
+    """CuPy's own compile (NVRTC for the device's architecture) of every group kernel."""
+    cp = _cupy()
+    groups = all_groups()
+    names = [f"K{j}" for j in range(len(groups))]
+    for start in range(0, len(groups), 64):
+        chunk = list(zip(names, groups))[start:start + 64]
+        module = cp.RawModule(code=cuda_group.module_source(chunk), options=cuda_group.OPTIONS)
+        for name, _ in chunk:
+            assert module.get_function(cuda_group.kernel_name(name)) is not None
+
+
+def launch_table() -> list:
+    """Rows (model, activation, optimizer, launches before, launches with fusion) of the
+    benchmark MLPs' float32 training steps, computed from their programs."""
+    rows = []
+    with gg.use_backend("numpy"):
+        rows += _launch_rows()
+    return rows
+
+
+def _launch_rows() -> list:
+    rows = []
+    for model, cfg in (("small", SMALL), ("mlp", MLP)):
+        for activation in ("sigmoid", "tanh", "relu"):
+            for opt_name in OPTIMIZERS:
+                (prog,) = _programs(mlp_step(cfg, activation, opt_name, "float32")[0])
+                rows.append((model, activation, opt_name, cuda_group.launches(prog.source),
+                             cuda_group.launches(prog.fused().source)))
+    return rows
+
+
+if __name__ == "__main__":  # ci/gpu-check prints this table (computed, not measured)
+    print("launches per float32 training step, computed from the programs (not measured):")
+    print("(unfused: the planned NumPy program's array calls; fused: the same with one kernel"
+          " per fusion group)")
+    print(f"{'model':<6} {'act':<8} {'opt':<5} {'unfused':>7} {'groups':>6} {'blas':>4} "
+          f"{'other':>5} {'fused':>5}")
+    for model, act, opt_name, before, got in launch_table():
+        print(f"{model:<6} {act:<8} {opt_name:<5} {before['total']:>7} {got['groups']:>6} "
+              f"{got['blas']:>4} {got['other']:>5} {got['total']:>5}")
+    print(f"group kernels compiled by the NVRTC test: {len(all_groups())} per architecture")

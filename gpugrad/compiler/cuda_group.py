@@ -173,7 +173,8 @@ def launches(source: str) -> dict:
     device per run, counted from its calls (computed, not measured): ``groups``
     (fusion-group kernels, ``N0(...)``), ``blas`` (products), ``other`` (every other array
     call: a NumPy ufunc or reduction, a fancy-indexed read or update, an arithmetic
-    expression, a registered rule's call, each counted once though a rule may launch more)
+    expression, a registered rule's call, a parameter's optimizer update, each counted once
+    though a rule may launch more)
     and ``total``. The body of an ``if`` (a rare recovery path, an overflow report) is not
     counted; its test is.
 
@@ -206,6 +207,8 @@ def launches(source: str) -> dict:
 
 def _call_kind(call: ast.Call) -> str:
     f = call.func
+    if isinstance(f, ast.Subscript):
+        return "other"  # ``UF_[0](...)``: a parameter's update (one kernel on a device)
     if isinstance(f, ast.Name):
         if _KERNEL_CALL.match(f.id):
             return "groups"
