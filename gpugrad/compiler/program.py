@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -308,10 +309,16 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     env["PLANNED"] = set(where)
     made = _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads, opt,
                  seeded)
-    made.rebuild = functools.partial(build, sched, shapes, grads, opt, seeded, value)
+    made.rebuild = functools.partial(_rebuild, weakref.ref(sched), shapes, grads, opt, seeded,
+                                     value)  # no cycle through the schedule's programs
     if numpy and not native:
         tier.offer(made, lambda: build(sched, shapes, grads, opt, seeded, value, native=True))
     return made
+
+
+def _rebuild(sched: Any, *args: Any, native: bool = False) -> Program:
+    """``build`` again for the schedule ``sched()`` (a weak reference)."""
+    return build(sched(), *args, native=native)
 
 
 def _names(node: tuple) -> list:
