@@ -47,8 +47,14 @@ def _programs(root) -> list:
     return [p for s in root._schedules.values() for p in s.programs.values()]
 
 
-def case_programs(case, dtype: str) -> list:
-    """The planned programs of an op case's graph (its value, and the gradients of
+def _groups(*roots) -> list:
+    """The fusion groups of every planned program on ``roots``' schedules (formed while
+    the graphs are alive: a program holds its schedule weakly)."""
+    return [g for root in roots for p in _programs(root) for _, g in p.fused().kernels]
+
+
+def case_groups(case, dtype: str) -> list:
+    """The fusion groups of the planned programs of an op case's graph (its value, and the gradients of
     ``sum(out * out)`` where it is differentiable) at ``dtype``; [] where it does not run."""
     hosts = case.hosts(np.random.default_rng(0), None, float_dtype=dtype)
     phs = [gg.Placeholder(h.shape, h.dtype) for h in hosts]
@@ -65,7 +71,7 @@ def case_programs(case, dtype: str) -> list:
                 gg.value_and_gradients(root, floats, feed=feed)
     except (TypeError, AttributeError, ValueError, IndexError, FloatingPointError):
         return []
-    return _programs(out) + (_programs(root) if root is not out else [])
+    return _groups(out) + (_groups(root) if root is not out else [])
 
 
 def mlp_step(cfg: dict, activation: str, opt_name: str, dtype: str, grads_only: bool = False):
@@ -101,17 +107,17 @@ def chain(dtype: str, steps: int = 100, n: int = 16):
     return loss, ws, feed
 
 
-def model_programs() -> list:
-    """The planned programs of the benchmark models: the small and mlp MLPs with sigmoid,
-    tanh and relu, cross-entropy, SGD and Adam; the 100-step chain; float32 and float64."""
-    progs = []
+def model_groups() -> list:
+    """The fusion groups of the benchmark models: the small and mlp MLPs with sigmoid, tanh
+    and relu, cross-entropy, SGD and Adam; the 100-step chain; float32 and float64."""
+    groups = []
     for dtype in DTYPES:
         for cfg in (SMALL, MLP):
             for activation in ("sigmoid", "tanh", "relu"):
                 for opt_name in OPTIMIZERS:
-                    progs += _programs(mlp_step(cfg, activation, opt_name, dtype)[0])
-        progs += _programs(chain(dtype)[0])
-    return progs
+                    groups += _groups(mlp_step(cfg, activation, opt_name, dtype)[0])
+        groups += _groups(chain(dtype)[0])
+    return groups
 
 
 @functools.cache
@@ -119,15 +125,11 @@ def all_groups() -> tuple:
     """Every distinct group the library forms for the op cases and the benchmark models
     (planned on NumPy, where programs are lowered and grouped, whatever the backend)."""
     with gg.use_backend("numpy"):
-        progs = model_programs()
+        groups = model_groups()
         for case in CASES:
             for dtype in DTYPES:
-                progs += case_programs(case, dtype)
-    seen: dict = {}
-    for prog in progs:
-        for _, g in prog.fused().kernels:
-            seen.setdefault(cuda_group.raw_source(g, "K"), g)
-    return tuple(seen.values())
+                groups += case_groups(case, dtype)
+    return tuple({cuda_group.raw_source(g, "K"): g for g in groups}.values())
 
 
 # --- NVRTC -----------------------------------------------------------------------------------
@@ -334,7 +336,8 @@ def _launch_rows() -> list:
     for model, cfg in (("small", SMALL), ("mlp", MLP)):
         for activation in ("sigmoid", "tanh", "relu"):
             for opt_name in OPTIMIZERS:
-                (prog,) = _programs(mlp_step(cfg, activation, opt_name, "float32")[0])
+                loss = mlp_step(cfg, activation, opt_name, "float32")[0]
+                (prog,) = _programs(loss)
                 rows.append((model, activation, opt_name, cuda_group.launches(prog.source),
                              cuda_group.launches(prog.fused().source)))
     return rows

@@ -318,7 +318,10 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
 
 def _rebuild(sched: Any, *args: Any, native: bool = False) -> Program:
     """``build`` again for the schedule ``sched()`` (a weak reference)."""
-    return build(sched(), *args, native=native)
+    got = sched()
+    if got is None:
+        raise ReferenceError("this program's graph is gone: nothing can rebuild it")
+    return build(got, *args, native=native)
 
 
 def _names(node: tuple) -> list:
