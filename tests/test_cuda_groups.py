@@ -54,7 +54,7 @@ def _groups(*roots) -> list:
 
 
 def case_groups(case, dtype: str) -> list:
-    """The fusion groups of the planned programs of an op case's graph (its value, and the gradients of
+    """The fusion groups of an op case's planned programs (its value, and the gradients of
     ``sum(out * out)`` where it is differentiable) at ``dtype``; [] where it does not run."""
     hosts = case.hosts(np.random.default_rng(0), None, float_dtype=dtype)
     phs = [gg.Placeholder(h.shape, h.dtype) for h in hosts]
@@ -291,18 +291,20 @@ def test_group_kernels_run_on_cupy_as_on_the_host(numpy_backend, dtype):
     (prog,) = _programs(loss)
     rng = np.random.default_rng(0)
     for name, g in prog.fused().kernels:
-        ins = [rng.standard_normal(s or ()).astype(dtype) for _, s in g.inputs]
+        ins = [rng.standard_normal(s).astype(dtype) if s is not None else
+               np.dtype(dtype).type(0.5) for _, s in g.inputs]  # a number goes by value
+        dev = [cp.asarray(a) if isinstance(a, np.ndarray) else a for a in ins]
         want = [np.empty(g.shape, dtype) for _ in g.outputs]
         host_kernel(cuda_group.raw_source(g, name))(*ins, *want)
         ew = cp.ElementwiseKernel(*cuda_group.elementwise(g, name),
                                   options=cuda_group.OPTIONS)
         outs = [cp.empty(g.shape, dtype) for _ in g.outputs]
-        ew(*[cp.asarray(a) for a in ins], *outs)
+        ew(*dev, *outs)
         raw = cp.RawKernel(cuda_group.raw_source(g, name), cuda_group.kernel_name(name),
                            options=cuda_group.OPTIONS)
         routs = [cp.empty(g.shape, dtype) for _ in g.outputs]
         n = int(np.prod(g.shape))
-        raw(((n + 255) // 256,), (256,), (*[cp.asarray(a) for a in ins], *routs, np.int64(n)))
+        raw(((n + 255) // 256,), (256,), (*dev, *routs, np.int64(n)))
         for a, b, w in zip(outs, routs, want):
             assert_orders_agree(cp.asnumpy(a), w)
             assert_orders_agree(cp.asnumpy(b), w)
