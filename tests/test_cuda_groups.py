@@ -236,7 +236,7 @@ def test_group_kernels_stand_in_for_their_groups_in_a_training_step(numpy_backen
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_group_kernels_stand_in_for_their_groups_in_the_chain(numpy_backend, dtype):
-    loss, ws, feed = chain(dtype, steps=30, n=5)
+    loss, _, feed = chain(dtype, steps=30, n=5)
     prog, fused, sched = _stand_ins(loss)
     assert len(fused.kernels) >= 2  # a run is cut at fuse.MAX_MEMBERS
     want, got = _run(prog, sched, feed, None), _run(fused, sched, feed, None)

@@ -57,7 +57,7 @@ class Program:
         self.remake: Any = None  # builds the native tier (see gpugrad.compiler.tier)
         self.rebuild: Any = None  # build(...) again with this program's arguments
 
-    def fused(self) -> "Program":
+    def fused(self) -> Program:
         """This program with its fusion groups, as its native tier has them, built without
         compiling or loading a kernel (numba need not be installed): ``.kernels`` are the
         groups ``(name, Group)``, ``.source`` calls them. What gpugrad.compiler.cuda_group
