@@ -12,8 +12,10 @@ later run overwrites it.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -59,6 +61,14 @@ class Program:
         self.remake: Any = None  # builds the native tier (see gpugrad.compiler.tier)
         self.frames = frames
         self.lead = frames.sizing.lead if frames is not None else 0
+        self.rebuild: Any = None  # build(...) again with this program's arguments
+
+    def fused(self) -> Program:
+        """This program with its fusion groups, as its native tier has them, built without
+        compiling or loading a kernel (numba need not be installed): ``.kernels`` are the
+        groups ``(name, Group)``, ``.source`` calls them. What gpugrad.compiler.cuda_group
+        writes CUDA kernels from, and counts the launches of."""
+        return self.rebuild(native=True)
 
     def __call__(self, feeds: list, datas: list, opt: Any) -> tuple | None:
         """``feeds``: the Placeholders' values, ``datas``: the Tensors' arrays, in the
@@ -332,10 +342,22 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     env["PLANNED"] = set(where)
     made = _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads, opt,
                  seeded, sizing)
+    made.rebuild = functools.partial(_rebuild, weakref.ref(sched), shapes, grads, opt, seeded,
+                                     value, sizing)  # no cycle through the schedule's programs
     if numpy and not native:
-        tier.offer(made, lambda: build(sched, shapes, grads, opt, seeded, value,
-                                       sizing and sizing.renewed(), native=True))
+        tier.offer(made, functools.partial(made.rebuild, native=True))
     return made
+
+
+def _rebuild(sched: Any, shapes: list, grads: bool, opt: Any, seeded: bool, value: bool,
+             sizing: Any, native: bool = False) -> Program:
+    """``build`` again for the schedule ``sched()`` (a weak reference), with a sizing of its
+    own (gpugrad.compiler.batch)."""
+    got = sched()
+    if got is None:
+        raise ReferenceError("this program's graph is gone: nothing can rebuild it")
+    return build(got, shapes, grads, opt, seeded, value, sizing and sizing.renewed(),
+                 native=native)
 
 
 def _names(node: tuple) -> list:
