@@ -397,3 +397,30 @@ def test_a_native_optimizer_step_equals_the_numpy_step(name, dtype, native, monk
             assert_orders_agree(a, b, **TOL)
         else:
             assert_ulp_close(a, b, ulps=4)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_kernels_exp_is_within_two_ulps_of_numpys(dtype, cache, monkeypatch):
+    """The kernels' own exp (written out so that its loops use SIMD lanes), over its whole
+    range, subnormal results, overflow, -inf, inf and NaN included."""
+    from gpugrad.compiler import native
+    from gpugrad.compiler.fuse import Group
+
+    monkeypatch.setenv("GPUGRAD_CACHE_DIR", cache)
+    top = 88.7 if dtype == "float32" else 709.7
+    low = -103.9 if dtype == "float32" else -745.0
+    x = np.concatenate([np.linspace(low, top, 200_001),
+                        [low - 1, top + 1, -np.inf, np.inf, np.nan, 0.0, -0.0]]).astype(dtype)
+    g = Group([("y", ("exp", ("name", "x")))], x.shape, np.dtype(dtype), [("x", x.shape)],
+              ["y"])
+    module = native.load(native.module_source([("E", g)]))
+    y = np.empty_like(x)
+    over = module.E(x, y)
+    with np.errstate(all="ignore"):
+        want = np.exp(x)
+    assert over  # exp(top + 1) overflowed from a finite argument
+    same = (np.isnan(y) == np.isnan(want)) & ((y == want) | np.isnan(y))
+    finite = np.isfinite(want) & (want != 0)
+    ulps = np.abs(y[finite].astype(np.float64) - want[finite]) / np.spacing(want[finite])
+    assert ulps.max() <= 2.5, ulps.max()
+    assert same[~finite].all()

@@ -67,20 +67,20 @@ ONE_float32, ZERO_float32 = np.float32(1.0), np.float32(0.0)
 ONE_float64, ZERO_float64 = np.float64(1.0), np.float64(0.0)
 
 
-@intrinsic
-def bits_of(typingctx, x):
-    """The bits of a float64 as an int64."""
-    def gen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-    return types.int64(types.float64), gen
+_CASTS = {types.float64: (types.int64, ir.IntType(64)),
+          types.int64: (types.float64, ir.DoubleType()),
+          types.float32: (types.int32, ir.IntType(32)),
+          types.int32: (types.float32, ir.FloatType())}
 
 
 @intrinsic
-def float_of(typingctx, x):
-    """The float64 whose bits are the int64 x."""
+def bitcast(typingctx, x):
+    """The same bits as the other type of the width: float64 and int64, float32 and int32."""
+    to, llvm = _CASTS[x]
+
     def gen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-    return types.float64(types.int64), gen
+        return builder.bitcast(args[0], llvm)
+    return to(x), gen
 
 
 @njit(inline="always", error_model="numpy", cache=True)
@@ -96,28 +96,12 @@ def exp_float64(x):
         1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (
             1.0 / 362880 + r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (
                 1.0 / 479001600 + r * (1.0 / 6227020800.0)))))))))))))
-    ki = bits_of(t) - bits_of(6755399441055744.0)
+    ki = bitcast(t) - bitcast(6755399441055744.0)
     k1 = ki >> 1
-    p = p * float_of((k1 + 1023) << 52) * float_of((ki - k1 + 1023) << 52)
+    p = p * bitcast((k1 + 1023) << 52) * bitcast((ki - k1 + 1023) << 52)
     p = np.inf if x > 709.782712893384 else p
     p = 0.0 if x < -745.1332191019412 else p
     return x if x != x else p
-
-
-@intrinsic
-def bits_of32(typingctx, x):
-    """The bits of a float32 as an int32."""
-    def gen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-    return types.int32(types.float32), gen
-
-
-@intrinsic
-def float_of32(typingctx, x):
-    """The float32 whose bits are the int32 x."""
-    def gen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(types.int32), gen
 
 
 F32 = np.float32
@@ -139,9 +123,9 @@ def exp_float32(x):
     k = t - MAGIC32
     r = (y - k * LN2HI32) - k * LN2LO32
     p = c0 + r * (c1 + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * (c6 + r * c7))))))
-    ki = bits_of32(t) - bits_of32(MAGIC32)
-    k1 = ki >> 1
-    p = p * float_of32((k1 + 127) << 23) * float_of32((ki - k1 + 127) << 23)
+    ki = np.int32(bitcast(t) - bitcast(MAGIC32))
+    k1 = np.int32(ki >> 1)
+    p = p * bitcast(np.int32((k1 + 127) << 23)) * bitcast(np.int32((ki - k1 + 127) << 23))
     p = INF32 if x > OVER32 else p
     p = ZERO32 if x < UNDER32 else p
     return x if x != x else p

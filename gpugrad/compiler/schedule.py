@@ -272,11 +272,7 @@ class Schedule:
         :meth:`run` or :meth:`train_step` file it): the one filed, else one built the same
         way from a forward sweep over ``feed`` (run once, step by step, for the shapes; no
         gradient, no update) and not filed, so later runs go as they would have."""
-        vals = self.template[:]
-        self._feeds(feed, vals)
-        feeds = [vals[s] for s, _ in self.placeholders]
-        datas = [vals[s] for s, _ in self.tensors]
-        prog = self.numpy_program(feeds, datas, grads, opt, value)
+        prog, feeds, datas = self._filed(feed, grads, opt, value)
         if prog is None:
             vals, _ = checked_forward(self, feed, False, None)
             shapes = _shapes(Saved(vals, [], {}, True, None, False))
@@ -284,6 +280,15 @@ class Schedule:
             prog = self._plan(feeds, datas, shapes, grads, opt, value)[1]
             self._specialised = specialised  # (nothing filed)
         return prog
+
+    def _filed(self, feed: Mapping, grads: bool, opt: Any, value: bool) -> tuple:
+        """``(program or None, feeds, datas)``: ``feed`` checked and converted, and the
+        program filed for it."""
+        vals = self.template[:]
+        self._feeds(feed, vals)
+        feeds = [vals[s] for s, _ in self.placeholders]
+        datas = [vals[s] for s, _ in self.tensors]
+        return self.numpy_program(feeds, datas, grads, opt, value), feeds, datas
 
     def _add_program(self, vals: list, shapes: list, grads: bool, opt: Any,
                      value: bool) -> bool:
@@ -347,11 +352,7 @@ class Schedule:
                 datas = [t.data for _, t in self.tensors]
                 prog = self.numpy_program(feeds, datas, grads, opt, value)
         if len(feeds) != len(self.placeholders) or self.xp is not np:
-            vals = self.template[:]
-            self._feeds(feed, vals)
-            feeds = [vals[s] for s, _ in self.placeholders]
-            datas = [vals[s] for s, _ in self.tensors]
-            prog = self.numpy_program(feeds, datas, grads, opt, value)
+            prog, feeds, datas = self._filed(feed, grads, opt, value)
         if prog is None:
             return None
         try:
