@@ -18,6 +18,7 @@ True
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import threading
@@ -123,3 +124,6 @@ def wait(timeout: float | None = None) -> None:
         _threads.clear()
     for t in running:
         t.join(timeout)
+
+
+atexit.register(wait, 60.0)  # a compile under way finishes before the interpreter goes
