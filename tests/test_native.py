@@ -255,20 +255,23 @@ def test_jit_0_keeps_the_numpy_program(monkeypatch, cache):
 
 
 def test_two_threads_share_a_native_step(native):
-    """Two threads calling one compiled function at once get the single-thread results
-    (one runs the native program, the other the generic code while it is busy)."""
+    """Two threads calling one graph's native program, and one gg.compile'd function, at
+    once get the single-thread results (one runs the program, the other the generic code
+    while it is busy)."""
     x, W, loss, X = _sigmoid_problem(256)
     Xs = [X * (1 + k / 10) for k in range(8)]
     want = [np.array(gg.gradients(loss, [W], feed={x: A})[0]) for A in Xs]
-    f = gg.compile(lambda a: gg.grad(lambda w: gg.sum(gg.tanh(gg.sigmoid(a @ w) * 2.0 - 1.0)))(
-        W.data))
+    f = gg.compile(lambda a: gg.sum(gg.tanh(gg.sigmoid(a @ W) * 2.0 - 1.0) * 3.0))
+    want_f = [np.array(gg.to_numpy(f(gg.asarray(A)))) for A in Xs]
     errors = []
 
     def work(k):
         for _ in range(30):
-            for A, w in zip(Xs, want):
+            for A, w, wf in zip(Xs, want, want_f):
                 got = np.asarray(gg.gradients(loss, [W], feed={x: A})[0])
-                if not np.allclose(got, w, rtol=1e-12, atol=1e-14):
+                got_f = gg.to_numpy(f(gg.asarray(A)))
+                if not (np.allclose(got, w, rtol=1e-12, atol=1e-14)
+                        and np.allclose(got_f, wf, rtol=1e-12, atol=1e-14)):
                     errors.append(k)
     threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
     for t in threads:
@@ -276,8 +279,9 @@ def test_two_threads_share_a_native_step(native):
     for t in threads:
         t.join()
     assert not errors
-    assert all(p.tier == "native" for p in _programs(loss))
-    assert f is not None
+    assert all(p.tier == "native" and p.kernels for p in _programs(loss))
+    progs = list(f._last[2].sched.programs.values())
+    assert progs and all(p.tier == "native" and p.kernels for p in progs)
 
 
 def test_overflow_in_a_native_forward_falls_back(native, monkeypatch):
