@@ -428,3 +428,15 @@ def test_the_kernels_exp_is_within_two_ulps_of_numpys(dtype, cache, monkeypatch)
     ulps = np.abs(y[finite].astype(np.float64) - want[finite]) / np.spacing(want[finite])
     assert ulps.max() <= 2.5, ulps.max()
     assert same[~finite].all()
+
+
+def test_read_only_feeds_run_natively(native, monkeypatch):
+    """A read-only feed (a memory map, np.broadcast_to) is read by the kernels as it is."""
+    x, W, loss, X = _sigmoid_problem()
+    want = np.array(gg.gradients(loss, [W], feed={x: X})[0])
+    frozen = X.copy()
+    frozen.flags.writeable = False
+    for _ in range(3):
+        got = gg.gradients(loss, [W], feed={x: frozen})[0]
+        assert_orders_agree(np.asarray(got), want, **TOL)
+    assert all(p.tier == "native" and p.kernels for p in _programs(loss))

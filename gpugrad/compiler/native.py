@@ -22,7 +22,8 @@ hot (see gpugrad.compiler.tier).
 ...                                  ("const", 1.0))))],
 ...           (3,), np.dtype("float32"), [("x", (3,))], ["y"])
 >>> print(kernel_source(g, "k0"))
-@njit("boolean(float32[::1], float32[::1])", nogil=True, error_model="numpy", cache=True)
+@njit(types.boolean(R("float32", 1), W("float32", 1)),
+      nogil=True, error_model="numpy", cache=True)
 def k0(x0, y0):
     a0 = x0.ravel()
     o0 = y0.ravel()
@@ -64,6 +65,17 @@ from numba.extending import intrinsic
 
 INF = np.inf
 ONE_float32, ZERO_float32 = np.float32(1.0), np.float32(0.0)
+
+
+def R(dtype, ndim):
+    """An input argument: a C-contiguous array, read-only or not."""
+    return types.Array(getattr(types, dtype), ndim, "C", readonly=True)
+
+
+def W(dtype, ndim):
+    """An output argument: a C-contiguous array the kernel writes."""
+    return types.Array(getattr(types, dtype), ndim, "C")
+
 ONE_float64, ZERO_float64 = np.float64(1.0), np.float64(0.0)
 
 
@@ -194,8 +206,10 @@ class _Writer:
         raise KeyError(kind)
 
 
-def _array_type(dtype: str, ndim: int) -> str:
-    return f"{dtype}[{', '.join([':'] * (ndim - 1) + ['::1'])}]" if ndim else dtype
+def _array_type(dtype: str, ndim: int, written: bool = False) -> str:
+    """A C-contiguous array argument: an input (``R``, read-only or not: a read-only feed
+    is fine) or an output (``W``)."""
+    return f'{"W" if written else "R"}("{dtype}", {ndim})'
 
 
 FUSED_ARRAYS = 8
@@ -219,7 +233,7 @@ def kernel_source(group: Group, name: str) -> str:
         kind = group.kind(shape)
         args.append(f"x{j}")
         if kind in ("number", "one"):
-            sig.append("float64")
+            sig.append("types.float64")
             head.append(f"s{j} = np.{dt}(x{j})")
             where[n] = f"s{j}"
             continue
@@ -229,12 +243,12 @@ def kernel_source(group: Group, name: str) -> str:
     outs = {m: j for j, m in enumerate(group.outputs)}
     for j, _ in enumerate(group.outputs):
         args.append(f"y{j}")
-        sig.append(_array_type(dt, len(group.shape)))
+        sig.append(_array_type(dt, len(group.shape), True))
         head.append(f"o{j} = y{j}.ravel()")
     sums: dict = {}  # what is summed -> [the sums' numbers]
     for j, (_, what, shape) in enumerate(group.sums):
         args.append(f"r{j}")
-        sig.append(_array_type(dt, len(shape)))
+        sig.append(_array_type(dt, len(shape), True))
         head += [f"z{j} = r{j}.ravel()", f"z{j}[:] = 0"]
         sums.setdefault(what, []).append(j)
     at = "j@" if tail > 1 else "0"
@@ -272,8 +286,8 @@ def kernel_source(group: Group, name: str) -> str:
     size = "o0.shape[0]" if group.outputs else \
         f"a{[n for n, _ in group.inputs].index(group.sums[0][1])}.shape[0]" \
         if group.sums and group.sums[0][1] in dict(group.inputs) else "0"
-    lines = [f'@njit("boolean({", ".join(sig)})", nogil=True, error_model="numpy", '
-             f"cache=True)", f"def {name}({', '.join(args)}):",
+    lines = [f'@njit(types.boolean({", ".join(sig)}),',
+             '      nogil=True, error_model="numpy", cache=True)', f"def {name}({', '.join(args)}):",
              *("    " + h for h in head if h.startswith(("a", "o", "s"))),
              f"    n = {size}", *("    " + h for h in head if not h.startswith(("a", "o", "s")))]
     flags = []
@@ -318,7 +332,8 @@ class Update:
         sig, args, lines = [], [], []
         for j, ndim in enumerate(self.params):
             args += self.args(j)
-            sig += [_array_type(dt, ndim)] * (2 + self.states) + ["float64"] * len(
+            sig += [_array_type(dt, ndim, True), _array_type(dt, ndim)] + [
+                _array_type(dt, ndim, True)] * self.states + ["types.float64"] * len(
                 self.hoisted)
         for j, _ in enumerate(self.params):
             rename = {"P": f"eP{j}", "G": f"eG{j}",
@@ -344,8 +359,9 @@ class Update:
                 else:
                     dest = {"P": f"p{j}"}.get(target) or f"s{j}_{target[1:]}"
                     lines.append(f"        {dest}[i{j}] = {_suffix(expr, j)}")
-        head = [f'@njit("boolean({", ".join(sig)})", nogil=True, error_model="numpy", '
-                f"cache=True)", f"def {name}({', '.join(args)}):"]
+        head = [f'@njit(types.boolean({", ".join(sig)}),',
+                '      nogil=True, error_model="numpy", cache=True)',
+                f"def {name}({', '.join(args)}):"]
         return "\n".join(head + lines + ["    return False"])
 
 

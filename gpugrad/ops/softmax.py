@@ -234,7 +234,7 @@ class _CrossEntropyLowering:
 # The native tier's kernels (gpugrad.compiler.native): the NumPy code above, a row at a
 # time (the row's sum added in order, where NumPy adds pairwise: the same up to rounding).
 _NATIVE_FORWARD = """\
-@njit("boolean({T}[:, ::1], int64[::1], {T}[:, ::1], {T}[::1])", nogil=True,
+@njit(types.boolean(R("{T}", 2), R("int64", 1), W("{T}", 2), W("{T}", 1)), nogil=True,
       error_model="numpy", cache=True)
 def {name}(z, t, logp, out):
     n, k = z.shape
@@ -262,7 +262,7 @@ def {name}(z, t, logp, out):
     return False
 """
 _NATIVE_BACKWARD = """\
-@njit("boolean({T}[:, ::1], int64[::1], {G}, {T}[:, ::1])", nogil=True,
+@njit(types.boolean(R("{T}", 2), R("int64", 1), {G}, W("{T}", 2)), nogil=True,
       error_model="numpy", cache=True)
 def {name}(logp, t, g, c):
     n, k = logp.shape
@@ -275,7 +275,7 @@ def {name}(logp, t, g, c):
             c[i, j] = {scale}
     return False
 """
-_G_TYPE = {"one": "float64", "number": "float64", "rows": "{T}[::1]"}
+_G_TYPE = {"one": "types.float64", "number": "types.float64", "rows": 'R("{T}", 1)'}
 _G_ARG = {"one": "1.0", "number": "float({g})", "rows": "np.ascontiguousarray({g})"}
 _SCALE = {"one": "c[i, j]", "number": "np.{T}(c[i, j] * np.{T}(g))",
           "rows": "np.{T}(c[i, j] * g[i])"}
