@@ -12,6 +12,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_benchmarks_quick_smoke(tmp_path):
+    from benchmarks import models
+
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if k != "GPUGRAD_BACKEND"}
     env["PYTHONPATH"] = str(ROOT)
@@ -20,7 +22,7 @@ def test_benchmarks_quick_smoke(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
-    assert set(report["results"]) == {"small", "mlp", "chain", "bmm", "digits"}
+    assert set(report["results"]) == {"small", "mlp", "chain", "bmm", "digits", *models.MODELS}
     for workload, res in report["results"].items():
         rows = res["rows"]
         for impl in ("floor", "eager", "graph"):
