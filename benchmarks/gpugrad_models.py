@@ -39,6 +39,17 @@ def loss_fn(cfg):
     return LOSSES[cfg.get("loss", "xent")]
 
 
+def compiled_step(opt, compiled, *args):
+    """``opt.zero_grad(); loss = compiled(*args); loss.backward(); opt.step()``."""
+    def step():
+        opt.zero_grad()
+        loss = compiled(*args)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
 def make(impl: str, cfg: dict):
     forward, params, x, y = net(cfg)
     loss_of = loss_fn(cfg)
@@ -63,14 +74,7 @@ def make(impl: str, cfg: dict):
     elif impl == "compile":
         if not hasattr(gg, "compile"):
             raise Skip("gg.compile is not in this build")
-        compiled = gg.compile(lambda xb, yb: loss_of(forward(xb), yb))
-
-        def step():
-            opt.zero_grad()
-            loss = compiled(xt, yt)
-            loss.backward()
-            opt.step()
-            return loss
+        step = compiled_step(opt, gg.compile(lambda xb, yb: loss_of(forward(xb), yb)), xt, yt)
     else:
         raise Skip(f"no gpugrad row {impl}")
     step.params = lambda: [gg.to_numpy(p.data) for p in params]

@@ -8,6 +8,7 @@ import gpugrad as gg
 from gpugrad import nn, optim
 
 from . import workloads as W
+from .gpugrad_models import compiled_step
 
 
 def _model(sizes, params) -> nn.MLP:
@@ -114,14 +115,7 @@ def _compiled(workload: str, cfg: dict):
         xt = gg.asarray(gg.backend.to_backend(x))
         yt = gg.asarray(gg.backend.to_backend(labels))
         step = gg.compile(lambda xb, yb: nn.cross_entropy(model(xb), yb))
-
-        def run():
-            opt.zero_grad()
-            loss = step(xt, yt)
-            loss.backward()
-            opt.step()
-            return loss
-        return run
+        return compiled_step(opt, step, xt, yt)
     if workload == "chain":
         y0, ws = W.chain_data(cfg)
         wv = [gg.Variable(w) for w in ws]

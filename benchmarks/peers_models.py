@@ -35,6 +35,19 @@ def make(workload: str, impl: str, cfg: dict):
     return epoch
 
 
+def forward(cfg, ps, x, tanh, act):
+    """The model's logits, in the peer's own ops (its ``tanh`` and activation)."""
+    if cfg["model"] == "rnn":
+        h = tanh(x[0] @ ps[0] + ps[2])
+        for t in range(1, x.shape[0]):
+            h = tanh(x[t] @ ps[0] + h @ ps[1] + ps[2])
+        return h @ ps[3] + ps[4]
+    a = x
+    for W, b in zip(ps[0:-2:2], ps[1:-2:2]):
+        a = act(a @ W + b)
+    return a @ ps[-2] + ps[-1]
+
+
 def _jax(cfg, params):
     """(update, dev): update(x, labels, target) -> loss is one jitted step (forward, grad,
     SGD or Adam) on arrays made by dev from host arrays."""
@@ -44,19 +57,8 @@ def _jax(cfg, params):
                                                                                  "tanh")]
     lr, kind = cfg["lr"], cfg.get("loss", "xent")
 
-    def forward(ps, x):
-        if cfg["model"] == "rnn":
-            h = jnp.tanh(x[0] @ ps[0] + ps[2])
-            for t in range(1, x.shape[0]):
-                h = jnp.tanh(x[t] @ ps[0] + h @ ps[1] + ps[2])
-            return h @ ps[3] + ps[4]
-        a = x
-        for W, b in zip(ps[0:-2:2], ps[1:-2:2]):
-            a = act(a @ W + b)
-        return a @ ps[-2] + ps[-1]
-
     def loss_fn(ps, x, target):
-        z = forward(ps, x)
+        z = forward(cfg, ps, x, jnp.tanh, act)
         if kind == "xent":
             return -jnp.mean(jnp.sum(jax.nn.log_softmax(z) * target, axis=1))
         if kind == "mse":
@@ -108,19 +110,8 @@ def _torch(cfg, params):
     opt = (torch.optim.Adam if cfg.get("opt", "sgd") == "adam" else torch.optim.SGD)(
         ps, lr=cfg["lr"])
 
-    def forward(x):
-        if cfg["model"] == "rnn":
-            h = torch.tanh(x[0] @ ps[0] + ps[2])
-            for t in range(1, x.shape[0]):
-                h = torch.tanh(x[t] @ ps[0] + h @ ps[1] + ps[2])
-            return h @ ps[3] + ps[4]
-        a = x
-        for W, b in zip(ps[0:-2:2], ps[1:-2:2]):
-            a = act(a @ W + b)
-        return a @ ps[-2] + ps[-1]
-
     def update(x, labels, target):
-        z = forward(x)
+        z = forward(cfg, ps, x, torch.tanh, act)
         if kind == "xent":
             loss = F.cross_entropy(z, labels)
         elif kind == "mse":
