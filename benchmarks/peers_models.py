@@ -53,8 +53,8 @@ def _jax(cfg, params):
     SGD or Adam) on arrays made by dev from host arrays."""
     jax = _need("jax")
     jnp = jax.numpy
-    act = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu}[cfg.get("act",
-                                                                                 "tanh")]
+    acts = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu}
+    act = acts[cfg.get("act", "tanh")]  # the rnn's is tanh
     lr, kind = cfg["lr"], cfg.get("loss", "xent")
 
     def loss_fn(ps, x, target):
@@ -103,8 +103,8 @@ def _torch(cfg, params):
     on tensors made by dev from host arrays."""
     torch = _need("torch")
     F = torch.nn.functional
-    act = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}[cfg.get("act",
-                                                                                 "tanh")]
+    acts = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
+    act = acts[cfg.get("act", "tanh")]  # the rnn's is tanh
     ps = [torch.tensor(p, requires_grad=True) for p in params]
     kind = cfg.get("loss", "xent")
     opt = (torch.optim.Adam if cfg.get("opt", "sgd") == "adam" else torch.optim.SGD)(
