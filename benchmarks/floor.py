@@ -4,7 +4,7 @@ naive ``1 / (1 + exp(-z))`` a NumPy user writes, with overflow warnings silenced
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
 
 def sigmoid(xp, z):
@@ -56,16 +56,36 @@ def bmm(xp, A, B):
     return dC @ xp.swapaxes(B, -1, -2), xp.swapaxes(A, -1, -2) @ dC
 
 
-def adam_update(xp, p, g, m, v, t, lr, b1=0.9, b2=0.999, eps=1e-8):
-    m *= b1
-    m += (1 - b1) * g
-    v *= b2
-    v += (1 - b2) * g * g
-    p -= (lr / (1 - b1**t)) * (m / (xp.sqrt(v) / np.sqrt(1 - b2**t) + eps))
+class Update:
+    """SGD (``p -= lr * g``) or Adam with bias correction, in place, with the formulas and
+    the float32 arithmetic of ``gpugrad.optim`` (Python floats for the scalars)."""
+
+    def __init__(self, xp, opt, lr, params, b1=0.9, b2=0.999, eps=1e-8):
+        self.opt, self.lr, self.t = opt, lr, 0
+        self.b1, self.b2, self.eps = b1, b2, eps
+        if opt == "adam":
+            self.mv = [(xp.zeros_like(p), xp.zeros_like(p)) for p in params]
+
+    def __call__(self, xp, params, grads):
+        if self.opt == "sgd":
+            for p, g in zip(params, grads):
+                p -= self.lr * g
+            return
+        self.t += 1
+        b1, b2 = self.b1, self.b2
+        step_size = self.lr / (1.0 - b1**self.t)
+        bc2 = math.sqrt(1.0 - b2**self.t)
+        for p, g, (m, v) in zip(params, grads, self.mv):
+            m *= b1
+            m += (1.0 - b1) * g
+            v *= b2
+            v += (1.0 - b2) * (g * g)
+            p -= step_size * (m / (xp.sqrt(v) / bc2 + self.eps))
 
 
-def digits_epoch(xp, params, state, batches, lr):
-    """One epoch of the default ``gpugrad train`` model, by hand: sigmoid MLP, Adam."""
+def digits_epoch(xp, params, update, batches):
+    """One epoch of the default ``gpugrad train`` model, by hand: sigmoid MLP, Adam
+    (``update`` is an ``Update(xp, "adam", lr, params)``)."""
     for x, labels, onehot in batches:
         hidden = []
         a = x
@@ -84,6 +104,4 @@ def digits_epoch(xp, params, state, batches, lr):
             grads[2 * k + 1] = xp.sum(d, axis=0)
             if k:
                 d = (d @ params[2 * k].T) * ins[k] * (1.0 - ins[k])
-        state["t"] += 1
-        for p, g, mv in zip(params, grads, state["mv"]):
-            adam_update(xp, p, g, mv[0], mv[1], state["t"], lr)
+        update(xp, params, grads)

@@ -8,6 +8,7 @@ import gpugrad as gg
 from gpugrad import nn, optim
 
 from . import workloads as W
+from .gpugrad_models import compiled_step
 
 
 def _model(sizes, params) -> nn.MLP:
@@ -88,14 +89,17 @@ def make(workload: str, impl: str, cfg: dict):
         dbatches = [(gg.backend.to_backend(xb), gg.backend.to_backend(yb))
                     for xb, yb in batches]
         if eager:
-            return lambda: run_epoch(model, opt, dbatches)
-        xs = gg.Placeholder((None, 64), "float32", name="x")
-        ys = gg.Placeholder((None,), dbatches[0][1].dtype, name="labels")
-        loss = nn.cross_entropy(model(xs), ys)
+            def epoch():
+                run_epoch(model, opt, dbatches)
+        else:
+            xs = gg.Placeholder((None, 64), "float32", name="x")
+            ys = gg.Placeholder((None,), dbatches[0][1].dtype, name="labels")
+            loss = nn.cross_entropy(model(xs), ys)
 
-        def epoch():
-            for xb, yb in dbatches:
-                opt.minimize(loss, feed={xs: xb, ys: yb})
+            def epoch():
+                for xb, yb in dbatches:
+                    opt.minimize(loss, feed={xs: xb, ys: yb})
+        epoch.params = lambda: [gg.to_numpy(p.data) for p in model.parameters()]
         return epoch
     raise W.Skip(f"no gpugrad run for {workload}")
 
@@ -111,14 +115,7 @@ def _compiled(workload: str, cfg: dict):
         xt = gg.asarray(gg.backend.to_backend(x))
         yt = gg.asarray(gg.backend.to_backend(labels))
         step = gg.compile(lambda xb, yb: nn.cross_entropy(model(xb), yb))
-
-        def run():
-            opt.zero_grad()
-            loss = step(xt, yt)
-            loss.backward()
-            opt.step()
-            return loss
-        return run
+        return compiled_step(opt, step, xt, yt)
     if workload == "chain":
         y0, ws = W.chain_data(cfg)
         wv = [gg.Variable(w) for w in ws]
@@ -136,6 +133,21 @@ def _compiled(workload: str, cfg: dict):
             step(y0t).backward()
             return [w.grad for w in wv]
         return run
+    if workload == "digits":
+        sizes, params, batches = W.digits_data(cfg)
+        model = _model(sizes, params)
+        opt = optim.Adam(model.parameters(), lr=cfg["lr"])
+        tbatches = [(gg.asarray(gg.backend.to_backend(xb)), gg.asarray(gg.backend.to_backend(yb)))
+                    for xb, yb in batches]
+        step = gg.compile(lambda xb, yb: nn.cross_entropy(model(xb), yb))
+
+        def epoch():
+            for xb, yb in tbatches:
+                opt.zero_grad()
+                step(xb, yb).backward()
+                opt.step()
+        epoch.params = lambda: [gg.to_numpy(p.data) for p in model.parameters()]
+        return epoch
     raise W.Skip(f"no compile row for {workload}")
 
 

@@ -27,12 +27,12 @@ if __package__ in (None, ""):  # ``python benchmarks/run.py``
 
 import numpy as np  # noqa: E402
 
-from . import peers, sizes  # noqa: E402
+from . import models, own_process, peers, sizes  # noqa: E402
 from .workloads import Skip, make  # noqa: E402
 
 IMPLS = ("floor", "eager", "graph", "compile", *peers.PEERS)
 UNTRACED = ("torch", "jax")
-WORKLOADS = ("small", "mlp", "chain", "bmm", "digits")
+WORKLOADS = ("small", "mlp", "chain", "bmm", "digits", *models.MODELS)
 GPU_WORKLOADS = ("mlp-small", "mlp-large", "bmm")
 
 
@@ -120,7 +120,9 @@ def run(args) -> dict:
     gg.set_backend(args.backend)
     sync = synchronize(args.backend)
     pin, threads = pin_threads(args.threads)
-    impls = [i for i in IMPLS if args.peers or i in ("floor", "eager", "graph", "compile")]
+    chosen = [i for i in IMPLS if i in args.rows and (args.peers or i not in peers.PEERS)]
+    apart = [] if args.peers_in_process else [i for i in chosen if i in peers.PEERS]
+    impls = [i for i in chosen if i not in apart]
     results = {}
     with pin:
         for wl in args.workloads:
@@ -159,6 +161,9 @@ def run(args) -> dict:
                 if "peak_bytes" in row and base.get("peak_bytes"):
                     row["mem_ratio"] = row["peak_bytes"] / base["peak_bytes"]
             results[wl] = {"config": cfg, "rows": {i: rows[i] for i in impls if i in rows}}
+    for peer in apart:
+        for wl, row in own_process.run_peer(peer, args, repeats).items():
+            results[wl]["rows"][peer] = row
     return {
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
         "date": time.strftime("%Y-%m-%d"),
@@ -197,6 +202,8 @@ def table(report: dict) -> str:
                 "untraced" if "memory" in row else "-")
             mratio = f"{row['mem_ratio']:.2f}x" if "mem_ratio" in row else "-"
             extra = ""
+            if "own_floor_s" in row:
+                extra = f"  own process, its floor {row['own_floor_s'] * 1e3:.3f} ms"
             if "syncs" in row:
                 extra = (f"  syncs {row['syncs']}, pool growth "
                          f"{row['pool_growth_bytes'] / 2**20:.1f} MiB")
@@ -222,14 +229,21 @@ def main(argv=None) -> int:
                    help="BLAS threads for every row (default: all cores)")
     p.add_argument("--repeats", type=int, default=0, help="override the repetition count")
     p.add_argument("--no-peers", dest="peers", action="store_false", help="skip the peers")
+    p.add_argument("--peers-in-process", action="store_true",
+                   help="time the peers in this process, not each in its own with its floor")
+    p.add_argument("--rows", default=",".join(IMPLS),
+                   help=f"comma-separated subset of {', '.join(IMPLS)}")
     p.add_argument("--no-memory", action="store_true", help="skip the traced-memory pass")
     args = p.parse_args(argv)
     known = GPU_WORKLOADS if args.backend == "cupy" else WORKLOADS
     args.workloads = [w.strip() for w in (args.workloads or ",".join(known)).split(",")
                       if w.strip()]
-    unknown = [w for w in args.workloads if w not in known]
+    args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = [w for w in args.workloads if w not in known] + [
+        r for r in args.rows if r not in IMPLS]
     if unknown:
-        p.error(f"unknown workloads {unknown}; choose from {', '.join(known)}")
+        p.error(f"unknown workloads or rows {unknown}; choose from {', '.join(known)} and "
+                f"{', '.join(IMPLS)}")
     try:
         report = run(args)
     except Exception as exc:

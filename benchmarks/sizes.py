@@ -6,6 +6,17 @@ FULL = {
     "chain": {"steps": 100, "n": 16},
     "bmm": {"shape": (32, 256, 256)},
     "digits": {"hidden": (64, 64), "batch": 32, "lr": 0.01},
+    # other shapes (benchmarks/models.py): per-step overhead on small models
+    "tanh-mse": {"model": "mlp", "sizes": (64, 64, 64, 10), "act": "tanh", "loss": "mse",
+                 "opt": "sgd", "batch": 32, "lr": 0.05},
+    "relu-adam": {"model": "mlp", "sizes": (64, 64, 64, 10), "act": "relu", "loss": "xent",
+                  "opt": "adam", "batch": 32, "lr": 1e-3},
+    "relu-bce": {"model": "mlp", "sizes": (64, 64, 64, 10), "act": "relu", "loss": "bce",
+                 "opt": "sgd", "batch": 32, "lr": 0.1},
+    "deep": {"model": "mlp", "sizes": (64,) * 9 + (10,), "act": "tanh", "loss": "xent",
+             "opt": "sgd", "batch": 32, "lr": 0.05},
+    "rnn": {"model": "rnn", "n_in": 16, "hidden": 64, "n_out": 10, "steps": 16, "batch": 32,
+            "lr": 0.05},
 }
 
 QUICK = {
@@ -14,6 +25,11 @@ QUICK = {
     "chain": {"steps": 10, "n": 4},
     "bmm": {"shape": (2, 8, 8)},
     "digits": {"hidden": (8,), "batch": 256, "lr": 0.01},
+    "tanh-mse": {**FULL["tanh-mse"], "sizes": (8, 8, 8, 4), "batch": 4},
+    "relu-adam": {**FULL["relu-adam"], "sizes": (8, 8, 8, 4), "batch": 4},
+    "relu-bce": {**FULL["relu-bce"], "sizes": (8, 8, 8, 4), "batch": 4},
+    "deep": {**FULL["deep"], "sizes": (8,) * 5 + (4,), "batch": 4},
+    "rnn": {**FULL["rnn"], "n_in": 3, "hidden": 8, "n_out": 4, "steps": 4, "batch": 4},
 }
 
 GPU = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import floor, peers
+from . import floor, floor_models, models, peers, peers_models
 from .peers import Skip
 
 
@@ -62,9 +62,12 @@ def digits_data(cfg):
 
 
 def make(workload: str, impl: str, xp_name: str, cfg: dict):
-    workload = workload.split("-")[0]  # mlp-small and mlp-large are the mlp workload
-    if workload == "small":  # the mlp step at gpugrad train's shape
+    if workload in ("small", "mlp-small", "mlp-large"):  # the mlp step at other shapes
         workload = "mlp"
+    if workload in models.MODELS:
+        return _model(workload, impl, xp_name, cfg)
+    if workload == "digits" and impl in ("jax", "torch"):
+        return peers_models.make(workload, impl, cfg)
     if impl == "floor":
         return _floor(workload, xp_name, cfg)
     if impl in ("eager", "graph", "compile"):
@@ -72,6 +75,22 @@ def make(workload: str, impl: str, xp_name: str, cfg: dict):
 
         return gpugrad_runs.make(workload, impl, cfg)
     return peers.make(workload, impl, cfg, "cuda" if xp_name == "cupy" else "cpu")
+
+
+def _model(workload, impl, xp_name, cfg):
+    """The workloads of other shapes (models.py) on the CPU."""
+    if xp_name != "numpy":
+        raise Skip(f"{workload} runs on the CPU only")
+    if impl == "floor":
+        params, x, _, target = models.data(cfg)
+        step = floor_models.step(np, cfg, params, x, target)
+        step.params = lambda: params
+        return step
+    if impl in ("eager", "graph", "compile"):
+        from . import gpugrad_models
+
+        return gpugrad_models.make(impl, cfg)
+    return peers_models.make(workload, impl, cfg)
 
 
 def _xp(xp_name):
@@ -102,8 +121,12 @@ def _floor(workload, xp_name, cfg):
         params = [dev(p.copy()) for p in params]
         eye = np.eye(10, dtype=np.float32)
         dbatches = [(dev(xb), dev(yb), dev(eye[yb])) for xb, yb in batches]
-        state = {"t": 0, "mv": [(xp.zeros_like(p), xp.zeros_like(p)) for p in params]}
-        return lambda: floor.digits_epoch(xp, params, state, dbatches, cfg["lr"])
+        update = floor.Update(xp, "adam", cfg["lr"], params)
+
+        def epoch():
+            floor.digits_epoch(xp, params, update, dbatches)
+        epoch.params = lambda: params
+        return epoch
     raise Skip(f"no floor for {workload}")
 
 

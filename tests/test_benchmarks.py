@@ -12,6 +12,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_benchmarks_quick_smoke(tmp_path):
+    from benchmarks import models
+
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if k != "GPUGRAD_BACKEND"}
     env["PYTHONPATH"] = str(ROOT)
@@ -20,7 +22,7 @@ def test_benchmarks_quick_smoke(tmp_path):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
-    assert set(report["results"]) == {"small", "mlp", "chain", "bmm", "digits"}
+    assert set(report["results"]) == {"small", "mlp", "chain", "bmm", "digits", *models.MODELS}
     for workload, res in report["results"].items():
         rows = res["rows"]
         for impl in ("floor", "eager", "graph"):
@@ -79,3 +81,18 @@ def test_instruction_count_without_valgrind_says_what_to_install(monkeypatch, ca
     monkeypatch.setenv("PATH", "")
     assert instructions.main(["--quick"]) == 2
     assert "needs valgrind" in capsys.readouterr().err
+
+
+def test_summary_gives_each_rows_median_and_range(tmp_path, capsys):
+    from benchmarks import summary
+
+    paths = []
+    for i, r in enumerate((0.9, 0.7, 0.8)):
+        rows = {"floor": {"ratio": 1.0}, "jax": {"ratio": r}, "torch": {"skipped": "no"}}
+        paths.append(tmp_path / f"run{i}.json")
+        paths[-1].write_text(json.dumps({"results": {"small": {"rows": rows}}}))
+    assert summary.main([str(p) for p in paths]) == 0
+    out = capsys.readouterr().out
+    assert "| small | jax | 0.80x | 0.70-0.90 |" in out
+    assert "torch" not in out and out.startswith("3 runs")
+    assert summary.main([]) == 2

@@ -1,0 +1,93 @@
+"""The floor of the workloads in ``models.py``: plain array code, forward and backward
+derived by hand, as a NumPy user writes them (``xp`` is numpy or cupy).
+
+``grads(xp, cfg, params, x, target)`` returns ``(loss, [dL/dp for p in params])``;
+``floor.Update`` applies SGD or Adam in place, with the same formulas as ``gpugrad.optim``.
+"""
+
+from __future__ import annotations
+
+from .floor import Update, sigmoid
+
+
+def activate(xp, act, z):
+    if act == "sigmoid":
+        return sigmoid(xp, z)
+    if act == "tanh":
+        return xp.tanh(z)
+    if act == "relu":
+        return xp.maximum(z, 0.0)
+    raise ValueError(f"unknown activation {act!r}")
+
+
+def activate_back(xp, act, d, a):
+    """d * act'(z), written with the activation's output a."""
+    if act == "sigmoid":
+        return d * a * (1.0 - a)
+    if act == "tanh":
+        return d * (1.0 - a * a)
+    return d * (a > 0)
+
+
+def head(xp, loss, z, target):
+    """(mean loss, dL/dz) of the logits z against target (one-hot rows for ``xent``)."""
+    if loss == "xent":
+        m = xp.max(z, axis=1, keepdims=True)
+        e = xp.exp(z - m)
+        s = xp.sum(e, axis=1, keepdims=True)
+        value = xp.mean(xp.log(s) + m - xp.sum(z * target, axis=1, keepdims=True))
+        return value, (e / s - target) / z.shape[0]
+    if loss == "mse":
+        diff = z - target
+        return xp.mean(diff * diff), diff * (2.0 / diff.size)
+    if loss == "bce":
+        value = xp.mean(xp.logaddexp(0.0, z) - target * z)
+        return value, (sigmoid(xp, z) - target) / z.size
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def mlp_grads(xp, cfg, params, x, target):
+    act = cfg["act"]
+    ins = [x]
+    for W, b in zip(params[0:-2:2], params[1:-2:2]):
+        ins.append(activate(xp, act, ins[-1] @ W + b))
+    loss, d = head(xp, cfg["loss"], ins[-1] @ params[-2] + params[-1], target)
+    grads = [None] * len(params)
+    for k in range(len(params) // 2 - 1, -1, -1):
+        grads[2 * k] = ins[k].T @ d
+        grads[2 * k + 1] = xp.sum(d, axis=0)
+        if k:
+            d = activate_back(xp, act, d @ params[2 * k].T, ins[k])
+    return loss, grads
+
+
+def rnn_grads(xp, cfg, params, xs, target):
+    Wx, Wh, b, Wo, bo = params
+    hs = [xp.tanh(xs[0] @ Wx + b)]
+    for t in range(1, xs.shape[0]):
+        hs.append(xp.tanh(xs[t] @ Wx + hs[-1] @ Wh + b))
+    loss, d = head(xp, "xent", hs[-1] @ Wo + bo, target)
+    gWo, gbo = hs[-1].T @ d, xp.sum(d, axis=0)
+    dz = (d @ Wo.T) * (1.0 - hs[-1] * hs[-1])
+    gWx, gWh, gb = xs[-1].T @ dz, None, xp.sum(dz, axis=0)
+    for t in range(xs.shape[0] - 2, -1, -1):
+        gWh = hs[t].T @ dz if gWh is None else gWh + hs[t].T @ dz
+        dz = (dz @ Wh.T) * (1.0 - hs[t] * hs[t])
+        gWx += xs[t].T @ dz
+        gb += xp.sum(dz, axis=0)
+    return loss, [gWx, gWh if gWh is not None else xp.zeros_like(Wh), gb, gWo, gbo]
+
+
+def grads(xp, cfg, params, x, target):
+    return (rnn_grads if cfg["model"] == "rnn" else mlp_grads)(xp, cfg, params, x, target)
+
+
+def step(xp, cfg, params, x, target):
+    """One training step, by hand: returns a callable that runs it and gives the loss."""
+    update = Update(xp, cfg.get("opt", "sgd"), cfg["lr"], params)
+
+    def run():
+        loss, gs = grads(xp, cfg, params, x, target)
+        update(xp, params, gs)
+        return loss
+    return run
