@@ -110,6 +110,7 @@ def device_checks(step, n: int = 5) -> dict:
 
 
 def run(args) -> dict:
+    os.environ["GPUGRAD_JIT"] = args.jit  # read when a program is planned
     import gpugrad as gg
 
     if args.backend == "cupy":
@@ -172,8 +173,9 @@ def run(args) -> dict:
         "blas_threads": threads,
         "quick": args.quick,
         "repeats": repeats,
+        "jit": args.jit,
         "versions": {"python": platform.python_version(), "numpy": np.__version__,
-                     "gpugrad": gg.__version__,
+                     "gpugrad": gg.__version__, "numba": peers.version("numba"),
                      **{p: peers.version(p) for p in peers.PEERS}},
         "results": results,
     }
@@ -184,7 +186,7 @@ def table(report: dict) -> str:
         f"machine: {report['machine']['cpu']} ({report['machine']['cores']} cores); "
         f"backend {report['backend']['name']} on {report['backend']['device']}; "
         f"BLAS threads {report['blas_threads']}; {report['repeats']} repeats; "
-        f"{report['date']}",
+        f"GPUGRAD_JIT={report.get('jit', '?')}; {report['date']}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if v),
         "",
         f"{'workload':<9} {'row':<9} {'median':>10} {'vs floor':>9} {'peak mem':>10} "
@@ -234,6 +236,11 @@ def main(argv=None) -> int:
     p.add_argument("--rows", default=",".join(IMPLS),
                    help=f"comma-separated subset of {', '.join(IMPLS)}")
     p.add_argument("--no-memory", action="store_true", help="skip the traced-memory pass")
+    p.add_argument("--jit", default=os.environ.get("GPUGRAD_JIT", "now"),
+                   choices=("now", "0", "1"),
+                   help="GPUGRAD_JIT for gpugrad's rows: now (default: the native tier from "
+                        "the warm-up on, the steady state a long run reaches), 0 (the NumPy "
+                        "tier only), 1 (tiered, as a user's process)")
     args = p.parse_args(argv)
     known = GPU_WORKLOADS if args.backend == "cupy" else WORKLOADS
     args.workloads = [w.strip() for w in (args.workloads or ",".join(known)).split(",")
