@@ -56,6 +56,15 @@ import numpy as np
 from . import plan
 from .fuse import Group
 
+_TANH = (1.0, -0.3333333333333333, 0.13333333333333333, -0.05396825396825397,
+         0.021869488536155203, -0.008863235529902197, 0.003592128036572481,
+         -0.0014558343870513183, 0.000590027440945586, -0.00023912911424355248,
+         9.691537956929451e-05, -3.927832388331683e-05, 1.5918905069328964e-05,
+         -6.451689215655431e-06, 2.6147711512907546e-06, -1.0597268320104654e-06,
+         4.294911078273806e-07, -1.7406618963571648e-07)
+"""tanh's Taylor coefficients, 2**2n (2**2n - 1) B_2n / (2n)! (B: Bernoulli numbers): to x**35
+they are within 2.4e-16 of tanh below 0.55 in float64; to x**17, 5e-9 in float32."""
+
 PRELUDE = '''\
 import math
 import numpy as np
@@ -141,12 +150,26 @@ def exp_float32(x):
     p = INF32 if x > OVER32 else p
     p = ZERO32 if x < UNDER32 else p
     return x if x != x else p
-'''
+''' + "".join(
+    f'''
+
+@njit(inline="always", error_model="numpy", cache=True)
+def tanh_{t}(x):
+    """tanh without branches: its Taylor series below |x| = 0.55 (the terms to
+    x**{2 * len(c) - 1}), 1 - 2 / (e**(2|x|) + 1) above, the sign copied."""
+    a = abs(x)
+    e = exp_{t}(np.{t}(2.0) * min(a, np.{t}({cap})))
+    big = np.{t}(1.0) - np.{t}(2.0) / (e + np.{t}(1.0))
+    z = a * a
+    s = {" + z * (".join(f"np.{t}({v!r})" for v in c)}{")" * (len(c) - 1)}
+    r = a * s if a < np.{t}(0.55) else big
+    return x if x != x else np.{t}(math.copysign(r, x))
+''' for t, c, cap in (("float64", _TANH[:18], 20.0), ("float32", _TANH[:9], 9.0)))
 
 _INFIX = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
 _COMPARE = {"greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<=",
             "equal": "==", "not_equal": "!="}
-_LIBM = {"log": "math.log", "log1p": "math.log1p", "tanh": "math.tanh", "sqrt": "np.sqrt"}
+_LIBM = {"log": "math.log", "log1p": "math.log1p", "sqrt": "np.sqrt"}
 
 
 class _Writer:
@@ -194,6 +217,8 @@ class _Writer:
             self.lines += [f"q{e} = {a[0]}", f"e{e} = exp_{self.dtype}(q{e})",
                            f"{self.over} |= (e{e} == INF) & (q{e} < INF)"]
             return f"e{e}"
+        if kind == "tanh":  # the prelude's own: C's tanh would keep loops off SIMD lanes
+            return f"tanh_{self.dtype}({a[0]})"
         if kind in _LIBM:
             return f"{T}({_LIBM[kind]}({a[0]}))"
         if kind in ("maximum", "minimum"):  # NumPy's: a NaN wins, a tie gives the second
