@@ -446,3 +446,20 @@ def test_read_only_feeds_run_natively(native, monkeypatch):
         got = gg.gradients(loss, [W], feed={x: frozen})[0]
         assert_orders_agree(np.asarray(got), want, **TOL)
     assert all(p.tier == "native" and p.kernels for p in _programs(loss))
+
+
+def test_source_lists_every_kernel_of_a_native_program(native):
+    """``loss.source(...)`` of a native training step: the program, then the source of each
+    kernel it calls (fusion groups, the cross-entropy's own, the optimizer's update)."""
+    model, loss, xs, ys = _model("sigmoid", "cross_entropy", "float32")
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    X, Y = _batch("cross_entropy", "float32")
+    for _ in range(2):
+        opt.minimize(loss, feed={xs: X, ys: Y})
+    text = loss.source({xs: X, ys: Y}, opt=opt)
+    (prog,) = _programs(loss)
+    assert prog.tier == "native"
+    for name, _ in prog.kernels:
+        assert f"\ndef {name}(" in text and f"{name}(" in text.split("\n\n# ")[0]
+    assert "elementwise steps" in text and "optimizer's update" in text \
+        and "an op's own kernel" in text

@@ -125,8 +125,8 @@ def listing(prog: Any) -> str:
     if low is not None and "UF_[" in prog.source:  # an optimizer's update, per parameter
         parts.append(f"# UF_[i], the {type(low.opt).__name__} update of parameter i "
                      f"(from {type(low.opt).__name__}.formula):\n{low.later.source}")
-    for name, group in getattr(prog, "kernels", ()) if getattr(prog, "tier", "") == "native" \
+    for name, kernel in getattr(prog, "kernels", ()) if getattr(prog, "tier", "") == "native" \
             else ():
-        parts.append(f"# {name}, one kernel for {len(group.members)} elementwise steps "
-                     f"(native tier, numba):\n{native.kernel_source(group, name)}")
+        parts.append(f"# {name}, {native.describe(kernel)} (native tier, numba):\n"
+                     f"{native.source_of(name, kernel)}")
     return "\n\n".join(parts)

@@ -395,6 +395,20 @@ def _suffix(expr: str, j: int) -> str:
     return re.sub(r"\bn(\d+)\b", lambda m: f"n{m.group(1)}_{j}", expr)
 
 
+def source_of(name: str, kernel: Any) -> str:
+    """The numba source of one of a program's kernels (a Group, an Update, an op's own)."""
+    return kernel_source(kernel, name) if isinstance(kernel, Group) else kernel.source(name)
+
+
+def describe(kernel: Any) -> str:
+    """What one of a program's kernels is, in words (for listings)."""
+    if isinstance(kernel, Group):
+        return f"one kernel for {len(kernel.members)} elementwise steps"
+    if isinstance(kernel, Update):
+        return f"the optimizer's update of {len(kernel.params)} parameters"
+    return "an op's own kernel"
+
+
 def module_source(kernels: list) -> str:
     """One module: the prelude and each ``(name, Group or Update)``'s kernel, with the
     versions that its compiled code depends on in its first line (so they are part of its
@@ -402,8 +416,7 @@ def module_source(kernels: list) -> str:
     import numba  # noqa: PLC0415  (the optional extra, loaded only for the native tier)
 
     head = f"# gpugrad native kernels; numba {numba.__version__}, numpy {np.__version__}"
-    return "\n\n\n".join([head + "\n" + PRELUDE] + [
-        kernel_source(g, n) if isinstance(g, Group) else g.source(n) for n, g in kernels])
+    return "\n\n\n".join([head + "\n" + PRELUDE] + [source_of(n, k) for n, k in kernels])
 
 
 def cache_dir() -> Path:
