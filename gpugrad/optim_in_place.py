@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from . import versions
-from .compiler import native, tier
+from .compiler import native_update, tier
 from .errors import call_site
 from .fpstate import quiet
 from .fpstate import quiet_unless_ignored as _loud
@@ -325,7 +325,7 @@ def _go_native(scratch: Scratch, later: Any, arrays: list) -> None:
             or not all(P.flags.c_contiguous for P in arrays):
         return
     ins, outs, body = later.kernel[:3]
-    kernel = native.Update(body, [x.split()[-1] for x in ins.split(",")[1:]],
+    kernel = native_update.Update(body, [x.split()[-1] for x in ins.split(",")[1:]],
                            len(outs.split(",")) - 1, [P.ndim for P in arrays],
                            next(iter(dtypes)))
     module = tier.compiled([("NU", kernel)])

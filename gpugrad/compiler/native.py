@@ -44,7 +44,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import re
 import struct
 import sys
 import tempfile
@@ -231,7 +230,7 @@ class _Writer:
         raise KeyError(kind)
 
 
-def _array_type(dtype: str, ndim: int, written: bool = False) -> str:
+def array_type(dtype: str, ndim: int, written: bool = False) -> str:
     """A C-contiguous array argument: an input (``R``, read-only or not: a read-only feed
     is fine) or an output (``W``)."""
     return f'{"W" if written else "R"}("{dtype}", {ndim})'
@@ -262,18 +261,18 @@ def kernel_source(group: Group, name: str) -> str:
             head.append(f"s{j} = np.{dt}(x{j})")
             where[n] = f"s{j}"
             continue
-        sig.append(_array_type(dt, len(shape)))
+        sig.append(array_type(dt, len(shape)))
         head.append(f"a{j} = x{j}.ravel()")
         arrays.append((n, f"a{j}[{'j@' if kind == 'tail' else index}]"))
     outs = {m: j for j, m in enumerate(group.outputs)}
     for j, _ in enumerate(group.outputs):
         args.append(f"y{j}")
-        sig.append(_array_type(dt, len(group.shape), True))
+        sig.append(array_type(dt, len(group.shape), True))
         head.append(f"o{j} = y{j}.ravel()")
     sums: dict = {}  # what is summed -> [the sums' numbers]
     for j, (_, what, shape) in enumerate(group.sums):
         args.append(f"r{j}")
-        sig.append(_array_type(dt, len(shape), True))
+        sig.append(array_type(dt, len(shape), True))
         head += [f"z{j} = r{j}.ravel()", f"z{j}[:] = 0"]
         sums.setdefault(what, []).append(j)
     at = "j@" if tail > 1 else "0"
@@ -312,7 +311,8 @@ def kernel_source(group: Group, name: str) -> str:
         f"a{[n for n, _ in group.inputs].index(group.sums[0][1])}.shape[0]" \
         if group.sums and group.sums[0][1] in dict(group.inputs) else "0"
     lines = [f'@njit(types.boolean({", ".join(sig)}),',
-             '      nogil=True, error_model="numpy", cache=True)', f"def {name}({', '.join(args)}):",
+             '      nogil=True, error_model="numpy", cache=True)',
+             f"def {name}({', '.join(args)}):",
              *("    " + h for h in head if h.startswith(("a", "o", "s"))),
              f"    n = {size}", *("    " + h for h in head if not h.startswith(("a", "o", "s")))]
     flags = []
@@ -334,67 +334,6 @@ def kernel_source(group: Group, name: str) -> str:
     return "\n".join(consts + lines)
 
 
-class Update:
-    """An optimizer's update of several parameters as one kernel: ``body`` is the update of
-    one element as the optimizer's form writes it for CUDA (gpugrad.optim_rule: lines
-    ``T n4 = (h2 * S0);`` and ``P = n25;``), ``hoisted`` the per-step scalars it reads
-    (``h2``, ...), ``states`` how many state arrays a parameter has, ``params`` each
-    parameter's number of dimensions, all of ``dtype``."""
-
-    def __init__(self, body: str, hoisted: list, states: int, params: list, dtype: Any):
-        self.body, self.hoisted, self.states = body, hoisted, states
-        self.params, self.dtype = params, np.dtype(dtype)
-
-    def args(self, j: int) -> list:
-        return [f"P{j}", f"G{j}", *(f"S{j}_{k}" for k in range(self.states)),
-                *(f"H{j}_{h}" for h in self.hoisted)]
-
-    def source(self, name: str) -> str:
-        """Its numba source: for each parameter one loop, reading an element of ``P``, ``G``
-        and each state, computing the form's lines in the parameter's dtype (the scalars
-        converted to it first, as NumPy converts a Python float), writing the new values."""
-        dt = self.dtype.name
-        sig, args, lines = [], [], []
-        for j, ndim in enumerate(self.params):
-            args += self.args(j)
-            sig += [_array_type(dt, ndim, True), _array_type(dt, ndim)] + [
-                _array_type(dt, ndim, True)] * self.states + ["types.float64"] * len(
-                self.hoisted)
-        for j, _ in enumerate(self.params):
-            rename = {"P": f"eP{j}", "G": f"eG{j}",
-                      **{f"S{k}": f"eS{j}_{k}" for k in range(self.states)},
-                      **{h: f"c{j}_{h}" for h in self.hoisted}}
-            lines += [f"    p{j} = P{j}.ravel()", f"    g{j} = G{j}.ravel()",
-                      *(f"    s{j}_{k} = S{j}_{k}.ravel()" for k in range(self.states)),
-                      *(f"    c{j}_{h} = np.{dt}(H{j}_{h})" for h in self.hoisted),
-                      f"    for i{j} in range(p{j}.shape[0]):",
-                      f"        eP{j} = p{j}[i{j}]", f"        eG{j} = g{j}[i{j}]",
-                      *(f"        eS{j}_{k} = s{j}_{k}[i{j}]" for k in range(self.states))]
-            for stmt in self.body.split(";"):
-                stmt = stmt.strip()
-                if not stmt:
-                    continue
-                target, expr = (x.strip() for x in stmt.split("=", 1))
-                expr = re.sub(r"\b(sqrt)\(", "np.sqrt(", expr)
-                expr = re.sub(r"\b[A-Za-z_]\w*\b",
-                              lambda m: rename.get(m.group(0), m.group(0)), expr)
-                if target.startswith("T "):
-                    var = target[2:].strip()
-                    lines.append(f"        {var}_{j} = np.{dt}({_suffix(expr, j)})")
-                else:
-                    dest = {"P": f"p{j}"}.get(target) or f"s{j}_{target[1:]}"
-                    lines.append(f"        {dest}[i{j}] = {_suffix(expr, j)}")
-        head = [f'@njit(types.boolean({", ".join(sig)}),',
-                '      nogil=True, error_model="numpy", cache=True)',
-                f"def {name}({', '.join(args)}):"]
-        return "\n".join(head + lines + ["    return False"])
-
-
-def _suffix(expr: str, j: int) -> str:
-    """The form's temporaries ``n4`` as this parameter's own (``n4_0``)."""
-    return re.sub(r"\bn(\d+)\b", lambda m: f"n{m.group(1)}_{j}", expr)
-
-
 def source_of(name: str, kernel: Any) -> str:
     """The numba source of one of a program's kernels (a Group, an Update, an op's own)."""
     return kernel_source(kernel, name) if isinstance(kernel, Group) else kernel.source(name)
@@ -404,13 +343,12 @@ def describe(kernel: Any) -> str:
     """What one of a program's kernels is, in words (for listings)."""
     if isinstance(kernel, Group):
         return f"one kernel for {len(kernel.members)} elementwise steps"
-    if isinstance(kernel, Update):
-        return f"the optimizer's update of {len(kernel.params)} parameters"
-    return "an op's own kernel"
+    tell = getattr(kernel, "describe", None)  # gpugrad.compiler.native_update.Update
+    return tell() if tell is not None else "an op's own kernel"
 
 
 def module_source(kernels: list) -> str:
-    """One module: the prelude and each ``(name, Group or Update)``'s kernel, with the
+    """One module: the prelude and each ``(name, kernel)``'s source, with the
     versions that its compiled code depends on in its first line (so they are part of its
     hash)."""
     import numba  # noqa: PLC0415  (the optional extra, loaded only for the native tier)

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import fpstate, scalar_formula
+from .. import fpstate
 from ..eager import as_array, fit
 from ..registry import gradient_tuple
-from . import batch, formula, fuse, listing, lower, native, plan, rewrite, tier, update
+from . import batch, formula, listing, lower, native_calls, plan, rewrite, tier, update
 from .codegen import build as build_function
 
 GUARDED = "numpy-overflow-raises"
@@ -160,18 +160,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             negated.add(o)
         if low is not None and native and low.epilogue is not None:
             low_f[k] = low  # the product, then its elementwise epilogue (a fusion member)
-            product, tail = low.epilogue
-            p = f"p{o}"
-            fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [(p, *shapes[o])],
-                                        lambda outs, temps, em=product, p=p: em(p, outs[0]),
-                                        True, tag=ftag))
-            tail = lower.resolve(tail, {n: n for n in _names(tail)} | {"o": p}, {})
-            fwd_lines.append(plan.Instr(_names(tail), [(f"v{o}", *shapes[o])],
-                                        lambda outs, temps, t=tail, o=o: formula.emit(
-                                            t, {n: n for n in _names(t)}, None, {},
-                                            f"v{o}", outs[0], []),
-                                        True, inplace={f"v{o}": [p]}, scalar=tail,
-                                        tag=ftag))
+            fwd_lines += native_calls.split(low.epilogue, [f"v{i}" for i in ins], o, shapes[o],
+                                            ftag)
             continue
         if low is not None:
             low_f[k] = low
@@ -180,7 +170,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             saved_of[k] = tuple(saved)
 
             def emit(outs, temps, em=low.emit, o=o, saved=saved, kern=low.native,
-                     own=_op_kernel(env, low.native) if native else None):
+                     own=native_calls.op_kernel(env, low.native) if native else None):
                 if own is not None and "None" not in outs:  # the op's own native kernel
                     return kern.call(own, f"v{o}", outs[0], saved, outs[1:])
                 if saved:
@@ -299,7 +289,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                         scalar.add(c)
                         contrib.setdefault(ins[pos], []).append((c, False))
                         continue
-                    own = _op_kernel(env, got.native) if native else None
+                    own = native_calls.op_kernel(env, got.native) if native else None
                     prog.append(plan.Instr(
                         reads, [(c, *shapes[ins[pos]])],
                         lambda outs, tmps, em=em, c=c, own=own, k=got.native: (
@@ -336,8 +326,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         prog, n_forward = _prune(prog, n_forward, results[1:])
         results[0] = "None"
     if native:
-        prog, n_forward = _fused(prog, n_forward, sched, shapes, scalar, escapes | set(results),
-                                 env)
+        prog, n_forward = native_calls.replaced(prog, n_forward, sched, shapes, scalar,
+                                               escapes | set(results), env)
     where, buffers = plan.assign(prog, escapes)
     env["PLANNED"] = set(where)
     made = _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads, opt,
@@ -358,61 +348,6 @@ def _rebuild(sched: Any, shapes: list, grads: bool, opt: Any, seeded: bool, valu
         raise ReferenceError("this program's graph is gone: nothing can rebuild it")
     return build(got, shapes, grads, opt, seeded, value, sizing and sizing.renewed(),
                  native=native)
-
-
-def _names(node: tuple) -> list:
-    return sorted(formula.leaves(node))
-
-
-def _fused(prog: list, n_forward: int, sched: Any, shapes: list, scalar: set, keep: set,
-           env: dict) -> tuple[list, int]:
-    """``prog`` with each fusion group's run of instructions replaced by a call of its
-    compiled kernel (gpugrad.compiler.native), and the new length of its forward block."""
-    info: dict = {}
-    numbers: dict = {}  # a Python number in the graph is a constant of the program
-    for i, s in enumerate(shapes):
-        if s is not None:
-            info[f"v{i}"] = s
-        elif type(sched.template[i]) in (int, float):
-            numbers[f"v{i}"] = ("const", float(sched.template[i]))
-    for ins in prog:
-        if ins.scalar is not None and numbers:
-            for name in set(_names(ins.scalar)) & numbers.keys():
-                ins.scalar = scalar_formula.substitute(ins.scalar, name, numbers[name])
-    if shapes[sched.out] is not None:
-        info["seed_"] = ((), shapes[sched.out][1])
-        info.update((c, ((), shapes[sched.out][1])) for c in scalar)
-    found = fuse.runs(prog, info, keep, breaks={n_forward})
-    kernels = [(f"N{j}", g) for j, (_, _, g, _) in enumerate(found)]
-    kernels += env.pop("KERNELS_UPDATE", []) + env.pop("KERNELS_OP", [])
-    env["KERNELS"] = kernels  # compiled and bound by gpugrad.compiler.tier
-    env["overflow"] = _overflow
-    absorbed = {j for *_, taken in found for j in taken}
-    out, k, fwd = [], 0, n_forward - sum(j < n_forward for j in absorbed)
-    for (start, stop, g, _), (name, _) in zip(found, kernels):
-        out += [ins for j, ins in enumerate(prog[k:start], k) if j not in absorbed]
-        out.append(native.instruction(g, name, env))
-        tags = list(dict.fromkeys(ins.tag for ins in prog[start:stop] if ins.tag))
-        out[-1].tag = f"fused {stop - start}: " + " | ".join(tags[:4]) + \
-            (f" | +{len(tags) - 4}" if len(tags) > 4 else "")
-        if start < n_forward:
-            fwd -= stop - start - 1
-        k = stop
-    return out + [ins for j, ins in enumerate(prog[k:], k) if j not in absorbed], fwd
-
-
-def _op_kernel(env: dict, kernel: Any) -> str | None:
-    """The name an op's own native kernel (``lower.NativeKernel``) gets in the program."""
-    if kernel is None:
-        return None
-    made = env.setdefault("KERNELS_OP", [])
-    made.append((f"NX{len(made)}", kernel))
-    return made[-1][0]
-
-
-def _overflow() -> None:
-    """What NumPy's error state says of an overflow in exp (a kernel saw one)."""
-    np.exp(np.full(1, 1000.0))
 
 
 def _prune(prog: list, n_forward: int, roots: list) -> tuple[list, int]:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .. import versions
-from . import native, plan, rewrite
+from . import native_update, plan, rewrite
 
 
 def bump(opt: Any, site: str) -> None:
@@ -42,7 +42,7 @@ def instructions(opt: Any, sched: Any, grads: list, shapes: list, env: dict,
                  numpy: bool, native: bool = False) -> list:
     """The update of every parameter of ``opt`` from the gradients named ``grads`` (in the
     order of ``sched.wrt``, which is ``opt.params``). ``native``: every parameter in one
-    kernel call (gpugrad.compiler.native.Update), where they share a real float dtype."""
+    kernel call (gpugrad.compiler.native_update.Update), where they share a real float dtype."""
     env["PARAMS"] = opt.params
     env["SITE"] = f"{type(opt).__name__} step (compiled)"
     env["bump"] = bump
@@ -83,7 +83,7 @@ def _native(low: Any, fold: bool, sched: Any, grads: list, shapes: list, env: di
     ndims = [len(shapes[slot][0]) for slot in sched.wrt]
     dtype = shapes[sched.wrt[0]][1]
     if fold:
-        kernel = native.Update("T n0 = (P - G);\nP = n0;", [], 0, ndims, dtype)
+        kernel = native_update.Update("T n0 = (P - G);\nP = n0;", [], 0, ndims, dtype)
         call = ", ".join(f"{P}, {g}" for P, g in zip(params, grads))
         env["KERNELS_UPDATE"] = [("NU", kernel)]
         return [plan.Instr([*grads, *params], [], lambda outs, temps: [f"NU({call})"], True),
@@ -91,7 +91,7 @@ def _native(low: Any, fold: bool, sched: Any, grads: list, shapes: list, env: di
     f = low.later
     ins, outs, body = f.kernel[:3]
     hoisted = [x.split()[-1] for x in ins.split(",")[1:]]
-    kernel = native.Update(body, hoisted, len(outs.split(",")) - 1, ndims, dtype)
+    kernel = native_update.Update(body, hoisted, len(outs.split(",")) - 1, ndims, dtype)
     env["KERNELS_UPDATE"] = [("NU", kernel)]
     env["UFORM"], env["UTEMPS"] = f, _temps
     n = len(params)

@@ -1,0 +1,83 @@
+"""The native tier's program (gpugrad.compiler.program ``build(..., native=True)``): each
+fusion group's run of instructions (gpugrad.compiler.fuse) replaced by a call of its kernel
+(gpugrad.compiler.native), the optimizer's update and the ops' own kernels added to the
+kernels the program calls (compiled and bound by gpugrad.compiler.tier)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import scalar_formula
+from . import formula, fuse, lower, native, plan
+
+
+def names(node: tuple) -> list:
+    """The value names a formula reads, in order."""
+    return sorted(formula.leaves(node))
+
+
+def replaced(prog: list, n_forward: int, sched: Any, shapes: list, scalar: set, keep: set,
+           env: dict) -> tuple[list, int]:
+    """``prog`` with each fusion group's run of instructions replaced by a call of its
+    compiled kernel (gpugrad.compiler.native), and the new length of its forward block."""
+    info: dict = {}
+    numbers: dict = {}  # a Python number in the graph is a constant of the program
+    for i, s in enumerate(shapes):
+        if s is not None:
+            info[f"v{i}"] = s
+        elif type(sched.template[i]) in (int, float):
+            numbers[f"v{i}"] = ("const", float(sched.template[i]))
+    for ins in prog:
+        if ins.scalar is not None and numbers:
+            for name in set(names(ins.scalar)) & numbers.keys():
+                ins.scalar = scalar_formula.substitute(ins.scalar, name, numbers[name])
+    if shapes[sched.out] is not None:
+        info["seed_"] = ((), shapes[sched.out][1])
+        info.update((c, ((), shapes[sched.out][1])) for c in scalar)
+    found = fuse.runs(prog, info, keep, breaks={n_forward})
+    kernels = [(f"N{j}", g) for j, (_, _, g, _) in enumerate(found)]
+    kernels += env.pop("KERNELS_UPDATE", []) + env.pop("KERNELS_OP", [])
+    env["KERNELS"] = kernels  # compiled and bound by gpugrad.compiler.tier
+    env["overflow"] = overflow
+    absorbed = {j for *_, taken in found for j in taken}
+    out, k, fwd = [], 0, n_forward - sum(j < n_forward for j in absorbed)
+    for (start, stop, g, _), (name, _) in zip(found, kernels):
+        out += [ins for j, ins in enumerate(prog[k:start], k) if j not in absorbed]
+        out.append(native.instruction(g, name, env))
+        tags = list(dict.fromkeys(ins.tag for ins in prog[start:stop] if ins.tag))
+        out[-1].tag = f"fused {stop - start}: " + " | ".join(tags[:4]) + \
+            (f" | +{len(tags) - 4}" if len(tags) > 4 else "")
+        if start < n_forward:
+            fwd -= stop - start - 1
+        k = stop
+    return out + [ins for j, ins in enumerate(prog[k:], k) if j not in absorbed], fwd
+
+
+def op_kernel(env: dict, kernel: Any) -> str | None:
+    """The name an op's own native kernel (``lower.NativeKernel``) gets in the program."""
+    if kernel is None:
+        return None
+    made = env.setdefault("KERNELS_OP", [])
+    made.append((f"NX{len(made)}", kernel))
+    return made[-1][0]
+
+
+def overflow() -> None:
+    """What NumPy's error state says of an overflow in exp (a kernel saw one)."""
+    np.exp(np.full(1, 1000.0))
+
+
+def split(epilogue: tuple, reads: list, o: int, info: tuple, tag: str) -> list:
+    """A lowered step with an elementwise epilogue (``lower.Forward.epilogue``: a linear
+    layer's bias add) as two instructions: the product into ``p<o>``, then ``v<o>`` as a
+    formula over it, which a fusion group may take."""
+    product, tail = epilogue
+    p = f"p{o}"
+    tail = lower.resolve(tail, {n: n for n in names(tail)} | {"o": p}, {})
+    return [plan.Instr(reads, [(p, *info)], lambda outs, temps: product(p, outs[0]), True,
+                       tag=tag),
+            plan.Instr(names(tail), [(f"v{o}", *info)], lambda outs, temps: formula.emit(
+                tail, {n: n for n in names(tail)}, None, {}, f"v{o}", outs[0], []),
+                True, inplace={f"v{o}": [p]}, scalar=tail, tag=tag)]
