@@ -466,3 +466,24 @@ def test_source_lists_every_kernel_of_a_native_program(native):
         assert f"\ndef {name}(" in text and f"{name}(" in text.split("\n\n# ")[0]
     assert "elementwise steps" in text and "optimizer's update" in text \
         and "an op's own kernel" in text
+
+
+def test_a_wide_cross_entropy_agrees_in_float32(native, monkeypatch):
+    """The cross-entropy's own kernel over 1000 classes in float32: the loss and gradient
+    within a few ulps of the NumPy tier's (its row sums add in float64)."""
+    rng = np.random.default_rng(5)
+    Z = (rng.standard_normal((16, 1000)) * 3).astype("float32")
+    Y = rng.integers(0, 1000, 16)
+    runs = {}
+    for mode in ("0", "now"):
+        monkeypatch.setenv("GPUGRAD_JIT", mode)
+        z = gg.Placeholder((None, 1000), "float32", name="z")
+        y = gg.Placeholder((None,), "int64", name="y")
+        loss = nn.cross_entropy(z, y)
+        for _ in range(2):
+            v, (g,) = gg.value_and_gradients(loss, [z], feed={z: Z, y: Y})
+        runs[mode] = (np.asarray(v), np.asarray(g))
+        if mode == "now":
+            assert any(n.startswith("NX") for p in _programs(loss) for n, _ in p.kernels)
+    assert_ulp_close(runs["now"][0], runs["0"][0], ulps=4)
+    assert_ulp_close(runs["now"][1], runs["0"][1], ulps=4)

@@ -232,7 +232,7 @@ class _CrossEntropyLowering:
 
 
 # The native tier's kernels (gpugrad.compiler.native): the NumPy code above, a row at a
-# time (the row's sum added in order, where NumPy adds pairwise: the same up to rounding).
+# time (the row's sum added in order in float64, where NumPy adds pairwise in the dtype).
 _NATIVE_FORWARD = """\
 @njit(types.boolean(R("{T}", 2), R("int64", 1), W("{T}", 2), W("{T}", 1)), nogil=True,
       error_model="numpy", cache=True)
@@ -245,11 +245,11 @@ def {name}(z, t, logp, out):
             m = v if (v > m or v != v) else m
         if not (m - m == 0):  # not finite: 0, as the rule does
             m = np.{T}(0.0)
-        s = np.{T}(0.0)
+        s = 0.0  # in float64: as accurate as NumPy's pairwise sum for any row length
         for j in range(k):
             d = np.{T}(z[i, j] - m)
             logp[i, j] = d
-            s = np.{T}(s + exp_{T}(d))
+            s += np.float64(exp_{T}(d))
         ls = np.{T}(math.log(s))
         for j in range(k):
             logp[i, j] = np.{T}(logp[i, j] - ls)
