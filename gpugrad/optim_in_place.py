@@ -59,7 +59,7 @@ def declared(opt: Any) -> bool:
 class Scratch:
     """The scratch arrays of one optimizer (never pickled or copied: a copy starts empty)."""
 
-    __slots__ = ("bases", "busy", "first", "native", "plan", "runs", "views")
+    __slots__ = ("bases", "busy", "first", "native", "plan", "remake", "runs", "views")
 
     def __init__(self) -> None:
         self.bases: dict = {}  # dtype -> flat array
@@ -69,6 +69,7 @@ class Scratch:
         self.runs = 0  # planned steps, and the time of the first (gpugrad.compiler.tier)
         self.first: float | None = None
         self.native: Any = None  # (kernel, form) once the planned step runs natively
+        self.remake: Any = None  # makes it (gpugrad.compiler.tier)
 
     def __reduce__(self) -> tuple:
         return (Scratch, ())
@@ -288,13 +289,11 @@ def step_planned(opt: Any) -> bool:
         h = later.prologue(fixed) if fixed is not None else None
         fn, known = later.fn, {}
         scratch.runs += 1
-        if scratch.native is None and tier.available():
-            if tier.mode() == "now":
-                scratch.native = False  # (made now, or never)
-                _go_native(scratch, later, arrays)
-            elif not scratch.runs & 63 and tier.hot(scratch):
-                scratch.native = False  # being made
-                tier.background(_go_native, scratch, later, arrays)
+        if scratch.native is None:  # the first planned step: the native tier is offered
+            scratch.native = False
+            tier.offer(scratch, functools.partial(_go_native, later, arrays))
+        elif not scratch.runs & 63 and scratch.remake is not None:
+            tier.tick(scratch)
         nat = scratch.native
         if nat and nat[1] is later and _native_step(nat[0], opt, later, params, arrays,
                                                     grads, states, h, known):
@@ -316,7 +315,7 @@ def step_planned(opt: Any) -> bool:
 _NOTHING = contextlib.nullcontext()
 
 
-def _go_native(scratch: Scratch, later: Any, arrays: list) -> None:
+def _go_native(later: Any, arrays: list, scratch: Scratch) -> None:
     """Make the kernel that updates every parameter at once (gpugrad.compiler.native), from
     the optimizer's form, for a planned step that is hot: then :func:`step_planned` calls
     it. Only where every parameter is C-contiguous and of one real float dtype."""

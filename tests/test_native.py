@@ -487,3 +487,21 @@ def test_a_wide_cross_entropy_agrees_in_float32(native, monkeypatch):
             assert any(n.startswith("NX") for p in _programs(loss) for n, _ in p.kernels)
     assert_ulp_close(runs["now"][0], runs["0"][0], ulps=4)
     assert_ulp_close(runs["now"][1], runs["0"][1], ulps=4)
+
+
+def test_a_hot_optimizer_step_goes_native_in_the_background(monkeypatch, cache):
+    """``opt.step()`` is offered the native tier once, at its first planned step, and ticks
+    like a program: once hot, a thread makes its kernel; no step waits for it."""
+    monkeypatch.setenv("GPUGRAD_CACHE_DIR", cache)
+    monkeypatch.setenv("GPUGRAD_JIT", "1")
+    monkeypatch.setattr(tier, "HOT_RUNS", 128)
+    monkeypatch.setattr(tier, "HOT_SECONDS", 0.0)
+    model = nn.MLP([5, 7, 3], seed=2, dtype="float64")
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    X, Y = np.random.default_rng(4).standard_normal((6, 5)), np.arange(6) % 3
+    for _ in range(200):
+        opt.zero_grad()
+        nn.cross_entropy(model(gg.asarray(X)), Y).backward()
+        opt.step()
+    tier.wait(120)
+    assert opt._scratch.native and opt._scratch.remake is None

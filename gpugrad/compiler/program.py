@@ -335,7 +335,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     made.rebuild = functools.partial(_rebuild, weakref.ref(sched), shapes, grads, opt, seeded,
                                      value, sizing)  # no cycle through the schedule's programs
     if numpy and not native:
-        tier.offer(made, functools.partial(made.rebuild, native=True))
+        tier.offer(made, functools.partial(tier.switch, functools.partial(made.rebuild,
+                                                                          native=True)))
     return made
 
 

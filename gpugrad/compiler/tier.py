@@ -53,15 +53,16 @@ def available() -> bool:
 _numba: bool | None = None  # whether numba is installed (looked up once)
 
 
-def offer(prog: Any, remake: Callable) -> None:
-    """Give ``prog`` (a NumPy-tier program) the way to its native tier, ``remake()`` (the
-    same program built with fusion groups). With ``GPUGRAD_JIT=now`` it switches now."""
+def offer(obj: Any, make: Callable) -> None:
+    """Give ``obj`` (a NumPy-tier program, an optimizer's planned step: it has ``runs``,
+    ``first`` and ``remake``) the way to its native tier, ``make(obj)``, which builds it and
+    puts it in place. With ``GPUGRAD_JIT=now`` that happens now; read once, here."""
     if not available():
         return
     if mode() == "now":
-        switch(prog, remake)
+        make(obj)
         return
-    prog.remake = remake
+    obj.remake = make
 
 
 def hot(obj: Any) -> bool:
@@ -82,11 +83,12 @@ def background(target: Callable, *args: Any) -> None:
     t.start()
 
 
-def tick(prog: Any) -> None:
-    """Called every 64th run of ``prog``: start its native tier once it is hot."""
-    if hot(prog):
-        remake, prog.remake = prog.remake, None
-        background(switch, prog, remake)
+def tick(obj: Any) -> None:
+    """Called every 64th run of ``obj`` while it has a ``remake``: start its native tier
+    once it is hot."""
+    if hot(obj):
+        make, obj.remake = obj.remake, None
+        background(make, obj)
 
 
 def compiled(kernels: list) -> Any:
@@ -94,23 +96,30 @@ def compiled(kernels: list) -> Any:
     None, with a warning saying why, where it cannot be built."""
     try:
         return native.load(native.module_source(kernels))
-    except Exception as e:  # the NumPy tier goes on; say why once
-        warnings.warn(f"gpugrad: the native tier could not be built ({type(e).__name__}: "
-                      f"{e}); the NumPy code goes on", RuntimeWarning, stacklevel=2)
+    except Exception as e:
+        _cannot(e)
         return None
 
 
-def switch(prog: Any, remake: Callable) -> None:
-    """Build, compile and bind the native program, then put it in ``prog``'s place."""
+def _cannot(e: Exception) -> None:
+    """Say once why the native tier could not be built: the NumPy code goes on."""
+    warnings.warn(f"gpugrad: the native tier could not be built ({type(e).__name__}: {e}); "
+                  "the NumPy code goes on", RuntimeWarning, stacklevel=3)
+
+
+def switch(remake: Callable, prog: Any) -> None:
+    """Build (``remake()``), compile and bind the native program, then put it in
+    ``prog``'s place (between two runs)."""
     try:
         new = remake()
-        if new.kernels:
-            module = native.load(native.module_source(new.kernels))
-            new.fn.__globals__.update({n: getattr(module, n) for n, _ in new.kernels})
-    except Exception as e:  # the NumPy tier goes on; say why once
-        warnings.warn(f"gpugrad: the native tier could not be built ({type(e).__name__}: "
-                      f"{e}); the planned NumPy program goes on", RuntimeWarning, stacklevel=2)
+    except Exception as e:
+        _cannot(e)
         return
+    if new.kernels:
+        module = compiled(new.kernels)
+        if module is None:
+            return
+        new.fn.__globals__.update({n: getattr(module, n) for n, _ in new.kernels})
     with prog.busy:
         prog.fn, prog.buffers, prog.source = new.fn, new.buffers, new.source
         prog.frames, prog.lead = new.frames, new.lead
