@@ -42,6 +42,26 @@ def native(monkeypatch, cache):
         yield
 
 
+@pytest.fixture
+def tiered(monkeypatch, cache):
+    """The default tiering, made hot after 128 runs (and no time) so that tests are short."""
+    monkeypatch.setenv("GPUGRAD_CACHE_DIR", cache)
+    monkeypatch.setenv("GPUGRAD_JIT", "1")
+    monkeypatch.setattr(tier, "HOT_RUNS", 128)
+    monkeypatch.setattr(tier, "HOT_SECONDS", 0.0)
+    with gg.use_backend("numpy"):
+        yield
+
+
+def _agree(a, b, dtype):
+    """Native against NumPy tier: 1e-12 in float64, 4 ulps of the array's magnitude in
+    float32."""
+    if dtype == "float64":
+        assert_orders_agree(a, b, **TOL)
+    else:
+        assert_ulp_close(a, b, ulps=4)
+
+
 def _programs(sym):
     return [p for s in sym._schedules.values() for p in s.programs.values()]
 
@@ -183,10 +203,7 @@ def test_models_train_the_same_natively(activation, loss_name, dtype, native, mo
             if activation != "softplus":  # (its formula has no NumPy lowering yet)
                 assert sum(len(p.kernels) for p in progs) >= 1
     for a, b in zip(runs["now"], runs["0"]):
-        if dtype == "float64":
-            assert_orders_agree(a, b, **TOL)
-        else:
-            assert_ulp_close(a, b, ulps=4)
+        _agree(a, b, dtype)
 
 
 def test_gg_compile_goes_native(native):
@@ -222,39 +239,30 @@ def _sigmoid_problem(n=64):
     return x, W, loss, X
 
 
-def test_a_hot_program_goes_native_in_the_background(monkeypatch, cache):
+def test_a_hot_program_goes_native_in_the_background(tiered):
     """Tier 1 runs from the start; once hot, a thread compiles and the program switches
     between two runs; no run waits and every result equals the NumPy tier's."""
-    monkeypatch.setenv("GPUGRAD_CACHE_DIR", cache)
-    monkeypatch.setenv("GPUGRAD_JIT", "1")
-    monkeypatch.setattr(tier, "HOT_RUNS", 128)
-    monkeypatch.setattr(tier, "HOT_SECONDS", 0.0)
-    with gg.use_backend("numpy"):
-        x, W, loss, X = _sigmoid_problem()
-        want = gg.gradients(loss, [W], feed={x: X})[0]
-        (prog,) = _programs(loss)
-        assert prog.tier == "numpy"
-        for _ in range(200):
-            got = gg.gradients(loss, [W], feed={x: X})[0]
-            assert_orders_agree(got, want, **TOL)
-        tier.wait(120)
-        assert prog.tier == "native" and prog.kernels
-        for _ in range(3):
-            assert_orders_agree(gg.gradients(loss, [W], feed={x: X})[0], want, **TOL)
+    x, W, loss, X = _sigmoid_problem()
+    want = gg.gradients(loss, [W], feed={x: X})[0]
+    (prog,) = _programs(loss)
+    assert prog.tier == "numpy"
+    for _ in range(200):
+        got = gg.gradients(loss, [W], feed={x: X})[0]
+        assert_orders_agree(got, want, **TOL)
+    tier.wait(120)
+    assert prog.tier == "native" and prog.kernels
+    for _ in range(3):
+        assert_orders_agree(gg.gradients(loss, [W], feed={x: X})[0], want, **TOL)
 
 
-def test_jit_0_keeps_the_numpy_program(monkeypatch, cache):
-    monkeypatch.setenv("GPUGRAD_CACHE_DIR", cache)
+def test_jit_0_keeps_the_numpy_program(tiered, monkeypatch):
     monkeypatch.setenv("GPUGRAD_JIT", "0")
-    monkeypatch.setattr(tier, "HOT_RUNS", 64)
-    monkeypatch.setattr(tier, "HOT_SECONDS", 0.0)
-    with gg.use_backend("numpy"):
-        x, W, loss, X = _sigmoid_problem()
-        for _ in range(300):
-            gg.gradients(loss, [W], feed={x: X})
-        tier.wait(60)
-        (prog,) = _programs(loss)
-        assert prog.tier == "numpy" and "N0(" not in prog.source
+    x, W, loss, X = _sigmoid_problem()
+    for _ in range(300):
+        gg.gradients(loss, [W], feed={x: X})
+    tier.wait(60)
+    (prog,) = _programs(loss)
+    assert prog.tier == "numpy" and "N0(" not in prog.source
 
 
 def test_two_threads_share_a_native_step(native):
@@ -400,10 +408,7 @@ def test_a_native_optimizer_step_equals_the_numpy_step(name, dtype, native, monk
         if mode == "now":
             assert opt._scratch.native, "the planned step did not go native"
     for a, b in zip(runs["now"], runs["0"]):
-        if dtype == "float64":
-            assert_orders_agree(a, b, **TOL)
-        else:
-            assert_ulp_close(a, b, ulps=4)
+        _agree(a, b, dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -489,13 +494,9 @@ def test_a_wide_cross_entropy_agrees_in_float32(native, monkeypatch):
     assert_ulp_close(runs["now"][1], runs["0"][1], ulps=4)
 
 
-def test_a_hot_optimizer_step_goes_native_in_the_background(monkeypatch, cache):
+def test_a_hot_optimizer_step_goes_native_in_the_background(tiered):
     """``opt.step()`` is offered the native tier once, at its first planned step, and ticks
     like a program: once hot, a thread makes its kernel; no step waits for it."""
-    monkeypatch.setenv("GPUGRAD_CACHE_DIR", cache)
-    monkeypatch.setenv("GPUGRAD_JIT", "1")
-    monkeypatch.setattr(tier, "HOT_RUNS", 128)
-    monkeypatch.setattr(tier, "HOT_SECONDS", 0.0)
     model = nn.MLP([5, 7, 3], seed=2, dtype="float64")
     opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     X, Y = np.random.default_rng(4).standard_normal((6, 5)), np.arange(6) % 3
