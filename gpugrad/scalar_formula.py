@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import functools
+from typing import Callable
 
 UFUNCS = {"exp", "log", "log1p", "sqrt", "tanh", "sign", "maximum", "minimum", "square",
           "reciprocal", "abs"}
@@ -91,11 +92,41 @@ def substitute(node: tuple, name: str, value: tuple) -> tuple:
     return (node[0], *(substitute(a, name, value) for a in node[1:]))
 
 
-_C_BINARY = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
-_C_COMPARE = {"greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<=",
-              "equal": "==", "not_equal": "!="}
+BINARY = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
+COMPARE_OPS = {"greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<=",
+               "equal": "==", "not_equal": "!="}
+"""The operators of the arithmetic and comparison ufuncs, the same in C and in Python."""
+
+
+def write(node: tuple, spell: dict, leaf: Callable) -> str:
+    """``node`` as an expression of a target language: ``leaf(node)`` writes a name or a
+    number; ``spell[ufunc]`` is a template over the operands' expressions (``{0}``,
+    ``{1}``) or a function of them. KeyError where the language has no spelling.
+
+    >>> write(parse("x * 2 + 1"), {"multiply": "{0}*{1}", "add": "({0}+{1})"},
+    ...       lambda n: str(n[1]))
+    '(x*2.0+1.0)'
+    """
+    if is_leaf(node):
+        return leaf(node)
+    args = [write(a, spell, leaf) for a in node[1:]]
+    how = spell[node[0]]
+    return how(*args) if callable(how) else how.format(*args)
+
+
 _C_CALL = {"exp": "exp", "log": "log", "log1p": "log1p", "sqrt": "sqrt", "tanh": "tanh",
            "absolute": "fabs"}
+CUDA = {**{k: f"({{0}} {op} {{1}})" for k, op in BINARY.items()},
+        **{k: f"({{0}} {op} {{1}} ? (T)1.0 : (T)0.0)" for k, op in COMPARE_OPS.items()},
+        **{k: f"{fn}({{0}})" for k, fn in _C_CALL.items()},
+        "negative": "(-{0})", "square": "({0} * {0})", "reciprocal": "((T)1.0 / {0})",
+        # NumPy's maximum and minimum: a NaN wins, a tie gives the second; its sign: +0 at
+        # ±0, NaN at NaN
+        "maximum": "(({0} > {1} || {0} != {0}) ? {0} : {1})",
+        "minimum": "(({0} < {1} || {0} != {0}) ? {0} : {1})",
+        "sign": "({0} > (T)0.0 ? (T)1.0 : ({0} < (T)0.0 ? (T)(-1.0) : "
+                "({0} == (T)0.0 ? (T)0.0 : {0})))"}
+"""How :func:`cuda` spells each ufunc, with NumPy's semantics, in C over a type ``T``."""
 
 
 def c_name(name: str) -> str:
@@ -106,29 +137,10 @@ def c_name(name: str) -> str:
 def cuda(node: tuple) -> str:
     """``node`` as a fully parenthesised CUDA C expression of type ``T``; names become
     :func:`c_name`'s identifiers (a static parameter's name too: the caller declares it)."""
-    kind = node[0]
-    if kind == "name":
+    return write(node, CUDA, _c_leaf)
+
+
+def _c_leaf(node: tuple) -> str:
+    if node[0] == "name":
         return c_name(node[1])
-    if kind == "const":
-        return f"(T){node[1]!r}" if node[1] >= 0 else f"(T)({node[1]!r})"
-    a = [cuda(x) for x in node[1:]]
-    if kind in _C_BINARY:
-        return f"({a[0]} {_C_BINARY[kind]} {a[1]})"
-    if kind in _C_COMPARE:
-        return f"({a[0]} {_C_COMPARE[kind]} {a[1]} ? (T)1.0 : (T)0.0)"
-    if kind in _C_CALL:
-        return f"{_C_CALL[kind]}({a[0]})"
-    if kind == "negative":
-        return f"(-{a[0]})"
-    if kind == "square":
-        return f"({a[0]} * {a[0]})"
-    if kind == "reciprocal":
-        return f"((T)1.0 / {a[0]})"
-    if kind in ("maximum", "minimum"):  # NumPy's: a NaN wins, a tie gives the second
-        op = ">" if kind == "maximum" else "<"
-        return f"(({a[0]} {op} {a[1]} || {a[0]} != {a[0]}) ? {a[0]} : {a[1]})"
-    if kind == "sign":  # NumPy's: +0 at ±0, NaN at NaN
-        x = a[0]
-        return (f"({x} > (T)0.0 ? (T)1.0 : ({x} < (T)0.0 ? (T)(-1.0) : "
-                f"({x} == (T)0.0 ? (T)0.0 : {x})))")
-    raise KeyError(kind)
+    return f"(T){node[1]!r}" if node[1] >= 0 else f"(T)({node[1]!r})"

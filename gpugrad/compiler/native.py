@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from . import plan
+from ..scalar_formula import BINARY, COMPARE_OPS, write
 from .fuse import Group
 
 _TANH = (1.0, -0.3333333333333333, 0.13333333333333333, -0.05396825396825397,
@@ -165,22 +166,33 @@ def tanh_{t}(x):
     return x if x != x else np.{t}(math.copysign(r, x))
 ''' for t, c, cap in (("float64", _TANH[:18], 20.0), ("float32", _TANH[:9], 9.0)))
 
-_INFIX = {"add": "+", "subtract": "-", "multiply": "*", "divide": "/"}
-_COMPARE = {"greater": ">", "greater_equal": ">=", "less": "<", "less_equal": "<=",
-            "equal": "==", "not_equal": "!="}
 _LIBM = {"log": "math.log", "log1p": "math.log1p", "sqrt": "np.sqrt"}
 
 
 class _Writer:
-    """The loop body of one kernel: a line per member, reading names through ``where``."""
+    """The loop body of one kernel: a line per member, reading names through ``where``,
+    each ufunc spelt in numba's Python with NumPy's semantics (as ``scalar_formula.CUDA``
+    spells it in C), in the group's dtype."""
 
     def __init__(self, dtype: str, where: dict) -> None:
-        self.T, self.where = f"np.{dtype}", where
-        self.dtype = dtype
+        self.dtype, self.where = dtype, where
         self.lines: list = []
         self.consts: dict = {}
         self.n_exp = 0
         self.over = "over"
+        T, one, zero = f"np.{dtype}", self.const(1.0), self.const(0.0)
+        self.spell = {
+            **{k: f"{T}({{0}} {op} {{1}})" for k, op in BINARY.items()},
+            **{k: f"({one} if {{0}} {op} {{1}} else {zero})" for k, op in COMPARE_OPS.items()},
+            **{k: f"{T}({fn}({{0}}))" for k, fn in _LIBM.items()},
+            "negative": f"{T}(-{{0}})", "reciprocal": f"{T}({one} / {{0}})",
+            "square": f"{T}({{0}} * {{0}})", "absolute": "abs({0})",
+            "tanh": f"tanh_{dtype}({{0}})",  # the prelude's: C's would keep loops off SIMD
+            "exp": self._exp,
+            "maximum": "({0} if ({0} > {1} or {0} != {0}) else {1})",
+            "minimum": "({0} if ({0} < {1} or {0} != {0}) else {1})",
+            "sign": f"({one} if {{0}} > {zero} else ({T}(-{one}) if {{0}} < {zero} else "
+                    f"({zero} if {{0}} == {zero} else {{0}})))"}
 
     def const(self, v: float) -> str:
         if v == 1.0:
@@ -191,43 +203,19 @@ class _Writer:
         self.consts[name] = (self.dtype, v)
         return name
 
+    def _leaf(self, n: tuple) -> str:
+        return self.where[n[1]] if n[0] == "name" else self.const(n[1])
+
+    def _exp(self, x: str) -> str:
+        """Its own lines: the overflow test reads the argument and the result."""
+        e = self.n_exp
+        self.n_exp += 1
+        self.lines += [f"q{e} = {x}", f"e{e} = exp_{self.dtype}(q{e})",
+                       f"{self.over} |= (e{e} == INF) & (q{e} < INF)"]
+        return f"e{e}"
+
     def expr(self, n: tuple) -> str:
-        kind, T = n[0], self.T
-        if kind == "name":
-            return self.where[n[1]]
-        if kind == "const":
-            return self.const(n[1])
-        a = [self.expr(x) for x in n[1:]]
-        if kind in _INFIX:
-            return f"{T}({a[0]} {_INFIX[kind]} {a[1]})"
-        if kind in _COMPARE:
-            return f"({self.const(1.0)} if {a[0]} {_COMPARE[kind]} {a[1]} else {self.const(0.0)})"
-        if kind == "negative":
-            return f"{T}(-{a[0]})"
-        if kind == "reciprocal":
-            return f"{T}({self.const(1.0)} / {a[0]})"
-        if kind == "square":
-            return f"{T}({a[0]} * {a[0]})"
-        if kind == "absolute":
-            return f"abs({a[0]})"
-        if kind == "exp":  # its own line: the overflow test reads its argument and result
-            e = self.n_exp
-            self.n_exp += 1
-            self.lines += [f"q{e} = {a[0]}", f"e{e} = exp_{self.dtype}(q{e})",
-                           f"{self.over} |= (e{e} == INF) & (q{e} < INF)"]
-            return f"e{e}"
-        if kind == "tanh":  # the prelude's own: C's tanh would keep loops off SIMD lanes
-            return f"tanh_{self.dtype}({a[0]})"
-        if kind in _LIBM:
-            return f"{T}({_LIBM[kind]}({a[0]}))"
-        if kind in ("maximum", "minimum"):  # NumPy's: a NaN wins, a tie gives the second
-            op = ">" if kind == "maximum" else "<"
-            return f"({a[0]} if ({a[0]} {op} {a[1]} or {a[0]} != {a[0]}) else {a[1]})"
-        if kind == "sign":
-            one, zero = self.const(1.0), self.const(0.0)
-            return (f"({one} if {a[0]} > {zero} else ({T}(-{one}) if {a[0]} < {zero} else "
-                    f"({zero} if {a[0]} == {zero} else {a[0]})))")
-        raise KeyError(kind)
+        return write(n, self.spell, self._leaf)
 
 
 def array_type(dtype: str, ndim: int, written: bool = False) -> str:
