@@ -323,10 +323,7 @@ def _go_native(later: Any, arrays: list, scratch: Scratch) -> None:
     if len(dtypes) != 1 or next(iter(dtypes)).name not in ("float32", "float64") \
             or not all(P.flags.c_contiguous for P in arrays):
         return
-    ins, outs, body = later.kernel[:3]
-    kernel = native_update.Update(body, [x.split()[-1] for x in ins.split(",")[1:]],
-                           len(outs.split(",")) - 1, [P.ndim for P in arrays],
-                           next(iter(dtypes)))
+    kernel = native_update.Update.of_form(later, [P.ndim for P in arrays], next(iter(dtypes)))
     module = tier.compiled([("NU", kernel)])
     if module is not None:
         scratch.native = (module.NU, later)

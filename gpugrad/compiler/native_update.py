@@ -22,6 +22,15 @@ class Update:
         self.body, self.hoisted, self.states = body, hoisted, states
         self.params, self.dtype = params, np.dtype(dtype)
 
+    @classmethod
+    def of_form(cls, form: Any, ndims: list, dtype: Any) -> Update:
+        """The update of parameters of ``ndims`` dimensions by an optimizer's form
+        (gpugrad.optim_rule.Form: its CUDA parts, ``T G, T h2, ...`` in, ``T P, T S0, ...``
+        out, and the body)."""
+        ins, outs, body = form.kernel[:3]
+        return cls(body, [x.split()[-1] for x in ins.split(",")[1:]],
+                   len(outs.split(",")) - 1, ndims, dtype)
+
     def describe(self) -> str:
         return f"the optimizer's update of {len(self.params)} parameters"
 

@@ -89,9 +89,7 @@ def _native(low: Any, fold: bool, sched: Any, grads: list, shapes: list, env: di
         return [plan.Instr([*grads, *params], [], lambda outs, temps: [f"NU({call})"], True),
                 plan.Instr([], [], lambda outs, temps: ["bump(opt, SITE)"], False)]
     f = low.later
-    ins, outs, body = f.kernel[:3]
-    hoisted = [x.split()[-1] for x in ins.split(",")[1:]]
-    kernel = native_update.Update(body, hoisted, len(outs.split(",")) - 1, ndims, dtype)
+    kernel = native_update.Update.of_form(f, ndims, dtype)
     env["KERNELS_UPDATE"] = [("NU", kernel)]
     env["UFORM"], env["UTEMPS"] = f, _temps
     n = len(params)
