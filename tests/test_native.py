@@ -506,3 +506,32 @@ def test_a_hot_optimizer_step_goes_native_in_the_background(tiered):
         opt.step()
     tier.wait(120)
     assert opt._scratch.native and opt._scratch.remake is None
+
+
+def test_gradients_handed_back_by_one_kernel_share_one_block(native, monkeypatch):
+    """The gradients one kernel hands back are the rows of one new block per run: equal to
+    the NumPy tier's, and never overwritten by a later run."""
+    rng = np.random.default_rng(3)
+    ws = [gg.Variable(rng.uniform(0.5, 1.5, 8)) for _ in range(6)]
+    y0 = gg.Placeholder((8,), "float64", name="y0")
+    y = y0
+    for w in ws:
+        y = gg.sigmoid(y * w + 0.1)
+    loss = gg.sum(y)
+    feeds = [rng.standard_normal(8) for _ in range(2)]
+
+    def run(feed=feeds[0]):
+        return [np.array(g) for g in gg.gradients(loss, ws, feed={y0: feed})]
+
+    want, got = _both(monkeypatch, run, loss)
+    for a, b in zip(got, want):
+        assert_orders_agree(a, b, **TOL)
+    (prog,) = _programs(loss)
+    assert prog.tier == "native" and "_all, D_N" in prog.source
+    first = gg.gradients(loss, ws, feed={y0: feeds[0]})
+    assert len({id(g.base) for g in first}) < len(first)  # rows of shared blocks
+    kept = [np.array(g) for g in first]
+    second = gg.gradients(loss, ws, feed={y0: feeds[1]})
+    for g, k in zip(first, kept):
+        assert np.array_equal(g, k)  # the next run wrote new blocks
+    assert not np.allclose(np.asarray(second[0]), kept[0])

@@ -397,9 +397,14 @@ def instruction(group: Group, name: str, env: dict) -> plan.Instr:
                 args.append(f"{n}.item()")
             else:
                 args.append(n if n in planned else f"np.ascontiguousarray({n})")
+        fresh = [m for m, o in zip(group.outputs, outs) if o == "None"]
+        if len(fresh) > 1:  # values handed back: the rows of one new block (one allocation)
+            env[f"S_{name}_all"] = (len(fresh), *group.shape)
+            lines.append(f"{', '.join(fresh)} = np.empty(S_{name}_all, D_{name})")
         for m, o in zip(group.outputs, outs):
-            lines.append(f"{m} = {o}" if o != "None" else
-                         f"{m} = np.empty(S_{name}, D_{name})")
+            if o != "None" or len(fresh) == 1:
+                lines.append(f"{m} = {o}" if o != "None" else
+                             f"{m} = np.empty(S_{name}, D_{name})")
             args.append(m)
         for j, ((m, _, shape), o) in enumerate(zip(group.sums, outs[len(group.outputs):])):
             env[f"S_{name}_{j}"] = shape
