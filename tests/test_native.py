@@ -43,9 +43,10 @@ def native(monkeypatch, cache):
 
 
 @pytest.fixture
-def tiered(monkeypatch, cache):
-    """The default tiering, made hot after 128 runs (and no time) so that tests are short."""
-    monkeypatch.setenv("GPUGRAD_CACHE_DIR", cache)
+def tiered(monkeypatch, tmp_path):
+    """The default tiering, made hot after 128 runs (and no time) so that tests are short;
+    a cache of its own (no program went native before)."""
+    monkeypatch.setenv("GPUGRAD_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("GPUGRAD_JIT", "1")
     monkeypatch.setattr(tier, "HOT_RUNS", 128)
     monkeypatch.setattr(tier, "HOT_SECONDS", 0.0)
@@ -335,6 +336,40 @@ def test_a_second_process_loads_the_kernels_from_the_disk_cache(tmp_path):
     assert t1 == t2 == "native" and int(n1) >= 1 and n1 == n2
     assert int(hits1) == 0 and int(hits2) == int(n2)
     assert s1 == s2
+
+
+def test_a_program_that_went_native_before_starts_native_at_once(tmp_path):
+    """Tiered (GPUGRAD_JIT=1): a process whose program went hot and native leaves a marker
+    in the cache; the next process with the same program builds its native tier from its
+    first planned run (in the background, from the cache), long before it is hot."""
+    script = textwrap.dedent("""
+        import sys, numpy as np, gpugrad as gg
+        from gpugrad.compiler import tier
+        tier.HOT_RUNS, tier.HOT_SECONDS = int(sys.argv[1]), 0.0
+        x = gg.Placeholder((None, 8), "float64")
+        W = gg.Variable(np.ones((8, 8)) / 8)
+        loss = gg.sum(gg.tanh(gg.sigmoid(x @ W) * 2.0 - 1.0))
+        X = np.linspace(-1, 1, 40).reshape(5, 8)
+        for _ in range(int(sys.argv[2])):
+            g = gg.gradients(loss, [W], feed={x: X})[0]
+        tier.wait(120)
+        (prog,) = [p for s in loss._schedules.values() for p in s.programs.values()]
+        print(prog.tier, prog.runs, float(np.sum(g)))
+    """)
+    env = dict(os.environ, GPUGRAD_JIT="1", GPUGRAD_CACHE_DIR=str(tmp_path),
+               GPUGRAD_BACKEND="numpy")
+
+    def run(hot_runs, runs):
+        got = subprocess.run([sys.executable, "-c", script, str(hot_runs), str(runs)],
+                             env=env, text=True, capture_output=True, timeout=300)
+        assert got.returncode == 0, got.stderr
+        return got.stdout.split()
+
+    assert run(10**6, 3)[0] == "numpy"  # never hot: no marker
+    assert run(10**6, 3)[0] == "numpy"
+    assert run(64, 130)[0] == "native"  # hot: native, marked
+    tier_, runs, _ = run(10**6, 2)  # never hot, yet native from the first planned run
+    assert tier_ == "native" and int(runs) == 1
 
 
 def test_one_native_program_serves_every_batch_size(native, monkeypatch):

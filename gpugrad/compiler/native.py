@@ -355,6 +355,29 @@ def cache_dir() -> Path:
     return Path(base) / "gpugrad" / "native"
 
 
+def _marker(program_source: str) -> Path:
+    return cache_dir() / f"hot_{hashlib.sha256(program_source.encode()).hexdigest()[:20]}"
+
+
+def was_native(program_source: str) -> bool:
+    """Whether a program of this (NumPy-tier) source went native before, in any process
+    (:func:`mark_native`): its kernels are in the disk cache, so it may go native at once."""
+    try:
+        return _marker(program_source).exists()
+    except OSError:
+        return False
+
+
+def mark_native(program_source: str) -> None:
+    """Note in the disk cache that the program of this (NumPy-tier) source went native."""
+    try:
+        path = _marker(program_source)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError:
+        pass  # a read-only cache: the next process waits until the program is hot
+
+
 def load(source: str) -> Any:
     """The module of ``source``, from the disk cache where it is there (numba then loads
     the machine code it cached), else written there first and compiled."""

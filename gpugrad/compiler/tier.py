@@ -6,7 +6,9 @@ A program is *hot* once it has run :data:`HOT_RUNS` times and :data:`HOT_SECONDS
 passed since its first run; then a background thread builds its native tier (the same
 program with each fusion group as one kernel, gpugrad.compiler.native), compiles it (or
 loads it from the disk cache) and switches the program over between two runs. No run
-waits for a compile: until the switch, the NumPy tier runs.
+waits for a compile: until the switch, the NumPy tier runs. A program that went native
+before, in this process or another (its kernels are in the disk cache, and a marker named by
+its NumPy source says so), starts its native tier at once instead, still in the background.
 
 ``GPUGRAD_JIT``: unset or ``1``, as above; ``0``, never native; ``now``, native from the
 first planned run, compiled before it (for tests and benchmarks).
@@ -56,11 +58,17 @@ _numba: bool | None = None  # whether numba is installed (looked up once)
 def offer(obj: Any, make: Callable) -> None:
     """Give ``obj`` (a NumPy-tier program, an optimizer's planned step: it has ``runs``,
     ``first`` and ``remake``) the way to its native tier, ``make(obj)``, which builds it and
-    puts it in place. With ``GPUGRAD_JIT=now`` that happens now; read once, here."""
+    puts it in place. With ``GPUGRAD_JIT=now`` that happens now; read once, here. A program
+    that went native before (:func:`gpugrad.compiler.native.was_native`) starts it in the
+    background now, instead of once hot."""
     if not available():
         return
     if mode() == "now":
         make(obj)
+        return
+    source = getattr(obj, "source", None)
+    if source is not None and native.was_native(source):  # built before: go at once
+        background(make, obj)
         return
     obj.remake = make
 
@@ -120,6 +128,7 @@ def switch(remake: Callable, prog: Any) -> None:
         if module is None:
             return
         new.fn.__globals__.update({n: getattr(module, n) for n, _ in new.kernels})
+    native.mark_native(prog.source)
     with prog.busy:
         prog.fn, prog.buffers, prog.source = new.fn, new.buffers, new.source
         prog.frames, prog.lead = new.frames, new.lead
