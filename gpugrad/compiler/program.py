@@ -176,9 +176,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 if saved:
                     return em(f"v{o}", outs[0], saved, outs[1:], temps)
                 return em(f"v{o}", outs[0], *temps)
-            fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [  # a view is not planned
-                (f"v{o}", *((None, None) if low.view else shapes[o])),
-                *[(n, *sv) for n, sv in zip(saved, low.saved)]],
+            fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [
+                (f"v{o}", *shapes[o]), *[(n, *sv) for n, sv in zip(saved, low.saved)]],
                 emit, not low.view, inplace={f"v{o}": over}, temps=low.temps, tag=ftag,
                 scalar=None if saved else low.scalar))
             continue

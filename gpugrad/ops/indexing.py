@@ -190,8 +190,8 @@ def _spelled(key) -> str | None:
             parts.append(repr(k))
         elif type(k) is slice and all(v is None or type(v) is int
                                       for v in (k.start, k.stop, k.step)):
-            parts.append(":".join("" if v is None else str(v)
-                                  for v in (k.start, k.stop, k.step)).rstrip(":") or ":")
+            a, b, c = ("" if v is None else str(v) for v in (k.start, k.stop, k.step))
+            parts.append(f"{a}:{b}" + (f":{c}" if c else ""))
         else:
             return None
     while len(parts) > 1 and parts[-1] == ":":
