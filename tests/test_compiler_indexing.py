@@ -112,3 +112,37 @@ def test_a_gradient_passed_on_unchanged_does_not_start_a_fusion_run():
     assert (start, stop) == (2, 4)
     assert [m for m, _ in g.members] == ["a", "b"] and g.outputs == ["b"]
     assert not fuse.runs(prog[:2], {"g": ((4,), f8)}, keep={"c0", "c1"})
+
+
+def test_views_feed_fused_kernels_natively(monkeypatch, tmp_path):
+    """The native tier of an Elman step over the slices of a feed, with a strided slice
+    read by a fused group (the kernel gets a contiguous copy): its value and gradients equal
+    the NumPy tier's, and no kernel only passes a gradient on (an add's)."""
+    pytest.importorskip("numba")
+    monkeypatch.setenv("GPUGRAD_CACHE_DIR", str(tmp_path))
+    rng = np.random.default_rng(1)
+    xs = gg.Placeholder((4, None, 6), "float64", name="xs")
+    Wx = gg.Variable(rng.standard_normal((3, 5)))
+    Wh = gg.Variable(rng.standard_normal((5, 5)) * 0.3)
+    b = gg.Variable(rng.standard_normal(5))
+    h = gg.tanh(xs[0, :, ::2] @ Wx + b)
+    for t in range(1, 4):
+        h = gg.tanh(xs[t, :, ::2] @ Wx + h @ Wh + b) * gg.sigmoid(xs[t, :, 1:2])
+    loss = gg.sum(h * h)
+    feed = {xs: rng.standard_normal((4, 7, 6))}
+    results = {}
+    with gg.use_backend("numpy"):
+        for jit in ("0", "now"):
+            monkeypatch.setenv("GPUGRAD_JIT", jit)
+            for s in loss._schedules.values():
+                s.forget()
+            gg.value_and_gradients(loss, [Wx, Wh, b], feed=feed)
+            results[jit] = gg.value_and_gradients(loss, [Wx, Wh, b], feed=feed)
+    (v0, g0), (v1, g1) = results["0"], results["now"]
+    assert_orders_agree(np.asarray(v1), np.asarray(v0), **TOL)
+    for a, c in zip(g1, g0):
+        assert_orders_agree(np.asarray(a), np.asarray(c), **TOL)
+    src = _source(loss)
+    assert "# fused" in src and not any(
+        line.split("# fused")[1].split(":", 1)[1].strip().startswith("add (vjp)")
+        and "|" not in line for line in src.splitlines() if "# fused" in line)
