@@ -182,8 +182,9 @@ getitem.def_fast_path("cupy", vjp=_getitem_vjp_setitem)
 
 
 def _spelled(key) -> str | None:
-    """A normalized basic key as Python index syntax (``3, 1:, ::2``), or None where a part
-    of it is not an int, a slice of ints or None."""
+    """A normalized basic key as Python index syntax (``3, 1:, ::2``; ``1, 2, ...`` where
+    it picks one element, so that it gives a 0-d view), or None where a part of it is not an
+    int, a slice of ints or None."""
     parts = []
     for k in key:
         if k is None or type(k) is int:
@@ -194,8 +195,10 @@ def _spelled(key) -> str | None:
             parts.append(f"{a}:{b}" + (f":{c}" if c else ""))
         else:
             return None
-    while len(parts) > 1 and parts[-1] == ":":
+    while parts and parts[-1] == ":":
         parts.pop()  # trailing full slices select what they leave out
+    if all(p.lstrip("-").isdigit() for p in parts):  # ints only: "..." keeps it a view,
+        parts.append("...")  # where NumPy would give a scalar
     return ", ".join(parts)
 
 
@@ -220,7 +223,6 @@ class _GetitemLowering:
         text = _GetitemLowering._key(info, params)
         if text is None:
             return None
-        text += ", ..." if not out[0] else ""  # a 0-d view, not a NumPy scalar
         return ctx.Forward(lambda o, dst: [f"{o} = {ins[0]}[{text}]"], [], (), view=True)
 
     @staticmethod
