@@ -96,7 +96,7 @@ def test_a_spelled_key_selects_what_the_key_selects(key):
     x = np.arange(60.0).reshape(4, 5, 3)
     text = _spelled(normalize_key(key, x.ndim))
     assert text is not None and _spelled(normalize_key((True,), x.ndim)) is None  # a mask
-    got = eval(f"x[{text}]", {"x": x})  # noqa: S307 (the text is the lowering's)
+    got = eval(f"x[{text}]", {"x": x})  # the text is the lowering's
     np.testing.assert_array_equal(got, x[key])
     assert type(got) is np.ndarray and got.shape == np.asarray(x[key]).shape
 
