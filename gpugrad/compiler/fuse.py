@@ -141,7 +141,7 @@ def runs(prog: list, info: dict, keep: set, breaks: set = frozenset()) -> list:
         first = prog[k]
         # a value passed on unchanged (a sum's gradient) stays a name for its value: a run
         # starting with it would store a copy
-        if first.scalar is None or first.scalar[0] == "name" or len(first.defines) != 1:
+        if first.scalar is None or first.alias or len(first.defines) != 1:
             k += 1
             continue
         _, shape, dtype = first.defines[0]
