@@ -139,7 +139,9 @@ def runs(prog: list, info: dict, keep: set, breaks: set = frozenset()) -> list:
     k = 0
     while k < len(prog):
         first = prog[k]
-        if first.scalar is None or len(first.defines) != 1:
+        # a value passed on unchanged (a sum's gradient) stays a name for its value: a run
+        # starting with it would store a copy
+        if first.scalar is None or first.alias or len(first.defines) != 1:
             k += 1
             continue
         _, shape, dtype = first.defines[0]

@@ -44,6 +44,7 @@ class Forward(NamedTuple):
     scalar: tuple | None = None  # the step as one formula over value names (see resolve)
     epilogue: tuple | None = None  # (emit of the product alone, formula over "o" after it)
     native: Any = None  # the op's own kernel for the native tier (see NativeKernel)
+    view: bool = False  # its value is a view of its input: left to ordinary allocation
 
 
 class Backward(NamedTuple):

@@ -178,7 +178,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 return em(f"v{o}", outs[0], *temps)
             fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [
                 (f"v{o}", *shapes[o]), *[(n, *sv) for n, sv in zip(saved, low.saved)]],
-                emit, True, inplace={f"v{o}": over}, temps=low.temps, tag=ftag,
+                emit, not low.view, inplace={f"v{o}": over}, temps=low.temps, tag=ftag,
                 scalar=None if saved else low.scalar))
             continue
         fwd = sched.fsteps[k][0]

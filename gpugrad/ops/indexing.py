@@ -181,6 +181,66 @@ getitem.def_fast_path("numpy", vjp=_getitem_vjp_setitem)
 getitem.def_fast_path("cupy", vjp=_getitem_vjp_setitem)
 
 
+def _spelled(key) -> str | None:
+    """A normalized basic key as Python index syntax (``3, 1:, ::2``; ``1, 2, ...`` where
+    it picks one element, so that it gives a 0-d view), or None where a part of it is not an
+    int, a slice of ints or None."""
+    parts = []
+    for k in key:
+        if k is None or type(k) is int:
+            parts.append(repr(k))
+        elif type(k) is slice and all(v is None or type(v) is int
+                                      for v in (k.start, k.stop, k.step)):
+            a, b, c = ("" if v is None else str(v) for v in (k.start, k.stop, k.step))
+            parts.append(f"{a}:{b}" + (f":{c}" if c else ""))
+        else:
+            return None
+    while parts and parts[-1] == ":":
+        parts.pop()  # trailing full slices select what they leave out
+    if all(p.lstrip("-").isdigit() for p in parts):  # ints only: "..." keeps it a view,
+        parts.append("...")  # where NumPy would give a scalar
+    return ", ".join(parts)
+
+
+class _GetitemLowering:
+    """The planned program's code for a basic index: NumPy's own indexing, inline, giving
+    the view the rule gives (``view=True``: left to ordinary allocation, as the rule's
+    value is); its gradient, ``g`` written into zeros of the input's shape (the buffer kept
+    across runs), as the NumPy rule writes it."""
+
+    @staticmethod
+    def _key(info, params):
+        if info[0] is None or info[0][0] is None:
+            return None
+        try:
+            key = normalize_key(params["key"], len(info[0][0]))
+        except (TypeError, IndexError):
+            return None
+        return _spelled(key)
+
+    @staticmethod
+    def forward(ins, info, out, params, ctx):
+        text = _GetitemLowering._key(info, params)
+        if text is None:
+            return None
+        return ctx.Forward(lambda o, dst: [f"{o} = {ins[0]}[{text}]"], [], (), view=True)
+
+    @staticmethod
+    def backward(pos, g, ins, info, o, out, params, ctx, **kw):
+        text = _GetitemLowering._key(info, params)
+        if text is None or kw.get("scalar_g"):
+            return None
+
+        def emit(c, C, T):
+            if C == "None":  # not planned: a new array, as the rule makes
+                return [f"{c} = np.zeros({info[0][0]!r}, {g}.dtype)", f"{c}[{text}] = {g}"]
+            return [f"{C}.fill(0)", f"{C}[{text}] = {g}", f"{c} = {C}"]
+        return [g], emit, False, []
+
+
+getitem.deflower(_GetitemLowering)
+
+
 @defop("setitem", scalar_ok=(1,))
 def setitem(xp, x, value, *, key):
     """x with x[key] replaced by value, for a basic key (a new array: x is not written);
