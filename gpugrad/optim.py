@@ -97,7 +97,7 @@ class Optimizer:
     def step(self) -> None:
         """Apply one update from each parameter's ``.grad`` (parameters without one are
         skipped)."""
-        if WRAPPED and self in WRAPPED:
+        if WRAPPED.data and self in WRAPPED:  # (.data: len() of a WeakKeyDictionary is slow)
             _refuse_wrapped(self, "step")
         if type(self)._apply is Optimizer._apply and "_apply" not in self.__dict__ \
                 and step_planned(self):  # nothing changed since the last step: the short way

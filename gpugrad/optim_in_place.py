@@ -254,7 +254,8 @@ def step_planned(opt: Any) -> bool:
     """``opt.step()`` the way the last step went, when nothing it depends on changed: the
     same parameters, arrays and options, NumPy gradients of their shape and dtype, state
     already made, the same ``update``. The hyperparameters are read again (a schedule may
-    change ``lr``). False (and nothing done) otherwise: then :func:`apply` runs."""
+    change ``lr``). False (and nothing done) otherwise: then :func:`apply` runs. Once hot,
+    one native kernel call updates every parameter (:func:`_native_step`)."""
     scratch = opt.__dict__.get("_scratch")
     plan = scratch.plan if scratch is not None else None
     if plan is None:
@@ -263,6 +264,9 @@ def step_planned(opt: Any) -> bool:
     if type(opt) is not cls or cls.update is not update or "update" in opt.__dict__ \
             or len(opt.params) != len(params) or _options(opt) != options:
         return False
+    nat = scratch.native
+    if nat and nat[1] is later and _native_step(nat[0], opt, later, scratch):
+        return True
     names, state, ndarray = later.names, opt.state, np.ndarray
     arrays, grads, states = [], [], []
     for p, q, ref in zip(opt.params, params, refs):
@@ -271,9 +275,8 @@ def step_planned(opt: Any) -> bool:
                 or g.shape != P.shape:
             return False
         if names:
-            st = state[p]
             try:
-                states.append(list(map(st.__getitem__, names)))
+                states.append(list(map(state[p].__getitem__, names)))
             except KeyError:  # no state yet (or some of it was removed)
                 return False
         else:
@@ -294,11 +297,6 @@ def step_planned(opt: Any) -> bool:
             tier.offer(scratch, functools.partial(_go_native, later, arrays))
         elif not scratch.runs & 63 and scratch.remake is not None:
             tier.tick(scratch)
-        nat = scratch.native
-        if nat and nat[1] is later and _native_step(nat[0], opt, later, params, arrays,
-                                                    grads, states, h, known):
-            n = len(params)
-            return True
         with _loud() or _NOTHING:  # tiny moments underflow quietly
             for p, P, g, S, T in zip(params, arrays, grads, states, views):
                 fn(P, g, S, T, h if h is not None else _hoisted(opt, later, None, p, known))
@@ -312,35 +310,70 @@ def step_planned(opt: Any) -> bool:
     return True
 
 
+def _native_step(kernel: Any, opt: Any, later: Any, scratch: Scratch) -> bool:
+    """The planned step as one call of the kernel :func:`_go_native` made: every parameter's
+    array, gradient and state arrays, then the step's scalars, once for all (the parameters
+    have had as many updates). The kernel checks the arrays (numba: their dtype, number of
+    dimensions and C order; the kernel itself: each gradient's and state's shape against its
+    parameter's) before it writes anything; False, with nothing written or counted, where
+    they do not fit (the NumPy code then decides)."""
+    params = opt.params
+    names = later.names
+    k, n = 2 + len(names), len(params)
+    args: list = [None] * (k * n)  # per parameter: P, G, S0, S1, ...
+    arrays = args[0::k] = list(map(_DATA, params))
+    args[1::k] = map(_GRAD, params)
+    if names:
+        try:
+            st = list(map(opt.state.__getitem__, params))
+            for j, name in enumerate(names):
+                args[2 + j::k] = map(operator.itemgetter(name), st)
+        except KeyError:  # no state yet (or some of it was removed)
+            return False
+    t = 0
+    if opt.counts_steps:  # this update's count, where every parameter is at the same one
+        ts = list(map(opt.param_steps.get, params))
+        if ts.count(ts[0]) != n:
+            return False
+        t = (ts[0] or 0) + 1
+    h = later.prologue(opt.scalars(t))
+    if not scratch.busy.acquire(False):  # another thread is stepping this optimizer
+        return False
+    try:
+        try:
+            if kernel(*args, *h):  # a shape that does not fit: nothing was written
+                return False
+        except TypeError:  # numba found no signature for these arrays: nothing ran
+            return False
+        opt.steps += 1
+        if t:
+            opt.param_steps.update(zip(params, [t] * n))
+    finally:
+        scratch.busy.release()
+    versions.wrote_arrays(params, versions.refs(arrays),
+                          f"{type(opt).__name__} step called at {call_site()}")
+    return True
+
+
+_DATA = operator.attrgetter("data")
+_GRAD = operator.attrgetter("grad")
 _NOTHING = contextlib.nullcontext()
 
 
 def _go_native(later: Any, arrays: list, scratch: Scratch) -> None:
     """Make the kernel that updates every parameter at once (gpugrad.compiler.native), from
     the optimizer's form, for a planned step that is hot: then :func:`step_planned` calls
-    it. Only where every parameter is C-contiguous and of one real float dtype."""
+    it (:func:`_native_step`). Only where every parameter is C-contiguous and of one
+    real float dtype."""
     dtypes = {P.dtype for P in arrays}
     if len(dtypes) != 1 or next(iter(dtypes)).name not in ("float32", "float64") \
             or not all(P.flags.c_contiguous for P in arrays):
         return
-    kernel = native_update.Update.of_form(later, [P.ndim for P in arrays], next(iter(dtypes)))
+    kernel = native_update.Update.of_form(later, [P.ndim for P in arrays], next(iter(dtypes)),
+                                          eager=True)
     module = tier.compiled([("NU", kernel)])
     if module is not None:
         scratch.native = (module.NU, later)
-
-
-def _native_step(kernel: Any, opt: Any, later: Any, params: list, arrays: list,
-                 grads: list, states: list, h: Any, known: dict) -> bool:
-    """The planned step as one kernel call; False (nothing written) where an array does not
-    fit its signature (not C-contiguous, say): then the NumPy code runs."""
-    args: list = []
-    for p, P, g, S in zip(params, arrays, grads, states):
-        args += (P, g, *S, *(h if h is not None else _hoisted(opt, later, None, p, known)))
-    try:
-        kernel(*args)
-    except TypeError:  # numba found no signature for these arrays: nothing ran
-        return False
-    return True
 
 
 def _quiet(xp: Any, general: bool) -> Any:

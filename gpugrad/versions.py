@@ -246,7 +246,10 @@ def _position(node: Any, array: Any) -> str:
 
 def refs(arrays: Any) -> tuple:
     """The write log's references to ``arrays`` (for :func:`wrote_arrays`)."""
-    return tuple(_ref(a) for a in arrays)
+    try:
+        return tuple(map(weakref.ref, arrays))  # (the usual case, without a call per array)
+    except TypeError:  # some array takes no weak reference
+        return tuple(_ref(a) for a in arrays)
 
 
 def wrote_arrays(tensors: Any, refs: Any, site: str) -> None:

@@ -16,27 +16,32 @@ class Update:
     one element as the optimizer's form writes it for CUDA (gpugrad.optim_rule: lines
     ``T n4 = (h2 * S0);`` and ``P = n25;``), ``hoisted`` the per-step scalars it reads
     (``h2``, ...), ``states`` how many state arrays a parameter has, ``params`` each
-    parameter's number of dimensions, all of ``dtype``."""
+    parameter's number of dimensions, all of ``dtype``. ``eager``: the kernel of the eager
+    step (gpugrad.optim_in_place), whose arrays nothing planned: it first checks that each
+    gradient and state has its parameter's shape (it returns True, having written nothing,
+    where one does not), and it takes the scalars once, after every parameter's arrays, for
+    all of them (the parameters have had as many updates)."""
 
-    def __init__(self, body: str, hoisted: list, states: int, params: list, dtype: Any):
+    def __init__(self, body: str, hoisted: list, states: int, params: list, dtype: Any,
+                 eager: bool = False):
         self.body, self.hoisted, self.states = body, hoisted, states
-        self.params, self.dtype = params, np.dtype(dtype)
+        self.params, self.dtype, self.eager = params, np.dtype(dtype), eager
 
     @classmethod
-    def of_form(cls, form: Any, ndims: list, dtype: Any) -> Update:
+    def of_form(cls, form: Any, ndims: list, dtype: Any, eager: bool = False) -> Update:
         """The update of parameters of ``ndims`` dimensions by an optimizer's form
         (gpugrad.optim_rule.Form: its CUDA parts, ``T G, T h2, ...`` in, ``T P, T S0, ...``
         out, and the body)."""
         ins, outs, body = form.kernel[:3]
         return cls(body, [x.split()[-1] for x in ins.split(",")[1:]],
-                   len(outs.split(",")) - 1, ndims, dtype)
+                   len(outs.split(",")) - 1, ndims, dtype, eager)
 
     def describe(self) -> str:
         return f"the optimizer's update of {len(self.params)} parameters"
 
     def args(self, j: int) -> list:
         return [f"P{j}", f"G{j}", *(f"S{j}_{k}" for k in range(self.states)),
-                *(f"H{j}_{h}" for h in self.hoisted)]
+                *(() if self.eager else (f"H{j}_{h}" for h in self.hoisted))]
 
     def source(self, name: str) -> str:
         """Its numba source: for each parameter one loop, reading an element of ``P``, ``G``
@@ -48,14 +53,22 @@ class Update:
             args += self.args(j)
             sig += [array_type(dt, ndim, True), array_type(dt, ndim)] + [
                 array_type(dt, ndim, True)] * self.states + ["types.float64"] * len(
-                self.hoisted)
+                () if self.eager else self.hoisted)
+        if self.eager:
+            args += [f"H_{h}" for h in self.hoisted]
+            sig += ["types.float64"] * len(self.hoisted)
+            for j, _ in enumerate(self.params):  # every shape, before anything is written
+                lines += [f"    if G{j}.shape != P{j}.shape:", "        return True",
+                          *(line for k in range(self.states) for line in (
+                              f"    if S{j}_{k}.shape != P{j}.shape:", "        return True"))]
         for j, _ in enumerate(self.params):
             rename = {"P": f"eP{j}", "G": f"eG{j}",
                       **{f"S{k}": f"eS{j}_{k}" for k in range(self.states)},
                       **{h: f"c{j}_{h}" for h in self.hoisted}}
             lines += [f"    p{j} = P{j}.ravel()", f"    g{j} = G{j}.ravel()",
                       *(f"    s{j}_{k} = S{j}_{k}.ravel()" for k in range(self.states)),
-                      *(f"    c{j}_{h} = np.{dt}(H{j}_{h})" for h in self.hoisted),
+                      *(f"    c{j}_{h} = np.{dt}(H{'' if self.eager else j}_{h})"
+                        for h in self.hoisted),
                       f"    for i{j} in range(p{j}.shape[0]):",
                       f"        eP{j} = p{j}[i{j}]", f"        eG{j} = g{j}[i{j}]",
                       *(f"        eS{j}_{k} = s{j}_{k}[i{j}]" for k in range(self.states))]

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import backend as B
+from .. import eager as _eager
 from .. import versions
 from .. import errors as E
 from ..eager import Node, backend_name
@@ -34,7 +35,7 @@ from ..compiler import batch
 from ..compiler.listing import listing
 from ..compiler.schedule import Schedule
 from ..compiler.trace import trace
-from .whole import CompiledCall, Direct, Done, anomaly_on, done_node, never
+from .whole import ALL, NO_PARAMS, CompiledCall, Direct, Done, anomaly_on, done_node, never
 
 
 class Entry:
@@ -43,6 +44,9 @@ class Entry:
     guard: Any = None
     """The check that what the trace read from outside its arguments is unchanged
     (gpugrad.jit.guards; None: it read nothing to guard). ``gg.compile`` sets it."""
+
+    direct: Direct | None = None  # a recorded loss's whole run, called directly once learnt
+    quick = False  # a loss whose node :meth:`run` makes itself (see _plan_gradients)
 
     symbolic: bool = False
     """Whether the trace serves every batch size: its arguments' batch dims (:func:`marks`)
@@ -150,7 +154,12 @@ class Entry:
         # version check (forward and backward at once from then on), or False (not a
         # floating scalar: forward now, backward later); False for anything else
         self.whole: tuple | bool | None = None if self.record and len(self.syms) == 1 else False
-        self.direct: Direct | None = None  # the whole run's NumPy program, called directly
+        self.direct = None  # the whole run's NumPy program, called directly
+        # a loss whose only gradient targets are Variables: its whole run's node is made in
+        # :meth:`run` itself (its inputs and their needs are fixed)
+        self.quick = self.loss and not self.grad_args
+        self.needs = ALL[len(self.variables)] if len(self.variables) < len(ALL) else (
+            (True,) * len(self.variables))
 
     def schedule(self, args: tuple, k: int = 0) -> Schedule:
         """The schedule of output ``k`` (0: all outputs, one sweep) whose gradient targets
@@ -173,12 +182,19 @@ class Entry:
         there: a rebound Variable, anomaly mode, a failed run, goes through the schedule);
         the first recorded call, and every call with several outputs, runs forward now and
         backward later; an unrecorded call runs forward only."""
+        direct = self.direct
+        if self.quick and direct is not None and (_eager._anomaly is None or not anomaly_on()):
+            got = direct.call(leaves)  # the usual loss: its node made here, in one go
+            if got is not None:
+                value, grads, kept = got
+                return made(value, self.xp, Node(
+                    self.op, NO_PARAMS, self.variables, self.needs, (Done(tuple(grads)), kept),
+                    self.backend_name, value.shape, value.dtype))
         if not self.syms:
             return self._outputs(leaves, [], None, None)
         inputs = self.variables if self.record else ()
         if self.grad_args:
             inputs += tuple(_node_of(leaves[self.arrays[j]]) for j in self.grad_args)
-        direct = self.direct
         got = None if direct is None or anomaly_on() else direct.call(leaves)
         if got is None:
             feed = self._feed(leaves, inputs)

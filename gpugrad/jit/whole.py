@@ -13,6 +13,7 @@ general one.
 
 from __future__ import annotations
 
+from operator import attrgetter, is_
 from typing import Any, Sequence
 
 import numpy as np
@@ -20,7 +21,7 @@ import numpy as np
 from .. import eager, hooks, versions
 from ..eager import FREED, Node
 from ..registry import Op
-from ..tensor import Tensor, no_grad
+from ..tensor import Tensor, _grad_enabled
 from ..compiler.schedule import Schedule
 
 
@@ -29,13 +30,17 @@ class Direct:
     signature already fixed the arguments' shapes and dtypes, and the Tensors' (closed-over
     Variables can be rebound) are compared here against the ones it was learnt with."""
 
-    __slots__ = ("prog", "tensors", "shapes", "dtypes", "feed_at", "kept_data", "kept_feeds")
+    __slots__ = ("prog", "tensors", "shapes", "dtypes", "feed_at", "kept_data", "kept_feeds",
+                 "last")
 
     def __init__(self, sched: Schedule, prog: Any, tensors: list, placeholders: list,
                  arrays: list, whole: tuple) -> None:
         self.prog, self.tensors = prog, tuple(tensors)
         self.shapes = tuple(t.data.shape for t in tensors)
         self.dtypes = tuple(t.data.dtype for t in tensors)
+        # the Tensors' arrays the last call found to fit (the same arrays fit again; an
+        # array rebound since is kept alive only until the next call)
+        self.last = [t.data for t in tensors]
         # the schedule's feeds, as positions among the call's arguments (``arrays[j]``:
         # where the argument of Placeholder j is)
         position = {id(ph): arrays[j] for j, ph in enumerate(placeholders)}
@@ -52,13 +57,13 @@ class Direct:
         or None when the schedule must decide (a Tensor rebound to another shape or dtype, a
         feed that is not a NumPy array, another thread in the program, a run that failed:
         the schedule then runs generically or names the op)."""
-        datas = []
-        for t, shape, dtype in zip(self.tensors, self.shapes, self.dtypes):
-            d = t.data
-            if type(d) is not np.ndarray or d.shape != shape or (d.dtype is not dtype
-                                                                 and d.dtype != dtype):
-                return None
-            datas.append(d)
+        datas = list(map(_DATA, self.tensors))
+        if not all(map(is_, datas, self.last)):
+            for d, shape, dtype in zip(datas, self.shapes, self.dtypes):
+                if type(d) is not np.ndarray or d.shape != shape or (d.dtype is not dtype
+                                                                     and d.dtype != dtype):
+                    return None
+            self.last = datas
         feeds = []
         for i in self.feed_at:
             a = leaves[i]
@@ -75,10 +80,13 @@ class Direct:
             return None
         if got is None:
             return None
-        kept = [datas[k] for k in self.kept_data]
+        kept = list(map(datas.__getitem__, self.kept_data))
         if self.kept_feeds:
-            kept += [feeds[k] for k in self.kept_feeds]
+            kept += map(feeds.__getitem__, self.kept_feeds)
         return got[0], got[1], kept
+
+
+_DATA = attrgetter("data")
 
 
 def anomaly_on() -> bool:
@@ -108,9 +116,8 @@ def whole_sweep(root: Tensor, retain_graph: bool) -> bool:
     are gone (the general sweep names that error)."""
     node = root._node
     res = node.res
-    if type(res) is not tuple or type(res[0]) is not Done or eager.backward_hooks:
-        return False
-    if anomaly_on():
+    if type(res) is not tuple or type(res[0]) is not Done or eager.backward_hooks \
+            or eager._anomaly is not None and anomaly_on():
         return False
     grads = res[0].grads
     inputs = node.inputs
@@ -124,8 +131,11 @@ def whole_sweep(root: Tensor, retain_graph: bool) -> bool:
         versions.check([node], FREED)
     if not retain_graph:
         node.res = FREED
-    with no_grad():
-        eager.accumulate(root.xp, zip(inputs, grads))  # as the general sweep does
+    token = _grad_enabled.set(False)  # (no_grad, as the general sweep adds)
+    try:
+        eager.accumulate(root.xp, zip(inputs, grads))
+    finally:
+        _grad_enabled.reset(token)
     return True
 
 
