@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from . import versions
-from .compiler import native_update, tier
+from .compiler import native_calls, native_update, tier
 from .errors import call_site
 from .fpstate import quiet
 from .fpstate import quiet_unless_ignored as _loud
@@ -341,9 +341,10 @@ def _native_step(kernel: Any, opt: Any, later: Any, scratch: Scratch) -> bool:
         return False
     try:
         try:
-            if kernel(*args, *h):  # a shape that does not fit: nothing was written
-                return False
+            done = kernel(*args, *h)
         except TypeError:  # numba found no signature for these arrays: nothing ran
+            return False
+        if done == native_update.REFUSED:  # a shape that does not fit: nothing was written
             return False
         opt.steps += 1
         if t:
@@ -352,6 +353,8 @@ def _native_step(kernel: Any, opt: Any, later: Any, scratch: Scratch) -> bool:
         scratch.busy.release()
     versions.wrote_arrays(params, versions.refs(arrays),
                           f"{type(opt).__name__} step called at {call_site()}")
+    if done == native_update.OVERFLOWED:  # every parameter was written: then as NumPy would
+        native_calls.overflow("multiply")
     return True
 
 

@@ -171,3 +171,40 @@ def test_a_compiled_loss_steps_as_the_eager_code_does(native):
         np.testing.assert_array_equal(t, g + g)
     with pytest.raises(GradientError, match="retain_graph"):
         loss.backward()
+
+
+@pytest.mark.parametrize("planned", ["eager", "graph"])
+def test_an_overflowing_native_update_is_reported_as_numpy_would(planned, native):
+    """An update that makes an infinity of finite numbers (a finite gradient times a large
+    learning rate): every parameter is written (and its version says so), then NumPy's
+    error state decides: raise, warn, or nothing; a graph's step is not run again (it would
+    step twice)."""
+    w, u = gg.Variable(np.array([1.0])), gg.Variable(np.array([1e-300]))
+    opt = optim.SGD([w, u], lr=1e10, momentum=0.5)
+    x, y = gg.Placeholder((1,), "float64"), gg.Placeholder((1,), "float64")
+    loss = gg.sum(w * x) + gg.sum(u * y)
+
+    def step(big):
+        ys = np.array([big])
+        if planned == "eager":
+            opt.zero_grad()
+            (gg.sum(w * np.ones(1)) + gg.sum(u * ys)).backward()
+            opt.step()
+        else:
+            opt.minimize(loss, feed={x: np.ones(1), y: ys})
+
+    for _ in range(3):  # planned, then native; u's gradient 0
+        step(0.0)
+    before, w_before = (w.version, u.version), float(w.data[0])
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+        step(1e300)
+    assert w.version > before[0] and u.version > before[1]
+    assert np.isneginf(u.data[0]) and np.isfinite(w.data[0])
+    assert float(w.data[0]) > w_before - 1e10 * 4  # one step (velocity 1.875), not two
+    u.data[...] = 1e-300
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        step(1e300)
+    u.data[...] = 1e-300
+    with np.errstate(over="ignore"):
+        step(1e300)
+    assert np.isneginf(u.data[0])

@@ -345,3 +345,20 @@ def test_a_repeated_step_redoes_the_last_plan_and_sees_what_changed(numpy_backen
     for p, q in ((a, ref_a), (b, ref_b)):
         np.testing.assert_array_equal(p.data, q.data)
         assert p.version == q.version
+
+
+def test_an_error_in_a_graph_step_s_update_is_not_stepped_twice(numpy_backend):
+    """An overflow that np.errstate turns into an error in a planned graph step's update
+    (not its forward): the error reaches the user, the parameters written before it stay
+    written once (no second, generic run of the step) and the writes are recorded."""
+    w, u = gg.Variable(np.array([1.0])), gg.Variable(np.array([1e-300]))
+    opt = optim.SGD([w, u], lr=1e10, momentum=0.5)
+    x, y = gg.Placeholder((1,), "float64"), gg.Placeholder((1,), "float64")
+    loss = gg.sum(w * x) + gg.sum(u * y)
+    for _ in range(3):  # the program is planned; u's gradient is 0
+        opt.minimize(loss, feed={x: np.ones(1), y: np.zeros(1)})
+    before, w_before = (w.version, u.version), float(w.data[0])
+    with np.errstate(over="raise"), pytest.raises(FloatingPointError):
+        opt.minimize(loss, feed={x: np.ones(1), y: np.array([1e300])})  # 1e10 * 1e300
+    assert w_before - float(w.data[0]) == 1e10 * 1.875  # one step (velocity 1.875)
+    assert w.version == before[0] + 1 and u.version == before[1] + 1

@@ -64,9 +64,13 @@ def op_kernel(env: dict, kernel: Any) -> str | None:
     return made[-1][0]
 
 
-def overflow() -> None:
-    """What NumPy's error state says of an overflow in exp (a kernel saw one)."""
-    np.exp(np.full(1, 1000.0))
+def overflow(where: str = "exp") -> None:
+    """What NumPy's error state says of an overflow in ``where`` (a kernel saw one): "exp",
+    or "multiply" (an optimizer's update that made an infinity or NaN of finite numbers)."""
+    if where == "exp":
+        np.exp(np.full(1, 1000.0))
+    else:
+        np.multiply(np.full(1, np.finfo(np.float64).max), 2.0)
 
 
 def split(epilogue: tuple, reads: list, o: int, info: tuple, tag: str) -> list:

@@ -11,16 +11,23 @@ import numpy as np
 from .native import array_type
 
 
+DONE, REFUSED, OVERFLOWED = 0, 1, 2
+"""What an update kernel returns."""
+
+
 class Update:
     """An optimizer's update of several parameters as one kernel: ``body`` is the update of
     one element as the optimizer's form writes it for CUDA (gpugrad.optim_rule: lines
     ``T n4 = (h2 * S0);`` and ``P = n25;``), ``hoisted`` the per-step scalars it reads
     (``h2``, ...), ``states`` how many state arrays a parameter has, ``params`` each
-    parameter's number of dimensions, all of ``dtype``. ``eager``: the kernel of the eager
-    step (gpugrad.optim_in_place), whose arrays nothing planned: it first checks that each
-    gradient and state has its parameter's shape (it returns True, having written nothing,
-    where one does not), and it takes the scalars once, after every parameter's arrays, for
-    all of them (the parameters have had as many updates)."""
+    parameter's number of dimensions, all of ``dtype``. The kernel returns :data:`DONE`,
+    or :data:`OVERFLOWED` where a new parameter value is infinite or NaN from a finite one
+    and a finite gradient (everything is written: the caller reports it as NumPy's error
+    state says). ``eager``: the kernel of the eager step (gpugrad.optim_in_place), whose
+    arrays nothing planned: it first checks that each gradient and state has its parameter's
+    shape (it returns :data:`REFUSED`, having written nothing, where one does not), and it
+    takes the scalars once, after every parameter's arrays, for all of them (the parameters
+    have had as many updates)."""
 
     def __init__(self, body: str, hoisted: list, states: int, params: list, dtype: Any,
                  eager: bool = False):
@@ -58,9 +65,11 @@ class Update:
             args += [f"H_{h}" for h in self.hoisted]
             sig += ["types.float64"] * len(self.hoisted)
             for j, _ in enumerate(self.params):  # every shape, before anything is written
-                lines += [f"    if G{j}.shape != P{j}.shape:", "        return True",
+                lines += [f"    if G{j}.shape != P{j}.shape:", f"        return {REFUSED}",
                           *(line for k in range(self.states) for line in (
-                              f"    if S{j}_{k}.shape != P{j}.shape:", "        return True"))]
+                              f"    if S{j}_{k}.shape != P{j}.shape:",
+                              f"        return {REFUSED}"))]
+        lines.append("    over = False")
         for j, _ in enumerate(self.params):
             rename = {"P": f"eP{j}", "G": f"eG{j}",
                       **{f"S{k}": f"eS{j}_{k}" for k in range(self.states)},
@@ -86,10 +95,13 @@ class Update:
                 else:
                     dest = {"P": f"p{j}"}.get(target) or f"s{j}_{target[1:]}"
                     lines.append(f"        {dest}[i{j}] = {_suffix(expr, j)}")
-        head = [f'@njit(types.boolean({", ".join(sig)}),',
+            # an infinity or NaN made of a finite parameter and gradient: NumPy would report
+            lines.append(f"        over |= (p{j}[i{j}] - p{j}[i{j}] != 0) & (eP{j} - eP{j} == 0)"
+                         f" & (eG{j} - eG{j} == 0)")
+        head = [f'@njit(types.int64({", ".join(sig)}),',
                 '      nogil=True, error_model="numpy", cache=True)',
                 f"def {name}({', '.join(args)}):"]
-        return "\n".join(head + lines + ["    return False"])
+        return "\n".join(head + lines + [f"    return {OVERFLOWED} if over else {DONE}"])
 
 
 def _suffix(expr: str, j: int) -> str:

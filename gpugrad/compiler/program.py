@@ -26,15 +26,14 @@ from ..registry import gradient_tuple
 from . import batch, formula, listing, lower, native_calls, plan, rewrite, tier, update
 from .codegen import build as build_function
 
-GUARDED = "numpy-overflow-raises"
+GUARDED = "numpy-overflow-raises"  # fast-path key: rules run under errstate(over="raise")
 
 
 def _acc(xp: Any, *cs: Any) -> Any:
     """Sum of the contributions that are not None (None if all are)."""
     total = None
-    for c in cs:
-        if c is not None:
-            total = c if total is None else as_array(xp, total + c)
+    for c in (c for c in cs if c is not None):
+        total = c if total is None else as_array(xp, total + c)
     return total
 
 
@@ -418,7 +417,8 @@ def _generic_backward(env, k, o, g, maybe, op, params, ins, needs, shapes, backe
 def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads, opt,
           seeded, sizing) -> Program:
     env["DEV"] = sched.device
-    lines = ["def program(xp, P, D, B, seed_, opt):"]
+    lines = ["def program(xp, P, D, B, seed_, opt):"]  # STEPPING_: see compiler.update
+    lines += ["    STEPPING_[0] = 0"] if "STEPPING_" in env else []
     where_leaf = {f"v{s}": f"P[{j}]" for j, (s, _) in enumerate(sched.placeholders)}
     where_leaf.update({f"v{s}": f"D[{j}]" for j, (s, _) in enumerate(sched.tensors)})
     used = sorted({i for ins in prog for i in ins.reads if i.startswith("v")

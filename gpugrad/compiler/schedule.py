@@ -22,9 +22,6 @@ from . import batch, codegen, program
 from .interpret import checked_backward, checked_forward
 from .trace import trace
 
-GUARDED = "numpy-overflow-raises"
-"""Fast-path key for NumPy rules that rely on running inside errstate(over="raise")."""
-
 
 class FeedError(ValueError):
     """A feed is missing, or does not match its Placeholder's shape or dtype."""
@@ -105,7 +102,7 @@ class Schedule:
         # NumPy: a variant run entirely inside errstate(over="raise"), whose rules may skip
         # their own overflow guards (one errstate per run instead of one per sigmoid)
         self._forward_guarded = None
-        guarded = [op.fast_forward.get(GUARDED) for op in self.ops] if numpy else []
+        guarded = [op.fast_forward.get(program.GUARDED) for op in self.ops] if numpy else []
         if any(guarded):
             steps = [(g or f[0], *f[1:4]) for g, f in zip(guarded, self.fsteps)]
             gsrc, genv = codegen.forward_source(steps, self.keep_res, frees, numpy, labels)
@@ -358,6 +355,12 @@ class Schedule:
         try:
             return prog(feeds, datas, opt)
         except FloatingPointError:  # overflow under the forward's errstate: run generically
+            env = prog.fn.__globals__
+            stepping = env.get("STEPPING_")
+            if stepping is not None and stepping[0]:  # in the update: its writes stand (a
+                if stepping[0] == 1:  # run again would step twice), recorded
+                    env["bump"](opt, env["SITE"])
+                raise
             return None
         except (ValueError, TypeError, IndexError):
             checked_forward(self, feed, False, None)  # names the op, as the generic run does

@@ -13,6 +13,7 @@ parameter's version is bumped, so a graph that saved the old values refuses to b
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -21,9 +22,12 @@ from .. import versions
 from . import native_update, plan, rewrite
 
 
-def bump(opt: Any, site: str) -> None:
+def bump(opt: Any, site: str, stepping: list | None = None) -> None:
+    """Count the step and record its writes (``stepping``: the program's flag, then 2)."""
     opt.steps += 1
     versions.wrote_many(opt.params, site)
+    if stepping is not None:
+        stepping[0] = 2
 
 
 def lowering(opt: Any) -> Any:
@@ -45,7 +49,17 @@ def instructions(opt: Any, sched: Any, grads: list, shapes: list, env: dict,
     kernel call (gpugrad.compiler.native_update.Update), where they share a real float dtype."""
     env["PARAMS"] = opt.params
     env["SITE"] = f"{type(opt).__name__} step (compiled)"
-    env["bump"] = bump
+    # from here on parameters are written (flag 1, then 2 once recorded): an error is the
+    # user's, never a reason to run the step again generically (it would step twice);
+    # gpugrad.compiler.schedule reads the flag, and records the writes where it is 1
+    env["STEPPING_"] = stepping = [0]
+    env["bump"] = functools.partial(bump, stepping=stepping)
+    return [plan.Instr([], [], lambda outs, temps: ["STEPPING_[0] = 1"], False),
+            *_writes(opt, sched, grads, shapes, env, numpy, native)]
+
+
+def _writes(opt: Any, sched: Any, grads: list, shapes: list, env: dict, numpy: bool,
+            native: bool) -> list:
     low = lowering(opt) if numpy else None
     if low is None:
         env["apply"] = lambda o, ps, gs: o._apply(list(zip(ps, gs)))
@@ -86,8 +100,10 @@ def _native(low: Any, fold: bool, sched: Any, grads: list, shapes: list, env: di
         kernel = native_update.Update("T n0 = (P - G);\nP = n0;", [], 0, ndims, dtype)
         call = ", ".join(f"{P}, {g}" for P, g in zip(params, grads))
         env["KERNELS_UPDATE"] = [("NU", kernel)]
-        return [plan.Instr([*grads, *params], [], lambda outs, temps: [f"NU({call})"], True),
-                plan.Instr([], [], lambda outs, temps: ["bump(opt, SITE)"], False)]
+        return [plan.Instr([*grads, *params], [], lambda outs, temps: [f"over_ = NU({call})"],
+                           True),
+                plan.Instr([], [], lambda outs, temps: [
+                    "bump(opt, SITE)", "if over_:", "    overflow('multiply')"], False)]
     f = low.later
     kernel = native_update.Update.of_form(f, ndims, dtype)
     env["KERNELS_UPDATE"] = [("NU", kernel)]
@@ -98,9 +114,10 @@ def _native(low: Any, fold: bool, sched: Any, grads: list, shapes: list, env: di
     each = [f"    UF_[{i}]({P}, {g}, US_[{i}], UTEMPS({P}, {low.temps}), UH_[{i}])"
             for i, (P, g) in enumerate(zip(params, grads))]
     lines = ["UF_, US_, UH_ = LOW.begin()",
-             f"if LOW.later is UFORM and UF_.count(UFORM.fn) == {n}:", f"    NU({call})",
-             "else:  # a first update (it makes the state), or the options changed", *each,
-             "bump(opt, SITE)"]
+             f"if LOW.later is UFORM and UF_.count(UFORM.fn) == {n}:", f"    over_ = NU({call})",
+             "else:  # a first update (it makes the state), or the options changed",
+             "    over_ = 0", *each, "bump(opt, SITE)",
+             "if over_:  # (the writes are recorded first)", "    overflow('multiply')"]
     return [plan.Instr([*grads, *params], [], lambda outs, temps: lines, False)]
 
 
