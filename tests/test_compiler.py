@@ -67,7 +67,8 @@ def test_compiled_step_equals_uncompiled_over_5_steps(opt_name, activation, bk64
     if bk64.name == "numpy":
         assert a[1].state_dict()["steps"] == 5
         src = prog.source
-        assert "out=B" in src and "] -= ONE_" in src  # planned, cross-entropy lowered
+        if prog.tier == "numpy":  # (under GPUGRAD_JIT=now: the native tier's program)
+            assert "out=B" in src and "] -= ONE_" in src  # planned, cross-entropy lowered
 
 
 def test_lr_schedule_is_honoured_by_the_compiled_step(numpy_backend):
