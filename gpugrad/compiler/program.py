@@ -31,10 +31,8 @@ GUARDED = "numpy-overflow-raises"  # fast-path key: rules run under errstate(ove
 
 def _acc(xp: Any, *cs: Any) -> Any:
     """Sum of the contributions that are not None (None if all are)."""
-    total = None
-    for c in (c for c in cs if c is not None):
-        total = c if total is None else as_array(xp, total + c)
-    return total
+    got = [c for c in cs if c is not None] or [None]
+    return functools.reduce(lambda total, c: as_array(xp, total + c), got)
 
 
 class Program:
@@ -464,7 +462,8 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
         r = results[0]
         known = "SEED_DTYPE" in env  # the value's shape and dtype (it may be left out)
         dt, sh = ("SEED_DTYPE", "SEED_SHAPE") if known else (f"{r}.dtype", f"{r}.shape")
-        line = (f"    seed_ = np.array({seed}, {dt}).reshape({sh})" if numpy
+        reshape = "" if known and env["SEED_SHAPE"] == () else f".reshape({sh})"
+        line = (f"    seed_ = np.array({seed}, {dt}){reshape}" if numpy
                 else f"    seed_ = xp.full_like({r}, {seed})")  # NumPy: no Python layers
         lines += listing.tagged([line], "backward seed" + (" (the learning rate)"
                                                            if seed != "1.0" else ""))
