@@ -216,8 +216,9 @@ def launches(source: str) -> dict:
             continue
         if isinstance(node, ast.Call):
             counts[_call_kind(node)] += 1
-        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Tuple):
-            counts["other"] += 1  # a gather (an integer-array index)
+        elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Tuple) \
+                and node.slice.elts:
+            counts["other"] += 1  # a gather (an integer-array index; ``[()]`` reads a 0-d)
         elif isinstance(node, ast.BinOp):
             counts["other"] += 1  # ``seed_ / 32.0``: a kernel on device arrays
         todo.extend(ast.iter_child_nodes(node))
