@@ -394,6 +394,32 @@ def accumulate(xp: Any, pairs: Any) -> None:
                 leaf.grad = g if leaf.grad is None else as_array(xp, leaf.grad + g)
 
 
+def hand_over(xp: Any, leaves: Sequence, grads: Sequence) -> None:
+    """:func:`accumulate` of one gradient per leaf, each already of its leaf's shape and
+    dtype (a compiled call's, computed with its forward): a leaf whose ``.grad`` is None
+    takes its gradient as it is, the others add out of place (under ``no_grad`` where the
+    ``.grad`` is a Tensor), in one loop under the same lock.
+
+    >>> import numpy as np, gpugrad as gg
+    >>> a, b = gg.Variable(np.ones(2)), gg.Variable(np.ones(2))
+    >>> b.grad = np.ones(2)
+    >>> hand_over(np, [a, b], [np.full(2, 2.0), np.full(2, 3.0)])
+    >>> a.grad, b.grad
+    (array([2., 2.]), array([4., 4.]))
+    """
+    with _accumulating:
+        for leaf, g in zip(leaves, grads):
+            prev = leaf.grad
+            if prev is None:
+                leaf.grad = g
+            elif g is not None:
+                if isinstance(prev, Tensor):  # (a create_graph backward's: adds untaped)
+                    with no_grad():
+                        leaf.grad = as_array(xp, prev + g)
+                else:
+                    leaf.grad = as_array(xp, prev + g)
+
+
 _accumulating = threading.Lock()
 hooks.sweep = backward
 

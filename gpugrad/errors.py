@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 
 class GradientError(RuntimeError):
@@ -68,6 +68,12 @@ def call_site(depth: int = 1) -> str:
             return known[1]
         frame = frame.f_back
     return "<unknown>"
+
+
+def ours(code: Any) -> bool:
+    """Is ``code`` (a frame's code object) gpugrad's own, its files' or code it generated?
+    :func:`call_site` passes over those frames."""
+    return code.co_filename.startswith(_OURS)
 
 
 def at(message: str, site: str | None = None) -> str:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import operator
+import sys
 import threading
 import weakref
 from typing import Any
@@ -42,7 +43,7 @@ import numpy as np
 
 from . import versions
 from .compiler import native_calls, native_update, tier
-from .errors import call_site
+from .errors import call_site, ours
 from .fpstate import quiet
 from .fpstate import quiet_unless_ignored as _loud
 from .optim_rule import cupy_kernel, form, portable
@@ -59,7 +60,7 @@ def declared(opt: Any) -> bool:
 class Scratch:
     """The scratch arrays of one optimizer (never pickled or copied: a copy starts empty)."""
 
-    __slots__ = ("bases", "busy", "first", "native", "plan", "remake", "runs", "views")
+    __slots__ = ("bases", "busy", "first", "native", "plan", "remake", "runs", "site", "views")
 
     def __init__(self) -> None:
         self.bases: dict = {}  # dtype -> flat array
@@ -70,6 +71,7 @@ class Scratch:
         self.first: float | None = None
         self.native: Any = None  # (kernel, form) once the planned step runs natively
         self.remake: Any = None  # makes it (gpugrad.compiler.tier)
+        self.site: tuple | None = None  # the last step's caller, and its text (_site)
 
     def __reduce__(self) -> tuple:
         return (Scratch, ())
@@ -247,7 +249,7 @@ def _plan(opt: Any, pairs: list, later: Any, options: tuple, views: dict) -> tup
         refs.append(e[0])
         T.append(e[1])
     cls = type(opt)
-    return list(params), refs, T, later, options, cls, cls.update
+    return list(params), tuple(refs), T, later, options, cls, cls.update
 
 
 def step_planned(opt: Any) -> bool:
@@ -305,8 +307,7 @@ def step_planned(opt: Any) -> bool:
         scratch.busy.release()
         if n:
             versions.wrote_arrays(params[:n] if n < len(params) else params,
-                                  refs[:n] if n < len(refs) else refs,
-                                  f"{type(opt).__name__} step called at {call_site()}")
+                                  refs[:n] if n < len(refs) else refs, _site(opt, scratch, 3))
     return True
 
 
@@ -351,11 +352,26 @@ def _native_step(kernel: Any, opt: Any, later: Any, scratch: Scratch) -> bool:
             opt.param_steps.update(zip(params, [t] * n))
     finally:
         scratch.busy.release()
-    versions.wrote_arrays(params, versions.refs(arrays),
-                          f"{type(opt).__name__} step called at {call_site()}")
+    versions.wrote_arrays(params, versions.refs(arrays), _site(opt, scratch, 4))
     if done == native_update.OVERFLOWED:  # every parameter was written: then as NumPy would
         native_calls.overflow("multiply")
     return True
+
+
+def _site(opt: Any, scratch: Scratch, depth: int) -> str:
+    """``SGD step called at file.py:line``, for a planned step: ``depth`` frames up is the
+    caller of ``Optimizer.step`` (the frames in between are gpugrad's). Where that caller is
+    outside gpugrad, the text is kept with its code and bytecode offset, so the next step
+    from the same line finds it without walking the stack."""
+    frame = sys._getframe(depth)
+    code = frame.f_code
+    last = scratch.site
+    if last is not None and last[0] is code and last[1] == frame.f_lasti:
+        return last[2]
+    text = f"{type(opt).__name__} step called at {call_site(depth + 1)}"
+    if not ours(code):
+        scratch.site = (code, frame.f_lasti, text)
+    return text
 
 
 _DATA = operator.attrgetter("data")

@@ -3,7 +3,7 @@
 Every in-place write (``t[...] = v``, ``t += u``, an optimizer step) bumps the written
 Tensor's version and notes the write's sequence number, on the Tensor's version and in a short
 log of recent writes (with a weak reference to the array, to catch writes through views and
-aliases). Nodes are numbered from the same counter. So "was an array this Node saved written
+aliases); one optimizer step's writes are one event of the log, at one sequence number. Nodes are numbered from the same counter. So "was an array this Node saved written
 after the Node was made?" compares two integers, and backward asks it only when some write
 (or some host fingerprint, below) is newer than the oldest Node of its graph. A training loop
 that steps its optimizer between backward passes never pays for the check.
@@ -11,7 +11,7 @@ that steps its optimizer between backward passes never pays for the check.
 A Node holds the Tensors it was given (constants and Variables) and checks their versions
 exactly. A write through another Tensor that shares the memory (a NumPy or CuPy view, or an
 alias made by ``detach()`` of an intermediate) is found through the log, which keeps the last
-``KEEP`` writes; on array_api_strict, views are only recognised when they are the same array.
+``KEEP`` events; on array_api_strict, views are only recognised when they are the same array.
 
 Host NumPy arrays passed raw into a recorded op on the NumPy backend are the caller's memory,
 which the caller can change behind gpugrad's back. For those the Node keeps a CRC-32 of each
@@ -26,6 +26,7 @@ import threading
 import weakref
 import zlib
 from collections import deque
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ last_event = -1
 """Sequence number of the latest in-place write or host fingerprint."""
 
 KEEP = 256
-"""How many recent writes the log remembers."""
+"""How many recent events (a write, or one optimizer step's writes) the log remembers."""
 
 _writes: deque = deque(maxlen=KEEP)
 _lock = threading.Lock()  # so that last_event never moves backwards
@@ -82,12 +83,7 @@ def version_of(t: Any) -> Version:
 def wrote(t: Any, array: Any, site: str) -> None:
     """Record an in-place write into ``array`` (the data of Tensor ``t``)."""
     with _lock:
-        _record(t, array, site)
-
-
-def _record(t: Any, array: Any, site: str) -> None:
-    """One write into ``array`` (``t``'s data); the caller holds ``_lock``."""
-    _record_many(((t, _ref(array)),), site)
+        _record((t,), (_ref(array),), site)
 
 
 def _ref(array: Any) -> Any:
@@ -99,26 +95,29 @@ def _ref(array: Any) -> Any:
         return id(array)
 
 
-def _record_many(writes: Any, site: str) -> None:
-    """Writes into (Tensor, :func:`_ref` of its array) pairs, in order; the caller holds
-    ``_lock``."""
+_VLOG = attrgetter("_vlog")
+_COUNT = attrgetter("count")
+
+
+def _record(tensors: Any, refs: tuple, site: str) -> None:
+    """One event: a write into each Tensor's array (``refs``: the log's :func:`_ref` of
+    each), all at one sequence number, as one entry of the log; the caller holds ``_lock``.
+    Each Tensor's version is bumped as for a write of its own."""
     global last_event
-    seq = -1
-    log, after = _writes.append, sequence.__next__
-    for t, ref in writes:
-        try:
-            v = t._vlog  # (a slot: unset until the first write or version read)
-        except AttributeError:
-            v = None
-        if v is None:
-            v = t._vlog = Version()
-        count = v.count = v.count + 1
-        seq = v.last = after()
+    try:
+        vers = tuple(map(_VLOG, tensors))  # (a slot: unset until the first write or read)
+    except AttributeError:
+        vers = (None,)
+    if None in vers:
+        vers = tuple(map(version_of, tensors))
+    seq = next(sequence)
+    for v in vers:
+        v.count += 1
+        v.last = seq
         v.recent.append(seq)
         v.site = site
-        log((seq, ref, v, count, site))
-    if seq >= 0:
-        last_event = seq
+    _writes.append((seq, refs, vers, tuple(map(_COUNT, vers)), site))
+    last_event = seq
 
 
 def rebound(t: Any) -> None:
@@ -220,12 +219,14 @@ def check(nodes: list, freed: Any, replayed: bool = False) -> None:
         if not later:
             continue
         saved = saved_arrays(v.res) if saved is None else saved
-        for _, ref, version, count, site in later:  # writes through views and aliases
-            arr = ref() if isinstance(ref, weakref.ref) else None
-            hit = [r for r in saved if (overlap(arr, r) if arr is not None else id(r) == ref)]
-            if hit:
-                raise GradientError(at(_stale(v, _position(v, hit[0]), hit[0], site,
-                                              count - 1, version.count)))
+        for _, refs, vers, counts, site in later:  # writes through views and aliases
+            for ref, version, count in zip(refs, vers, counts):
+                arr = ref() if isinstance(ref, weakref.ref) else None
+                hit = [r for r in saved
+                       if (overlap(arr, r) if arr is not None else id(r) == ref)]
+                if hit:
+                    raise GradientError(at(_stale(v, _position(v, hit[0]), hit[0], site,
+                                                  count - 1, version.count)))
 
 
 def _stale(v: Any, where: str, array: Any, site: str, expected: Any, found: int) -> str:
@@ -252,15 +253,16 @@ def refs(arrays: Any) -> tuple:
         return tuple(_ref(a) for a in arrays)
 
 
-def wrote_arrays(tensors: Any, refs: Any, site: str) -> None:
-    """:func:`wrote_many` for Tensors whose arrays' :func:`refs` the caller kept (an
-    optimizer step that found every parameter with the array of its last step)."""
+def wrote_arrays(tensors: Any, refs: tuple, site: str) -> None:
+    """:func:`wrote_many` for Tensors whose arrays' :func:`refs` the caller has (an
+    optimizer step): one event of the log, under one lock."""
     with _lock:
-        _record_many(zip(tensors, refs), site)
+        _record(tensors, refs, site)
 
 
-def wrote_many(tensors: list, site: str) -> None:
-    """Record one in-place write into each Tensor's current array (an optimizer step), under
-    one lock."""
+def wrote_many(tensors: Any, site: str) -> None:
+    """Record one in-place write into each Tensor's current array (an optimizer step), as
+    one event of the log, under one lock."""
+    tensors = tuple(tensors)
     with _lock:
-        _record_many([(t, _ref(t.data)) for t in tensors], site)
+        _record(tensors, refs([t.data for t in tensors]), site)

@@ -46,6 +46,7 @@ from ..pytree import tree_flatten
 from ..tensor import Tensor, _grad_enabled
 from .guards import guard_of
 from .tape import Entry
+from .whole import MISS, Quick
 
 CacheInfo = namedtuple("CacheInfo", "hits misses traces maxsize retraces")
 """``hits``: calls that reused a trace; ``misses``: calls that traced; ``traces``: how many
@@ -117,7 +118,7 @@ class Compiled:
         self.misses = 0
         self.retraces = 0
         self._last: tuple = ((), 0, None)  # the last key and batch size, and their entry
-        self._fast: tuple | None = None  # the same, where it was for NumPy Tensors only
+        self._fast: Quick | None = None  # its signature, where it was NumPy Tensors only
 
     def cache_info(self) -> CacheInfo:
         """How many calls reused a trace, how many traced, and how many traces are kept."""
@@ -158,21 +159,12 @@ class Compiled:
         return self._entry(key, n, leaves, structure, arrays, bool(kwargs)).source(leaves)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        fast = self._fast
-        if fast is not None and not kwargs and len(args) == len(fast[2]) \
-                and _grad_enabled.get() is fast[1]:
-            entry = fast[0]  # the last call's signature was NumPy Tensors only: is this one's?
-            for a, (shape, dtype, grad) in zip(args, fast[2]):
-                if not isinstance(a, Tensor) or a.xp is not np:
-                    break
-                data = a.data
-                if data.shape != shape or data.dtype is not dtype or a.requires_grad is not grad:
-                    break
-            else:
-                if entry.guard is None or entry.guard():
-                    with self._lock:
-                        self.hits += 1
-                    return entry.run(args)
+        quick = self._fast
+        if quick is not None and not kwargs and len(args) == quick.n \
+                and _grad_enabled.get() is quick.grad:
+            out = quick.call(args, self)  # the last call's signature, NumPy Tensors only
+            if out is not MISS:
+                return out
         sig = self._signature(args, kwargs)
         if sig is None:  # inside another trace, or graph code: build the graph
             return self.fn(*args, **kwargs)
@@ -184,10 +176,9 @@ class Compiled:
                 self.hits += 1  # and it is the most recent entry already
         else:
             entry = self._entry(key, n, leaves, structure, arrays, bool(kwargs))
-        self._fast = (entry, key[1], tuple(
-            (a.data.shape, a.data.dtype, a.requires_grad) for a in args)) \
-            if structure is None and all(isinstance(a, Tensor) and a.xp is np for a in args) \
-            else None
+        self._fast = Quick(entry, key[1], args) if structure is None and all(
+            isinstance(a, Tensor) and a.xp is np and type(a.data) is np.ndarray
+            for a in args) else None
         return entry.run(leaves)
 
     def _signature(self, args: tuple, kwargs: dict, nested: bool = False) -> tuple | None:

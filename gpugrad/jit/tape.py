@@ -185,10 +185,11 @@ class Entry:
         direct = self.direct
         if self.quick and direct is not None and (_eager._anomaly is None or not anomaly_on()):
             got = direct.call(leaves)  # the usual loss: its node made here, in one go
-            if got is not None:
-                value, grads, kept = got
+            if got is not None:  # (whole.Quick.call does the same for NumPy Tensors)
+                value, grads, kept, datas = got
                 return made(value, self.xp, Node(
-                    self.op, NO_PARAMS, self.variables, self.needs, (Done(tuple(grads)), kept),
+                    self.op, NO_PARAMS, self.variables, self.needs,
+                    (Done(tuple(grads), datas if direct.fits else None), kept),
                     self.backend_name, value.shape, value.dtype))
         if not self.syms:
             return self._outputs(leaves, [], None, None)
@@ -205,7 +206,7 @@ class Entry:
         # a whole run: the node holds the gradients, already computed (backward later only
         # scales them by its seed, exact for the usual seed 1), and keeps the inputs backward
         # would have read, so a write into one of them before backward is still refused
-        value, grads, kept = got
+        value, grads, kept = got[:3]
         node = done_node(self.op, self.backend_name, value, grads, inputs, kept)
         if self.loss:
             return made(value, self.xp, node)
@@ -246,7 +247,7 @@ class Entry:
         NumPy program is learnt for :class:`Direct` here."""
         sched = self.sched
         value, grads = sched.run(feed, True)
-        self._learn_direct(feed, whole, sched)
+        self._learn_direct(feed, whole, sched, grads)
         variables, phs = whole
         kept = [t.data for t in variables]
         if phs:  # (the feed holds arrays: each Tensor's data)
@@ -296,7 +297,7 @@ class Entry:
                     if any(versions.overlap(_data(feed[ph]), r) for r in res))
         return (variables, phs)
 
-    def _learn_direct(self, feed: dict, whole: tuple, sched: Schedule) -> None:
+    def _learn_direct(self, feed: dict, whole: tuple, sched: Schedule, grads: list) -> None:
         """After a whole run through ``sched.run``: the NumPy program it used, called directly
         from then on (found under the key ``Schedule._run_program`` files it; none found,
         none learnt)."""
@@ -310,7 +311,8 @@ class Entry:
         prog = sched.numpy_program(feeds, datas, True, None)
         # (a trace for every batch size whose program is built per size: none to learn)
         if prog is not None and (prog.frames is not None or not self.symbolic):
-            self.direct = Direct(sched, prog, tensors, self.placeholders, self.arrays, whole)
+            self.direct = Direct(sched, prog, tensors, self.placeholders, self.arrays, whole,
+                                 self.variables, grads)
 
     def _outputs(self, leaves: list, values: list, nodes: list | None, xp: Any) -> Any:
         outs = []

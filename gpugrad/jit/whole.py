@@ -20,8 +20,9 @@ import numpy as np
 
 from .. import eager, hooks, versions
 from ..eager import FREED, Node
+from ..sinks import grad_sinks
 from ..registry import Op
-from ..tensor import Tensor, _grad_enabled
+from ..tensor import Tensor, _grad_enabled, made
 from ..compiler.schedule import Schedule
 
 
@@ -30,11 +31,11 @@ class Direct:
     signature already fixed the arguments' shapes and dtypes, and the Tensors' (closed-over
     Variables can be rebound) are compared here against the ones it was learnt with."""
 
-    __slots__ = ("prog", "tensors", "shapes", "dtypes", "feed_at", "kept_data", "kept_feeds",
-                 "last")
+    __slots__ = ("prog", "tensors", "shapes", "dtypes", "feed_at", "feed_all", "kept_data",
+                 "kept_feeds", "last", "fits")
 
     def __init__(self, sched: Schedule, prog: Any, tensors: list, placeholders: list,
-                 arrays: list, whole: tuple) -> None:
+                 arrays: list, whole: tuple, inputs: tuple, grads: list) -> None:
         self.prog, self.tensors = prog, tuple(tensors)
         self.shapes = tuple(t.data.shape for t in tensors)
         self.dtypes = tuple(t.data.dtype for t in tensors)
@@ -45,12 +46,20 @@ class Direct:
         # where the argument of Placeholder j is)
         position = {id(ph): arrays[j] for j, ph in enumerate(placeholders)}
         self.feed_at = tuple(position[id(ph)] for _, ph in sched.placeholders)
+        self.feed_all = self.feed_at == tuple(range(len(arrays))) == tuple(arrays)
         # what the node keeps for the version check: positions among datas and feeds
         variables, phs = whole
         self.kept_data = tuple(k for k, t in enumerate(tensors)
                                if any(t is v for v in variables))
         self.kept_feeds = tuple(k for k, (_, ph) in enumerate(sched.placeholders)
                                 if any(ph is q for q in phs))
+        # whether the gradients (those of the first run, as every run's: the same shapes
+        # and dtypes in, the same out) are the shapes and dtypes of the node's inputs (the
+        # trace's Variables), and those are the Tensors, in order: then ``loss.backward()`` hands them over
+        # where it finds each Variable with the array of the call (:class:`Quick`)
+        self.fits = len(inputs) == len(tensors) and all(
+            v is t and type(g) is np.ndarray and g.shape == t.data.shape
+            and g.dtype == t.data.dtype for v, t, g in zip(inputs, tensors, grads))
 
     def call(self, leaves: Sequence) -> tuple | None:
         """(value, gradients, the arrays the node keeps) for the call's arguments ``leaves``,
@@ -58,12 +67,8 @@ class Direct:
         feed that is not a NumPy array, another thread in the program, a run that failed:
         the schedule then runs generically or names the op)."""
         datas = list(map(_DATA, self.tensors))
-        if not all(map(is_, datas, self.last)):
-            for d, shape, dtype in zip(datas, self.shapes, self.dtypes):
-                if type(d) is not np.ndarray or d.shape != shape or (d.dtype is not dtype
-                                                                     and d.dtype != dtype):
-                    return None
-            self.last = datas
+        if not all(map(is_, datas, self.last)) and not self.refit(datas):
+            return None
         feeds = []
         for i in self.feed_at:
             a = leaves[i]
@@ -83,7 +88,77 @@ class Direct:
         kept = list(map(datas.__getitem__, self.kept_data))
         if self.kept_feeds:
             kept += map(feeds.__getitem__, self.kept_feeds)
-        return got[0], got[1], kept
+        return got[0], got[1], kept, datas
+
+    def refit(self, datas: list) -> bool:
+        """Do the Tensors' arrays ``datas``, some rebound since the last call, still fit the
+        program (their shapes and dtypes)? If so they are the ones the next call compares."""
+        for d, shape, dtype in zip(datas, self.shapes, self.dtypes):
+            if type(d) is not np.ndarray or d.shape != shape or (d.dtype is not dtype
+                                                                 and d.dtype != dtype):
+                return False
+        self.last = datas
+        return True
+
+
+MISS = object()
+"""What :meth:`Quick.call` returns for a call that does not match its signature."""
+
+
+class Quick:
+    """The signature of a compiled function's last call where every argument was a NumPy
+    Tensor, so the next call need not work its signature out: a call whose arguments have
+    the same shapes, dtypes and ``requires_grad`` (under the same grad mode, its guards
+    holding) runs its trace at once. A loss whose gradients come with its forward, known
+    (``Entry.quick``, and its :class:`Direct` learnt), runs whole in :meth:`call` itself,
+    which makes its node: the usual training step's call."""
+
+    __slots__ = ("entry", "grad", "specs", "n")
+
+    def __init__(self, entry: Any, grad: bool, args: tuple) -> None:
+        self.entry, self.grad, self.n = entry, grad, len(args)
+        self.specs = tuple((a.data.shape, a.data.dtype, a.requires_grad) for a in args)
+
+    def call(self, args: tuple, compiled: Any) -> Any:
+        """The output of ``compiled`` (whose signature this is) for ``args`` (as many as it
+        has, under its grad mode), or MISS where they do not match it."""
+        arrays = []
+        keep = arrays.append
+        for a, spec in zip(args, self.specs):
+            if not isinstance(a, Tensor):
+                return MISS
+            x = a.data
+            if type(x) is not np.ndarray or a.xp is not np \
+                    or (x.shape, x.dtype, a.requires_grad) != spec:
+                return MISS
+            keep(x)
+        entry = self.entry
+        if entry.guard is not None and not entry.guard():
+            return MISS
+        with compiled._lock:
+            compiled.hits += 1
+        direct = entry.direct
+        if direct is None or not entry.quick or eager._anomaly is not None and anomaly_on():
+            return entry.run(args)
+        # the whole run, as Direct.call has it (the arguments are NumPy Tensors' arrays)
+        datas = list(map(_DATA, direct.tensors))
+        if not all(map(is_, datas, direct.last)) and not direct.refit(datas):
+            return entry.run(args)
+        feeds = arrays if direct.feed_all else list(map(arrays.__getitem__, direct.feed_at))
+        try:
+            got = direct.prog(feeds, datas, None)
+        except (FloatingPointError, ValueError, TypeError, IndexError):
+            got = None
+        if got is None:  # (the schedule decides: runs generically, or names the op)
+            return entry.run(args)
+        value, grads = got
+        kept = list(map(datas.__getitem__, direct.kept_data))
+        if direct.kept_feeds:
+            kept += map(feeds.__getitem__, direct.kept_feeds)
+        return made(value, np, Node(
+            entry.op, NO_PARAMS, entry.variables, entry.needs,
+            (Done(tuple(grads), datas if direct.fits else None), kept), "numpy",
+            value.shape, value.dtype))
 
 
 _DATA = attrgetter("data")
@@ -95,12 +170,15 @@ def anomaly_on() -> bool:
 
 
 class Done:
-    """Gradients computed with the forward sweep, for a seed of one."""
+    """Gradients computed with the forward sweep, for a seed of one; ``datas``: the arrays
+    of the node's inputs (Variables) at the call, where each gradient is its Variable's shape
+    and dtype (else None)."""
 
-    __slots__ = ("grads",)
+    __slots__ = ("grads", "datas")
 
-    def __init__(self, grads: list) -> None:
+    def __init__(self, grads: tuple, datas: list | None = None) -> None:
         self.grads = grads
+        self.datas = datas
 
 
 class CompiledCall(Op):
@@ -112,30 +190,31 @@ def whole_sweep(root: Tensor, retain_graph: bool) -> bool:
     with its forward: hand them to the leaves' ``.grad`` (adding to a gradient already there),
     as the general sweep would, without its walk. False (the general sweep then runs) when
     an input is not a leaf (the gradient goes on through the tape), a gradient's shape or
-    dtype is not its input's, a backward hook or anomaly mode is on, or the saved arrays
-    are gone (the general sweep names that error)."""
+    dtype is not its input's, a backward hook, a gradient sink or anomaly mode is on, or the
+    saved arrays are gone (the general sweep names that error)."""
     node = root._node
     res = node.res
-    if type(res) is not tuple or type(res[0]) is not Done or eager.backward_hooks \
+    if type(res) is not tuple:
+        return False
+    done = res[0]
+    if type(done) is not Done or eager.backward_hooks or grad_sinks \
             or eager._anomaly is not None and anomaly_on():
         return False
-    grads = res[0].grads
+    grads = done.grads
     inputs = node.inputs
-    for p, g in zip(inputs, grads):
-        if type(p) is Node:
-            return False
-        data = p.data
-        if g.shape != data.shape or (g.dtype is not data.dtype and g.dtype != data.dtype):
-            return False
+    datas = done.datas  # (each Variable still with the array of the call: the shapes fit)
+    if datas is None or not all(map(is_, map(_DATA, inputs), datas)):
+        for p, g in zip(inputs, grads):
+            if type(p) is Node:
+                return False
+            data = p.data
+            if g.shape != data.shape or (g.dtype is not data.dtype and g.dtype != data.dtype):
+                return False
     if versions.last_event >= node.seq:  # something was written since: stale saved arrays?
         versions.check([node], FREED)
     if not retain_graph:
         node.res = FREED
-    token = _grad_enabled.set(False)  # (no_grad, as the general sweep adds)
-    try:
-        eager.accumulate(root.xp, zip(inputs, grads))
-    finally:
-        _grad_enabled.reset(token)
+    eager.hand_over(root.xp, inputs, grads)
     return True
 
 
