@@ -3,8 +3,9 @@
 Every in-place write (``t[...] = v``, ``t += u``, an optimizer step) bumps the written
 Tensor's version and notes the write's sequence number, on the Tensor's version and in a short
 log of recent writes (with a weak reference to the array, to catch writes through views and
-aliases); one optimizer step's writes are one event of the log, at one sequence number. Nodes are numbered from the same counter. So "was an array this Node saved written
-after the Node was made?" compares two integers, and backward asks it only when some write
+aliases); one optimizer step's writes are one event of the log, at one sequence number. Nodes
+are numbered from the same counter. So "was an array this Node saved written after the Node
+was made?" compares two integers, and backward asks it only when some write
 (or some host fingerprint, below) is newer than the oldest Node of its graph. A training loop
 that steps its optimizer between backward passes never pays for the check.
 

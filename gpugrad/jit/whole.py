@@ -22,7 +22,7 @@ from .. import eager, hooks, versions
 from ..eager import FREED, Node
 from ..sinks import grad_sinks
 from ..registry import Op
-from ..tensor import Tensor, _grad_enabled, made
+from ..tensor import Tensor, made
 from ..compiler.schedule import Schedule
 
 
@@ -55,8 +55,8 @@ class Direct:
                                 if any(ph is q for q in phs))
         # whether the gradients (those of the first run, as every run's: the same shapes
         # and dtypes in, the same out) are the shapes and dtypes of the node's inputs (the
-        # trace's Variables), and those are the Tensors, in order: then ``loss.backward()`` hands them over
-        # where it finds each Variable with the array of the call (:class:`Quick`)
+        # trace's Variables), and those are the Tensors, in order: then loss.backward()
+        # hands them over where it finds each Variable with the array of the call
         self.fits = len(inputs) == len(tensors) and all(
             v is t and type(g) is np.ndarray and g.shape == t.data.shape
             and g.dtype == t.data.dtype for v, t, g in zip(inputs, tensors, grads))
