@@ -249,7 +249,7 @@ def _plan(opt: Any, pairs: list, later: Any, options: tuple, views: dict) -> tup
         refs.append(e[0])
         T.append(e[1])
     cls = type(opt)
-    return list(params), tuple(refs), T, later, options, cls, cls.update
+    return list(params), tuple(refs), T, later, dict(options), cls, cls.update
 
 
 def step_planned(opt: Any) -> bool:
@@ -264,7 +264,7 @@ def step_planned(opt: Any) -> bool:
         return False
     params, refs, views, later, options, cls, update = plan
     if type(opt) is not cls or cls.update is not update or "update" in opt.__dict__ \
-            or len(opt.params) != len(params) or _options(opt) != options:
+            or len(opt.params) != len(params) or opt.options() != options:
         return False
     nat = scratch.native
     if nat and nat[1] is later and _native_step(nat[0], opt, later, scratch):

@@ -33,6 +33,7 @@ call whose signature has a trace whose guards fail traces again, in its place, a
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 from collections import OrderedDict, namedtuple
 from typing import Any, Callable
@@ -114,11 +115,23 @@ class Compiled:
         self.maxsize = int(cache_size)
         self._cache: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
-        self.hits = 0
+        self._hits = 0
+        # the hits of the short way (whole.Quick), counted without the lock: each takes one
+        # number, as does each read of them (``_reads``: how many reads took one)
+        self._quick = itertools.count()
+        self._reads = 0
         self.misses = 0
         self.retraces = 0
         self._last: tuple = ((), 0, None)  # the last key and batch size, and their entry
         self._fast: Quick | None = None  # its signature, where it was NumPy Tensors only
+
+    @property
+    def hits(self) -> int:
+        """How many calls reused a trace."""
+        with self._lock:
+            quick = next(self._quick) - self._reads
+            self._reads += 1
+            return self._hits + quick
 
     def cache_info(self) -> CacheInfo:
         """How many calls reused a trace, how many traced, and how many traces are kept."""
@@ -162,7 +175,7 @@ class Compiled:
         quick = self._fast
         if quick is not None and not kwargs and len(args) == quick.n \
                 and _grad_enabled.get() is quick.grad:
-            out = quick.call(args, self)  # the last call's signature, NumPy Tensors only
+            out = quick.call(args)  # the last call's signature, NumPy Tensors only
             if out is not MISS:
                 return out
         sig = self._signature(args, kwargs)
@@ -173,10 +186,10 @@ class Compiled:
         if key == last and (n == last_n or entry.symbolic) and (
                 entry.guard is None or entry.guard()):
             with self._lock:  # the usual case: no hashing (NumPy hashes a dtype slowly),
-                self.hits += 1  # and it is the most recent entry already
+                self._hits += 1  # and it is the most recent entry already
         else:
             entry = self._entry(key, n, leaves, structure, arrays, bool(kwargs))
-        self._fast = Quick(entry, key[1], args) if structure is None and all(
+        self._fast = Quick(entry, key[1], args, self._quick) if structure is None and all(
             isinstance(a, Tensor) and a.xp is np and type(a.data) is np.ndarray
             for a in args) else None
         return entry.run(leaves)
@@ -239,7 +252,7 @@ class Compiled:
                 entry = self._cache.get(filed)
             if entry is not None and (entry.guard is None or entry.guard()):
                 self._cache.move_to_end(filed)
-                self.hits += 1
+                self._hits += 1
             else:
                 self.misses += 1
                 if entry is not None:  # a value the trace read has changed: trace again

@@ -13,7 +13,7 @@ general one.
 
 from __future__ import annotations
 
-from operator import attrgetter, is_
+from operator import attrgetter, is_, itemgetter
 from typing import Any, Sequence
 
 import numpy as np
@@ -49,10 +49,10 @@ class Direct:
         self.feed_all = self.feed_at == tuple(range(len(arrays))) == tuple(arrays)
         # what the node keeps for the version check: positions among datas and feeds
         variables, phs = whole
-        self.kept_data = tuple(k for k, t in enumerate(tensors)
-                               if any(t is v for v in variables))
-        self.kept_feeds = tuple(k for k, (_, ph) in enumerate(sched.placeholders)
-                                if any(ph is q for q in phs))
+        self.kept_data = _picks(k for k, t in enumerate(tensors)
+                                if any(t is v for v in variables))
+        self.kept_feeds = _picks(k for k, (_, ph) in enumerate(sched.placeholders)
+                                 if any(ph is q for q in phs))
         # whether the gradients (those of the first run, as every run's: the same shapes
         # and dtypes in, the same out) are the shapes and dtypes of the node's inputs (the
         # trace's Variables), and those are the Tensors, in order: then loss.backward()
@@ -85,10 +85,12 @@ class Direct:
             return None
         if got is None:
             return None
-        kept = list(map(datas.__getitem__, self.kept_data))
-        if self.kept_feeds:
-            kept += map(feeds.__getitem__, self.kept_feeds)
-        return got[0], got[1], kept, datas
+        return got[0], got[1], self.keep(datas, feeds), datas
+
+    def keep(self, datas: list, feeds: list) -> tuple:
+        """The arrays a call's node keeps for the version check (those backward reads), of
+        the Tensors' arrays ``datas`` and the feeds ``feeds``."""
+        return self.kept_data(datas) + self.kept_feeds(feeds)
 
     def refit(self, datas: list) -> bool:
         """Do the Tensors' arrays ``datas``, some rebound since the last call, still fit the
@@ -113,30 +115,30 @@ class Quick:
     (``Entry.quick``, and its :class:`Direct` learnt), runs whole in :meth:`call` itself,
     which makes its node: the usual training step's call."""
 
-    __slots__ = ("entry", "grad", "specs", "n")
+    __slots__ = ("entry", "grad", "specs", "n", "hit")
 
-    def __init__(self, entry: Any, grad: bool, args: tuple) -> None:
+    def __init__(self, entry: Any, grad: bool, args: tuple, hits: Any) -> None:
         self.entry, self.grad, self.n = entry, grad, len(args)
         self.specs = tuple((a.data.shape, a.data.dtype, a.requires_grad) for a in args)
+        self.hit = hits.__next__  # (an itertools.count: counts without a lock)
 
-    def call(self, args: tuple, compiled: Any) -> Any:
-        """The output of ``compiled`` (whose signature this is) for ``args`` (as many as it
-        has, under its grad mode), or MISS where they do not match it."""
+    def call(self, args: tuple) -> Any:
+        """The compiled function's output for ``args`` (as many as its signature has, under
+        its grad mode), or MISS where they do not match the signature."""
         arrays = []
         keep = arrays.append
-        for a, spec in zip(args, self.specs):
+        for a, (shape, dtype, grad) in zip(args, self.specs):
             if not isinstance(a, Tensor):
                 return MISS
             x = a.data
-            if type(x) is not np.ndarray or a.xp is not np \
-                    or (x.shape, x.dtype, a.requires_grad) != spec:
+            if type(x) is not _NDARRAY or a.xp is not np or x.shape != shape \
+                    or x.dtype is not dtype or a.requires_grad is not grad:
                 return MISS
             keep(x)
         entry = self.entry
         if entry.guard is not None and not entry.guard():
             return MISS
-        with compiled._lock:
-            compiled.hits += 1
+        self.hit()
         direct = entry.direct
         if direct is None or not entry.quick or eager._anomaly is not None and anomaly_on():
             return entry.run(args)
@@ -152,16 +154,25 @@ class Quick:
         if got is None:  # (the schedule decides: runs generically, or names the op)
             return entry.run(args)
         value, grads = got
-        kept = list(map(datas.__getitem__, direct.kept_data))
-        if direct.kept_feeds:
-            kept += map(feeds.__getitem__, direct.kept_feeds)
         return made(value, np, Node(
             entry.op, NO_PARAMS, entry.variables, entry.needs,
-            (Done(tuple(grads), datas if direct.fits else None), kept), "numpy",
+            (Done(grads, datas if direct.fits else None), direct.keep(datas, feeds)), "numpy",
             value.shape, value.dtype))
 
 
+def _picks(positions: Any) -> Any:
+    """A function that picks the items at ``positions`` of a list, as a tuple."""
+    positions = tuple(positions)
+    if len(positions) > 1:
+        return itemgetter(*positions)
+    if positions:
+        k = positions[0]
+        return lambda items: (items[k],)
+    return lambda items: ()
+
+
 _DATA = attrgetter("data")
+_NDARRAY = np.ndarray
 
 
 def anomaly_on() -> bool:
