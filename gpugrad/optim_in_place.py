@@ -359,19 +359,16 @@ def _native_step(kernel: Any, opt: Any, later: Any, scratch: Scratch) -> bool:
 
 
 def _site(opt: Any, scratch: Scratch, depth: int) -> str:
-    """``SGD step called at file.py:line``, for a planned step: ``depth`` frames up is the
-    caller of ``Optimizer.step`` (the frames in between are gpugrad's). Where that caller is
-    outside gpugrad, the text is kept with its code and bytecode offset, so the next step
-    from the same line finds it without walking the stack."""
+    """``SGD step called at file.py:line``; ``depth`` frames up is the caller of
+    ``Optimizer.step``: outside gpugrad, its text is kept with its code and bytecode offset
+    (the next step from that line finds it without walking the stack)."""
     frame = sys._getframe(depth)
-    code = frame.f_code
-    last = scratch.site
-    if last is not None and last[0] is code and last[1] == frame.f_lasti:
-        return last[2]
-    text = f"{type(opt).__name__} step called at {call_site(depth + 1)}"
-    if not ours(code):
-        scratch.site = (code, frame.f_lasti, text)
-    return text
+    last, code, at = scratch.site, frame.f_code, frame.f_lasti
+    if last is None or last[0] is not code or last[1] != at:
+        last = (code, at, f"{type(opt).__name__} step called at {call_site(depth + 1)}")
+        if not ours(code):
+            scratch.site = last
+    return last[2]
 
 
 _DATA = operator.attrgetter("data")
