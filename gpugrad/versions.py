@@ -12,7 +12,7 @@ that steps its optimizer between backward passes never pays for the check.
 A Node holds the Tensors it was given (constants and Variables) and checks their versions
 exactly. A write through another Tensor that shares the memory (a NumPy or CuPy view, or an
 alias made by ``detach()`` of an intermediate) is found through the log, which keeps the last
-``KEEP`` events; on array_api_strict, views are only recognised when they are the same array.
+``KEEP`` writes; on array_api_strict, views are only recognised when they are the same array.
 
 Host NumPy arrays passed raw into a recorded op on the NumPy backend are the caller's memory,
 which the caller can change behind gpugrad's back. For those the Node keeps a CRC-32 of each
@@ -27,7 +27,6 @@ import threading
 import weakref
 import zlib
 from collections import deque
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -42,9 +41,10 @@ last_event = -1
 """Sequence number of the latest in-place write or host fingerprint."""
 
 KEEP = 256
-"""How many recent events (a write, or one optimizer step's writes) the log remembers."""
+"""How many recent writes the log remembers (whole events: at least the latest one)."""
 
-_writes: deque = deque(maxlen=KEEP)
+_writes: deque = deque()  # events: (sequence number, refs, [(version, count)], site)
+_held = 0  # how many writes its events hold
 _lock = threading.Lock()  # so that last_event never moves backwards
 
 
@@ -96,28 +96,30 @@ def _ref(array: Any) -> Any:
         return id(array)
 
 
-_VLOG = attrgetter("_vlog")
-_COUNT = attrgetter("count")
-
-
-def _record(tensors: Any, refs: tuple, site: str) -> None:
+def _record(tensors: Any, refs: Any, site: str) -> None:
     """One event: a write into each Tensor's array (``refs``: the log's :func:`_ref` of
     each), all at one sequence number, as one entry of the log; the caller holds ``_lock``.
     Each Tensor's version is bumped as for a write of its own."""
-    global last_event
-    try:
-        vers = tuple(map(_VLOG, tensors))  # (a slot: unset until the first write or read)
-    except AttributeError:
-        vers = (None,)
-    if None in vers:
-        vers = tuple(map(version_of, tensors))
+    global last_event, _held
     seq = next(sequence)
-    for v in vers:
-        v.count += 1
+    bumped: list = []  # (version, its count now) per write
+    keep = bumped.append
+    for t in tensors:
+        try:
+            v = t._vlog  # (a slot: unset until the first write or version read)
+        except AttributeError:
+            v = None
+        if v is None:
+            v = t._vlog = Version()
+        count = v.count = v.count + 1
         v.last = seq
         v.recent.append(seq)
         v.site = site
-    _writes.append((seq, refs, vers, tuple(map(_COUNT, vers)), site))
+        keep((v, count))
+    _writes.append((seq, refs, bumped, site))
+    _held += len(bumped)
+    while _held > KEEP and len(_writes) > 1:  # the oldest events go
+        _held -= len(_writes.popleft()[2])
     last_event = seq
 
 
@@ -220,8 +222,8 @@ def check(nodes: list, freed: Any, replayed: bool = False) -> None:
         if not later:
             continue
         saved = saved_arrays(v.res) if saved is None else saved
-        for _, refs, vers, counts, site in later:  # writes through views and aliases
-            for ref, version, count in zip(refs, vers, counts):
+        for _, refs, bumped, site in later:  # writes through views and aliases
+            for ref, (version, count) in zip(refs, bumped):
                 arr = ref() if isinstance(ref, weakref.ref) else None
                 hit = [r for r in saved
                        if (overlap(arr, r) if arr is not None else id(r) == ref)]
@@ -264,6 +266,9 @@ def wrote_arrays(tensors: Any, refs: tuple, site: str) -> None:
 def wrote_many(tensors: Any, site: str) -> None:
     """Record one in-place write into each Tensor's current array (an optimizer step), as
     one event of the log, under one lock."""
-    tensors = tuple(tensors)
+    try:
+        arrays = [weakref.ref(t.data) for t in tensors]
+    except TypeError:  # some array takes no weak reference
+        arrays = [_ref(t.data) for t in tensors]
     with _lock:
-        _record(tensors, refs([t.data for t in tensors]), site)
+        _record(tensors, arrays, site)

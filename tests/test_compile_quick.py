@@ -154,11 +154,12 @@ def test_one_steps_writes_are_one_event_and_name_each_line(numpy_backend):
         opt.step()
     y = gg.sum(W * V.sum())
     W.grad, V.grad = np.ones(3), np.ones(2)
-    before = len(versions._writes)
     counts = (W.version, V.version)
     opt.step()
     line = f"test_compile_quick.py:{_line() - 1}"
-    assert len(versions._writes) in (before + 1, versions.KEEP)
+    seq, _, bumped, _ = versions._writes[-1]  # one event: both writes, one sequence number
+    assert bumped == [(W._vlog, counts[0] + 1), (V._vlog, counts[1] + 1)]
+    assert W._vlog.last == V._vlog.last == seq
     assert (W.version, V.version) == (counts[0] + 1, counts[1] + 1)
     with pytest.raises(gg.GradientError, match=f"SGD step called at {line}"):
         y.backward()
@@ -172,3 +173,17 @@ def test_one_steps_writes_are_one_event_and_name_each_line(numpy_backend):
 
 def _line() -> int:
     return sys._getframe(1).f_lineno
+
+
+def test_the_log_holds_at_most_keep_writes_however_they_come(numpy_backend):
+    ps = [gg.Variable(np.ones(2)) for _ in range(7)]
+    opt = optim.SGD(ps, lr=0.1)
+    for _ in range(versions.KEEP):  # events of 7 writes
+        for p in ps:
+            p.grad = np.ones(2)
+        opt.step()
+    held = sum(len(e[2]) for e in versions._writes)
+    assert versions.KEEP - 7 < held <= versions.KEEP
+    big = [gg.Variable(np.ones(1)) for _ in range(versions.KEEP + 5)]
+    versions.wrote_many(big, "here")  # one event larger than the log: it alone stays
+    assert len(versions._writes) == 1 and len(versions._writes[0][2]) == versions.KEEP + 5
