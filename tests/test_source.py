@@ -237,3 +237,27 @@ def test_an_unwritable_source_dir_is_named(tmp_path, monkeypatch):
     x = gg.Placeholder((2,), "float64", name="x")
     with pytest.raises(OSError, match="GPUGRAD_SOURCE_DIR=.*cannot write the generated"):
         (x * 2.0).eval({x: np.zeros(2)})
+
+
+def test_a_collected_program_frees_its_lines_but_keeps_its_linecache_name():
+    """A generated module's lines go when its code is collected, but not its name:
+    ``linecache.checkcache`` lists the names first and looks each one up after, and a
+    collection (which runs the finalizer) can come in between."""
+    import gc
+
+    from gpugrad.compiler import listing
+
+    name = listing.register("def f():\n    return 1", "test")
+    fn = compile("def f():\n    return 1", name, "exec")
+    ns: dict = {}
+    exec(fn, ns)
+    listing.forget(ns["f"], name)
+    assert linecache.getlines(name)
+    listed = list(linecache.cache)
+    ns.clear()
+    del fn
+    gc.collect()
+    for key in listed:  # what checkcache does after listing the names
+        assert linecache.cache[key] is not None
+    assert linecache.getlines(name) == []
+    linecache.checkcache()

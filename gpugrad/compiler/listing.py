@@ -113,7 +113,15 @@ def register(source: str, name: str) -> str:
 def forget(fn: Any, filename: str) -> None:
     """Drop ``filename``'s lines from ``linecache`` once the function ``fn`` is collected."""
     if filename.startswith("<"):
-        weakref.finalize(fn, linecache.cache.pop, filename, None)
+        weakref.finalize(fn, _release, filename)
+
+
+def _release(filename: str) -> None:
+    """Free the lines of a generated module whose code is gone, keeping its (empty) entry: a
+    finalizer runs whenever the collector does, maybe while ``linecache.checkcache`` looks up
+    the names it listed a moment before, and a name gone from the cache would raise there."""
+    if filename in linecache.cache:
+        linecache.cache[filename] = (0, None, [], filename)
 
 
 def listing(prog: Any) -> str:
