@@ -20,16 +20,19 @@ read through a contiguous copy made for that call alone (never kept, so a later 
 change of the original is seen).
 
 >>> import numpy as np
->>> p = Pointers(np.dtype("float32"), 1)
->>> a, b = np.zeros(3, np.float32), np.ones(3, np.float32)
->>> t = p.get([a, b])
->>> t[-1], p.get([a, b]) is t
-(3, True)
+>>> p = Pointers(np.dtype("float32"))
+>>> frame, w, out = [], np.zeros(3, np.float32), np.ones(3, np.float32)
+>>> p.get(frame, [w]) is None
+True
+>>> t = p.make(frame, [w], [out])
+>>> int(t[-1]), p.get(frame, [w]) is t, p.get(frame, [w.copy()]) is None
+(3, True, True)
 """
 
 from __future__ import annotations
 
 import threading
+from operator import is_
 
 import numpy as np
 
@@ -48,33 +51,40 @@ def wanted(group: Group) -> bool:
 
 
 class Pointers:
-    """The address tables of one kernel: ``get(arrays)`` (the first ``n_in`` read, the rest
-    written) gives the int64 array of their addresses and, last, their common length."""
+    """The address tables of one kernel. ``get(frame, dyn)``: the table made for these
+    arrays (compared by identity) in this frame (the program's buffers ``B``, whose planned
+    buffers stay put), or None; then ``make(frame, dyn, planned)`` makes it: the int64
+    array of the addresses of ``dyn`` (arrays read that are not planned buffers) and
+    ``planned`` (planned buffers read or written), and last their common length."""
 
-    __slots__ = ("dtype", "n_in", "entries", "lock")
+    __slots__ = ("dtype", "entries", "last", "lock")
 
-    def __init__(self, dtype: np.dtype, n_in: int) -> None:
-        self.dtype, self.n_in = np.dtype(dtype), n_in
+    def __init__(self, dtype: np.dtype) -> None:
+        self.dtype = np.dtype(dtype)
+        self.entries: dict = {}  # (id(frame), ids of dyn) -> entry
+        self.last: tuple | None = None  # the last entry found: (frame, dyn, table, planned)
         self.lock = threading.Lock()
-        self.entries: dict = {}
 
-    def get(self, arrays: list) -> np.ndarray:
-        key = tuple(map(id, arrays))
-        got = self.entries.get(key)
-        if got is not None:
-            return got[0]
-        with self.lock:
-            return self._make(key, arrays)
+    def get(self, frame: list, dyn: list) -> np.ndarray | None:
+        last = self.last
+        if last is not None and last[0] is frame and len(dyn) == len(last[1]) and \
+                all(map(is_, dyn, last[1])):
+            return last[2]
+        got = self.entries.get((id(frame), tuple(map(id, dyn))))
+        if got is None:
+            return None
+        self.last = got
+        return got[2]
 
-    def _make(self, key: tuple, arrays: list) -> np.ndarray:
+    def make(self, frame: list, dyn: list, planned: list) -> np.ndarray:
         held, copied, n = [], False, -1
-        for j, a in enumerate(arrays):
+        for j, a in enumerate(dyn + planned):
             if type(a) is not np.ndarray or a.dtype != self.dtype:
                 raise TypeError(f"a native kernel of {self.dtype} got {type(a).__name__} "
                                 f"of {getattr(a, 'dtype', '?')}")
             if not a.flags.c_contiguous:
-                if j >= self.n_in:
-                    raise ValueError("a native kernel's output is not C-contiguous")
+                if j >= len(dyn):
+                    raise ValueError("a planned buffer is not C-contiguous")
                 a, copied = np.ascontiguousarray(a), True
             if n < 0:
                 n = a.size
@@ -82,21 +92,40 @@ class Pointers:
                 raise ValueError(f"a native kernel's arrays differ in size ({a.size}, {n})")
             held.append(a)
         table = np.array([a.__array_interface__["data"][0] for a in held] + [n], np.int64)
-        if not copied:  # a copy is this call's alone: the original may change in place
+        if copied:  # a copy is this call's alone (the original may change in place): kept
+            _held.copies = held  # alive until this thread's next such call
+            return table
+        entry = (frame, list(dyn), table, list(planned))  # the arrays stay alive with it
+        with self.lock:
             if len(self.entries) >= KEEP:
                 self.entries.pop(next(iter(self.entries)))
-            self.entries[key] = (table, list(arrays))  # the arrays stay alive with it
-        else:  # kept alive until this thread's next call of a kernel of this program
-            _held.copies = held
+            self.entries[(id(frame), tuple(map(id, dyn)))] = entry
+            self.last = entry
         return table
 
 
 _held = threading.local()  # a call's contiguous copies, alive while its kernel runs
 
 
+SEGMENT_ARRAYS = 6
+"""The most arrays one step's loop reads and writes (its members' values in registers
+between): kept under ``native.FUSED_ARRAYS``, as the addresses may overlap for all LLVM
+knows and each pair is tested before the vector loop."""
+SEGMENT_MEMBERS = 12
+"""The most members in one step (a loop's compile time grows with its length)."""
+
+
+def _costly(node: tuple) -> int:
+    """How many ``exp`` and ``tanh`` a formula computes: a step ends after one (a loop
+    going on after it ran without SIMD, 2-3x slower per element, on 2026-12-06)."""
+    if node[0] in ("name", "const"):
+        return 0
+    return (node[0] in ("exp", "tanh")) + sum(_costly(a) for a in node[1:])
+
+
 def _template(node: tuple, slot: dict) -> tuple:
-    """``node`` with each name replaced by its operand slot's name (``slot``: name ->
-    "A<k>" for arrays, "S<k>" for scalars, filled in order of first reading)."""
+    """``node`` with each name replaced by its slot's name (``slot``: name -> "A<k>" for an
+    array read, "S<k>" for a scalar, "T<k>" for an earlier member of the step)."""
     if node[0] == "name":
         return ("name", slot[node[1]])
     if node[0] == "const":
@@ -105,59 +134,103 @@ def _template(node: tuple, slot: dict) -> tuple:
 
 
 class Table:
-    """The kernel of a long group (:func:`wanted`): its formulas' loops, a dispatcher over
-    the step table, and (:meth:`instruction`) the program's call of it."""
+    """The kernel of a long group (:func:`wanted`): its members cut into steps (runs of at
+    most :data:`SEGMENT_ARRAYS` arrays, values in registers within a step), one loop per
+    distinct step, a dispatcher over the step table, and (:meth:`instruction`) the
+    program's call of it."""
 
     def __init__(self, group: Group) -> None:
         self.group = group
-        dt = group.dtype.name
-        scalars = {n for n, s in group.inputs if group.kind(s) in ("number", "one")}
+        self.dt = group.dtype.name
+        self.scalars = {n for n, s in group.inputs if group.kind(s) in ("number", "one")}
         if group.sums or any(group.kind(s) not in ("full", "number", "one")
                              for _, s in group.inputs):
             raise ValueError("a pointer-table kernel reads full arrays and scalars only")
-        self.templates: dict = {}  # template -> (its number, arrays, scalars)
-        self.steps: list = []  # per member: (template number, array names, scalar names)
-        for _, node in group.members:
-            arrays, scal, slot = [], [], {}
+        members = group.members
+        later: list = [set(group.outputs)]  # later[j]: read by members j.. or handed out
+        for _, node in reversed(members):
+            later.append(later[-1] | set(_names(node)))
+        later.reverse()
+        self.templates: dict = {}  # template -> its number
+        self.steps: list = []  # (template number, stored, arrays read, scalars read)
+        a = 0
+        while a < len(members):
+            e = a + 1
+            while e < len(members) and e - a < SEGMENT_MEMBERS and \
+                    self._count(a, e + 1, later) <= SEGMENT_ARRAYS and \
+                    not any(_costly(node) for _, node in members[a:e]):
+                e += 1
+            self._step(a, e, later)
+            a = e
+        self.width = 1 + max(len(o) + len(r) + len(c) for _, o, r, c in self.steps)
+
+    def _io(self, a: int, e: int, later: list) -> tuple:
+        """The arrays members ``a:e`` read from outside, the scalars, the members stored."""
+        made = {m for m, _ in self.group.members[a:e]}
+        reads: dict = {}
+        scal: dict = {}
+        for _, node in self.group.members[a:e]:
             for n in _names(node):
-                if n not in slot:
-                    kind = scal if n in scalars else arrays
-                    slot[n] = f"{'S' if kind is scal else 'A'}{len(kind)}"
-                    kind.append(n)
-            t = (_template(node, slot), len(arrays), len(scal))
-            if t not in self.templates:
-                self.templates[t] = len(self.templates)
-            self.steps.append((self.templates[t], arrays, scal))
-        self.width = 2 + max(len(a) + len(s) for _, a, s in self.steps)
-        self.dt = dt
+                if n not in made:
+                    (scal if n in self.scalars else reads).setdefault(n, None)
+        stored = [m for m, _ in self.group.members[a:e] if m in later[e]]
+        return list(reads), list(scal), stored
+
+    def _count(self, a: int, e: int, later: list) -> int:
+        reads, _, stored = self._io(a, e, later)
+        return len(reads) + len(stored)
+
+    def _step(self, a: int, e: int, later: list) -> None:
+        reads, scal, stored = self._io(a, e, later)
+        slot = {n: f"A{j}" for j, n in enumerate(reads)}
+        slot.update((n, f"S{j}") for j, n in enumerate(scal))
+        body = []
+        for k, (m, node) in enumerate(self.group.members[a:e]):
+            body.append(_template(node, slot))
+            slot[m] = f"T{k}"
+        key = (tuple(body), tuple(int(slot[m][1:]) for m in stored), len(reads), len(scal))
+        if key not in self.templates:
+            self.templates[key] = len(self.templates)
+        self.steps.append((self.templates[key], stored, reads, scal))
 
     def describe(self) -> str:
         return (f"one kernel for {len(self.group.members)} elementwise steps, over a table "
-                f"of data pointers ({len(self.templates)} loops)")
+                f"of data pointers ({len(self.steps)} steps, {len(self.templates)} loops)")
+
+    def _loop(self, name: str, key: tuple, consts: dict) -> list:
+        body, stored, na, ns = key
+        dt = self.dt
+        w = _Writer(dt, {**{f"A{j}": f"u{j}" for j in range(na)},
+                         **{f"S{j}": f"s{j}" for j in range(ns)}})
+        lines = [f"u{j} = a{j}[i]" for j in range(na)]
+        for k, node in enumerate(body):
+            w.lines = []
+            value = w.expr(node)
+            lines += w.lines + [f"t{k} = {value}"]
+            w.where[f"T{k}"] = f"t{k}"
+        lines += [f"o{j}[i] = t{k}" for j, k in enumerate(stored)]
+        consts.update(w.consts)
+        args = [f"o{j}" for j in range(len(stored))] + [f"a{j}" for j in range(na)] + \
+            [f"x{j}" for j in range(ns)]
+        return ['@njit(nogil=True, error_model="numpy", cache=True)',
+                f"def {name}({', '.join(args)}, n):",
+                *(f"    s{j} = np.{dt}(x{j})" for j in range(ns)),
+                "    over = False", "    for i in range(n):", *("        " + x for x in lines),
+                "    return over", "", ""]
 
     def source(self, name: str) -> str:
-        """The numba source: a loop per formula, the operand helper, the dispatcher."""
+        """The numba source: a loop per distinct step, the operand helper, the dispatcher."""
         dt, lines, consts = self.dt, [], {}
-        for (node, na, ns), k in self.templates.items():
-            w = _Writer(dt, {**{f"A{j}": f"a{j}[i]" for j in range(na)},
-                             **{f"S{j}": f"s{j}" for j in range(ns)}})
-            value = w.expr(node)
-            consts.update(w.consts)
-            args = ["o"] + [f"a{j}" for j in range(na)] + [f"x{j}" for j in range(ns)]
-            lines += ['@njit(nogil=True, error_model="numpy", cache=True)',
-                      f"def {name}_f{k}({', '.join(args)}, n):",
-                      *(f"    s{j} = np.{dt}(x{j})" for j in range(ns)),
-                      "    over = False", "    for i in range(n):",
-                      *("        " + x for x in w.lines), f"        o[i] = {value}",
-                      "    return over", "", ""]
+        for key, k in self.templates.items():
+            lines += self._loop(f"{name}_f{k}", key, consts)
         pt = f"types.CPointer(types.{dt})"
         lines += ["@intrinsic", f"def {name}_ptr(typingctx, addr):",
-                  f"    def gen(context, builder, sig, args):",
+                  "    def gen(context, builder, sig, args):",
                   f"        return builder.inttoptr(args[0], context.get_value_type({pt}))",
                   f"    return {pt}(types.int64), gen", "", "",
                   '@njit(inline="always", nogil=True, cache=True)',
                   f"def {name}_at(ref, ptrs, p, blk, f, s, n):",
-                  f"    if ref < p:",
+                  "    if ref < p:",
                   f"        return numba.carray({name}_ptr(ptrs[ref]), n)",
                   "    if ref < p + f:", "        return blk[ref - p].ravel()",
                   "    return s[ref - p - f]", "", ""]
@@ -175,9 +248,9 @@ class Table:
                   "    for k in range(1, steps.shape[0]):", "        st = steps[k]",
                   "        t = st[0]"]
         at = f"{name}_at(st[{{}}], ptrs, p, blk, f, s, n)"
-        for (_, na, ns), k in self.templates.items():
-            ops = [at.format(1 + j) for j in range(na + 1)] + \
-                [f"scal[st[{2 + na + j}]]" for j in range(ns)]
+        for (_, stored, na, ns), k in self.templates.items():
+            ops = [at.format(1 + j) for j in range(len(stored) + na)] + \
+                [f"scal[st[{1 + len(stored) + na + j}]]" for j in range(ns)]
             lines += [f"        {'if' if k == 0 else 'elif'} t == {k}:",
                       f"            over |= {name}_f{k}({', '.join(ops)}, n)"]
         lines.append("    return over")
@@ -196,16 +269,19 @@ class Table:
         def emit(outs: list, temps: list) -> list:
             planned = [(m, o) for m, o in zip(g.outputs, outs) if o != "None"]
             fresh = [m for m, o in zip(g.outputs, outs) if o == "None"]
-            table = arrays + [m for m, _ in planned]
-            env[f"TB_{name}"] = Pointers(g.dtype, len(arrays))
+            dyn = [n for n in arrays if n not in env["PLANNED"]]
+            fixed = [n for n in arrays if n in env["PLANNED"]] + [m for m, _ in planned]
+            table = dyn + fixed
+            env[f"TB_{name}"] = Pointers(g.dtype)
             ref = {n: j for j, n in enumerate(table)}
             ref.update((m, len(table) + j) for j, m in enumerate(fresh))
-            rows = [m for m, _ in g.members if m not in ref]
+            rows = list(dict.fromkeys(m for _, o, _, _ in self.steps for m in o
+                                      if m not in ref))
             ref.update((m, len(table) + len(fresh) + j) for j, m in enumerate(rows))
             sref = {n: j for j, (n, _) in enumerate(scalars)}
             steps = [[len(rows)] + [0] * (self.width - 1)]
-            for (m, _), (t, a, s) in zip(g.members, self.steps):
-                row = [t, ref[m]] + [ref[n] for n in a] + [sref[n] for n in s]
+            for t, o, a, c in self.steps:
+                row = [t] + [ref[n] for n in o + a] + [sref[n] for n in c]
                 steps.append(row + [0] * (self.width - len(row)))
             env[f"ST_{name}"] = np.array(steps, np.int64)
             lines = [f"{m} = {o}" for m, o in planned]
@@ -220,7 +296,8 @@ class Table:
             got = [f"float({n})" if k == "number" else f"{n}.item()" for n, k in scalars]
             env[f"SC_{name}"] = np.empty(0)
             scal = f"np.array([{', '.join(got)}])" if got else f"SC_{name}"
-            call = f"{name}(TB_{name}.get([{', '.join(table)}]), {blk}, {scal}, ST_{name})"
-            return lines + [f"if {call}:", "    overflow()"]
+            lines += [f"T_ = TB_{name}.get(B, [{', '.join(dyn)}])", "if T_ is None:",
+                      f"    T_ = TB_{name}.make(B, [{', '.join(dyn)}], [{', '.join(fixed)}])"]
+            return lines + [f"if {name}(T_, {blk}, {scal}, ST_{name}):", "    overflow()"]
         return plan.Instr([n for n, _ in g.inputs],
                           [(m, g.shape, g.dtype) for m in g.outputs], emit, True)
