@@ -7,10 +7,11 @@ statement and about 50 ns of unboxing a call, so a kernel with hundreds of array
 is out of reach. This form takes four: an int64 array of the data addresses of the arrays it
 reads and the planned buffers it writes (the last entry: their common length), the block
 whose rows are the values it hands back, a float64 array of the scalars it reads, and its
-step table. Each member is a step: one loop of its formula, compiled once per distinct
-formula (its names as operand slots, its constants in place), called with its operands as
-1-D C arrays of the group's dtype, whichever place they come from (an address, a row of the
-block, a scratch row). A member that is neither stored nor handed back lives in a scratch row.
+step table. The members are cut into steps (runs of at most :data:`SEGMENT_ARRAYS` arrays,
+values in registers within a step); each distinct step (its names as operand slots, its
+constants in place) is one loop compiled once, called with its operands as 1-D C arrays of
+the group's dtype, whichever place they come from (an address, a row of the block, a
+scratch row: a value stored by a step, read by a later one and not handed back).
 
 The address table (:class:`Pointers`) is made once per set of arrays and kept while they
 are the same objects (compared by ``id``; the table holds references to them, so no address
