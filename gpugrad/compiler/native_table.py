@@ -38,11 +38,13 @@ from operator import is_
 import numpy as np
 
 from . import plan
+from .batch import FRAMES
 from .fuse import MAX_MEMBERS, Group, _names
 from .native import _Writer
 
-KEEP = 8
-"""Address tables kept per kernel (one per batch size's frame, Variables rebound...)."""
+KEEP = FRAMES
+"""Address tables kept per kernel: one per batch size's frame, as many as the program keeps
+(an old frame's buffers stay alive while its table holds them)."""
 
 
 def wanted(group: Group) -> bool:
@@ -52,27 +54,28 @@ def wanted(group: Group) -> bool:
 
 
 class Pointers:
-    """The address tables of one kernel. ``get(frame, dyn)``: the table made for these
-    arrays (compared by identity) in this frame (the program's buffers ``B``, whose planned
-    buffers stay put), or None; then ``make(frame, dyn, planned)`` makes it: the int64
-    array of the addresses of ``dyn`` (arrays read that are not planned buffers) and
-    ``planned`` (planned buffers read or written), and last their common length."""
+    """The address tables of one kernel, one per frame (the program's buffers ``B``, whose
+    planned buffers stay put; the last :data:`KEEP`). ``get(frame, dyn)``: the frame's table
+    if it was made for these arrays (compared by identity), else None; then
+    ``make(frame, dyn, planned)`` makes it: the int64 array of the addresses of ``dyn``
+    (arrays read that are not planned buffers) and ``planned`` (planned buffers read or
+    written), and last their common length."""
 
     __slots__ = ("dtype", "entries", "last", "lock")
 
     def __init__(self, dtype: np.dtype) -> None:
         self.dtype = np.dtype(dtype)
-        self.entries: dict = {}  # (id(frame), ids of dyn) -> entry
-        self.last: tuple | None = None  # the last entry found: (frame, dyn, table, planned)
+        self.entries: dict = {}  # id(frame) -> (frame, dyn, table, planned)
+        self.last: tuple | None = None  # the last entry used
         self.lock = threading.Lock()
 
     def get(self, frame: list, dyn: list) -> np.ndarray | None:
-        last = self.last
-        if last is not None and last[0] is frame and len(dyn) == len(last[1]) and \
-                all(map(is_, dyn, last[1])):
-            return last[2]
-        got = self.entries.get((id(frame), tuple(map(id, dyn))))
-        if got is None:
+        got = self.last
+        if got is None or got[0] is not frame:
+            got = self.entries.get(id(frame))
+            if got is None:
+                return None
+        if len(dyn) != len(got[1]) or not all(map(is_, dyn, got[1])):
             return None
         self.last = got
         return got[2]
@@ -98,9 +101,10 @@ class Pointers:
             return table
         entry = (frame, list(dyn), table, list(planned))  # the arrays stay alive with it
         with self.lock:
+            self.entries.pop(id(frame), None)
             if len(self.entries) >= KEEP:
                 self.entries.pop(next(iter(self.entries)))
-            self.entries[(id(frame), tuple(map(id, dyn)))] = entry
+            self.entries[id(frame)] = entry
             self.last = entry
         return table
 
