@@ -6,7 +6,7 @@ never through the address of an array that is gone."""
 from __future__ import annotations
 
 import gc
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -161,19 +161,11 @@ def test_two_threads_share_a_table_kernel(cache):
     Ys = [Y * (1 + k / 10) for k in range(6)]
     want = [_numpy_grads(ws, A) for A in Ys]
     _grads(cache, "now", loss, ws, {y0: Y})
-    errors = []
 
     def work(k):
-        for _ in range(20):
-            for A, w in zip(Ys, want):
-                got = gg.gradients(loss, ws, feed={y0: A})
-                if not all(np.allclose(np.asarray(a), b, rtol=1e-12, atol=1e-14)
-                           for a, b in zip(got, w)):
-                    errors.append(k)
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+        return all(np.allclose(np.asarray(a), b, rtol=1e-12, atol=1e-14)
+                   for _ in range(20) for A, w in zip(Ys, want)
+                   for a, b in zip(gg.gradients(loss, ws, feed={y0: A}), w))
+    with ThreadPoolExecutor(2) as pool:
+        assert all(pool.map(work, range(2)))
     assert _tables(loss)
