@@ -217,7 +217,7 @@ class Table:
         consts.update(w.consts)
         args = [f"o{j}" for j in range(len(stored))] + [f"a{j}" for j in range(na)] + \
             [f"x{j}" for j in range(ns)]
-        return ['@njit(nogil=True, error_model="numpy", cache=True)',
+        return ['@njit(inline="always", nogil=True, error_model="numpy", cache=True)',
                 f"def {name}({', '.join(args)}, n):",
                 *(f"    s{j} = np.{dt}(x{j})" for j in range(ns)),
                 "    over = False", "    for i in range(n):", *("        " + x for x in lines),
