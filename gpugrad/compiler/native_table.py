@@ -200,7 +200,7 @@ class Table:
 
     def describe(self) -> str:
         return (f"one kernel for {len(self.group.members)} elementwise steps, over a table "
-                f"of data pointers ({len(self.steps)} steps, {len(self.templates)} loops)")
+                f"of data pointers ({len(self.steps)} steps, {len(self.templates)} distinct)")
 
     def _loop(self, name: str, key: tuple, consts: dict) -> list:
         body, stored, na, ns = key
