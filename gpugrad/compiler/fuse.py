@@ -126,12 +126,15 @@ def _fits(ins: Any, info: dict, shape: tuple, dtype: Any, tails: set) -> bool:
     return True
 
 
-def runs(prog: list, info: dict, keep: set, breaks: set = frozenset()) -> list:
+def runs(prog: list, info: dict, keep: set, breaks: set = frozenset(),
+         long: bool = False) -> list:
     """``[(start, stop, Group, absorbed)]``: each run of ``prog[start:stop]`` as a group,
     with the indices of the later row sums it absorbed (:func:`_row_sums`). ``info``
     maps value names to (shape, dtype), or :data:`NUMBER`; ``keep``: the values handed back
     (always stored); no run goes over an index in ``breaks``. A run of one instruction is
-    left as it is unless NumPy would make several calls for it."""
+    left as it is unless NumPy would make several calls for it. ``long``: a run without
+    tail inputs goes on past :data:`MAX_MEMBERS` (and then absorbs no row sums), for a
+    kernel whose compile time does not grow with its length (gpugrad.compiler.native_table)."""
     info = dict(info)
     for ins in prog:
         info.update((n, (s, d)) for n, s, d in ins.defines if s is not None)
@@ -150,13 +153,17 @@ def runs(prog: list, info: dict, keep: set, breaks: set = frozenset()) -> list:
             continue
         tails: set = set()
         stop = k
-        while stop < len(prog) and stop - k < MAX_MEMBERS \
+        while stop < len(prog) and (stop - k < MAX_MEMBERS or long and not tails) \
                 and (stop == k or stop not in breaks) \
                 and _fits(prog[stop], info, shape, dtype, tails):
             stop += 1
+            if stop - k > MAX_MEMBERS and tails:  # a tail input past MAX_MEMBERS: cut
+                stop -= 1
+                break
         if stop - k >= 2 or (stop - k == 1 and _worth_alone(first.scalar)):
             g = _group(prog, k, stop, info, keep, tuple(shape), dtype)
-            taken = _row_sums(prog, stop, g, breaks, tails)
+            taken = _row_sums(prog, stop, g, breaks, tails) if stop - k <= MAX_MEMBERS \
+                else []
             if taken:  # the absorbed sums are no longer outputs unless read elsewhere
                 g.outputs = [m for m in g.outputs if m in keep or any(
                     m in ins.reads for j, ins in enumerate(prog[stop:], stop)

@@ -90,7 +90,7 @@ class Program:
 
 def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool = False,
           value: bool = True, sizing: batch.Sizing | None = None,
-          native: bool = False) -> Program:
+          native: bool | str = False) -> Program:
     """The program for ``sched`` at the signature whose slot shapes are ``shapes``.
     ``seeded``: the caller passes the seed gradient (else the program starts from ones, or
     from ``opt.lr`` for plain SGD). ``value=False``: only the gradients are wanted, so the
@@ -98,7 +98,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     ``sizing``: ``shapes`` are at the probe batch size, and the program is made independent
     of the batch size (gpugrad.compiler.batch; raises ``batch.Specialise`` where it cannot
     be). ``native``: the native tier's program (gpugrad.compiler.tier): each fusion group
-    of elementwise steps (gpugrad.compiler.fuse) runs as one compiled kernel."""
+    of elementwise steps (gpugrad.compiler.fuse) runs as one kernel ("numba": any length)."""
     xp = sched.xp
     # NumPy lowering, rewrites and in-place updates are written for real values; a complex
     # value anywhere runs the registered rules (which conjugate) and the optimizer's own step
@@ -324,7 +324,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         results[0] = "None"
     if native:
         prog, n_forward = native_calls.replaced(prog, n_forward, sched, shapes, scalar,
-                                               escapes | set(results), env)
+                                               escapes | set(results), env, native == "numba")
     where, buffers = plan.assign(prog, escapes)
     env["PLANNED"] = set(where)
     made = _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads, opt,
@@ -333,12 +333,12 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                                      value, sizing)  # no cycle through the schedule's programs
     if numpy and not native:
         tier.offer(made, functools.partial(tier.switch, functools.partial(made.rebuild,
-                                                                          native=True)))
+                                                                          native="numba")))
     return made
 
 
 def _rebuild(sched: Any, shapes: list, grads: bool, opt: Any, seeded: bool, value: bool,
-             sizing: Any, native: bool = False) -> Program:
+             sizing: Any, native: bool | str = False) -> Program:
     """``build`` again for the schedule ``sched()`` (a weak reference), with a sizing of its
     own (gpugrad.compiler.batch)."""
     got = sched()
