@@ -570,3 +570,30 @@ def test_gradients_handed_back_by_one_kernel_share_one_block(native, monkeypatch
     for g, k in zip(first, kept):
         assert np.array_equal(g, k)  # the next run wrote new blocks
     assert not np.allclose(np.asarray(second[0]), kept[0])
+
+
+def test_two_threads_loading_one_module_both_get_its_kernels(monkeypatch, tmp_path):
+    """The first load of a module compiles its kernels (seconds); a second thread asking for
+    the same module meanwhile waits for it instead of getting it half made."""
+    from gpugrad.compiler import native
+    from gpugrad.compiler.fuse import Group
+
+    monkeypatch.setenv("GPUGRAD_CACHE_DIR", str(tmp_path))
+    g = Group([("y", ("multiply", ("name", "x"), ("const", 3.0)))], (4,),
+              np.dtype("float64"), [("x", (4,))], ["y"])
+    source = native.module_source([("N0", g)]) + "\n# two threads\n"
+    start = threading.Barrier(2)
+    got = []
+
+    def work():
+        start.wait()
+        got.append(native.load(source))
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(got) == 2 and got[0] is got[1]
+    y = np.empty(4)
+    assert not got[1].N0(np.arange(4.0), y) and y.tolist() == [0.0, 3.0, 6.0, 9.0]

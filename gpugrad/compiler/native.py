@@ -47,6 +47,7 @@ import os
 import struct
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -380,7 +381,17 @@ def mark_native(program_source: str) -> None:
 
 def load(source: str) -> Any:
     """The module of ``source``, from the disk cache where it is there (numba then loads
-    the machine code it cached), else written there first and compiled."""
+    the machine code it cached), else written there first and compiled. One load at a time:
+    a module is in ``sys.modules`` before its kernels are defined, and another thread
+    asking for it meanwhile would get it half made."""
+    with _loading:
+        return _load(source)
+
+
+_loading = threading.Lock()
+
+
+def _load(source: str) -> Any:
     key = hashlib.sha256(source.encode()).hexdigest()[:20]
     name = f"gpugrad_native_{key}"
     if name in sys.modules:
