@@ -416,6 +416,12 @@ def test_threads_share_one_compiled_function(grad, numpy_backend):
         return t.sum(), (1.0 - t**2) * (s * (1.0 - s) * w * x + s)
 
     def work(i):
+        try:
+            run(i)
+        except Exception as e:  # a thread that dies must fail the test, not only warn
+            bad.append(("error", i, repr(e)))
+
+    def run(i):
         with gg.use_backend("numpy"):
             value, dx = want(xs[i])
             for _ in range(200):
