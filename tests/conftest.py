@@ -22,6 +22,7 @@ import pytest
 os.environ.setdefault("GPUGRAD_JIT", "0")
 
 import gpugrad as gg  # noqa: E402
+from gpugrad.compiler import tier  # noqa: E402
 
 
 def _has_gpu() -> bool:
@@ -119,5 +120,32 @@ def saving_op():
 def numpy_backend():
     """For tests written for NumPy arrays: they keep passing when the suite runs with
     GPUGRAD_BACKEND set to another backend (as ci/gpu-check does with cupy)."""
+    with gg.use_backend("numpy"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def native_cache(tmp_path_factory):
+    """The native tier's disk cache, one per test module."""
+    return str(tmp_path_factory.mktemp("native-cache"))
+
+
+@pytest.fixture
+def native(monkeypatch, native_cache):
+    """Programs built in the test go native at once (compiled before their first run)."""
+    monkeypatch.setenv("GPUGRAD_CACHE_DIR", native_cache)
+    monkeypatch.setenv("GPUGRAD_JIT", "now")
+    with gg.use_backend("numpy"):
+        yield
+
+
+@pytest.fixture
+def tiered(monkeypatch, tmp_path):
+    """The default tiering, made hot after 128 runs (and no time) so that tests are short;
+    a cache of its own (no program went native before)."""
+    monkeypatch.setenv("GPUGRAD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("GPUGRAD_JIT", "1")
+    monkeypatch.setattr(tier, "HOT_RUNS", 128)
+    monkeypatch.setattr(tier, "HOT_SECONDS", 0.0)
     with gg.use_backend("numpy"):
         yield

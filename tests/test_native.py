@@ -1,84 +1,25 @@
-"""The native tier (gpugrad.compiler.fuse, native, tier): fusion groups compiled by numba.
+"""The native tier (gpugrad.compiler.fuse, native): fusion groups compiled by numba.
 
 Every op case and random programs give the same value and gradients through the native
 program as through the planned NumPy program (float64: 1e-12 relative; float32 models: a
-few ulps); a program goes native in the background once hot and never waits for it; the
-disk cache makes a second process load the kernels instead of compiling them.
+few ulps), and so do models, optimizer steps, batch sizes and the kernels' own exp and tanh.
+When a program goes native, and the disk cache: tests/test_native_tier.py.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
-import threading
 
 import numpy as np
 import pytest
 from helpers import assert_orders_agree, assert_ulp_close
+from native_helpers import TOL, agree, both_tiers, programs_of, sigmoid_problem
 from op_cases import CASES
 
 import gpugrad as gg
 from gpugrad import nn, optim
-from gpugrad.compiler import tier
 
 pytest.importorskip("numba")
-
-TOL = {"rtol": 1e-12, "atol": 1e-14}
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("native-cache"))
-
-
-@pytest.fixture
-def native(monkeypatch, cache):
-    """Programs built in the test go native at once (compiled before their first run)."""
-    monkeypatch.setenv("GPUGRAD_CACHE_DIR", cache)
-    monkeypatch.setenv("GPUGRAD_JIT", "now")
-    with gg.use_backend("numpy"):
-        yield
-
-
-@pytest.fixture
-def tiered(monkeypatch, tmp_path):
-    """The default tiering, made hot after 128 runs (and no time) so that tests are short;
-    a cache of its own (no program went native before)."""
-    monkeypatch.setenv("GPUGRAD_CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("GPUGRAD_JIT", "1")
-    monkeypatch.setattr(tier, "HOT_RUNS", 128)
-    monkeypatch.setattr(tier, "HOT_SECONDS", 0.0)
-    with gg.use_backend("numpy"):
-        yield
-
-
-def _agree(a, b, dtype):
-    """Native against NumPy tier: 1e-12 in float64, 4 ulps of the array's magnitude in
-    float32."""
-    if dtype == "float64":
-        assert_orders_agree(a, b, **TOL)
-    else:
-        assert_ulp_close(a, b, ulps=4)
-
-
-def _programs(sym):
-    return [p for s in sym._schedules.values() for p in s.programs.values()]
-
-
-def _both(monkeypatch, run, sym):
-    """``run()`` with the NumPy tier (twice: the second run is the planned program), then
-    the same with the native tier (its programs made anew); returns both results."""
-    monkeypatch.setenv("GPUGRAD_JIT", "0")
-    run()
-    want = run()
-    for s in sym._schedules.values():
-        s.forget()
-    monkeypatch.setenv("GPUGRAD_JIT", "now")
-    run()
-    got = run()
-    return want, got
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.differentiable], ids=lambda c: c.id)
@@ -102,7 +43,7 @@ def test_every_op_native_equals_planned(case, native, monkeypatch):
     def run():
         return gg.value_and_gradients(loss, floats, feed=feed)
     try:
-        (v0, g0), (v1, g1) = _both(monkeypatch, run, loss)
+        (v0, g0), (v1, g1) = both_tiers(monkeypatch, run, loss)
     except (TypeError, AttributeError, ValueError, gg.errors.GradientError) as exc:
         pytest.skip(f"the graph front end does not run this case: {exc}")
     assert_orders_agree(np.asarray(v1), np.asarray(v0), **TOL)
@@ -121,7 +62,7 @@ def test_the_op_cases_make_kernels(op, native):
     loss = gg.sum(out * out)
     for _ in range(2):
         gg.value_and_gradients(loss, phs, feed=dict(zip(phs, hosts)))
-    progs = _programs(loss)
+    progs = programs_of(loss)
     assert progs and all(p.tier == "native" for p in progs)
     assert sum(len(p.kernels) for p in progs) >= 2
 
@@ -147,7 +88,7 @@ def _fuzz_test():
             assume(False)
         feed = dict(zip(phs, hosts))
         try:
-            (v0, g0), (v1, g1) = _both(
+            (v0, g0), (v1, g1) = both_tiers(
                 monkeypatch, lambda: gg.value_and_gradients(loss, phs, feed=feed), loss)
         except (TypeError, AttributeError, ValueError, IndexError):
             assume(False)
@@ -199,12 +140,12 @@ def test_models_train_the_same_natively(activation, loss_name, dtype, native, mo
             opt.minimize(loss, feed={xs: X, ys: Y})
         runs[mode] = [np.array(p.data) for p in model.parameters()]
         if mode == "now":
-            progs = _programs(loss)
+            progs = programs_of(loss)
             assert progs and all(p.tier == "native" for p in progs)
             if activation != "softplus":  # (its formula has no NumPy lowering yet)
                 assert sum(len(p.kernels) for p in progs) >= 1
     for a, b in zip(runs["now"], runs["0"]):
-        _agree(a, b, dtype)
+        agree(a, b, dtype)
 
 
 def test_gg_compile_goes_native(native):
@@ -232,70 +173,6 @@ def test_gg_compile_goes_native(native):
         assert_orders_agree(a, b, **TOL)
 
 
-def _sigmoid_problem(n=64):
-    x = gg.Placeholder((None, 8), "float64", name="x")
-    W = gg.Variable(np.random.default_rng(0).standard_normal((8, 8)) / 3, name="W")
-    loss = gg.sum(gg.tanh(gg.sigmoid(x @ W) * 2.0 - 1.0))
-    X = np.random.default_rng(1).standard_normal((n, 8))
-    return x, W, loss, X
-
-
-def test_a_hot_program_goes_native_in_the_background(tiered):
-    """Tier 1 runs from the start; once hot, a thread compiles and the program switches
-    between two runs; no run waits and every result equals the NumPy tier's."""
-    x, W, loss, X = _sigmoid_problem()
-    want = gg.gradients(loss, [W], feed={x: X})[0]
-    (prog,) = _programs(loss)
-    assert prog.tier == "numpy"
-    for _ in range(200):
-        got = gg.gradients(loss, [W], feed={x: X})[0]
-        assert_orders_agree(got, want, **TOL)
-    tier.wait(120)
-    assert prog.tier == "native" and prog.kernels
-    for _ in range(3):
-        assert_orders_agree(gg.gradients(loss, [W], feed={x: X})[0], want, **TOL)
-
-
-def test_jit_0_keeps_the_numpy_program(tiered, monkeypatch):
-    monkeypatch.setenv("GPUGRAD_JIT", "0")
-    x, W, loss, X = _sigmoid_problem()
-    for _ in range(300):
-        gg.gradients(loss, [W], feed={x: X})
-    tier.wait(60)
-    (prog,) = _programs(loss)
-    assert prog.tier == "numpy" and "N0(" not in prog.source
-
-
-def test_two_threads_share_a_native_step(native):
-    """Two threads calling one graph's native program, and one gg.compile'd function, at
-    once get the single-thread results (one runs the program, the other the generic code
-    while it is busy)."""
-    x, W, loss, X = _sigmoid_problem(256)
-    Xs = [X * (1 + k / 10) for k in range(8)]
-    want = [np.array(gg.gradients(loss, [W], feed={x: A})[0]) for A in Xs]
-    f = gg.compile(lambda a: gg.sum(gg.tanh(gg.sigmoid(a @ W) * 2.0 - 1.0) * 3.0))
-    want_f = [np.array(gg.to_numpy(f(gg.asarray(A)))) for A in Xs]
-    errors = []
-
-    def work(k):
-        for _ in range(30):
-            for A, w, wf in zip(Xs, want, want_f):
-                got = np.asarray(gg.gradients(loss, [W], feed={x: A})[0])
-                got_f = gg.to_numpy(f(gg.asarray(A)))
-                if not (np.allclose(got, w, rtol=1e-12, atol=1e-14)
-                        and np.allclose(got_f, wf, rtol=1e-12, atol=1e-14)):
-                    errors.append(k)
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    assert all(p.tier == "native" and p.kernels for p in _programs(loss))
-    progs = list(f._last[2].sched.programs.values())
-    assert progs and all(p.tier == "native" and p.kernels for p in progs)
-
-
 def test_overflow_in_a_native_forward_falls_back(native, monkeypatch):
     """exp overflowing in a kernel of the forward sweep makes the run fall back to the
     exact rules, as the NumPy tier's overflow does: the same values, no warning."""
@@ -303,73 +180,11 @@ def test_overflow_in_a_native_forward_falls_back(native, monkeypatch):
     W = gg.Variable(np.eye(3), name="W")
     loss = gg.sum(gg.sigmoid(x @ W - 1.0) * 3.0)
     X = np.array([[-800.0, 0.0, 1.0], [2.0, -3.0, 900.0]])
-    (v0, g0), (v1, g1) = _both(monkeypatch, lambda: gg.value_and_gradients(
+    (v0, g0), (v1, g1) = both_tiers(monkeypatch, lambda: gg.value_and_gradients(
         loss, [W], feed={x: X}), loss)
     assert np.isfinite(v1) and float(v1) == float(v0)
     assert_orders_agree(np.asarray(g1[0]), np.asarray(g0[0]), **TOL)
-    assert any(p.kernels for p in _programs(loss))
-
-
-def test_a_second_process_loads_the_kernels_from_the_disk_cache(tmp_path):
-    """The same program in a new process: numba finds every kernel in the cache."""
-    script = textwrap.dedent("""
-        import numpy as np, gpugrad as gg
-        x = gg.Placeholder((None, 8), "float64")
-        W = gg.Variable(np.ones((8, 8)) / 8)
-        loss = gg.sum(gg.tanh(gg.sigmoid(x @ W) * 2.0 - 1.0))
-        X = np.linspace(-1, 1, 40).reshape(5, 8)
-        for _ in range(3):
-            g = gg.gradients(loss, [W], feed={x: X})[0]
-        (prog,) = [p for s in loss._schedules.values() for p in s.programs.values()]
-        fns = [prog.fn.__globals__[n] for n, _ in prog.kernels]
-        print(prog.tier, len(fns), sum(sum(f.stats.cache_hits.values()) > 0 for f in fns),
-              float(np.sum(g)))
-    """)
-    env = dict(os.environ, GPUGRAD_JIT="now", GPUGRAD_CACHE_DIR=str(tmp_path),
-               GPUGRAD_BACKEND="numpy")
-    first, second = (subprocess.run([sys.executable, "-c", script], env=env, text=True,
-                                    capture_output=True, timeout=300) for _ in range(2))
-    assert first.returncode == 0, first.stderr
-    assert second.returncode == 0, second.stderr
-    t1, n1, hits1, s1 = first.stdout.split()
-    t2, n2, hits2, s2 = second.stdout.split()
-    assert t1 == t2 == "native" and int(n1) >= 1 and n1 == n2
-    assert int(hits1) == 0 and int(hits2) == int(n2)
-    assert s1 == s2
-
-
-def test_a_program_that_went_native_before_starts_native_at_once(tmp_path):
-    """Tiered (GPUGRAD_JIT=1): a process whose program went hot and native leaves a marker
-    in the cache; the next process with the same program builds its native tier from its
-    first planned run (in the background, from the cache), long before it is hot."""
-    script = textwrap.dedent("""
-        import sys, numpy as np, gpugrad as gg
-        from gpugrad.compiler import tier
-        tier.HOT_RUNS, tier.HOT_SECONDS = int(sys.argv[1]), 0.0
-        x = gg.Placeholder((None, 8), "float64")
-        W = gg.Variable(np.ones((8, 8)) / 8)
-        loss = gg.sum(gg.tanh(gg.sigmoid(x @ W) * 2.0 - 1.0))
-        X = np.linspace(-1, 1, 40).reshape(5, 8)
-        for _ in range(int(sys.argv[2])):
-            g = gg.gradients(loss, [W], feed={x: X})[0]
-        tier.wait(120)
-        (prog,) = [p for s in loss._schedules.values() for p in s.programs.values()]
-        print(prog.tier, prog.runs, float(np.sum(g)))
-    """)
-    env = dict(os.environ, GPUGRAD_JIT="1", GPUGRAD_CACHE_DIR=str(tmp_path),
-               GPUGRAD_BACKEND="numpy")
-
-    def run(hot_runs, runs):
-        got = subprocess.run([sys.executable, "-c", script, str(hot_runs), str(runs)],
-                             env=env, text=True, capture_output=True, timeout=300)
-        assert got.returncode == 0, got.stderr
-        return got.stdout.split()
-
-    assert run(10**6, 3)[0] == "numpy"  # never hot: no marker
-    assert run(10**6, 3)[0] == "numpy"
-    assert run(64, 130)[0] == "native"  # hot: native, marked
-    tier_, runs, _ = run(10**6, 2)  # never hot, yet native from the first planned run
-    assert tier_ == "native" and int(runs) == 1
+    assert any(p.kernels for p in programs_of(loss))
 
 
 def test_one_native_program_serves_every_batch_size(native, monkeypatch):
@@ -411,7 +226,7 @@ def test_a_bad_label_in_a_native_step_names_the_op(native, monkeypatch):
         for _ in range(2):
             opt.minimize(loss, feed={xs: X, ys: Y})
         if mode == "now":
-            (prog,) = _programs(loss)
+            (prog,) = programs_of(loss)
             assert any(n.startswith("NX") for n, _ in prog.kernels)
         Y = Y.copy()
         Y[3] = 7
@@ -443,19 +258,19 @@ def test_a_native_optimizer_step_equals_the_numpy_step(name, dtype, native, monk
         if mode == "now":
             assert opt._scratch.native, "the planned step did not go native"
     for a, b in zip(runs["now"], runs["0"]):
-        _agree(a, b, dtype)
+        agree(a, b, dtype)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("fn", ["exp", "tanh"])
-def test_the_kernels_own_exp_and_tanh_are_within_a_few_ulps_of_numpys(fn, dtype, cache,
+def test_the_kernels_own_exp_and_tanh_are_within_a_few_ulps_of_numpys(fn, dtype, native_cache,
                                                                      monkeypatch):
     """The kernels' own exp and tanh (written out so that their loops use SIMD lanes), over
     their whole range, subnormal results, overflow, -0.0, -inf, inf and NaN included."""
     from gpugrad.compiler import native
     from gpugrad.compiler.fuse import Group
 
-    monkeypatch.setenv("GPUGRAD_CACHE_DIR", cache)
+    monkeypatch.setenv("GPUGRAD_CACHE_DIR", native_cache)
     top = 88.7 if dtype == "float32" else 709.7
     low = -103.9 if dtype == "float32" else -745.0
     if fn == "tanh":
@@ -481,14 +296,14 @@ def test_the_kernels_own_exp_and_tanh_are_within_a_few_ulps_of_numpys(fn, dtype,
 
 def test_read_only_feeds_run_natively(native, monkeypatch):
     """A read-only feed (a memory map, np.broadcast_to) is read by the kernels as it is."""
-    x, W, loss, X = _sigmoid_problem()
+    x, W, loss, X = sigmoid_problem()
     want = np.array(gg.gradients(loss, [W], feed={x: X})[0])
     frozen = X.copy()
     frozen.flags.writeable = False
     for _ in range(3):
         got = gg.gradients(loss, [W], feed={x: frozen})[0]
         assert_orders_agree(np.asarray(got), want, **TOL)
-    assert all(p.tier == "native" and p.kernels for p in _programs(loss))
+    assert all(p.tier == "native" and p.kernels for p in programs_of(loss))
 
 
 def test_source_lists_every_kernel_of_a_native_program(native):
@@ -500,7 +315,7 @@ def test_source_lists_every_kernel_of_a_native_program(native):
     for _ in range(2):
         opt.minimize(loss, feed={xs: X, ys: Y})
     text = loss.source({xs: X, ys: Y}, opt=opt)
-    (prog,) = _programs(loss)
+    (prog,) = programs_of(loss)
     assert prog.tier == "native"
     for name, _ in prog.kernels:
         assert f"\ndef {name}(" in text and f"{name}(" in text.split("\n\n# ")[0]
@@ -524,23 +339,9 @@ def test_a_wide_cross_entropy_agrees_in_float32(native, monkeypatch):
             v, (g,) = gg.value_and_gradients(loss, [z], feed={z: Z, y: Y})
         runs[mode] = (np.asarray(v), np.asarray(g))
         if mode == "now":
-            assert any(n.startswith("NX") for p in _programs(loss) for n, _ in p.kernels)
+            assert any(n.startswith("NX") for p in programs_of(loss) for n, _ in p.kernels)
     assert_ulp_close(runs["now"][0], runs["0"][0], ulps=4)
     assert_ulp_close(runs["now"][1], runs["0"][1], ulps=4)
-
-
-def test_a_hot_optimizer_step_goes_native_in_the_background(tiered):
-    """``opt.step()`` is offered the native tier once, at its first planned step, and ticks
-    like a program: once hot, a thread makes its kernel; no step waits for it."""
-    model = nn.MLP([5, 7, 3], seed=2, dtype="float64")
-    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    X, Y = np.random.default_rng(4).standard_normal((6, 5)), np.arange(6) % 3
-    for _ in range(200):
-        opt.zero_grad()
-        nn.cross_entropy(model(gg.asarray(X)), Y).backward()
-        opt.step()
-    tier.wait(120)
-    assert opt._scratch.native and opt._scratch.remake is None
 
 
 def test_gradients_handed_back_by_one_kernel_share_one_block(native, monkeypatch):
@@ -558,10 +359,10 @@ def test_gradients_handed_back_by_one_kernel_share_one_block(native, monkeypatch
     def run(feed=feeds[0]):
         return [np.array(g) for g in gg.gradients(loss, ws, feed={y0: feed})]
 
-    want, got = _both(monkeypatch, run, loss)
+    want, got = both_tiers(monkeypatch, run, loss)
     for a, b in zip(got, want):
         assert_orders_agree(a, b, **TOL)
-    (prog,) = _programs(loss)
+    (prog,) = programs_of(loss)
     assert prog.tier == "native" and "_all, D_N" in prog.source
     first = gg.gradients(loss, ws, feed={y0: feeds[0]})
     assert len({id(g.base) for g in first}) < len(first)  # rows of shared blocks
@@ -570,30 +371,3 @@ def test_gradients_handed_back_by_one_kernel_share_one_block(native, monkeypatch
     for g, k in zip(first, kept):
         assert np.array_equal(g, k)  # the next run wrote new blocks
     assert not np.allclose(np.asarray(second[0]), kept[0])
-
-
-def test_two_threads_loading_one_module_both_get_its_kernels(monkeypatch, tmp_path):
-    """The first load of a module compiles its kernels (seconds); a second thread asking for
-    the same module meanwhile waits for it instead of getting it half made."""
-    from gpugrad.compiler import native
-    from gpugrad.compiler.fuse import Group
-
-    monkeypatch.setenv("GPUGRAD_CACHE_DIR", str(tmp_path))
-    g = Group([("y", ("multiply", ("name", "x"), ("const", 3.0)))], (4,),
-              np.dtype("float64"), [("x", (4,))], ["y"])
-    source = native.module_source([("N0", g)]) + "\n# two threads\n"
-    start = threading.Barrier(2)
-    got = []
-
-    def work():
-        start.wait()
-        got.append(native.load(source))
-
-    threads = [threading.Thread(target=work) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert len(got) == 2 and got[0] is got[1]
-    y = np.empty(4)
-    assert not got[1].N0(np.arange(4.0), y) and y.tolist() == [0.0, 3.0, 6.0, 9.0]
