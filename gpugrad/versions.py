@@ -266,9 +266,4 @@ def wrote_arrays(tensors: Any, refs: tuple, site: str) -> None:
 def wrote_many(tensors: Any, site: str) -> None:
     """Record one in-place write into each Tensor's current array (an optimizer step), as
     one event of the log, under one lock."""
-    try:
-        arrays = [weakref.ref(t.data) for t in tensors]
-    except TypeError:  # some array takes no weak reference
-        arrays = [_ref(t.data) for t in tensors]
-    with _lock:
-        _record(tensors, arrays, site)
+    wrote_arrays(tensors, refs([t.data for t in tensors]), site)

@@ -19,14 +19,6 @@ from gpugrad import GradientError, nn, optim
 pytest.importorskip("numba")
 
 
-@pytest.fixture
-def native(monkeypatch, tmp_path):
-    monkeypatch.setenv("GPUGRAD_CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("GPUGRAD_JIT", "now")
-    with gg.use_backend("numpy"):
-        yield monkeypatch
-
-
 def _agree(a, b, dtype):
     if dtype == "float64":
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
@@ -66,7 +58,7 @@ def _keep(k, params):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", ["sgd", "adam"])
-def test_gradients_the_kernel_refuses_take_the_numpy_step(name, dtype, native):
+def test_gradients_the_kernel_refuses_take_the_numpy_step(name, dtype, native, monkeypatch):
     """A Fortran-ordered gradient (numba has no signature for it), one of another dtype, one
     that broadcasts to its parameter (the kernel's own shape check): the step's numbers and
     counts are those of ``GPUGRAD_JIT=0``, step by step."""
@@ -81,13 +73,13 @@ def test_gradients_the_kernel_refuses_take_the_numpy_step(name, dtype, native):
         elif k == 5:  # (1, 7): broadcasts to the (5, 7) weight
             params[0].grad = np.ascontiguousarray(g[:1])
 
-    want, got = _both(native, name, dtype, odd)
+    want, got = _both(monkeypatch, name, dtype, odd)
     for a, b in zip(got[0], want[0]):
         _agree(a, b, dtype)
     assert got[1] == want[1]
 
 
-def test_adam_whose_parameters_counted_apart_takes_the_numpy_step(native):
+def test_adam_whose_parameters_counted_apart_takes_the_numpy_step(native, monkeypatch):
     """Adam counts each parameter's updates: where one parameter had no gradient at some
     step, the counts differ, the scalars are not shared and the NumPy step runs, counting
     each as ``GPUGRAD_JIT=0`` does."""
@@ -95,7 +87,7 @@ def test_adam_whose_parameters_counted_apart_takes_the_numpy_step(native):
         if k == 2:
             params[1].grad = None
 
-    want, got = _both(native, "adam", "float64", skip, steps=8)
+    want, got = _both(monkeypatch, "adam", "float64", skip, steps=8)
     for a, b in zip(got[0], want[0]):
         _agree(a, b, "float64")
     assert got[1] == want[1] and got[1][1][1] == 7
