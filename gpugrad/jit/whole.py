@@ -31,8 +31,8 @@ class Direct:
     signature already fixed the arguments' shapes and dtypes, and the Tensors' (closed-over
     Variables can be rebound) are compared here against the ones it was learnt with."""
 
-    __slots__ = ("prog", "tensors", "shapes", "dtypes", "feed_at", "feed_all", "kept_data",
-                 "kept_feeds", "last", "fits")
+    __slots__ = ("prog", "tensors", "shapes", "dtypes", "feed_at", "kept_data", "kept_feeds",
+                 "last", "fits")
 
     def __init__(self, sched: Schedule, prog: Any, tensors: list, placeholders: list,
                  arrays: list, whole: tuple, inputs: tuple, grads: list) -> None:
@@ -46,7 +46,6 @@ class Direct:
         # where the argument of Placeholder j is)
         position = {id(ph): arrays[j] for j, ph in enumerate(placeholders)}
         self.feed_at = tuple(position[id(ph)] for _, ph in sched.placeholders)
-        self.feed_all = self.feed_at == tuple(range(len(arrays))) == tuple(arrays)
         # what the node keeps for the version check: positions among datas and feeds
         variables, phs = whole
         self.kept_data = _picks(k for k, t in enumerate(tensors)
@@ -125,8 +124,6 @@ class Quick:
     def call(self, args: tuple) -> Any:
         """The compiled function's output for ``args`` (as many as its signature has, under
         its grad mode), or MISS where they do not match the signature."""
-        arrays = []
-        keep = arrays.append
         for a, (shape, dtype, grad) in zip(args, self.specs):
             if not isinstance(a, Tensor):
                 return MISS
@@ -134,7 +131,6 @@ class Quick:
             if type(x) is not _NDARRAY or a.xp is not np or x.shape != shape \
                     or x.dtype is not dtype or a.requires_grad is not grad:
                 return MISS
-            keep(x)
         entry = self.entry
         if entry.guard is not None and not entry.guard():
             return MISS
@@ -142,21 +138,13 @@ class Quick:
         direct = entry.direct
         if direct is None or not entry.quick or eager._anomaly is not None and anomaly_on():
             return entry.run(args)
-        # the whole run, as Direct.call has it (the arguments are NumPy Tensors' arrays)
-        datas = list(map(_DATA, direct.tensors))
-        if not all(map(is_, datas, direct.last)) and not direct.refit(datas):
-            return entry.run(args)
-        feeds = arrays if direct.feed_all else list(map(arrays.__getitem__, direct.feed_at))
-        try:
-            got = direct.prog(feeds, datas, None)
-        except (FloatingPointError, ValueError, TypeError, IndexError):
-            got = None
+        got = direct.call(args)  # the whole run (the arguments are NumPy Tensors)
         if got is None:  # (the schedule decides: runs generically, or names the op)
             return entry.run(args)
-        value, grads = got
+        value, grads, kept, datas = got
         return made(value, np, Node(
             entry.op, NO_PARAMS, entry.variables, entry.needs,
-            (Done(grads, datas if direct.fits else None), direct.keep(datas, feeds)), "numpy",
+            (Done(grads, datas if direct.fits else None), kept), "numpy",
             value.shape, value.dtype))
 
 
