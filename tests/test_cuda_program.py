@@ -211,3 +211,16 @@ def test_the_fused_cupy_step_gives_the_numpy_programs_numbers(monkeypatch, cfg, 
     ulps = 4 * ADAM_ULPS if opt_name == "adam" else 16  # the device's exp, tanh, atomic adds
     for a, b in zip(got_loss + got, want_loss + want):
         assert_orders_agree(a, b, ulps=ulps, rtol=1e-11)
+
+
+def test_which_programs_are_built_for_a_device(monkeypatch):
+    dev = host_device()
+    f32, c64 = [((3,), np.dtype("float32"))], [((3,), np.dtype("complex64"))]
+    assert cuda_program.choose(np, dev, f32, False) is dev
+    assert cuda_program.choose(np, None, f32, False) is None  # NumPy: the host program
+    assert cuda_program.choose(np, False, f32, False) is None
+    assert cuda_program.choose(np, dev, c64, False) is None  # complex: the rules
+    assert cuda_program.choose(np, dev, f32, "numba") is None  # the native CPU tier
+    monkeypatch.setenv("GPUGRAD_JIT", "0")
+    fake = type(sys)("array_api_compat.cupy")  # (never imported: JIT is off)
+    assert cuda_program.choose(fake, None, f32, False) is None
