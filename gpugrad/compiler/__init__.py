@@ -22,7 +22,8 @@ A graph goes through the passes in this order:
 Once a program is hot, ``tier`` puts its native tier in its place, built in the
 background: ``fuse`` groups runs of elementwise instructions, ``native`` compiles each
 group (and the optimizer's update, and an op's own kernel) with numba, from the same
-formulas; ``cuda_group`` writes the groups as CUDA kernels.
+formulas; ``cuda_group`` writes the groups as CUDA kernels, and on CuPy a program is
+built for the device from the start (``cuda_program``), each group one of those kernels.
 
 A program serves every batch size (``batch``): it is filed without the feeds' batch dims,
 planned at a probe batch size, and reads its buffers and batch-sized values from a frame

@@ -19,11 +19,13 @@ def names(node: tuple) -> list:
 
 
 def replaced(prog: list, n_forward: int, sched: Any, shapes: list, scalar: set, keep: set,
-           env: dict, long: bool = False) -> tuple[list, int]:
+           env: dict, long: bool = False, instruction: Any = None) -> tuple[list, int]:
     """``prog`` with each fusion group's run of instructions replaced by a call of its
     compiled kernel (gpugrad.compiler.native), and the new length of its forward block.
     ``long``: a run longer than ``fuse.MAX_MEMBERS`` is one group, whose kernel takes a
-    table of data pointers (gpugrad.compiler.native_table)."""
+    table of data pointers (gpugrad.compiler.native_table). ``instruction``: writes each
+    group's call in place of ``native.instruction`` (a device's, gpugrad.compiler.cuda_program:
+    every group a plain one)."""
     info: dict = {}
     numbers: dict = {}  # a Python number in the graph is a constant of the program
     for i, s in enumerate(shapes):
@@ -39,8 +41,8 @@ def replaced(prog: list, n_forward: int, sched: Any, shapes: list, scalar: set, 
         info["seed_"] = ((), shapes[sched.out][1])
         info.update((c, ((), shapes[sched.out][1])) for c in scalar)
     found = fuse.runs(prog, info, keep, breaks={n_forward}, long=long)
-    kernels = [(f"N{j}", native_table.Table(g) if native_table.wanted(g) else g)
-               for j, (_, _, g, _) in enumerate(found)]
+    kernels = [(f"N{j}", native_table.Table(g) if instruction is None and native_table.wanted(g)
+                else g) for j, (_, _, g, _) in enumerate(found)]
     kernels += env.pop("KERNELS_UPDATE", []) + env.pop("KERNELS_OP", [])
     env["KERNELS"] = kernels  # compiled and bound by gpugrad.compiler.tier
     env["overflow"] = overflow
@@ -48,8 +50,8 @@ def replaced(prog: list, n_forward: int, sched: Any, shapes: list, scalar: set, 
     out, k, fwd = [], 0, n_forward - sum(j < n_forward for j in absorbed)
     for (start, stop, g, _), (name, kernel) in zip(found, kernels):
         out += [ins for j, ins in enumerate(prog[k:start], k) if j not in absorbed]
-        out.append(native.instruction(g, name, env) if isinstance(kernel, fuse.Group)
-                   else kernel.instruction(name, env))
+        out.append((instruction or native.instruction)(g, name, env)
+                   if isinstance(kernel, fuse.Group) else kernel.instruction(name, env))
         tags = list(dict.fromkeys(ins.tag for ins in prog[start:stop] if ins.tag))
         out[-1].tag = f"fused {stop - start}: " + " | ".join(tags[:4]) + \
             (f" | +{len(tags) - 4}" if len(tags) > 4 else "")

@@ -23,7 +23,8 @@ import numpy as np
 from .. import fpstate
 from ..eager import as_array, fit
 from ..registry import gradient_tuple
-from . import batch, formula, listing, lower, native_calls, plan, rewrite, tier, update
+from . import batch, cuda_program, formula, listing, lower, native_calls, plan, rewrite, tier
+from . import update
 from .codegen import build as build_function
 
 GUARDED = "numpy-overflow-raises"  # fast-path key: rules run under errstate(over="raise")
@@ -90,7 +91,7 @@ class Program:
 
 def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool = False,
           value: bool = True, sizing: batch.Sizing | None = None,
-          native: bool | str = False) -> Program:
+          native: bool | str = False, device: Any = None) -> Program:
     """The program for ``sched`` at the signature whose slot shapes are ``shapes``.
     ``seeded``: the caller passes the seed gradient (else the program starts from ones, or
     from ``opt.lr`` for plain SGD). ``value=False``: only the gradients are wanted, so the
@@ -98,11 +99,12 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     ``sizing``: ``shapes`` are at the probe batch size, and the program is made independent
     of the batch size (gpugrad.compiler.batch; raises ``batch.Specialise`` where it cannot
     be). ``native``: the native tier's program (gpugrad.compiler.tier): each fusion group
-    of elementwise steps (gpugrad.compiler.fuse) runs as one kernel ("numba": any length)."""
-    xp = sched.xp
-    # NumPy lowering, rewrites and in-place updates are written for real values; a complex
-    # value anywhere runs the registered rules (which conjugate) and the optimizer's own step
-    numpy = xp is np and not any(s is not None and np.dtype(s[1]).kind == "c" for s in shapes)
+    of elementwise steps (gpugrad.compiler.fuse) runs as one kernel ("numba": any length).
+    ``device``: a CuPy program's, by default (gpugrad.compiler.cuda_program; False: none)."""
+    xp = sched.xp  # lowering is for real values; a complex one runs the rules (they conjugate)
+    dev = cuda_program.choose(xp, device, shapes, native)  # its groups: CUDA kernels
+    numpy = xp is np and dev is None and cuda_program.real(shapes)  # errstate, lowered update
+    lowers = numpy or dev is not None
     steps = sched.steps
     env: dict[str, Any] = {"np": np, "asarray": np.asarray, "ndarray": np.ndarray, "fit": fit,
                            "isfinite": math.isfinite,
@@ -130,15 +132,14 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     def lowered(k: int, neg: bool) -> Any:
         """Step ``k``'s lowered forward, if it and the backward it needs lower."""
         op, ins, params, o = steps[k]
-        if not numpy or shapes[o] is None:
+        if not lowers or shapes[o] is None:
             return None
         names, info = [f"v{i}" for i in ins], info_of(ins)
         low = lower.forward(op, names, info, shapes[o], params, negated=neg)
         saved = tuple(f"s{j}_" for j in range(len(low.saved))) if low is not None else ()
-        if low is not None and k in in_back and any(
-                need and lower.backward(op, pos, "g", names, info, "o", shapes[o], params,
-                                        saved=saved) is None
-                for pos, need in enumerate(needs_of[k])):
+        backs = [lower.backward(op, pos, "g", names, info, "o", shapes[o], params, saved=saved)
+                 for pos, need in enumerate(needs_of[k]) if need] if low and k in in_back else []
+        if None in backs or low and dev and not cuda_program.lowered(low, backs, dev):
             return None
         return low
 
@@ -155,7 +156,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                                       params, lower.CTX)  # it writes minus its value
             low = got if isinstance(got, lower.Forward) else lower.Forward(*got, ())
             negated.add(o)
-        if low is not None and native and low.epilogue is not None:
+        if low is not None and (native or dev) and low.epilogue is not None:
             low_f[k] = low  # the product, then its elementwise epilogue (a fusion member)
             fwd_lines += native_calls.split(low.epilogue, [f"v{i}" for i in ins], o, shapes[o],
                                             ftag)
@@ -216,7 +217,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             gname[slot] = cs[0]
         else:
             name = f"g{slot}"
-            if all(not maybe for _, maybe in cs) and numpy and shapes[slot] is not None:
+            if all(not maybe for _, maybe in cs) and lowers and shapes[slot] is not None:
                 names = [c for c, _ in cs]
 
                 def emit(outs, temps, names=names, name=name):
@@ -319,18 +320,20 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         listing.label(prog, start, listing.tag(f"{type(opt).__name__} update"))
     if shapes[out] is not None:
         env["SEED_SHAPE"], env["SEED_DTYPE"] = shapes[out]
-    if grads and not value and numpy and shapes[out] is not None:
+    if grads and not value and lowers and shapes[out] is not None:
         prog, n_forward = _prune(prog, n_forward, results[1:])
         results[0] = "None"
-    if native:
+    if native or dev:
         prog, n_forward = native_calls.replaced(prog, n_forward, sched, shapes, scalar,
-                                               escapes | set(results), env, native == "numba")
+                                               escapes | set(results), env, native == "numba",
+                                               dev and cuda_program.instruction)
     where, buffers = plan.assign(prog, escapes)
     env["PLANNED"] = set(where)
     made = _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads, opt,
                  seeded, sizing)
     made.rebuild = functools.partial(_rebuild, weakref.ref(sched), shapes, grads, opt, seeded,
                                      value, sizing)  # no cycle through the schedule's programs
+    made = cuda_program.bind(made, dev, buffers) if dev else made  # its kernels compiled
     if numpy and not native:
         tier.offer(made, functools.partial(tier.switch, functools.partial(made.rebuild,
                                                                           native="numba")))
@@ -338,14 +341,14 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
 
 
 def _rebuild(sched: Any, shapes: list, grads: bool, opt: Any, seeded: bool, value: bool,
-             sizing: Any, native: bool | str = False) -> Program:
+             sizing: Any, native: bool | str = False, device: Any = None) -> Program:
     """``build`` again for the schedule ``sched()`` (a weak reference), with a sizing of its
     own (gpugrad.compiler.batch)."""
     got = sched()
     if got is None:
         raise ReferenceError("this program's graph is gone: nothing can rebuild it")
     return build(got, shapes, grads, opt, seeded, value, sizing and sizing.renewed(),
-                 native=native)
+                 native=native, device=device)
 
 
 def _prune(prog: list, n_forward: int, roots: list) -> tuple[list, int]:
@@ -419,8 +422,8 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
     lines += ["    STEPPING_[0] = 0"] if "STEPPING_" in env else []
     where_leaf = {f"v{s}": f"P[{j}]" for j, (s, _) in enumerate(sched.placeholders)}
     where_leaf.update({f"v{s}": f"D[{j}]" for j, (s, _) in enumerate(sched.tensors)})
-    used = sorted({i for ins in prog for i in ins.reads if i.startswith("v")
-                   and int(i[1:]) < len(sched.template) and _is_leaf(i, prog)})
+    used = sorted({i for ins in prog for i in ins.reads if i.startswith("v") and int(i[1:])
+                   < len(sched.template)} - {n for ins in prog for n, *_ in ins.defines})
     for name in used:
         if name not in where_leaf:
             env[f"K{name[1:]}"] = sched.template[int(name[1:])]
@@ -493,7 +496,3 @@ def _within(flags: str, body: list) -> list:
         return []
     return [f"    tok_ = fp_enter(fp_state({flags}))", "    try:", *body, "    finally:",
             "        fp_leave(tok_)"]
-
-
-def _is_leaf(name: str, prog: list) -> bool:
-    return not any(name == n for ins in prog for n, *_ in ins.defines)

@@ -1,0 +1,236 @@
+"""A CuPy program's fusion groups as CUDA kernels: the planned program of a device.
+
+On CuPy (``program.build`` with a :class:`Device`, chosen by :func:`choose`) a program is
+lowered and grouped as on NumPy, with four differences:
+
+- a lowered step is kept only where every line of its code, forward and backward, is a
+  formula's ufunc call or a product (:func:`portable`); a reduction, a gather, a host
+  scalar (``isfinite``, ``dtype.type``) runs the op's rules instead;
+- each fusion group (gpugrad.compiler.fuse) is one CUDA kernel, the complete source that
+  gpugrad.compiler.cuda_group writes, called by :func:`instruction`'s line ``N0(...)``;
+- the planned buffers are device arrays, and ``np`` in the program's namespace is the
+  device's array module (``cupy``, which spells NumPy's ufuncs and ``dot`` the same);
+- there is no floating-point error state: nothing tests for overflow (CuPy's rules do not
+  either).
+
+All of a program's kernels are one translation unit, compiled once when the program is
+built (``cupy.RawModule``; CuPy keeps the binary in its disk cache). Where that fails the
+program is built again without its groups, every step running its rules, with a warning
+(:func:`bind`).
+
+Everything here but :func:`cupy_device` takes the device as an argument, so a test builds
+the same program over NumPy arrays with each kernel's CUDA source read back as Python
+(tests/test_cuda_program.py): that checks the program's code, its buffers and the kernels'
+arithmetic, not a GPU.
+
+>>> import numpy as np
+>>> dev = Device(np, lambda kernels: {})
+>>> portable(["c = np.multiply(g, np.greater(x, ZERO_float32), C)"], dev)
+True
+>>> portable(["c = np.add.reduce(g, axis=0, out=C)"], dev), portable(["o = x[AR3, t]"], dev)
+(False, False)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import sys
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import backend, scalar_formula
+from . import cuda_group, lower, plan, tier
+from .fuse import Group
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where a device program runs: ``np``, the array module its NumPy-spelt code calls
+    (``cupy``), and ``load(kernels)``, which compiles the ``(name, Group)`` kernels of one
+    program and returns ``{name: run}``, ``run(args, n)`` launching one over ``n``
+    elements with ``args`` in the order of cuda_group.raw_source's parameters."""
+
+    np: Any
+    load: Callable
+
+
+def choose(xp: Any, device: Any, shapes: list, native: Any) -> Device | None:
+    """The device a program of namespace ``xp`` whose slots have ``shapes`` is built for:
+    none for the native CPU tier (``native``) or a complex value; else ``device`` where
+    given (False: none), or the CuPy device where ``xp`` is CuPy's and ``GPUGRAD_JIT`` is
+    not ``0``."""
+    if native or device is False:
+        return None
+    if device is None and (tier.mode() == "0" or backend.name_of(xp) != "cupy"):
+        return None
+    return (device or cupy_device()) if real(shapes) else None
+
+
+def real(shapes: list) -> bool:
+    """Whether no slot of ``shapes`` ((shape, dtype) or None each, NumPy dtypes) is complex:
+    lowering, rewrites and in-place updates are written for real values."""
+    return not any(s is not None and np.dtype(s[1]).kind == "c" for s in shapes)
+
+
+@functools.cache
+def cupy_device() -> Device:
+    """CuPy's device: kernels compiled by ``cupy.RawModule`` (CuPy is imported already:
+    the backend's namespace wraps it)."""
+    cupy = sys.modules.get("cupy")
+    if cupy is None:
+        import cupy  # noqa: PLC0415  (only where the backend is CuPy)
+    return Device(cupy, functools.partial(_load_raw, cupy))
+
+
+def _load_raw(cupy: Any, kernels: list) -> dict:
+    module = cupy.RawModule(code=cuda_group.module_source(kernels),
+                            options=cuda_group.OPTIONS)
+    return {n: functools.partial(_launch_raw, module.get_function(cuda_group.kernel_name(n)))
+            for n, _ in kernels}
+
+
+BLOCK = 256
+"""Threads per block of a group's kernel (a grid-stride loop covers any count)."""
+
+
+def _launch_raw(fn: Any, args: tuple, n: int) -> None:
+    if n:
+        fn((min((n + BLOCK - 1) // BLOCK, 65535),), (BLOCK,), (*args, np.int64(n)))
+
+
+_NP_CALL = re.compile(r"\bnp\.(\w+)\(")
+_CALL = re.compile(r"(?<![\w.])(\w+)\(")
+_ATTR = re.compile(r"(?<!\bnp)\.(?![0-9])(\w+)")
+_BINARY = re.compile(r"[\w)\]]\s*[-+*/%@]")
+_HOST_VALUE = re.compile(r"^\s*\w+ = (K_|ONE_|ZERO_)\w*\s*$")
+PORTABLE = frozenset(scalar_formula.CUDA) | {"dot"}
+"""NumPy functions a device program's lowered code may call: the formulas' ufuncs (those
+with a CUDA spelling) and the product."""
+
+
+def portable(lines: list, dev: Device) -> bool:
+    """Whether lowered code ``lines`` runs as it is on ``dev``: only calls of
+    :data:`PORTABLE` functions that ``dev.np`` has, value names (a sized name only as the
+    vector of ones of a bias's product), ``.T``, no indexing, no Python arithmetic, no
+    other call or attribute, no value made from a host constant alone."""
+    for line in lines:
+        if "[" in line or _BINARY.search(line) or _HOST_VALUE.match(line):
+            return False
+        if any(f not in PORTABLE or not hasattr(dev.np, f) for f in _NP_CALL.findall(line)):
+            return False
+        if _CALL.search(line) or any(a != "T" for a in _ATTR.findall(line)):
+            return False
+        if any(m.group(1) != "ONES" for m in lower.SIZED.finditer(line)):
+            return False
+    return True
+
+
+def lowered(low: Any, backs: list, dev: Device) -> bool:
+    """Whether a step's lowered forward ``low`` (lower.Forward) and backwards ``backs``
+    (lower.Backward, emitted with the names ``g``, ``o``) run as they are on ``dev``."""
+    if low.saved:
+        return False
+    temps = [f"T{j}_" for j in range(len(low.temps))]
+    lines = low.epilogue[0]("o", "D") if low.epilogue else low.emit("o", "D", *temps)
+    for b in backs:
+        if b.emit is not None:
+            lines = lines + b.emit("c", "C", [f"T{j}_" for j in range(len(b.temps))])
+    return portable(lines, dev)
+
+
+class Launch:
+    """One group's kernel in a program: checks that each argument is what the kernel reads
+    (a contiguous device array of the group's dtype and size, made so where it is not:
+    a rule may hand over a view or a host scalar), then ``run(args, n)``, ``n`` the size of
+    the group's values (its batch size's, in a program independent of it). A wrong dtype or
+    size raises TypeError: a kernel never reads memory as what it is not."""
+
+    def __init__(self, group: Group, run: Callable, dev: Device) -> None:
+        self.run, self.xp, self.dtype = run, dev.np, group.dtype
+        size = {"number": None, "full": 0, "tail": group.tail(), "one": 1}
+        self.sizes = [size[group.kind(s)] for _, s in group.inputs]  # 0: the group's
+        self.sizes += [0] * len(group.outputs) + [math.prod(s) for _, _, s in group.sums]
+        self.n_in = len(group.inputs)
+        self.at = self.sizes.index(0)  # an argument of the group's size
+
+    def __call__(self, *args: Any) -> None:
+        xp, dt = self.xp, self.dtype
+        n = args[self.at].size
+        got = []
+        for j, (a, size) in enumerate(zip(args, self.sizes)):
+            if size is None:  # a number, by value
+                got.append(dt.type(a))
+                continue
+            if not isinstance(a, xp.ndarray):
+                if j >= self.n_in or np.dtype(getattr(a, "dtype", dt)) != dt:
+                    raise TypeError(f"a kernel's argument {j} is {type(a).__name__}")
+                a = xp.asarray(a, dtype=dt)
+            if a.dtype != dt or a.size != (size or n):
+                raise TypeError(f"a kernel's argument {j} is {a.dtype} of size {a.size}, "
+                                f"not {dt} of size {size or n}")
+            if not a.flags.c_contiguous:
+                if j >= self.n_in:
+                    raise TypeError(f"a kernel's output {j} is not contiguous")
+                a = xp.ascontiguousarray(a)
+            got.append(a)
+        self.run(tuple(got), n)
+
+
+def instruction(group: Group, name: str, env: dict) -> plan.Instr:
+    """The device program's instruction calling ``group``'s kernel ``name`` (a
+    :class:`Launch`): it reads the group's inputs as they are (a single element stays a
+    device array: no ``.item()``, which would wait for the device), zeroes the sums the
+    kernel adds into, and tests nothing after."""
+    env[f"S_{name}"], env[f"D_{name}"] = group.shape, group.dtype
+
+    def emit(outs: list, temps: list) -> list:
+        lines, args = [], [n for n, _ in group.inputs]
+        for m, o in zip(group.outputs, outs):
+            lines.append(f"{m} = {o}" if o != "None" else f"{m} = np.empty(S_{name}, D_{name})")
+            args.append(m)
+        for j, ((m, _, shape), o) in enumerate(zip(group.sums, outs[len(group.outputs):])):
+            env[f"S_{name}_{j}"] = shape
+            lines += [f"{m} = {o}" if o != "None" else
+                      f"{m} = np.empty(S_{name}_{j}, D_{name})", f"{m}.fill(0)"]
+            args.append(m)
+        return lines + [f"{name}({', '.join(args)})"]
+    return plan.Instr([n for n, s in group.inputs],
+                      [(m, group.shape, group.dtype) for m in group.outputs]
+                      + [(m, shape, group.dtype) for m, _, shape in group.sums], emit, True)
+
+
+def bind(made: Any, dev: Device, buffers: list) -> Any:
+    """The device program ``made`` (a program.Program) ready to run: ``np`` bound to the
+    device's module, its buffers and vectors of ones on the device, its kernels compiled
+    and bound (``made.tier`` "cuda"). Where they cannot be compiled, the program rebuilt
+    without a device (every step its rules) instead, with a warning saying why."""
+    scope = made.fn.__globals__
+    kernels = [(n, k) for n, k in made.kernels if isinstance(k, Group)]
+    try:
+        runs = dev.load(kernels) if kernels else {}
+    except Exception as e:  # NVRTC's error, a missing driver, ...
+        warnings.warn(f"gpugrad: the CUDA kernels of a program's fusion groups could not be "
+                      f"built ({type(e).__name__}: {e}); its steps run unfused, each its "
+                      "rules", RuntimeWarning, stacklevel=4)
+        return made.rebuild(device=False)
+    scope.update({n: Launch(g, runs[n], dev) for n, g in kernels})
+    scope["np"] = dev.np
+    on = functools.partial(_on_device, dev)
+    scope.update({k: on(v) for k, v in scope.items() if lower.SIZED.fullmatch(k)})
+    if made.frames is None:
+        made.buffers = [dev.np.empty(shape, dtype) for shape, dtype in buffers]
+    else:  # a frame per batch size: its buffers and vectors made on the device
+        made.frames.numpy = True
+        sizing = made.frames.sizing
+        sizing.made = [lambda n, f=f: on(f(n)) for f in sizing.made]
+    made.tier = "cuda"
+    return made
+
+
+def _on_device(dev: Device, value: Any) -> Any:
+    return dev.np.asarray(value) if isinstance(value, np.ndarray) else value

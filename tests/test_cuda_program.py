@@ -1,0 +1,226 @@
+"""The device program (gpugrad/compiler/cuda_program.py): a CuPy program's fusion groups as
+CUDA kernels.
+
+On every machine, without a GPU: the program ``build`` makes for a device, built over NumPy
+arrays with each group's kernel run as its complete CUDA source read back as Python, one
+element at a time (tests/test_cuda_groups.py's ``host_kernel``). It is the code path of a
+CuPy program: the same lowering and grouping, the instruction writer, the device buffers,
+the argument checks of each launch, the vectors of ones, no error state, the fallback
+where the kernels do not compile; only ``cupy`` itself, NVRTC's compile for a device and
+the device's arithmetic (its ``exp`` and ``tanh``, its atomic adds in any order) are not
+exercised here. The numbers are compared with the planned NumPy program's: float64 to
+1e-12 relative, float32 in ulps.
+
+Tests marked ``gpu`` run the real CuPy fused step (``ci/gpu-check``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpugrad as gg
+from gpugrad import nn
+from gpugrad.compiler import cuda_group, cuda_program
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import HAS_GPU  # noqa: E402
+from helpers import assert_orders_agree  # noqa: E402
+from test_cuda_groups import (DTYPES, OPTIMIZERS, SMALL, _programs, _run, chain,  # noqa: E402
+                              host_kernel, mlp_step)
+
+MLP_SHAPED = {"sizes": (24, 16, 16, 6), "batch": 8}  # the mlp's layers, small enough to read
+CASES = [(SMALL, "sigmoid", "sgd"), (SMALL, "tanh", "adam"), (MLP_SHAPED, "relu", "sgd"),
+         (MLP_SHAPED, "sigmoid", "adam")]
+IDS = ["small-sigmoid-sgd", "small-tanh-adam", "mlp-relu-sgd", "mlp-sigmoid-adam"]
+ADAM_ULPS = 16
+"""Adam divides each update by its gradient's own size, so a gradient's last bits move a
+float32 parameter by more ulps: the eager step (``minimize(compiled=False)``) and the planned
+NumPy program differ by up to 7.25 ulps on these cases (2026-12-06)."""
+
+
+def host_device(loaded: list | None = None) -> cuda_program.Device:
+    """A device over NumPy: each kernel is its CUDA source read back as Python (``loaded``
+    collects the kernels it was given)."""
+    def load(kernels):
+        if loaded is not None:
+            loaded.extend(kernels)
+        return {n: _runner(host_kernel(cuda_group.raw_source(g, n))) for n, g in kernels}
+    return cuda_program.Device(np, load)
+
+
+def _runner(kernel):
+    def run(args, n):
+        assert all(a.size in (1, n) or a.ndim for a in args if isinstance(a, np.ndarray))
+        kernel(*args)
+    return run
+
+
+def on_device(loss, dev: cuda_program.Device):
+    """Put the device program of ``loss``'s one planned program in its place (as the native
+    tier switches a program); returns it."""
+    (prog,) = _programs(loss)
+    new = prog.rebuild(device=dev)
+    prog.fn, prog.buffers, prog.source, prog.kernels = new.fn, new.buffers, new.source, \
+        new.kernels
+    prog.frames, prog.lead, prog.tier = new.frames, new.lead, new.tier
+    return prog
+
+
+def train(cfg: dict, activation: str, opt_name: str, dtype: str, steps: int, dev=None):
+    """A fresh MLP's ``steps`` training steps (the first plans the program, the others run
+    it, on ``dev``'s program where given): (the losses, the parameters, the program)."""
+    loss, opt, feed, model = mlp_step(cfg, activation, opt_name, dtype)
+    prog = on_device(loss, dev) if dev is not None else _programs(loss)[0]
+    losses = [gg.to_numpy(opt.minimize(loss, feed=feed)) for _ in range(steps)]
+    return losses, [gg.to_numpy(p.data) for p in model.parameters()], prog
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg,activation,opt_name", CASES, ids=IDS)
+def test_the_device_program_gives_the_numpy_programs_numbers(numpy_backend, cfg, activation,
+                                                             opt_name, dtype):
+    loaded: list = []
+    want_loss, want, ref = train(cfg, activation, opt_name, dtype, 2)
+    got_loss, got, prog = train(cfg, activation, opt_name, dtype, 2, host_device(loaded))
+    assert prog.tier == "cuda" and ref.tier == "numpy"
+    groups = cuda_group.groups_of(prog.kernels)
+    assert len(groups) >= 3 and [n for n, _ in loaded] == [n for n, _ in groups]
+    for a, b in zip(got_loss + got, want_loss + want):
+        assert_orders_agree(a, b, ulps=ADAM_ULPS if opt_name == "adam" else 4)
+
+
+def test_the_device_programs_code_has_no_host_work(numpy_backend):
+    """Each group is one call, its single elements passed as they are (no ``.item()``),
+    nothing tests for overflow, no error state is entered; a reduction and cross-entropy
+    run their rules; every buffer is an array of the device's module."""
+    loss, opt, feed, _ = mlp_step(SMALL, "sigmoid", "sgd", "float32")
+    prog = on_device(loss, host_device())
+    opt.minimize(loss, feed=feed)
+    src = prog.source
+    n = len(cuda_group.groups_of(prog.kernels))
+    assert sum(f"    N{j}(" in src for j in range(n)) == n
+    for host in (".item()", "overflow", "fp_enter", "isfinite", ".reduce(", "float("):
+        assert host not in src
+    counts = cuda_group.launches(src)
+    assert counts["groups"] == n and counts["blas"] >= 3 and counts["native"] == 0
+    if prog.frames is not None:  # a frame per batch size: its buffers first
+        bufs = prog.frames.last[:len(prog.frames.sizing.buffers)]
+    else:
+        bufs = prog.buffers
+    assert bufs and all(isinstance(b, np.ndarray) for b in bufs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_device_program_of_the_chain(numpy_backend, dtype):
+    loss, _, feed = chain(dtype, steps=30, n=5)
+    (prog,) = _programs(loss)
+    (sched,) = [s for s in loss._schedules.values() if s.programs]
+    dev = prog.rebuild(device=host_device())
+    assert dev.tier == "cuda" and len(cuda_group.groups_of(dev.kernels)) >= 2
+    for a, b in zip(_run(dev, sched, feed, None), _run(prog, sched, feed, None)):
+        assert_orders_agree(a, b)
+
+
+def test_a_batch_size_of_its_own_runs_the_same_device_program(numpy_backend):
+    """A program independent of the batch size: the kernels take the size fed."""
+    loss, opt, feed, model = mlp_step(MLP_SHAPED, "sigmoid", "sgd", "float64", grads_only=True)
+    (sched,) = [s for s in loss._schedules.values() if s.programs]
+    (prog,) = _programs(loss)
+    dev = prog.rebuild(device=host_device())
+    if dev.frames is None:
+        pytest.skip("this program is planned for one batch size")
+    small = {k: v[:3] for k, v in feed.items()}
+    for a, b in zip(_run(dev, sched, small, None), _run(prog, sched, small, None)):
+        assert_orders_agree(a, b)
+
+
+def test_kernels_that_do_not_compile_leave_the_rules_with_a_warning(numpy_backend):
+    def refuse(kernels):
+        raise RuntimeError("NVRTC_ERROR_COMPILATION: no")
+    loss, _, feed = chain("float64", steps=5, n=4)
+    (prog,) = _programs(loss)
+    (sched,) = [s for s in loss._schedules.values() if s.programs]
+    with pytest.warns(RuntimeWarning, match="could not be built.*NVRTC_ERROR_COMPILATION"):
+        got = prog.rebuild(device=cuda_program.Device(np, refuse))
+    assert got.tier != "cuda" and not got.kernels
+    for a, b in zip(_run(got, sched, feed, None), _run(prog, sched, feed, None)):
+        assert_orders_agree(a, b)
+
+
+def test_a_launch_checks_what_it_is_handed():
+    from gpugrad.compiler.fuse import Group
+
+    g = Group([("y", ("add", ("multiply", ("name", "x"), ("name", "s")), ("name", "b")))],
+              (3, 4), np.dtype("float64"), [("x", (3, 4)), ("s", (1, 1)), ("b", (4,))], ["y"])
+    seen = []
+    launch = cuda_program.Launch(g, lambda args, n: seen.append((args, n)), host_device())
+    x, b, y = np.arange(12.0).reshape(4, 3).T, np.ones(4), np.empty((3, 4))
+    launch(x, np.float64(2.0), b, y)  # a view, a host scalar: made contiguous, an array
+    (args, n), = seen
+    assert n == 12 and args[0].flags.c_contiguous and np.array_equal(args[0], x)
+    assert isinstance(args[1], np.ndarray) and args[1].item() == 2.0
+    with pytest.raises(TypeError, match="float32"):
+        launch(x.astype("float32"), 2.0, b, y)
+    with pytest.raises(TypeError, match="size 3"):
+        launch(x, 2.0, b[:3], y)
+    with pytest.raises(TypeError, match="not contiguous"):
+        launch(x, 2.0, b, np.empty((4, 3)).T)
+
+
+def test_only_portable_code_stays_lowered_on_a_device():
+    dev = host_device()
+    ok = ["o = np.dot(v1, v2, D)", "c = np.dot(g, v2.T, C)", "c = g",
+          "c = np.dot(ONES32_float32, g, C)", "np.maximum(x, ZERO_float32, out=o)"]
+    assert all(cuda_program.portable([line], dev) for line in ok)
+    bad = ["s_ = np.add.reduce(v1, axis=None)", "o = asarray(s_.dtype.type(float(s_) / NF3))",
+           "c = INV32_float32", "c = K_float32_3fe0000000000000", "o = v1[AR3, t]",
+           "C.fill(0)", "c = g / NF3", "m = np.where(np.isfinite(m_), m_, 0.0)"]
+    assert not any(cuda_program.portable([line], dev) for line in bad)
+    assert not cuda_program.portable(["o = np.exp(x, D)"], cuda_program.Device(object(), None))
+
+
+# --- on a device ---------------------------------------------------------------------------
+
+def _cupy_train(cfg, activation, opt_name, dtype, steps):
+    import cupy
+
+    loss, opt, feed, model = mlp_step(cfg, activation, opt_name, dtype)
+    feed = {k: cupy.asarray(v) for k, v in feed.items()}
+    losses = [gg.to_numpy(opt.minimize(loss, feed=feed)) for _ in range(steps)]
+    return losses, [gg.to_numpy(p.data) for p in model.parameters()], _programs(loss)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_GPU, reason="needs CuPy and a CUDA GPU")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg,activation,opt_name", CASES, ids=IDS)
+def test_the_fused_cupy_step_gives_the_numpy_programs_numbers(monkeypatch, cfg, activation,
+                                                              opt_name, dtype):
+    """The real thing: a CuPy training step whose groups run as CUDA kernels (compiled by
+    NVRTC for this device, in one RawModule), against the planned NumPy program."""
+    monkeypatch.setenv("GPUGRAD_JIT", "0")
+    with gg.use_backend("numpy"):
+        want_loss, want, _ = train(cfg, activation, opt_name, dtype, 3)
+    monkeypatch.setenv("GPUGRAD_JIT", "1")
+    with gg.use_backend("cupy"):
+        got_loss, got, progs = _cupy_train(cfg, activation, opt_name, dtype, 3)
+    assert [p.tier for p in progs] == ["cuda"] and cuda_group.groups_of(progs[0].kernels)
+    ulps = 4 * ADAM_ULPS if opt_name == "adam" else 16  # the device's exp, tanh, atomic adds
+    for a, b in zip(got_loss + got, want_loss + want):
+        assert_orders_agree(a, b, ulps=ulps, rtol=1e-11)
+
+
+def test_which_programs_are_built_for_a_device(monkeypatch):
+    dev = host_device()
+    f32, c64 = [((3,), np.dtype("float32"))], [((3,), np.dtype("complex64"))]
+    assert cuda_program.choose(np, dev, f32, False) is dev
+    assert cuda_program.choose(np, None, f32, False) is None  # NumPy: the host program
+    assert cuda_program.choose(np, False, f32, False) is None
+    assert cuda_program.choose(np, dev, c64, False) is None  # complex: the rules
+    assert cuda_program.choose(np, dev, f32, "numba") is None  # the native CPU tier
+    monkeypatch.setenv("GPUGRAD_JIT", "0")
+    fake = type(sys)("array_api_compat.cupy")  # (never imported: JIT is off)
+    assert cuda_program.choose(fake, None, f32, False) is None
