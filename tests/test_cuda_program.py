@@ -204,7 +204,7 @@ def test_the_fused_cupy_step_gives_the_numpy_programs_numbers(monkeypatch, cfg, 
     monkeypatch.setenv("GPUGRAD_JIT", "0")
     with gg.use_backend("numpy"):
         want_loss, want, _ = train(cfg, activation, opt_name, dtype, 3)
-    monkeypatch.setenv("GPUGRAD_JIT", "1")
+    monkeypatch.setenv("GPUGRAD_JIT", "now")
     with gg.use_backend("cupy"):
         got_loss, got, progs = _cupy_train(cfg, activation, opt_name, dtype, 3)
     assert [p.tier for p in progs] == ["cuda"] and cuda_group.groups_of(progs[0].kernels)
@@ -221,6 +221,7 @@ def test_which_programs_are_built_for_a_device(monkeypatch):
     assert cuda_program.choose(np, False, f32, False) is None
     assert cuda_program.choose(np, dev, c64, False) is None  # complex: the rules
     assert cuda_program.choose(np, dev, f32, "numba") is None  # the native CPU tier
-    monkeypatch.setenv("GPUGRAD_JIT", "0")
-    fake = type(sys)("array_api_compat.cupy")  # (never imported: JIT is off)
-    assert cuda_program.choose(fake, None, f32, False) is None
+    fake = type(sys)("array_api_compat.cupy")  # (never imported: the device is not chosen)
+    for mode in ("0", "1"):  # opt-in (GPUGRAD_JIT=now) until a device has checked it
+        monkeypatch.setenv("GPUGRAD_JIT", mode)
+        assert cuda_program.choose(fake, None, f32, False) is None

@@ -63,10 +63,11 @@ def choose(xp: Any, device: Any, shapes: list, native: Any) -> Device | None:
     """The device a program of namespace ``xp`` whose slots have ``shapes`` is built for:
     none for the native CPU tier (``native``) or a complex value; else ``device`` where
     given (False: none), or the CuPy device where ``xp`` is CuPy's and ``GPUGRAD_JIT`` is
-    not ``0``."""
+    ``now``. (Opt-in until ``ci/gpu-check`` has passed on a device: this path has been
+    checked on the CPU only, see docs/gpu.md; the default stays the unfused rules.)"""
     if native or device is False:
         return None
-    if device is None and (tier.mode() == "0" or backend.name_of(xp) != "cupy"):
+    if device is None and (tier.mode() != "now" or backend.name_of(xp) != "cupy"):
         return None
     return (device or cupy_device()) if real(shapes) else None
 
