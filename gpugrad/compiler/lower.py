@@ -67,10 +67,16 @@ class NativeKernel(NamedTuple):
     lowering beside the NumPy code (as ``native=`` of :class:`Forward` or
     :class:`Backward`): ``source(name)``, the numba source of a function ``name`` returning
     True where its input is out of range; ``call(name, *names)``, its call with the names
-    the step's NumPy code is given (``o, dst, saved, bufs`` forward, ``c, C`` backward)."""
+    the step's NumPy code is given (``o, dst, saved, bufs`` forward, ``c, C`` backward).
+
+    ``rows``: the kernel reads this input (a value name), a matrix, an element at a time
+    (forward), or writes its value so (backward, ``True``): then both take ``fold=``, a
+    ``gpugrad.compiler.native_fold.Fold`` of the elementwise step that made that input
+    (read in its place) or of the sums of the value's columns (written too)."""
 
     source: Callable
     call: Callable
+    rows: Any = None
 
 
 def resolve(node: tuple, names: dict, params: dict, negated: str | None = None) -> tuple:

@@ -166,10 +166,10 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             saved = [f"s{k}_{j}" for j in range(len(low.saved))]
             saved_of[k] = tuple(saved)
 
-            def emit(outs, temps, em=low.emit, o=o, saved=saved, kern=low.native,
-                     own=native_calls.op_kernel(env, low.native) if native else None):
+            def emit(outs, temps, em=low.emit, o=o, saved=saved,
+                     own=native_calls.op_kernel(env, low.native, f"v{o}") if native else None):
                 if own is not None and "None" not in outs:  # the op's own native kernel
-                    return kern.call(own, f"v{o}", outs[0], saved, outs[1:])
+                    return native_calls.op_call(env, own, f"v{o}", outs[0], saved, outs[1:])
                 if saved:
                     return em(f"v{o}", outs[0], saved, outs[1:], temps)
                 return em(f"v{o}", outs[0], *temps)
@@ -286,11 +286,11 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                         scalar.add(c)
                         contrib.setdefault(ins[pos], []).append((c, False))
                         continue
-                    own = native_calls.op_kernel(env, got.native) if native else None
+                    own = native_calls.op_kernel(env, got.native, c) if native else None
                     prog.append(plan.Instr(
                         reads, [(c, *shapes[ins[pos]])],
-                        lambda outs, tmps, em=em, c=c, own=own, k=got.native: (
-                            k.call(own, c, outs[0]) if own and outs[0] != "None"
+                        lambda outs, tmps, em=em, c=c, own=own: (
+                            native_calls.op_call(env, own, c, *outs) if own and outs[0] != "None"
                             else em(c, outs[0], tmps)), True,
                         alias={c: g} if alias else {}, temps=temps,
                         scalar=("name", g) if alias else got.scalar, rows=got.rows))
