@@ -35,19 +35,32 @@ def _run(dtype, extra=False, n=9):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_folded_steps_give_the_unfolded_kernels_numbers(dtype, native, monkeypatch):
-    """The bias add read inside the loss's kernel gives its value bit for bit, and every
-    gradient but the folded bias sum's; that one (added row after row, where the unfolded
-    program makes a BLAS call) agrees in ulps (float32) or to 1e-12 (float64)."""
+    """The bias add read inside the loss's kernel gives every gradient but the folded bias
+    sum's bit for bit; the loss (its mean added up in the kernel, in float64, where NumPy
+    adds pairwise in the dtype) and that sum (added row after row, where the unfolded
+    program makes a BLAS call) agree in ulps (float32) or to 1e-12 (float64)."""
     v, gs, kernels = _run(dtype)
     folds = [k.fold for k in kernels if isinstance(k, native_fold.Folded)]
-    assert len(folds) == 2 and any(f.inputs for f in folds) and any(f.sums for f in folds)
+    assert len(folds) == 2 and any(f.inputs and f.total for f in folds) \
+        and any(f.sums for f in folds)
     monkeypatch.setattr(native_fold, "fold", lambda prog, n, *rest: (prog, n))
     v0, gs0, kernels0 = _run(dtype)
     assert not any(isinstance(k, native_fold.Folded) for k in kernels0)
-    np.testing.assert_array_equal(v, v0)
+    agree(v, v0, dtype)
     for g, g0 in zip(gs[:-1], gs0[:-1]):
         np.testing.assert_array_equal(g, g0)
     agree(gs[-1], gs0[-1], dtype)
+
+
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_a_folded_mean_agrees_with_numpys(n, native, monkeypatch):
+    """The losses' mean added up in the kernel, at batch sizes 1, 7 and 300 (NumPy's
+    pairwise sum changes its order past 8 and 128): within a few ulps of the NumPy tier."""
+    v, _, kernels = _run("float32", n=n)
+    assert any(isinstance(k, native_fold.Folded) and k.fold.total for k in kernels)
+    monkeypatch.setenv("GPUGRAD_JIT", "0")
+    v0, _, _ = _run("float32", n=n)
+    agree(v, v0, "float32")
 
 
 def test_logits_read_elsewhere_are_not_folded(native, monkeypatch):

@@ -31,46 +31,53 @@ from .native import _Writer, array_type
 class Fold(NamedTuple):
     """What an op's kernel takes in: ``inputs`` ((value name, kind, ndim) of the folded
     step's inputs, kind "full" or "tail") and ``read``, its formula spelt for the element
-    at row ``i`` and the column where ``@`` stands; or ``sums`` ((value name, shape) of the
-    column sums it writes). ``consts``: the numba lines of the constants ``read`` names.
+    at row ``i`` and the column where ``@`` stands; ``total``, the name of a 1-element
+    float64 array it writes the sum of its value (a vector) into; or ``sums`` ((value
+    name, shape) of the column sums of its value, a matrix, it writes). ``consts``: the
+    numba lines of the constants ``read`` names.
 
-    The op's source and call take it as ``fold=`` and place its fields (:meth:`fields`)."""
+    The op's source takes it as ``fold=`` and places its fields (:meth:`fields`)."""
 
     dtype: str
     inputs: tuple = ()
     read: str = ""
     sums: tuple = ()
     consts: tuple = ()
+    total: str | None = None
 
     def fields(self) -> dict:
         """The text an op's source template places: ``in_args``/``in_sig`` (the folded
         step's inputs, in place of the matrix's argument and type), ``read0``/``readj``
         (an element of column 0 and column ``j`` of row ``i``), ``sum_args``/``sum_sig``
-        (leading ``, ``), ``sum_init`` and ``sum_add`` (whole lines, at the indentation
-        given, for the element ``c[i, j]``), ``consts`` (lines before the function)."""
+        (the arguments written too, each after ``, ``), and whole lines: ``sum_init``
+        (before the loop over rows), ``sum_add`` (in it: the total after ``out[i]`` is
+        written; a column sum after ``c[i, j]``, in the loop over ``j``), ``sum_end``
+        (after the loop), ``consts`` (before the function)."""
         dt = self.dtype
-        out = {"consts": "".join(line + "\n" for line in self.consts)}
+        out = {"consts": "".join(line + "\n" for line in self.consts), "in_args": "z",
+               "in_sig": array_type(dt, 2), "read0": "z[i, 0]", "readj": "z[i, j]"}
         if self.inputs:
             out.update(in_args=", ".join(f"f{k}" for k in range(len(self.inputs))),
                        in_sig=", ".join(array_type(dt, nd) for _, _, nd in self.inputs),
                        read0=self.read.replace("@", "0"), readj=self.read.replace("@", "j"))
+        if self.total is not None:
+            return {**out, "sum_args": ", tot", "sum_sig": ", " + array_type("float64", 1, True),
+                    "sum_init": "    acc = 0.0\n",
+                    "sum_add": "        acc += np.float64(out[i])\n",
+                    "sum_end": "    tot[0] = acc\n"}
         names = [f"r{k}" for k in range(len(self.sums))]
         out["sum_args"] = "".join(", " + r for r in names)
         out["sum_sig"] = "".join(", " + array_type(dt, len(s), True) for _, s in self.sums)
         out["sum_init"] = "".join(f"    {r}[:] = 0\n" for r in names)
         out["sum_add"] = "".join(f"            {r}[j] = np.{dt}({r}[j] + c[i, j])\n"
                                  for r in names)
+        out["sum_end"] = ""
         return out
-
-    def args(self, planned: set) -> str:
-        """The folded step's inputs as the call passes them (C-contiguous)."""
-        return ", ".join(n if n in planned else f"np.ascontiguousarray({n})"
-                         for n, _, _ in self.inputs)
 
 
 class Folded(NamedTuple):
     """An op's kernel with a :class:`Fold`: the program's kernel list holds it in the
-    kernel's place (its ``source`` and ``call`` take the fold)."""
+    kernel's place (its ``source`` takes the fold, its ``call`` the fold's arguments)."""
 
     kernel: Any
     fold: Fold
@@ -79,30 +86,37 @@ class Folded(NamedTuple):
         return self.kernel.source(name, fold=self.fold)
 
     def describe(self) -> str:
-        what = "its input's elementwise step" if self.fold.inputs else "its columns' sums"
-        return f"an op's own kernel, with {what}"
+        what = [w for w, f in (("its input's elementwise step", self.fold.inputs),
+                               ("its value's sum", self.fold.total),
+                               ("its columns' sums", self.fold.sums)) if f]
+        return f"an op's own kernel, with {' and '.join(what)}"
 
 
-def call(env: dict, name: str, *args: str) -> list:
+def call(env: dict, name: str, *args: Any) -> list:
     """The lines calling the op's kernel ``name`` of the program whose ``env`` this is:
-    ``args`` as its ``NativeKernel.call`` takes them (forward ``o, dst, saved, bufs``;
-    backward ``c, C`` and then the buffers of the folded sums). A folded kernel's call
-    gets ``fold=``: the text in place of the matrix's argument (the folded step's inputs),
-    or after its arguments (``, `` and the sums' names)."""
+    ``args`` as its ``NativeKernel.call`` takes them (forward ``o, dst, saved, bufs``,
+    the buffer of a folded total last among ``bufs``; backward ``c, C`` and then the
+    buffers of the folded sums)."""
     kernel = dict(env["KERNELS"])[name]
     if not isinstance(kernel, Folded):
         return kernel.call(name, *args)
-    fold = kernel.fold
-    lines = []
-    if fold.sums:
+    fold, lines, kw = kernel.fold, [], {}
+    if fold.inputs:
+        kw["reads"] = ", ".join(n if n in env["PLANNED"] else f"np.ascontiguousarray({n})"
+                                for n, _, _ in fold.inputs)
+    if fold.total is not None:  # (planned: the step's values all are)
+        o, dst, saved, bufs = args
+        args = (o, dst, saved, bufs[:-1])
+        lines.append(f"{fold.total} = {bufs[-1]}")
+        kw["writes"] = f", {fold.total}"
+    elif fold.sums:
         args, bufs = args[:-len(fold.sums)], args[-len(fold.sums):]
         for k, ((m, shape), b) in enumerate(zip(fold.sums, bufs)):
             env[f"S_{name}_{k}"], env[f"D_{name}"] = shape, np.dtype(fold.dtype)
             lines.append(f"{m} = {b}" if b != "None" else f"{m} = np.empty(S_{name}_{k}, "
                          f"D_{name})")
-    text = fold.args(env["PLANNED"]) if fold.inputs else \
-        "".join(f", {m}" for m, _ in fold.sums)
-    return lines + kernel.kernel.call(name, *args, fold=text)
+        kw["writes"] = "".join(f", {m}" for m, _ in fold.sums)
+    return lines + kernel.kernel.call(name, *args, **kw)
 
 
 def fold(prog: list, n_forward: int, info: dict, keep: set, env: dict) -> tuple[list, int]:
@@ -119,22 +133,31 @@ def fold(prog: list, n_forward: int, info: dict, keep: set, env: dict) -> tuple[
         rows = kernel.rows if isinstance(kernel, lower.NativeKernel) else None
         if rows is None or name not in values:
             continue
-        at = next((k for k, ins in enumerate(prog) if any(
-            n == values[name] for n, *_ in ins.defines)), None)
+        at = _at(prog, values[name])
         if where is None:
             where = plan.assign(prog, keep)[0]
         if at is None or not all(n in where for n, *_ in prog[at].defines):
             continue  # (a value not planned: the step's NumPy code runs)
-        got = _sums(prog, at, info) if rows is True else _prologue(prog, at, rows, info, keep)
-        if got is not None:
-            prog, made, gone = got
-            n_forward -= gone < n_forward
+        dt = np.dtype(prog[at].defines[0][2]).name
+        made = None
+        for step in (_sums,) if rows is True else (_prologue, _total):
+            got = step(prog, _at(prog, values[name]), rows, info, keep, made or Fold(dt))
+            if got is not None:
+                prog, made, gone = got
+                n_forward -= gone is not None and gone < n_forward
+        if made is not None:
             kernels[j] = (name, Folded(kernel, made))
     return prog, n_forward
 
 
-def _prologue(prog: list, at: int, x: str, info: dict, keep: set) -> tuple | None:
-    """Fold the step making ``x`` (read by ``prog[at]`` alone) into ``prog[at]``."""
+def _at(prog: list, value: str) -> int | None:
+    return next((k for k, ins in enumerate(prog) if any(n == value for n, *_ in ins.defines)),
+                None)
+
+
+def _prologue(prog: list, at: int, x: str, info: dict, keep: set, made: Fold) -> tuple | None:
+    """Fold the step making ``x`` (read by ``prog[at]`` alone) into ``prog[at]``: ``(prog,
+    fold, index of the step)``, or None."""
     j = next((k for k in range(at) if any(n == x for n, *_ in prog[k].defines)), None)
     if j is None or x in keep or sum(x in ins.reads for ins in prog) != 1:
         return None
@@ -166,11 +189,12 @@ def _prologue(prog: list, at: int, x: str, info: dict, keep: set) -> tuple | Non
     tag = " | ".join(t for t in (step.tag, op.tag) if t)
     new = dataclasses.replace(op, reads=reads, tag=f"folded 2: {tag}" if tag else "")
     return prog[:j] + prog[j + 1:at] + [new] + prog[at + 1:], \
-        Fold(dt, tuple(inputs), read, consts=consts), j
+        made._replace(inputs=tuple(inputs), read=read, consts=consts), j
 
 
-def _sums(prog: list, at: int, info: dict) -> tuple | None:
-    """Fold the sums of the columns of the value ``prog[at]`` writes into it."""
+def _sums(prog: list, at: int, rows: Any, info: dict, keep: set, made: Fold) -> tuple | None:
+    """Fold the sums of the columns of the value ``prog[at]`` writes into it: ``(prog,
+    fold, index of the sum)``, or None."""
     c, shape, dtype = prog[at].defines[0]
     if shape is None or len(shape) != 2 or np.dtype(dtype).name not in fuse.FLOATS:
         return None
@@ -185,5 +209,25 @@ def _sums(prog: list, at: int, info: dict) -> tuple | None:
             continue
         op = dataclasses.replace(prog[at], defines=[*prog[at].defines, (name, s, d)])
         return prog[:at] + [op] + prog[at + 1:k] + prog[k + 1:], \
-            Fold(np.dtype(dtype).name, sums=((name, tuple(s)),)), k
+            made._replace(sums=((name, tuple(s)),)), k
     return None
+
+
+def _total(prog: list, at: int, rows: Any, info: dict, keep: set, made: Fold) -> tuple | None:
+    """Fold the whole sum of the vector ``prog[at]`` writes first (a mean of the losses,
+    ``Instr.total``) into it, added in float64: ``(prog, fold, None)``, or None. The
+    kernel writes the sum into a 1-element buffer, which the reader's rest reads."""
+    v, shape, _ = prog[at].defines[0]
+    k = next((k for k in range(at + 1, len(prog)) if prog[k].total is not None
+              and prog[k].total[0] == v), None)
+    if k is None or shape is None or len(shape) != 1 or v in keep \
+            or sum(v in ins.reads for ins in prog) != 1 or len(prog[k].defines) != 1:
+        return None
+    t = f"sum_{v}"
+    op = dataclasses.replace(prog[at], defines=[*prog[at].defines, (t, (1,), np.float64)])
+    reader, rest = prog[k], prog[k].total[1]
+    o = reader.defines[0][0]
+    new = dataclasses.replace(reader, reads=[t], total=None, inplace={}, temps=[],
+                              emit=lambda outs, temps: [f"s_ = {t}[0]", *rest(o, "s_")])
+    return prog[:at] + [op] + prog[at + 1:k] + [new] + prog[k + 1:], made._replace(total=t), \
+        None

@@ -176,7 +176,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [
                 (f"v{o}", *shapes[o]), *[(n, *sv) for n, sv in zip(saved, low.saved)]],
                 emit, not low.view, inplace={f"v{o}": over}, temps=low.temps, tag=ftag,
-                scalar=None if saved else low.scalar))
+                scalar=None if saved else low.scalar, total=low.total))
             continue
         fwd = sched.fsteps[k][0]
         if numpy:

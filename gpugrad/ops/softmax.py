@@ -204,9 +204,9 @@ class _CrossEntropyLowering:
         native = None if minus else ctx.NativeKernel(
             lambda name, fold=None: _NATIVE_FORWARD.format(
                 name=name, T=dt, **(fold.fields() if fold else _plain(dt))),
-            lambda name, o, dst, saved, bufs, fold=None: [
-                f"{o} = {dst}", f"if {name}({fold or f'np.ascontiguousarray({z})'}, "
-                f"np.ascontiguousarray({t}, dtype=np.int64), {bufs[0]}, {dst}):",
+            lambda name, o, dst, saved, bufs, reads=None, writes="": [
+                f"{o} = {dst}", f"if {name}({reads or f'np.ascontiguousarray({z})'}, "
+                f"np.ascontiguousarray({t}, dtype=np.int64), {bufs[0]}, {dst}{writes}):",
                 "    raise IndexError('softmax_cross_entropy: a label out of range')",
                 f"{saved[0]} = {bufs[0]}"], rows=z)
         return ctx.Forward(emit, [info[0]], (), [info[0]], native=native)
@@ -226,9 +226,9 @@ class _CrossEntropyLowering:
             lambda name, fold=None: _NATIVE_BACKWARD.format(
                 name=name, T=dt, G=_G_TYPE[gk].format(T=dt), scale=_SCALE[gk].format(T=dt),
                 **(fold.fields() if fold else _plain(dt))),
-            lambda name, c, C, fold="": [
+            lambda name, c, C, writes="": [
                 f"{c} = {C}", f"{name}({logp}, np.ascontiguousarray({t}, dtype=np.int64), "
-                f"{_G_ARG[gk].format(g=g)}, {C}{fold})"], rows=True)
+                f"{_G_ARG[gk].format(g=g)}, {C}{writes})"], rows=True)
         return ctx.Backward([g, t, logp], lambda c, C, T: [
             f"{c} = np.exp({logp}, {C})", f"{c}[AR{n}, {t}] -= {unit}",
             *[s.format(c=c) for s in scale]], False, [], native=native)
@@ -237,14 +237,15 @@ class _CrossEntropyLowering:
 # The native tier's kernels (gpugrad.compiler.native): the NumPy code above, a row at a
 # time (the row's sum added in order in float64, where NumPy adds pairwise in the dtype).
 # Where the logits are made by an elementwise step (a bias add) the forward reads that
-# step's inputs instead, and the backward may add up its gradient's columns (a bias's
-# gradient) as it writes them (gpugrad.compiler.native_fold; ``_plain``: neither).
+# step's inputs instead, and may add up the losses (for their mean); the backward may add
+# up its gradient's columns (a bias's gradient) as it writes them
+# (gpugrad.compiler.native_fold; ``_plain``: none of these).
 _NATIVE_FORWARD = """\
-{consts}@njit(types.boolean({in_sig}, R("int64", 1), W("{T}", 2), W("{T}", 1)), nogil=True,
-      error_model="numpy", cache=True)
-def {name}({in_args}, t, logp, out):
+{consts}@njit(types.boolean({in_sig}, R("int64", 1), W("{T}", 2), W("{T}", 1){sum_sig}),
+      nogil=True, error_model="numpy", cache=True)
+def {name}({in_args}, t, logp, out{sum_args}):
     n, k = logp.shape
-    for i in range(n):
+{sum_init}    for i in range(n):
         m = {read0}
         for j in range(1, k):
             v = {readj}
@@ -265,7 +266,7 @@ def {name}({in_args}, t, logp, out):
         if c < 0 or c >= k:
             return True
         out[i] = -logp[i, c]
-    return False
+{sum_add}{sum_end}    return False
 """
 _NATIVE_BACKWARD = """\
 {consts}@njit(types.boolean(R("{T}", 2), R("int64", 1), {G}, W("{T}", 2){sum_sig}), nogil=True,
@@ -286,7 +287,8 @@ def {name}(logp, t, g, c{sum_args}):
 def _plain(dt: str) -> dict:
     """The kernels' fields where nothing is folded in: the logits ``z`` read as they are."""
     return {"consts": "", "in_args": "z", "in_sig": f'R("{dt}", 2)', "read0": "z[i, 0]",
-            "readj": "z[i, j]", "sum_args": "", "sum_sig": "", "sum_init": "", "sum_add": ""}
+            "readj": "z[i, j]", "sum_args": "", "sum_sig": "", "sum_init": "", "sum_add": "",
+            "sum_end": ""}
 
 
 _G_TYPE = {"one": "types.float64", "number": "types.float64", "rows": 'R("{T}", 1)'}
