@@ -107,8 +107,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     env: dict[str, Any] = {"np": np, "asarray": np.asarray, "ndarray": np.ndarray, "fit": fit,
                            "isfinite": math.isfinite,
                            "as_array": as_array, "check": gradient_tuple, "acc": _acc,
-                           "fp_state": fpstate.state_with, "fp_enter": fpstate.enter,
-                           "fp_leave": fpstate.leave, "OVER_RAISED": fpstate.OVER_RAISED,
+                           "fp_state": fpstate.state_with, "fp_enter": fpstate.ENTER,
+                           "fp_leave": fpstate.LEAVE, "OVER_RAISED": fpstate.OVER_RAISED,
                            "UNDER_IGNORED": fpstate.UNDER_IGNORED, **lower.TYPED}
     prog: list = []
     out = sched.out
