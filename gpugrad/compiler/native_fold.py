@@ -168,9 +168,9 @@ def _prologue(prog: list, at: int, x: str, info: dict, keep: set, made: Fold) ->
         return None
     dt = np.dtype(dtype).name
     inputs, spelt = [], {}
-    for n in sorted(set(fuse._names(step.scalar))):  # noqa: SLF001
+    for n in sorted(set(fuse._names(step.scalar))):
         s, d = info.get(n, (None, None))
-        kind = fuse._kind(s, shape) if s is not None else ""  # noqa: SLF001
+        kind = fuse._kind(s, shape) if s is not None else ""
         if kind not in ("full", "tail") or np.dtype(d) != np.dtype(dtype):
             return None
         k = len(inputs)
