@@ -126,6 +126,11 @@ def leave(token: Any) -> None:
     _STATE.reset(token)
 
 
+ENTER, LEAVE = (_STATE.set, _STATE.reset) if _STATE is not None else (enter, leave)
+""":func:`enter` and :func:`leave` without their Python layer, for generated code (the
+planned programs call them twice a run)."""
+
+
 def quiet_unless_ignored() -> Any:
     """None when NumPy's current error state already ignores underflow (the default; checked
     once per state object), else ``quiet(np)``: for code that runs often and wants a

@@ -27,7 +27,7 @@ import pytest
 import gpugrad as gg
 from gpugrad import nn, optim
 from gpugrad.compiler import native
-from gpugrad.compiler import cuda_group
+from gpugrad.compiler import cuda_group, native_fold
 
 sys.path.insert(0, str(Path(__file__).parent))
 import nvrtc  # noqa: E402
@@ -283,7 +283,10 @@ def test_launches_per_step_with_fusion(numpy_backend, cfg):
     fused = prog.fused()
     got, before = cuda_group.launches(fused.source), cuda_group.launches(prog.source)
     sums = sum(len(g.sums) for _, g in cuda_group.groups_of(fused.kernels))
-    assert before["blas"] == 11 and got["blas"] == 11 - sums  # (bias sums join a group)
+    folded = [k.fold for _, k in fused.kernels if isinstance(k, native_fold.Folded)]
+    sums += sum(len(f.sums) for f in folded)  # (the last one joins the loss's gradient)
+    assert before["blas"] == 11 and got["blas"] == 11 - sums == 8  # (bias sums join a loop)
+    assert len(folded) == 2  # the logits' bias add joins the loss's kernel too
     assert got["groups"] == len(cuda_group.groups_of(fused.kernels)) >= 4
     assert got["total"] < before["total"]
     assert got["native"] == 3  # the update (NU) and the cross-entropy's two (NX0, NX1)

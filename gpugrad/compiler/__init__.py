@@ -20,10 +20,11 @@ A graph goes through the passes in this order:
   the text ``.source`` hands back, and the file names that tracebacks and debuggers read.
 
 Once a program is hot, ``tier`` puts its native tier in its place, built in the
-background: ``fuse`` groups runs of elementwise instructions, ``native`` compiles each
-group (and the optimizer's update, and an op's own kernel) with numba, from the same
-formulas; ``cuda_group`` writes the groups as CUDA kernels, and on CuPy a program is
-built for the device from the start (``cuda_program``), each group one of those kernels.
+background: ``fuse`` groups runs of elementwise instructions, ``native_fold`` folds the
+steps around an op's own kernel into it (a bias add before the loss, the mean after it),
+``native`` compiles each group (and the optimizer's update, and an op's own kernel) with
+numba, from the same formulas; ``cuda_group`` writes the groups as CUDA kernels, and on
+CuPy a program is built for the device (``cuda_program``), each group one of those kernels.
 
 A program serves every batch size (``batch``): it is filed without the feeds' batch dims,
 planned at a probe batch size, and reads its buffers and batch-sized values from a frame

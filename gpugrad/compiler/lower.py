@@ -45,6 +45,8 @@ class Forward(NamedTuple):
     epilogue: tuple | None = None  # (emit of the product alone, formula over "o" after it)
     native: Any = None  # the op's own kernel for the native tier (see NativeKernel)
     view: bool = False  # its value is a view of its input: left to ordinary allocation
+    total: tuple | None = None  # (the value it sums whole, emit(o, s) of the rest from the
+    # sum's name s): where a kernel makes that value, it may add it up (native_fold)
 
 
 class Backward(NamedTuple):
@@ -67,10 +69,19 @@ class NativeKernel(NamedTuple):
     lowering beside the NumPy code (as ``native=`` of :class:`Forward` or
     :class:`Backward`): ``source(name)``, the numba source of a function ``name`` returning
     True where its input is out of range; ``call(name, *names)``, its call with the names
-    the step's NumPy code is given (``o, dst, saved, bufs`` forward, ``c, C`` backward)."""
+    the step's NumPy code is given (``o, dst, saved, bufs`` forward, ``c, C`` backward).
+
+    ``rows``: the kernel reads this input (a value name), a matrix, an element at a time,
+    and writes its value a row at a time (forward), or writes its value, a matrix, an
+    element at a time (backward, ``True``): then ``source`` takes ``fold=``, a
+    ``gpugrad.compiler.native_fold.Fold`` (the elementwise step that made that input, read
+    in its place; the sum of the value, or of its columns, written too), and ``call`` takes
+    ``reads=`` (the text in place of the input's argument) and ``writes=`` (after the
+    arguments)."""
 
     source: Callable
     call: Callable
+    rows: Any = None
 
 
 def resolve(node: tuple, names: dict, params: dict, negated: str | None = None) -> tuple:

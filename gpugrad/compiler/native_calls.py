@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .. import scalar_formula
-from . import formula, fuse, lower, native, native_table, plan
+from . import formula, fuse, lower, native, native_fold, native_table, plan
 
 
 def names(node: tuple) -> list:
@@ -58,16 +58,22 @@ def replaced(prog: list, n_forward: int, sched: Any, shapes: list, scalar: set, 
         if start < n_forward:
             fwd -= stop - start - 1
         k = stop
-    return out + [ins for j, ins in enumerate(prog[k:], k) if j not in absorbed], fwd
+    out += [ins for j, ins in enumerate(prog[k:], k) if j not in absorbed]
+    return native_fold.fold(out, fwd, info, keep, env)  # (steps into the ops' own kernels)
 
 
-def op_kernel(env: dict, kernel: Any) -> str | None:
-    """The name an op's own native kernel (``lower.NativeKernel``) gets in the program."""
+def op_kernel(env: dict, kernel: Any, value: str) -> str | None:
+    """The name an op's own native kernel (``lower.NativeKernel``) gets in the program,
+    whose step writes ``value`` (first)."""
     if kernel is None:
         return None
     made = env.setdefault("KERNELS_OP", [])
     made.append((f"NX{len(made)}", kernel))
+    env.setdefault("OP_VALUES", {})[made[-1][0]] = value
     return made[-1][0]
+
+
+op_call = native_fold.call
 
 
 def overflow(where: str = "exp") -> None:

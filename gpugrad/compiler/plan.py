@@ -51,6 +51,7 @@ class Instr:
     inplace: dict = field(default_factory=dict)
     scalar: tuple | None = None  # its one value as a formula over value names (fusion)
     rows: str | None = None  # or: its value is this value summed over its leading axes
+    total: tuple | None = None  # or: made from this value's whole sum (lower.Forward.total)
     tag: str = ""
 
 

@@ -109,8 +109,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     env: dict[str, Any] = {"np": np, "asarray": np.asarray, "ndarray": np.ndarray, "fit": fit,
                            "isfinite": math.isfinite,
                            "as_array": as_array, "check": gradient_tuple, "acc": _acc,
-                           "fp_state": fpstate.state_with, "fp_enter": fpstate.enter,
-                           "fp_leave": fpstate.leave, "OVER_RAISED": fpstate.OVER_RAISED,
+                           "fp_state": fpstate.state_with, "fp_enter": fpstate.ENTER,
+                           "fp_leave": fpstate.LEAVE, "OVER_RAISED": fpstate.OVER_RAISED,
                            "UNDER_IGNORED": fpstate.UNDER_IGNORED, **lower.TYPED}
     prog: list = []
     out = sched.out
@@ -167,17 +167,17 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             saved = [f"s{k}_{j}" for j in range(len(low.saved))]
             saved_of[k] = tuple(saved)
 
-            def emit(outs, temps, em=low.emit, o=o, saved=saved, kern=low.native,
-                     own=native_calls.op_kernel(env, low.native) if native else None):
+            def emit(outs, temps, em=low.emit, o=o, saved=saved,
+                     own=native_calls.op_kernel(env, low.native, f"v{o}") if native else None):
                 if own is not None and "None" not in outs:  # the op's own native kernel
-                    return kern.call(own, f"v{o}", outs[0], saved, outs[1:])
+                    return native_calls.op_call(env, own, f"v{o}", outs[0], saved, outs[1:])
                 if saved:
                     return em(f"v{o}", outs[0], saved, outs[1:], temps)
                 return em(f"v{o}", outs[0], *temps)
             fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [
                 (f"v{o}", *shapes[o]), *[(n, *sv) for n, sv in zip(saved, low.saved)]],
                 emit, not low.view, inplace={f"v{o}": over}, temps=low.temps, tag=ftag,
-                scalar=None if saved else low.scalar))
+                scalar=None if saved else low.scalar, total=low.total))
             continue
         fwd = sched.fsteps[k][0]
         if numpy:
@@ -287,11 +287,11 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                         scalar.add(c)
                         contrib.setdefault(ins[pos], []).append((c, False))
                         continue
-                    own = native_calls.op_kernel(env, got.native) if native else None
+                    own = native_calls.op_kernel(env, got.native, c) if native else None
                     prog.append(plan.Instr(
                         reads, [(c, *shapes[ins[pos]])],
-                        lambda outs, tmps, em=em, c=c, own=own, k=got.native: (
-                            k.call(own, c, outs[0]) if own and outs[0] != "None"
+                        lambda outs, tmps, em=em, c=c, own=own: (
+                            native_calls.op_call(env, own, c, *outs) if own and outs[0] != "None"
                             else em(c, outs[0], tmps)), True,
                         alias={c: g} if alias else {}, temps=temps,
                         scalar=("name", g) if alias else got.scalar, rows=got.rows))

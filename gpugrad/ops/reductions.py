@@ -199,8 +199,14 @@ class _FullMeanLowering(_FullSumLowering):
             return None
         a, n = ins[0], math.prod(info[0][0])
         minus = "-" if negated else ""  # (see _FullSumLowering)
-        return lambda o, dst: [f"s_ = {minus}np.add.reduce({a}, axis=None)",
-                               f"{o} = asarray(s_.dtype.type(float(s_) / NF{n}))"]
+        dt = getattr(out[1], "name", "")  # (a 0-d array of the value, made at once)
+        cast = f"np.array(float({{s}}) / NF{n}, np.{dt})" if dt.startswith("float") else \
+            f"asarray({{s}}.dtype.type(float({{s}}) / NF{n}))"
+        # a kernel that makes ``a`` may add it up itself (gpugrad.compiler.native_fold)
+        total = None if negated else (a, lambda o, s: [f"{o} = {cast.format(s=s)}"])
+        return ctx.Forward(lambda o, dst, *T: [f"s_ = {minus}np.add.reduce({a}, axis=None)",
+                                               f"{o} = {cast.format(s='s_')}"], [], (),
+                           total=total)
 
     @staticmethod
     def backward(pos, g, ins, info, o, out, params, ctx, one=False, **kw):

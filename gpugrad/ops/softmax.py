@@ -202,12 +202,13 @@ class _CrossEntropyLowering:
                     f"{o} = np.negative({logp}[{ar}, {t}], {dst})"]
         dt = info[0][1].name
         native = None if minus else ctx.NativeKernel(
-            lambda name: _NATIVE_FORWARD.format(name=name, T=dt),
-            lambda name, o, dst, saved, bufs: [
-                f"{o} = {dst}", f"if {name}(np.ascontiguousarray({z}), "
-                f"np.ascontiguousarray({t}, dtype=np.int64), {bufs[0]}, {dst}):",
+            lambda name, fold=None: _NATIVE_FORWARD.format(
+                name=name, T=dt, **(fold.fields() if fold else _plain(dt))),
+            lambda name, o, dst, saved, bufs, reads=None, writes="": [
+                f"{o} = {dst}", f"if {name}({reads or f'np.ascontiguousarray({z})'}, "
+                f"np.ascontiguousarray({t}, dtype=np.int64), {bufs[0]}, {dst}{writes}):",
                 "    raise IndexError('softmax_cross_entropy: a label out of range')",
-                f"{saved[0]} = {bufs[0]}"])
+                f"{saved[0]} = {bufs[0]}"], rows=z)
         return ctx.Forward(emit, [info[0]], (), [info[0]], native=native)
 
     @staticmethod
@@ -222,10 +223,12 @@ class _CrossEntropyLowering:
         dt = info[0][1].name
         gk = "one" if one else "number" if scalar_g else "rows"
         native = ctx.NativeKernel(
-            lambda name: _NATIVE_BACKWARD.format(name=name, T=dt, G=_G_TYPE[gk].format(T=dt),
-                                                 scale=_SCALE[gk].format(T=dt)),
-            lambda name, c, C: [f"{c} = {C}", f"{name}({logp}, np.ascontiguousarray({t}, "
-                                f"dtype=np.int64), {_G_ARG[gk].format(g=g)}, {C})"])
+            lambda name, fold=None: _NATIVE_BACKWARD.format(
+                name=name, T=dt, G=_G_TYPE[gk].format(T=dt), scale=_SCALE[gk].format(T=dt),
+                **(fold.fields() if fold else _plain(dt))),
+            lambda name, c, C, writes="": [
+                f"{c} = {C}", f"{name}({logp}, np.ascontiguousarray({t}, dtype=np.int64), "
+                f"{_G_ARG[gk].format(g=g)}, {C}{writes})"], rows=True)
         return ctx.Backward([g, t, logp], lambda c, C, T: [
             f"{c} = np.exp({logp}, {C})", f"{c}[AR{n}, {t}] -= {unit}",
             *[s.format(c=c) for s in scale]], False, [], native=native)
@@ -233,21 +236,25 @@ class _CrossEntropyLowering:
 
 # The native tier's kernels (gpugrad.compiler.native): the NumPy code above, a row at a
 # time (the row's sum added in order in float64, where NumPy adds pairwise in the dtype).
+# Where the logits are made by an elementwise step (a bias add) the forward reads that
+# step's inputs instead, and may add up the losses (for their mean); the backward may add
+# up its gradient's columns (a bias's gradient) as it writes them
+# (gpugrad.compiler.native_fold; ``_plain``: none of these).
 _NATIVE_FORWARD = """\
-@njit(types.boolean(R("{T}", 2), R("int64", 1), W("{T}", 2), W("{T}", 1)), nogil=True,
-      error_model="numpy", cache=True)
-def {name}(z, t, logp, out):
-    n, k = z.shape
-    for i in range(n):
-        m = z[i, 0]
+{consts}@njit(types.boolean({in_sig}, R("int64", 1), W("{T}", 2), W("{T}", 1){sum_sig}),
+      nogil=True, error_model="numpy", cache=True)
+def {name}({in_args}, t, logp, out{sum_args}):
+    n, k = logp.shape
+{sum_init}    for i in range(n):
+        m = {read0}
         for j in range(1, k):
-            v = z[i, j]
+            v = {readj}
             m = v if (v > m or v != v) else m
         if not (m - m == 0):  # not finite: 0, as the rule does
             m = np.{T}(0.0)
         s = 0.0  # in float64: as accurate as NumPy's pairwise sum for any row length
         for j in range(k):
-            d = np.{T}(z[i, j] - m)
+            d = np.{T}({readj} - m)
             logp[i, j] = d
             s += np.float64(exp_{T}(d))
         ls = np.{T}(math.log(s))
@@ -259,22 +266,31 @@ def {name}(z, t, logp, out):
         if c < 0 or c >= k:
             return True
         out[i] = -logp[i, c]
-    return False
+{sum_add}{sum_end}    return False
 """
 _NATIVE_BACKWARD = """\
-@njit(types.boolean(R("{T}", 2), R("int64", 1), {G}, W("{T}", 2)), nogil=True,
+{consts}@njit(types.boolean(R("{T}", 2), R("int64", 1), {G}, W("{T}", 2){sum_sig}), nogil=True,
       error_model="numpy", cache=True)
-def {name}(logp, t, g, c):
+def {name}(logp, t, g, c{sum_args}):
     n, k = logp.shape
-    for i in range(n):
+{sum_init}    for i in range(n):
         for j in range(k):
             c[i, j] = exp_{T}(logp[i, j])
         r = t[i] + k if t[i] < 0 else t[i]
         c[i, r] = np.{T}(c[i, r] - np.{T}(1.0))
         for j in range(k):
             c[i, j] = {scale}
-    return False
+{sum_add}    return False
 """
+
+
+def _plain(dt: str) -> dict:
+    """The kernels' fields where nothing is folded in: the logits ``z`` read as they are."""
+    return {"consts": "", "in_args": "z", "in_sig": f'R("{dt}", 2)', "read0": "z[i, 0]",
+            "readj": "z[i, j]", "sum_args": "", "sum_sig": "", "sum_init": "", "sum_add": "",
+            "sum_end": ""}
+
+
 _G_TYPE = {"one": "types.float64", "number": "types.float64", "rows": 'R("{T}", 1)'}
 _G_ARG = {"one": "1.0", "number": "float({g})", "rows": "np.ascontiguousarray({g})"}
 _SCALE = {"one": "c[i, j]", "number": "np.{T}(c[i, j] * np.{T}(g))",
