@@ -192,6 +192,9 @@ class _Writer:
             "exp": self._exp,
             "maximum": "({0} if ({0} > {1} or {0} != {0}) else {1})",
             "minimum": "({0} if ({0} < {1} or {0} != {0}) else {1})",
+            "where": f"({{1}} if {{0}} != {zero} else {{2}})",
+            # libm's erf (in float64, rounded: within an ulp of the true value in float32)
+            "erf": f"{T}(math.erf({{0}}))",
             "sign": f"({one} if {{0}} > {zero} else ({T}(-{one}) if {{0}} < {zero} else "
                     f"({zero} if {{0}} == {zero} else {{0}})))"}
 
