@@ -60,8 +60,12 @@ def const(value: float, dtype: Any) -> str:
 
 
 def _erf_into(x: Any, out: Any) -> Any:
-    """``out[...] = erf(x)`` by the erf op's rule (gpugrad.ops.activations.erf_value)."""
-    np.copyto(out, erf_value(np, np.asarray(x, out.dtype)))
+    """``out[...] = erf(x)`` by the erf op's rule (gpugrad.ops.activations.erf_value); a
+    new array where ``out`` is None (a program's unplanned buffer)."""
+    value = erf_value(np, np.asarray(x))
+    if out is None:
+        return value
+    np.copyto(out, value)
     return out
 
 
