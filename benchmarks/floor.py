@@ -57,25 +57,50 @@ def bmm(xp, A, B):
 
 
 class Update:
-    """SGD (``p -= lr * g``) or Adam with bias correction, in place, with the formulas and
-    the float32 arithmetic of ``gpugrad.optim`` (Python floats for the scalars)."""
+    """SGD (``p -= lr * g``; with ``momentum``, ``buf = momentum * buf + g``, ``buf = g`` at
+    the first step, ``p -= lr * buf``), Adam with bias correction (AdamW: ``p *= 1 - lr *
+    weight_decay`` first) or RMSprop (``v = alpha * v + (1 - alpha) * g**2``,
+    ``p -= lr * g / (sqrt(v) + eps)``), in place, with the formulas and the float32
+    arithmetic of ``gpugrad.optim`` (Python floats for the scalars)."""
 
-    def __init__(self, xp, opt, lr, params, b1=0.9, b2=0.999, eps=1e-8):
+    def __init__(self, xp, opt, lr, params, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
+                 alpha=0.99, momentum=0.0):
         self.opt, self.lr, self.t = opt, lr, 0
         self.b1, self.b2, self.eps = b1, b2, eps
-        if opt == "adam":
+        self.decay, self.alpha, self.momentum = weight_decay, alpha, momentum
+        if opt in ("adam", "adamw"):
             self.mv = [(xp.zeros_like(p), xp.zeros_like(p)) for p in params]
+        if opt == "rmsprop":
+            self.vs = [xp.zeros_like(p) for p in params]
+        self.bufs = None
 
     def __call__(self, xp, params, grads):
+        if self.opt == "sgd" and self.momentum:
+            if self.bufs is None:
+                self.bufs = [g.copy() for g in grads]
+            else:
+                for buf, g in zip(self.bufs, grads):
+                    buf *= self.momentum
+                    buf += g
+            grads = self.bufs
         if self.opt == "sgd":
             for p, g in zip(params, grads):
                 p -= self.lr * g
+            return
+        if self.opt == "rmsprop":
+            a = self.alpha
+            for p, g, v in zip(params, grads, self.vs):
+                v *= a
+                v += (1.0 - a) * (g * g)
+                p -= self.lr * (g / (xp.sqrt(v) + self.eps))
             return
         self.t += 1
         b1, b2 = self.b1, self.b2
         step_size = self.lr / (1.0 - b1**self.t)
         bc2 = math.sqrt(1.0 - b2**self.t)
         for p, g, (m, v) in zip(params, grads, self.mv):
+            if self.opt == "adamw":
+                p *= 1.0 - self.lr * self.decay
             m *= b1
             m += (1.0 - b1) * g
             v *= b2

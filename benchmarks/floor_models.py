@@ -2,12 +2,27 @@
 derived by hand, as a NumPy user writes them (``xp`` is numpy or cupy).
 
 ``grads(xp, cfg, params, x, target)`` returns ``(loss, [dL/dp for p in params])``;
-``floor.Update`` applies SGD or Adam in place, with the same formulas as ``gpugrad.optim``.
+``floor.Update`` applies the optimizer (``models.OPTIMIZERS``) in place, with the same
+formulas as ``gpugrad.optim``.
 """
 
 from __future__ import annotations
 
 from .floor import Update, sigmoid
+from .models import OPTIMIZERS
+
+SQRT_HALF = 0.7071067811865476  # 1 / sqrt(2)
+INV_SQRT_TWO_PI = 0.3989422804014327  # 1 / sqrt(2 pi)
+THRESHOLD = 20.0  # softplus: x itself above it (PyTorch's, gpugrad's default)
+
+
+def erf(xp, z):
+    """erf of an array: SciPy's (CuPy's for cupy arrays), as a NumPy user calls it."""
+    if xp.__name__ == "numpy":
+        from scipy.special import erf as scipy_erf
+    else:
+        from cupyx.scipy.special import erf as scipy_erf
+    return scipy_erf(z)
 
 
 def activate(xp, act, z):
@@ -17,16 +32,31 @@ def activate(xp, act, z):
         return xp.tanh(z)
     if act == "relu":
         return xp.maximum(z, 0.0)
+    if act == "gelu":
+        return z * 0.5 * (erf(xp, z * SQRT_HALF) + 1.0)
+    if act == "silu":
+        return z * sigmoid(xp, z)
+    if act == "softplus":
+        return xp.where(z > THRESHOLD, z, xp.log1p(xp.exp(xp.minimum(z, THRESHOLD))))
     raise ValueError(f"unknown activation {act!r}")
 
 
-def activate_back(xp, act, d, a):
-    """d * act'(z), written with the activation's output a."""
+def activate_back(xp, act, d, a, z):
+    """d * act'(z), written with the activation's output a where it serves."""
     if act == "sigmoid":
         return d * a * (1.0 - a)
     if act == "tanh":
         return d * (1.0 - a * a)
-    return d * (a > 0)
+    if act == "relu":
+        return d * (a > 0)
+    if act == "gelu":
+        cdf = (erf(xp, z * SQRT_HALF) + 1.0) * 0.5
+        return d * (cdf + z * (xp.exp(z * z * -0.5) * INV_SQRT_TWO_PI))
+    if act == "silu":
+        s = sigmoid(xp, z)
+        return d * (s * (z * (1.0 - s) + 1.0))
+    e = xp.exp(xp.minimum(z, THRESHOLD))
+    return xp.where(z > THRESHOLD, d, d * e / (e + 1.0))
 
 
 def head(xp, loss, z, target):
@@ -48,16 +78,17 @@ def head(xp, loss, z, target):
 
 def mlp_grads(xp, cfg, params, x, target):
     act = cfg["act"]
-    ins = [x]
+    ins, zs = [x], [None]
     for W, b in zip(params[0:-2:2], params[1:-2:2]):
-        ins.append(activate(xp, act, ins[-1] @ W + b))
+        zs.append(ins[-1] @ W + b)
+        ins.append(activate(xp, act, zs[-1]))
     loss, d = head(xp, cfg["loss"], ins[-1] @ params[-2] + params[-1], target)
     grads = [None] * len(params)
     for k in range(len(params) // 2 - 1, -1, -1):
         grads[2 * k] = ins[k].T @ d
         grads[2 * k + 1] = xp.sum(d, axis=0)
         if k:
-            d = activate_back(xp, act, d @ params[2 * k].T, ins[k])
+            d = activate_back(xp, act, d @ params[2 * k].T, ins[k], zs[k])
     return loss, grads
 
 
@@ -84,7 +115,8 @@ def grads(xp, cfg, params, x, target):
 
 def step(xp, cfg, params, x, target):
     """One training step, by hand: returns a callable that runs it and gives the loss."""
-    update = Update(xp, cfg.get("opt", "sgd"), cfg["lr"], params)
+    opt, hyper = OPTIMIZERS[cfg.get("opt", "sgd")]
+    update = Update(xp, opt, cfg["lr"], params, **hyper)
 
     def run():
         loss, gs = grads(xp, cfg, params, x, target)

@@ -13,7 +13,6 @@ from .peers import Skip
 
 LOSSES = {"xent": nn.cross_entropy, "mse": nn.mse_loss,
           "bce": nn.binary_cross_entropy_with_logits}
-OPTIMIZERS = {"sgd": optim.SGD, "adam": optim.Adam}
 
 
 def net(cfg):
@@ -53,7 +52,8 @@ def compiled_step(opt, compiled, *args):
 def make(impl: str, cfg: dict):
     forward, params, x, y = net(cfg)
     loss_of = loss_fn(cfg)
-    opt = OPTIMIZERS[cfg.get("opt", "sgd")](params, lr=cfg["lr"])
+    name, hyper = M.OPTIMIZERS[cfg.get("opt", "sgd")]
+    opt = optim.OPTIMIZERS[name](params, lr=cfg["lr"], **hyper)
     xd, yd = gg.backend.to_backend(x), gg.backend.to_backend(y)
     xt, yt = gg.asarray(xd), gg.asarray(yd)
     if impl == "eager":

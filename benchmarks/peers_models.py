@@ -48,14 +48,51 @@ def forward(cfg, ps, x, tanh, act):
     return a @ ps[-2] + ps[-1]
 
 
+def _jax_optimizer(jnp, cfg):
+    """(init(ps) -> state, apply(ps, gs, state, t) -> (ps, state)): the config's optimizer
+    (``models.OPTIMIZERS``) with gpugrad.optim's formulas, in jnp."""
+    lr = cfg["lr"]
+    name, hyper = M.OPTIMIZERS[cfg.get("opt", "sgd")]
+    if name == "sgd":
+        mu = hyper.get("momentum", 0.0)
+
+        def sgd(ps, gs, bufs, t):
+            if mu:  # buf = g at the first step (t = 1), momentum * buf + g after
+                bufs = [jnp.where(t > 1.0, mu * b + g, g) for b, g in zip(bufs, gs)]
+                gs = bufs
+            return [p - lr * g for p, g in zip(ps, gs)], bufs
+        return (lambda ps: [jnp.zeros_like(p) for p in ps] if mu else []), sgd
+    if name == "rmsprop":
+        alpha, eps = hyper["alpha"], hyper["eps"]
+
+        def rmsprop(ps, gs, vs, t):
+            vs = [alpha * v + (1.0 - alpha) * (g * g) for v, g in zip(vs, gs)]
+            return [p - lr * (g / (jnp.sqrt(v) + eps)) for p, g, v in zip(ps, gs, vs)], vs
+        return (lambda ps: [jnp.zeros_like(p) for p in ps]), rmsprop
+    b1, b2, eps = M.ADAM["b1"], M.ADAM["b2"], M.ADAM["eps"]
+    shrink = 1.0 - lr * hyper.get("weight_decay", 0.0)
+
+    def adam(ps, gs, mvs, t):
+        ms = [b1 * m + (1.0 - b1) * g for (m, _), g in zip(mvs, gs)]
+        vs = [b2 * v + (1.0 - b2) * (g * g) for (_, v), g in zip(mvs, gs)]
+        if name == "adamw":
+            ps = [p * shrink for p in ps]
+        step_size, bc2 = lr / (1.0 - b1**t), jnp.sqrt(1.0 - b2**t)
+        ps = [p - step_size * (m / (jnp.sqrt(v) / bc2 + eps)) for p, m, v in zip(ps, ms, vs)]
+        return ps, list(zip(ms, vs))
+    return (lambda ps: [(jnp.zeros_like(p), jnp.zeros_like(p)) for p in ps]), adam
+
+
 def _jax(cfg, params):
     """(update, dev): update(x, labels, target) -> loss is one jitted step (forward, grad,
-    SGD or Adam) on arrays made by dev from host arrays."""
+    the optimizer's update) on arrays made by dev from host arrays."""
     jax = _need("jax")
     jnp = jax.numpy
-    acts = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu}
+    acts = {"sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh, "relu": jax.nn.relu,
+            "gelu": lambda z: jax.nn.gelu(z, approximate=False), "silu": jax.nn.silu,
+            "softplus": jax.nn.softplus}
     act = acts[cfg.get("act", "tanh")]  # the rnn's is tanh
-    lr, kind = cfg["lr"], cfg.get("loss", "xent")
+    kind = cfg.get("loss", "xent")
 
     def loss_fn(ps, x, target):
         z = forward(cfg, ps, x, jnp.tanh, act)
@@ -65,35 +102,21 @@ def _jax(cfg, params):
             return jnp.mean((z - target) ** 2)
         return jnp.mean(jnp.logaddexp(0.0, z) - target * z)
 
-    if cfg.get("opt", "sgd") == "sgd":
-        @jax.jit
-        def sgd(ps, x, target):
-            loss, gs = jax.value_and_grad(loss_fn)(ps, x, target)
-            return [p - lr * g for p, g in zip(ps, gs)], loss
-        state = {"ps": [jnp.asarray(p) for p in params]}
-
-        def update(x, labels, target):
-            state["ps"], loss = sgd(state["ps"], x, target)
-            return jax.block_until_ready(loss)
-        return update, jnp.asarray
+    init, apply = _jax_optimizer(jnp, cfg)
 
     @jax.jit
-    def adam(ps, ms, vs, t, x, target, b1=0.9, b2=0.999, eps=1e-8):
+    def step(ps, opt_state, t, x, target):
         loss, gs = jax.value_and_grad(loss_fn)(ps, x, target)
-        ms = [b1 * m + (1.0 - b1) * g for m, g in zip(ms, gs)]
-        vs = [b2 * v + (1.0 - b2) * (g * g) for v, g in zip(vs, gs)]
-        step_size, bc2 = lr / (1.0 - b1**t), jnp.sqrt(1.0 - b2**t)
-        ps = [p - step_size * (m / (jnp.sqrt(v) / bc2 + eps)) for p, m, v in zip(ps, ms, vs)]
-        return ps, ms, vs, loss
+        ps, opt_state = apply(ps, gs, opt_state, t)
+        return ps, opt_state, loss
 
     ps = [jnp.asarray(p) for p in params]
-    state = {"ps": ps, "ms": [jnp.zeros_like(p) for p in ps],
-             "vs": [jnp.zeros_like(p) for p in ps], "t": 0}
+    state = {"ps": ps, "opt": init(ps), "t": 0}
 
     def update(x, labels, target):
         state["t"] += 1
-        state["ps"], state["ms"], state["vs"], loss = adam(
-            state["ps"], state["ms"], state["vs"], jnp.float32(state["t"]), x, target)
+        state["ps"], state["opt"], loss = step(
+            state["ps"], state["opt"], jnp.float32(state["t"]), x, target)
         return jax.block_until_ready(loss)
     return update, jnp.asarray
 
@@ -103,12 +126,14 @@ def _torch(cfg, params):
     on tensors made by dev from host arrays."""
     torch = _need("torch")
     F = torch.nn.functional
-    acts = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
+    acts = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu,
+            "gelu": F.gelu, "silu": F.silu, "softplus": F.softplus}
     act = acts[cfg.get("act", "tanh")]  # the rnn's is tanh
     ps = [torch.tensor(p, requires_grad=True) for p in params]
     kind = cfg.get("loss", "xent")
-    opt = (torch.optim.Adam if cfg.get("opt", "sgd") == "adam" else torch.optim.SGD)(
-        ps, lr=cfg["lr"])
+    name, hyper = M.OPTIMIZERS[cfg.get("opt", "sgd")]
+    opt = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+           "rmsprop": torch.optim.RMSprop}[name](ps, lr=cfg["lr"], **hyper)
 
     def update(x, labels, target):
         z = forward(cfg, ps, x, torch.tanh, act)

@@ -17,6 +17,12 @@ FULL = {
              "opt": "sgd", "batch": 32, "lr": 0.05},
     "rnn": {"model": "rnn", "n_in": 16, "hidden": 64, "n_out": 10, "steps": 16, "batch": 32,
             "lr": 0.05},
+    "gelu-adamw": {"model": "mlp", "sizes": (64, 64, 64, 10), "act": "gelu", "loss": "xent",
+                   "opt": "adamw", "batch": 32, "lr": 1e-3},
+    "silu-rmsprop": {"model": "mlp", "sizes": (64, 64, 64, 10), "act": "silu", "loss": "mse",
+                     "opt": "rmsprop", "batch": 32, "lr": 1e-3},
+    "softplus-momentum": {"model": "mlp", "sizes": (64, 64, 64, 10), "act": "softplus",
+                          "loss": "bce", "opt": "momentum", "batch": 32, "lr": 0.05},
 }
 
 QUICK = {
@@ -30,6 +36,8 @@ QUICK = {
     "relu-bce": {**FULL["relu-bce"], "sizes": (8, 8, 8, 4), "batch": 4},
     "deep": {**FULL["deep"], "sizes": (8,) * 5 + (4,), "batch": 4},
     "rnn": {**FULL["rnn"], "n_in": 3, "hidden": 8, "n_out": 4, "steps": 4, "batch": 4},
+    **{name: {**FULL[name], "sizes": (8, 8, 8, 4), "batch": 4}
+       for name in ("gelu-adamw", "silu-rmsprop", "softplus-momentum")},
 }
 
 GPU = {

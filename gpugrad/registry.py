@@ -160,11 +160,12 @@ class Op:
 
         A formula is a Python expression over scalars: ``+ - * /``, comparisons (1 where
         true, else 0), numbers and the functions ``exp log log1p sqrt tanh abs sign maximum
-        minimum``. It states the op's arithmetic in the order the op's NumPy rule computes
-        it, so code derived from it (the planned program's ``out=`` steps, fused kernels)
-        gives the rule's numbers; the op's CuPy kernels are generated from it too
-        (gpugrad.ops.cuda). A formula naming anything else is kept, but not derived from:
-        the op then runs its rules there.
+        minimum erf`` and ``where(cond, a, b)``; a static parameter they do not name is
+        taken at the rule's default (at another value the rules run). It states the op's
+        arithmetic in the order the op's NumPy rule computes it, so code derived from it (the
+        planned program's ``out=`` steps, fused kernels) gives the rule's numbers; the op's
+        CuPy kernels are generated from it too (gpugrad.ops.cuda). A formula naming anything
+        else is kept, but not derived from: the op then runs its rules there.
 
         >>> import gpugrad as gg
         >>> gg.ops.registry["tanh"].scalar

@@ -7,8 +7,11 @@ with NumPy's ufunc names. This module imports nothing from gpugrad, so every lay
 
 :func:`cuda` writes a tree as a C expression over a type ``T`` (float or double) with NumPy's
 semantics: ``maximum``/``minimum`` propagate NaN and return the second operand on a tie (C's
-``fmax`` drops a NaN), ``sign`` is 0 at ±0 and NaN at NaN, a comparison is 1 or 0, and each
-number is a constant of type ``T``.
+``fmax`` drops a NaN), ``sign`` is 0 at ±0 and NaN at NaN, a comparison is 1 or 0,
+``where(c, a, b)`` is ``a`` where ``c`` is not 0 (NaN counts as true, as NumPy's bool does)
+else ``b``, and each number is a constant of type ``T``. Besides NumPy's ufuncs a formula may
+call ``erf`` (the error function; NumPy has none: the planned program calls
+gpugrad.ops.activations.erf_value) and ``where``.
 
 >>> cuda(parse("g * (out * (1 - out))"))
 '(v_g * (v_out * ((T)1.0 - v_out)))'
@@ -23,7 +26,9 @@ import functools
 from typing import Callable
 
 UFUNCS = {"exp", "log", "log1p", "sqrt", "tanh", "sign", "maximum", "minimum", "square",
-          "reciprocal", "abs"}
+          "reciprocal", "abs", "erf", "where"}
+ARITY = {"maximum": 2, "minimum": 2, "where": 3}
+"""How many operands a function of :data:`UFUNCS` takes, where not one."""
 BINOPS = {ast.Add: "add", ast.Sub: "subtract", ast.Mult: "multiply", ast.Div: "divide"}
 COMPARES = {ast.Gt: "greater", ast.GtE: "greater_equal", ast.Lt: "less",
             ast.LtE: "less_equal", ast.Eq: "equal", ast.NotEq: "not_equal"}
@@ -32,10 +37,11 @@ COMPARES = {ast.Gt: "greater", ast.GtE: "greater_equal", ast.Lt: "less",
 @functools.cache
 def parse(formula: str) -> tuple | None:
     """``formula`` as a tree: ``("name", n)``, ``("const", v)`` or ``(ufunc, *operands)``;
-    None where it uses something without a NumPy ufunc (the op's rules run there).
+    None where it uses a function not in :data:`UFUNCS`, or with another number of operands
+    (the op's rules run there).
 
-    >>> parse("maximum(x, 0)"), parse("erf(x)")
-    (('maximum', ('name', 'x'), ('const', 0.0)), None)
+    >>> parse("maximum(x, 0)"), parse("hypot(x, 1)"), parse("where(x > 0, x, 0)")[0]
+    (('maximum', ('name', 'x'), ('const', 0.0)), None, 'where')
     """
     try:
         return _node(ast.parse(formula, mode="eval").body)
@@ -60,7 +66,7 @@ def _node(e: ast.AST) -> tuple:
     if isinstance(e, ast.Compare) and len(e.ops) == 1 and type(e.ops[0]) in COMPARES:
         return (COMPARES[type(e.ops[0])], _node(e.left), _node(e.comparators[0]))
     if isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id in UFUNCS \
-            and not e.keywords:
+            and not e.keywords and len(e.args) == ARITY.get(e.func.id, 1):
         name = "absolute" if e.func.id == "abs" else e.func.id
         return (name, *(_node(a) for a in e.args))
     raise _Unsupported(ast.dump(e))
@@ -115,7 +121,7 @@ def write(node: tuple, spell: dict, leaf: Callable) -> str:
 
 
 _C_CALL = {"exp": "exp", "log": "log", "log1p": "log1p", "sqrt": "sqrt", "tanh": "tanh",
-           "absolute": "fabs"}
+           "absolute": "fabs", "erf": "erf"}
 CUDA = {**{k: f"({{0}} {op} {{1}})" for k, op in BINARY.items()},
         **{k: f"({{0}} {op} {{1}} ? (T)1.0 : (T)0.0)" for k, op in COMPARE_OPS.items()},
         **{k: f"{fn}({{0}})" for k, fn in _C_CALL.items()},
@@ -124,6 +130,7 @@ CUDA = {**{k: f"({{0}} {op} {{1}})" for k, op in BINARY.items()},
         # ±0, NaN at NaN
         "maximum": "(({0} > {1} || {0} != {0}) ? {0} : {1})",
         "minimum": "(({0} < {1} || {0} != {0}) ? {0} : {1})",
+        "where": "({0} != (T)0.0 ? {1} : {2})",
         "sign": "({0} > (T)0.0 ? (T)1.0 : ({0} < (T)0.0 ? (T)(-1.0) : "
                 "({0} == (T)0.0 ? (T)0.0 : {0})))"}
 """How :func:`cuda` spells each ufunc, with NumPy's semantics, in C over a type ``T``."""

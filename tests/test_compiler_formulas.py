@@ -5,6 +5,8 @@ the rules), in float64 to 1e-12 and in float32 to a few ulps."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -19,9 +21,8 @@ INPUTS = {"log": "positive", "sqrt": "positive", "log1p": "positive", "divide": 
 def test_the_elementwise_ops_have_formulas():
     assert {"exp", "log", "log1p", "sqrt", "square", "abs", "tanh", "sigmoid", "relu",
             "negative", "add", "subtract", "multiply", "divide", "maximum", "minimum",
-            "silu"} <= set(LOWERED)
-    for name in ("erf", "gelu", "softplus"):  # formulas with functions NumPy has no ufunc for
-        assert gg.registry[name].scalar is not None and name not in LOWERED
+            "silu", "erf", "gelu", "softplus"} <= set(LOWERED)
+    assert formula.parse("hypot(x, 1)") is None and formula.parse("where(x, 1)") is None
 
 
 def _data(rng, kind, shape, dtype):
@@ -58,6 +59,35 @@ def test_lowered_formula_equals_the_rules(name, dtype, numpy_backend):
                 np.testing.assert_array_max_ulp(np.asarray(x), np.asarray(e), maxulp=8)
     src = next(iter(loss._schedules[(tuple(wrt), np)].programs.values())).source
     assert "F0(" not in src and "F1(" not in src and "R1" not in src  # the op is lowered
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name, kw, lowered", [
+    ("softplus", {}, True), ("softplus", {"beta": 2.0, "threshold": 1.0}, True),
+    ("gelu", {}, True), ("gelu", {"approximate": "tanh"}, False)])
+def test_where_and_erf_formulas_give_the_rules_numbers(name, kw, lowered, dtype,
+                                                        numpy_backend):
+    """softplus's ``where`` on both sides of its threshold, gelu's erf form lowered and its
+    tanh form (a static parameter its formula does not name) left to its rules: a planned
+    program's value and gradient are the eager ones."""
+    op = gg.registry[name]
+    xs = np.linspace(-6.0, 25.0, 32).reshape(4, 8).astype(dtype)
+    a = gg.Placeholder((None, 8), dtype, name="a")
+    w = gg.Variable(np.cos(np.arange(32.0)).reshape(4, 8).astype(dtype))
+    loss = gg.sum(op(a * 1.0, **kw) * w)
+    for _ in range(3):  # the first run goes through the rules, the next ones lowered
+        v, (ga,) = gg.value_and_gradients(loss, [a], feed={a: xs})
+    t = gg.Variable(xs)
+    want = gg.sum(op(t * 1.0, **kw) * w)
+    want.backward()
+    tol = {"rtol": 1e-12, "atol": 1e-14} if dtype == "float64" else {"rtol": 1e-6}
+    np.testing.assert_allclose(v, gg.to_numpy(want.data), **tol)
+    if dtype == "float64":
+        np.testing.assert_allclose(ga, gg.to_numpy(t.grad), **tol)
+    else:
+        np.testing.assert_array_max_ulp(np.asarray(ga), gg.to_numpy(t.grad), maxulp=8)
+    src = next(iter(loss._schedules[((a,), np)].programs.values())).source
+    assert (re.search(r"\bF\d+\(", src) is None) == lowered  # Fk: an op's rule
 
 
 def test_a_formula_with_a_parameter_uses_its_typed_value():

@@ -16,6 +16,7 @@ Tests marked ``gpu`` run the same kernels through CuPy (``ci/gpu-check``)."""
 from __future__ import annotations
 
 import functools
+import math
 import re
 import sys
 import warnings
@@ -111,13 +112,16 @@ def chain(dtype: str, steps: int = 100, n: int = 16):
 
 def model_groups() -> list:
     """The fusion groups of the benchmark models: the small and mlp MLPs with sigmoid, tanh
-    and relu, cross-entropy, SGD and Adam; the 100-step chain; float32 and float64."""
+    and relu, cross-entropy, SGD and Adam; the small one with gelu, silu and softplus (erf
+    and where); the 100-step chain; float32 and float64."""
     groups = []
     for dtype in DTYPES:
         for cfg in (SMALL, MLP):
             for activation in ("sigmoid", "tanh", "relu"):
                 for opt_name in OPTIMIZERS:
                     groups += _groups(mlp_step(cfg, activation, opt_name, dtype)[0])
+        for activation in ("gelu", "silu", "softplus"):
+            groups += _groups(mlp_step(SMALL, activation, "sgd", dtype)[0])
         groups += _groups(chain(dtype)[0])
     return groups
 
@@ -196,7 +200,7 @@ def host_kernel(source: str):
     names = [p.split()[-1] for p in params]
     code = "\n".join([f"def kernel({', '.join(names)}, n):", "    for i in range(n):", *body])
     T = {"float": np.float32, "double": np.float64}[ctype]
-    scope = {"np": np, "T": T, "inf": np.inf}
+    scope = {"np": np, "math": math, "T": T, "inf": np.inf}
     exec(compile(code, "<kernel>", "exec"), scope)  # noqa: S102  (the generator's own C)
 
     def run(*args):
@@ -239,7 +243,7 @@ def _stand_ins(root) -> tuple:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "gelu", "softplus"])
 def test_group_kernels_stand_in_for_their_groups_in_a_training_step(numpy_backend, activation,
                                                                     dtype):
     loss, opt, feed, _ = mlp_step({"sizes": (16, 8, 8, 4), "batch": 4}, activation, "sgd",

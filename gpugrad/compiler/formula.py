@@ -5,7 +5,9 @@ A formula such as ``g * ((1 - out) * out)`` is parsed once into a tree of NumPy 
 writes into the destination and the next ones update it in place, an operand that is
 itself a computation gets a scratch buffer, and a comparison is inlined (its 0/1 mask
 multiplies). Numbers become scalars of the array's dtype (:func:`const`), made once per
-program (:func:`constants_in`), so the arithmetic is the formula's, in its order.
+program (:func:`constants_in`), so the arithmetic is the formula's, in its order. ``erf``
+has no ufunc: it is :data:`CALLS`' function, the op rule's own arithmetic; ``where(c, a,
+b)`` writes ``b`` and copies ``a`` over it where ``c`` holds.
 
 >>> lines = emit(parse("g * ((1 - out) * out)"), {"g": "g1", "out": "o2"}, None, {},
 ...              "c", "C", [])
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ops.activations import erf_value
 from ..scalar_formula import (  # noqa: F401  (one parser: re-exported here)
     BINOPS, COMPARES, UFUNCS, is_leaf, leaves, parse)
 
@@ -56,17 +59,36 @@ def const(value: float, dtype: Any) -> str:
     return f"K_{name}_{struct.pack('>d', float(value)).hex()}"
 
 
+def _erf_into(x: Any, out: Any) -> Any:
+    """``out[...] = erf(x)`` by the erf op's rule (gpugrad.ops.activations.erf_value); a
+    new array where ``out`` is None (a program's unplanned buffer)."""
+    value = erf_value(np, np.asarray(x))
+    if out is None:
+        return value
+    np.copyto(out, value)
+    return out
+
+
+CALLS = {"erf": "ERF_INTO"}
+"""The functions of a formula that NumPy has no ufunc for: the name a program calls as
+``NAME(x, out)``, its value made by :func:`constants_in` (``ERF_INTO``: erf by the op's
+rule, so that a program computes the eager op's numbers)."""
+FUNCTIONS = {"ERF_INTO": _erf_into}
+
 _CONST = re.compile(r"\bK_(float16|float32|float64)_([0-9a-f]{16})\b")
 
 
 def constants_in(source: str) -> dict:
-    """The typed scalars (:func:`const`) that a program's ``source`` names, for its env.
+    """The typed scalars (:func:`const`) that a program's ``source`` names, and the
+    functions of :data:`CALLS` it calls, for its env.
 
     >>> constants_in("np.multiply(x, K_float32_3fe0000000000000, o)")
     {'K_float32_3fe0000000000000': np.float32(0.5)}
     """
-    return {m.group(0): np.dtype(m.group(1)).type(
+    env = {m.group(0): np.dtype(m.group(1)).type(
         struct.unpack(">d", bytes.fromhex(m.group(2)))[0]) for m in _CONST.finditer(source)}
+    env.update({k: f for k, f in FUNCTIONS.items() if re.search(rf"\b{k}\(", source)})
+    return env
 
 
 def emit(node: tuple, names: dict, dtype: Any, params: dict, c: str, C: str, temps: list,
@@ -116,6 +138,8 @@ class _Emitter:
             if not all(is_leaf(a) for a in args):
                 raise KeyError(fn)
             return f"np.{fn}({', '.join(self.leaf(a) for a in args)})"
+        if fn == "where":
+            return self.where(*args, dest)
         if self.skip_g and fn == "multiply" and G in args:
             other = args[1] if args[0] == G else args[0]
             if not is_leaf(other) and other[0] not in MASKS:
@@ -130,10 +154,30 @@ class _Emitter:
             else:
                 vals.append(self.value(a, self.temps.pop(0)))
         # (NumPy deprecates a positional output for maximum and minimum)
-        call = f"np.{fn}({', '.join(vals)}, " + ("out=" if fn in ("maximum", "minimum") else "")
+        call = f"{CALLS[fn]}(" if fn in CALLS else f"np.{fn}("
+        return self.put(call + f"{', '.join(vals)}, " + (
+            "out=" if fn in ("maximum", "minimum") else ""), dest)
+
+    def put(self, call: str, dest: str) -> str:
+        """The line ``call`` + its output ``dest`` (the first write makes ``c``)."""
         if dest == self.c and self.first:
             self.first = False
             self.lines.append(f"{dest} = {call}{self.C})")
         else:
             self.lines.append(f"{call}{dest})")
+        return dest
+
+    def where(self, cond: tuple, a: tuple, b: tuple, dest: str) -> str:
+        """``b`` into ``dest`` (a copy of a name or number), then ``a`` copied over it where
+        ``cond`` holds (a comparison whose operands may be computations)."""
+        if is_leaf(b):
+            self.put(f"np.positive({self.leaf(b)}, ", dest)
+        else:
+            self.value(b, dest)
+        got = self.leaf(a) if is_leaf(a) else self.value(a, self.temps.pop(0))
+        if cond[0] not in MASKS:
+            cond = ("not_equal", cond, ("const", 0.0))
+        ops = [self.leaf(x) if is_leaf(x) else self.value(x, self.temps.pop(0))
+               for x in cond[1:]]
+        self.lines.append(f"np.copyto({dest}, {got}, where=np.{cond[0]}({', '.join(ops)}))")
         return dest

@@ -174,6 +174,26 @@ def _formula(text: str | None, dtype: Any) -> tuple | None:
     return node
 
 
+def stated(op: Any, node: tuple, params: dict) -> dict | None:
+    """``params`` with the rule's defaults of the static parameters not given (the numbers
+    ``op``'s formula ``node`` reads), or None where the formula does not state the op at
+    ``params``: a static parameter it does not name is not at its default (gelu's formula
+    is its ``approximate="none"`` form; the tanh form runs the rules).
+
+    >>> import gpugrad as gg
+    >>> gelu, softplus = gg.ops.registry["gelu"], gg.ops.registry["softplus"]
+    >>> stated(gelu, F.parse(gelu.scalar[0]), {"approximate": "tanh"}) is None
+    True
+    >>> sorted(stated(softplus, F.parse(softplus.scalar[0]), {"beta": 2.0}).items())
+    [('beta', 2.0), ('threshold', 20.0)]
+    """
+    named, sig = F.leaves(node), inspect.signature(op.forward).parameters
+    if not all(k in named or (k in sig and sig[k].default == v) for k, v in params.items()):
+        return None
+    return {**{k: p.default for k, p in sig.items() if p.kind is p.KEYWORD_ONLY
+               and p.default is not p.empty}, **params}
+
+
 def _nodes(node: tuple):
     yield node
     if not F.is_leaf(node):
@@ -198,7 +218,8 @@ def forward(op: Any, ins: list, info: list, out: tuple, params: dict,
     if op.scalar is None or not shape or not _same(info, dtype):
         return None
     node = _formula(op.scalar[0], dtype)
-    if node is None:
+    params = stated(op, node, params) if node is not None else None
+    if params is None:
         return None
     names = dict(zip(argnames(op), ins))
     kw = {"negated": argnames(op)[0] if negated else None}
@@ -280,6 +301,9 @@ def backward(op: Any, pos: int, g: str, ins: list, info: list, o: str,
     else:
         return None
     node = _formula(text, dtype)
+    if node is not None and op.lowering is None:
+        params = stated(op, node, params)
+        node = None if params is None else node
     shape = info[pos][0]
     axes = _reduce_axes(gshape, shape) if node is not None else None
     if axes is None:

@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from . import plan
+from . import native_math, plan
 from ..scalar_formula import BINARY, COMPARE_OPS, write
 from .fuse import Group
 
@@ -167,7 +167,9 @@ def tanh_{t}(x):
     return x if x != x else np.{t}(math.copysign(r, x))
 ''' for t, c, cap in (("float64", _TANH[:18], 20.0), ("float32", _TANH[:9], 9.0)))
 
-_LIBM = {"log": "math.log", "log1p": "math.log1p", "sqrt": "np.sqrt"}
+PRELUDE += native_math.LOG1P
+
+_LIBM = {"log": "math.log", "sqrt": "np.sqrt"}
 
 
 class _Writer:
@@ -180,6 +182,7 @@ class _Writer:
         self.lines: list = []
         self.consts: dict = {}
         self.n_exp = 0
+        self.seen: tuple = (None, {})  # (the lines, {an exp's argument there: its name})
         self.over = "over"
         T, one, zero = f"np.{dtype}", self.const(1.0), self.const(0.0)
         self.spell = {
@@ -189,9 +192,13 @@ class _Writer:
             "negative": f"{T}(-{{0}})", "reciprocal": f"{T}({one} / {{0}})",
             "square": f"{T}({{0}} * {{0}})", "absolute": "abs({0})",
             "tanh": f"tanh_{dtype}({{0}})",  # the prelude's: C's would keep loops off SIMD
+            "log1p": f"log1p_{dtype}({{0}})",  # (gpugrad.compiler.native_math)
             "exp": self._exp,
             "maximum": "({0} if ({0} > {1} or {0} != {0}) else {1})",
             "minimum": "({0} if ({0} < {1} or {0} != {0}) else {1})",
+            "where": f"({{1}} if {{0}} != {zero} else {{2}})",
+            # libm's erf (in float64, rounded: within an ulp of the true value in float32)
+            "erf": f"{T}(math.erf({{0}}))",
             "sign": f"({one} if {{0}} > {zero} else ({T}(-{one}) if {{0}} < {zero} else "
                     f"({zero} if {{0}} == {zero} else {{0}})))"}
 
@@ -208,8 +215,14 @@ class _Writer:
         return self.where[n[1]] if n[0] == "name" else self.const(n[1])
 
     def _exp(self, x: str) -> str:
-        """Its own lines: the overflow test reads the argument and the result."""
+        """Its own lines: the overflow test reads the argument and the result. The same
+        argument in the same lines (a formula reading ``exp(y)`` twice) is computed once."""
+        if self.seen[0] is not self.lines:
+            self.seen = (self.lines, {})
+        if x in self.seen[1]:
+            return self.seen[1][x]
         e = self.n_exp
+        self.seen[1][x] = f"e{e}"
         self.n_exp += 1
         self.lines += [f"q{e} = {x}", f"e{e} = exp_{self.dtype}(q{e})",
                        f"{self.over} |= (e{e} == INF) & (q{e} < INF)"]

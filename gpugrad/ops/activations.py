@@ -106,8 +106,10 @@ def _softplus_vjp(xp, g, x, *, beta=1.0, threshold=20.0):
 
 
 softplus.defvjp(_softplus_vjp)
-softplus.defscalar("where(x * beta > threshold, x, log1p(exp(x * beta)) / beta)",
-                   "where(x * beta > threshold, g, g * exp(x * beta) / (exp(x * beta) + 1))")
+softplus.defscalar("where(x * beta > threshold, x,"
+                   " log1p(exp(minimum(x * beta, threshold))) / beta)",
+                   "where(x * beta > threshold, g, g * exp(minimum(x * beta, threshold))"
+                   " / (exp(minimum(x * beta, threshold)) + 1))")
 
 
 @softplus.defsignature
