@@ -45,6 +45,7 @@ class Forward(NamedTuple):
     epilogue: tuple | None = None  # (emit of the product alone, formula over "o" after it)
     native: Any = None  # the op's own kernel for the native tier (see NativeKernel)
     view: bool = False  # its value is a view of its input: left to ordinary allocation
+    part: tuple | None = None  # (input, i): the view is that input's row i (compiler.stack)
 
 
 class Backward(NamedTuple):
@@ -60,6 +61,7 @@ class Backward(NamedTuple):
     scalar: tuple | None = None
     native: Any = None  # the op's own kernel for the native tier (see NativeKernel)
     rows: str | None = None  # it is this value summed over its leading axes (fusion)
+    contracts: tuple | None = None  # (a, b): it is a.T @ b, 2-D (gpugrad.compiler.stack)
 
 
 class NativeKernel(NamedTuple):

@@ -23,7 +23,7 @@ import numpy as np
 from .. import fpstate
 from ..eager import as_array, fit
 from ..registry import gradient_tuple
-from . import batch, formula, listing, lower, native_calls, plan, rewrite, tier, update
+from . import batch, formula, listing, lower, native_calls, plan, rewrite, stack, tier, update
 from .codegen import build as build_function
 
 GUARDED = "numpy-overflow-raises"  # fast-path key: rules run under errstate(over="raise")
@@ -176,7 +176,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [
                 (f"v{o}", *shapes[o]), *[(n, *sv) for n, sv in zip(saved, low.saved)]],
                 emit, not low.view, inplace={f"v{o}": over}, temps=low.temps, tag=ftag,
-                scalar=None if saved else low.scalar))
+                scalar=None if saved else low.scalar, part=low.part))
             continue
         fwd = sched.fsteps[k][0]
         if numpy:
@@ -292,7 +292,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                         lambda outs, tmps, em=em, c=c, own=own, k=got.native: (
                             k.call(own, c, outs[0]) if own and outs[0] != "None"
                             else em(c, outs[0], tmps)), True,
-                        alias={c: g} if alias else {}, temps=temps,
+                        alias={c: g} if alias else {}, temps=temps, contracts=got.contracts,
                         scalar=("name", g) if alias else got.scalar, rows=got.rows))
                     contrib.setdefault(ins[pos], []).append((c, False))
                 continue
@@ -322,6 +322,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     if grads and not value and numpy and shapes[out] is not None:
         prog, n_forward = _prune(prog, n_forward, results[1:])
         results[0] = "None"
+    prog = stack.rewrite(prog, n_forward) if numpy else prog  # sums of products: one each
     if native:
         prog, n_forward = native_calls.replaced(prog, n_forward, sched, shapes, scalar,
                                                escapes | set(results), env, native == "numba")
