@@ -61,7 +61,7 @@ class Backward(NamedTuple):
     scalar: tuple | None = None
     native: Any = None  # the op's own kernel for the native tier (see NativeKernel)
     rows: str | None = None  # it is this value summed over its leading axes (fusion)
-    contracts: tuple | None = None  # (a, b): it is a.T @ b, 2-D (gpugrad.compiler.stack)
+    product: tuple | None = None  # ("tn", a, b): it is a.T @ b; ("nt", a, b): a @ b.T (2-D)
 
 
 class NativeKernel(NamedTuple):

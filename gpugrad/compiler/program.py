@@ -292,7 +292,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                         lambda outs, tmps, em=em, c=c, own=own, k=got.native: (
                             k.call(own, c, outs[0]) if own and outs[0] != "None"
                             else em(c, outs[0], tmps)), True,
-                        alias={c: g} if alias else {}, temps=temps, contracts=got.contracts,
+                        alias={c: g} if alias else {}, temps=temps, product=got.product,
                         scalar=("name", g) if alias else got.scalar, rows=got.rows))
                     contrib.setdefault(ins[pos], []).append((c, False))
                 continue
@@ -322,7 +322,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     if grads and not value and numpy and shapes[out] is not None:
         prog, n_forward = _prune(prog, n_forward, results[1:])
         results[0] = "None"
-    prog = stack.rewrite(prog, n_forward) if numpy else prog  # sums of products: one each
+    prog = stack.rewrite(stack.transposed_once(prog, n_forward), n_forward) if numpy else prog
     if native:
         prog, n_forward = native_calls.replaced(prog, n_forward, sched, shapes, scalar,
                                                escapes | set(results), env, native == "numba")

@@ -188,11 +188,12 @@ class _MatmulLowering:
                     f"{c} = np.matmul({g}, np.swapaxes({b}, -1, -2), out={C})"], False, [])
             return ([g, a], lambda c, C, T: [
                 f"{c} = np.matmul(np.swapaxes({a}, -1, -2), {g}, out={C})"], False, [])
-        if pos == 0:
-            return [g, b], lambda c, C, T: [f"{c} = np.dot({g}, {b}.T, {C})"], False, []
-        if pos == 1:  # a sum of such products may become one (gpugrad.compiler.stack)
+        if pos == 0:  # (the products are told to the rewrites: gpugrad.compiler.stack)
+            return ctx.Backward([g, b], lambda c, C, T: [f"{c} = np.dot({g}, {b}.T, {C})"],
+                                False, [], product=("nt", g, b))
+        if pos == 1:
             return ctx.Backward([g, a], lambda c, C, T: [f"{c} = np.dot({a}.T, {g}, {C})"],
-                                False, [], contracts=(a, g))
+                                False, [], product=("tn", a, g))
         return "g"  # linear's bias: g summed down to its shape
 
 

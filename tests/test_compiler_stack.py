@@ -1,0 +1,160 @@
+"""The stack rewrite (gpugrad/compiler/stack.py): a gradient summed over products
+``a_k.T @ b_k`` whose rows line up is one product of stacked rows. It adds in another order
+than the sum of products, so the planned program's gradients are compared with the first,
+step-by-step run: float64 to 1e-12, float32 in ulps (helpers.assert_orders_agree)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import assert_orders_agree
+
+import gpugrad as gg
+from gpugrad import optim
+from gpugrad.compiler import plan, stack
+
+
+@pytest.fixture(autouse=True)
+def numpy_tier(monkeypatch):
+    """These tests read the NumPy tier's code unless they ask for the native one."""
+    monkeypatch.setenv("GPUGRAD_JIT", "0")
+
+
+def _rnn(dtype, steps=6, n=5, n_in=3, hidden=4, seed=1):
+    """An Elman net's loss graph, its parameters and a feed (the benchmark's ``rnn``)."""
+    rng = np.random.default_rng(seed)
+    Wx = gg.Variable((rng.standard_normal((n_in, hidden)) * 0.5).astype(dtype), name="Wx")
+    Wh = gg.Variable((rng.standard_normal((hidden, hidden)) * 0.5).astype(dtype), name="Wh")
+    b = gg.Variable(rng.standard_normal(hidden).astype(dtype), name="b")
+    x = gg.Placeholder((steps, n, n_in), dtype, name="x")
+    h = gg.tanh(x[0] @ Wx + b)
+    for t in range(1, steps):
+        h = gg.tanh(x[t] @ Wx + h @ Wh + b)
+    loss = gg.sum(h * h)
+    feed = {x: rng.standard_normal((steps, n, n_in)).astype(dtype)}
+    return loss, [Wx, Wh, b], feed
+
+
+def _stacked_lines(loss, wrt):
+    (prog,) = loss._schedule(tuple(wrt))[0].programs.values()
+    lines = [line.split("  #")[0].strip() for line in prog.source.splitlines()]
+    return [line for line in lines if ".reshape(-1, " in line], lines
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_rnn_weight_gradients_are_one_product_each(numpy_backend, dtype):
+    """Both weights' gradients (the input weight over the rows of x, the recurrent one over
+    the states) are one product each, and equal the step-by-step sums of products."""
+    loss, wrt, feed = _rnn(dtype)
+    first = gg.gradients(loss, wrt, feed=feed)  # the checked interpreter
+    for _ in range(2):
+        got = gg.gradients(loss, wrt, feed=feed)  # the planned program
+    for a, e in zip(got, first):
+        assert a.dtype == e.dtype
+        assert_orders_agree(a, e)
+    stacked, lines = _stacked_lines(loss, wrt)
+    assert len(stacked) == 2
+    assert stacked[0].startswith("g") and "v0[0:6].reshape(-1, 3).T" in stacked[0]
+    assert "[0:5].reshape(-1, 4).T" in stacked[1] and "[1:6].reshape(-1, 4)" in stacked[1]
+    assert not any(".T, c" in line for line in lines)  # no product per step is left
+
+
+def test_training_steps_match_eager_training(numpy_backend):
+    """Ten SGD steps of the graph (planned, stacked, from its second step) follow ten eager
+    steps of the same net (float64, 1e-12)."""
+    params = []
+    for graph in (True, False):
+        loss, wrt, feed = _rnn("float64", steps=5, seed=3)
+        (xs,) = feed.values()
+        opt = optim.SGD(wrt, lr=0.1)
+        Wx, Wh, b = wrt
+        for _ in range(10):
+            if graph:
+                opt.minimize(loss, feed=feed)
+                continue
+            h = gg.tanh(gg.asarray(xs[0]) @ Wx + b)
+            for t in range(1, 5):
+                h = gg.tanh(gg.asarray(xs[t]) @ Wx + h @ Wh + b)
+            opt.zero_grad()
+            gg.sum(h * h).backward()
+            opt.step()
+        params.append([gg.to_numpy(p.data).copy() for p in wrt])
+    for a, e in zip(*params):
+        np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-14)
+    assert not np.allclose(params[0][1], _rnn("float64", steps=5, seed=3)[1][1].data)
+
+
+def test_rows_that_do_not_line_up_stay_products(numpy_backend):
+    """One row of x read twice (two values at one row) cannot be one product of rows: the
+    sum stays as it was, and is right."""
+    x = gg.Placeholder((3, 4, 2), "float64", name="x")
+    W = gg.Variable(np.linspace(-1, 1, 6).reshape(2, 3), name="W")
+    loss = gg.sum(gg.tanh(x[0] @ W) * gg.tanh(x[0] @ W + 1.0) + gg.tanh(x[2] @ W))
+    feed = {x: np.linspace(-2, 2, 24).reshape(3, 4, 2)}
+    first = gg.gradients(loss, [W], feed=feed)
+    got = gg.gradients(loss, [W], feed=feed)
+    np.testing.assert_allclose(got[0], first[0], rtol=1e-12, atol=1e-14)
+    stacked, lines = _stacked_lines(loss, [W])
+    assert stacked == []
+    assert sum(".T, " in line for line in lines) == 3
+
+
+def test_native_tier_reads_the_same_rows(numpy_backend, native):
+    """The native tier's program (its fused kernels write the rows of the stacks) gives the
+    gradients of the step-by-step run."""
+    loss, wrt, feed = _rnn("float64")
+    first = gg.gradients(loss, wrt, feed=feed)
+    for _ in range(2):
+        got = gg.gradients(loss, wrt, feed=feed)
+    for a, e in zip(got, first):
+        assert_orders_agree(a, e)
+    stacked, _ = _stacked_lines(loss, wrt)
+    assert len(stacked) == 2
+
+
+def test_compiled_rnn_matches_eager(numpy_backend):
+    """gg.compile of the same net gives eager's gradients (float64, 1e-12)."""
+    loss, wrt, feed = _rnn("float64")
+    (xs,) = feed.values()
+    Wx, Wh, b = wrt
+
+    def f(x):
+        h = gg.tanh(x[0] @ Wx + b)
+        for t in range(1, x.shape[0]):
+            h = gg.tanh(x[t] @ Wx + h @ Wh + b)
+        return gg.sum(h * h)
+    step = gg.compile(f)
+    for _ in range(3):
+        for p in wrt:
+            p.grad = None
+        step(gg.asarray(xs)).backward()
+    got = [gg.to_numpy(p.grad) for p in wrt]
+    for p in wrt:
+        p.grad = None
+    f(gg.asarray(xs)).backward()
+    for a, p in zip(got, wrt):
+        np.testing.assert_allclose(a, gg.to_numpy(p.grad), rtol=1e-12, atol=1e-14)
+
+
+def test_plan_places_a_stack_or_gives_it_up():
+    """The members of a Stack get the rows of one buffer held for the whole program (no
+    later value takes it); a member handed back cannot, and the stack gets no buffer."""
+    def prog_with(st):
+        return [plan.Instr([], [("a", (2,), "f8")], None, True),
+                plan.Instr(["a"], [("b", (2,), "f8")], None, True),
+                plan.Instr(["a", "b"], [("s", (2,), "f8")], None, True, stacks=[st]),
+                plan.Instr(["s"], [("t", (2,), "f8")], None, True)]
+    st = plan.Stack(["b", "a"], (2,), "f8")
+    where, shapes = plan.assign(prog_with(st), escapes={"t"})
+    assert (where["a"], where["b"]) == (f"{st.buffer}[1]", f"{st.buffer}[0]")
+    assert shapes[st.buffer] == ((2, 2), "f8")
+    assert where["s"] != st.buffer
+    st = plan.Stack(["b", "a"], (2,), "f8")
+    where, _ = plan.assign(prog_with(st), escapes={"t", "a"})
+    assert st.buffer is None and "a" not in where and where["b"] != where.get("s")
+
+
+def test_summands_reads_only_additions():
+    assert stack.summands(("add", ("name", "a"), ("name", "b"))) == ["a", "b"]
+    assert stack.summands(("multiply", ("name", "a"), ("name", "b"))) is None
+    assert stack.summands(("add", ("name", "a"), ("const", 1.0))) is None
