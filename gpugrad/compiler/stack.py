@@ -34,7 +34,7 @@ computes the products one by one and adds them in the original order.
 ...     (g,) = gg.gradients(loss, [W], feed=feed)
 >>> (prog,) = loss._schedule((W,))[0].programs.values()
 >>> [line.split("  #")[0].strip() for line in prog.source.splitlines() if "[0:3]" in line]
-['g6 = np.dot(v0[0:3].reshape(-1, 2).T, B2[0:3].reshape(-1, 2), None)']
+['g2 = np.dot(v0[0:3].reshape(-1, 2).T, B0[0:3].reshape(-1, 2), None)']
 """
 
 from __future__ import annotations
