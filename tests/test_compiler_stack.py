@@ -11,7 +11,7 @@ from helpers import assert_orders_agree
 
 import gpugrad as gg
 from gpugrad import optim
-from gpugrad.compiler import plan, stack
+from gpugrad.compiler import plan, products, stack
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +38,7 @@ def _rnn(dtype, steps=6, n=5, n_in=3, hidden=4, seed=1):
 def _stacked_lines(loss, wrt):
     (prog,) = loss._schedule(tuple(wrt))[0].programs.values()
     lines = [line.split("  #")[0].strip() for line in prog.source.splitlines()]
-    return [line for line in lines if ".reshape(-1, " in line], lines
+    return [line for line in lines if ".reshape(-1, " in line and ".T, " in line], lines
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -57,6 +57,12 @@ def test_rnn_weight_gradients_are_one_product_each(numpy_backend, dtype):
     assert stacked[0].startswith("g") and "v0[0:6].reshape(-1, 3).T" in stacked[0]
     assert "[0:5].reshape(-1, 4).T" in stacked[1] and "[1:6].reshape(-1, 4)" in stacked[1]
     assert not any(".T, c" in line for line in lines)  # no product per step is left
+    # the forward's x[t] @ Wx: one product of x's rows, written into the rows of a buffer
+    assert "sx_ = v0[0:6].reshape(-1, 3)" in lines
+    assert sum(line.startswith("np.dot(sx_[") for line in lines) == 1
+    # the 5 products g @ Wh.T read one transposed copy of Wh
+    assert sum(line.startswith("np.copyto(") and "v7.T)" in line for line in lines) == 1
+    assert not any(".T, B" in line and line.startswith("c") for line in lines)
 
 
 def test_training_steps_match_eager_training(numpy_backend):
@@ -158,3 +164,51 @@ def test_summands_reads_only_additions():
     assert stack.summands(("add", ("name", "a"), ("name", "b"))) == ["a", "b"]
     assert stack.summands(("multiply", ("name", "a"), ("name", "b"))) is None
     assert stack.summands(("add", ("name", "a"), ("const", 1.0))) is None
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_long_stacks_are_cut_into_pieces_below_the_threading_size(numpy_backend, dtype):
+    """The benchmark's shapes (16 steps, batch 32, 16 inputs, 64 hidden): every product of
+    stacked rows stays at or below MAX_WORK multiply-adds (pieces added in order), and the
+    gradients agree with the step-by-step run."""
+    loss, wrt, feed = _rnn(dtype, steps=16, n=32, n_in=16, hidden=64, seed=4)
+    first = gg.gradients(loss, wrt, feed=feed)
+    for _ in range(2):
+        got = gg.gradients(loss, wrt, feed=feed)
+    for a, e in zip(got, first):  # float32: sums over 512 rows, in another order
+        assert_orders_agree(a, e, ulps=16)
+    _, lines = _stacked_lines(loss, wrt)
+    assert sum(line.startswith("np.dot(sx_[") for line in lines) == 2  # 512 rows by 16: 2
+    assert sum("np.dot(sa_[" in line for line in lines) == 2 + 8  # 512 by 16, 480 by 64
+    assert "np.dot(sa_[420:480].T, sb_[420:480]" in "\n".join(lines)
+    assert products.pieces(480, 64 * 64) * 64 * 64 <= products.MAX_WORK
+
+
+def test_a_matrix_read_transposed_once_or_twice_is_not_copied(numpy_backend):
+    """Two products g @ W.T (fewer than NT_USES) read W through its transposed view."""
+    loss, wrt, feed = _rnn("float64", steps=3)
+    for _ in range(3):
+        gg.gradients(loss, wrt, feed=feed)
+    _, lines = _stacked_lines(loss, wrt)
+    assert products.NT_USES == 3
+    assert not any(line.startswith("np.copyto(") for line in lines)
+    assert sum(".T, B" in line and line.startswith("c") for line in lines) == 2
+
+
+def test_rows_in_another_order_are_one_product_in_their_order(numpy_backend):
+    """Products of W by x's rows 2, 0, 1 (in that order) are one product of rows 0 to 2,
+    each step reading its own row; rows with a gap (0 and 2) stay two products."""
+    x = gg.Placeholder((4, 3, 2), "float64", name="x")
+    W = gg.Variable(np.linspace(-1, 1, 10).reshape(2, 5), name="W")
+    feed = {x: np.linspace(-3, 3, 24).reshape(4, 3, 2)}
+    for rows, merged in (((2, 0, 1), True), ((0, 2), False)):
+        total = None
+        for j, t in enumerate(rows):
+            term = gg.tanh(x[t] @ W) * float(j + 1)
+            total = term if total is None else total + term
+        loss = gg.sum(total)
+        first = gg.gradients(loss, [W], feed=feed)
+        got = gg.gradients(loss, [W], feed=feed)
+        np.testing.assert_allclose(got[0], first[0], rtol=1e-12, atol=1e-14)
+        _, lines = _stacked_lines(loss, [W])
+        assert ("sx_ = v0[0:3].reshape(-1, 2)" in lines) is merged

@@ -46,6 +46,7 @@ class Forward(NamedTuple):
     native: Any = None  # the op's own kernel for the native tier (see NativeKernel)
     view: bool = False  # its value is a view of its input: left to ordinary allocation
     part: tuple | None = None  # (input, i): the view is that input's row i (compiler.stack)
+    product: tuple | None = None  # ("nn", a, b): it is the matrix product a @ b
 
 
 class Backward(NamedTuple):

@@ -176,7 +176,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [
                 (f"v{o}", *shapes[o]), *[(n, *sv) for n, sv in zip(saved, low.saved)]],
                 emit, not low.view, inplace={f"v{o}": over}, temps=low.temps, tag=ftag,
-                scalar=None if saved else low.scalar, part=low.part))
+                scalar=None if saved else low.scalar, part=low.part, product=low.product))
             continue
         fwd = sched.fsteps[k][0]
         if numpy:
@@ -322,7 +322,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     if grads and not value and numpy and shapes[out] is not None:
         prog, n_forward = _prune(prog, n_forward, results[1:])
         results[0] = "None"
-    prog = stack.rewrite(stack.transposed_once(prog, n_forward), n_forward) if numpy else prog
+    prog, n_forward = stack.rewrite(prog, n_forward) if numpy else (prog, n_forward)
     if native:
         prog, n_forward = native_calls.replaced(prog, n_forward, sched, shapes, scalar,
                                                escapes | set(results), env, native == "numba")

@@ -33,8 +33,8 @@ computes the products one by one and adds them in the original order.
 >>> for _ in range(2):
 ...     (g,) = gg.gradients(loss, [W], feed=feed)
 >>> (prog,) = loss._schedule((W,))[0].programs.values()
->>> [line.split("  #")[0].strip() for line in prog.source.splitlines() if "[0:3]" in line]
-['g2 = np.dot(v0[0:3].reshape(-1, 2).T, B0[0:3].reshape(-1, 2), None)']
+>>> [line.split("  #")[0].strip() for line in prog.source.splitlines() if ".T, " in line]
+['g2 = np.dot(v0[0:3].reshape(-1, 2).T, B1[0:3].reshape(-1, 2), None)']
 """
 
 from __future__ import annotations
@@ -43,20 +43,14 @@ from typing import Any
 
 import numpy as np
 
-from . import plan
+from . import plan, products
 
 
-MAX_WORK = 1 << 18
-"""The most multiply-adds (``m * n * k``) of one product of stacked rows; a longer stack
-is cut into pieces of about equal length, added in order. OpenBLAS runs a product above
-this size on several threads: on a machine whose cores are busy with other work, that made
-the ``rnn`` benchmark's step 30 times slower (22 ms against 0.7 ms, 2026-12-06), where a
-piece below it runs on the calling thread."""
-
-
-def rewrite(prog: list, n_forward: int) -> list:
+def rewrite(prog: list, n_forward: int) -> tuple[list, int]:
     """``prog`` with each sum of contracting products (in the backward block, from
-    ``n_forward``) whose rows line up replaced by one product of stacked rows."""
+    ``n_forward``) whose rows line up replaced by one product of stacked rows, after the
+    rewrites of gpugrad.compiler.products; and the new length of its forward block."""
+    prog, n_forward = products.rewrite(prog, n_forward)
     defs = {name: k for k, ins in enumerate(prog) for name, *_ in ins.defines}
     info = {name: (shape, dtype) for ins in prog for name, shape, dtype in ins.defines}
     readers: dict = {}
@@ -71,7 +65,7 @@ def rewrite(prog: list, n_forward: int) -> list:
         return name
     found = []
     for k in range(n_forward, len(prog)):
-        pairs = _pairs(prog, k, defs, info, readers)
+        pairs = _pairs(prog, k, n_forward, defs, info, readers)
         if pairs is not None:
             found.append((k, pairs))
     parts = {root(n): ("part",) + ins.part for ins in prog if ins.part is not None
@@ -100,49 +94,7 @@ def rewrite(prog: list, n_forward: int) -> list:
             out.append(_merged(ins, *merged[k], info, stacks))
         elif k not in gone:
             out.append(ins)
-    return out
-
-
-NT_USES = 3
-"""A matrix ``W`` read transposed (``g @ W.T``) by at least this many products is copied
-transposed once, and the products read the copy (see :func:`transposed_once`)."""
-
-
-def transposed_once(prog: list, n_forward: int) -> list:
-    """``prog`` where each matrix that :data:`NT_USES` or more backward products read
-    transposed (``g @ W.T``, the gradient of ``x @ W`` by ``x``) is copied transposed into
-    a planned buffer just before the first of them, which then multiply by the copy: OpenBLAS
-    multiplies a 32x64 by a transposed 64x64 in 5.5 µs and by a contiguous one in 2.9 µs,
-    and the copy takes 1.9 µs (float32, one thread, 2026-12-06; with one reader the copy
-    does not pay: docs/performance.md). Same products, possibly rounded by another kernel."""
-    info = {name: (shape, dtype) for ins in prog for name, shape, dtype in ins.defines}
-    uses: dict = {}
-    for k in range(n_forward, len(prog)):
-        got = prog[k].product
-        if got is not None and got[0] == "nt" and len(prog[k].defines) == 1:
-            uses.setdefault(got[2], []).append(k)
-    copies = {ks[0]: w for w, ks in uses.items() if len(ks) >= NT_USES}
-    if not copies:
-        return prog
-    out = []
-    for k, ins in enumerate(prog):
-        if k in copies:  # W.T's shape: (g's columns, the product's columns)
-            w, (c, (n, p), dtype) = copies[k], ins.defines[0]
-            g = info.get(ins.product[1], ((None, None),))[0]
-            out.append(plan.Instr([w], [(f"t_{w}", (g[1], p) if g[1] else None, dtype)],
-                                  lambda outs, temps, w=w: [
-                                      f"np.copyto({outs[0]}, {w}.T)", f"t_{w} = {outs[0]}"]
-                                  if outs[0] != "None" else
-                                  [f"t_{w} = np.ascontiguousarray({w}.T)"], True,
-                                  tag=ins.tag + " (the matrix transposed once)"))
-        got = ins.product
-        if got is not None and got[0] == "nt" and uses.get(got[2], [k])[0] in copies:
-            name, shape, dtype = ins.defines[0]
-            g, t = got[1], f"t_{got[2]}"
-            ins = plan.Instr([g, t], ins.defines, lambda outs, temps, c=name, g=g, t=t: [
-                f"{c} = np.dot({g}, {t}, {outs[0]})"], True, tag=ins.tag)
-        out.append(ins)
-    return out
+    return out, n_forward
 
 
 def summands(node: tuple | None) -> list | None:
@@ -161,7 +113,8 @@ def summands(node: tuple | None) -> list | None:
     return left + right if left is not None and right is not None else None
 
 
-def _pairs(prog: list, k: int, defs: dict, info: dict, readers: dict) -> list | None:
+def _pairs(prog: list, k: int, n_forward: int, defs: dict, info: dict,
+           readers: dict) -> list | None:
     """``[(step, a, b), ...]`` where instruction ``k`` adds products ``a.T @ b`` read only
     by it, of matrices of one shape and one float dtype each side (else None)."""
     ins = prog[k]
@@ -172,7 +125,7 @@ def _pairs(prog: list, k: int, defs: dict, info: dict, readers: dict) -> list | 
     pairs = []
     for t in terms:
         j = defs.get(t, -1)
-        got = prog[j].product if 0 <= j < k else None
+        got = prog[j].product if n_forward <= j < k else None
         if got is None or got[0] != "tn" or readers.get(t) != 1 or len(prog[j].defines) != 1 or \
                 info.get(t) != info[ins.defines[0][0]]:
             return None
@@ -254,7 +207,7 @@ def _merged(ins: plan.Instr, pairs: list, where: tuple, info: dict,
         a, b = (f"{arr}[{start}:{start + n}].reshape(-1, {m})"
                 for arr, (_, start), m in zip(arrays, where, cols))
         rows = n * info[pairs[0][1]][0][0]
-        step = -(-rows // -(-rows * cols[0] * cols[1] // MAX_WORK))  # pieces of one size
+        step = products.pieces(rows, cols[0] * cols[1])
         if step >= rows:
             return [f"{c} = np.dot({a}.T, {b}, {C})"]
         lines = [f"sa_ = {a}", f"sb_ = {b}", f"{c} = np.dot(sa_[:{step}].T, sb_[:{step}], {C})"]

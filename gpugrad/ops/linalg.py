@@ -174,7 +174,8 @@ class _MatmulLowering:
     def forward(ins, info, out, params, ctx):
         a, b = ins[0], ins[1]
         if _matrices(info, 2):
-            return lambda o, dst: [f"{o} = np.dot({a}, {b}, {dst})"]
+            return ctx.Forward(lambda o, dst: [f"{o} = np.dot({a}, {b}, {dst})"], [], (),
+                               product=("nn", a, b))
         if _batched(info):
             return lambda o, dst: [f"{o} = np.matmul({a}, {b}, out={dst})"]
         return None
