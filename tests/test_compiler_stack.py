@@ -212,3 +212,30 @@ def test_rows_in_another_order_are_one_product_in_their_order(numpy_backend):
         np.testing.assert_allclose(got[0], first[0], rtol=1e-12, atol=1e-14)
         _, lines = _stacked_lines(loss, [W])
         assert ("sx_ = v0[0:3].reshape(-1, 2)" in lines) is merged
+
+
+def test_a_batch_first_rnn_serves_every_batch_size(numpy_backend):
+    """Batch-first steps (``x[:, t]``, not rows of x): the states and the dz are stacked
+    with the batch symbolic (gpugrad.compiler.batch), and one program gives the
+    step-by-step gradients at batch sizes 4 and 7."""
+    rng = np.random.default_rng(5)
+    Wx = gg.Variable(rng.standard_normal((3, 4)) * 0.5, name="Wx")
+    Wh = gg.Variable(rng.standard_normal((4, 4)) * 0.5, name="Wh")
+    x = gg.Placeholder((None, 5, 3), "float64", name="x")
+    h = gg.tanh(x[:, 0] @ Wx)
+    for t in range(1, 5):
+        h = gg.tanh(x[:, t] @ Wx + h @ Wh)
+    loss = gg.sum(h * h)
+    for n in (4, 7, 4):
+        feed = {x: rng.standard_normal((n, 5, 3))}
+        first = [gg.to_numpy(g).copy() for g in gg.gradients(loss, [Wx, Wh], feed=feed)]
+        sched = loss._schedule((Wx, Wh))[0]
+        for _ in range(2):
+            got = gg.gradients(loss, [Wx, Wh], feed=feed)
+        for a, e in zip(got, first):
+            np.testing.assert_allclose(a, e, rtol=1e-12, atol=1e-14)
+    (prog,) = sched.programs.values()
+    assert prog.frames is not None  # one program for every batch size
+    lines = [line.split("  #")[0].strip() for line in prog.source.splitlines()]
+    assert "for r_ in range(16384, sa_.shape[0], 16384):" in lines  # pieces at run time
+    assert sum(".T, c" in line for line in lines) == 5  # x[:, t] are views: per product

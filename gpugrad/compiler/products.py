@@ -16,7 +16,9 @@ rounding (tests/test_compiler_stack.py compares them in ulps). No product of mor
 
 from __future__ import annotations
 
-from . import plan
+from typing import Callable
+
+from . import batch, plan
 
 MAX_WORK = 1 << 18
 """The most multiply-adds (``m * n * k``) of one product made of several; a longer one is
@@ -38,6 +40,26 @@ def pieces(rows: int, work_per_row: int) -> int:
     """
     n = -(-rows * work_per_row // MAX_WORK)
     return -(-rows // max(n, 1))
+
+
+def in_pieces(rows: int, work_per_row: int, first: Callable, rest: Callable,
+              length: str) -> list:
+    """Lines running a product of ``rows`` rows in pieces of at most :data:`MAX_WORK`:
+    ``first(rows slice)`` for the first piece, ``rest(rows slice)`` for each later one, in
+    order. A row count derived from the batch (gpugrad.compiler.batch: known when the
+    program runs, as ``length``) gets a loop over pieces of one length.
+
+    >>> in_pieces(6, 1 << 17, "A[{}]".format, "B[{}]".format, "n")
+    ['A[0:2]', 'B[2:4]', 'B[4:6]']
+    >>> in_pieces(batch.PROBE, 1 << 17, "A[{}]".format, "B[{}]".format, "n")
+    ['A[0:2]', 'for r_ in range(2, n, 2):', '    B[r_:r_ + 2]']
+    """
+    if rows >= batch.PROBE // 2:
+        step = max(1, MAX_WORK // work_per_row)
+        return [first(f"0:{step}"), f"for r_ in range({step}, {length}, {step}):",
+                "    " + rest(f"r_:r_ + {step}")]
+    step = pieces(rows, work_per_row)
+    return [first(f"0:{step}")] + [rest(f"{r}:{r + step}") for r in range(step, rows, step)]
 
 
 def rewrite(prog: list, n_forward: int) -> tuple[list, int]:
@@ -79,7 +101,6 @@ def _one(base: str, w: str, items: list, a: tuple, shape: tuple, dtype: object,
     names = [name for _, _, (name, _, _) in items]
     first, n = items[0][1], len(items)
     st = plan.Stack(list(names), shape, dtype)
-    step = pieces(n * shape[0], a[1] * shape[1])
 
     def emit(outs: list, temps: list) -> list:
         if st.buffer is None:  # one by one, as before
@@ -87,8 +108,8 @@ def _one(base: str, w: str, items: list, a: tuple, shape: tuple, dtype: object,
                     for j, (m, o) in enumerate(zip(names, outs))]
         lines = [f"sx_ = {base}[{first}:{first + n}].reshape(-1, {a[1]})",
                  f"sy_ = B{st.buffer}.reshape(-1, {shape[1]})"]
-        lines += [f"np.dot(sx_[{r}:{r + step}], {w}, sy_[{r}:{r + step}])"
-                  for r in range(0, n * shape[0], step)]
+        piece = f"np.dot(sx_[{{0}}], {w}, sy_[{{0}}])".format
+        lines += in_pieces(n * shape[0], a[1] * shape[1], piece, piece, "sx_.shape[0]")
         return lines + [f"{m} = {o}" for m, o in zip(names, outs)]
     k = min(k for k, _, _ in items)
     ins = plan.Instr([base, w], [(m, shape, dtype) for m in names], emit, True, stacks=[st],

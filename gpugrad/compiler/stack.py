@@ -70,7 +70,8 @@ def rewrite(prog: list, n_forward: int) -> tuple[list, int]:
             found.append((k, pairs))
     parts = {root(n): ("part",) + ins.part for ins in prog if ins.part is not None
              for n, *_ in ins.defines}
-    layout = Layout(parts)
+    layout = Layout(parts, {root(n) for ins in prog if not ins.lowered
+                            for n, *_ in ins.defines})
     found.sort(key=lambda f: (not any(root(a) in parts for _, a, _ in f[1]), f[0]))
     merged = {}
     named: dict = {}  # root -> the name a product reads it by (kept by the native tier)
@@ -146,16 +147,19 @@ class Layout:
     row of (``("part", value, ...)``) or a new stack (an int, its size and row info in
     ``new``)."""
 
-    def __init__(self, parts: dict) -> None:
+    def __init__(self, parts: dict, unplanned: set) -> None:
         self.pos = {r: (("part", v), i) for r, (_, v, i) in parts.items()}
         self.new: dict = {}
+        self.unplanned = unplanned  # values no plan can place (views, generic rules' values)
 
     def place(self, a: list, b: list) -> tuple | None:
         """Rows for the values of both sides of one sum (in pairs ``a[k]``, ``b[k]``):
         ``((key, start), (key, start))``, each side's rows ``start .. start + K``; None
         where they cannot line up."""
         sides = [self._side(a), self._side(b)]
-        if "bad" in sides or len(set(a)) != len(a) or len(set(b)) != len(b):
+        if "bad" in sides or len(set(a)) != len(a) or len(set(b)) != len(b) or any(
+                side is None and self.unplanned.intersection(vals)
+                for side, vals in zip(sides, (a, b))):
             return None
         if sides[0] is None and sides[1] is None:  # both free: rows in the sum's order
             sides[0] = self._fresh(a, range(len(a)))
@@ -207,11 +211,11 @@ def _merged(ins: plan.Instr, pairs: list, where: tuple, info: dict,
         a, b = (f"{arr}[{start}:{start + n}].reshape(-1, {m})"
                 for arr, (_, start), m in zip(arrays, where, cols))
         rows = n * info[pairs[0][1]][0][0]
-        step = products.pieces(rows, cols[0] * cols[1])
-        if step >= rows:
+        if products.pieces(rows, cols[0] * cols[1]) >= rows:
             return [f"{c} = np.dot({a}.T, {b}, {C})"]
-        lines = [f"sa_ = {a}", f"sb_ = {b}", f"{c} = np.dot(sa_[:{step}].T, sb_[:{step}], {C})"]
-        return lines + [f"np.add({c}, np.dot(sa_[{r}:{r + step}].T, sb_[{r}:{r + step}], "
-                        f"{temps[0]}), {c})" for r in range(step, rows, step)]
+        return [f"sa_ = {a}", f"sb_ = {b}"] + products.in_pieces(
+            rows, cols[0] * cols[1], f"{c} = np.dot(sa_[{{0}}].T, sb_[{{0}}], {C})".format,
+            f"np.add({c}, np.dot(sa_[{{0}}].T, sb_[{{0}}], {temps[0]}), {c})".format,
+            "sa_.shape[0]")
     return plan.Instr(reads, [(name, shape, dtype)], emit, True, temps=[(shape, dtype)],
                       tag=ins.tag + " (one product of stacked rows)", stacks=used)
