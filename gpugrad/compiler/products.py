@@ -81,6 +81,7 @@ def one_product(prog: list, n_forward: int) -> tuple[list, int]:
             base, row = parts[got[1]]
             groups.setdefault((base, got[2]), []).append((k, row, prog[k].defines[0]))
     merged: dict = {}
+    gone: set = set()
     for (base, w), items in groups.items():
         rows = sorted(r for _, r, _ in items)
         kinds = {(shape, dtype) for _, _, (_, shape, dtype) in items}
@@ -91,7 +92,8 @@ def one_product(prog: list, n_forward: int) -> tuple[list, int]:
         (shape, dtype), = kinds
         items.sort(key=lambda i: i[1])
         merged[min(k for k, _, _ in items)] = _one(base, w, items, a, shape, dtype, prog)
-    gone = {k for ins in merged.values() for k in ins.gone} - merged.keys()
+        gone.update(k for k, _, _ in items)
+    gone -= merged.keys()
     return [merged.get(k, ins) for k, ins in enumerate(prog) if k not in gone], \
         n_forward - len(gone)
 
@@ -112,10 +114,8 @@ def _one(base: str, w: str, items: list, a: tuple, shape: tuple, dtype: object,
         lines += in_pieces(n * shape[0], a[1] * shape[1], piece, piece, "sx_.shape[0]")
         return lines + [f"{m} = {o}" for m, o in zip(names, outs)]
     k = min(k for k, _, _ in items)
-    ins = plan.Instr([base, w], [(m, shape, dtype) for m in names], emit, True, stacks=[st],
-                     tag=prog[k].tag + " (one product for the rows of one array)")
-    ins.gone = {k for k, _, _ in items}
-    return ins
+    return plan.Instr([base, w], [(m, shape, dtype) for m in names], emit, True, stacks=[st],
+                      tag=prog[k].tag + " (one product for the rows of one array)")
 
 
 
