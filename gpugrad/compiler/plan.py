@@ -52,7 +52,7 @@ class Instr:
     scalar: tuple | None = None  # its one value as a formula over value names (fusion)
     rows: str | None = None  # or: its value is this value summed over its leading axes
     tag: str = ""
-    product: tuple | None = None  # ("tn" | "nt", a, b): a.T @ b or a @ b.T (lower.Backward)
+    product: tuple | None = None  # ("nn" | "tn" | "nt", a, b): a @ b, a.T @ b or a @ b.T
     part: tuple | None = None  # its value is a view of row i of a value, (value, i)
     stacks: list = field(default_factory=list)  # Stacks whose rows it reads (see Stack)
 
