@@ -239,3 +239,21 @@ def test_a_batch_first_rnn_serves_every_batch_size(numpy_backend):
     lines = [line.split("  #")[0].strip() for line in prog.source.splitlines()]
     assert "for r_ in range(16384, sa_.shape[0], 16384):" in lines  # pieces at run time
     assert sum(".T, c" in line for line in lines) == 5  # x[:, t] are views: per product
+
+
+def test_layout_lines_rows_up_across_sums():
+    """Rows of an array keep their rows and the other side follows; a value shared with a
+    later sum keeps its row there; rows that do not line up, or a value on both sides of
+    a sum, leave the sum as it was (None)."""
+    lay = stack.Layout({"x0": ("part", "x", 0), "x1": ("part", "x", 1),
+                        "x2": ("part", "x", 2)}, unplanned={"view"})
+    (kx, sx), (kd, sd) = lay.place(["x2", "x1", "x0"], ["d2", "d1", "d0"])
+    assert (kx, sx, sd) == (("part", "x"), 0, 0)
+    assert [lay.pos[d] for d in ("d0", "d1", "d2")] == [(kd, 0), (kd, 1), (kd, 2)]
+    (kh, sh), (kd2, sd2) = lay.place(["h0", "h1"], ["d1", "d2"])  # h[t-1] with d[t]
+    assert (kd2, sd2, sh) == (kd, 1, 0) and lay.pos["h1"] == (kh, 1)
+    assert lay.place(["h0", "h1"], ["d2", "d1"]) is None  # another order
+    assert lay.place(["x0", "x2"], ["e0", "e1"]) is None  # a gap in x's rows
+    assert lay.place(["p", "q"], ["q", "r"]) is None  # q on both sides
+    assert lay.place(["view", "v2"], ["f0", "f1"]) is None  # a view cannot be planned
+    assert lay.place(["d0", "h0"], ["g0", "g1"]) is None  # rows of two arrays

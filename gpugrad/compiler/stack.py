@@ -162,6 +162,8 @@ class Layout:
                 for side, vals in zip(sides, (a, b))):
             return None
         if sides[0] is None and sides[1] is None:  # both free: rows in the sum's order
+            if set(a) & set(b):  # (a value on both sides: one row each side, unplaceable)
+                return None
             sides[0] = self._fresh(a, range(len(a)))
         for s, t, vals in ((0, 1, b), (1, 0, a)):
             if sides[t] is None:
