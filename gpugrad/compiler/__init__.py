@@ -14,8 +14,10 @@ A graph goes through the passes in this order:
   ``rewrite`` applies exact rules about ops in general (a negation moved into the step
   that produces it), ``lower`` writes NumPy steps with ``out=`` from the op declarations
   (elementwise ops' scalar formulas through ``formula``, other ops' own lowerings; a full
-  sum's gradient stays 0-d), and ``plan`` gives their values buffers by liveness, kept
-  across runs, letting an elementwise step write over an input it reads for the last time;
+  sum's gradient stays 0-d), ``products`` and ``stack`` turn the per-step products of an
+  unrolled loop into products of stacked rows (a weight's gradient summed over the steps as
+  one product), and ``plan`` gives their values buffers by liveness, kept across runs,
+  letting an elementwise step write over an input it reads for the last time;
 - ``listing``: each generated line tagged with its op and the user's line that built it,
   the text ``.source`` hands back, and the file names that tracebacks and debuggers read.
 

@@ -47,6 +47,8 @@ class Forward(NamedTuple):
     view: bool = False  # its value is a view of its input: left to ordinary allocation
     total: tuple | None = None  # (the value it sums whole, emit(o, s) of the rest from the
     # sum's name s): where a kernel makes that value, it may add it up (native_fold)
+    part: tuple | None = None  # (input, i): the view is that input's row i (compiler.stack)
+    product: tuple | None = None  # ("nn", a, b): it is the matrix product a @ b
 
 
 class Backward(NamedTuple):
@@ -62,6 +64,7 @@ class Backward(NamedTuple):
     scalar: tuple | None = None
     native: Any = None  # the op's own kernel for the native tier (see NativeKernel)
     rows: str | None = None  # it is this value summed over its leading axes (fusion)
+    product: tuple | None = None  # ("tn", a, b): it is a.T @ b; ("nt", a, b): a @ b.T (2-D)
 
 
 class NativeKernel(NamedTuple):

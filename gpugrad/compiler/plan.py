@@ -53,6 +53,23 @@ class Instr:
     rows: str | None = None  # or: its value is this value summed over its leading axes
     total: tuple | None = None  # or: made from this value's whole sum (lower.Forward.total)
     tag: str = ""
+    product: tuple | None = None  # ("nn" | "tn" | "nt", a, b): a @ b, a.T @ b or a @ b.T
+    part: tuple | None = None  # its value is a view of row i of a value, (value, i)
+    stacks: list = field(default_factory=list)  # Stacks whose rows it reads (see Stack)
+
+
+@dataclass
+class Stack:
+    """Values planned as the rows of one buffer of shape ``(len(members), *shape)``, in
+    order (None: a row no value takes), so that one instruction reads them as one array
+    (gpugrad.compiler.stack). ``assign`` sets ``buffer`` to its index, or leaves it None
+    where a member cannot be planned there (the reader then reads the values one by one).
+    The buffer is held for the whole program."""
+
+    members: list
+    shape: tuple
+    dtype: Any
+    buffer: int | None = None
 
 
 def assign(prog: list, escapes: set) -> tuple[dict, list]:
@@ -86,11 +103,16 @@ def assign(prog: list, escapes: set) -> tuple[dict, list]:
             last.setdefault(find(name), k)
     where: dict = {}
     shapes: list = []
+    rows = _stacked(prog, find, bad, info, shapes)  # root -> "buffer[row]"
+    bad |= rows.keys()  # (no value takes a row's buffer, nor gives it back to the pool)
     pool: dict = {}
     for k, ins in enumerate(prog):
         took = []
         for name, shape, dtype in ins.defines:
             root = find(name)
+            if root in rows:
+                where[name] = rows[root]
+                continue
             if root in bad or name in ins.alias or root in where:
                 if root in where and name not in where:
                     where[name] = where[root]
@@ -114,6 +136,23 @@ def assign(prog: list, escapes: set) -> tuple[dict, list]:
                 pool.setdefault(shapes[where[root]], []).append(where[root])
                 last[root] = -1
     return where, shapes
+
+
+def _stacked(prog: list, find: Any, bad: set, info: dict, shapes: list) -> dict:
+    """``{root: "b[i]"}`` for the members of each Stack whose members can all be planned
+    (each stack then gets buffer ``b``, appended to ``shapes``)."""
+    rows: dict = {}
+    for st in [st for ins in prog for st in ins.stacks]:
+        roots = [find(m) if m is not None else None for m in st.members]
+        named = [r for r in roots if r is not None]
+        if len(set(named)) != len(named) or any(
+                r in bad or r in rows or info.get(m) != (st.shape, st.dtype)
+                for r, m in zip(roots, st.members) if r is not None):
+            continue
+        st.buffer = len(shapes)
+        shapes.append(((len(st.members), *st.shape), st.dtype))
+        rows.update((r, f"{st.buffer}[{i}]") for i, r in enumerate(roots) if r is not None)
+    return rows
 
 
 def _dying(cands: tuple, find: Any, where: dict, bad: set, last: dict, k: int,

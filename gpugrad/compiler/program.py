@@ -23,8 +23,8 @@ import numpy as np
 from .. import fpstate
 from ..eager import as_array, fit
 from ..registry import gradient_tuple
-from . import batch, cuda_program, formula, listing, lower, native_calls, plan, rewrite, tier
-from . import update
+from . import batch, cuda_program, formula, listing, lower, native_calls, plan, rewrite, stack
+from . import tier, update
 from .codegen import build as build_function
 
 GUARDED = "numpy-overflow-raises"  # fast-path key: rules run under errstate(over="raise")
@@ -177,7 +177,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             fwd_lines.append(plan.Instr([f"v{i}" for i in ins], [
                 (f"v{o}", *shapes[o]), *[(n, *sv) for n, sv in zip(saved, low.saved)]],
                 emit, not low.view, inplace={f"v{o}": over}, temps=low.temps, tag=ftag,
-                scalar=None if saved else low.scalar, total=low.total))
+                scalar=None if saved else low.scalar, total=low.total, part=low.part,
+                product=low.product))
             continue
         fwd = sched.fsteps[k][0]
         if numpy:
@@ -293,7 +294,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                         lambda outs, tmps, em=em, c=c, own=own: (
                             native_calls.op_call(env, own, c, *outs) if own and outs[0] != "None"
                             else em(c, outs[0], tmps)), True,
-                        alias={c: g} if alias else {}, temps=temps,
+                        alias={c: g} if alias else {}, temps=temps, product=got.product,
                         scalar=("name", g) if alias else got.scalar, rows=got.rows))
                     contrib.setdefault(ins[pos], []).append((c, False))
                 continue
@@ -323,6 +324,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     if grads and not value and lowers and shapes[out] is not None:
         prog, n_forward = _prune(prog, n_forward, results[1:])
         results[0] = "None"
+    prog, n_forward = stack.rewrite(prog, n_forward) if numpy else (prog, n_forward)
     if native or dev:
         prog, n_forward = native_calls.replaced(prog, n_forward, sched, shapes, scalar,
                                                escapes | set(results), env, native == "numba",

@@ -223,7 +223,9 @@ class _GetitemLowering:
         text = _GetitemLowering._key(info, params)
         if text is None:
             return None
-        return ctx.Forward(lambda o, dst: [f"{o} = {ins[0]}[{text}]"], [], (), view=True)
+        row = text[:-5] if text.endswith(", ...") else ""
+        return ctx.Forward(lambda o, dst: [f"{o} = {ins[0]}[{text}]"], [], (), view=True,
+                           part=(ins[0], int(row)) if row.isdigit() else None)
 
     @staticmethod
     def backward(pos, g, ins, info, o, out, params, ctx, **kw):

@@ -174,7 +174,8 @@ class _MatmulLowering:
     def forward(ins, info, out, params, ctx):
         a, b = ins[0], ins[1]
         if _matrices(info, 2):
-            return lambda o, dst: [f"{o} = np.dot({a}, {b}, {dst})"]
+            return ctx.Forward(lambda o, dst: [f"{o} = np.dot({a}, {b}, {dst})"], [], (),
+                               product=("nn", a, b))
         if _batched(info):
             return lambda o, dst: [f"{o} = np.matmul({a}, {b}, out={dst})"]
         return None
@@ -188,10 +189,12 @@ class _MatmulLowering:
                     f"{c} = np.matmul({g}, np.swapaxes({b}, -1, -2), out={C})"], False, [])
             return ([g, a], lambda c, C, T: [
                 f"{c} = np.matmul(np.swapaxes({a}, -1, -2), {g}, out={C})"], False, [])
-        if pos == 0:
-            return [g, b], lambda c, C, T: [f"{c} = np.dot({g}, {b}.T, {C})"], False, []
+        if pos == 0:  # (the products are told to the rewrites: gpugrad.compiler.stack)
+            return ctx.Backward([g, b], lambda c, C, T: [f"{c} = np.dot({g}, {b}.T, {C})"],
+                                False, [], product=("nt", g, b))
         if pos == 1:
-            return [g, a], lambda c, C, T: [f"{c} = np.dot({a}.T, {g}, {C})"], False, []
+            return ctx.Backward([g, a], lambda c, C, T: [f"{c} = np.dot({a}.T, {g}, {C})"],
+                                False, [], product=("tn", a, g))
         return "g"  # linear's bias: g summed down to its shape
 
 
