@@ -326,7 +326,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         prog, n_forward = native_calls.replaced(prog, n_forward, sched, shapes, scalar,
                                                escapes | set(results), env, native == "numba")
     where, buffers = plan.assign(prog, escapes)
-    env["PLANNED"] = set(where)
+    env["PLANNED"] = where
     made = _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads, opt,
                  seeded, sizing)
     made.rebuild = functools.partial(_rebuild, weakref.ref(sched), shapes, grads, opt, seeded,
@@ -483,7 +483,7 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
     env.update(formula.constants_in(code))
     fn = build_function(source, env, "program")
     bufs = None if frames is not None else [
-        xp.empty(shape, dtype=dtype) if numpy else None for shape, dtype in buffers]
+        plan.empty(xp, shape, dtype) if numpy else None for shape, dtype in buffers]
     return Program(fn, bufs, source, xp, frames, env.get("KERNELS", []))
 
 
