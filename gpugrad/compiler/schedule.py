@@ -46,7 +46,7 @@ class Schedule:
         self.lead = self.marks.index(True) if any(self.marks) else -1
         self._specialised: set = set()  # keys whose program is built per batch size
         # the last lookup: (opt, grads, value, feeds' and tensors' (shape, dtype), program,
-        # the feeds and the tensors' arrays themselves)
+        # the feeds and the tensors' arrays themselves, as tuples)
         self._last: tuple = _NONE
         self.minimizer: Any = None  # the SGD that gpugrad.minimize steps with
 
@@ -258,7 +258,7 @@ class Schedule:
                     if d.shape != shape or d.dtype is not dtype:
                         break
                 else:
-                    self._last = (*last[:6], feeds, datas)
+                    self._last = (*last[:6], tuple(feeds), tuple(datas))
                     return last[5]
         tensors = tuple([(d.shape, d.dtype) for d in datas])
         prog = self.programs.get(((batch.key(feeds, self.marks, self.lead), tensors), grads,
@@ -268,7 +268,7 @@ class Schedule:
                                       grads, opt, value))
         if prog is not None:
             self._last = (opt, grads, value, tuple([(v.shape, v.dtype) for v in feeds]),
-                          tensors, prog, feeds, datas)
+                          tensors, prog, tuple(feeds), tuple(datas))
         return prog
 
     def program_for(self, feed: Mapping, grads: bool, opt: Any = None,
@@ -355,7 +355,14 @@ class Schedule:
                 feeds.append(v)
             else:
                 datas = list(map(_DATA, self.leaves))
-                prog = self.numpy_program(feeds, datas, grads, opt, value)
+                last = self._last
+                if last[0] is opt and last[1] is grads and last[2] is value and \
+                        all(map(is_, datas, last[7])) and all(map(is_, feeds, last[6])):
+                    # the same arrays as the last call: its tuples, which a table kernel
+                    # (gpugrad.compiler.native_table) knows by identity
+                    prog, feeds, datas = last[5:]
+                else:
+                    prog = self.numpy_program(feeds, datas, grads, opt, value)
         if len(feeds) != len(self.placeholders) or self.xp is not np:
             prog, feeds, datas = self._filed(feed, grads, opt, value)
         if prog is None:
