@@ -9,22 +9,24 @@ reads and the planned buffers it writes (the last entry: their common length), t
 whose rows are the values it hands back, a float64 array of the scalars it reads, and its
 step table. The members are cut into steps (runs of at most :data:`SEGMENT_ARRAYS` arrays,
 values in registers within a step); each distinct step (its names as operand slots, its
-constants in place) is one loop compiled once, called with its operands as 1-D C arrays of
-the group's dtype, whichever place they come from (an address, a row of the block, a
-scratch row: a value stored by a step, read by a later one and not handed back).
+constants in place) is one loop compiled once, called with its operands as pointers to the
+group's dtype, whichever place they come from (an address, a row of the block, a scratch
+row: a value stored by a step, read by a later one and not handed back).
 
 The address table (:class:`Pointers`) is made once per set of arrays and kept while they
 are the same objects (compared by identity; the table holds references to them, so no
 address it uses is freed or reused): planned buffers are the same from one call to the next
 (per batch size), so are Variables' arrays and a feed passed again. The program hands it its
-feeds and Variables' arrays as the lists it was called with (``P``, ``D``), compared whole
-(about 10 ns an array), then, where some differ, only the ones the kernel reads. A
-non-contiguous input is read through a contiguous copy made for that call alone (never kept,
-so a later in-place change of the original is seen).
+feeds and Variables' arrays as it was called with them (``P``, ``D``): the last call's
+tuples where they are the same arrays (the graph's front door and ``gg.compile`` pass
+them), known by identity at once; else compared whole (about 10 ns an array), then, where
+some differ, only the ones the kernel reads. A non-contiguous input is read through a
+contiguous copy made for that call alone (never kept, so a later in-place change of the
+original is seen).
 
 >>> import numpy as np
 >>> p = Pointers(np.dtype("float32"), [(1, 0)], [0])
->>> B, w, out = [np.ones(3, np.float32)], np.zeros(3, np.float32), []
+>>> B, w = [np.ones(3, np.float32)], np.zeros(3, np.float32)
 >>> p.get(B, [], [w]) is None
 True
 >>> t = p.make(B, [], [w])
