@@ -157,10 +157,12 @@ def test_a_table_step_writes_below_the_scratch_rows_it_reads(monkeypatch, tmp_pa
     assert checked  # the backward sweep's running gradient goes through scratch rows
 
 
-def test_small_planned_buffers_are_spaced_apart():
+def test_small_planned_buffers_are_aligned_and_spaced_apart():
     bufs = [plan.empty(np, (16,), "float32") for _ in range(50)]
     starts = sorted(b.ctypes.data for b in bufs)
     assert min(np.diff(starts)) >= plan.SPACED
     assert all(b.shape == (16,) and b.flags.c_contiguous and b.flags.writeable for b in bufs)
-    big = plan.empty(np, (100,), "float64")  # large enough already: a plain array
-    assert big.base is None and big.shape == (100,)
+    assert all(b.ctypes.data % plan.ALIGN == 0 for b in bufs)
+    big = plan.empty(np, (100, 3), "float64")  # large enough already: a plain array
+    assert big.base is None and big.shape == (100, 3) and big.dtype == np.float64
+    assert plan.empty(np, (), "float64").shape == ()
