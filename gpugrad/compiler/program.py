@@ -24,7 +24,7 @@ from .. import fpstate
 from ..eager import as_array, fit
 from ..registry import gradient_tuple
 from . import batch, formula, listing, lower, native_calls, plan, rewrite, tier, update
-from .codegen import build as build_function
+from .codegen import build as build_function, used_buffers
 
 GUARDED = "numpy-overflow-raises"  # fast-path key: rules run under errstate(over="raise")
 
@@ -472,7 +472,7 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
     else:
         lines += block(prog[n_forward:], n_forward, "    ")
     lines.append(f"    return {results[0]}, [{', '.join(results[1:])}]")
-    source = "\n".join(lines)
+    source, head = used_buffers(lines, head)
     frames = None
     if sizing is not None:  # the batch-sized parts are read from the frame of a size
         sizing.buffers = buffers
