@@ -353,5 +353,5 @@ class Table:
             return lines + [f"if {name}(T_, {blk}, {scal}, ST_{name}):", "    overflow()"]
         ins = plan.Instr([n for n, s in g.inputs if n not in leaves or g.kind(s) != "full"],
                          [(m, g.shape, g.dtype) for m in g.outputs], emit, True)
-        ins.named = [n for n, _ in scalars]  # what it reads by name (a planned array: in B)
+        ins.named = [n for n, _ in scalars]  # planned values it may read by name (arrays: in B)
         return ins
