@@ -117,10 +117,10 @@ def test_the_address_table_holds_the_arrays_it_points_into(cache):
     held = [e for p in progs for n, k in p.kernels if isinstance(k, native_table.Table)
             for e in p.fn.__globals__[f"TB_{n}"].entries.values()]
     assert held
-    for _, dyn, table, planned in held:
+    for *_, table, dyn, planned in held:
         arrays = dyn + planned
         assert [a.__array_interface__["data"][0] for a in arrays] == list(table[:-1])
-    assert any(any(a is w.data for a in dyn) for _, dyn, _, _ in held for w in ws)
+    assert any(any(a is w.data for a in dyn) for *_, dyn, _ in held for w in ws)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -32,7 +32,7 @@ from collections import OrderedDict
 from typing import Any
 
 from .. import shapes as S
-from . import lower
+from . import lower, plan
 from .trace import trace
 
 PROBE = 1_000_000_007
@@ -187,7 +187,7 @@ class Sizing:
         program does not fit that size)."""
         if n < 1 or not self.check(n):
             return None
-        bufs = [xp.empty(at(shape, n), dtype=dtype) if numpy else None
+        bufs = [plan.empty(xp, at(shape, n), dtype) if numpy else None
                 for shape, dtype in self.buffers]
         return bufs + [make(n) for make in self.made]
 

@@ -4,6 +4,7 @@ backward step, no interpreter loop and no per-step lookups. ``Schedule.source`` 
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 import numpy as np
@@ -109,3 +110,24 @@ def build(source: str, env: dict, name: str) -> Callable:
     fn = namespace[name]
     listing.forget(fn, filename)
     return fn
+
+
+_BUFFER = re.compile(r"\bB(\d+)\b")
+_LOAD = re.compile(r"    B(\d+) = B\[\1\]")
+
+
+def used_buffers(lines: list, head: int) -> tuple[str, int]:
+    """A planned program's ``lines`` as source, without the lines of its head (the first
+    ``head``) that load a buffer (``    B3 = B[3]``) no later line names (a native kernel
+    over a table of addresses takes its buffers from ``B`` itself), and the new length of
+    the head.
+
+    >>> src, head = used_buffers(["def f(B):", "    B0 = B[0]", "    B1 = B[1]", "    return B1"],
+    ...                          3)
+    >>> src.splitlines(), head
+    (['def f(B):', '    B1 = B[1]', '    return B1'], 2)
+    """
+    named = set(_BUFFER.findall("\n".join(lines[head:])))
+    kept = [line for line in lines[:head]
+            if (m := _LOAD.fullmatch(line)) is None or m.group(1) in named]
+    return "\n".join(kept + lines[head:]), len(kept)

@@ -41,6 +41,9 @@ def replaced(prog: list, n_forward: int, sched: Any, shapes: list, scalar: set, 
         info["seed_"] = ((), shapes[sched.out][1])
         info.update((c, ((), shapes[sched.out][1])) for c in scalar)
     found = fuse.runs(prog, info, keep, breaks={n_forward}, long=long)
+    # (native_table) the feeds' and Tensors' values: the program's P[j], (0, j), and D[j], (1, j)
+    env["LEAVES"] = {f"v{s}": (k, j) for k, leaves in enumerate((sched.placeholders, sched.tensors))
+                     for j, (s, _) in enumerate(leaves)}
     kernels = [(f"N{j}", native_table.Table(g) if instruction is None and native_table.wanted(g)
                 else g) for j, (_, _, g, _) in enumerate(found)]
     kernels += env.pop("KERNELS_UPDATE", []) + env.pop("KERNELS_OP", [])
@@ -59,7 +62,10 @@ def replaced(prog: list, n_forward: int, sched: Any, shapes: list, scalar: set, 
             fwd -= stop - start - 1
         k = stop
     out += [ins for j, ins in enumerate(prog[k:], k) if j not in absorbed]
-    return native_fold.fold(out, fwd, info, keep, env)  # (steps into the ops' own kernels)
+    out, fwd = native_fold.fold(out, fwd, info, keep, env)  # (steps into the ops' own kernels)
+    # (native_table) the values read by name: a table kernel reads its planned arrays in B
+    env["READ"] = {n for ins in out for n in getattr(ins, "named", ins.reads)}
+    return out, fwd
 
 
 def op_kernel(env: dict, kernel: Any, value: str) -> str | None:

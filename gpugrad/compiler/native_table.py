@@ -9,24 +9,28 @@ reads and the planned buffers it writes (the last entry: their common length), t
 whose rows are the values it hands back, a float64 array of the scalars it reads, and its
 step table. The members are cut into steps (runs of at most :data:`SEGMENT_ARRAYS` arrays,
 values in registers within a step); each distinct step (its names as operand slots, its
-constants in place) is one loop compiled once, called with its operands as 1-D C arrays of
-the group's dtype, whichever place they come from (an address, a row of the block, a
-scratch row: a value stored by a step, read by a later one and not handed back).
+constants in place) is one loop compiled once, called with its operands as pointers to the
+group's dtype, whichever place they come from (an address, a row of the block, a scratch
+row: a value stored by a step, read by a later one and not handed back).
 
 The address table (:class:`Pointers`) is made once per set of arrays and kept while they
-are the same objects (compared by ``id``; the table holds references to them, so no address
-it uses is freed or reused): planned buffers are the same from one call to the next (per
-batch size), so are Variables' arrays and a feed passed again. A non-contiguous input is
-read through a contiguous copy made for that call alone (never kept, so a later in-place
-change of the original is seen).
+are the same objects (compared by identity; the table holds references to them, so no
+address it uses is freed or reused): planned buffers are the same from one call to the next
+(per batch size), so are Variables' arrays and a feed passed again. The program hands it its
+feeds and Variables' arrays as it was called with them (``P``, ``D``): the last call's
+tuples where they are the same arrays (the graph's front door and ``gg.compile`` pass
+them), known by identity at once; else compared whole (about 10 ns an array), then, where
+some differ, only the ones the kernel reads. A non-contiguous input is read through a
+contiguous copy made for that call alone (never kept, so a later in-place change of the
+original is seen).
 
 >>> import numpy as np
->>> p = Pointers(np.dtype("float32"))
->>> frame, w, out = [], np.zeros(3, np.float32), np.ones(3, np.float32)
->>> p.get(frame, [w]) is None
+>>> p = Pointers(np.dtype("float32"), [(1, 0)], [0])
+>>> B, w = [np.ones(3, np.float32)], np.zeros(3, np.float32)
+>>> p.get(B, [], [w]) is None
 True
->>> t = p.make(frame, [w], [out])
->>> int(t[-1]), p.get(frame, [w]) is t, p.get(frame, [w.copy()]) is None
+>>> t = p.make(B, [], [w])
+>>> int(t[-1]), p.get(B, [], [w]) is t, p.get(B, [], [w.copy()]) is None
 (3, True, True)
 """
 
@@ -55,32 +59,53 @@ def wanted(group: Group) -> bool:
 
 class Pointers:
     """The address tables of one kernel, one per frame (the program's buffers ``B``, whose
-    planned buffers stay put; the last :data:`KEEP`). ``get(frame, dyn)``: the frame's table
-    if it was made for these arrays (compared by identity), else None; then
-    ``make(frame, dyn, planned)`` makes it: the int64 array of the addresses of ``dyn``
-    (arrays read that are not planned buffers) and ``planned`` (planned buffers read or
-    written), and last their common length."""
+    planned buffers stay put; the last :data:`KEEP`). The arrays the kernel reads that are
+    not planned buffers are ``spec``: ``(0, j)`` is feed ``P[j]``, ``(1, j)`` the Tensor
+    array ``D[j]``, ``(2, j)`` value ``j`` of the program's list ``extra``; ``fixed``: the
+    indices in ``B`` of the planned buffers it reads or writes. ``get(B, P, D, extra)``: the
+    frame's table if it was made for the same arrays (compared by identity), else None; then
+    ``make(B, P, D, extra)`` makes it: the int64 array of the arrays' addresses, and last
+    their common length."""
 
-    __slots__ = ("dtype", "entries", "last", "lock")
+    __slots__ = ("dtype", "spec", "fixed", "entries", "last", "lock")
 
-    def __init__(self, dtype: np.dtype) -> None:
+    def __init__(self, dtype: np.dtype, spec: list, fixed: list) -> None:
         self.dtype = np.dtype(dtype)
-        self.entries: dict = {}  # id(frame) -> (frame, dyn, table, planned)
+        self.spec, self.fixed = list(spec), list(fixed)
+        self.entries: dict = {}  # id(frame) -> (frame, P, D, extra, table, dyn, planned)
         self.last: tuple | None = None  # the last entry used
         self.lock = threading.Lock()
 
-    def get(self, frame: list, dyn: list) -> np.ndarray | None:
+    def get(self, frame: list, P: list, D: list, extra: list = ()) -> np.ndarray | None:
         got = self.last
         if got is None or got[0] is not frame:
             got = self.entries.get(id(frame))
             if got is None:
                 return None
-        if len(dyn) != len(got[1]) or not all(map(is_, dyn, got[1])):
-            return None
-        self.last = got
-        return got[2]
+        known = D is got[2]
+        if (known or len(D) == len(got[2]) and all(map(is_, D, got[2]))) and \
+                (P is got[1] or all(map(is_, P, got[1]))) and all(map(is_, extra, got[3])):
+            if known or type(D) is not tuple:
+                self.last = got
+                return got[4]
+        else:
+            dyn = self.dyn(P, D, extra)  # some array differs: one the kernel does not read?
+            if len(dyn) != len(got[5]) or not all(map(is_, dyn, got[5])):
+                return None
+        # kept as they came (a tuple is known by identity from the next call on)
+        got = (frame, _kept(P), _kept(D), list(extra), *got[4:])
+        with self.lock:
+            self.entries[id(frame)] = self.last = got
+        return got[4]
 
-    def make(self, frame: list, dyn: list, planned: list) -> np.ndarray:
+    def dyn(self, P: list, D: list, extra: list) -> list:
+        """The arrays the kernel reads that are not planned buffers, in the table's order."""
+        lists = (P, D, extra)
+        return [lists[k][j] for k, j in self.spec]
+
+    def make(self, frame: list, P: list, D: list, extra: list = ()) -> np.ndarray:
+        dyn = self.dyn(P, D, extra)
+        planned = [frame[b] for b in self.fixed]
         held, copied, n = [], False, -1
         for j, a in enumerate(dyn + planned):
             if type(a) is not np.ndarray or a.dtype != self.dtype:
@@ -99,7 +124,8 @@ class Pointers:
         if copied:  # a copy is this call's alone (the original may change in place): kept
             _held.copies = held  # alive until this thread's next such call
             return table
-        entry = (frame, list(dyn), table, list(planned))  # the arrays stay alive with it
+        # the arrays stay alive with it
+        entry = (frame, _kept(P), _kept(D), list(extra), table, dyn, planned)
         with self.lock:
             self.entries.pop(id(frame), None)
             if len(self.entries) >= KEEP:
@@ -107,6 +133,12 @@ class Pointers:
             self.entries[id(frame)] = entry
             self.last = entry
         return table
+
+
+def _kept(arrays: list | tuple) -> tuple:
+    """``arrays`` as an entry keeps them: a tuple (the same tuple, passed again, is the same
+    arrays: the graph's front door passes the last call's where its arrays are the same)."""
+    return arrays if type(arrays) is tuple else tuple(arrays)
 
 
 _held = threading.local()  # a call's contiguous copies, alive while its kernel runs
@@ -224,21 +256,18 @@ class Table:
                 "    return over", "", ""]
 
     def source(self, name: str) -> str:
-        """The numba source: a loop per distinct step, the operand helper, the dispatcher."""
+        """The numba source: a loop per distinct step, the dispatcher. Each operand is a
+        pointer (an array's would be reference-counted at each step: 25% of the chain's
+        forward sweep); the scratch rows live until the end (``s`` is read last)."""
         dt, lines, consts = self.dt, [], {}
         for key, k in self.templates.items():
             lines += self._loop(f"{name}_f{k}", key, consts)
         pt = f"types.CPointer(types.{dt})"
+        size = self.group.dtype.itemsize
         lines += ["@intrinsic", f"def {name}_ptr(typingctx, addr):",
                   "    def gen(context, builder, sig, args):",
                   f"        return builder.inttoptr(args[0], context.get_value_type({pt}))",
-                  f"    return {pt}(types.int64), gen", "", "",
-                  '@njit(inline="always", nogil=True, cache=True)',
-                  f"def {name}_at(ref, ptrs, p, blk, f, s, n):",
-                  "    if ref < p:",
-                  f"        return numba.carray({name}_ptr(ptrs[ref]), n)",
-                  "    if ref < p + f:", "        return blk[ref - p].ravel()",
-                  "    return s[ref - p - f]", "", ""]
+                  f"    return {pt}(types.int64), gen", "", ""]
         nd = len(self.group.shape)
         lines += [f'@njit(types.boolean(types.Array(types.int64, 1, "C", readonly=True), '
                   f'W("{dt}", {nd + 1}), types.Array(types.float64, 1, "C", readonly=True), '
@@ -249,47 +278,64 @@ class Table:
                   "    if n < 0 and f > 0:", "        n = blk.size // f",
                   "    if blk.size != f * n:",
                   '        raise ValueError("the block of values handed back has another size")',
-                  f"    s = np.empty((steps[0, 0], n), np.{dt})", "    over = False",
+                  "    r = steps[0, 0]", f"    s = np.empty((r, n), np.{dt})",
+                  "    adr = np.empty(p + f + r, np.int64)", "    adr[:p] = ptrs[:p]",
+                  "    b = np.int64(blk.ctypes.data)", "    for j in range(f):",
+                  f"        adr[p + j] = b + j * n * {size}",
+                  "    b = np.int64(s.ctypes.data)", "    for j in range(r):",
+                  f"        adr[p + f + j] = b + j * n * {size}",
+                  "    over = False",
                   "    for k in range(1, steps.shape[0]):", "        st = steps[k]",
                   "        t = st[0]"]
-        at = f"{name}_at(st[{{}}], ptrs, p, blk, f, s, n)"
+        at = f"{name}_ptr(adr[st[{{}}]])"
         for (_, stored, na, ns), k in self.templates.items():
             ops = [at.format(1 + j) for j in range(len(stored) + na)] + \
                 [f"scal[st[{1 + len(stored) + na + j}]]" for j in range(ns)]
             lines += [f"        {'if' if k == 0 else 'elif'} t == {k}:",
                       f"            over |= {name}_f{k}({', '.join(ops)}, n)"]
-        lines.append("    return over")
+        lines += ["    return over or s.size < 0"]
         head = [f"{k} = np.{d}(float.fromhex({float(v).hex()!r}))"
                 for k, (d, v) in sorted(consts.items())]
         return "\n".join(["import numba"] + head + lines)
 
     def instruction(self, name: str, env: dict) -> plan.Instr:
         """The program's instruction calling this kernel ``name``: the address table of its
-        arrays (cached by identity), a new block for the values handed back, its scalars."""
+        arrays (cached by identity), a new block for the values handed back, its scalars.
+        The feeds and Tensors' arrays it reads (``env["LEAVES"]``: value name -> ``(0, j)``
+        for ``P[j]``, ``(1, j)`` for ``D[j]``) are not read into names first, nor are its
+        planned buffers (``env["PLANNED"]``: value name -> index in ``B``); a planned value
+        it writes is named only where another instruction reads it (``env["READ"]``)."""
         g = self.group
         env[f"D_{name}"] = g.dtype
         arrays = [n for n, s in g.inputs if g.kind(s) == "full"]
         scalars = [(n, g.kind(s)) for n, s in g.inputs if g.kind(s) in ("number", "one")]
+        leaves = env.get("LEAVES", {})
 
         def emit(outs: list, temps: list) -> list:
+            where = env["PLANNED"]
             planned = [(m, o) for m, o in zip(g.outputs, outs) if o != "None"]
             fresh = [m for m, o in zip(g.outputs, outs) if o == "None"]
-            dyn = [n for n in arrays if n not in env["PLANNED"]]
-            fixed = [n for n in arrays if n in env["PLANNED"]] + [m for m, _ in planned]
+            dyn = [n for n in arrays if n not in where]
+            extra = list(dict.fromkeys(n for n in dyn if n not in leaves))
+            spec = [leaves.get(n) or (2, extra.index(n)) for n in dyn]
+            fixed = [n for n in arrays if n in where] + [m for m, _ in planned]
+            env[f"TB_{name}"] = Pointers(g.dtype, spec, [where[n] for n in fixed])
             table = dyn + fixed
-            env[f"TB_{name}"] = Pointers(g.dtype)
             ref = {n: j for j, n in enumerate(table)}
             ref.update((m, len(table) + j) for j, m in enumerate(fresh))
             rows = list(dict.fromkeys(m for _, o, _, _ in self.steps for m in o
                                       if m not in ref))
-            ref.update((m, len(table) + len(fresh) + j) for j, m in enumerate(rows))
+            # the last row first: a step then writes below the rows it reads (see plan.SPACED)
+            ref.update((m, len(table) + len(fresh) + len(rows) - 1 - j)
+                       for j, m in enumerate(rows))
             sref = {n: j for j, (n, _) in enumerate(scalars)}
             steps = [[len(rows)] + [0] * (self.width - 1)]
             for t, o, a, c in self.steps:
                 row = [t] + [ref[n] for n in o + a] + [sref[n] for n in c]
                 steps.append(row + [0] * (self.width - len(row)))
             env[f"ST_{name}"] = np.array(steps, np.int64)
-            lines = [f"{m} = {o}" for m, o in planned]
+            read = env.get("READ")
+            lines = [f"{m} = {o}" for m, o in planned if read is None or m in read]
             if fresh:
                 env[f"S_{name}_all"] = (len(fresh), *g.shape)
                 lines.append(f"{', '.join(fresh)}, = BK_{name} = np.empty(S_{name}_all, "
@@ -301,8 +347,11 @@ class Table:
             got = [f"float({n})" if k == "number" else f"{n}.item()" for n, k in scalars]
             env[f"SC_{name}"] = np.empty(0)
             scal = f"np.array([{', '.join(got)}])" if got else f"SC_{name}"
-            lines += [f"T_ = TB_{name}.get(B, [{', '.join(dyn)}])", "if T_ is None:",
-                      f"    T_ = TB_{name}.make(B, [{', '.join(dyn)}], [{', '.join(fixed)}])"]
+            args = f"B, P, D, [{', '.join(extra)}]" if extra else "B, P, D"
+            lines += [f"T_ = TB_{name}.get({args})", "if T_ is None:",
+                      f"    T_ = TB_{name}.make({args})"]
             return lines + [f"if {name}(T_, {blk}, {scal}, ST_{name}):", "    overflow()"]
-        return plan.Instr([n for n, _ in g.inputs],
-                          [(m, g.shape, g.dtype) for m in g.outputs], emit, True)
+        ins = plan.Instr([n for n, s in g.inputs if n not in leaves or g.kind(s) != "full"],
+                         [(m, g.shape, g.dtype) for m in g.outputs], emit, True)
+        ins.named = [n for n, _ in scalars]  # planned values it may read by name (arrays: in B)
+        return ins

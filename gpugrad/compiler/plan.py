@@ -173,3 +173,39 @@ def _take(pool: dict, shapes: list, shape: Any, dtype: Any) -> int:
         return free.pop()
     shapes.append((shape, dtype))
     return len(shapes) - 1
+
+
+SPACED = 320
+"""The bytes between the starts of two small planned buffers at the least (a smaller buffer
+is the start of a block of this size). A native kernel's vector loop checks at run time that
+what it writes does not start less than its vector width times its unroll (256 bytes here)
+after what it reads, and runs scalar if it does: 64-byte buffers allocated one after another
+(80 bytes apart) made the forward sweep of the ``chain`` benchmark scalar for about half its
+links (2.5x slower), on 2026-12-06. 320 is not a power of two, so the buffers' cache lines
+fall in different sets."""
+ALIGN = 64
+"""A small planned buffer starts at a multiple of this (a cache line: a buffer of up to 64
+bytes is one line, and a vector loop's loads do not straddle two)."""
+
+
+def empty(xp: Any, shape: tuple, dtype: Any) -> Any:
+    """A planned buffer (``xp`` is NumPy): ``xp.empty(shape, dtype)``; one smaller than
+    :data:`SPACED` bytes starts at a multiple of :data:`ALIGN` bytes, at least
+    :data:`SPACED` bytes from the start of any other.
+
+    >>> import numpy as np
+    >>> a, b = empty(np, (4,), "float32"), empty(np, (4,), "float32")
+    >>> a.shape, a.dtype.name, a.flags.c_contiguous, abs(a.ctypes.data - b.ctypes.data) >= 320
+    ((4,), 'float32', True, True)
+    >>> a.ctypes.data % 64
+    0
+    """
+    dtype = xp.dtype(dtype)
+    size = dtype.itemsize
+    for d in shape:
+        size *= d
+    if size >= SPACED:
+        return xp.empty(shape, dtype=dtype)
+    raw = xp.empty(SPACED + ALIGN, dtype=xp.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start:start + size].view(dtype).reshape(shape)

@@ -25,7 +25,7 @@ from ..eager import as_array, fit
 from ..registry import gradient_tuple
 from . import batch, cuda_program, formula, listing, lower, native_calls, plan, rewrite, stack
 from . import tier, update
-from .codegen import build as build_function
+from .codegen import build as build_function, used_buffers
 
 GUARDED = "numpy-overflow-raises"  # fast-path key: rules run under errstate(over="raise")
 
@@ -330,7 +330,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                                                escapes | set(results), env, native == "numba",
                                                dev and cuda_program.instruction)
     where, buffers = plan.assign(prog, escapes)
-    env["PLANNED"] = set(where)
+    env["PLANNED"] = where
     made = _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads, opt,
                  seeded, sizing)
     made.rebuild = functools.partial(_rebuild, weakref.ref(sched), shapes, grads, opt, seeded,
@@ -477,7 +477,7 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
     else:
         lines += block(prog[n_forward:], n_forward, "    ")
     lines.append(f"    return {results[0]}, [{', '.join(results[1:])}]")
-    source = "\n".join(lines)
+    source, head = used_buffers(lines, head)
     frames = None
     if sizing is not None:  # the batch-sized parts are read from the frame of a size
         sizing.buffers = buffers
@@ -488,7 +488,7 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
     env.update(formula.constants_in(code))
     fn = build_function(source, env, "program")
     bufs = None if frames is not None else [
-        xp.empty(shape, dtype=dtype) if numpy else None for shape, dtype in buffers]
+        plan.empty(xp, shape, dtype) if numpy else None for shape, dtype in buffers]
     return Program(fn, bufs, source, xp, frames, env.get("KERNELS", []))
 
 

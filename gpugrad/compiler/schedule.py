@@ -8,6 +8,7 @@ rules already picked for the backend and for the inputs that need a gradient.
 
 from __future__ import annotations
 
+from operator import attrgetter, is_
 from typing import Any, Mapping
 
 import numpy as np
@@ -34,6 +35,7 @@ class Schedule:
         tr = trace(root, wrt)
         template, steps = tr.template, tr.steps
         self.placeholders, self.tensors, self.sites = tr.placeholders, tr.tensors, tr.sites
+        self.leaves = [t for _, t in self.tensors]  # the Tensors, in the order of ``tensors``
         self.out, self.wrt = tr.out, tr.wrt
         self.template = template
         self.ops = [op for op, *_ in steps]
@@ -43,8 +45,9 @@ class Schedule:
         self.marks = batch.batched(self.placeholders)  # which feeds' leading dim is the batch
         self.lead = self.marks.index(True) if any(self.marks) else -1
         self._specialised: set = set()  # keys whose program is built per batch size
-        # the last lookup: (opt, grads, value, feeds' and tensors' (shape, dtype), program)
-        self._last: tuple = (False, None, None, (), (), None)
+        # the last lookup: (opt, grads, value, feeds' and tensors' (shape, dtype), program,
+        # the feeds and the tensors' arrays themselves, as tuples)
+        self._last: tuple = _NONE
         self.minimizer: Any = None  # the SGD that gpugrad.minimize steps with
 
         leaf = self.tensors[0][1] if self.tensors else None
@@ -233,16 +236,20 @@ class Schedule:
         ``GPUGRAD_JIT`` says then)."""
         self.programs.clear()
         self._specialised.clear()
-        self._last = (False, None, None, (), (), None)
+        self._last = _NONE
 
     def numpy_program(self, feeds: list, datas: list, grads: bool, opt: Any,
                       value: bool = True) -> Any:
         """The planned program filed for these feeds and Variable arrays (and mode), or
         None: the one lookup :meth:`_run_program` and gg.compile's direct path share. The
         feeds' batch dims are not part of the key (gpugrad.compiler.batch), unless the
-        graph's program had to be built for its batch size."""
+        graph's program had to be built for its batch size. The same arrays as the last
+        call's (the same objects: their shapes and dtypes were checked then) are not checked
+        again."""
         last = self._last
         if last[0] is opt and last[1] is grads and last[2] is value:  # as the last call?
+            if all(map(is_, datas, last[7])) and all(map(is_, feeds, last[6])):
+                return last[5]
             for v, (shape, dtype) in zip(feeds, last[3]):
                 if v.shape != shape or v.dtype is not dtype:
                     break
@@ -251,6 +258,7 @@ class Schedule:
                     if d.shape != shape or d.dtype is not dtype:
                         break
                 else:
+                    self._last = (*last[:6], tuple(feeds), tuple(datas))
                     return last[5]
         tensors = tuple([(d.shape, d.dtype) for d in datas])
         prog = self.programs.get(((batch.key(feeds, self.marks, self.lead), tensors), grads,
@@ -260,7 +268,7 @@ class Schedule:
                                       grads, opt, value))
         if prog is not None:
             self._last = (opt, grads, value, tuple([(v.shape, v.dtype) for v in feeds]),
-                          tensors, prog)
+                          tensors, prog, tuple(feeds), tuple(datas))
         return prog
 
     def program_for(self, feed: Mapping, grads: bool, opt: Any = None,
@@ -346,8 +354,15 @@ class Schedule:
                     break
                 feeds.append(v)
             else:
-                datas = [t.data for _, t in self.tensors]
-                prog = self.numpy_program(feeds, datas, grads, opt, value)
+                datas = list(map(_DATA, self.leaves))
+                last = self._last
+                if last[0] is opt and last[1] is grads and last[2] is value and \
+                        all(map(is_, datas, last[7])) and all(map(is_, feeds, last[6])):
+                    # the same arrays as the last call: its tuples, which a table kernel
+                    # (gpugrad.compiler.native_table) knows by identity
+                    prog, feeds, datas = last[5:]
+                else:
+                    prog = self.numpy_program(feeds, datas, grads, opt, value)
         if len(feeds) != len(self.placeholders) or self.xp is not np:
             prog, feeds, datas = self._filed(feed, grads, opt, value)
         if prog is None:
@@ -366,6 +381,9 @@ class Schedule:
             checked_forward(self, feed, False, None)  # names the op, as the generic run does
             raise
 
+
+_NONE = (False, None, None, (), (), None, (), ())
+_DATA = attrgetter("data")
 
 MAX_PROGRAMS = 8
 """Planned programs kept per schedule (signatures and modes); the oldest goes first."""
