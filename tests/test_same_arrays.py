@@ -73,6 +73,24 @@ def test_a_feed_replaced_by_another_array_shape_or_dtype_is_checked(tier):
     _same(gg.gradients(loss, ws, feed={y0: Y2}), _fresh(loss, ws, {y0: Y2}))
 
 
+def test_a_feed_reshaped_or_retyped_in_place_is_checked(tier):
+    """The same fed array object with its ``shape`` or ``dtype`` set in place since the last
+    run: the full check names it (the program would read its memory as it was)."""
+    ws, y0, loss = _chain()
+    Y = np.random.default_rng(1).standard_normal(5)
+    _warm(loss, ws, {y0: Y})
+    Y.shape = (5, 1)
+    with pytest.raises(gg.FeedError, match=r"Placeholder 'y0'.*\(5, 1\).*\(5,\)"):
+        gg.gradients(loss, ws, feed={y0: Y})
+    Y.shape = (5,)
+    _warm(loss, ws, {y0: Y})
+    Y.dtype = np.int64  # the same 8 bytes an element, read as integers
+    with pytest.raises(gg.FeedError, match=r"Placeholder 'y0': fed dtype int64"):
+        gg.gradients(loss, ws, feed={y0: Y})
+    Y.dtype = np.float64
+    _same(gg.gradients(loss, ws, feed={y0: Y}), _fresh(loss, ws, {y0: Y.copy()}))
+
+
 def test_a_feed_changed_in_place_is_read_anew(tier):
     ws, y0, loss = _chain()
     Y = np.random.default_rng(1).standard_normal(5)

@@ -245,10 +245,10 @@ class Schedule:
         feeds' batch dims are not part of the key (gpugrad.compiler.batch), unless the
         graph's program had to be built for its batch size. The same arrays as the last
         call's (the same objects: their shapes and dtypes were checked then) are not checked
-        again."""
+        again, but for the feeds' shapes and dtypes (see :func:`_same`)."""
         last = self._last
         if last[0] is opt and last[1] is grads and last[2] is value:  # as the last call?
-            if all(map(is_, datas, last[7])) and all(map(is_, feeds, last[6])):
+            if _same(feeds, datas, last):
                 return last[5]
             for v, (shape, dtype) in zip(feeds, last[3]):
                 if v.shape != shape or v.dtype is not dtype:
@@ -357,7 +357,7 @@ class Schedule:
                 datas = list(map(_DATA, self.leaves))
                 last = self._last
                 if last[0] is opt and last[1] is grads and last[2] is value and \
-                        all(map(is_, datas, last[7])) and all(map(is_, feeds, last[6])):
+                        _same(feeds, datas, last):
                     # the same arrays as the last call: its tuples, which a table kernel
                     # (gpugrad.compiler.native_table) knows by identity
                     prog, feeds, datas = last[5:]
@@ -383,6 +383,15 @@ class Schedule:
 
 
 _NONE = (False, None, None, (), (), None, (), ())
+
+
+def _same(feeds: list, datas: list, last: tuple) -> bool:
+    """Whether ``feeds`` and ``datas`` are the very arrays of the last lookup ``last``, the
+    feeds still of the shapes and dtypes they had then: a fed array is the user's, who may
+    set its ``shape`` or ``dtype`` in place between runs (a few feeds, so this costs little;
+    a Variable's array is gpugrad's, and a graph may hold a hundred)."""
+    return all(map(is_, datas, last[7])) and all(map(is_, feeds, last[6])) and all(
+        v.shape == shape and v.dtype is dtype for v, (shape, dtype) in zip(feeds, last[3]))
 _DATA = attrgetter("data")
 
 MAX_PROGRAMS = 8
