@@ -63,7 +63,7 @@ def instructions(opt: Any, sched: Any, grads: list, shapes: list, env: dict,
 def _writes(opt: Any, sched: Any, grads: list, shapes: list, env: dict, numpy: bool,
             native: bool, dev: Any = None) -> list:
     low = lowering(opt) if numpy or dev is not None else None
-    dtypes = {str(shapes[slot][1]) for slot in sched.wrt}
+    dtypes = {str(shapes[slot][1]) if shapes[slot] else None for slot in sched.wrt}
     one = len(dtypes) == 1 and dtypes <= {"float32", "float64"}
     if dev is not None and low is not None and one:
         kernel = cuda_update.Update.of_form(
