@@ -28,7 +28,7 @@ import pytest
 import gpugrad as gg
 from gpugrad import nn, optim
 from gpugrad.compiler import native
-from gpugrad.compiler import cuda_group, native_fold
+from gpugrad.compiler import cuda_group, cuda_program, cuda_update, native_fold
 
 sys.path.insert(0, str(Path(__file__).parent))
 import nvrtc  # noqa: E402
@@ -273,6 +273,31 @@ def test_a_stand_in_reads_a_bias_and_a_single_element_where_the_group_says():
     y = np.empty((3, 4))
     host_kernel(cuda_group.raw_source(g, "K"))(x, 0.5, b, y)
     np.testing.assert_array_equal(y, x * 0.5 + b)
+
+
+UPDATERS = [lambda ps: optim.SGD(ps, lr=0.1), lambda ps: optim.Adam(ps, lr=0.01),
+            lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1),
+            lambda ps: optim.AdamW(ps, lr=0.01), lambda ps: optim.RMSprop(ps, lr=0.01),
+            lambda ps: optim.Adagrad(ps, lr=0.1)]
+
+
+@pytest.mark.skipif(NVRTC is None, reason="NVRTC is not installed")
+@pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
+def test_the_update_kernel_compiles_with_nvrtc_beside_the_groups(arch):
+    """The optimizer's update of every parameter (gpugrad/compiler/cuda_update.py), from
+    each optimizer form's CUDA body, in one translation unit with a program's groups."""
+    groups = all_groups()
+    for dtype in DTYPES:
+        model = nn.MLP((5, 4, 3), seed=0, dtype=dtype)
+        sizes = [p.data.size for p in model.parameters()]
+        for j, make in enumerate(UPDATERS):
+            form = make(model.parameters()).lowering().later
+            kernel = cuda_update.Update.of_form(form, sizes, dtype)
+            assert kernel.fits() and "P = " in kernel.body
+            unit = [(f"K{k}", g) for k, g in enumerate(groups[:2])] + [("NU", kernel)]
+            rc, log = nvrtc.compile_ptx(NVRTC, cuda_program.module_source(unit), f"update{j}",
+                                        (f"--gpu-architecture={arch}", *cuda_group.OPTIONS))
+            assert rc == 0, f"update kernel {j} ({dtype}, {arch}): {log}"
 
 
 # --- launches per training step (computed from the programs, not measured) --------------------

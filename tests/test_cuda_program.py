@@ -15,6 +15,7 @@ Tests marked ``gpu`` run the real CuPy fused step (``ci/gpu-check``)."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -23,7 +24,8 @@ import pytest
 
 import gpugrad as gg
 from gpugrad import nn
-from gpugrad.compiler import cuda_group, cuda_program
+from gpugrad.compiler import cuda_group, cuda_program, cuda_update
+from gpugrad.compiler.fuse import Group
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import HAS_GPU  # noqa: E402
@@ -41,14 +43,64 @@ float32 parameter by more ulps: the eager step (``minimize(compiled=False)``) an
 NumPy program differ by up to 7.25 ulps on these cases (2026-12-06)."""
 
 
-def host_device(loaded: list | None = None) -> cuda_program.Device:
+def host_device(loaded: list | None = None, ran: list | None = None) -> cuda_program.Device:
     """A device over NumPy: each kernel is its CUDA source read back as Python (``loaded``
-    collects the kernels it was given)."""
+    collects the kernels it was given, ``ran`` the names of those launched)."""
     def load(kernels):
         if loaded is not None:
             loaded.extend(kernels)
-        return {n: _runner(host_kernel(cuda_group.raw_source(g, n))) for n, g in kernels}
+        return {n: _counted(ran, n, _runner(host_kernel(cuda_group.raw_source(g, n)))
+                            if isinstance(g, Group) else _update_runner(host_update(g.source(n))))
+                for n, g in kernels}
     return cuda_program.Device(np, load)
+
+
+def _counted(ran, name, run):
+    def counted(args, n):
+        if ran is not None:
+            ran.append(name)
+        run(args, n)
+    return counted
+
+
+def host_update(source: str):
+    """The optimizer's update kernel (cuda_update.Update.source) read back as Python: a
+    function of its arguments (pointers as flat arrays, doubles as floats) and ``n``, one
+    element at a time in the parameters' type, through the source's own offsets."""
+    lines = source.strip().splitlines()
+    head = lines[0]
+    params = head[head.index("(") + 1:head.rindex(")")].split(", ")
+    ctype = params[0].split()[0].rstrip("*")
+    body = []
+    for line in lines[5:-2]:
+        indent, stmt = line[:len(line) - len(line.lstrip())], line.strip().rstrip(";")
+        if stmt == "}":
+            continue
+        stmt = re.sub(r"^\} else if \((.*)\) \{$", r"elif \1:", stmt)
+        stmt = re.sub(r"^if \((.*)\) \{$", r"if \1:", stmt).replace("} else {", "else:")
+        stmt = re.sub(r"^(const long long |const T |T )", "", stmt)
+        stmt = re.sub(r"\(T\)(\w+)", r"T(\1)", stmt).replace("sqrt(", "np.sqrt(")
+        body.append(indent + stmt)
+    names = [p.split()[-1] for p in params]
+    code = "\n".join([f"def kernel({', '.join(names)}):", "    for i in range(n):", *body])
+    T = {"float": np.float32, "double": np.float64}[ctype]
+    scope = {"np": np, "T": T}
+    exec(compile(code, "<update kernel>", "exec"), scope)  # noqa: S102  (the generator's C)
+
+    def run(*args):
+        flat = [a.reshape(-1) if "*" in p else int(a) if p.startswith("long long") else
+                float(a) for p, a in zip(params, args)]
+        assert all(a.dtype == T and a.flags.c_contiguous for a in flat
+                   if isinstance(a, np.ndarray))
+        with np.errstate(all="ignore"):
+            scope["kernel"](*flat)
+    return run
+
+
+def _update_runner(kernel):
+    def run(args, n):
+        kernel(*args, n)
+    return run
 
 
 def _runner(kernel):
@@ -82,12 +134,16 @@ def train(cfg: dict, activation: str, opt_name: str, dtype: str, steps: int, dev
 @pytest.mark.parametrize("cfg,activation,opt_name", CASES, ids=IDS)
 def test_the_device_program_gives_the_numpy_programs_numbers(numpy_backend, cfg, activation,
                                                              opt_name, dtype):
+    """Three steps, each the groups' kernels and the optimizer's one update kernel (``NU``,
+    Adam's states made by the step before the device program's first)."""
     loaded: list = []
-    want_loss, want, ref = train(cfg, activation, opt_name, dtype, 2)
-    got_loss, got, prog = train(cfg, activation, opt_name, dtype, 2, host_device(loaded))
+    ran: list = []
+    want_loss, want, ref = train(cfg, activation, opt_name, dtype, 3)
+    got_loss, got, prog = train(cfg, activation, opt_name, dtype, 3, host_device(loaded, ran))
     assert prog.tier == "cuda" and ref.tier == "numpy"
     groups = cuda_group.groups_of(prog.kernels)
-    assert len(groups) >= 3 and [n for n, _ in loaded] == [n for n, _ in groups]
+    assert len(groups) >= 3 and [n for n, _ in loaded] == [n for n, _ in groups] + ["NU"]
+    assert ran.count("NU") == 3 and len(ran) == 3 * len(loaded)
     for a, b in zip(got_loss + got, want_loss + want):
         assert_orders_agree(a, b, ulps=ADAM_ULPS if opt_name == "adam" else 4)
 
@@ -105,7 +161,9 @@ def test_the_device_programs_code_has_no_host_work(numpy_backend):
     for host in (".item()", "overflow", "fp_enter", "isfinite", ".reduce(", "float("):
         assert host not in src
     counts = cuda_group.launches(src)
-    assert counts["groups"] == n and counts["blas"] >= 3 and counts["native"] == 0
+    assert counts["groups"] == n and counts["blas"] >= 3
+    assert counts["native"] == 1 and src.count("NU(opt, ") == 1  # the update: one kernel
+    assert "apply(" not in src and "UF_[" not in src  # (no update of a parameter alone)
     if prog.frames is not None:  # a frame per batch size: its buffers first
         bufs = prog.frames.last[:len(prog.frames.sizing.buffers)]
     else:
@@ -225,3 +283,69 @@ def test_which_programs_are_built_for_a_device(monkeypatch):
     for mode in ("0", "1"):  # opt-in (GPUGRAD_JIT=now) until a device has checked it
         monkeypatch.setenv("GPUGRAD_JIT", mode)
         assert cuda_program.choose(fake, None, f32, False) is None
+
+
+# --- the optimizer's update as one kernel ---------------------------------------------------
+
+def _sgd_changing(dev):
+    """An SGD step, one with a new learning rate, two with momentum turned on (new options:
+    a form with state, made by the first of them): the parameters after each, of the
+    device program or (``dev`` None) of the eager step. (Not the planned NumPy program's:
+    its learning rate folded into the backward seed, it keeps ``P - G`` when momentum is
+    turned on, 2026-12-06.)"""
+    loss, opt, feed, model = mlp_step(MLP_SHAPED, "tanh", "sgd", "float64")
+    if dev is not None:
+        on_device(loss, dev)
+    got = []
+    for change in ({}, {"lr": 0.05}, {"momentum": 0.9}, {}):
+        for k, v in change.items():
+            setattr(opt, k, v)
+        opt.minimize(loss, feed=feed, compiled=dev is not None)
+        got += [gg.to_numpy(p.data).copy() for p in model.parameters()]
+    return got
+
+
+def test_the_update_kernel_follows_the_learning_rate_and_leaves_new_options(numpy_backend):
+    """A new ``lr`` is read by the kernel on its step; momentum turned on is a form the
+    kernel was not made from: those steps update each parameter as a program without the
+    kernel does (``opt._apply``), with the eager step's numbers."""
+    ran: list = []
+    got, want = _sgd_changing(host_device(ran=ran)), _sgd_changing(None)
+    assert ran.count("NU") == 2
+    for a, b in zip(got, want):
+        assert_orders_agree(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+def test_the_update_kernel_is_the_forms_body_over_every_parameter(numpy_backend, opt_name,
+                                                                   dtype):
+    loss, opt, feed, model = mlp_step(SMALL, "relu", opt_name, dtype)
+    prog = on_device(loss, host_device())
+    (kernel,) = [k for n, k in prog.kernels if n == "NU"]
+    sizes = [p.data.size for p in model.parameters()]
+    assert isinstance(kernel, cuda_update.Update) and kernel.sizes == sizes
+    assert kernel.body == opt.lowering().later.kernel[2] and kernel.dtype == dtype
+    src = kernel.source("NU")
+    assert src.count("const long long k = i - ") == len(sizes)
+    assert f"}} else if (i < {sizes[0] + sizes[1]}) {{" in src
+
+
+def _adam_restarted(dev):
+    """Three Adam steps, the first after its state was dropped (it makes it again)."""
+    loss, opt, feed, model = mlp_step(MLP_SHAPED, "sigmoid", "adam", "float32")
+    if dev is not None:
+        on_device(loss, dev)
+    for p in model.parameters():
+        opt.state[p] = {}
+    for _ in range(3):
+        opt.minimize(loss, feed=feed, compiled=dev is not None)
+    return [gg.to_numpy(p.data) for p in model.parameters()]
+
+
+def test_a_first_update_makes_the_state_before_the_update_kernel_runs(numpy_backend):
+    ran: list = []
+    got, want = _adam_restarted(host_device(ran=ran)), _adam_restarted(None)
+    assert ran.count("NU") == 2
+    for a, b in zip(got, want):
+        assert_orders_agree(a, b, ulps=ADAM_ULPS)

@@ -134,6 +134,12 @@ def raw_source(group: Group, name: str) -> str:
     stores = [f"p_{m}[i] = {out_name(m)};" for m in group.outputs]
     body = loads + [f"T {out_name(m)};" for m in group.outputs] + _body(
         group, sum_name("{m}")) + stores
+    return kernel_text(name, params, ctype, body)
+
+
+def kernel_text(name: str, params: list, ctype: str, body: list) -> str:
+    """A kernel ``name`` of ``params`` and the count ``n``, running ``body`` (lines, in
+    type ``T``, ``ctype``) for each element ``i`` in a grid-stride loop."""
     return "\n".join([
         f'extern "C" __global__ void {kernel_name(name)}({", ".join(params)}, long long n) {{',
         f"    typedef {ctype} T;",
@@ -191,8 +197,9 @@ def launches(source: str) -> dict:
     """What the planned program whose generated ``source`` this is would launch on a
     device per run, counted from its calls (computed, not measured): ``groups``
     (fusion-group kernels, ``N0(...)``), ``native`` (a kernel the native tier has and
-    CUDA has not yet: the one update of every parameter, ``NU``, an op's own, ``NX0``: one
-    launch each if made for CUDA), ``blas`` (products), ``other`` (every other array
+    CUDA has not yet: an op's own, ``NX0``, one launch if made for CUDA; and the one
+    update of every parameter, ``NU``, which a device program launches as one CUDA kernel,
+    gpugrad.compiler.cuda_update), ``blas`` (products), ``other`` (every other array
     call: a NumPy ufunc or reduction, a fancy-indexed read or update, an arithmetic
     expression, a registered rule's call, a parameter's optimizer update, each counted once
     though a rule may launch more)

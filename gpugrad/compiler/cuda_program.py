@@ -8,6 +8,8 @@ lowered and grouped as on NumPy, with four differences:
   scalar (``isfinite``, ``dtype.type``) runs the op's rules instead;
 - each fusion group (gpugrad.compiler.fuse) is one CUDA kernel, the complete source that
   gpugrad.compiler.cuda_group writes, called by :func:`instruction`'s line ``N0(...)``;
+- the optimizer's update of every parameter is one more kernel, ``NU(opt, ...)``, where
+  they share a float dtype (gpugrad.compiler.cuda_update);
 - the planned buffers are device arrays, and ``np`` in the program's namespace is the
   device's array module (``cupy``, which spells NumPy's ufuncs and ``dot`` the same);
 - there is no floating-point error state: nothing tests for overflow (CuPy's rules do not
@@ -44,14 +46,14 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import backend, scalar_formula
-from . import cuda_group, lower, plan, tier
+from . import cuda_group, cuda_update, lower, plan, tier
 from .fuse import Group
 
 
 @dataclass(frozen=True)
 class Device:
     """Where a device program runs: ``np``, the array module its NumPy-spelt code calls
-    (``cupy``), and ``load(kernels)``, which compiles the ``(name, Group)`` kernels of one
+    (``cupy``), and ``load(kernels)``, which compiles the ``(name, kernel)`` kernels of one
     program and returns ``{name: run}``, ``run(args, n)`` launching one over ``n``
     elements with ``args`` in the order of cuda_group.raw_source's parameters."""
 
@@ -88,9 +90,21 @@ def cupy_device() -> Device:
     return Device(cupy, functools.partial(_load_raw, cupy))
 
 
+def source(name: str, kernel: Any) -> str:
+    """The CUDA source of a device program's kernel: a fusion group's, or the optimizer's
+    update of every parameter (gpugrad.compiler.cuda_update)."""
+    if isinstance(kernel, Group):
+        return cuda_group.raw_source(kernel, name)
+    return kernel.source(name)
+
+
+def module_source(kernels: list) -> str:
+    """One CUDA translation unit with every kernel of ``kernels`` (``(name, kernel)``)."""
+    return "\n".join(source(n, k) for n, k in kernels)
+
+
 def _load_raw(cupy: Any, kernels: list) -> dict:
-    module = cupy.RawModule(code=cuda_group.module_source(kernels),
-                            options=cuda_group.OPTIONS)
+    module = cupy.RawModule(code=module_source(kernels), options=cuda_group.OPTIONS)
     return {n: functools.partial(_launch_raw, module.get_function(cuda_group.kernel_name(n)))
             for n, _ in kernels}
 
@@ -211,7 +225,8 @@ def bind(made: Any, dev: Device, buffers: list) -> Any:
     and bound (``made.tier`` "cuda"). Where they cannot be compiled, the program rebuilt
     without a device (every step its rules) instead, with a warning saying why."""
     scope = made.fn.__globals__
-    kernels = [(n, k) for n, k in made.kernels if isinstance(k, Group)]
+    kernels = [(n, k) for n, k in made.kernels
+               if isinstance(k, (Group, cuda_update.Update))]
     try:
         runs = dev.load(kernels) if kernels else {}
     except Exception as e:  # NVRTC's error, a missing driver, ...
@@ -219,7 +234,9 @@ def bind(made: Any, dev: Device, buffers: list) -> Any:
                       f"built ({type(e).__name__}: {e}); its steps run unfused, each its "
                       "rules", RuntimeWarning, stacklevel=4)
         return made.rebuild(device=False)
-    scope.update({n: Launch(g, runs[n], dev) for n, g in kernels})
+    bump = functools.partial(scope["bump"], site=scope["SITE"]) if "SITE" in scope else None
+    scope.update({n: Launch(g, runs[n], dev) if isinstance(g, Group) else
+                  cuda_update.Step(g, runs[n], dev.np, bump) for n, g in kernels})
     scope["np"] = dev.np
     on = functools.partial(_on_device, dev)
     scope.update({k: on(v) for k, v in scope.items() if lower.SIZED.fullmatch(k)})

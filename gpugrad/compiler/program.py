@@ -317,7 +317,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         escapes |= set(results)
     else:
         start = len(prog)
-        prog += update.instructions(opt, sched, results[1:], shapes, env, numpy, native)
+        prog += update.instructions(opt, sched, results[1:], shapes, env, numpy, native, dev)
         listing.label(prog, start, listing.tag(f"{type(opt).__name__} update"))
     if shapes[out] is not None:
         env["SEED_SHAPE"], env["SEED_DTYPE"] = shapes[out]

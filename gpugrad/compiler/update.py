@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import versions
-from . import native_update, plan, rewrite
+from . import cuda_update, native_update, plan, rewrite
 
 
 def bump(opt: Any, site: str, stepping: list | None = None) -> None:
@@ -43,10 +43,12 @@ def folds(opt: Any, numpy: bool) -> bool:
 
 
 def instructions(opt: Any, sched: Any, grads: list, shapes: list, env: dict,
-                 numpy: bool, native: bool = False) -> list:
+                 numpy: bool, native: bool = False, dev: Any = None) -> list:
     """The update of every parameter of ``opt`` from the gradients named ``grads`` (in the
     order of ``sched.wrt``, which is ``opt.params``). ``native``: every parameter in one
-    kernel call (gpugrad.compiler.native_update.Update), where they share a real float dtype."""
+    kernel call (gpugrad.compiler.native_update.Update), where they share a real float dtype;
+    ``dev``: a device program's, every parameter in one CUDA kernel
+    (gpugrad.compiler.cuda_update) where they do."""
     env["PARAMS"] = opt.params
     env["SITE"] = f"{type(opt).__name__} step (compiled)"
     # from here on parameters are written (flag 1, then 2 once recorded): an error is the
@@ -55,21 +57,31 @@ def instructions(opt: Any, sched: Any, grads: list, shapes: list, env: dict,
     env["STEPPING_"] = stepping = [0]
     env["bump"] = functools.partial(bump, stepping=stepping)
     return [plan.Instr([], [], lambda outs, temps: ["STEPPING_[0] = 1"], False),
-            *_writes(opt, sched, grads, shapes, env, numpy, native)]
+            *_writes(opt, sched, grads, shapes, env, numpy, native, dev)]
 
 
 def _writes(opt: Any, sched: Any, grads: list, shapes: list, env: dict, numpy: bool,
-            native: bool) -> list:
-    low = lowering(opt) if numpy else None
-    if low is None:
+            native: bool, dev: Any = None) -> list:
+    low = lowering(opt) if numpy or dev is not None else None
+    dtypes = {str(shapes[slot][1]) if shapes[slot] else None for slot in sched.wrt}
+    one = len(dtypes) == 1 and dtypes <= {"float32", "float64"}
+    if dev is not None and low is not None and one:
+        kernel = cuda_update.Update.of_form(
+            low.later, cuda_update.sizes_of([shapes[s][0] for s in sched.wrt]), dtypes.pop())
+        if kernel.fits():
+            kernel.form, kernel.low = low.later, low  # (what cuda_update.Step runs it by)
+            env["KERNELS_UPDATE"] = [("NU", kernel)]
+            call = "".join(f", v{s}, {g}" for s, g in zip(sched.wrt, grads))
+            return [plan.Instr([*grads, *(f"v{s}" for s in sched.wrt)], [],
+                               lambda outs, temps: [f"NU(opt{call})"], False)]
+    if low is None or not numpy:  # (a device program that keeps an update per parameter)
         env["apply"] = lambda o, ps, gs: o._apply(list(zip(ps, gs)))
         names = ", ".join(grads)
         return [plan.Instr(list(grads), [], lambda outs, temps: [
             f"apply(opt, PARAMS, [{names}])"], False)]
     fold = rewrite.fold_lr(low)
     env["LOW"] = low
-    dtypes = {str(shapes[slot][1]) for slot in sched.wrt}
-    if native and len(dtypes) == 1 and dtypes <= {"float32", "float64"}:
+    if native and one:
         return _native(low, fold, sched, grads, shapes, env)
     # this step's code, state arrays and scalars of each parameter (Lowering.begin)
     out = [] if fold else [plan.Instr([], [], lambda outs, temps: [
