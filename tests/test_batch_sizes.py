@@ -63,7 +63,8 @@ def test_compiled_training_step_traces_and_plans_once_for_every_batch_size(numpy
     assert entry.symbolic and entry.sched.builds == 1
     (prog,) = entry.sched.programs.values()
     assert prog.frames is not None and len(prog.frames.by_n) <= batch.FRAMES
-    assert "np.dot(ONESn_float64" in prog.source  # the bias gradient reads the frame's ones
+    if prog.tier == "numpy":  # (GPUGRAD_JIT=now: the native tier's kernel sums it itself)
+        assert "np.dot(ONESn_float64" in prog.source  # the bias gradient reads the frame's ones
 
 
 def test_graph_minimize_and_gradients_plan_once_for_every_batch_size(numpy_backend):
@@ -88,7 +89,8 @@ def test_graph_minimize_and_gradients_plan_once_for_every_batch_size(numpy_backe
     for sched in loss._schedules.values():  # gradients, and the training step
         assert sched.builds == len(sched.programs) and 1 <= sched.builds <= 3
         for prog in sched.programs.values():  # cross-entropy's rows and count: per size
-            assert "ARn" in prog.source and "ONESn_float64" in prog.source
+            if prog.tier == "numpy":  # (the native tier's kernels read the rows themselves)
+                assert "ARn" in prog.source and "ONESn_float64" in prog.source
             assert not any(f"AR{n}" in prog.source for n in SIZES)
     modes = sum(len(s.programs) for s in loss._schedules.values())
     assert modes == 3  # value_and_gradients, gradients and minimize: one program each
