@@ -365,3 +365,33 @@ def test_an_error_in_a_graph_step_s_update_is_not_stepped_twice(numpy_backend):
         opt.minimize(loss, feed={x: np.ones(1), y: np.array([1e300])})  # 1e10 * 1e300
     assert w_before - float(w.data[0]) == 1e10 * 1.875  # one step (velocity 1.875)
     assert w.version == before[0] + 1 and u.version == before[1] + 1
+
+
+@pytest.mark.parametrize("jit", ["0", "now"])
+@pytest.mark.parametrize("change", [{"momentum": 0.9}, {"weight_decay": 0.1},
+                                    {"momentum": 0.9, "nesterov": True}])
+def test_a_planned_sgd_step_follows_options_turned_on_between_steps(jit, change, numpy_backend,
+                                                                    monkeypatch, tmp_path):
+    """Plain SGD's planned step folds the learning rate into its backward (``p - g``, the
+    backward seeded with ``lr``); momentum or a weight decay turned on later must not be
+    ignored: the step is planned again, and the parameters are the eager steps' (they
+    differed by up to 0.01 after six steps before)."""
+    if jit == "now":
+        pytest.importorskip("numba")
+        monkeypatch.setenv("GPUGRAD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("GPUGRAD_JIT", jit)
+    X = np.array([1.0, 0.5, 2.0])
+    ws = [gg.Variable(np.array([1.0, 2.0, 3.0])) for _ in range(2)]
+    x = gg.Placeholder((3,), "float64", name="x")
+    loss = gg.sum(ws[0] * ws[0] * x)
+    opts = [optim.SGD([w], lr=0.1) for w in ws]
+    for step in range(7):
+        if step == 3:
+            for o in opts:
+                for k, v in change.items():
+                    setattr(o, k, v)
+        opts[0].minimize(loss, feed={x: X})  # planned from the second step on
+        opts[1].zero_grad()
+        gg.sum(ws[1] * ws[1] * gg.asarray(X)).backward()
+        opts[1].step()
+        np.testing.assert_allclose(ws[0].data, ws[1].data, rtol=1e-14, atol=1e-15)

@@ -463,7 +463,7 @@ def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads
     else:
         lines += block(prog[:n_forward], 0, "    ")
     if grads and not seeded and any("seed_" in ins.reads for ins in prog):
-        seed = "opt.lr" if update.folds(opt, numpy) else "1.0"
+        seed = "FOLDED_LR(opt)" if update.folds(opt, numpy) else "1.0"  # (lr: compiler.update)
         r = results[0]
         known = "SEED_DTYPE" in env  # the value's shape and dtype (it may be left out)
         dt, sh = ("SEED_DTYPE", "SEED_SHAPE") if known else (f"{r}.dtype", f"{r}.shape")

@@ -19,7 +19,7 @@ from .. import errors as E
 from ..eager import _scalars_to_arrays, backend_name, seed_gradient
 from ..fpstate import quiet
 from ..tensor import no_grad
-from . import batch, codegen, program
+from . import batch, codegen, program, update
 from .interpret import checked_backward, checked_forward
 from .trace import trace
 
@@ -369,6 +369,9 @@ class Schedule:
             return None
         try:
             return prog(feeds, datas, opt)
+        except update.OptionsChanged:  # its learning rate folded in no longer holds
+            self.forget()
+            return None
         except FloatingPointError:  # overflow under the forward's errstate: run generically
             env = prog.fn.__globals__
             stepping = env.get("STEPPING_")

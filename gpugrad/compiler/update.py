@@ -30,6 +30,34 @@ def bump(opt: Any, site: str, stepping: list | None = None) -> None:
         stepping[0] = 2
 
 
+class OptionsChanged(Exception):
+    """The optimizer's options (``opt.options()``: momentum turned on, a weight decay, ...)
+    are not those a program folded the learning rate in for (its update is ``p - g``, the
+    backward started from ``lr``): the schedule drops its programs and runs the step
+    generically, and the next run plans anew (gpugrad.compiler.schedule)."""
+
+
+def folded_lr(opt: Any, options: dict) -> float:
+    """``opt.lr``, the seed of a program that folds it in, where ``opt``'s options are still
+    ``options``; else :class:`OptionsChanged` (before anything is written: the backward has
+    not started).
+
+    >>> from gpugrad import Variable, optim
+    >>> import numpy as np
+    >>> opt = optim.SGD([Variable(np.zeros(2))], lr=0.5)
+    >>> folded_lr(opt, opt.options())
+    0.5
+    >>> opt.momentum = 0.9
+    >>> folded_lr(opt, {"decay": False, "momentum": False, "nesterov": False})
+    Traceback (most recent call last):
+    ...
+    gpugrad.compiler.update.OptionsChanged: SGD's options changed since its step was planned
+    """
+    if opt.options() != options:
+        raise OptionsChanged(f"{type(opt).__name__}'s options changed since its step was planned")
+    return opt.lr
+
+
 def lowering(opt: Any) -> Any:
     """The optimizer's in-place lowering, or None. Looked up on the class, so a wrapper
     that forwards attributes (DistributedOptimizer) is not mistaken for what it wraps."""
@@ -80,6 +108,8 @@ def _writes(opt: Any, sched: Any, grads: list, shapes: list, env: dict, numpy: b
         return [plan.Instr(list(grads), [], lambda outs, temps: [
             f"apply(opt, PARAMS, [{names}])"], False)]
     fold = rewrite.fold_lr(low)
+    if fold:  # the program's seed is the learning rate while the options keep it p - lr * g
+        env["FOLDED_LR"] = functools.partial(folded_lr, options=opt.options())
     env["LOW"] = low
     if native and one:
         return _native(low, fold, sched, grads, shapes, env)
