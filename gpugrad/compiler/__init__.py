@@ -17,7 +17,8 @@ A graph goes through the passes in this order:
   sum's gradient stays 0-d), ``products`` and ``stack`` turn the per-step products of an
   unrolled loop into products of stacked rows (a weight's gradient summed over the steps as
   one product), and ``plan`` gives their values buffers by liveness, kept across runs,
-  letting an elementwise step write over an input it reads for the last time;
+  letting an elementwise step write over an input it reads for the last time; ``emit``
+  writes the planned instructions as the function's text and compiles it;
 - ``listing``: each generated line tagged with its op and the user's line that built it,
   the text ``.source`` hands back, and the file names that tracebacks and debuggers read.
 

@@ -23,9 +23,19 @@ import numpy as np
 from .. import fpstate
 from ..eager import as_array, fit
 from ..registry import gradient_tuple
-from . import batch, cuda_program, formula, listing, lower, native_calls, plan, rewrite, stack
-from . import tier, update
-from .codegen import build as build_function, used_buffers
+from . import (
+    batch,
+    cuda_program,
+    listing,
+    lower,
+    native_calls,
+    plan,
+    rewrite,
+    stack,
+    tier,
+    update,
+)
+from .emit import program as emitted
 
 GUARDED = "numpy-overflow-raises"  # fast-path key: rules run under errstate(over="raise")
 
@@ -331,8 +341,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                                                dev and cuda_program.instruction)
     where, buffers = plan.assign(prog, escapes)
     env["PLANNED"] = where
-    made = _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads, opt,
-                 seeded, sizing)
+    made = Program(*emitted(prog, n_forward, where, buffers, results, sched, env, numpy, xp,
+                            grads, opt, seeded, sizing))
     made.rebuild = functools.partial(_rebuild, weakref.ref(sched), shapes, grads, opt, seeded,
                                      value, sizing)  # no cycle through the schedule's programs
     made = cuda_program.bind(made, dev, buffers) if dev else made  # its kernels compiled
@@ -415,86 +425,3 @@ def _generic_backward(env, k, o, g, maybe, op, params, ins, needs, shapes, backe
     if maybe:
         lines = [f"c{k}_{pos} = None" for pos, _ in wanted] + lines
     return plan.Instr([g, f"r{k}"], defines, lambda outs, temps, lines=lines: lines, False)
-
-
-def _emit(prog, n_forward, where, buffers, results, sched, env, numpy, xp, grads, opt,
-          seeded, sizing) -> Program:
-    env["DEV"] = sched.device
-    lines = ["def program(xp, P, D, B, seed_, opt):"]  # STEPPING_: see compiler.update
-    lines += ["    STEPPING_[0] = 0"] if "STEPPING_" in env else []
-    where_leaf = {f"v{s}": f"P[{j}]" for j, (s, _) in enumerate(sched.placeholders)}
-    where_leaf.update({f"v{s}": f"D[{j}]" for j, (s, _) in enumerate(sched.tensors)})
-    used = sorted({i for ins in prog for i in ins.reads if i.startswith("v") and int(i[1:])
-                   < len(sched.template)} - {n for ins in prog for n, *_ in ins.defines})
-    for name in used:
-        if name not in where_leaf:
-            env[f"K{name[1:]}"] = sched.template[int(name[1:])]
-        lines.append(f"    {name} = {where_leaf.get(name, 'K' + name[1:])}")
-    lines += [f"    B{b} = B[{b}]" for b in range(len(buffers))]
-    head = len(lines)
-
-    # values left to ordinary allocation are dropped after their last reader, as the
-    # generic code frees intermediates, so peak memory stays where it was
-    last: dict = {}
-    for k, ins in enumerate(prog):
-        for n in ins.reads:
-            last[n] = k
-        for n, *_ in ins.defines:
-            last.setdefault(n, k)
-    kept = set(results) | {"seed_", "_"} | set(used)
-    drops: dict = {}
-    for n, k in last.items():
-        if n not in where and n not in kept:
-            drops.setdefault(k, []).append(n)
-
-    def block(instrs, start, ind):
-        out = []
-        for j, ins in enumerate(instrs):
-            k = start + j
-            outs = [f"B{where[n]}" if n in where else "None" for n, *_ in ins.defines]
-            temps = [f"B{where[f'~{k}.{t}']}" for t in range(len(ins.temps))]
-            env.update(getattr(ins, "env", {}))
-            out += [ind + line for line in listing.tagged(ins.emit(outs, temps), ins.tag)]
-            if k in drops:
-                out.append(ind + " = ".join(sorted(drops[k])) + " = None")
-        return out
-    if numpy:  # np.errstate(over="raise"), in the cheap form of gpugrad.fpstate
-        lines += _within("OVER_RAISED", block(prog[:n_forward], 0, "        "))
-    else:
-        lines += block(prog[:n_forward], 0, "    ")
-    if grads and not seeded and any("seed_" in ins.reads for ins in prog):
-        seed = "FOLDED_LR(opt)" if update.folds(opt, numpy) else "1.0"  # (lr: compiler.update)
-        r = results[0]
-        known = "SEED_DTYPE" in env  # the value's shape and dtype (it may be left out)
-        dt, sh = ("SEED_DTYPE", "SEED_SHAPE") if known else (f"{r}.dtype", f"{r}.shape")
-        reshape = "" if known and env["SEED_SHAPE"] == () else f".reshape({sh})"
-        line = (f"    seed_ = np.array({seed}, {dt}){reshape}" if numpy
-                else f"    seed_ = xp.full_like({r}, {seed})")  # NumPy: no Python layers
-        lines += listing.tagged([line], "backward seed" + (" (the learning rate)"
-                                                           if seed != "1.0" else ""))
-    if numpy:  # a tiny gradient or update is not an error (see gpugrad.fpstate)
-        lines += _within("UNDER_IGNORED", block(prog[n_forward:], n_forward, "        "))
-    else:
-        lines += block(prog[n_forward:], n_forward, "    ")
-    lines.append(f"    return {results[0]}, [{', '.join(results[1:])}]")
-    source, head = used_buffers(lines, head)
-    frames = None
-    if sizing is not None:  # the batch-sized parts are read from the frame of a size
-        sizing.buffers = buffers
-        source = batch.symbolic_source(source, env, head, sizing)
-        frames = batch.Frames(sizing, xp, numpy)
-    code = listing.untagged(source)  # (a tag never adds a name)
-    env.update(lower.vectors_in(code))
-    env.update(formula.constants_in(code))
-    fn = build_function(source, env, "program")
-    bufs = None if frames is not None else [
-        plan.empty(xp, shape, dtype) if numpy else None for shape, dtype in buffers]
-    return Program(fn, bufs, source, xp, frames, env.get("KERNELS", []))
-
-
-def _within(flags: str, body: list) -> list:
-    """``body`` (indented for it) under the error state ``flags`` names, restored after."""
-    if not body:
-        return []
-    return [f"    tok_ = fp_enter(fp_state({flags}))", "    try:", *body, "    finally:",
-            "        fp_leave(tok_)"]
