@@ -120,6 +120,15 @@ class Form:
     __slots__ = ("first", "fn", "fold", "kernel", "names", "prologue", "scalars", "source",
                  "temps")
 
+    def element(self) -> tuple[str, list, int]:
+        """The element update as the compiled kernels take it (gpugrad.compiler's
+        native_update and cuda_update): ``kernel``'s body (lines ``T n4 = (h2 * S0);``,
+        ``P = n25;``), the per-step scalars it reads (``h2``, ...: ``kernel``'s in
+        parameters after ``G``) and the number of state arrays (its out parameters after
+        ``P``)."""
+        ins, outs, body = self.kernel[:3]
+        return body, [x.split()[-1] for x in ins.split(",")[1:]], len(outs.split(",")) - 1
+
 
 @functools.cache
 def form(formula: Callable, options: tuple, first: bool) -> Form:

@@ -67,9 +67,7 @@ class Update:
     def of_form(cls, form: Any, sizes: list, dtype: Any) -> Update:
         """The update by an optimizer's form (its CUDA parts ``T G, T h2, ...`` in,
         ``T P, T S0, ...`` out, and the body)."""
-        ins, outs, body = form.kernel[:3]
-        return cls(body, [x.split()[-1] for x in ins.split(",")[1:]],
-                   len(outs.split(",")) - 1, sizes, dtype)
+        return cls(*form.element(), sizes, dtype)
 
     def fits(self) -> bool:
         """Whether its arguments fit in one launch (:data:`ARGUMENT_BYTES`)."""

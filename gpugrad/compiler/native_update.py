@@ -39,9 +39,7 @@ class Update:
         """The update of parameters of ``ndims`` dimensions by an optimizer's form
         (gpugrad.optim_rule.Form: its CUDA parts, ``T G, T h2, ...`` in, ``T P, T S0, ...``
         out, and the body)."""
-        ins, outs, body = form.kernel[:3]
-        return cls(body, [x.split()[-1] for x in ins.split(",")[1:]],
-                   len(outs.split(",")) - 1, ndims, dtype, eager)
+        return cls(*form.element(), ndims, dtype, eager)
 
     def describe(self) -> str:
         return f"the optimizer's update of {len(self.params)} parameters"
