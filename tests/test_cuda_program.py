@@ -29,6 +29,7 @@ from gpugrad.compiler.fuse import Group
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import HAS_GPU  # noqa: E402
+from cuda_block import host_block_kernel  # noqa: E402
 from helpers import assert_orders_agree  # noqa: E402
 from test_cuda_groups import (DTYPES, OPTIMIZERS, SMALL, _programs, _run, chain,  # noqa: E402
                               host_kernel, mlp_step)
@@ -50,7 +51,10 @@ def host_device(loaded: list | None = None, ran: list | None = None) -> cuda_pro
         if loaded is not None:
             loaded.extend(kernels)
         return {n: _counted(ran, n, _runner(host_kernel(cuda_group.raw_source(g, n)))
-                            if isinstance(g, Group) else _update_runner(host_update(g.source(n))))
+                            if isinstance(g, Group) else
+                            _update_runner(host_update(g.source(n)))
+                            if isinstance(g, cuda_update.Update) else
+                            host_block_kernel(cuda_program.source(n, g)))
                 for n, g in kernels}
     return cuda_program.Device(np, load)
 
@@ -142,7 +146,8 @@ def test_the_device_program_gives_the_numpy_programs_numbers(numpy_backend, cfg,
     got_loss, got, prog = train(cfg, activation, opt_name, dtype, 3, host_device(loaded, ran))
     assert prog.tier == "cuda" and ref.tier == "numpy"
     groups = cuda_group.groups_of(prog.kernels)
-    assert len(groups) >= 3 and [n for n, _ in loaded] == [n for n, _ in groups] + ["NU"]
+    assert len(groups) >= 3 and [n for n, _ in loaded] == [n for n, _ in groups] + [
+        "NU", "NX0", "NX1"]  # (the update, the cross-entropy's forward and backward)
     assert ran.count("NU") == 3 and len(ran) == 3 * len(loaded)
     for a, b in zip(got_loss + got, want_loss + want):
         assert_orders_agree(a, b, ulps=ADAM_ULPS if opt_name == "adam" else 4)
@@ -150,19 +155,23 @@ def test_the_device_program_gives_the_numpy_programs_numbers(numpy_backend, cfg,
 
 def test_the_device_programs_code_has_no_host_work(numpy_backend):
     """Each group is one call, its single elements passed as they are (no ``.item()``),
-    nothing tests for overflow, no error state is entered; a reduction and cross-entropy
-    run their rules; every buffer is an array of the device's module."""
+    nothing tests for overflow, no error state is entered; the cross-entropy is its own two
+    kernels, the logits' bias add and the mean folded into the first (no reduction read on
+    the host: the only ``float(`` is of the mean's gradient, a host number); the seed is
+    not made; every buffer is an array of the device's module."""
     loss, opt, feed, _ = mlp_step(SMALL, "sigmoid", "sgd", "float32")
     prog = on_device(loss, host_device())
     opt.minimize(loss, feed=feed)
     src = prog.source
     n = len(cuda_group.groups_of(prog.kernels))
     assert sum(f"    N{j}(" in src for j in range(n)) == n
-    for host in (".item()", "overflow", "fp_enter", "isfinite", ".reduce(", "float("):
+    for host in (".item()", "overflow", "fp_enter", "isfinite", ".reduce(", "seed_ =", "F5("):
         assert host not in src
+    assert re.findall(r"float\((\w+)\)", src) == ["c6_0"] and "c6_0 = INVn_float32" in src
     counts = cuda_group.launches(src)
-    assert counts["groups"] == n and counts["blas"] >= 3
-    assert counts["native"] == 1 and src.count("NU(opt, ") == 1  # the update: one kernel
+    assert counts["groups"] == n and counts["blas"] == 8 and counts["other"] == 0
+    assert counts["native"] == 3 and src.count("NU(opt, ") == 1  # the update: one kernel
+    assert src.count("    if NX0(p12, ") == 1 and src.count("    NX1(") == 1  # bias add in
     assert "apply(" not in src and "UF_[" not in src  # (no update of a parameter alone)
     if prog.frames is not None:  # a frame per batch size: its buffers first
         bufs = prog.frames.last[:len(prog.frames.sizing.buffers)]

@@ -46,7 +46,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import backend, scalar_formula
-from . import cuda_group, cuda_update, lower, plan, tier
+from . import cuda_group, cuda_update, lower, native_fold, plan, tier
 from .fuse import Group
 
 
@@ -91,11 +91,19 @@ def cupy_device() -> Device:
 
 
 def source(name: str, kernel: Any) -> str:
-    """The CUDA source of a device program's kernel: a fusion group's, or the optimizer's
-    update of every parameter (gpugrad.compiler.cuda_update)."""
+    """The CUDA source of a device program's kernel: a fusion group's, the optimizer's
+    update of every parameter (gpugrad.compiler.cuda_update), or an op's own
+    (``lower.NativeKernel.cuda``, with what is folded into it: gpugrad.compiler.native_fold)."""
     if isinstance(kernel, Group):
         return cuda_group.raw_source(kernel, name)
-    return kernel.source(name)
+    if isinstance(kernel, cuda_update.Update):
+        return kernel.source(name)
+    return kernel.cuda(name) if isinstance(kernel, native_fold.Folded) else kernel.cuda(name, None)
+
+
+def has_kernel(native: Any) -> bool:
+    """Whether an op's lowering declares its own kernel for a device (``NativeKernel.cuda``)."""
+    return native is not None and native.cuda is not None
 
 
 def module_source(kernels: list) -> str:
@@ -111,10 +119,15 @@ def _load_raw(cupy: Any, kernels: list) -> dict:
 
 BLOCK = 256
 """Threads per block of a group's kernel (a grid-stride loop covers any count)."""
+OP_BLOCK = 256
+"""Threads of the one block an op's own kernel runs as (``n`` None: its arguments end with
+the row and column counts)."""
 
 
-def _launch_raw(fn: Any, args: tuple, n: int) -> None:
-    if n:
+def _launch_raw(fn: Any, args: tuple, n: int | None) -> None:
+    if n is None:
+        fn((1,), (OP_BLOCK,), args)
+    elif n:
         fn((min((n + BLOCK - 1) // BLOCK, 65535),), (BLOCK,), (*args, np.int64(n)))
 
 
@@ -123,6 +136,10 @@ _CALL = re.compile(r"(?<![\w.])(\w+)\(")
 _ATTR = re.compile(r"(?<!\bnp)\.(?![0-9])(\w+)")
 _BINARY = re.compile(r"[\w)\]]\s*[-+*/%@]")
 _HOST_VALUE = re.compile(r"^\s*\w+ = (K_|ONE_|ZERO_)\w*\s*$")
+_HOST_NUMBER = re.compile(r"^\w+ = (INV\d+_float\d+|K_\w+)$")  # a mean's 1 / n
+_HOST_WORK = re.compile(r"\.reduce\(|\bisfinite\(|\.item\(\)|\[AR\w+, |float\(s_\)")
+"""Code that would wait for the device (a reduction read on the host, a gather by row
+numbers on the host): a device program with any is built again without a device."""
 PORTABLE = frozenset(scalar_formula.CUDA) | {"dot"}
 """NumPy functions a device program's lowered code may call: the formulas' ufuncs (those
 with a CUDA spelling) and the product."""
@@ -145,9 +162,17 @@ def portable(lines: list, dev: Device) -> bool:
     return True
 
 
-def lowered(low: Any, backs: list, dev: Device) -> bool:
+def lowered(low: Any, backs: list, dev: Device, kernel_made: set = frozenset()) -> bool:
     """Whether a step's lowered forward ``low`` (lower.Forward) and backwards ``backs``
-    (lower.Backward, emitted with the names ``g``, ``o``) run as they are on ``dev``."""
+    (lower.Backward, emitted with the names ``g``, ``o``) run as they are on ``dev``: as
+    portable code, or as the op's own kernels (:func:`has_kernel`, forward and backward),
+    or as a mean of a vector that such a kernel makes (``kernel_made``: its name; the
+    kernel adds it up, gpugrad.compiler.native_fold) whose gradient is a host number."""
+    if has_kernel(low.native):
+        return all(has_kernel(b.native) for b in backs)
+    if low.total is not None and low.total[0] in kernel_made and low.total[2:] == ("mean",):
+        return all(b.emit is None or all(_HOST_NUMBER.match(line) for line in b.emit(
+            "c", "C", [])) for b in backs)
     if low.saved:
         return False
     temps = [f"T{j}_" for j in range(len(low.temps))]
@@ -196,6 +221,37 @@ class Launch:
         self.run(tuple(got), n)
 
 
+def allocated(outs: list, values: list, env: dict) -> tuple[list, list]:
+    """``outs`` (buffer names, "None" where a value is not planned) with each "None" among
+    the first ``len(values)`` ((name, shape, dtype) each) a new device array's name, and the
+    lines making those arrays (``np.empty``, no launch; a shape with the batch dim is read
+    per batch size, as a group's are)."""
+    got, lines = list(outs), []
+    for j, (name, shape, dtype) in enumerate(values):
+        if got[j] == "None":
+            a = f"A_{name}"
+            env[f"S_{a}"], env[f"D_{a}"] = shape, np.dtype(dtype)
+            lines.append(f"{a} = np.empty(S_{a}, D_{a})")
+            got[j] = a
+    return got, lines
+
+
+class OpLaunch:
+    """An op's own kernel in a program (``lower.NativeKernel.cuda``): called by the numba
+    function's lines with its arguments (device arrays; a number, sent as a ``double``),
+    it adds the row and column counts of the largest matrix among them and launches one
+    block (``run(args, None)``). Returns False: nothing is reported to the host."""
+
+    def __init__(self, run: Callable, dev: Device) -> None:
+        self.run, self.xp = run, dev.np
+
+    def __call__(self, *args: Any) -> bool:
+        got = [a if isinstance(a, self.xp.ndarray) else np.float64(a) for a in args]
+        n, k = max((a.shape for a in got if getattr(a, "ndim", 0) == 2), key=math.prod)
+        self.run((*got, np.int64(n), np.int64(k)), None)
+        return False
+
+
 def instruction(group: Group, name: str, env: dict) -> plan.Instr:
     """The device program's instruction calling ``group``'s kernel ``name`` (a
     :class:`Launch`): it reads the group's inputs as they are (a single element stays a
@@ -225,9 +281,12 @@ def bind(made: Any, dev: Device, buffers: list) -> Any:
     and bound (``made.tier`` "cuda"). Where they cannot be compiled, the program rebuilt
     without a device (every step its rules) instead, with a warning saying why."""
     scope = made.fn.__globals__
-    kernels = [(n, k) for n, k in made.kernels
-               if isinstance(k, (Group, cuda_update.Update))]
+    kernels = list(made.kernels)
+    host = next((line.strip() for line in made.source.splitlines()
+                 if _HOST_WORK.search(line)), None)
     try:
+        if host is not None:  # (a step left its NumPy code: a fold that did not happen)
+            raise ValueError(f"its code would wait for the device: {host}")
         runs = dev.load(kernels) if kernels else {}
     except Exception as e:  # NVRTC's error, a missing driver, ...
         warnings.warn(f"gpugrad: the CUDA kernels of a program's fusion groups could not be "
@@ -236,7 +295,9 @@ def bind(made: Any, dev: Device, buffers: list) -> Any:
         return made.rebuild(device=False)
     bump = functools.partial(scope["bump"], site=scope["SITE"]) if "SITE" in scope else None
     scope.update({n: Launch(g, runs[n], dev) if isinstance(g, Group) else
-                  cuda_update.Step(g, runs[n], dev.np, bump) for n, g in kernels})
+                  cuda_update.Step(g, runs[n], dev.np, bump)
+                  if isinstance(g, cuda_update.Update) else OpLaunch(runs[n], dev)
+                  for n, g in kernels})
     scope["np"] = dev.np
     on = functools.partial(_on_device, dev)
     scope.update({k: on(v) for k, v in scope.items() if lower.SIZED.fullmatch(k)})

@@ -46,7 +46,8 @@ class Forward(NamedTuple):
     native: Any = None  # the op's own kernel for the native tier (see NativeKernel)
     view: bool = False  # its value is a view of its input: left to ordinary allocation
     total: tuple | None = None  # (the value it sums whole, emit(o, s) of the rest from the
-    # sum's name s): where a kernel makes that value, it may add it up (native_fold)
+    # sum's name s, "mean" where the rest divides by the count): where a kernel makes that
+    # value, it may add it up (native_fold)
     part: tuple | None = None  # (input, i): the view is that input's row i (compiler.stack)
     product: tuple | None = None  # ("nn", a, b): it is the matrix product a @ b
 
@@ -80,11 +81,20 @@ class NativeKernel(NamedTuple):
     ``gpugrad.compiler.native_fold.Fold`` (the elementwise step that made that input, read
     in its place; the sum of the value, or of its columns, written too), and ``call`` takes
     ``reads=`` (the text in place of the input's argument) and ``writes=`` (after the
-    arguments)."""
+    arguments).
+
+    ``cuda``: the same kernel for a device program (gpugrad.compiler.cuda_program), where
+    the op has one: ``cuda(name, fold)``, the CUDA source of ``extern "C" __global__ void
+    gpugrad_<name>``, whose parameters are the numba function's (arrays as pointers, a
+    number as a ``double``) and then the matrix's row and column counts; it runs as one
+    block of :data:`gpugrad.compiler.cuda_program.OP_BLOCK` threads (a loss's rows are a
+    batch of short rows). Called by the same lines as the numba function, it returns
+    False: a device kernel reports nothing to the host (an out-of-range input gives NaN)."""
 
     source: Callable
     call: Callable
     rows: Any = None
+    cuda: Callable | None = None
 
 
 def resolve(node: tuple, names: dict, params: dict, negated: str | None = None) -> tuple:

@@ -19,11 +19,14 @@ Only where the kernel's call is what runs: every value the op's step writes is p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import re
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..scalar_formula import c_name, cuda
 from . import fuse, lower, plan
 from .native import _Writer, array_type
 
@@ -36,7 +39,10 @@ class Fold(NamedTuple):
     name, shape) of the column sums of its value, a matrix, it writes). ``consts``: the
     numba lines of the constants ``read`` names.
 
-    The op's source takes it as ``fold=`` and places its fields (:meth:`fields`)."""
+    The op's source takes it as ``fold=`` and places its fields (:meth:`fields`). A device
+    program's kernel (``NativeKernel.cuda``) places :meth:`cuda_fields` instead: ``cuda_read``
+    is the formula in CUDA C, and its ``total`` is the mean (the value the sum's reader
+    makes: ``mean``), written in the value's dtype into the reader's 0-d value."""
 
     dtype: str
     inputs: tuple = ()
@@ -44,6 +50,8 @@ class Fold(NamedTuple):
     sums: tuple = ()
     consts: tuple = ()
     total: str | None = None
+    cuda_read: str = ""
+    mean: bool = False
 
     def fields(self) -> dict:
         """The text an op's source template places: ``in_args``/``in_sig`` (the folded
@@ -74,6 +82,55 @@ class Fold(NamedTuple):
         out["sum_end"] = ""
         return out
 
+    def cuda_fields(self) -> dict:
+        """The text a CUDA source template places, as :meth:`fields` (``C`` the C type):
+        ``in_params`` (the matrix's or the folded inputs' pointers), ``read0``/``readj``,
+        ``sum_params`` (after ``, ``), ``sum_init``/``sum_add`` (lines in the loop over the
+        rows, each thread's own) and ``sum_end`` (after it: the threads' parts of the total
+        added in thread order in float64, then divided by the row count; each column of a
+        sum added by one thread, row after row, in the value's dtype)."""
+        c = {"float32": "float", "float64": "double"}[self.dtype]
+        out = {"C": c, "in_params": f"const {c}* z", "read0": "z[i * k]",
+               "readj": "z[i * k + j]", "sum_params": "", "sum_init": "", "sum_add": "",
+               "sum_end": ""}
+        if self.inputs:
+            out.update(in_params=", ".join(f"const {c}* f{j}" for j in range(len(self.inputs))),
+                       read0=self.cuda_read.replace("@", "0"),
+                       readj=self.cuda_read.replace("@", "j"))
+        if self.total is not None:
+            if not self.mean:
+                raise ValueError("a device kernel folds a mean only")
+            return {**out, "sum_params": f", {c}* tot", "sum_init": "double acc = 0.0;",
+                    "sum_add": "acc += (double)out[i];", "sum_end": _CUDA_MEAN}
+        names = [f"r{j}" for j in range(len(self.sums))]
+        out["sum_params"] = "".join(f", {c}* {r}" for r in names)
+        if names:
+            out["sum_end"] = _CUDA_COLUMNS.format(
+                adds=" ".join(f"{r}[j] = a{r};" for r in names),
+                init=" ".join(f"T a{r} = (T)0;" for r in names),
+                loop=" ".join(f"a{r} = a{r} + c[i * k + j];" for r in names))
+        return out
+
+
+_CUDA_MEAN = """__shared__ double part[1024];  // (a block has at most 1024 threads)
+    part[threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double s = 0.0;
+        for (unsigned int j = 0; j < blockDim.x; ++j) {
+            s += part[j];
+        }
+        tot[0] = (T)(s / (double)n);
+    }"""
+_CUDA_COLUMNS = """__syncthreads();  // (the block's writes of c are seen by all its threads)
+    for (long long j = threadIdx.x; j < k; j += blockDim.x) {{
+        {init}
+        for (long long i = 0; i < n; ++i) {{
+            {loop}
+        }}
+        {adds}
+    }}"""
+
 
 class Folded(NamedTuple):
     """An op's kernel with a :class:`Fold`: the program's kernel list holds it in the
@@ -84,6 +141,10 @@ class Folded(NamedTuple):
 
     def source(self, name: str) -> str:
         return self.kernel.source(name, fold=self.fold)
+
+    def cuda(self, name: str) -> str:
+        """The device program's kernel (``NativeKernel.cuda``) with the fold."""
+        return self.kernel.cuda(name, self.fold)
 
     def describe(self) -> str:
         what = [w for w, f in (("its input's elementwise step", self.fold.inputs),
@@ -104,10 +165,12 @@ def call(env: dict, name: str, *args: Any) -> list:
     if fold.inputs:
         kw["reads"] = ", ".join(n if n in env["PLANNED"] else f"np.ascontiguousarray({n})"
                                 for n, _, _ in fold.inputs)
-    if fold.total is not None:  # (planned: the step's values all are)
+    if fold.total is not None:  # (planned: the step's values all are, but a device's mean)
         o, dst, saved, bufs = args
         args = (o, dst, saved, bufs[:-1])
-        lines.append(f"{fold.total} = {bufs[-1]}")
+        env[f"D_{name}"] = np.dtype(fold.dtype)
+        lines.append(f"{fold.total} = {bufs[-1]}" if bufs[-1] != "None" else
+                     f"{fold.total} = np.empty((), D_{name})")  # (a new one each run)
         kw["writes"] = f", {fold.total}"
     elif fold.sums:
         args, bufs = args[:-len(fold.sums)], args[-len(fold.sums):]
@@ -140,7 +203,8 @@ def fold(prog: list, n_forward: int, info: dict, keep: set, env: dict) -> tuple[
             continue  # (a value not planned: the step's NumPy code runs)
         dt = np.dtype(prog[at].defines[0][2]).name
         made = None
-        for step in (_sums,) if rows is True else (_prologue, _total):
+        total = functools.partial(_total, device=env.get("DEVICE", False))
+        for step in (_sums,) if rows is True else (_prologue, total):
             got = step(prog, _at(prog, values[name]), rows, info, keep, made or Fold(dt))
             if got is not None:
                 prog, made, gone = got
@@ -167,7 +231,7 @@ def _prologue(prog: list, at: int, x: str, info: dict, keep: set, made: Fold) ->
             or np.dtype(dtype).name not in fuse.FLOATS:
         return None
     dt = np.dtype(dtype).name
-    inputs, spelt = [], {}
+    inputs, spelt, loads = [], {}, {}
     for n in sorted(set(fuse._names(step.scalar))):
         s, d = info.get(n, (None, None))
         kind = fuse._kind(s, shape) if s is not None else ""
@@ -177,6 +241,7 @@ def _prologue(prog: list, at: int, x: str, info: dict, keep: set, made: Fold) ->
         inputs.append((n, kind, len(s)))
         spelt[n] = f"f{k}[i, @]" if kind == "full" else \
             f"f{k}[{', '.join(['0'] * (len(s) - 1) + ['@'])}]"
+        loads[c_name(n)] = f"f{k}[i * k + @]" if kind == "full" else f"f{k}[@]"
     w = _Writer(dt, spelt)
     read = w.expr(step.scalar)
     if w.lines:  # an exp (its overflow test): left as it is
@@ -188,8 +253,9 @@ def _prologue(prog: list, at: int, x: str, info: dict, keep: set, made: Fold) ->
     reads += [n for n, _, _ in inputs if n not in reads]
     tag = " | ".join(t for t in (step.tag, op.tag) if t)
     new = dataclasses.replace(op, reads=reads, tag=f"folded 2: {tag}" if tag else "")
+    cuda_read = re.sub(r"\bv_\w+", lambda m: loads[m.group(0)], cuda(step.scalar))
     return prog[:j] + prog[j + 1:at] + [new] + prog[at + 1:], \
-        made._replace(inputs=tuple(inputs), read=read, consts=consts), j
+        made._replace(inputs=tuple(inputs), read=read, consts=consts, cuda_read=cuda_read), j
 
 
 def _sums(prog: list, at: int, rows: Any, info: dict, keep: set, made: Fold) -> tuple | None:
@@ -213,19 +279,29 @@ def _sums(prog: list, at: int, rows: Any, info: dict, keep: set, made: Fold) -> 
     return None
 
 
-def _total(prog: list, at: int, rows: Any, info: dict, keep: set, made: Fold) -> tuple | None:
+def _total(prog: list, at: int, rows: Any, info: dict, keep: set, made: Fold,
+           device: bool = False) -> tuple | None:
     """Fold the whole sum of the vector ``prog[at]`` writes first (a mean of the losses,
     ``Instr.total``) into it, added in float64: ``(prog, fold, None)``, or None. The
-    kernel writes the sum into a 1-element buffer, which the reader's rest reads."""
+    kernel writes the sum into a 1-element buffer, which the reader's rest reads. On a
+    ``device`` (where reading that sum would wait for it) the kernel writes the reader's
+    value itself, a mean: ``(prog without the reader, fold, index of the reader)``."""
     v, shape, _ = prog[at].defines[0]
     k = next((k for k in range(at + 1, len(prog)) if prog[k].total is not None
               and prog[k].total[0] == v), None)
     if k is None or shape is None or len(shape) != 1 or v in keep \
             or sum(v in ins.reads for ins in prog) != 1 or len(prog[k].defines) != 1:
         return None
+    reader, rest = prog[k], prog[k].total[1]
+    if device:
+        if prog[k].total[2:] != ("mean",):
+            return None
+        o = reader.defines[0][0]
+        op = dataclasses.replace(prog[at], defines=[*prog[at].defines, reader.defines[0]])
+        return prog[:at] + [op] + prog[at + 1:k] + prog[k + 1:], \
+            made._replace(total=o, mean=True), k
     t = f"sum_{v}"
     op = dataclasses.replace(prog[at], defines=[*prog[at].defines, (t, (1,), np.float64)])
-    reader, rest = prog[k], prog[k].total[1]
     o = reader.defines[0][0]
     new = dataclasses.replace(reader, reads=[t], total=None, inplace={}, temps=[],
                               emit=lambda outs, temps: [f"s_ = {t}[0]", *rest(o, "s_")])

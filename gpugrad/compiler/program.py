@@ -134,6 +134,12 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     neg_producers = rewrite.negated_producers(steps, readers, keep, shapes) \
         if numpy and not native else set()  # a kernel negates for free
     negated: set = set()  # outputs of those producers, once lowered (they hold minus it)
+    kernel_made: set = set()  # values an op's own device kernel makes (cuda_program.lowered)
+    # the seed is exactly 1 unless the caller passes one or the learning rate is folded in
+    unit = grads and not seeded and not update.folds(opt, numpy)
+    if dev:
+        env["DEVICE"] = True  # (a kernel folds a mean in whole: gpugrad.compiler.native_fold)
+    own_kernels = native or dev  # (an op's own kernel where it has one for the tier)
 
     def info_of(ins: list) -> list:
         return [shapes[i] if shapes[i] is not None or type(sched.template[i]) not in
@@ -147,10 +153,17 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         names, info = [f"v{i}" for i in ins], info_of(ins)
         low = lower.forward(op, names, info, shapes[o], params, negated=neg)
         saved = tuple(f"s{j}_" for j in range(len(low.saved))) if low is not None else ()
-        backs = [lower.backward(op, pos, "g", names, info, "o", shapes[o], params, saved=saved)
+        one = bool(dev) and unit and o == out  # (a device's mean: its gradient a host number)
+        backs = [lower.backward(op, pos, "g", names, info, "o", shapes[o], params, saved=saved,
+                                one=one)
                  for pos, need in enumerate(needs_of[k]) if need] if low and k in in_back else []
-        if None in backs or low and dev and not cuda_program.lowered(low, backs, dev):
+        if None in backs or low and dev and not cuda_program.lowered(low, backs, dev,
+                                                                     kernel_made):
             return None
+        if low and dev and cuda_program.has_kernel(low.native):
+            if readers.get(o) != 1 or o in keep:
+                return None  # (an op's own device kernel: for a value a mean reads alone)
+            kernel_made.add(f"v{o}")
         return low
 
     # forward
@@ -177,10 +190,16 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             saved = [f"s{k}_{j}" for j in range(len(low.saved))]
             saved_of[k] = tuple(saved)
 
-            def emit(outs, temps, em=low.emit, o=o, saved=saved,
-                     own=native_calls.op_kernel(env, low.native, f"v{o}") if native else None):
-                if own is not None and "None" not in outs:  # the op's own native kernel
-                    return native_calls.op_call(env, own, f"v{o}", outs[0], saved, outs[1:])
+            def emit(outs, temps, em=low.emit, o=o, saved=saved, kept=low.saved,
+                     own=native_calls.op_kernel(env, low.native, f"v{o}") if own_kernels
+                     else None):
+                made = []  # (on a device, its values made where not planned: no NumPy code)
+                if own is not None and dev:
+                    outs, made = cuda_program.allocated(outs, [(f"v{o}", *shapes[o]), *[
+                        (n, *sv) for n, sv in zip(saved, kept)]], env)
+                if own is not None and "None" not in outs[:1 + len(saved)]:  # its own kernel
+                    return made + native_calls.op_call(env, own, f"v{o}", outs[0], saved,
+                                                       outs[1:])
                 if saved:
                     return em(f"v{o}", outs[0], saved, outs[1:], temps)
                 return em(f"v{o}", outs[0], *temps)
@@ -262,8 +281,6 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             f"{name} = xp.broadcast_to({g}, S_{name})"], False))
         return name
 
-    # the seed is exactly 1 unless the caller passes one or the learning rate is folded in
-    unit = grads and not seeded and not update.folds(opt, numpy)
     if grads:
         contrib[out] = [("seed_", False)]
         vjp_tag, start = "", len(prog)
@@ -298,12 +315,12 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                         scalar.add(c)
                         contrib.setdefault(ins[pos], []).append((c, False))
                         continue
-                    own = native_calls.op_kernel(env, got.native, c) if native else None
+                    own = native_calls.op_kernel(env, got.native, c) if own_kernels else None
                     prog.append(plan.Instr(
                         reads, [(c, *shapes[ins[pos]])],
-                        lambda outs, tmps, em=em, c=c, own=own: (
-                            native_calls.op_call(env, own, c, *outs) if own and outs[0] != "None"
-                            else em(c, outs[0], tmps)), True,
+                        lambda outs, tmps, em=em, c=c, own=own, sh=shapes[ins[pos]]: (
+                            _own_call(env, own, c, sh, outs, dev) if own and (
+                                outs[0] != "None" or dev) else em(c, outs[0], tmps)), True,
                         alias={c: g} if alias else {}, temps=temps, product=got.product,
                         scalar=("name", g) if alias else got.scalar, rows=got.rows))
                     contrib.setdefault(ins[pos], []).append((c, False))
@@ -350,6 +367,15 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         tier.offer(made, functools.partial(tier.switch, functools.partial(made.rebuild,
                                                                           native="numba")))
     return made
+
+
+def _own_call(env: dict, own: str, c: str, shape: tuple, outs: list, dev: Any) -> list:
+    """The lines calling an op's own kernel ``own`` for the gradient ``c`` (of ``shape``,
+    (shape, dtype)): on a device, into a new array where ``c`` is not planned."""
+    made = []
+    if dev:
+        outs, made = cuda_program.allocated(outs, [(c, *shape)], env)
+    return made + native_calls.op_call(env, own, c, *outs)
 
 
 def _rebuild(sched: Any, shapes: list, grads: bool, opt: Any, seeded: bool, value: bool,

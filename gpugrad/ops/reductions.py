@@ -203,7 +203,7 @@ class _FullMeanLowering(_FullSumLowering):
         cast = f"np.array(float({{s}}) / NF{n}, np.{dt})" if dt.startswith("float") else \
             f"asarray({{s}}.dtype.type(float({{s}}) / NF{n}))"
         # a kernel that makes ``a`` may add it up itself (gpugrad.compiler.native_fold)
-        total = None if negated else (a, lambda o, s: [f"{o} = {cast.format(s=s)}"])
+        total = None if negated else (a, lambda o, s: [f"{o} = {cast.format(s=s)}"], "mean")
         return ctx.Forward(lambda o, dst, *T: [f"s_ = {minus}np.add.reduce({a}, axis=None)",
                                                f"{o} = {cast.format(s='s_')}"], [], (),
                            total=total)

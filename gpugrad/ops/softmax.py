@@ -208,7 +208,9 @@ class _CrossEntropyLowering:
                 f"{o} = {dst}", f"if {name}({reads or f'np.ascontiguousarray({z})'}, "
                 f"np.ascontiguousarray({t}, dtype=np.int64), {bufs[0]}, {dst}{writes}):",
                 "    raise IndexError('softmax_cross_entropy: a label out of range')",
-                f"{saved[0]} = {bufs[0]}"], rows=z)
+                f"{saved[0]} = {bufs[0]}"], rows=z,
+            cuda=lambda name, fold=None: _CUDA_FORWARD.format(
+                name=name, **(fold.cuda_fields() if fold else _cuda_plain(dt))))
         return ctx.Forward(emit, [info[0]], (), [info[0]], native=native)
 
     @staticmethod
@@ -228,7 +230,10 @@ class _CrossEntropyLowering:
                 **(fold.fields() if fold else _plain(dt))),
             lambda name, c, C, writes="": [
                 f"{c} = {C}", f"{name}({logp}, np.ascontiguousarray({t}, dtype=np.int64), "
-                f"{_G_ARG[gk].format(g=g)}, {C}{writes})"], rows=True)
+                f"{_G_ARG[gk].format(g=g)}, {C}{writes})"], rows=True,
+            cuda=lambda name, fold=None: _CUDA_BACKWARD.format(
+                name=name, G=_CUDA_G[gk].format(C=_CTYPE[dt]), scale=_CUDA_SCALE[gk],
+                **(fold.cuda_fields() if fold else _cuda_plain(dt))))
         return ctx.Backward([g, t, logp], lambda c, C, T: [
             f"{c} = np.exp({logp}, {C})", f"{c}[AR{n}, {t}] -= {unit}",
             *[s.format(c=c) for s in scale]], False, [], native=native)
@@ -289,6 +294,88 @@ def _plain(dt: str) -> dict:
     return {"consts": "", "in_args": "z", "in_sig": f'R("{dt}", 2)', "read0": "z[i, 0]",
             "readj": "z[i, j]", "sum_args": "", "sum_sig": "", "sum_init": "", "sum_add": "",
             "sum_end": ""}
+
+
+# A device program's kernels (gpugrad.compiler.cuda_program): the same, one block's
+# threads taking a row each (a batch of short rows; ``{C}``: float or double). A label out
+# of range gives NaN: the host is not told (it would have to wait for the device).
+_CUDA_FORWARD = """\
+extern "C" __global__ void gpugrad_{name}({in_params}, const long long* t, {C}* logp,
+                                         {C}* out{sum_params}, long long n, long long k) {{
+    typedef {C} T;
+    {sum_init}
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) {{
+        T m = {read0};
+        for (long long j = 1; j < k; ++j) {{
+            const T v = {readj};
+            if (v > m || v != v) {{
+                m = v;
+            }}
+        }}
+        if (!(m - m == (T)0)) {{
+            m = (T)0;
+        }}
+        double s = 0.0;
+        for (long long j = 0; j < k; ++j) {{
+            const T d = {readj} - m;
+            logp[i * k + j] = d;
+            s += (double)exp(d);
+        }}
+        const T ls = (T)log(s);
+        for (long long j = 0; j < k; ++j) {{
+            logp[i * k + j] = logp[i * k + j] - ls;
+        }}
+        long long c = t[i];
+        if (c < 0) {{
+            c += k;
+        }}
+        if (c < 0 || c >= k) {{
+            out[i] = (T)nan("");
+        }} else {{
+            out[i] = -logp[i * k + c];
+        }}
+        {sum_add}
+    }}
+    {sum_end}
+}}
+"""
+_CUDA_BACKWARD = """\
+extern "C" __global__ void gpugrad_{name}(const {C}* logp, const long long* t, {G},
+                                         {C}* c{sum_params}, long long n, long long k) {{
+    typedef {C} T;
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) {{
+        for (long long j = 0; j < k; ++j) {{
+            c[i * k + j] = exp(logp[i * k + j]);
+        }}
+        long long r = t[i];
+        if (r < 0) {{
+            r += k;
+        }}
+        if (r >= 0 && r < k) {{
+            c[i * k + r] = c[i * k + r] - (T)1;
+        }} else {{
+            for (long long j = 0; j < k; ++j) {{
+                c[i * k + j] = (T)nan("");
+            }}
+        }}
+        for (long long j = 0; j < k; ++j) {{
+            c[i * k + j] = {scale};
+        }}
+    }}
+    {sum_end}
+}}
+"""
+_CTYPE = {"float32": "float", "float64": "double"}
+_CUDA_G = {"one": "const double g", "number": "const double g", "rows": "const {C}* g"}
+_CUDA_SCALE = {"one": "c[i * k + j]", "number": "c[i * k + j] * (T)g",
+               "rows": "c[i * k + j] * g[i]"}
+
+
+def _cuda_plain(dt: str) -> dict:
+    """The device kernels' fields where nothing is folded in (as ``_plain``)."""
+    c = _CTYPE[dt]
+    return {"C": c, "in_params": f"const {c}* z", "read0": "z[i * k]", "readj": "z[i * k + j]",
+            "sum_params": "", "sum_init": "", "sum_add": "", "sum_end": ""}
 
 
 _G_TYPE = {"one": "types.float64", "number": "types.float64", "rows": 'R("{T}", 1)'}
