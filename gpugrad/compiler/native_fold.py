@@ -169,8 +169,8 @@ def call(env: dict, name: str, *args: Any) -> list:
         o, dst, saved, bufs = args
         args = (o, dst, saved, bufs[:-1])
         env[f"D_{name}"] = np.dtype(fold.dtype)
-        lines.append(f"{fold.total} = {bufs[-1]}" if bufs[-1] != "None" else
-                     f"{fold.total} = np.empty((), D_{name})")  # (a new one each run)
+        lines.append(f"{fold.total} = np.empty((), D_{name})" if fold.mean else
+                     f"{fold.total} = {bufs[-1]}")  # (a device's mean: a new one each run)
         kw["writes"] = f", {fold.total}"
     elif fold.sums:
         args, bufs = args[:-len(fold.sums)], args[-len(fold.sums):]

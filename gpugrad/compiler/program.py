@@ -197,7 +197,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                 if own is not None and dev:
                     outs, made = cuda_program.allocated(outs, [(f"v{o}", *shapes[o]), *[
                         (n, *sv) for n, sv in zip(saved, kept)]], env)
-                if own is not None and "None" not in outs[:1 + len(saved)]:  # its own kernel
+                if own is not None and "None" not in (outs[:1 + len(saved)] if dev else outs):
                     return made + native_calls.op_call(env, own, f"v{o}", outs[0], saved,
                                                        outs[1:])
                 if saved:
