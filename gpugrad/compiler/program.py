@@ -277,8 +277,10 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             return g
         name = f"b{len(prog)}"
         env[f"S_{name}"] = shapes[slot][0]
-        prog.append(plan.Instr([g], [(name, None, None)], lambda outs, temps, g=g, name=name: [
-            f"{name} = xp.broadcast_to({g}, S_{name})"], False))
+        # (a view, not planned; its formula, the 0-d read at every element, joins a group)
+        prog.append(plan.Instr([g], [(name, *shapes[slot])], lambda outs, temps, g=g,
+                               name=name: [f"{name} = xp.broadcast_to({g}, S_{name})"], False,
+                               scalar=("name", g) if lowers else None))
         return name
 
     if grads:
