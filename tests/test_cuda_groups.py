@@ -15,6 +15,7 @@ Tests marked ``gpu`` run the same kernels through CuPy (``ci/gpu-check``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -148,6 +149,7 @@ def test_every_group_kernel_compiles_with_nvrtc(arch):
     dtypes = {g.dtype.name for g in groups}
     kinds = {g.kind(s) for g in groups for _, s in g.inputs}
     assert len(groups) >= 100 and dtypes == set(DTYPES) and {"full", "tail", "one"} <= kinds
+    assert sum(1 for g in groups if g.sums) >= 20  # bias gradients: kernels over columns
     names = [f"K{j}" for j in range(len(groups))]
     for start in range(0, len(groups), 64):  # 64 kernels a translation unit
         chunk = list(zip(names, groups))[start:start + 64]
@@ -158,15 +160,25 @@ def test_every_group_kernel_compiles_with_nvrtc(arch):
 
 def test_the_elementwise_form_and_the_full_source_say_the_same():
     """The ElementwiseKernel's parameters are the full source's, in order, and its operation
-    is the full source's loop body, statement by statement."""
-    for g in all_groups():
-        src, raw = cuda_group.elementwise(g, "K"), cuda_group.raw_source(g, "K")
+    is the full source's loop body, statement by statement. A group with sums has no
+    ElementwiseKernel; its kernel's row loop runs the same statements as the kernel of the
+    same group without its sums (its members and outputs)."""
+    groups = all_groups()
+    assert any(g.sums for g in groups) and any(not g.sums for g in groups)
+    for g in groups:
+        raw = cuda_group.raw_source(g, "K")
+        if g.sums:
+            with pytest.raises(ValueError, match="raw kernel only"):
+                cuda_group.elementwise(g, "K")
+            assert "atomicAdd" not in raw and raw.count("    for (long long ") == 2
+        src = cuda_group.elementwise(dataclasses.replace(g, sums=[]), "K")
         params = re.search(r"\((.*), long long n\)", raw.splitlines()[0]).group(1).split(", ")
         ins = [p.split()[1] for p in src.in_params.split(", ")]
-        outs = [p.split()[-1] for p in src.out_params.split(", ")]
+        outs = [p.split()[-1] for p in src.out_params.split(", ")] if src.out_params else []
         names = [p.split()[-1] for p in params]
         assert [n.replace("p_", "v_", 1) for n in names[:len(ins)]] == ins
-        assert [n.replace("p_", "o_", 1) for n in names[len(ins):]] == outs
+        assert [n.replace("p_", "o_", 1) for n in names[len(ins):]] == outs + [
+            cuda_group.sum_name(m) for m, _, _ in g.sums]
         body = [line.strip() for line in raw.splitlines()]
         at = [body.index(s.strip() + ";") for s in src.operation.split(";") if s.strip()]
         assert at == sorted(at) and at[-1] - at[0] == len(at) - 1
@@ -174,31 +186,46 @@ def test_the_elementwise_form_and_the_full_source_say_the_same():
 
 # --- the kernels read back as Python, standing in for the groups -------------------------------
 
+_GRID = re.compile(r"^for \(long long (\w) = blockIdx\.x .*; \1 < (\w+)$")
+_ROWS = re.compile(r"^for \(long long i = j; i < n; i \+= (\d+)\) \{$")
+
+
 def host_kernel(source: str):
     """A callable running ``source`` (a :func:`cuda_group.raw_source`) on host arrays, one
     element at a time, with the argument convention of the native tier's kernels (inputs,
-    a single element or a number as a Python float, then outputs; returns False: a CUDA
-    kernel reports no overflow)."""
+    a single element or a number as a Python float, then outputs and sums; returns False: a
+    CUDA kernel reports no overflow). Its loops are the source's own: the grid-stride loop
+    over the elements ``i`` (or, with sums, the columns ``j``) as one thread after another,
+    a column's loop over its rows in order. The sums are filled with NaN first: the kernel
+    must store every element of them itself."""
     lines = source.strip().splitlines()
     head = lines[0]
     params = head[head.index("(") + 1:head.rindex(")")].split(", ")[:-1]
     ctype = head.split("(")[1].split()[1].rstrip("*")
-    body = []
-    for line in lines[5:-2]:
-        stmt = line.strip().rstrip(";")
-        if stmt.startswith("T o_"):
+    body, k = [], 2
+    while k < len(lines) - 1:
+        line = lines[k]
+        indent, stmt = line[:len(line) - len(line.lstrip())], line.strip().rstrip(";")
+        k += 1
+        if stmt in ("}", "#pragma unroll 1", "#pragma unroll 4") or stmt.startswith("T o_"):
             continue
-        if stmt.startswith("atomicAdd(&"):  # a sum: ``atomicAdd(&q_x[i % 4], v_y)``
-            target, value = stmt[len("atomicAdd(&"):-1].split(", ")
-            stmt = f"{target} += {value}"
-        if stmt.startswith("const T "):
+        grid, rows = _GRID.match(stmt), _ROWS.match(stmt)
+        if grid:  # ``for (i = blockIdx.x ...; i < n;`` and its stride on the next line
+            assert lines[k].strip().endswith(") {")
+            k += 1
+            stmt = f"for {grid.group(1)} in range({grid.group(2)}):"
+        elif rows:
+            stmt = f"for i in range(j, n, {rows.group(1)}):"
+        elif stmt.startswith("T s_"):  # a column's sum, from zero: ``T s_x = (T)0``
+            stmt = stmt[len("T "):].replace("(T)0", "T(0)")
+        elif stmt.startswith("const T "):
             name, expr = stmt[len("const T "):].split(" = ", 1)
             if not expr.startswith("p_"):
                 expr = _CReader(expr).expr()
             stmt = f"{name} = {expr}"
-        body.append("        " + stmt)
+        body.append(indent + stmt)
     names = [p.split()[-1] for p in params]
-    code = "\n".join([f"def kernel({', '.join(names)}, n):", "    for i in range(n):", *body])
+    code = "\n".join([f"def kernel({', '.join(names)}, n):", *body])
     T = {"float": np.float32, "double": np.float64}[ctype]
     scope = {"np": np, "math": math, "T": T, "inf": np.inf}
     exec(compile(code, "<kernel>", "exec"), scope)  # noqa: S102  (the generator's own C)
@@ -207,8 +234,8 @@ def host_kernel(source: str):
         flat = [np.asarray(a, T).reshape(-1) if "*" in p else T(a)
                 for p, a in zip(params, args)]
         for p, a in zip(params, flat):
-            if p.split()[-1].startswith("q_"):  # a sum: the caller zeroes it
-                a[...] = 0
+            if p.split()[-1].startswith("q_"):  # a sum: nobody zeroes it
+                a[...] = np.nan
         with np.errstate(all="ignore"):
             sized = [a for p, a in zip(params, flat) if "*" in p
                      and not p.split()[-1].startswith("q_")]
@@ -273,6 +300,73 @@ def test_a_stand_in_reads_a_bias_and_a_single_element_where_the_group_says():
     y = np.empty((3, 4))
     host_kernel(cuda_group.raw_source(g, "K"))(x, 0.5, b, y)
     np.testing.assert_array_equal(y, x * 0.5 + b)
+
+
+def test_a_column_kernel_sums_its_rows_in_order_and_stores_every_sum():
+    """A group with sums: one thread a column, its tail input read once, the rows added in
+    order from zero (the native tier's order: the same bits), each sum stored by the kernel
+    (the read-back fills them with NaN first), nothing zeroed by the caller."""
+    from gpugrad.compiler.fuse import Group
+
+    g = Group([("y", ("multiply", ("name", "x"), ("name", "b"))),
+               ("z", ("add", ("name", "y"), ("name", "s")))],
+              (5, 2, 3), np.dtype("float32"), [("x", (5, 2, 3)), ("b", (2, 3)), ("s", None)],
+              ["z"], [("sy", "y", (2, 3)), ("sx", "x", (2, 3))])
+    src = cuda_group.raw_source(g, "K")
+    assert "j < 6;" in src and "i += 6)" in src and src.count("p_b[j]") == 1
+    assert src.index("p_b[j]") < src.index("for (long long i = j;")  # read once a column
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 2, 3)).astype("float32")
+    b = rng.standard_normal((2, 3)).astype("float32")
+    z, sy, sx = np.empty((5, 2, 3), "float32"), np.empty((2, 3), "float32"), \
+        np.empty((2, 3), "float32")
+    host_kernel(src)(x, b, 0.25, z, sy, sx)
+    y = x * b
+    np.testing.assert_array_equal(z, y + np.float32(0.25))
+    want_y, want_x = np.zeros((2, 3), "float32"), np.zeros((2, 3), "float32")
+    for r in range(5):  # in order, as the native tier adds
+        want_y, want_x = want_y + y[r], want_x + x[r]
+    np.testing.assert_array_equal(sy, want_y)
+    np.testing.assert_array_equal(sx, want_x)
+
+
+EXACT = frozenset({"add", "subtract", "multiply", "divide", "reciprocal", "negative",
+                   "minimum", "maximum", "greater", "not_equal", "where", "sqrt"})
+"""Formulas' operations rounded once, correctly, on every tier: a group of these alone
+gives the same bits through the CUDA read-back (NumPy's steps) and numba."""
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_column_kernels_give_the_native_kernels_numbers(dtype):
+    """Every group with sums of the benchmark models, its CUDA kernel read back against the
+    native tier's numba kernel on the same rows: the same bits where the members are
+    arithmetic (the sums are added in the same order), within ulps where an ``exp`` or
+    ``erf`` is NumPy's on one side and numba's on the other."""
+    pytest.importorskip("numba")
+    from gpugrad.compiler.fuse import _calls
+
+    groups = [g for g in all_groups() if g.sums and g.dtype.name == dtype]
+    assert len(groups) >= 8
+    names = [f"K{j}" for j in range(len(groups))]
+    module = native.load(native.module_source(list(zip(names, groups))))
+    rng = np.random.default_rng(0)
+    exact = 0
+    for name, g in zip(names, groups):
+        shape = (7, *g.shape[1:])  # any rows: the kernels read their count from the arrays
+        ins = [rng.standard_normal(shape).astype(dtype) for _ in g.inputs]
+        assert all(g.kind(s) == "full" for _, s in g.inputs)
+        outs = [[np.empty(shape, dtype) for _ in g.outputs] for _ in range(2)]
+        sums = [[np.empty(s, dtype) for _, _, s in g.sums] for _ in range(2)]
+        host_kernel(cuda_group.raw_source(g, name))(*ins, *outs[0], *sums[0])
+        getattr(module, name)(*ins, *outs[1], *sums[1])
+        ops = {op for _, node in g.members for op in _calls(node)}
+        for a, b in zip(outs[0] + sums[0], outs[1] + sums[1]):
+            if ops <= EXACT:
+                np.testing.assert_array_equal(a, b)
+            else:
+                assert_orders_agree(a, b, ulps=8)
+        exact += ops <= EXACT
+    assert exact >= 4
 
 
 UPDATERS = [lambda ps: optim.SGD(ps, lr=0.1), lambda ps: optim.Adam(ps, lr=0.01),
