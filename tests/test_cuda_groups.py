@@ -302,73 +302,6 @@ def test_a_stand_in_reads_a_bias_and_a_single_element_where_the_group_says():
     np.testing.assert_array_equal(y, x * 0.5 + b)
 
 
-def test_a_column_kernel_sums_its_rows_in_order_and_stores_every_sum():
-    """A group with sums: one thread a column, its tail input read once, the rows added in
-    order from zero (the native tier's order: the same bits), each sum stored by the kernel
-    (the read-back fills them with NaN first), nothing zeroed by the caller."""
-    from gpugrad.compiler.fuse import Group
-
-    g = Group([("y", ("multiply", ("name", "x"), ("name", "b"))),
-               ("z", ("add", ("name", "y"), ("name", "s")))],
-              (5, 2, 3), np.dtype("float32"), [("x", (5, 2, 3)), ("b", (2, 3)), ("s", None)],
-              ["z"], [("sy", "y", (2, 3)), ("sx", "x", (2, 3))])
-    src = cuda_group.raw_source(g, "K")
-    assert "j < 6;" in src and "i += 6)" in src and src.count("p_b[j]") == 1
-    assert src.index("p_b[j]") < src.index("for (long long i = j;")  # read once a column
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((5, 2, 3)).astype("float32")
-    b = rng.standard_normal((2, 3)).astype("float32")
-    z, sy, sx = np.empty((5, 2, 3), "float32"), np.empty((2, 3), "float32"), \
-        np.empty((2, 3), "float32")
-    host_kernel(src)(x, b, 0.25, z, sy, sx)
-    y = x * b
-    np.testing.assert_array_equal(z, y + np.float32(0.25))
-    want_y, want_x = np.zeros((2, 3), "float32"), np.zeros((2, 3), "float32")
-    for r in range(5):  # in order, as the native tier adds
-        want_y, want_x = want_y + y[r], want_x + x[r]
-    np.testing.assert_array_equal(sy, want_y)
-    np.testing.assert_array_equal(sx, want_x)
-
-
-EXACT = frozenset({"add", "subtract", "multiply", "divide", "reciprocal", "negative",
-                   "minimum", "maximum", "greater", "not_equal", "where", "sqrt"})
-"""Formulas' operations rounded once, correctly, on every tier: a group of these alone
-gives the same bits through the CUDA read-back (NumPy's steps) and numba."""
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_column_kernels_give_the_native_kernels_numbers(dtype):
-    """Every group with sums of the benchmark models, its CUDA kernel read back against the
-    native tier's numba kernel on the same rows: the same bits where the members are
-    arithmetic (the sums are added in the same order), within ulps where an ``exp`` or
-    ``erf`` is NumPy's on one side and numba's on the other."""
-    pytest.importorskip("numba")
-    from gpugrad.compiler.fuse import _calls
-
-    groups = [g for g in all_groups() if g.sums and g.dtype.name == dtype]
-    assert len(groups) >= 8
-    names = [f"K{j}" for j in range(len(groups))]
-    module = native.load(native.module_source(list(zip(names, groups))))
-    rng = np.random.default_rng(0)
-    exact = 0
-    for name, g in zip(names, groups):
-        shape = (7, *g.shape[1:])  # any rows: the kernels read their count from the arrays
-        ins = [rng.standard_normal(shape).astype(dtype) for _ in g.inputs]
-        assert all(g.kind(s) == "full" for _, s in g.inputs)
-        outs = [[np.empty(shape, dtype) for _ in g.outputs] for _ in range(2)]
-        sums = [[np.empty(s, dtype) for _, _, s in g.sums] for _ in range(2)]
-        host_kernel(cuda_group.raw_source(g, name))(*ins, *outs[0], *sums[0])
-        getattr(module, name)(*ins, *outs[1], *sums[1])
-        ops = {op for _, node in g.members for op in _calls(node)}
-        for a, b in zip(outs[0] + sums[0], outs[1] + sums[1]):
-            if ops <= EXACT:
-                np.testing.assert_array_equal(a, b)
-            else:
-                assert_orders_agree(a, b, ulps=8)
-        exact += ops <= EXACT
-    assert exact >= 4
-
-
 UPDATERS = [lambda ps: optim.SGD(ps, lr=0.1), lambda ps: optim.Adam(ps, lr=0.01),
             lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1),
             lambda ps: optim.AdamW(ps, lr=0.01), lambda ps: optim.RMSprop(ps, lr=0.01),
@@ -431,28 +364,38 @@ def _cupy():
 @pytest.mark.skipif(_cupy() is None, reason="needs CuPy and a CUDA GPU")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_group_kernels_run_on_cupy_as_on_the_host(numpy_backend, dtype):
+    """Each group of a step through CuPy, as the ElementwiseKernel (a group without sums)
+    and as the raw kernel launched as a device program launches it (a group with sums over
+    its columns), against its source read back on the host: a sum to the same bits (the
+    same order of adds; the summed values are products and sums, rounded alike)."""
     cp = _cupy()
     loss, *_ = mlp_step(SMALL, "sigmoid", "sgd", dtype)
     (prog,) = _programs(loss)
     rng = np.random.default_rng(0)
-    for name, g in cuda_group.groups_of(prog.fused().kernels):
+    groups = cuda_group.groups_of(prog.fused().kernels)
+    assert any(g.sums for _, g in groups)
+    for name, g in groups:
         ins = [rng.standard_normal(s).astype(dtype) if s is not None else
                np.dtype(dtype).type(0.5) for _, s in g.inputs]  # a number goes by value
         dev = [cp.asarray(a) if isinstance(a, np.ndarray) else a for a in ins]
         want = [np.empty(g.shape, dtype) for _ in g.outputs]
-        host_kernel(cuda_group.raw_source(g, name))(*ins, *want)
-        ew = cp.ElementwiseKernel(*cuda_group.elementwise(g, name),
-                                  options=cuda_group.OPTIONS)
-        outs = [cp.empty(g.shape, dtype) for _ in g.outputs]
-        ew(*dev, *outs)
-        raw = cp.RawKernel(cuda_group.raw_source(g, name), cuda_group.kernel_name(name),
-                           options=cuda_group.OPTIONS)
+        want_sums = [np.empty(s, dtype) for _, _, s in g.sums]
+        host_kernel(cuda_group.raw_source(g, name))(*ins, *want, *want_sums)
+        if not g.sums:
+            ew = cp.ElementwiseKernel(*cuda_group.elementwise(g, name),
+                                      options=cuda_group.OPTIONS)
+            outs = [cp.empty(g.shape, dtype) for _ in g.outputs]
+            ew(*dev, *outs)
+            for a, w in zip(outs, want):
+                assert_orders_agree(cp.asnumpy(a), w)
+        run = cuda_program._load_raw(cp, [(name, g)])[name]
         routs = [cp.empty(g.shape, dtype) for _ in g.outputs]
-        n = int(np.prod(g.shape))
-        raw(((n + 255) // 256,), (256,), (*dev, *routs, np.int64(n)))
-        for a, b, w in zip(outs, routs, want):
-            assert_orders_agree(cp.asnumpy(a), w)
+        sums = [cp.full(s, cp.nan, dtype) for _, _, s in g.sums]
+        run((*dev, *routs, *sums), math.prod(g.shape))
+        for b, w in zip(routs, want):
             assert_orders_agree(cp.asnumpy(b), w)
+        for b, w in zip(sums, want_sums):
+            np.testing.assert_array_equal(cp.asnumpy(b), w)
 
 
 @pytest.mark.gpu

@@ -9,14 +9,13 @@ the argument checks of each launch, the vectors of ones, no error state, the fal
 where the kernels do not compile; only ``cupy`` itself, NVRTC's compile for a device and
 the device's arithmetic (its ``exp`` and ``tanh``) are not exercised here. A bias's
 gradient is summed by its column's thread, row after row in order (no atomic adds): the
-same order on a device as here. The numbers are compared with the planned NumPy program's: float64 to
-1e-12 relative, float32 in ulps.
+same order on a device as here. The numbers are compared with the planned NumPy program's:
+float64 to 1e-12 relative, float32 in ulps. (Groups with sums: tests/test_cuda_sums.py.)
 
 Tests marked ``gpu`` run the real CuPy fused step (``ci/gpu-check``)."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -25,15 +24,14 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad import nn
 from gpugrad.compiler import cuda_group, cuda_program, cuda_update
 from gpugrad.compiler.fuse import Group
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import HAS_GPU  # noqa: E402
 from helpers import assert_orders_agree  # noqa: E402
-from test_cuda_groups import (DTYPES, MLP, NVRTC, OPTIMIZERS, SMALL, _programs,  # noqa: E402
-                              _run, chain, host_kernel, mlp_step, nvrtc)
+from test_cuda_groups import (DTYPES, SMALL, _programs, _run, chain,  # noqa: E402
+                              host_kernel, mlp_step)
 
 MLP_SHAPED = {"sizes": (24, 16, 16, 6), "batch": 8}  # the mlp's layers, small enough to read
 CASES = [(SMALL, "sigmoid", "sgd"), (SMALL, "tanh", "adam"), (MLP_SHAPED, "relu", "sgd"),
@@ -230,78 +228,6 @@ def test_a_launch_checks_what_it_is_handed():
         launch(x, 2.0, b, np.empty((4, 3)).T)
 
 
-@pytest.mark.parametrize("cfg", [SMALL, MLP], ids=["small", "mlp"])
-@pytest.mark.parametrize("activation,opt_name", [("sigmoid", "sgd"), ("relu", "adam")])
-def test_a_device_program_sums_its_bias_gradients_without_zeroing(numpy_backend, cfg,
-                                                                  activation, opt_name):
-    """No ``fill(0)`` before a group with sums (its kernel stores each sum once), and the
-    launches counted (a fill would count as one) are the groups, the products, the update
-    and the rules' calls; every kernel of the program compiles with NVRTC for compute_80
-    and compute_90 in one translation unit (where NVRTC is installed)."""
-    loss, *_ = mlp_step(cfg, activation, opt_name, "float32")
-    (prog,) = _programs(loss)
-    dev = prog.rebuild(device=host_device())
-    groups = cuda_group.groups_of(dev.kernels)
-    with_sums = [(n, g) for n, g in groups if g.sums]
-    assert dev.tier == "cuda" and len(with_sums) == 2  # the two hidden layers' biases
-    assert ".fill(" not in dev.source and "atomicAdd" not in cuda_program.module_source(
-        dev.kernels)
-    for n, g in with_sums:
-        assert cuda_group.threads(g) == g.tail() == cfg["sizes"][1]
-        (m, _, _), = g.sums
-        assert re.search(rf"    {n}\(.*\b{m}\)", dev.source)  # the sum: its last argument
-    counts = cuda_group.launches(dev.source)
-    assert counts["groups"] == len(groups) and counts["native"] == 1
-    assert counts["total"] == counts["groups"] + counts["blas"] + 1 + counts["other"]
-    if NVRTC is None:
-        return
-    for arch in ("compute_80", "compute_90"):
-        rc, log = nvrtc.compile_ptx(NVRTC, cuda_program.module_source(dev.kernels), "step",
-                                    (f"--gpu-architecture={arch}", *cuda_group.OPTIONS))
-        assert rc == 0, f"{arch}: {log}"
-
-
-def test_a_groups_sums_take_the_buffers_the_program_plans():
-    g = Group([("y", ("multiply", ("name", "x"), ("name", "x")))], (4, 3),
-              np.dtype("float32"), [("x", (4, 3))], ["y"], [("s", "y", (3,))])
-    env: dict = {}
-    ins = cuda_program.instruction(g, "N0", env)
-    assert ins.defines == [("y", (4, 3), g.dtype), ("s", (3,), g.dtype)] and ins.lowered
-    assert ins.emit(["B0", "B1"], []) == ["y = B0", "s = B1", "N0(x, y, s)"]
-    assert ins.emit(["B0", "None"], []) == ["y = B0", "s = np.empty(S_N0_0, D_N0)",
-                                            "N0(x, y, s)"]
-    assert env["S_N0_0"] == (3,)
-
-
-def test_a_kernel_with_sums_is_launched_over_its_columns():
-    """CuPy's launch (a stand-in module): a group without sums over its elements in blocks
-    of 256, one with sums over its columns in blocks of a warp, with the element count as
-    its last argument, even where it is 0 (its sums are stored as 0)."""
-    plain = Group([("y", ("exp", ("name", "x")))], (300, 3), np.dtype("float32"),
-                  [("x", (300, 3))], ["y"])
-    summed = dataclasses.replace(plain, shape=(4, 100), inputs=[("x", (4, 100))],
-                                 sums=[("s", "y", (100,))])
-    launched = []
-
-    class Module:
-        def __init__(self, code, options):
-            assert "gpugrad_N0" in code and "gpugrad_N1" in code and options == \
-                cuda_group.OPTIONS
-
-        def get_function(self, name):
-            return lambda grid, block, args: launched.append((name, grid, block, args[-1]))
-
-    fake = type(sys)("fake_cupy")
-    fake.RawModule = Module
-    runs = cuda_program._load_raw(fake, [("N0", plain), ("N1", summed)])
-    runs["N0"]((), 900)
-    runs["N1"]((), 400)
-    runs["N1"]((), 0)
-    runs["N0"]((), 0)  # nothing to do: no launch
-    assert launched == [("gpugrad_N0", (4,), (256,), 900), ("gpugrad_N1", (4,), (32,), 400),
-                        ("gpugrad_N1", (4,), (32,), 0)]
-
-
 def test_only_portable_code_stays_lowered_on_a_device():
     dev = host_device()
     ok = ["o = np.dot(v1, v2, D)", "c = np.dot(g, v2.T, C)", "c = g",
@@ -340,7 +266,7 @@ def test_the_fused_cupy_step_gives_the_numpy_programs_numbers(monkeypatch, cfg, 
     with gg.use_backend("cupy"):
         got_loss, got, progs = _cupy_train(cfg, activation, opt_name, dtype, 3)
     assert [p.tier for p in progs] == ["cuda"] and cuda_group.groups_of(progs[0].kernels)
-    ulps = 4 * ADAM_ULPS if opt_name == "adam" else 16  # the device's exp, tanh, atomic adds
+    ulps = 4 * ADAM_ULPS if opt_name == "adam" else 16  # the device's exp and tanh
     for a, b in zip(got_loss + got, want_loss + want):
         assert_orders_agree(a, b, ulps=ulps, rtol=1e-11)
 

@@ -13,6 +13,13 @@ written from its members' scalar formulas (gpugrad.scalar_formula.cuda), in two 
   ``[0]``), so that NVRTC compiles it on a machine without CuPy or a device (the tests) and
   ``cupy.RawKernel`` could launch it.
 
+A group with sums (a bias's gradient: a member summed over the leading axes) is a raw
+kernel only, over columns (:func:`columns_text`): one thread a column of the sums (the
+group's tail), each walking its column's elements row after row, computing the members and
+storing the outputs as it goes, adding the summed values in a register from zero in row
+order (the native tier's order, so the same bits where the arithmetic is the same), then
+storing each sum once: no atomic adds, no zeroing launch, deterministic.
+
 Each member is one ``const T`` local, in order, computed in registers; the group's outputs
 are the only stores. The arithmetic is the group's dtype's (``T`` is ``float`` or
 ``double``), and with ``--fmad=false`` (:data:`OPTIONS`, as for the per-op kernels) each
@@ -57,7 +64,6 @@ extern "C" __global__ void gpugrad_N0(const float* p_p4, const float* p_b, float
 from __future__ import annotations
 
 import ast
-import math
 import re
 from typing import Any
 
