@@ -7,7 +7,8 @@ machine without a GPU:
 - each kernel's source, read back as Python one element at a time (its C expressions through
   tests/test_cuda_formulas.py's reader), stands in for the group in the fused program and
   gives the unfused program's numbers: the loads (a bias at ``i % tail``), the order of the
-  members and the stores are right, not only the syntax;
+  members and the stores are right, not only the syntax (a group with sums, a kernel over
+  columns, is read back with its loops: tests/test_cuda_sums.py checks it further);
 - the launches a ``small`` and an ``mlp`` training step would make on a device with fusion,
   counted from the programs' structure (computed, not measured).
 
