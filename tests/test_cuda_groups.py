@@ -7,7 +7,8 @@ machine without a GPU:
 - each kernel's source, read back as Python one element at a time (its C expressions through
   tests/test_cuda_formulas.py's reader), stands in for the group in the fused program and
   gives the unfused program's numbers: the loads (a bias at ``i % tail``), the order of the
-  members and the stores are right, not only the syntax;
+  members and the stores are right, not only the syntax (a group with sums, a kernel over
+  columns, is read back with its loops: tests/test_cuda_sums.py checks it further);
 - the launches a ``small`` and an ``mlp`` training step would make on a device with fusion,
   counted from the programs' structure (computed, not measured).
 
@@ -15,6 +16,7 @@ Tests marked ``gpu`` run the same kernels through CuPy (``ci/gpu-check``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -148,6 +150,7 @@ def test_every_group_kernel_compiles_with_nvrtc(arch):
     dtypes = {g.dtype.name for g in groups}
     kinds = {g.kind(s) for g in groups for _, s in g.inputs}
     assert len(groups) >= 100 and dtypes == set(DTYPES) and {"full", "tail", "one"} <= kinds
+    assert sum(1 for g in groups if g.sums) >= 20  # bias gradients: kernels over columns
     names = [f"K{j}" for j in range(len(groups))]
     for start in range(0, len(groups), 64):  # 64 kernels a translation unit
         chunk = list(zip(names, groups))[start:start + 64]
@@ -158,15 +161,25 @@ def test_every_group_kernel_compiles_with_nvrtc(arch):
 
 def test_the_elementwise_form_and_the_full_source_say_the_same():
     """The ElementwiseKernel's parameters are the full source's, in order, and its operation
-    is the full source's loop body, statement by statement."""
-    for g in all_groups():
-        src, raw = cuda_group.elementwise(g, "K"), cuda_group.raw_source(g, "K")
+    is the full source's loop body, statement by statement. A group with sums has no
+    ElementwiseKernel; its kernel's row loop runs the same statements as the kernel of the
+    same group without its sums (its members and outputs)."""
+    groups = all_groups()
+    assert any(g.sums for g in groups) and any(not g.sums for g in groups)
+    for g in groups:
+        raw = cuda_group.raw_source(g, "K")
+        if g.sums:
+            with pytest.raises(ValueError, match="raw kernel only"):
+                cuda_group.elementwise(g, "K")
+            assert "atomicAdd" not in raw and raw.count("    for (long long ") == 2
+        src = cuda_group.elementwise(dataclasses.replace(g, sums=[]), "K")
         params = re.search(r"\((.*), long long n\)", raw.splitlines()[0]).group(1).split(", ")
         ins = [p.split()[1] for p in src.in_params.split(", ")]
-        outs = [p.split()[-1] for p in src.out_params.split(", ")]
+        outs = [p.split()[-1] for p in src.out_params.split(", ")] if src.out_params else []
         names = [p.split()[-1] for p in params]
         assert [n.replace("p_", "v_", 1) for n in names[:len(ins)]] == ins
-        assert [n.replace("p_", "o_", 1) for n in names[len(ins):]] == outs
+        assert [n.replace("p_", "o_", 1) for n in names[len(ins):]] == outs + [
+            cuda_group.sum_name(m) for m, _, _ in g.sums]
         body = [line.strip() for line in raw.splitlines()]
         at = [body.index(s.strip() + ";") for s in src.operation.split(";") if s.strip()]
         assert at == sorted(at) and at[-1] - at[0] == len(at) - 1
@@ -174,31 +187,46 @@ def test_the_elementwise_form_and_the_full_source_say_the_same():
 
 # --- the kernels read back as Python, standing in for the groups -------------------------------
 
+_GRID = re.compile(r"^for \(long long (\w) = blockIdx\.x .*; \1 < (\w+)$")
+_ROWS = re.compile(r"^for \(long long i = j; i < n; i \+= (\d+)\) \{$")
+
+
 def host_kernel(source: str):
     """A callable running ``source`` (a :func:`cuda_group.raw_source`) on host arrays, one
     element at a time, with the argument convention of the native tier's kernels (inputs,
-    a single element or a number as a Python float, then outputs; returns False: a CUDA
-    kernel reports no overflow)."""
+    a single element or a number as a Python float, then outputs and sums; returns False: a
+    CUDA kernel reports no overflow). Its loops are the source's own: the grid-stride loop
+    over the elements ``i`` (or, with sums, the columns ``j``) as one thread after another,
+    a column's loop over its rows in order. The sums are filled with NaN first: the kernel
+    must store every element of them itself."""
     lines = source.strip().splitlines()
     head = lines[0]
     params = head[head.index("(") + 1:head.rindex(")")].split(", ")[:-1]
     ctype = head.split("(")[1].split()[1].rstrip("*")
-    body = []
-    for line in lines[5:-2]:
-        stmt = line.strip().rstrip(";")
-        if stmt.startswith("T o_"):
+    body, k = [], 2
+    while k < len(lines) - 1:
+        line = lines[k]
+        indent, stmt = line[:len(line) - len(line.lstrip())], line.strip().rstrip(";")
+        k += 1
+        if stmt in ("}", "#pragma unroll 1", "#pragma unroll 4") or stmt.startswith("T o_"):
             continue
-        if stmt.startswith("atomicAdd(&"):  # a sum: ``atomicAdd(&q_x[i % 4], v_y)``
-            target, value = stmt[len("atomicAdd(&"):-1].split(", ")
-            stmt = f"{target} += {value}"
-        if stmt.startswith("const T "):
+        grid, rows = _GRID.match(stmt), _ROWS.match(stmt)
+        if grid:  # ``for (i = blockIdx.x ...; i < n;`` and its stride on the next line
+            assert lines[k].strip().endswith(") {")
+            k += 1
+            stmt = f"for {grid.group(1)} in range({grid.group(2)}):"
+        elif rows:
+            stmt = f"for i in range(j, n, {rows.group(1)}):"
+        elif stmt.startswith("T s_"):  # a column's sum, from zero: ``T s_x = (T)0``
+            stmt = stmt[len("T "):].replace("(T)0", "T(0)")
+        elif stmt.startswith("const T "):
             name, expr = stmt[len("const T "):].split(" = ", 1)
             if not expr.startswith("p_"):
                 expr = _CReader(expr).expr()
             stmt = f"{name} = {expr}"
-        body.append("        " + stmt)
+        body.append(indent + stmt)
     names = [p.split()[-1] for p in params]
-    code = "\n".join([f"def kernel({', '.join(names)}, n):", "    for i in range(n):", *body])
+    code = "\n".join([f"def kernel({', '.join(names)}, n):", *body])
     T = {"float": np.float32, "double": np.float64}[ctype]
     scope = {"np": np, "math": math, "T": T, "inf": np.inf}
     exec(compile(code, "<kernel>", "exec"), scope)  # noqa: S102  (the generator's own C)
@@ -207,8 +235,8 @@ def host_kernel(source: str):
         flat = [np.asarray(a, T).reshape(-1) if "*" in p else T(a)
                 for p, a in zip(params, args)]
         for p, a in zip(params, flat):
-            if p.split()[-1].startswith("q_"):  # a sum: the caller zeroes it
-                a[...] = 0
+            if p.split()[-1].startswith("q_"):  # a sum: nobody zeroes it
+                a[...] = np.nan
         with np.errstate(all="ignore"):
             sized = [a for p, a in zip(params, flat) if "*" in p
                      and not p.split()[-1].startswith("q_")]
@@ -337,28 +365,38 @@ def _cupy():
 @pytest.mark.skipif(_cupy() is None, reason="needs CuPy and a CUDA GPU")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_group_kernels_run_on_cupy_as_on_the_host(numpy_backend, dtype):
+    """Each group of a step through CuPy, as the ElementwiseKernel (a group without sums)
+    and as the raw kernel launched as a device program launches it (a group with sums over
+    its columns), against its source read back on the host: a sum to the same bits (the
+    same order of adds; the summed values are products and sums, rounded alike)."""
     cp = _cupy()
     loss, *_ = mlp_step(SMALL, "sigmoid", "sgd", dtype)
     (prog,) = _programs(loss)
     rng = np.random.default_rng(0)
-    for name, g in cuda_group.groups_of(prog.fused().kernels):
+    groups = cuda_group.groups_of(prog.fused().kernels)
+    assert any(g.sums for _, g in groups)
+    for name, g in groups:
         ins = [rng.standard_normal(s).astype(dtype) if s is not None else
                np.dtype(dtype).type(0.5) for _, s in g.inputs]  # a number goes by value
         dev = [cp.asarray(a) if isinstance(a, np.ndarray) else a for a in ins]
         want = [np.empty(g.shape, dtype) for _ in g.outputs]
-        host_kernel(cuda_group.raw_source(g, name))(*ins, *want)
-        ew = cp.ElementwiseKernel(*cuda_group.elementwise(g, name),
-                                  options=cuda_group.OPTIONS)
-        outs = [cp.empty(g.shape, dtype) for _ in g.outputs]
-        ew(*dev, *outs)
-        raw = cp.RawKernel(cuda_group.raw_source(g, name), cuda_group.kernel_name(name),
-                           options=cuda_group.OPTIONS)
+        want_sums = [np.empty(s, dtype) for _, _, s in g.sums]
+        host_kernel(cuda_group.raw_source(g, name))(*ins, *want, *want_sums)
+        if not g.sums:
+            ew = cp.ElementwiseKernel(*cuda_group.elementwise(g, name),
+                                      options=cuda_group.OPTIONS)
+            outs = [cp.empty(g.shape, dtype) for _ in g.outputs]
+            ew(*dev, *outs)
+            for a, w in zip(outs, want):
+                assert_orders_agree(cp.asnumpy(a), w)
+        run = cuda_program._load_raw(cp, [(name, g)])[name]
         routs = [cp.empty(g.shape, dtype) for _ in g.outputs]
-        n = int(np.prod(g.shape))
-        raw(((n + 255) // 256,), (256,), (*dev, *routs, np.int64(n)))
-        for a, b, w in zip(outs, routs, want):
-            assert_orders_agree(cp.asnumpy(a), w)
+        sums = [cp.full(s, cp.nan, dtype) for _, _, s in g.sums]
+        run((*dev, *routs, *sums), math.prod(g.shape))
+        for b, w in zip(routs, want):
             assert_orders_agree(cp.asnumpy(b), w)
+        for b, w in zip(sums, want_sums):
+            np.testing.assert_array_equal(cp.asnumpy(b), w)
 
 
 @pytest.mark.gpu

@@ -7,9 +7,10 @@ element at a time (tests/test_cuda_groups.py's ``host_kernel``). It is the code 
 CuPy program: the same lowering and grouping, the instruction writer, the device buffers,
 the argument checks of each launch, the vectors of ones, no error state, the fallback
 where the kernels do not compile; only ``cupy`` itself, NVRTC's compile for a device and
-the device's arithmetic (its ``exp`` and ``tanh``, its atomic adds in any order) are not
-exercised here. The numbers are compared with the planned NumPy program's: float64 to
-1e-12 relative, float32 in ulps.
+the device's arithmetic (its ``exp`` and ``tanh``) are not exercised here. A bias's
+gradient is summed by its column's thread, row after row in order (no atomic adds): the
+same order on a device as here. The numbers are compared with the planned NumPy program's:
+float64 to 1e-12 relative, float32 in ulps. (Groups with sums: tests/test_cuda_sums.py.)
 
 Tests marked ``gpu`` run the real CuPy fused step (``ci/gpu-check``)."""
 
@@ -23,7 +24,6 @@ import numpy as np
 import pytest
 
 import gpugrad as gg
-from gpugrad import nn
 from gpugrad.compiler import cuda_group, cuda_program, cuda_update
 from gpugrad.compiler.fuse import Group
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import HAS_GPU  # noqa: E402
 from cuda_block import host_block_kernel  # noqa: E402
 from helpers import assert_orders_agree  # noqa: E402
-from test_cuda_groups import (DTYPES, OPTIMIZERS, SMALL, _programs, _run, chain,  # noqa: E402
+from test_cuda_groups import (DTYPES, SMALL, _programs, _run, chain,  # noqa: E402
                               host_kernel, mlp_step)
 
 MLP_SHAPED = {"sizes": (24, 16, 16, 6), "batch": 8}  # the mlp's layers, small enough to read
@@ -275,7 +275,7 @@ def test_the_fused_cupy_step_gives_the_numpy_programs_numbers(monkeypatch, cfg, 
     with gg.use_backend("cupy"):
         got_loss, got, progs = _cupy_train(cfg, activation, opt_name, dtype, 3)
     assert [p.tier for p in progs] == ["cuda"] and cuda_group.groups_of(progs[0].kernels)
-    ulps = 4 * ADAM_ULPS if opt_name == "adam" else 16  # the device's exp, tanh, atomic adds
+    ulps = 4 * ADAM_ULPS if opt_name == "adam" else 16  # the device's exp and tanh
     for a, b in zip(got_loss + got, want_loss + want):
         assert_orders_agree(a, b, ulps=ulps, rtol=1e-11)
 

@@ -13,6 +13,13 @@ written from its members' scalar formulas (gpugrad.scalar_formula.cuda), in two 
   ``[0]``), so that NVRTC compiles it on a machine without CuPy or a device (the tests) and
   ``cupy.RawKernel`` could launch it.
 
+A group with sums (a bias's gradient: a member summed over the leading axes) is a raw
+kernel only, over columns (:func:`columns_text`): one thread a column of the sums (the
+group's tail), each walking its column's elements row after row, computing the members and
+storing the outputs as it goes, adding the summed values in a register from zero in row
+order (the native tier's order, so the same bits where the arithmetic is the same), then
+storing each sum once: no atomic adds, no zeroing launch, deterministic.
+
 Each member is one ``const T`` local, in order, computed in registers; the group's outputs
 are the only stores. The arithmetic is the group's dtype's (``T`` is ``float`` or
 ``double``), and with ``--fmad=false`` (:data:`OPTIONS`, as for the per-op kernels) each
@@ -57,7 +64,6 @@ extern "C" __global__ void gpugrad_N0(const float* p_p4, const float* p_b, float
 from __future__ import annotations
 
 import ast
-import math
 import re
 from typing import Any
 
@@ -80,61 +86,113 @@ def out_name(value: str) -> str:
     return f"o_{value}"
 
 
-def _body(group: Group, sum_at: str) -> list:
-    """The statements of one element: a ``const T`` per member, then each output's store
-    into its parameter, then each sum's atomic add (at ``sum_at``, a pointer expression)."""
+def _body(group: Group) -> list:
+    """The statements of one element: a ``const T`` per member, then each output's value
+    into its ``o_`` local."""
     lines = [f"const T {c_name(m)} = {cuda(node)};" for m, node in group.members]
-    tail = group.tail()
-    adds = [f"atomicAdd(&{sum_at.format(m=m)}[i % {tail}], {c_name(what)});"
-            for m, what, _ in group.sums]
-    return lines + [f"{out_name(m)} = {c_name(m)};" for m in group.outputs] + adds
+    return lines + [f"{out_name(m)} = {c_name(m)};" for m in group.outputs]
 
 
 def elementwise(group: Group, name: str) -> Source:
     """The ``ElementwiseKernel`` of ``group``: ``cupy.ElementwiseKernel(*src, options=
     OPTIONS)``, called with the inputs in ``group.inputs``' order (arrays of the group's
-    dtype, broadcast by CuPy; numbers as Python floats), then the output arrays."""
+    dtype, broadcast by CuPy; numbers as Python floats), then the output arrays.
+
+    A group with sums (a bias's gradient) has no such form: an ``ElementwiseKernel`` is one
+    thread an element, and a sum taken that way needs atomic adds, in no fixed order. Such a
+    group is a :func:`raw_source` kernel only (one thread a column); this raises ValueError.
+    """
     _check(group)
+    if group.sums:
+        raise ValueError("a group with sums is a raw kernel only (cuda_group.raw_source): "
+                         "an ElementwiseKernel cannot sum its rows in order")
     ins = ", ".join(f"T {c_name(n)}" for n, _ in group.inputs)
-    outs = ", ".join([f"T {out_name(m)}" for m in group.outputs]
-                     + [f"raw T {sum_name(m)}" for m, _, _ in group.sums])
-    return Source(ins, outs, " ".join(_body(group, sum_name("{m}"))), kernel_name(name))
+    outs = ", ".join(f"T {out_name(m)}" for m in group.outputs)
+    return Source(ins, outs, " ".join(_body(group)), kernel_name(name))
 
 
 def sum_name(value: str) -> str:
-    """The C name of the parameter a sum is added into (zeroed by the caller: a kernel's
-    threads add into it at once)."""
+    """The C name of the pointer parameter a sum is stored into (once, by its column's
+    thread: nothing needs to zero it)."""
     return f"q_{value}"
 
 
-def _load(group: Group, n: str, shape: Any) -> str:
+def acc_name(value: str) -> str:
+    """The C name of the register a column's thread adds a sum's rows into."""
+    return f"s_{value}"
+
+
+def threads(group: Group) -> int | None:
+    """The threads ``group``'s kernel is launched over: one a column of its sums (the
+    group's tail, the sums' size) where it has sums; else None, one an element (the count
+    ``n`` each launch is given)."""
+    return group.tail() if group.sums else None
+
+
+def _load(group: Group, n: str, shape: Any, column: str) -> str:
     kind = group.kind(shape)
     if kind == "full":
         return f"p_{n}[i]"
     if kind == "tail":
-        return f"p_{n}[i % {math.prod(shape)}]"
+        return f"p_{n}[{column}]"
     return f"p_{n}[0]"  # "one": a single element of any shape
 
 
 def raw_source(group: Group, name: str) -> str:
     """The complete CUDA source of ``group``'s kernel for C-contiguous arrays: arguments
-    the input pointers (a number by value), the output pointers and the element count
-    ``n``; one thread an element, in a grid-stride loop as CuPy's kernels are."""
+    the input pointers (a number by value), the output pointers, the sums' pointers and the
+    element count ``n``. Without sums, one thread an element in a grid-stride loop, as
+    CuPy's kernels are; with sums, one thread a column (:func:`columns_text`)."""
     _check(group)
     ctype = CTYPES[group.dtype.name]
-    params, loads = [], []
+    tail = group.tail()
+    column = "j" if group.sums else f"i % {tail}"
+    params, loads, fixed = [], [], []
     for n, shape in group.inputs:
         if shape is None:
             params.append(f"const {ctype} {c_name(n)}")
             continue
         params.append(f"const {ctype}* p_{n}")
-        loads.append(f"const T {c_name(n)} = {_load(group, n, shape)};")
+        kind = group.kind(shape)
+        load = f"const T {c_name(n)} = {_load(group, n, shape, column)};"
+        (fixed if group.sums and kind != "full" else loads).append(load)
     params += [f"{ctype}* p_{m}" for m in group.outputs]
     params += [f"{ctype}* {sum_name(m)}" for m, _, _ in group.sums]
     stores = [f"p_{m}[i] = {out_name(m)};" for m in group.outputs]
-    body = loads + [f"T {out_name(m)};" for m in group.outputs] + _body(
-        group, sum_name("{m}")) + stores
-    return kernel_text(name, params, ctype, body)
+    body = loads + [f"T {out_name(m)};" for m in group.outputs] + _body(group)
+    if not group.sums:
+        return kernel_text(name, params, ctype, body + stores)
+    adds = [f"{acc_name(m)} = {acc_name(m)} + {c_name(what)};" for m, what, _ in group.sums]
+    return columns_text(name, params, ctype, tail, fixed, body + adds + stores,
+                        [(acc_name(m), sum_name(m)) for m, _, _ in group.sums])
+
+
+def columns_text(name: str, params: list, ctype: str, tail: int, fixed: list, body: list,
+                 sums: list) -> str:
+    """A kernel ``name`` of ``params`` (made ``__restrict__``: its outputs and sums never
+    share an input's memory) and the count ``n``: one thread a column ``j`` of the ``tail``
+    columns (grid-stride), which reads ``fixed`` (its column's tail inputs and single
+    elements) once, then runs ``body`` for each element ``i`` of its column, row after row
+    in order, adding into the registers of ``sums`` ((register, pointer) each, from zero)
+    and storing each once after the last row. Adjacent threads read adjacent elements of a
+    row (coalesced); each sum is added in one fixed order, the native tier's."""
+    params = [p.replace("* ", "* __restrict__ ") for p in params]
+    return "\n".join([
+        f'extern "C" __global__ void {kernel_name(name)}({", ".join(params)}, long long n) {{',
+        f"    typedef {ctype} T;",
+        "    #pragma unroll 1",
+        f"    for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < {tail};",
+        "         j += (long long)blockDim.x * gridDim.x) {",
+        *("        " + line for line in fixed),
+        *(f"        T {acc} = (T)0;" for acc, _ in sums),
+        "        #pragma unroll 4",
+        f"        for (long long i = j; i < n; i += {tail}) {{",
+        *("            " + line for line in body),
+        "        }",
+        *(f"        {ptr}[j] = {acc};" for acc, ptr in sums),
+        "    }",
+        "}",
+        ""])
 
 
 def kernel_text(name: str, params: list, ctype: str, body: list) -> str:
@@ -188,6 +246,8 @@ NO_LAUNCH = frozenset({"array", "asarray", "empty", "ascontiguousarray", "isfini
                        "broadcast_to", "reshape"})
 """NumPy calls of a planned program that launch no kernel on a device: a host 0-d array,
 allocations, views and the host-side finiteness test of a sum."""
+FILLS = frozenset({"fill"})
+"""Methods of an array that write it on a device (a memset: a launch)."""
 _KERNEL_CALL = re.compile(r"^N\d+$")
 _NATIVE_CALL = re.compile(r"^(NU|NX\d+)$")  # an update or an op's own native kernel
 _RULE_CALL = re.compile(r"^([FR]\d+(_\d+)?|acc)$")  # a registered rule, a sum of gradients
@@ -200,15 +260,17 @@ def launches(source: str) -> dict:
     CUDA has not yet: an op's own, ``NX0``, one launch if made for CUDA; and the one
     update of every parameter, ``NU``, which a device program launches as one CUDA kernel,
     gpugrad.compiler.cuda_update), ``blas`` (products), ``other`` (every other array
-    call: a NumPy ufunc or reduction, a fancy-indexed read or update, an arithmetic
+    call: a NumPy ufunc or reduction, a fill (``a.fill(0)``, ``np.zeros``, ``full_like``:
+    a memset or a kernel on a device), a fancy-indexed read or update, an arithmetic
     expression, a registered rule's call, a parameter's optimizer update, each counted once
     though a rule may launch more)
     and ``total``. The body of an ``if`` (a rare recovery path, an overflow report) is not
-    counted; its test is.
+    counted; its test is. An allocation (``np.empty``) launches nothing.
 
     >>> launches("def program():\\n    p = np.dot(a, b, B0)\\n    if N0(p, c):\\n"
-    ...          "        overflow()\\n    s_ = np.add.reduce(p, axis=None)\\n")
-    {'groups': 1, 'native': 0, 'blas': 1, 'other': 1, 'total': 3}
+    ...          "        overflow()\\n    s_ = np.add.reduce(p, axis=None)\\n"
+    ...          "    z = np.empty(S, D)\\n    z.fill(0)\\n")
+    {'groups': 1, 'native': 0, 'blas': 1, 'other': 2, 'total': 4}
     """
     counts = {"groups": 0, "native": 0, "blas": 0, "other": 0, "none": 0}
     todo = list(ast.parse(source).body[0].body)
@@ -244,6 +306,9 @@ def _call_kind(call: ast.Call) -> str:
         if _NATIVE_CALL.match(f.id):
             return "native"
         return "other" if _RULE_CALL.match(f.id) else "none"
+    if isinstance(f, ast.Attribute) and f.attr in FILLS and not (
+            isinstance(f.value, ast.Name) and f.value.id in ("np", "xp")):
+        return "other"  # ``a.fill(0)``: a memset on a device
     parts = []
     while isinstance(f, ast.Attribute):
         parts.append(f.attr)

@@ -54,8 +54,10 @@ from .fuse import Group
 class Device:
     """Where a device program runs: ``np``, the array module its NumPy-spelt code calls
     (``cupy``), and ``load(kernels)``, which compiles the ``(name, kernel)`` kernels of one
-    program and returns ``{name: run}``, ``run(args, n)`` launching one over ``n``
-    elements with ``args`` in the order of cuda_group.raw_source's parameters."""
+    program and returns ``{name: run}``, ``run(args, n)`` launching one with ``args`` in
+    the order of cuda_group.raw_source's parameters and the element count ``n``, over the
+    threads the kernel takes (``n``, one an element; a group with sums one a column,
+    cuda_group.threads)."""
 
     np: Any
     load: Callable
@@ -113,22 +115,31 @@ def module_source(kernels: list) -> str:
 
 def _load_raw(cupy: Any, kernels: list) -> dict:
     module = cupy.RawModule(code=module_source(kernels), options=cuda_group.OPTIONS)
-    return {n: functools.partial(_launch_raw, module.get_function(cuda_group.kernel_name(n)))
-            for n, _ in kernels}
+    return {n: functools.partial(_launch_raw, module.get_function(cuda_group.kernel_name(n)),
+                                 cuda_group.threads(k) if isinstance(k, Group) else None)
+            for n, k in kernels}
 
 
 BLOCK = 256
-"""Threads per block of a group's kernel (a grid-stride loop covers any count)."""
+"""Threads per block of a kernel over elements (a grid-stride loop covers any count)."""
+COLUMN_BLOCK = 32
+"""Threads per block of a kernel over columns (a group with sums): a warp a block, so that
+a few hundred columns spread over as many multiprocessors as there are warps."""
 OP_BLOCK = 256
 """Threads of the one block an op's own kernel runs as (``n`` None: its arguments end with
 the row and column counts)."""
 
 
-def _launch_raw(fn: Any, args: tuple, n: int | None) -> None:
+def _launch_raw(fn: Any, columns: int | None, args: tuple, n: int | None) -> None:
+    """Launch ``fn`` with ``args`` and the element count ``n``: over ``n`` threads, or over
+    ``columns`` (a group with sums: launched even where ``n`` is 0, to store sums of 0);
+    ``n`` None: an op's own kernel, one block of :data:`OP_BLOCK`, ``args`` complete."""
     if n is None:
         fn((1,), (OP_BLOCK,), args)
-    elif n:
-        fn((min((n + BLOCK - 1) // BLOCK, 65535),), (BLOCK,), (*args, np.int64(n)))
+        return
+    count, block = (n, BLOCK) if columns is None else (columns, COLUMN_BLOCK)
+    if count:
+        fn((min((count + block - 1) // block, 65535),), (block,), (*args, np.int64(n)))
 
 
 _NP_CALL = re.compile(r"\bnp\.(\w+)\(")
@@ -187,8 +198,9 @@ class Launch:
     """One group's kernel in a program: checks that each argument is what the kernel reads
     (a contiguous device array of the group's dtype and size, made so where it is not:
     a rule may hand over a view or a host scalar), then ``run(args, n)``, ``n`` the size of
-    the group's values (its batch size's, in a program independent of it). A wrong dtype or
-    size raises TypeError: a kernel never reads memory as what it is not."""
+    the group's values (its batch size's, in a program independent of it; ``run`` launches
+    a group with sums over its columns, :class:`Device`). A wrong dtype or size raises
+    TypeError: a kernel never reads memory as what it is not."""
 
     def __init__(self, group: Group, run: Callable, dev: Device) -> None:
         self.run, self.xp, self.dtype = run, dev.np, group.dtype
@@ -255,8 +267,9 @@ class OpLaunch:
 def instruction(group: Group, name: str, env: dict) -> plan.Instr:
     """The device program's instruction calling ``group``'s kernel ``name`` (a
     :class:`Launch`): it reads the group's inputs as they are (a single element stays a
-    device array: no ``.item()``, which would wait for the device), zeroes the sums the
-    kernel adds into, and tests nothing after."""
+    device array: no ``.item()``, which would wait for the device) and tests nothing after.
+    The outputs and sums are planned buffers where the program plans them (else new
+    arrays); a sum needs no zeroing: the kernel stores each of its elements once."""
     env[f"S_{name}"], env[f"D_{name}"] = group.shape, group.dtype
 
     def emit(outs: list, temps: list) -> list:
@@ -266,8 +279,8 @@ def instruction(group: Group, name: str, env: dict) -> plan.Instr:
             args.append(m)
         for j, ((m, _, shape), o) in enumerate(zip(group.sums, outs[len(group.outputs):])):
             env[f"S_{name}_{j}"] = shape
-            lines += [f"{m} = {o}" if o != "None" else
-                      f"{m} = np.empty(S_{name}_{j}, D_{name})", f"{m}.fill(0)"]
+            lines.append(f"{m} = {o}" if o != "None" else
+                         f"{m} = np.empty(S_{name}_{j}, D_{name})")
             args.append(m)
         return lines + [f"{name}({', '.join(args)})"]
     return plan.Instr([n for n, s in group.inputs],
