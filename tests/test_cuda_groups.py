@@ -414,33 +414,32 @@ def test_every_group_kernel_loads_with_cupy():
 
 
 def launch_table() -> list:
-    """Rows (model, activation, optimizer, launches before, launches with fusion) of the
-    benchmark MLPs' float32 training steps, computed from their programs."""
+    """Rows (model, activation, optimizer, launches of the unfused program, of the CuPy
+    device program) of the benchmark MLPs' float32 training steps, computed from their
+    programs (the device program built over NumPy, tests/test_cuda_program.py)."""
+    from test_cuda_program import host_device  # (it imports this module)
+
     rows = []
     with gg.use_backend("numpy"):
-        rows += _launch_rows()
-    return rows
-
-
-def _launch_rows() -> list:
-    rows = []
-    for model, cfg in (("small", SMALL), ("mlp", MLP)):
-        for activation in ("sigmoid", "tanh", "relu"):
-            for opt_name in OPTIMIZERS:
-                loss = mlp_step(cfg, activation, opt_name, "float32")[0]
-                (prog,) = _programs(loss)
-                rows.append((model, activation, opt_name, cuda_group.launches(prog.source),
-                             cuda_group.launches(prog.fused().source)))
+        for model, cfg in (("small", SMALL), ("mlp", MLP)):
+            for activation in ("sigmoid", "tanh", "relu"):
+                for opt_name in OPTIMIZERS:
+                    loss = mlp_step(cfg, activation, opt_name, "float32")[0]
+                    (prog,) = _programs(loss)
+                    dev = prog.rebuild(device=host_device())
+                    assert dev.tier == "cuda"
+                    rows.append((model, activation, opt_name, cuda_group.launches(prog.source),
+                                 cuda_group.launches(dev.source)))
     return rows
 
 
 if __name__ == "__main__":  # ci/gpu-check prints this table (computed, not measured)
     print("launches per float32 training step, computed from the programs (not measured):")
-    print("(unfused: the planned NumPy program's array calls; fused: the same with one kernel"
-          " per fusion group)")
-    print(f"{'model':<6} {'act':<8} {'opt':<5} {'unfused':>7} {'groups':>6} {'native':>6} "
-          f"{'blas':>4} {'other':>5} {'fused':>5}")
+    print("(unfused: the planned NumPy program's array calls; on CuPy: the device program's "
+          "kernels: fusion groups, own = the loss's two and the update, BLAS, other)")
+    print(f"{'model':<6} {'act':<8} {'opt':<5} {'unfused':>7} {'groups':>6} {'own':>4} "
+          f"{'blas':>4} {'other':>5} {'cupy':>5}")
     for model, act, opt_name, before, got in launch_table():
         print(f"{model:<6} {act:<8} {opt_name:<5} {before['total']:>7} {got['groups']:>6} "
-              f"{got['native']:>6} {got['blas']:>4} {got['other']:>5} {got['total']:>5}")
+              f"{got['native']:>4} {got['blas']:>4} {got['other']:>5} {got['total']:>5}")
     print(f"group kernels compiled by the NVRTC test: {len(all_groups())} per architecture")
