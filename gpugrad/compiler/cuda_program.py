@@ -4,8 +4,11 @@ On CuPy (``program.build`` with a :class:`Device`, chosen by :func:`choose`) a p
 lowered and grouped as on NumPy, with four differences:
 
 - a lowered step is kept only where every line of its code, forward and backward, is a
-  formula's ufunc call or a product (:func:`portable`); a reduction, a gather, a host
-  scalar (``isfinite``, ``dtype.type``) runs the op's rules instead;
+  formula's ufunc call or a product (:func:`portable`), or where the op has kernels of its
+  own for a device (``lower.NativeKernel.cuda``: the cross-entropy's, launched as
+  :class:`OpLaunch`; a mean of what such a kernel makes folds into it, its gradient a host
+  number, see :func:`lowered`); a reduction, a gather, a host scalar (``isfinite``,
+  ``dtype.type``) runs the op's rules instead;
 - each fusion group (gpugrad.compiler.fuse) is one CUDA kernel, the complete source that
   gpugrad.compiler.cuda_group writes, called by :func:`instruction`'s line ``N0(...)``;
 - the optimizer's update of every parameter is one more kernel, ``NU(opt, ...)``, where
