@@ -228,9 +228,9 @@ _STEP_VALUE = re.compile(r"c(\d+)_\d+|v(\d+)")
 def left_out(prog: list, dev: Device, steps: set, made_by: dict) -> set:
     """Which of ``steps`` (kept lowered only for fusion groups, :func:`grouped`) the grouped
     device program ``prog`` would still run as NumPy code: those with a formula instruction
-    (``Instr.scalar``) outside every group whose lines are not :func:`portable`. An instruction's step is read from
-    the value it defines: a gradient ``c<k>_<pos>`` is step ``k``'s, a value ``v<o>`` is
-    ``made_by[o]``'s.
+    (``Instr.scalar``) outside every group whose lines are not :func:`portable`. An
+    instruction's step is read from the value it defines: a gradient ``c<k>_<pos>`` is step
+    ``k``'s, a value ``v<o>`` is ``made_by[o]``'s.
 
     This is the safety net of :func:`grouped`, chosen over making the fusion pass form a
     group for every such instruction because a group cannot take every one (a float16
