@@ -4,11 +4,13 @@ On CuPy (``program.build`` with a :class:`Device`, chosen by :func:`choose`) a p
 lowered and grouped as on NumPy, with four differences:
 
 - a lowered step is kept only where every line of its code, forward and backward, is a
-  formula's ufunc call or a product (:func:`portable`), or where the op has kernels of its
+  formula's ufunc call or a product (:func:`portable`); where the op has kernels of its
   own for a device (``lower.NativeKernel.cuda``: the cross-entropy's, launched as
   :class:`OpLaunch`; a mean of what such a kernel makes folds into it, its gradient a host
-  number, see :func:`lowered`); a reduction, a gather, a host scalar (``isfinite``,
-  ``dtype.type``) runs the op's rules instead;
+  number, see :func:`lowered`); or where its forward and backwards are formulas spelt in
+  CUDA that fusion groups run (:func:`grouped`: gelu's erf, softplus's ``where``; a step
+  a group does not take runs its rules, :func:`left_out`); a reduction, a gather, a host
+  scalar (``isfinite``, ``dtype.type``) runs the op's rules instead;
 - each fusion group (gpugrad.compiler.fuse) is one CUDA kernel, the complete source that
   gpugrad.compiler.cuda_group writes, called by :func:`instruction`'s line ``N0(...)``;
 - the optimizer's update of every parameter is one more kernel, ``NU(opt, ...)``, where
@@ -176,25 +178,88 @@ def portable(lines: list, dev: Device) -> bool:
     return True
 
 
-def lowered(low: Any, backs: list, dev: Device, kernel_made: set = frozenset()) -> bool:
-    """Whether a step's lowered forward ``low`` (lower.Forward) and backwards ``backs``
-    (lower.Backward, emitted with the names ``g``, ``o``) run as they are on ``dev``: as
-    portable code, or as the op's own kernels (:func:`has_kernel`, forward and backward),
-    or as a mean of a vector that such a kernel makes (``kernel_made``: its name; the
-    kernel adds it up, gpugrad.compiler.native_fold) whose gradient is a host number."""
+def lowered(low: Any, backs: list, dev: Device, kernel_made: set = frozenset()) -> str:
+    """How a step's lowered forward ``low`` (lower.Forward) and backwards ``backs``
+    (lower.Backward, emitted with the names ``g``, ``o``) run on ``dev``: "code" as they are
+    (portable code, or the op's own kernels, :func:`has_kernel`, forward and backward, or a
+    mean of a vector that such a kernel makes, ``kernel_made``: its name; the kernel adds
+    it up, gpugrad.compiler.native_fold, and its gradient is a host number); "groups" only
+    as members of fusion groups (:func:`grouped`); "" not at all (the step runs its rules).
+    """
     if has_kernel(low.native):
-        return all(has_kernel(b.native) for b in backs)
+        return "code" if all(has_kernel(b.native) for b in backs) else ""
     if low.total is not None and low.total[0] in kernel_made and low.total[2:] == ("mean",):
-        return all(b.emit is None or all(_HOST_NUMBER.match(line) for line in b.emit(
-            "c", "C", [])) for b in backs)
+        return "code" if all(b.emit is None or all(_HOST_NUMBER.match(line) for line in b.emit(
+            "c", "C", [])) for b in backs) else ""
     if low.saved:
-        return False
+        return ""
     temps = [f"T{j}_" for j in range(len(low.temps))]
     lines = low.epilogue[0]("o", "D") if low.epilogue else low.emit("o", "D", *temps)
     for b in backs:
         if b.emit is not None:
             lines = lines + b.emit("c", "C", [f"T{j}_" for j in range(len(b.temps))])
-    return portable(lines, dev)
+    return "code" if portable(lines, dev) else "groups" if grouped(low, backs, dev) else ""
+
+
+def spelt(node: tuple) -> bool:
+    """Whether every function of the formula ``node`` has a CUDA spelling
+    (``scalar_formula.CUDA``).
+
+    >>> spelt(("erf", ("name", "x"))), spelt(("arctan", ("name", "x")))
+    (True, False)
+    """
+    try:
+        scalar_formula.cuda(node)
+    except KeyError:
+        return False
+    return True
+
+
+def grouped(low: Any, backs: list, dev: Device) -> bool:
+    """Whether a step whose NumPy lines are not :func:`portable` (gelu's call of the erf
+    rule, ``ERF_INTO``; softplus's ``np.copyto(..., where=)``) may still be kept lowered on
+    ``dev``: its forward is a formula (``low.scalar``) and each backward a formula
+    (``b.scalar``) or portable code, every formula spelt in CUDA (:func:`spelt`). A fusion
+    group's kernel computes the formula, never the lines; where the fusion pass leaves such a
+    step's instruction outside every group (a lone one-call formula, a dtype or a shape a
+    group cannot read), :func:`left_out` finds it and ``program.build`` builds the program
+    again with that step running its rules."""
+    if low.scalar is None or low.saved or low.epilogue or not spelt(low.scalar):
+        return False
+    for b in backs:
+        if b.scalar is not None and spelt(b.scalar):
+            continue
+        if b.emit is not None and not portable(
+                b.emit("c", "C", [f"T{j}_" for j in range(len(b.temps))]), dev):
+            return False
+    return True
+
+
+_STEP_VALUE = re.compile(r"c(\d+)_\d+|v(\d+)")
+
+
+def left_out(prog: list, dev: Device, steps: set, made_by: dict) -> set:
+    """Which of ``steps`` (kept lowered only for fusion groups, :func:`grouped`) the grouped
+    device program ``prog`` would still run as NumPy code: those with a formula instruction
+    (``Instr.scalar``) outside every group whose lines are not :func:`portable`. An
+    instruction's step is read from the value it defines: a gradient ``c<k>_<pos>`` is step
+    ``k``'s, a value ``v<o>`` is ``made_by[o]``'s.
+
+    This is the safety net of :func:`grouped`, chosen over making the fusion pass form a
+    group for every such instruction because a group cannot take every one (a float16
+    value, an input of unknown shape): ``program.build`` builds again with the steps found
+    running their rules (``ruled``), which may leave a neighbour alone in turn, so it
+    repeats until none is found (each time with more steps ruled: it ends)."""
+    left = set()
+    for ins in prog:
+        if ins.scalar is None:  # (a group's call, a rule's: not a formula step's lines)
+            continue
+        m = _STEP_VALUE.fullmatch(ins.defines[0][0])
+        k = None if m is None else int(m[1]) if m[1] else made_by.get(int(m[2]))
+        if k in steps and k not in left and not portable(ins.emit(
+                [n for n, *_ in ins.defines], [f"T{j}_" for j in range(len(ins.temps))]), dev):
+            left.add(k)
+    return left
 
 
 class Launch:

@@ -101,7 +101,8 @@ class Program:
 
 def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool = False,
           value: bool = True, sizing: batch.Sizing | None = None,
-          native: bool | str = False, device: Any = None) -> Program:
+          native: bool | str = False, device: Any = None, ruled: frozenset = frozenset()
+          ) -> Program:
     """The program for ``sched`` at the signature whose slot shapes are ``shapes``.
     ``seeded``: the caller passes the seed gradient (else the program starts from ones, or
     from ``opt.lr`` for plain SGD). ``value=False``: only the gradients are wanted, so the
@@ -110,7 +111,8 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     of the batch size (gpugrad.compiler.batch; raises ``batch.Specialise`` where it cannot
     be). ``native``: the native tier's program (gpugrad.compiler.tier): each fusion group
     of elementwise steps (gpugrad.compiler.fuse) runs as one kernel ("numba": any length).
-    ``device``: a CuPy program's, by default (gpugrad.compiler.cuda_program; False: none)."""
+    ``device``: a CuPy program's, by default (gpugrad.compiler.cuda_program; False: none);
+    ``ruled``: the steps that run their rules on it (cuda_program.left_out)."""
     xp = sched.xp  # lowering is for real values; a complex one runs the rules (they conjugate)
     dev = cuda_program.choose(xp, device, shapes, native)  # its groups: CUDA kernels
     numpy = xp is np and dev is None and cuda_program.real(shapes)  # errstate, lowered update
@@ -135,6 +137,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         if numpy and not native else set()  # a kernel negates for free
     negated: set = set()  # outputs of those producers, once lowered (they hold minus it)
     kernel_made: set = set()  # values an op's own device kernel makes (cuda_program.lowered)
+    in_groups: set = set()  # steps a device keeps lowered only as fusion-group members
     # the seed is exactly 1 unless the caller passes one or the learning rate is folded in
     unit = grads and not seeded and not update.folds(opt, numpy)
     if dev:
@@ -157,9 +160,13 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         backs = [lower.backward(op, pos, "g", names, info, "o", shapes[o], params, saved=saved,
                                 one=one)
                  for pos, need in enumerate(needs_of[k]) if need] if low and k in in_back else []
-        if None in backs or low and dev and not cuda_program.lowered(low, backs, dev,
-                                                                     kernel_made):
+        if None in backs or k in ruled:
             return None
+        how = cuda_program.lowered(low, backs, dev, kernel_made) if low and dev else "code"
+        if not how:
+            return None
+        if how == "groups":
+            in_groups.add(k)
         if low and dev and cuda_program.has_kernel(low.native):
             if readers.get(o) != 1 or o in keep:
                 return None  # (an op's own device kernel: for a value a mean reads alone)
@@ -358,6 +365,11 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
         prog, n_forward = native_calls.replaced(prog, n_forward, sched, shapes, scalar,
                                                escapes | set(results), env, native == "numba",
                                                dev and cuda_program.instruction)
+    left = dev and cuda_program.left_out(prog, dev, in_groups, {o: k for k, (*_, o) in
+                                                                enumerate(steps)})
+    if left:  # (a step kept for a group that none took: its rules, never its NumPy lines)
+        return build(sched, shapes, grads, opt, seeded, value, sizing, native, dev,
+                     ruled | left)
     where, buffers = plan.assign(prog, escapes)
     env["PLANNED"] = where
     made = Program(*emitted(prog, n_forward, where, buffers, results, sched, env, numpy, xp,
