@@ -11,7 +11,8 @@ semantics: ``maximum``/``minimum`` propagate NaN and return the second operand o
 ``where(c, a, b)`` is ``a`` where ``c`` is not 0 (NaN counts as true, as NumPy's bool does)
 else ``b``, and each number is a constant of type ``T``. Besides NumPy's ufuncs a formula may
 call ``erf`` (the error function; NumPy has none: the planned program calls
-gpugrad.ops.activations.erf_value) and ``where``.
+gpugrad.ops.activations.erf_value) and ``where``. ``isinf(x)`` is 1 or 0 like a comparison;
+``logaddexp(a, b)`` is NumPy's (each tier writes out NumPy's own steps).
 
 >>> cuda(parse("g * (out * (1 - out))"))
 '(v_g * (v_out * ((T)1.0 - v_out)))'
@@ -26,8 +27,8 @@ import functools
 from typing import Callable
 
 UFUNCS = {"exp", "log", "log1p", "sqrt", "tanh", "sign", "maximum", "minimum", "square",
-          "reciprocal", "abs", "erf", "where"}
-ARITY = {"maximum": 2, "minimum": 2, "where": 3}
+          "reciprocal", "abs", "erf", "where", "logaddexp", "isinf"}
+ARITY = {"maximum": 2, "minimum": 2, "where": 3, "logaddexp": 2}
 """How many operands a function of :data:`UFUNCS` takes, where not one."""
 BINOPS = {ast.Add: "add", ast.Sub: "subtract", ast.Mult: "multiply", ast.Div: "divide"}
 COMPARES = {ast.Gt: "greater", ast.GtE: "greater_equal", ast.Lt: "less",
@@ -131,6 +132,11 @@ CUDA = {**{k: f"({{0}} {op} {{1}})" for k, op in BINARY.items()},
         "maximum": "(({0} > {1} || {0} != {0}) ? {0} : {1})",
         "minimum": "(({0} < {1} || {0} != {0}) ? {0} : {1})",
         "where": "({0} != (T)0.0 ? {1} : {2})",
+        "isinf": "(isinf({0}) ? (T)1.0 : (T)0.0)",
+        # NumPy's logaddexp: equal operands (two infinities of one sign too) give the
+        # operand plus log 2; a NaN difference gives it; else the larger plus log1p(exp(-|d|))
+        "logaddexp": "({0} == {1} ? {0} + (T)0.6931471805599453 : (({0} - {1}) != ({0} - {1})"
+                     " ? ({0} - {1}) : ({0} > {1} ? {0} : {1}) + log1p(exp(-fabs({0} - {1})))))",
         "sign": "({0} > (T)0.0 ? (T)1.0 : ({0} < (T)0.0 ? (T)(-1.0) : "
                 "({0} == (T)0.0 ? (T)0.0 : {0})))"}
 """How :func:`cuda` spells each ufunc, with NumPy's semantics, in C over a type ``T``."""

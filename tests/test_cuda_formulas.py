@@ -32,7 +32,7 @@ EDGES = [0.0, -0.0, 1.0, -1.0, 0.5, -2.5, 3.0, 1e-300, -1e-300, 1e300, -1e300, 7
 _TOKEN = re.compile(r"\s*(\d+\.\d*(?:e[-+]?\d+)?|\d+(?:e[-+]?\d+)?|inf|[A-Za-z_]\w*|\|\||&&|"
                     r"==|!=|>=|<=|[-+*/()?:<>,])")
 _FUNCS = {"exp": "np.exp", "log": "np.log", "log1p": "np.log1p", "sqrt": "np.sqrt",
-          "tanh": "np.tanh", "fabs": "np.fabs", "erf": "math.erf"}
+          "tanh": "np.tanh", "fabs": "np.fabs", "erf": "math.erf", "isinf": "np.isinf"}
 
 
 class _CReader:

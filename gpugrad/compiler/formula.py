@@ -29,7 +29,7 @@ from ..ops.activations import erf_value
 from ..scalar_formula import (  # noqa: F401  (one parser: re-exported here)
     BINOPS, COMPARES, UFUNCS, is_leaf, leaves, parse)
 
-MASKS = set(COMPARES.values())
+MASKS = set(COMPARES.values()) | {"isinf"}
 G = ("name", "g")
 
 TYPED = {f"{word}_{np.dtype(t).name}": t(value) for t in (np.float16, np.float32, np.float64)
@@ -69,11 +69,18 @@ def _erf_into(x: Any, out: Any) -> Any:
     return out
 
 
-CALLS = {"erf": "ERF_INTO"}
+def _logaddexp_into(a: Any, b: Any, out: Any) -> Any:
+    """NumPy's ``logaddexp(a, b, out)``, quiet where an input is NaN, as the op's rule is
+    (NumPy calls that result invalid; other ufuncs pass NaN on quietly)."""
+    with np.errstate(invalid="ignore"):
+        return np.logaddexp(a, b, out=out)
+
+
+CALLS = {"erf": "ERF_INTO", "logaddexp": "LOGADDEXP_INTO"}
 """The functions of a formula that NumPy has no ufunc for: the name a program calls as
 ``NAME(x, out)``, its value made by :func:`constants_in` (``ERF_INTO``: erf by the op's
 rule, so that a program computes the eager op's numbers)."""
-FUNCTIONS = {"ERF_INTO": _erf_into}
+FUNCTIONS = {"ERF_INTO": _erf_into, "LOGADDEXP_INTO": _logaddexp_into}
 
 _CONST = re.compile(r"\bK_(float16|float32|float64)_([0-9a-f]{16})\b")
 

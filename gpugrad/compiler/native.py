@@ -167,7 +167,7 @@ def tanh_{t}(x):
     return x if x != x else np.{t}(math.copysign(r, x))
 ''' for t, c, cap in (("float64", _TANH[:18], 20.0), ("float32", _TANH[:9], 9.0)))
 
-PRELUDE += native_math.LOG1P
+PRELUDE += native_math.LOG1P + native_math.LOGADDEXP
 
 _LIBM = {"log": "math.log", "sqrt": "np.sqrt"}
 
@@ -199,6 +199,8 @@ class _Writer:
             "where": f"({{1}} if {{0}} != {zero} else {{2}})",
             # libm's erf (in float64, rounded: within an ulp of the true value in float32)
             "erf": f"{T}(math.erf({{0}}))",
+            "isinf": f"({one} if np.isinf({{0}}) else {zero})",
+            "logaddexp": f"logaddexp_{dtype}({{0}}, {{1}})",  # (native_math: no overflow)
             "sign": f"({one} if {{0}} > {zero} else ({T}(-{one}) if {{0}} < {zero} else "
                     f"({zero} if {{0}} == {zero} else {{0}})))"}
 

@@ -336,3 +336,6 @@ logaddexp.defvjp(
     lambda xp, g, res: _logaddexp_share(xp, g, res[0], res[2]),
     lambda xp, g, res: _logaddexp_share(xp, g, res[1], res[2]),
 )
+logaddexp.defscalar("logaddexp(a, b)",
+                    "where(isinf(out), 0, g * exp(a - where(isinf(out), 0, out)))",
+                    "where(isinf(out), 0, g * exp(b - where(isinf(out), 0, out)))")
