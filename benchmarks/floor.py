@@ -59,9 +59,10 @@ def bmm(xp, A, B):
 class Update:
     """SGD (``p -= lr * g``; with ``momentum``, ``buf = momentum * buf + g``, ``buf = g`` at
     the first step, ``p -= lr * buf``), Adam with bias correction (AdamW: ``p *= 1 - lr *
-    weight_decay`` first) or RMSprop (``v = alpha * v + (1 - alpha) * g**2``,
-    ``p -= lr * g / (sqrt(v) + eps)``), in place, with the formulas and the float32
-    arithmetic of ``gpugrad.optim`` (Python floats for the scalars)."""
+    weight_decay`` first), RMSprop (``v = alpha * v + (1 - alpha) * g**2``,
+    ``p -= lr * g / (sqrt(v) + eps)``) or Adagrad (``s += g**2``, ``p -= lr * g / (sqrt(s) +
+    eps)``, no learning-rate decay), in place, with the formulas and the float32 arithmetic
+    of ``gpugrad.optim`` (Python floats for the scalars)."""
 
     def __init__(self, xp, opt, lr, params, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
                  alpha=0.99, momentum=0.0):
@@ -70,7 +71,7 @@ class Update:
         self.decay, self.alpha, self.momentum = weight_decay, alpha, momentum
         if opt in ("adam", "adamw"):
             self.mv = [(xp.zeros_like(p), xp.zeros_like(p)) for p in params]
-        if opt == "rmsprop":
+        if opt in ("rmsprop", "adagrad"):
             self.vs = [xp.zeros_like(p) for p in params]
         self.bufs = None
 
@@ -93,6 +94,11 @@ class Update:
                 v *= a
                 v += (1.0 - a) * (g * g)
                 p -= self.lr * (g / (xp.sqrt(v) + self.eps))
+            return
+        if self.opt == "adagrad":
+            for p, g, s in zip(params, grads, self.vs):
+                s += g * g
+                p -= self.lr * (g / (xp.sqrt(s) + self.eps))
             return
         self.t += 1
         b1, b2 = self.b1, self.b2

@@ -59,20 +59,26 @@ def activate_back(xp, act, d, a, z):
     return xp.where(z > THRESHOLD, d, d * e / (e + 1.0))
 
 
-def head(xp, loss, z, target):
-    """(mean loss, dL/dz) of the logits z against target (one-hot rows for ``xent``)."""
+def head(xp, loss, z, target, reduction="mean"):
+    """(loss, dL/dz) of the logits z against target (one-hot rows for ``xent``): the mean
+    over the batch (and, for ``mse`` and ``bce``, the outputs), or with ``reduction="sum"``
+    the sum."""
+    total = reduction == "sum"
     if loss == "xent":
         m = xp.max(z, axis=1, keepdims=True)
         e = xp.exp(z - m)
         s = xp.sum(e, axis=1, keepdims=True)
-        value = xp.mean(xp.log(s) + m - xp.sum(z * target, axis=1, keepdims=True))
-        return value, (e / s - target) / z.shape[0]
+        each = xp.log(s) + m - xp.sum(z * target, axis=1, keepdims=True)
+        d = e / s - target
+        return (xp.sum(each), d) if total else (xp.mean(each), d / z.shape[0])
     if loss == "mse":
         diff = z - target
-        return xp.mean(diff * diff), diff * (2.0 / diff.size)
+        sq = diff * diff
+        return (xp.sum(sq), diff * 2.0) if total else (xp.mean(sq), diff * (2.0 / diff.size))
     if loss == "bce":
-        value = xp.mean(xp.logaddexp(0.0, z) - target * z)
-        return value, (sigmoid(xp, z) - target) / z.size
+        each = xp.logaddexp(0.0, z) - target * z
+        d = sigmoid(xp, z) - target
+        return (xp.sum(each), d) if total else (xp.mean(each), d / z.size)
     raise ValueError(f"unknown loss {loss!r}")
 
 
@@ -82,7 +88,8 @@ def mlp_grads(xp, cfg, params, x, target):
     for W, b in zip(params[0:-2:2], params[1:-2:2]):
         zs.append(ins[-1] @ W + b)
         ins.append(activate(xp, act, zs[-1]))
-    loss, d = head(xp, cfg["loss"], ins[-1] @ params[-2] + params[-1], target)
+    loss, d = head(xp, cfg["loss"], ins[-1] @ params[-2] + params[-1], target,
+                   cfg.get("reduction", "mean"))
     grads = [None] * len(params)
     for k in range(len(params) // 2 - 1, -1, -1):
         grads[2 * k] = ins[k].T @ d

@@ -5,6 +5,8 @@ parameters as host arrays (the tests compare them with the floor's)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import gpugrad as gg
 from gpugrad import nn, optim
 
@@ -35,7 +37,8 @@ def net(cfg):
 
 
 def loss_fn(cfg):
-    return LOSSES[cfg.get("loss", "xent")]
+    """The config's loss, with its ``reduction`` (mean unless the config says sum)."""
+    return partial(LOSSES[cfg.get("loss", "xent")], reduction=cfg.get("reduction", "mean"))
 
 
 def compiled_step(opt, compiled, *args):

@@ -5,11 +5,12 @@ depths, and a small recurrent net. Each is a config in ``sizes.py`` (``"model": 
 An ``mlp`` config names ``act`` (sigmoid, tanh, relu, gelu (erf form), silu or softplus,
 PyTorch's definitions), ``loss`` (``xent``: softmax cross-entropy on integer labels;
 ``mse``: mean squared error on real targets; ``bce``: binary cross-entropy with logits on
-0/1 targets, one per output) and ``opt`` (sgd, adam, or one of :data:`OPTIMIZERS`: AdamW,
-RMSprop, SGD with momentum, with the hyperparameters given there).
+0/1 targets, one per output), ``reduction`` (``mean``, the default, or ``sum``: the loss
+over the batch) and ``opt`` (sgd, adam, or one of :data:`OPTIMIZERS`: AdamW, RMSprop,
+Adagrad, SGD with momentum, with the hyperparameters given there).
 The ``rnn`` is an Elman net, ``h = tanh(x_t @ Wx + h @ Wh + b)`` unrolled over ``steps``
 inputs (the first step has no ``h @ Wh``: ``h`` starts at zero), with a linear read-out of
-the last state and softmax cross-entropy.
+the last state and softmax cross-entropy (its ``opt`` as an ``mlp``'s, SGD by default).
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from __future__ import annotations
 import numpy as np
 
 MODELS = ("tanh-mse", "relu-adam", "relu-bce", "deep", "rnn", "gelu-adamw", "silu-rmsprop",
-          "softplus-momentum")
+          "softplus-momentum", "sigmoid-adagrad", "narrow-sum", "rnn-adam", "deep-relu-adam")
 ADAM = {"b1": 0.9, "b2": 0.999, "eps": 1e-8}
 OPTIMIZERS = {"sgd": ("sgd", {}), "adam": ("adam", {}),
               "adamw": ("adamw", {"weight_decay": 1e-2}),
               "rmsprop": ("rmsprop", {"alpha": 0.99, "eps": 1e-8}),
+              "adagrad": ("adagrad", {"eps": 1e-10}),
               "momentum": ("sgd", {"momentum": 0.9})}
 """A config's ``opt``: (gpugrad.optim's name, its keyword arguments besides ``lr``); every
-row (floor, gpugrad, peers) uses these numbers (Adam's and AdamW's betas and eps: ADAM)."""
+row (floor, gpugrad, peers) uses these numbers (Adam's and AdamW's betas and eps: ADAM;
+Adagrad's accumulator starts at zero, its learning rate does not decay)."""
 
 
 def _linear(rng, n_in, n_out):

@@ -62,6 +62,13 @@ def _jax_optimizer(jnp, cfg):
                 gs = bufs
             return [p - lr * g for p, g in zip(ps, gs)], bufs
         return (lambda ps: [jnp.zeros_like(p) for p in ps] if mu else []), sgd
+    if name == "adagrad":
+        eps = hyper["eps"]
+
+        def adagrad(ps, gs, sums, t):
+            sums = [s + g * g for s, g in zip(sums, gs)]
+            return [p - lr * (g / (jnp.sqrt(s) + eps)) for p, g, s in zip(ps, gs, sums)], sums
+        return (lambda ps: [jnp.zeros_like(p) for p in ps]), adagrad
     if name == "rmsprop":
         alpha, eps = hyper["alpha"], hyper["eps"]
 
@@ -93,14 +100,15 @@ def _jax(cfg, params):
             "softplus": jax.nn.softplus}
     act = acts[cfg.get("act", "tanh")]  # the rnn's is tanh
     kind = cfg.get("loss", "xent")
+    reduce = jnp.sum if cfg.get("reduction", "mean") == "sum" else jnp.mean
 
     def loss_fn(ps, x, target):
         z = forward(cfg, ps, x, jnp.tanh, act)
         if kind == "xent":
-            return -jnp.mean(jnp.sum(jax.nn.log_softmax(z) * target, axis=1))
+            return reduce(-jnp.sum(jax.nn.log_softmax(z) * target, axis=1))
         if kind == "mse":
-            return jnp.mean((z - target) ** 2)
-        return jnp.mean(jnp.logaddexp(0.0, z) - target * z)
+            return reduce((z - target) ** 2)
+        return reduce(jnp.logaddexp(0.0, z) - target * z)
 
     init, apply = _jax_optimizer(jnp, cfg)
 
@@ -130,19 +138,20 @@ def _torch(cfg, params):
             "gelu": F.gelu, "silu": F.silu, "softplus": F.softplus}
     act = acts[cfg.get("act", "tanh")]  # the rnn's is tanh
     ps = [torch.tensor(p, requires_grad=True) for p in params]
-    kind = cfg.get("loss", "xent")
+    kind, reduction = cfg.get("loss", "xent"), cfg.get("reduction", "mean")
     name, hyper = M.OPTIMIZERS[cfg.get("opt", "sgd")]
     opt = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-           "rmsprop": torch.optim.RMSprop}[name](ps, lr=cfg["lr"], **hyper)
+           "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}[name](
+               ps, lr=cfg["lr"], **hyper)
 
     def update(x, labels, target):
         z = forward(cfg, ps, x, torch.tanh, act)
         if kind == "xent":
-            loss = F.cross_entropy(z, labels)
+            loss = F.cross_entropy(z, labels, reduction=reduction)
         elif kind == "mse":
-            loss = F.mse_loss(z, target)
+            loss = F.mse_loss(z, target, reduction=reduction)
         else:
-            loss = F.binary_cross_entropy_with_logits(z, target)
+            loss = F.binary_cross_entropy_with_logits(z, target, reduction=reduction)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -6,7 +6,8 @@ FULL = {
     "chain": {"steps": 100, "n": 16},
     "bmm": {"shape": (32, 256, 256)},
     "digits": {"hidden": (64, 64), "batch": 32, "lr": 0.01},
-    # other shapes (benchmarks/models.py): per-step overhead on small models
+    # other shapes (benchmarks/models.py): per-step overhead on small models; each of
+    # the floor's products small enough (m * n * k <= 2**18) that OpenBLAS runs it on one thread
     "tanh-mse": {"model": "mlp", "sizes": (64, 64, 64, 10), "act": "tanh", "loss": "mse",
                  "opt": "sgd", "batch": 32, "lr": 0.05},
     "relu-adam": {"model": "mlp", "sizes": (64, 64, 64, 10), "act": "relu", "loss": "xent",
@@ -23,6 +24,15 @@ FULL = {
                      "opt": "rmsprop", "batch": 32, "lr": 1e-3},
     "softplus-momentum": {"model": "mlp", "sizes": (64, 64, 64, 10), "act": "softplus",
                           "loss": "bce", "opt": "momentum", "batch": 32, "lr": 0.05},
+    "sigmoid-adagrad": {"model": "mlp", "sizes": (64, 128, 128, 10), "act": "sigmoid",
+                        "loss": "bce", "reduction": "sum", "opt": "adagrad", "batch": 16,
+                        "lr": 0.01},
+    "narrow-sum": {"model": "mlp", "sizes": (64, 32, 32, 10), "act": "tanh", "loss": "xent",
+                   "reduction": "sum", "opt": "sgd", "batch": 128, "lr": 0.001},
+    "rnn-adam": {"model": "rnn", "n_in": 16, "hidden": 64, "n_out": 10, "steps": 16,
+                 "batch": 32, "opt": "adam", "lr": 1e-3},
+    "deep-relu-adam": {"model": "mlp", "sizes": (64,) * 9 + (10,), "act": "relu",
+                       "loss": "xent", "opt": "adam", "batch": 32, "lr": 1e-3},
 }
 
 QUICK = {
@@ -37,7 +47,10 @@ QUICK = {
     "deep": {**FULL["deep"], "sizes": (8,) * 5 + (4,), "batch": 4},
     "rnn": {**FULL["rnn"], "n_in": 3, "hidden": 8, "n_out": 4, "steps": 4, "batch": 4},
     **{name: {**FULL[name], "sizes": (8, 8, 8, 4), "batch": 4}
-       for name in ("gelu-adamw", "silu-rmsprop", "softplus-momentum")},
+       for name in ("gelu-adamw", "silu-rmsprop", "softplus-momentum", "sigmoid-adagrad")},
+    "narrow-sum": {**FULL["narrow-sum"], "sizes": (8, 4, 4, 4), "batch": 2},
+    "rnn-adam": {**FULL["rnn-adam"], "n_in": 3, "hidden": 8, "n_out": 4, "steps": 4, "batch": 4},
+    "deep-relu-adam": {**FULL["deep-relu-adam"], "sizes": (8,) * 5 + (4,), "batch": 4},
 }
 
 GPU = {
