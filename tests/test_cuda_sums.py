@@ -24,8 +24,17 @@ from gpugrad.compiler.fuse import Group, _calls
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import assert_orders_agree  # noqa: E402
-from test_cuda_groups import (DTYPES, MLP, NVRTC, SMALL, _programs, all_groups,  # noqa: E402
-                              host_kernel, mlp_step, nvrtc)
+from test_cuda_groups import (  # noqa: E402
+    DTYPES,
+    MLP,
+    NVRTC,
+    SMALL,
+    _programs,
+    all_groups,
+    host_kernel,
+    mlp_step,
+    nvrtc,
+)
 from test_cuda_program import host_device  # noqa: E402
 
 
@@ -98,8 +107,9 @@ def test_a_device_program_sums_its_bias_gradients_without_zeroing(numpy_backend,
                                                                   activation, opt_name):
     """No ``fill(0)`` before a group with sums (its kernel stores each sum once), and the
     launches counted (a fill would count as one) are the groups, the products, the update
-    and the cross-entropy's two kernels, nothing else; every kernel of the program compiles with NVRTC for compute_80
-    and compute_90 in one translation unit (where NVRTC is installed)."""
+    and the cross-entropy's two kernels, nothing else; every kernel of the program compiles
+    with NVRTC for compute_80 and compute_90 in one translation unit (where NVRTC is
+    installed)."""
     loss, *_ = mlp_step(cfg, activation, opt_name, "float32")
     (prog,) = _programs(loss)
     dev = prog.rebuild(device=host_device())
