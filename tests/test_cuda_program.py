@@ -239,12 +239,14 @@ def test_a_launch_checks_what_it_is_handed():
 
 def test_only_portable_code_stays_lowered_on_a_device():
     dev = host_device()
-    ok = ["o = np.dot(v1, v2, D)", "c = np.dot(g, v2.T, C)", "c = g",
+    ok = ["o = np.dot(v1, v2, D)", "c = np.dot(g, v2.T, C)", "c = g", "o = v1[3, ...]",
+          "o = v1[:, 1:]", "o = v1[-1, None, ::2]",
           "c = np.dot(ONES32_float32, g, C)", "np.maximum(x, ZERO_float32, out=o)"]
     assert all(cuda_program.portable([line], dev) for line in ok)
     bad = ["s_ = np.add.reduce(v1, axis=None)", "o = asarray(s_.dtype.type(float(s_) / NF3))",
            "c = INV32_float32", "c = K_float32_3fe0000000000000", "o = v1[AR3, t]",
-           "C.fill(0)", "c = g / NF3", "m = np.where(np.isfinite(m_), m_, 0.0)"]
+           "C.fill(0)", "c = g / NF3", "m = np.where(np.isfinite(m_), m_, 0.0)",
+           "C[3, ...] = g", "o = v1[t]", "o = v1[3] + 1"]
     assert not any(cuda_program.portable([line], dev) for line in bad)
     assert not cuda_program.portable(["o = np.exp(x, D)"], cuda_program.Device(object(), None))
 

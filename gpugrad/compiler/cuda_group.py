@@ -271,6 +271,8 @@ def launches(source: str) -> dict:
     ...          "        overflow()\\n    s_ = np.add.reduce(p, axis=None)\\n"
     ...          "    z = np.empty(S, D)\\n    z.fill(0)\\n")
     {'groups': 1, 'native': 0, 'blas': 1, 'other': 2, 'total': 4}
+    >>> launches("def program():\\n    v = x[3, ...]\\n    w = x[AR3, t]\\n")["other"]
+    1
     """
     counts = {"groups": 0, "native": 0, "blas": 0, "other": 0, "none": 0}
     todo = list(ast.parse(source).body[0].body)
@@ -286,14 +288,24 @@ def launches(source: str) -> dict:
         if isinstance(node, ast.Call):
             counts[_call_kind(node)] += 1
         elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Tuple) \
-                and node.slice.elts:
-            counts["other"] += 1  # a gather (an integer-array index; ``[()]`` reads a 0-d)
+                and not all(_basic(e) for e in node.slice.elts):
+            counts["other"] += 1  # a gather (an integer-array index; ``[()]``, ``x[3, ...]``:
+            # a 0-d read, a basic index's view)
         elif isinstance(node, ast.BinOp):
             counts["other"] += 1  # ``seed_ / 32.0``: a kernel on device arrays
         todo.extend(ast.iter_child_nodes(node))
     del counts["none"]
     counts["total"] = counts["groups"] + counts["native"] + counts["blas"] + counts["other"]
     return counts
+
+
+def _basic(e: ast.AST) -> bool:
+    """Whether an index's part is basic (a number, a slice of numbers, ``...``, None)."""
+    if isinstance(e, ast.UnaryOp):
+        e = e.operand
+    if isinstance(e, ast.Slice):
+        return all(p is None or _basic(p) for p in (e.lower, e.upper, e.step))
+    return isinstance(e, ast.Constant)
 
 
 def _call_kind(call: ast.Call) -> str:

@@ -152,6 +152,9 @@ _CALL = re.compile(r"(?<![\w.])(\w+)\(")
 _ATTR = re.compile(r"(?<!\bnp)\.(?![0-9])(\w+)")
 _BINARY = re.compile(r"[\w)\]]\s*[-+*/%@]")
 _HOST_VALUE = re.compile(r"^\s*\w+ = (K_|ONE_|ZERO_)\w*\s*$")
+_BASIC_INDEX = re.compile(r"^\w+ = \w+\[(?:-?\d+|None|:|\.\.\.|[-\d:]+)(?:, (?:-?\d+|None|"
+                          r":|\.\.\.|[-\d:]+))*\]$")
+"""A basic index's line (getitem's lowered forward, ``o = x[3, ...]``)."""
 _HOST_NUMBER = re.compile(r"^\w+ = (INV\d+_float\d+|K_\w+)$")  # a mean's 1 / n
 _HOST_WORK = re.compile(r"\.reduce\(|\bisfinite\(|\.item\(\)|\[AR\w+, |float\(s_\)")
 """Code that would wait for the device (a reduction read on the host, a gather by row
@@ -164,9 +167,12 @@ with a CUDA spelling) and the product."""
 def portable(lines: list, dev: Device) -> bool:
     """Whether lowered code ``lines`` runs as it is on ``dev``: only calls of
     :data:`PORTABLE` functions that ``dev.np`` has, value names (a sized name only as the
-    vector of ones of a bias's product), ``.T``, no indexing, no Python arithmetic, no
-    other call or attribute, no value made from a host constant alone."""
+    vector of ones of a bias's product), ``.T``, no indexing but a basic index's view
+    (``o = x[3, ...]``), no Python arithmetic, no other call or attribute, no value made
+    from a host constant alone."""
     for line in lines:
+        if _BASIC_INDEX.match(line):
+            continue  # a view, as NumPy's: no launch, nothing read on the host
         if "[" in line or _BINARY.search(line) or _HOST_VALUE.match(line):
             return False
         if any(f not in PORTABLE or not hasattr(dev.np, f) for f in _NP_CALL.findall(line)):
