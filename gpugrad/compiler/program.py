@@ -142,7 +142,13 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
     unit = grads and not seeded and not update.folds(opt, numpy)
     if dev:
         env["DEVICE"] = True  # (a kernel folds a mean in whole: gpugrad.compiler.native_fold)
-    own_kernels = native or dev  # (an op's own kernel where it has one for the tier)
+
+    def own_kernel(kernel: Any, value: str) -> str | None:
+        """The program's name of an op's own kernel for ``value``, where it has one for the
+        tier (a device: ``NativeKernel.cuda``)."""
+        if native or dev and cuda_program.has_kernel(kernel):
+            return native_calls.op_kernel(env, kernel, value)
+        return None
 
     def info_of(ins: list) -> list:
         return [shapes[i] if shapes[i] is not None or type(sched.template[i]) not in
@@ -198,8 +204,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
             saved_of[k] = tuple(saved)
 
             def emit(outs, temps, em=low.emit, o=o, saved=saved, kept=low.saved,
-                     own=native_calls.op_kernel(env, low.native, f"v{o}") if own_kernels
-                     else None):
+                     own=own_kernel(low.native, f"v{o}")):
                 made = []  # (on a device, its values made where not planned: no NumPy code)
                 if own is not None and dev:
                     outs, made = cuda_program.allocated(outs, [(f"v{o}", *shapes[o]), *[
@@ -324,7 +329,7 @@ def build(sched: Any, shapes: list, grads: bool, opt: Any = None, seeded: bool =
                         scalar.add(c)
                         contrib.setdefault(ins[pos], []).append((c, False))
                         continue
-                    own = native_calls.op_kernel(env, got.native, c) if own_kernels else None
+                    own = own_kernel(got.native, c)
                     prog.append(plan.Instr(
                         reads, [(c, *shapes[ins[pos]])],
                         lambda outs, tmps, em=em, c=c, own=own, sh=shapes[ins[pos]]: (
