@@ -46,6 +46,13 @@ OPTIMIZERS = {"sgd": lambda ps: optim.SGD(ps, lr=0.1),
               "adam": lambda ps: optim.Adam(ps, lr=0.01)}
 
 
+@pytest.fixture(autouse=True)
+def _numpy_tier_first(monkeypatch):
+    """The programs compared and counted are the planned NumPy ones (the first tier), whatever
+    GPUGRAD_JIT the suite runs under (``GPUGRAD_JIT=now pytest`` too)."""
+    monkeypatch.setenv("GPUGRAD_JIT", "0")
+
+
 def _programs(root) -> list:
     """Every planned program on ``root``'s schedules."""
     return [p for s in root._schedules.values() for p in s.programs.values()]

@@ -29,6 +29,13 @@ RULE = re.compile(r"\b[FR]\d+(_\d+)?\(")
 NUMPY_ONLY = re.compile(r"\bERF_INTO\(|\bnp\.copyto\(")
 """The NumPy lines of gelu's and softplus's formulas that no device runs."""
 
+@pytest.fixture(autouse=True)
+def _numpy_tier_first(monkeypatch):
+    """The reference is the planned NumPy program (the first tier) whatever GPUGRAD_JIT the
+    suite runs under (``GPUGRAD_JIT=now pytest`` too); a test that wants another sets it."""
+    monkeypatch.setenv("GPUGRAD_JIT", "0")
+
+
 
 def rule_calls(source: str, op: str) -> list:
     """The lines of a program's ``source`` calling a registered rule of ``op``."""

@@ -38,6 +38,15 @@ MLP_SHAPED = {"sizes": (24, 16, 16, 6), "batch": 8}  # the mlp's layers, small e
 CASES = [(SMALL, "sigmoid", "sgd"), (SMALL, "tanh", "adam"), (MLP_SHAPED, "relu", "sgd"),
          (MLP_SHAPED, "sigmoid", "adam")]
 IDS = ["small-sigmoid-sgd", "small-tanh-adam", "mlp-relu-sgd", "mlp-sigmoid-adam"]
+
+
+@pytest.fixture(autouse=True)
+def _numpy_tier_first(monkeypatch):
+    """The reference is the planned NumPy program (the first tier) whatever GPUGRAD_JIT the
+    suite runs under (``GPUGRAD_JIT=now pytest`` too); a test that wants another sets it."""
+    monkeypatch.setenv("GPUGRAD_JIT", "0")
+
+
 ADAM_ULPS = 16
 """Adam divides each update by its gradient's own size, so a gradient's last bits move a
 float32 parameter by more ulps: the eager step (``minimize(compiled=False)``) and the planned
