@@ -26,6 +26,7 @@ Activations and optimizers are one entry each in :data:`ACTIVATIONS` and :data:`
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 import pytest
@@ -76,9 +77,13 @@ DTYPES = ["float64", "float32"]
 N, D, H, K = 6, 4, 5, 3  # batch, inputs, hidden units, outputs (classes)
 STEPS = 3
 
-ULPS = 32
+ULPS = 32 if os.environ.get("GPUGRAD_JIT", "0") == "0" else 96
 """The float32 bound, in units in the last place of the array's largest magnitude (see
-:func:`ulp_distance`).
+:func:`ulp_distance`); 96 where the suite runs the native tier from the first planned step
+(``GPUGRAD_JIT=now pytest``), whose fused kernels write ``exp`` and ``log1p`` out (within
+1.2 and 0.5 ulps, gpugrad.compiler.native_math) where the routes that stay on NumPy call
+NumPy's own: since logaddexp fuses (2026-12-07), AdamW on the ``bce-logits-silu`` float32
+case magnifies those ulps to 63.5 (every other case of the grid: at most 17).
 
 The routes do the same arithmetic but not always in the same order: BLAS dot products
 against NumPy's pairwise sums (a bias gradient as ``ones @ g`` or as a sum), the eager
