@@ -51,7 +51,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import backend, scalar_formula
-from . import cuda_group, cuda_update, lower, native_fold, plan, tier
+from . import cuda_group, cuda_update, lower, native, native_fold, plan, tier
 from .fuse import Group
 
 
@@ -351,15 +351,10 @@ def instruction(group: Group, name: str, env: dict) -> plan.Instr:
         for m, o in zip(group.outputs, outs):
             lines.append(f"{m} = {o}" if o != "None" else f"{m} = np.empty(S_{name}, D_{name})")
             args.append(m)
-        for j, ((m, _, shape), o) in enumerate(zip(group.sums, outs[len(group.outputs):])):
-            env[f"S_{name}_{j}"] = shape
-            lines.append(f"{m} = {o}" if o != "None" else
-                         f"{m} = np.empty(S_{name}_{j}, D_{name})")
-            args.append(m)
+        lines += native.sums_bound(group, name, outs, env)
+        args += [m for m, _, _ in group.sums]
         return lines + [f"{name}({', '.join(args)})"]
-    return plan.Instr([n for n, s in group.inputs],
-                      [(m, group.shape, group.dtype) for m in group.outputs]
-                      + [(m, shape, group.dtype) for m, _, shape in group.sums], emit, True)
+    return native.group_instruction(group, emit)
 
 
 def bind(made: Any, dev: Device, buffers: list) -> Any:

@@ -455,14 +455,28 @@ def instruction(group: Group, name: str, env: dict) -> plan.Instr:
                 lines.append(f"{m} = {o}" if o != "None" else
                              f"{m} = np.empty(S_{name}, D_{name})")
             args.append(m)
-        for j, ((m, _, shape), o) in enumerate(zip(group.sums, outs[len(group.outputs):])):
-            env[f"S_{name}_{j}"] = shape
-            lines.append(f"{m} = {o}" if o != "None" else
-                         f"{m} = np.empty(S_{name}_{j}, D_{name})")
-            args.append(m)
+        lines += sums_bound(group, name, outs, env)
+        args += [m for m, _, _ in group.sums]
         return lines + [f"if {name}({', '.join(args)}):", "    overflow()"]
     # an output never shares an input's buffer: where they overlap, the compiled loop falls
     # back to one element at a time (about 5x slower in float32 with exp on 2026-12-06)
+    return group_instruction(group, emit)
+
+
+def sums_bound(group: Group, name: str, outs: list, env: dict) -> list:
+    """The lines naming each sum of ``group`` (its kernel ``name``) after its buffer in
+    ``outs`` (after the outputs'), or after a new array where it is not planned (the kernel
+    writes every element: nothing zeroes it). Used by every tier's group call."""
+    lines = []
+    for j, ((m, _, shape), o) in enumerate(zip(group.sums, outs[len(group.outputs):])):
+        env[f"S_{name}_{j}"] = shape
+        lines.append(f"{m} = {o}" if o != "None" else f"{m} = np.empty(S_{name}_{j}, D_{name})")
+    return lines
+
+
+def group_instruction(group: Group, emit: Any) -> plan.Instr:
+    """The instruction of a group's call written by ``emit``: it reads the group's inputs
+    and defines its outputs, then its sums."""
     return plan.Instr([n for n, s in group.inputs],
                       [(m, group.shape, group.dtype) for m in group.outputs]
                       + [(m, shape, group.dtype) for m, _, shape in group.sums], emit, True)
