@@ -142,6 +142,10 @@ CUDA = {**{k: f"({{0}} {op} {{1}})" for k, op in BINARY.items()},
 """How :func:`cuda` spells each ufunc, with NumPy's semantics, in C over a type ``T``."""
 
 
+CTYPES = {"float32": "float", "float64": "double"}
+"""The C type of a kernel's ``T``, by NumPy dtype name (every CUDA kernel runs one of these)."""
+
+
 def c_name(name: str) -> str:
     """The C identifier of a formula's name (prefixed: clear of CuPy's own ``i``, ``_ind``)."""
     return f"v_{name}"

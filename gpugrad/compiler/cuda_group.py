@@ -68,12 +68,11 @@ import re
 from typing import Any
 
 from ..ops.cuda import OPTIONS, Source
-from ..scalar_formula import c_name, cuda
+from ..scalar_formula import CTYPES, c_name, cuda
 from .fuse import Group
 
 __all__ = ["OPTIONS", "elementwise", "launches", "module_source", "raw_source"]
 
-CTYPES = {"float32": "float", "float64": "double"}
 
 
 def kernel_name(name: str) -> str:

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..scalar_formula import c_name, cuda
+from ..scalar_formula import CTYPES, c_name, cuda
 from . import fuse, lower, plan
 from .native import _Writer, array_type
 
@@ -89,7 +89,7 @@ class Fold(NamedTuple):
         rows, each thread's own) and ``sum_end`` (after it: the threads' parts of the total
         added in thread order in float64, then divided by the row count; each column of a
         sum added by one thread, row after row, in the value's dtype)."""
-        c = {"float32": "float", "float64": "double"}[self.dtype]
+        c = CTYPES[self.dtype]
         out = {"C": c, "in_params": f"const {c}* z", "read0": "z[i * k]",
                "readj": "z[i * k + j]", "sum_params": "", "sum_init": "", "sum_add": "",
                "sum_end": ""}

@@ -8,6 +8,7 @@ entry makes its row's result and gradient NaN, as in torch.
 
 from ..fpstate import quiet
 from ..registry import defop
+from ..scalar_formula import CTYPES
 from .complexes import cj
 
 
@@ -232,7 +233,7 @@ class _CrossEntropyLowering:
                 f"{c} = {C}", f"{name}({logp}, np.ascontiguousarray({t}, dtype=np.int64), "
                 f"{_G_ARG[gk].format(g=g)}, {C}{writes})"], rows=True,
             cuda=lambda name, fold=None: _CUDA_BACKWARD.format(
-                name=name, G=_CUDA_G[gk].format(C=_CTYPE[dt]), scale=_CUDA_SCALE[gk],
+                name=name, G=_CUDA_G[gk].format(C=CTYPES[dt]), scale=_CUDA_SCALE[gk],
                 **(fold.cuda_fields() if fold else _cuda_plain(dt))))
         return ctx.Backward([g, t, logp], lambda c, C, T: [
             f"{c} = np.exp({logp}, {C})", f"{c}[AR{n}, {t}] -= {unit}",
@@ -365,7 +366,6 @@ extern "C" __global__ void gpugrad_{name}(const {C}* logp, const long long* t, {
     {sum_end}
 }}
 """
-_CTYPE = {"float32": "float", "float64": "double"}
 _CUDA_G = {"one": "const double g", "number": "const double g", "rows": "const {C}* g"}
 _CUDA_SCALE = {"one": "c[i * k + j]", "number": "c[i * k + j] * (T)g",
                "rows": "c[i * k + j] * g[i]"}
@@ -373,7 +373,7 @@ _CUDA_SCALE = {"one": "c[i * k + j]", "number": "c[i * k + j] * (T)g",
 
 def _cuda_plain(dt: str) -> dict:
     """The device kernels' fields where nothing is folded in (as ``_plain``)."""
-    c = _CTYPE[dt]
+    c = CTYPES[dt]
     return {"C": c, "in_params": f"const {c}* z", "read0": "z[i * k]", "readj": "z[i * k + j]",
             "sum_params": "", "sum_init": "", "sum_add": "", "sum_end": ""}
 
